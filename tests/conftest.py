@@ -1,0 +1,75 @@
+"""Shared fixtures: stores on SQLite and PostgreSQL, and the rule for tests that need a server.
+
+A test that needs PostgreSQL (or, later, RabbitMQ or Chromium) skips with the reason when
+the server does not answer, unless FSML_REQUIRE_SERVICES=1, which CI sets: then the
+missing server is a failure, so CI can never pass by skipping.
+"""
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from fsml_nb.store import Store, normalize_db_url
+
+PG_URL = os.environ.get("FSML_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def services_required() -> bool:
+    return os.environ.get("FSML_REQUIRE_SERVICES", "").strip().lower() in ("1", "true", "yes")
+
+
+def skip_or_fail(reason: str) -> None:
+    "Skip the test, or fail it when FSML_REQUIRE_SERVICES=1."
+    if services_required():
+        pytest.fail(f"{reason} (FSML_REQUIRE_SERVICES=1 makes this a failure)", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url() -> Iterator[str]:
+    "The admin URL of a reachable PostgreSQL server, or skip/fail."
+    url = normalize_db_url(PG_URL)
+    try:
+        engine = create_engine(url, connect_args={"connect_timeout": 5})
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+        engine.dispose()
+    except Exception as error:  # any failure to connect means: no server for these tests
+        skip_or_fail(f"PostgreSQL is not reachable at {PG_URL}: {str(error).splitlines()[0]}")
+    yield url
+
+
+@pytest.fixture
+def postgres_url(postgres_server_url: str) -> Iterator[str]:
+    "A fresh, empty PostgreSQL database for one test, dropped afterwards."
+    name = f"fsml_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(postgres_server_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(postgres_server_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path: Path) -> str:
+    "The URL of an empty database on each backend."
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/fsml.db"
+    return request.getfixturevalue("postgres_url")
+
+
+@pytest.fixture
+def store(db_url: str, tmp_path: Path) -> Iterator[Store]:
+    "An empty store on each backend, with a local blob folder."
+    with Store(db_url, str(tmp_path / "blobs")) as opened:
+        yield opened
