@@ -153,7 +153,7 @@ def main() -> None:
         rows = compare_loaders(store, import_digits(store), tmp, "digits 8x8 gray", args.epochs)
         shapes = import_folder(synthetic_images(tmp / "synthetic", args.images, 64), store=store, test_fraction=0.0)
         rows += compare_loaders(store, shapes, tmp, "synthetic 64x64 RGB", args.epochs)
-        print("\n## Loader vs folder baseline (items/s, best of %d epochs, batch 64)\n" % args.epochs)
+        print(f"\n## Loader vs folder baseline (items/s, best of {args.epochs} epochs, batch 64)\n")
         print("| data | items | workers | folder + PIL | fsml load() | ratio |")
         print("| --- | ---: | ---: | ---: | ---: | ---: |")
         for label, count, workers, folder, loader, ratio in rows:

@@ -28,8 +28,8 @@ def test_the_wheel_installs_and_imports_every_module(tmp_path: Path):
     (fresh_site / "zz_test_dependencies.pth").write_text("\n".join(site.getsitepackages()) + "\n")
     modules = sorted(name for _, name, _ in pkgutil.walk_packages(fsml_nb.__path__, "fsml_nb."))
     assert {"fsml_nb.core", "fsml_nb.store", "fsml_nb.data", "fsml_nb.cli"} <= set(modules)
-    script = ("import importlib, fsml_nb; assert str(fsml_nb.__file__).startswith(%r), fsml_nb.__file__\n"
-              "for name in %r: importlib.import_module(name)\nprint('ok')") % (str(fresh), modules)
+    script = (f"import importlib, fsml_nb; assert str(fsml_nb.__file__).startswith({str(fresh)!r}), fsml_nb.__file__\n"
+              f"for name in {modules!r}: importlib.import_module(name)\nprint('ok')")
     result = subprocess.run([str(python), "-c", script], capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert result.stdout.strip() == "ok", result.stderr
     help_text = subprocess.run([str(fresh / "bin" / "fsml"), "--help"], capture_output=True, text=True, timeout=120,
