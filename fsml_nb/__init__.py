@@ -2,9 +2,14 @@
 
 Modules:
 
+- `fsml_nb.annotate`: Annotation projects for many annotators at once: blind overlap, task leasing that is safe under concurrency, a versioned guide, agreement and consensus, export to a dataset version, and an ipywidgets panel with hotkeys that runs in JupyterLab and in Voila.
 - `fsml_nb.cli`: The `fsml` command: set up a store, import data, list, show, diff and verify dataset versions. For CI, ops, and anyone who prefers a shell.
+- `fsml_nb.collect`: A polite web crawler that fills the store with raw items and keeps where each came from: robots.txt, per-host rate limits, byte and page caps, retries with backoff, licences, and a frontier in the database that survives restarts and is shared by many workers.
+- `fsml_nb.compress`: Make a trained model smaller: knowledge distillation, structured pruning to a target parameter ratio with fine-tuning, BatchNorm folding and head replacement, and a report of parameters, MACs, latency and accuracy before and after.
 - `fsml_nb.core`: Settings from the environment, the errors every module raises, logging, and the one place where we make `torchvision` (and so `timm`) import on CPU-only torch.
 - `fsml_nb.data`: Loaders from a dataset version to a torch `Dataset` and `DataLoader`, small transforms, and importers that turn public benchmarks (scikit-learn digits, MNIST-1D) and a folder of a user's own images into dataset versions.
+- `fsml_nb.export`: ONNX export of a checkpoint, INT8 quantization (dynamic, and static QDQ calibrated on a dataset version), parity and latency reports of every variant against the research model, and a measured recommendation of what to ship.
+- `fsml_nb.repro`: Paper reproduction recipes: a paper's reported table, the dataset, the models and their training settings, and a tolerance. `reproduce` trains every row over several seeds and puts ours beside theirs.
 - `fsml_nb.store`: The SQL schema and its migrations, the content-addressed blob store, items, labels and immutable dataset versions that can be listed, shown, verified and diffed.
 - `fsml_nb.train`: A fit loop for timm models (built from scratch) and plain torch modules: AdamW and a schedule, fixed seeds, early stopping, metrics per epoch, a progress bar, and resumable checkpoints as safetensors that name their dataset version, config and code version."""
 

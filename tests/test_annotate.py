@@ -1,0 +1,206 @@
+"""Annotation with real parts: concurrent annotators on SQLite and PostgreSQL, and the Voila page in Chromium."""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from datetime import timedelta
+from pathlib import Path
+
+import nbformat
+import pytest
+from conftest import skip_or_fail
+
+from fsml_nb.annotate import (APP_NOTEBOOK_CODE, AccessRefused, AnnotationError, LeaseLostError, add_annotator,
+                              annotator_for_token, answers_by_item, create_project, export_consensus, lease_next,
+                              submit, submit_and_next, utc_now)
+from fsml_nb.store import LabelledItem, LabelSchema, NewItem, Store
+
+PETS = LabelSchema("single_label", ("cat", "dog"))
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def text_version(store: Store, count: int, name: str = "texts"):
+    records = [LabelledItem(NewItem(f"{name} item {index}".encode(), "text/plain"), "cat",
+                            "test" if index % 5 == 0 else "train") for index in range(count)]
+    return store.import_version(records, PETS, name, source="test")
+
+
+def test_twenty_annotators_label_500_items_with_overlap_2(db_url: str, tmp_path: Path):
+    with Store(db_url, str(tmp_path / "blobs")) as store:
+        create_project(store, "crowd", text_version(store, 500), overlap=2, lease_seconds=300)
+        names = [f"annotator{index:02d}" for index in range(20)]
+        for name in names:
+            add_annotator(store, name)
+    errors: list[BaseException] = []
+
+    def annotate(name: str) -> None:
+        try:
+            with Store(db_url, str(tmp_path / "blobs")) as own:  # each annotator: its own connections
+                task = lease_next(own, "crowd", name)
+                while task is not None:
+                    label = "cat" if hash((name, task.item_sha256)) % 3 else "dog"
+                    _, task = submit_and_next(own, "crowd", name, task.item_sha256, label)
+        except BaseException as error:  # collected and asserted below
+            errors.append(error)
+
+    threads = [threading.Thread(target=annotate, args=(name,)) for name in names]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=600)
+    assert not errors, errors[:3]
+    with Store(db_url, str(tmp_path / "blobs")) as store:
+        by_item = answers_by_item(store, "crowd")
+        assert len(by_item) == 500
+        assert Counter(len(answers) for answers in by_item.values()) == {2: 500}
+        assert all(len({annotator for annotator, *_ in answers}) == 2 for answers in by_item.values())
+        workers = Counter(annotator for answers in by_item.values() for annotator, *_ in answers)
+        assert len(workers) > 1 and sum(workers.values()) == 1000
+
+
+def test_leases_expire_and_late_answers_never_exceed_overlap(store: Store):
+    version = text_version(store, 2)
+    create_project(store, "solo", version, overlap=1, lease_seconds=30)
+    for name in ("ann", "bob"):
+        add_annotator(store, name)
+    start = utc_now()
+    abandoned = lease_next(store, "solo", "ann", now=start)
+    assert lease_next(store, "solo", "bob", now=start).item_sha256 != abandoned.item_sha256
+    later = start + timedelta(seconds=31)
+    assert lease_next(store, "solo", "bob", now=later).item_sha256 == abandoned.item_sha256
+    submit(store, "solo", "bob", abandoned.item_sha256, "dog", now=later)
+    with pytest.raises(LeaseLostError):
+        submit(store, "solo", "ann", abandoned.item_sha256, "cat", now=later)
+    assert len(answers_by_item(store, "solo")[abandoned.item_sha256]) == 1
+
+
+def test_resubmitting_is_idempotent_and_changes_need_undo(store: Store):
+    create_project(store, "twice", text_version(store, 3), overlap=2)
+    add_annotator(store, "cy")
+    task = lease_next(store, "twice", "cy")
+    first = submit(store, "twice", "cy", task.item_sha256, "cat")
+    assert submit(store, "twice", "cy", task.item_sha256, "cat") == first
+    with pytest.raises(AnnotationError, match="undo first"):
+        submit(store, "twice", "cy", task.item_sha256, "dog")
+    with pytest.raises(AnnotationError, match="does not fit"):
+        submit(store, "twice", "cy", task.item_sha256, "horse")
+    assert len(answers_by_item(store, "twice")[task.item_sha256]) == 1
+
+
+def test_tokens(store: Store):
+    token = add_annotator(store, "dee")
+    assert annotator_for_token(store, token) == "dee"
+    for wrong in ("", None, token[:-1] + ("A" if token[-1] != "A" else "B")):
+        with pytest.raises(AccessRefused):
+            annotator_for_token(store, wrong)
+    with pytest.raises(AnnotationError, match="exists already"):
+        add_annotator(store, "dee")
+
+
+def test_consensus_export_names_the_guide(store: Store):
+    create_project(store, "vote", text_version(store, 4), overlap=1, guide="# v1")
+    add_annotator(store, "eve")
+    task = lease_next(store, "vote", "eve")
+    while task is not None:
+        _, task = submit_and_next(store, "vote", "eve", task.item_sha256, "dog")
+    version = export_consensus(store, "vote")
+    assert version.guide_version == "vote@v1" and {entry.label for entry in version.entries} == {"dog"}
+    assert version.split_counts() == {"test": 1, "train": 3}
+
+
+def test_the_committed_app_notebook_is_what_serve_writes():
+    notebook = nbformat.read(ROOT / "nbs" / "apps" / "annotate.ipynb", as_version=4)
+    code = [cell.source for cell in notebook.cells if cell.cell_type == "code"]
+    assert code == [APP_NOTEBOOK_CODE]
+
+
+# --- the Voila page in a real browser --------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def chromium_path() -> str:
+    path = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
+    if path is None:
+        skip_or_fail("Chromium is not installed (Debian: apt-get install chromium chromium-driver)")
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        skip_or_fail("playwright (the Python package) is not installed")
+    return path
+
+
+@pytest.fixture
+def voila_app(tmp_path: Path):
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("FSML_")}, "FSML_HOME": str(tmp_path / "home")}
+    with Store(f"sqlite:///{tmp_path}/home/fsml.db", str(tmp_path / "home/blobs")) as store:
+        version = store.import_version(
+            [LabelledItem(NewItem(f"browser item {index}".encode(), "text/plain"), "cat", "train") for index in range(5)],
+            PETS, "browser", source="test")
+        create_project(store, "web", version, overlap=1)
+        token = add_annotator(store, "fay")
+    port = free_port()
+    fsml = shutil.which("fsml", path=str(Path(sys.executable).parent)) or "fsml"
+    server = subprocess.Popen([fsml, "annotate", "serve", "--project", "web", "--port", str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              start_new_session=True)
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        if server.poll() is not None:
+            pytest.fail(f"fsml annotate serve exited: {server.stdout.read()}")
+        time.sleep(0.3)
+    yield f"http://127.0.0.1:{port}", token, tmp_path / "home"
+    os.killpg(server.pid, 15)
+    server.wait(timeout=30)
+
+
+def test_an_annotator_labels_in_the_browser(chromium_path: str, voila_app):
+    from playwright.sync_api import sync_playwright
+
+    url, token, home = voila_app
+    store = Store(f"sqlite:///{home}/fsml.db", str(home / "blobs"))
+
+    def answers() -> dict:
+        return answers_by_item(store, "web")
+
+    def wait_for(condition, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            assert time.monotonic() < deadline, "timed out waiting for the page"
+            time.sleep(0.1)
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium_path, headless=True, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-quic", "--no-first-run",
+            "--disable-component-update", "--disable-sync"])
+        page = browser.new_page()
+        page.goto(f"{url}/?token={token}")
+        page.wait_for_selector(".fsml-annotation-panel", timeout=90_000)
+        first = page.get_attribute(".fsml-item-id", "data-item")
+        page.hover(".fsml-annotation-panel")
+        page.keyboard.press("2")  # class 2 of (cat, dog)
+        page.keyboard.press("Enter")
+        wait_for(lambda: first in answers())
+        assert answers()[first][0][:2] == ("fay", "dog")
+        wait_for(lambda: page.get_attribute(".fsml-item-id", "data-item") != first)  # the next item appears
+        page.keyboard.press("Backspace")
+        wait_for(lambda: first not in answers())  # undone in the database
+        wait_for(lambda: page.get_attribute(".fsml-item-id", "data-item") == first)  # and back on screen
+        page.goto(f"{url}/?token=not-a-token")
+        page.wait_for_selector(".fsml-refused", timeout=90_000)
+        assert "Access refused" in page.inner_text(".fsml-refused")
+        assert page.query_selector(".fsml-annotation-panel") is None  # nobody's queue
+        browser.close()
+    store.close()
