@@ -3,6 +3,6 @@
 # under FSML_HOME, default ~/.fsml). No server needed.
 set -euo pipefail
 cd "$(dirname "$0")"
-scripts/setup-env.sh .venv "datasets"
+scripts/setup-env.sh .venv "datasets,train,export"
 .venv/bin/fsml init
 .venv/bin/fsml quickstart

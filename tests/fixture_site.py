@@ -172,6 +172,10 @@ class FixtureSite:
             return self._stream_forever(handler)
         if path == "/flaky.html":
             return self._send(handler, 500 if count <= 2 else 200, html, b"<title>Flaky</title>")
+        if path == "/busy.html":  # 503 with Retry-After once, then fine
+            if count == 1:
+                return self._send(handler, 503, html, b"busy", {"Retry-After": "1"})
+            return self._send(handler, 200, html, b"<title>Not busy now</title>")
         if path == "/broken.html":
             return self._send(handler, 500, html, b"<p>server error</p>")
         if path in ("/slow.html", "/slow-once.html"):

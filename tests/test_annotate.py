@@ -204,3 +204,16 @@ def test_an_annotator_labels_in_the_browser(chromium_path: str, voila_app):
         assert page.query_selector(".fsml-annotation-panel") is None  # nobody's queue
         browser.close()
     store.close()
+
+
+def test_an_item_whose_blob_is_missing_is_skipped_not_fatal(store: Store):
+    from fsml_nb.annotate import AnnotationPanel
+
+    version = text_version(store, 3, name="gaps")
+    create_project(store, "gaps", version, overlap=1)
+    add_annotator(store, "gus")
+    first = lease_next(store, "gaps", "gus")
+    Path(store.blobs.path(first.item_sha256)).unlink()
+    panel = AnnotationPanel(store, "gaps", "gus")
+    assert panel.task is not None and panel.task.item_sha256 != first.item_sha256
+    assert "was skipped" in panel.status.value and "missing" in panel.status.value

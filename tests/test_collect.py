@@ -124,6 +124,7 @@ def test_every_url_of_the_fixture_ends_as_the_rules_say(crawled):
     summary = crawled["summary"]
     assert summary.stop_reason == FINISHED and summary.queued == 0
     assert (summary.stored, summary.duplicates, summary.skipped_by_robots) == (5, 1, 2)
+    assert (summary.items, summary.licensed_items) == (5, 3)
     assert summary.errors == {"redirect_loop": 1, "bad_image": 2, "http_500": 1, "timeout": 1}
     assert summary.skipped == {"max_depth": 1, "too_large": 2, "content_type": 2, "off_domain": 3}
 
@@ -189,6 +190,20 @@ def test_licences_are_found_and_unknown_ones_marked(crawled):
     version = store.create_licensed_version(entries, LabelSchema("text"), "licensed captions")
     assert sorted(entry.label for entry in version.entries) == ["A bird", "A dog", "Licensed by header"]
     assert version.meta["excluded_items"] == 2
+
+
+def test_retries_back_off_exponentially_and_honour_retry_after(tmp_path: Path):
+    with FixtureSite(crawl_delay=None) as site, Store(f"sqlite:///{tmp_path}/fsml.db", str(tmp_path / "blobs")) as store:
+        rules = CrawlConfig([f"{site.base}/broken.html", f"{site.base}/busy.html"], delay=0.0, backoff=0.2,
+                            max_attempts=3, timeout=1.0)
+        Crawler(rules, store=store, workers=2).run()
+        log = site.log
+        final = outcomes(store, Frontier(store, rules).crawl_id, site.base)
+    broken = [request.at for request in log if request.path == "/broken.html"]
+    busy = [request.at for request in log if request.path == "/busy.html"]
+    assert len(broken) == 3 and broken[1] - broken[0] >= 0.2 and broken[2] - broken[1] >= 0.4  # backoff 0.2 s, doubling
+    assert len(busy) == 2 and busy[1] - busy[0] >= 1.0  # Retry-After: 1 beats the 0.2 s backoff
+    assert final["/broken.html"] == ("failed", "http_500") and final["/busy.html"] == ("done", "page")
 
 
 # --- resuming ----------------------------------------------------------------------------------------
