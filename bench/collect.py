@@ -21,17 +21,14 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from itertools import pairwise
 from pathlib import Path
 
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
 from fsml_nb.collect import CrawlConfig, Frontier, crawl_summary
-from fsml_nb.store import Store, normalize_db_url
+from fsml_nb.store import Store, scratch_postgres_database
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
@@ -70,21 +67,6 @@ def site_process(**options) -> Iterator[tuple[str, list[float]]]:
         parent.send("stop")
         times.extend(parent.recv())
         process.join(10)
-
-
-@contextmanager
-def temporary_pg_database(server_url: str) -> Iterator[str]:
-    url = normalize_db_url(server_url)
-    name = f"fsml_bench_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(url, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 5})
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def run_crawl(db_url: str, blobs: str, crawl_id: str, rules: CrawlConfig, processes: int, workers: int) -> float:
@@ -147,7 +129,7 @@ def main() -> None:
         sqlite_url = f"sqlite:///{tmp}/bench.db"
         results["sqlite"] = (throughput(sqlite_url, tmp, args.pages, args.workers), politeness(sqlite_url, tmp, 2))
         try:
-            with temporary_pg_database(args.pg_url) as pg_url:
+            with scratch_postgres_database(args.pg_url) as pg_url:
                 results["postgresql"] = (throughput(pg_url, tmp, args.pages, args.workers),
                                          politeness(pg_url, tmp, 2))
         except Exception as error:  # a benchmark reports what it could not measure

@@ -14,19 +14,16 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
-import uuid
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 from torch.utils.data import Dataset
 
 from fsml_nb.data import dataloader, image_to_tensor, import_digits, import_folder, load
-from fsml_nb.store import Entry, LabelSchema, Store, items, normalize_db_url
+from fsml_nb.store import Entry, LabelSchema, Store, items, scratch_postgres_database
 
 
 class FolderDataset(Dataset):
@@ -124,21 +121,6 @@ def version_timings(store: Store, count: int) -> dict[str, float]:
     return results
 
 
-@contextmanager
-def temporary_pg_database(server_url: str):
-    url = normalize_db_url(server_url)
-    name = f"fsml_bench_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(url, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 5})
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=5)
@@ -161,7 +143,7 @@ def main() -> None:
 
         timings = {"sqlite": version_timings(Store(f"sqlite:///{tmp}/bench.db", str(tmp / "blobs")), args.items)}
         try:
-            with temporary_pg_database(args.pg_url) as pg_url:
+            with scratch_postgres_database(args.pg_url) as pg_url:
                 pg_store = Store(pg_url, str(tmp / "blobs"))
                 timings["postgresql"] = version_timings(pg_store, args.items)
                 pg_store.close()

@@ -7,15 +7,13 @@ missing server is a failure, so CI can never pass by skipping.
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
-from fsml_nb.store import Store, normalize_db_url
+from fsml_nb.store import Store, normalize_db_url, scratch_postgres_database
 
 PG_URL = os.environ.get("FSML_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -48,16 +46,8 @@ def postgres_server_url() -> Iterator[str]:
 @pytest.fixture
 def postgres_url(postgres_server_url: str) -> Iterator[str]:
     "A fresh, empty PostgreSQL database for one test, dropped afterwards."
-    name = f"fsml_test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(postgres_server_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(postgres_server_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with scratch_postgres_database(postgres_server_url, prefix="fsml_test") as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -175,7 +175,7 @@ def test_an_annotator_labels_in_the_browser(chromium_path: str, voila_app):
     def answers() -> dict:
         return answers_by_item(store, "web")
 
-    def wait_for(condition, timeout: float = 20.0) -> None:
+    def wait_for(condition, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
         while not condition():
             assert time.monotonic() < deadline, "timed out waiting for the page"

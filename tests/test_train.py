@@ -91,3 +91,11 @@ def test_resume_refuses_another_dataset_version(store, digits, tmp_path: Path):
     with pytest.raises(CheckpointError, match="was trained on version"):
         fit(mlp, other, store=store, config=QUICK, resume=path, progress=False)
     assert json.loads(json.dumps(read_checkpoint(path).metadata["model_spec"]))["name"] == "torch.nn:Linear"
+
+
+def test_unlabelled_inputs_need_a_loss_that_uses_them(store, digits):
+    from fsml_nb.train import TrainError
+
+    with pytest.raises(TrainError, match="need a loss"):
+        fit(nn.Sequential(nn.Flatten(), nn.Linear(64, 10)), digits, store=store, config=QUICK, progress=False,
+            unlabelled=torch.zeros(4, 1, 8, 8))

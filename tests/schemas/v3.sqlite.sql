@@ -71,6 +71,7 @@ CREATE TABLE annotation_tasks (
 	position INTEGER NOT NULL, 
 	split VARCHAR(64) NOT NULL, 
 	gold_label TEXT, 
+	answer_count INTEGER NOT NULL, 
 	PRIMARY KEY (project, item_sha256), 
 	FOREIGN KEY(project) REFERENCES annotation_projects (name), 
 	FOREIGN KEY(item_sha256) REFERENCES items (sha256)
