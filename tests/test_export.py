@@ -88,3 +88,17 @@ def test_a_checkpoint_that_does_not_load(exported):
     with pytest.raises(CheckpointError, match="truncated or corrupt"):
         export_checkpoint(broken, folder / "broken-out", digits, store=store)
     assert not (folder / "broken-out").exists()
+
+
+def test_extra_execution_providers_get_their_own_latency_columns(exported, monkeypatch):
+    "The CUDA/TensorRT branch, exercised with the CPU provider standing in (no GPU on CI machines)."
+    import fsml_nb.export as export_module
+
+    store, digits, checkpoint, folder = exported
+    monkeypatch.setattr(export_module, "_gpu_providers", lambda: ["CPUExecutionProvider"])
+    report = export_checkpoint(checkpoint, folder / "gpu-out", digits, store=store, calibration_items=32)
+    for name in ("onnx-fp32", "onnx-int8-dynamic", "onnx-int8-static"):
+        assert {"CPU b1", "CPU b32"} <= set(report.variant(name).latency_ms)
+    assert "CPU b1" not in report.variant("torch-fp32").latency_ms
+    markdown = (folder / "gpu-out" / "report.md").read_text()
+    assert "CPU b1 ms (x torch)" in markdown and "no CUDA or TensorRT" not in markdown
