@@ -861,7 +861,8 @@ def _undo_blobs_on_error(blob_store: BlobStore) -> Iterator[list[str]]:
         raise
 
 # %% ../nbs/01_store.ipynb #589e6a5a
-def _add_items(store: Store, new_items: Sequence[NewItem], connection: Connection, created: list[str]) -> list[str]:
+def _add_items(store: Store, new_items: Sequence[NewItem], connection: Connection, created: list[str],
+               on_stored: Callable[[int], Any] | None = None) -> list[str]:
     shas = []
     rows = []
     now = utc_now()
@@ -870,6 +871,8 @@ def _add_items(store: Store, new_items: Sequence[NewItem], connection: Connectio
         if is_new:
             created.append(sha)
         shas.append(sha)
+        if on_stored is not None:
+            on_stored(1)
         rows.append({"sha256": sha, "media_type": new_item.media_type, "size": len(new_item.data),
                      "source_url": new_item.source_url, "licence": new_item.licence, "collected_at": now,
                      "meta": new_item.meta})
@@ -1099,9 +1102,9 @@ def import_version(self: Store, labelled: Sequence[LabelledItem],  # items with 
         except InvalidVersionError as error:
             where = record.item.source_url or f"item #{position}"
             raise InvalidVersionError(f"{where}: {error}") from None
-    records = tqdm(labelled, desc=f"import {name}", unit="item", disable=not progress)
-    with _undo_blobs_on_error(self.blobs) as created, self.engine.begin() as connection:
-        shas = _add_items(self, [record.item for record in records], connection, created)
+    with tqdm(total=len(labelled), desc=f"import {name}", unit="item", disable=not progress) as bar, \
+            _undo_blobs_on_error(self.blobs) as created, self.engine.begin() as connection:
+        shas = _add_items(self, [record.item for record in labelled], connection, created, on_stored=bar.update)
         _set_labels(connection, [(sha, record.label) for sha, record in zip(shas, labelled, strict=True)], source)
         entries = [Entry(sha, record.label, record.split) for sha, record in zip(shas, labelled, strict=True)]
         return _create_version(connection, entries, label_schema, name, guide_version,
