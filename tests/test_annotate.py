@@ -217,3 +217,70 @@ def test_an_item_whose_blob_is_missing_is_skipped_not_fatal(store: Store):
     panel = AnnotationPanel(store, "gaps", "gus")
     assert panel.task is not None and panel.task.item_sha256 != first.item_sha256
     assert "was skipped" in panel.status.value and "missing" in panel.status.value
+
+
+@pytest.fixture
+def jupyterlab_notebook(tmp_path: Path):
+    "A JupyterLab server on 127.0.0.1 with a notebook that shows an annotation panel."
+    home = tmp_path / "home"
+    code = (f"import os\nos.environ['FSML_HOME'] = {str(home)!r}\n"
+            "from fsml_nb.store import Store\nfrom fsml_nb.annotate import AnnotationPanel\n"
+            "panel = AnnotationPanel(Store(), 'lab', 'lou')\npanel.widget")
+    with Store(f"sqlite:///{home}/fsml.db", str(home / "blobs")) as store:
+        version = store.import_version([LabelledItem(NewItem(f"lab item {index}".encode(), "text/plain"), "cat", "train")
+                                        for index in range(4)], PETS, "lab", source="test")
+        create_project(store, "lab", version, overlap=1)
+        add_annotator(store, "lou")
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells = [nbformat.v4.new_code_cell(code)]
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(notebook, str(tmp_path / "panel.ipynb"))
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "jupyterlab", "--allow-root", "--no-browser", f"--port={port}",
+                               "--ServerApp.token=", "--ServerApp.password=", "--ServerApp.ip=127.0.0.1",
+                               f"--ServerApp.root_dir={tmp_path}"], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        if server.poll() is not None:
+            pytest.fail(f"jupyter lab exited: {server.stdout.read()}")
+        time.sleep(0.3)
+    yield f"http://127.0.0.1:{port}/lab/tree/panel.ipynb", home
+    os.killpg(server.pid, 15)
+    server.wait(timeout=30)
+
+
+def test_the_panel_works_in_jupyterlab(chromium_path: str, jupyterlab_notebook):
+    from playwright.sync_api import sync_playwright
+
+    url, home = jupyterlab_notebook
+    store = Store(f"sqlite:///{home}/fsml.db", str(home / "blobs"))
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium_path, headless=True, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-quic", "--no-first-run",
+            "--disable-component-update", "--disable-sync"])
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.goto(url)
+        page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=120_000)
+        page.click(".jp-Cell .jp-InputArea-editor")
+        page.keyboard.press("Shift+Enter")  # run the cell
+        page.wait_for_selector(".fsml-annotation-panel", timeout=120_000)
+        first = page.get_attribute(".fsml-item-id", "data-item")
+        page.hover(".fsml-annotation-panel .fsml-item-text")
+        page.keyboard.press("2")
+        page.keyboard.press("Enter")
+        deadline = time.monotonic() + 60
+        while first not in answers_by_item(store, "lab"):
+            assert time.monotonic() < deadline, "the answer never reached the database"
+            time.sleep(0.2)
+        assert answers_by_item(store, "lab")[first][0][:2] == ("lou", "dog")
+        page.keyboard.press("Backspace")
+        deadline = time.monotonic() + 60
+        while first in answers_by_item(store, "lab"):
+            assert time.monotonic() < deadline, "Backspace did not undo"
+            time.sleep(0.2)
+        browser.close()
+    store.close()
