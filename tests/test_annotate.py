@@ -265,8 +265,9 @@ def test_the_panel_works_in_jupyterlab(chromium_path: str, jupyterlab_notebook):
         page = browser.new_page(viewport={"width": 1400, "height": 900})
         page.goto(url)
         page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=120_000)
-        page.click(".jp-Cell .jp-InputArea-editor")
-        page.keyboard.press("Shift+Enter")  # run the cell
+        page.wait_for_selector(".jp-StatusBar-TextItem:has-text('Idle')", timeout=120_000)  # the kernel is ready
+        page.click(".lm-MenuBar-itemLabel:text-is('Run')")  # JupyterLab's own command, not a keystroke race
+        page.click(".lm-Menu-itemLabel:text-is('Run All Cells')")
         page.wait_for_selector(".fsml-annotation-panel", timeout=120_000)
         first = page.get_attribute(".fsml-item-id", "data-item")
         page.hover(".fsml-annotation-panel .fsml-item-text")
