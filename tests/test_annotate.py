@@ -9,6 +9,8 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 
@@ -128,6 +130,35 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+@contextmanager
+def local_server(command: list[str], port: int, env: dict[str, str] | None = None) -> Iterator[None]:
+    "Run a server process until its port answers; stop it (and its children) afterwards."
+    server = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              start_new_session=True)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            if server.poll() is not None:
+                pytest.fail(f"{command[0]} exited: {server.stdout.read()}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"{command[0]} did not listen on port {port} within 90 s")
+            time.sleep(0.3)
+        yield
+    finally:
+        os.killpg(server.pid, 15)
+        server.wait(timeout=30)
+
+
+def launch_chromium(playwright, path: str):
+    "Debian's Chromium, headless, with no network of its own (see DEVELOPERS.md)."
+    return playwright.chromium.launch(executable_path=path, headless=True, args=[
+        "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-quic", "--no-first-run",
+        "--disable-component-update", "--disable-sync"])
+
+
 @pytest.fixture
 def chromium_path() -> str:
     path = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
@@ -151,19 +182,8 @@ def voila_app(tmp_path: Path):
         token = add_annotator(store, "fay")
     port = free_port()
     fsml = shutil.which("fsml", path=str(Path(sys.executable).parent)) or "fsml"
-    server = subprocess.Popen([fsml, "annotate", "serve", "--project", "web", "--port", str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                              start_new_session=True)
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                break
-        if server.poll() is not None:
-            pytest.fail(f"fsml annotate serve exited: {server.stdout.read()}")
-        time.sleep(0.3)
-    yield f"http://127.0.0.1:{port}", token, tmp_path / "home"
-    os.killpg(server.pid, 15)
-    server.wait(timeout=30)
+    with local_server([fsml, "annotate", "serve", "--project", "web", "--port", str(port)], port, env):
+        yield f"http://127.0.0.1:{port}", token, tmp_path / "home"
 
 
 def test_an_annotator_labels_in_the_browser(chromium_path: str, voila_app):
@@ -182,9 +202,7 @@ def test_an_annotator_labels_in_the_browser(chromium_path: str, voila_app):
             time.sleep(0.1)
 
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=chromium_path, headless=True, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-quic", "--no-first-run",
-            "--disable-component-update", "--disable-sync"])
+        browser = launch_chromium(playwright, chromium_path)
         page = browser.new_page()
         page.goto(f"{url}/?token={token}")
         page.wait_for_selector(".fsml-annotation-panel", timeout=90_000)
@@ -236,21 +254,11 @@ def jupyterlab_notebook(tmp_path: Path):
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(notebook, str(tmp_path / "panel.ipynb"))
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "jupyterlab", "--allow-root", "--no-browser", f"--port={port}",
-                               "--ServerApp.token=", "--ServerApp.password=", "--ServerApp.ip=127.0.0.1",
-                               f"--ServerApp.root_dir={tmp_path}"], stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                break
-        if server.poll() is not None:
-            pytest.fail(f"jupyter lab exited: {server.stdout.read()}")
-        time.sleep(0.3)
-    yield f"http://127.0.0.1:{port}/lab/tree/panel.ipynb", home
-    os.killpg(server.pid, 15)
-    server.wait(timeout=30)
+    command = [sys.executable, "-m", "jupyterlab", "--allow-root", "--no-browser", f"--port={port}",
+               "--ServerApp.token=", "--ServerApp.password=", "--ServerApp.ip=127.0.0.1",
+               f"--ServerApp.root_dir={tmp_path}"]
+    with local_server(command, port):
+        yield f"http://127.0.0.1:{port}/lab/tree/panel.ipynb", home
 
 
 def test_the_panel_works_in_jupyterlab(chromium_path: str, jupyterlab_notebook):
@@ -259,9 +267,7 @@ def test_the_panel_works_in_jupyterlab(chromium_path: str, jupyterlab_notebook):
     url, home = jupyterlab_notebook
     store = Store(f"sqlite:///{home}/fsml.db", str(home / "blobs"))
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=chromium_path, headless=True, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-quic", "--no-first-run",
-            "--disable-component-update", "--disable-sync"])
+        browser = launch_chromium(playwright, chromium_path)
         page = browser.new_page(viewport={"width": 1400, "height": 900})
         page.goto(url)
         page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=120_000)
