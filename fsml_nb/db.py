@@ -30,11 +30,12 @@ __all__ = ['READ_ONLY', 'SQLITE_HEADER', 'T', 'RETRYABLE_SQLSTATES', 'QUEUED', '
            'dataset_version_seals', 'dataset_version_names', 'IMMUTABLE_TABLES', 'MAX_URL_LENGTH', 'crawls',
            'item_sources', 'crawl_hosts', 'crawl_urls', 'annotation_projects', 'annotation_guides', 'annotation_tasks',
            'annotators', 'annotation_answers', 'annotation_leases', 'annotation_skips', 'annotation_questions',
-           'BLOB_REFERENCES', 'Migration', 'MIGRATIONS', 'DatabaseError', 'DatabaseUnavailableError',
-           'DatabaseDamagedError', 'SchemaTooNewError', 'ValueTooLongError', 'normalize_db_url', 'display_db_url',
-           'reading', 'make_engine', 'is_retryable', 'transaction', 'insert_ignore', 'check_lengths', 'lease_columns',
-           'lease_rows', 'extend_lease', 'complete_lease', 'release_lease', 'reclaim_expired', 'missing_triggers',
-           'install_triggers', 'referenced_blobs', 'stored_schema_version', 'upgrade_schema', 'open_database']
+           'pipeline_runs', 'pipeline_steps', 'BLOB_REFERENCES', 'Migration', 'MIGRATIONS', 'DatabaseError',
+           'DatabaseUnavailableError', 'DatabaseDamagedError', 'SchemaTooNewError', 'ValueTooLongError',
+           'normalize_db_url', 'display_db_url', 'reading', 'make_engine', 'is_retryable', 'transaction',
+           'insert_ignore', 'check_lengths', 'lease_columns', 'lease_rows', 'extend_lease', 'complete_lease',
+           'release_lease', 'reclaim_expired', 'missing_triggers', 'install_triggers', 'referenced_blobs',
+           'stored_schema_version', 'upgrade_schema', 'open_database']
 
 # %% ../nbs/01_db.ipynb #bb6ef0f8
 class DatabaseError(FsmlError):
@@ -289,7 +290,7 @@ def reclaim_expired(connection: Connection, table: Table,
     return reclaimed
 
 # %% ../nbs/01_db.ipynb #9983d98e
-SCHEMA_VERSION = 4  # bump together with a new entry in MIGRATIONS
+SCHEMA_VERSION = 5  # bump together with a new entry in MIGRATIONS
 
 metadata = MetaData()
 
@@ -569,8 +570,41 @@ annotation_questions = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
 
+# %% ../nbs/01_db.ipynb #c8ceadb6
+pipeline_runs = Table(
+    "pipeline_runs", metadata,
+    Column("id", String(32), primary_key=True),
+    Column("pipeline", String(255), nullable=False),
+    Column("spec_path", Text, nullable=False),
+    Column("parameters", JSON, nullable=False),  # the run's overrides
+    Column("executor", String(16), nullable=False),  # local or queue
+    Column("status", String(16), nullable=False),  # running, done, failed, interrupted
+    Column("lease_owner", String(255)),
+    Column("lease_expires", Double),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("finished_at", DateTime(timezone=True)),
+    Index("pipeline_runs_by_pipeline", "pipeline", "started_at"),
+)
+
+pipeline_steps = Table(
+    "pipeline_steps", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", String(32), ForeignKey("pipeline_runs.id"), nullable=False),
+    Column("step", String(255), nullable=False),
+    Column("status", String(16), nullable=False),  # done, cached, failed
+    Column("cache_key", String(64)),
+    Column("parameters", JSON, nullable=False),
+    Column("outputs", JSON, nullable=False),
+    Column("report_sha", String(64)),  # the executed notebook (.ipynb) in the blob store
+    Column("html_sha", String(64)),  # the same, as HTML
+    Column("seconds", Double),
+    Column("finished_at", DateTime(timezone=True), nullable=False),
+    Index("pipeline_steps_by_key", "step", "cache_key"),
+    Index("pipeline_steps_by_run", "run_id"),
+)
+
 # %% ../nbs/01_db.ipynb #8f87a61a
-BLOB_REFERENCES: list[Column] = [items.c.sha256]
+BLOB_REFERENCES: list[Column] = [items.c.sha256, pipeline_steps.c.report_sha, pipeline_steps.c.html_sha]
 
 
 def referenced_blobs(connection: Connection, shas: Sequence[str]) -> set[str]:
@@ -808,3 +842,28 @@ def _migrate_to_v4(ops: Operations) -> None:  # noqa: F821  (alembic.operations.
 
 
 MIGRATIONS[4] = _migrate_to_v4
+
+# %% ../nbs/01_db.ipynb #fa7bb804
+def _migrate_to_v5(ops: Operations) -> None:  # noqa: F821  (alembic.operations.Operations)
+    "Add pipeline_runs and pipeline_steps."
+    ops.create_table(
+        "pipeline_runs",
+        Column("id", String(32), primary_key=True), Column("pipeline", String(255), nullable=False),
+        Column("spec_path", Text, nullable=False), Column("parameters", JSON, nullable=False),
+        Column("executor", String(16), nullable=False), Column("status", String(16), nullable=False),
+        Column("lease_owner", String(255)), Column("lease_expires", Double),
+        Column("started_at", DateTime(timezone=True), nullable=False), Column("finished_at", DateTime(timezone=True)))
+    ops.create_index("pipeline_runs_by_pipeline", "pipeline_runs", ["pipeline", "started_at"])
+    ops.create_table(
+        "pipeline_steps",
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column("run_id", String(32), ForeignKey("pipeline_runs.id"), nullable=False),
+        Column("step", String(255), nullable=False), Column("status", String(16), nullable=False),
+        Column("cache_key", String(64)), Column("parameters", JSON, nullable=False),
+        Column("outputs", JSON, nullable=False), Column("report_sha", String(64)), Column("html_sha", String(64)),
+        Column("seconds", Double), Column("finished_at", DateTime(timezone=True), nullable=False))
+    ops.create_index("pipeline_steps_by_key", "pipeline_steps", ["step", "cache_key"])
+    ops.create_index("pipeline_steps_by_run", "pipeline_steps", ["run_id"])
+
+
+MIGRATIONS[5] = _migrate_to_v5
