@@ -499,7 +499,15 @@ def _plan_step(store: Store, spec: PipelineSpec, step: PipelineStep, declared: M
     key = step_cache_key(step.notebook, parameters, packages)
     with reading(store.engine) as connection:
         cached = _find_cached(connection, spec.name, step.name, key)
+    if cached is not None and _missing_files(cached):
+        cached = None  # the result named files that are gone: make them again
     return StepPlan(step.name, parameters, key, cached, forced=step.name in forced)
+
+
+def _missing_files(outputs: Mapping[str, Any]) -> list[str]:
+    "Outputs that are absolute paths to files or folders that no longer exist."
+    return [value for value in outputs.values()
+            if isinstance(value, str) and os.path.isabs(value) and not os.path.exists(value)]
 
 
 def _forced_steps(spec: PipelineSpec, from_step: str | None, force: Sequence[str]) -> set[str]:
