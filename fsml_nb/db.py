@@ -30,12 +30,12 @@ __all__ = ['READ_ONLY', 'SQLITE_HEADER', 'T', 'RETRYABLE_SQLSTATES', 'QUEUED', '
            'dataset_version_seals', 'dataset_version_names', 'IMMUTABLE_TABLES', 'MAX_URL_LENGTH', 'crawls',
            'item_sources', 'crawl_hosts', 'crawl_urls', 'annotation_projects', 'annotation_guides', 'annotation_tasks',
            'annotators', 'annotation_answers', 'annotation_leases', 'annotation_skips', 'annotation_questions',
-           'pipeline_runs', 'pipeline_steps', 'BLOB_REFERENCES', 'Migration', 'MIGRATIONS', 'DatabaseError',
-           'DatabaseUnavailableError', 'DatabaseDamagedError', 'SchemaTooNewError', 'ValueTooLongError',
-           'normalize_db_url', 'display_db_url', 'reading', 'make_engine', 'is_retryable', 'transaction',
-           'insert_ignore', 'check_lengths', 'lease_columns', 'lease_rows', 'extend_lease', 'complete_lease',
-           'release_lease', 'reclaim_expired', 'missing_triggers', 'install_triggers', 'referenced_blobs',
-           'stored_schema_version', 'upgrade_schema', 'open_database']
+           'pipeline_runs', 'pipeline_steps', 'eval_runs', 'eval_predictions', 'BLOB_REFERENCES', 'Migration',
+           'MIGRATIONS', 'DatabaseError', 'DatabaseUnavailableError', 'DatabaseDamagedError', 'SchemaTooNewError',
+           'ValueTooLongError', 'normalize_db_url', 'display_db_url', 'reading', 'make_engine', 'is_retryable',
+           'transaction', 'insert_ignore', 'check_lengths', 'lease_columns', 'lease_rows', 'extend_lease',
+           'complete_lease', 'release_lease', 'reclaim_expired', 'missing_triggers', 'install_triggers',
+           'referenced_blobs', 'stored_schema_version', 'upgrade_schema', 'open_database']
 
 # %% ../nbs/01_db.ipynb #bb6ef0f8
 class DatabaseError(FsmlError):
@@ -290,7 +290,7 @@ def reclaim_expired(connection: Connection, table: Table,
     return reclaimed
 
 # %% ../nbs/01_db.ipynb #9983d98e
-SCHEMA_VERSION = 5  # bump together with a new entry in MIGRATIONS
+SCHEMA_VERSION = 6  # bump together with a new entry in MIGRATIONS
 
 metadata = MetaData()
 
@@ -603,6 +603,32 @@ pipeline_steps = Table(
     Index("pipeline_steps_by_run", "run_id"),
 )
 
+# %% ../nbs/01_db.ipynb #85558d2a
+eval_runs = Table(
+    "eval_runs", metadata,
+    Column("id", String(32), primary_key=True),
+    Column("model_id", String(64), nullable=False),  # registry version id, or sha256 of the ONNX file
+    Column("model_name", String(255), nullable=False),
+    Column("dataset_version_id", String(64), ForeignKey("dataset_versions.id"), nullable=False),
+    Column("split", String(64), nullable=False),
+    Column("classes", JSON, nullable=False),
+    Column("metrics", JSON, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("eval_runs_by_model", "model_id", "created_at"),
+    Index("eval_runs_by_version", "dataset_version_id", "created_at"),
+)
+
+eval_predictions = Table(
+    "eval_predictions", metadata,
+    Column("run_id", String(32), ForeignKey("eval_runs.id"), primary_key=True),
+    Column("item_sha256", String(64), ForeignKey("items.sha256"), primary_key=True),
+    Column("target", Integer, nullable=False),  # class index of the label
+    Column("predicted", Integer, nullable=False),
+    Column("confidence", Double, nullable=False),  # score of the predicted class
+    Column("loss", Double, nullable=False),  # cross-entropy against the label
+    Column("scores", JSON, nullable=False),  # every class's score
+)
+
 # %% ../nbs/01_db.ipynb #8f87a61a
 BLOB_REFERENCES: list[Column] = [items.c.sha256, pipeline_steps.c.report_sha, pipeline_steps.c.html_sha]
 
@@ -867,3 +893,26 @@ def _migrate_to_v5(ops: Operations) -> None:  # noqa: F821  (alembic.operations.
 
 
 MIGRATIONS[5] = _migrate_to_v5
+
+# %% ../nbs/01_db.ipynb #0c6c3a4a
+def _migrate_to_v6(ops: Operations) -> None:  # noqa: F821  (alembic.operations.Operations)
+    "Add eval_runs and eval_predictions."
+    ops.create_table(
+        "eval_runs",
+        Column("id", String(32), primary_key=True), Column("model_id", String(64), nullable=False),
+        Column("model_name", String(255), nullable=False),
+        Column("dataset_version_id", String(64), ForeignKey("dataset_versions.id"), nullable=False),
+        Column("split", String(64), nullable=False), Column("classes", JSON, nullable=False),
+        Column("metrics", JSON, nullable=False), Column("created_at", DateTime(timezone=True), nullable=False))
+    ops.create_index("eval_runs_by_model", "eval_runs", ["model_id", "created_at"])
+    ops.create_index("eval_runs_by_version", "eval_runs", ["dataset_version_id", "created_at"])
+    ops.create_table(
+        "eval_predictions",
+        Column("run_id", String(32), ForeignKey("eval_runs.id"), primary_key=True),
+        Column("item_sha256", String(64), ForeignKey("items.sha256"), primary_key=True),
+        Column("target", Integer, nullable=False), Column("predicted", Integer, nullable=False),
+        Column("confidence", Double, nullable=False), Column("loss", Double, nullable=False),
+        Column("scores", JSON, nullable=False))
+
+
+MIGRATIONS[6] = _migrate_to_v6
