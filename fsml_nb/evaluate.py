@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 from sqlalchemy import select
 
+from fastcore.basics import patch
+
 from .core import FsmlError, as_utc, utc_now
 from .db import eval_predictions, eval_runs, reading, transaction
 from .store import DatasetVersion, Entry, Store
@@ -29,8 +31,8 @@ from .store import DatasetVersion, Entry, Store
 # %% auto #0
 __all__ = ['EvaluationError', 'OnnxClassifier', 'load_classifier', 'expected_calibration_error', 'classification_metrics',
            'EvalRun', 'evaluate_model', 'eval_run', 'eval_runs_of', 'cases', 'plot_confusion', 'plot_reliability',
-           'RunComparison', 'mcnemar_exact', 'compare_runs', 'out_of_sample_probabilities', 'LabelIssue',
-           'find_label_issues', 'send_to_relabel', 'apply_relabels']
+           'item_thumbnail', 'annotator_answers', 'EvalExplorer', 'RunComparison', 'mcnemar_exact', 'compare_runs',
+           'out_of_sample_probabilities', 'LabelIssue', 'find_label_issues', 'send_to_relabel', 'apply_relabels']
 
 # %% ../nbs/11_evaluate.ipynb #66bf4b0e
 class EvaluationError(FsmlError):
@@ -315,6 +317,121 @@ def plot_reliability(run: EvalRun, ax=None):
     ax.set_title(f"ECE {run.metrics['ece']:.3f}")
     ax.legend(loc="upper left")
     return ax
+
+# %% ../nbs/11_evaluate.ipynb #1eb3be03
+def item_thumbnail(store: Store, sha: str, size: int = 96) -> bytes:
+    "PNG bytes of an item scaled to `size` pixels (nearest neighbour keeps small digits crisp)."
+    import io
+
+    from PIL import Image
+
+    item = store.get_item(sha)
+    data = store.blobs.get(sha)
+    if not item.media_type.startswith("image/"):
+        raise EvaluationError(f"item {sha[:12]} is {item.media_type}, not an image")
+    image = Image.open(io.BytesIO(data))
+    scale = max(1, size // max(image.size))
+    image = image.resize((image.width * scale, image.height * scale), Image.NEAREST)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def annotator_answers(store: Store, sha: str) -> list[dict[str, Any]]:
+    "What every annotator answered for an item, in every annotation project."
+    from fsml_nb.db import annotation_answers
+
+    with reading(store.engine) as connection:
+        rows = connection.execute(select(annotation_answers.c.project, annotation_answers.c.annotator,
+                                         annotation_answers.c.label, annotation_answers.c.unsure)
+                                  .where(annotation_answers.c.item_sha256 == sha)
+                                  .order_by(annotation_answers.c.created_at)).all()
+    return [{"project": row.project, "annotator": row.annotator, "label": json.loads(row.label),
+             "unsure": row.unsure} for row in rows]
+
+# %% ../nbs/11_evaluate.ipynb #1843b83e
+class EvalExplorer:
+    "Confusion matrix -> gallery -> item, for one eval run (ipywidgets)."
+
+    def __init__(self, store: Store, run: EvalRun | str, page_size: int = 24):
+        import ipywidgets as widgets
+
+        self.store, self.run, self.page_size = store, (eval_run(store, run) if isinstance(run, str) else run), page_size
+        self.selected: tuple[str | None, str | None] = (None, None)
+        self.sort = widgets.Dropdown(options=[("hardest first (loss)", "loss"), ("most confident first", "confidence")],
+                                     description="sort")
+        self.wrong_only = widgets.Checkbox(value=True, description="wrong only")
+        self.title = widgets.HTML()
+        self.gallery = widgets.GridBox(layout=widgets.Layout(grid_template_columns="repeat(8, 110px)"))
+        self.detail = widgets.HTML()
+        self.sort.observe(lambda _: self.show_cell(*self.selected), names="value")
+        self.wrong_only.observe(lambda _: self.show_cell(*self.selected), names="value")
+        self.matrix = self._matrix_widget()
+        self.view = widgets.VBox([widgets.HTML(f"<b>{self.run.model_name}</b> on {self.run.split}: accuracy "
+                                               f"{100 * self.run.metrics['accuracy']:.2f}% "
+                                               f"({self.run.metrics['items']} items)"),
+                                  self.matrix, widgets.HBox([self.sort, self.wrong_only]), self.title,
+                                  self.gallery, self.detail])
+        self.show_cell(None, None)
+
+    def _ipython_display_(self):
+        from IPython.display import display
+        display(self.view)
+
+# %% ../nbs/11_evaluate.ipynb #516aa48e
+@patch
+def _matrix_widget(self: EvalExplorer):
+    "The confusion matrix as a grid of buttons, rows = truth, columns = prediction."
+    import ipywidgets as widgets
+
+    classes, confusion = self.run.classes, self.run.metrics["confusion"]
+    cells = [widgets.HTML("<i>truth ↓ predicted →</i>")] + [widgets.HTML(f"<b>{name}</b>") for name in classes]
+    for row, truth in enumerate(classes):
+        cells.append(widgets.HTML(f"<b>{truth}</b>"))
+        for column, predicted in enumerate(classes):
+            count = confusion[row][column]
+            button = widgets.Button(description=str(count), layout=widgets.Layout(width="48px"),
+                                    button_style="success" if row == column and count else
+                                    ("danger" if count else ""), tooltip=f"truth {truth}, predicted {predicted}")
+            button.on_click(lambda _, truth=truth, predicted=predicted: self.show_cell(truth, predicted))
+            cells.append(button)
+    return widgets.GridBox(cells, layout=widgets.Layout(grid_template_columns=f"110px repeat({len(classes)}, 52px)"))
+
+
+@patch
+def show_cell(self: EvalExplorer, truth: str | None, predicted: str | None) -> None:
+    "Fill the gallery with the items of one confusion cell (all cells for None)."
+    import ipywidgets as widgets
+
+    self.selected = (truth, predicted)
+    wrong_only = self.wrong_only.value and not (truth is not None and truth == predicted)
+    table = cases(self.store, self.run, truth, predicted, wrong_only=wrong_only, sort_by=self.sort.value,
+                  limit=self.page_size)
+    where = "all classes" if truth is None else f"truth {truth}, predicted {predicted}"
+    self.title.value = f"<b>{len(table)}</b> item(s) shown: {where}{' (wrong only)' if wrong_only else ''}"
+    tiles = []
+    for row in table.itertuples():
+        image = widgets.Image(value=item_thumbnail(self.store, row.item), format="png",
+                              layout=widgets.Layout(width="96px", height="96px"))
+        button = widgets.Button(description=f"{row.truth}->{row.predicted} {row.confidence:.2f}",
+                                layout=widgets.Layout(width="104px"))
+        button.on_click(lambda _, row=row: self.show_item(row))
+        tiles.append(widgets.VBox([image, button]))
+    self.gallery.children = tiles
+
+
+@patch
+def show_item(self: EvalExplorer, row) -> None:
+    "Show one item: its picture, truth, top-3 scores and the annotators' answers."
+    import base64
+
+    answers = annotator_answers(self.store, row.item)
+    said = "".join(f"<li>{answer['annotator']} ({answer['project']}): {answer['label']}"
+                   f"{' (unsure)' if answer['unsure'] else ''}</li>" for answer in answers) or "<li>none recorded</li>"
+    picture = base64.b64encode(item_thumbnail(self.store, row.item, size=192)).decode()
+    self.detail.value = (f"<img src='data:image/png;base64,{picture}'/><br><b>item</b> {row.item[:16]}… "
+                         f"<b>truth</b> {row.truth} <b>predicted</b> {row.predicted} (loss {row.loss:.2f})<br>"
+                         f"<b>top-3</b> {row.top3}<br><b>annotators</b><ul>{said}</ul>")
 
 # %% ../nbs/11_evaluate.ipynb #7d880880
 @dataclass(frozen=True)
