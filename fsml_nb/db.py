@@ -30,11 +30,11 @@ __all__ = ['READ_ONLY', 'SQLITE_HEADER', 'T', 'RETRYABLE_SQLSTATES', 'QUEUED', '
            'dataset_version_seals', 'dataset_version_names', 'IMMUTABLE_TABLES', 'MAX_URL_LENGTH', 'crawls',
            'item_sources', 'crawl_hosts', 'crawl_urls', 'annotation_projects', 'annotation_guides', 'annotation_tasks',
            'annotators', 'annotation_answers', 'annotation_leases', 'annotation_skips', 'annotation_questions',
-           'pipeline_runs', 'pipeline_steps', 'eval_runs', 'eval_predictions', 'BLOB_REFERENCES', 'Migration',
-           'MIGRATIONS', 'DatabaseError', 'DatabaseUnavailableError', 'DatabaseDamagedError', 'SchemaTooNewError',
-           'ValueTooLongError', 'normalize_db_url', 'display_db_url', 'reading', 'make_engine', 'is_retryable',
-           'transaction', 'insert_ignore', 'check_lengths', 'lease_columns', 'lease_rows', 'extend_lease',
-           'complete_lease', 'release_lease', 'reclaim_expired', 'missing_triggers', 'install_triggers',
+           'pipeline_runs', 'pipeline_steps', 'eval_runs', 'eval_predictions', 'viewers', 'BLOB_REFERENCES',
+           'Migration', 'MIGRATIONS', 'DatabaseError', 'DatabaseUnavailableError', 'DatabaseDamagedError',
+           'SchemaTooNewError', 'ValueTooLongError', 'normalize_db_url', 'display_db_url', 'reading', 'make_engine',
+           'is_retryable', 'transaction', 'insert_ignore', 'check_lengths', 'lease_columns', 'lease_rows',
+           'extend_lease', 'complete_lease', 'release_lease', 'reclaim_expired', 'missing_triggers', 'install_triggers',
            'referenced_blobs', 'stored_schema_version', 'upgrade_schema', 'open_database']
 
 # %% ../nbs/01_db.ipynb #bb6ef0f8
@@ -629,6 +629,13 @@ eval_predictions = Table(
     Column("scores", JSON, nullable=False),  # every class's score
 )
 
+viewers = Table(
+    "viewers", metadata,  # people who may open the dashboard and demo pages
+    Column("name", String(255), primary_key=True),
+    Column("token_sha256", String(64), nullable=False, unique=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
 # %% ../nbs/01_db.ipynb #8f87a61a
 BLOB_REFERENCES: list[Column] = [items.c.sha256, pipeline_steps.c.report_sha, pipeline_steps.c.html_sha]
 
@@ -896,7 +903,7 @@ MIGRATIONS[5] = _migrate_to_v5
 
 # %% ../nbs/01_db.ipynb #0c6c3a4a
 def _migrate_to_v6(ops: Operations) -> None:  # noqa: F821  (alembic.operations.Operations)
-    "Add eval_runs and eval_predictions."
+    "Add eval_runs, eval_predictions and viewers."
     ops.create_table(
         "eval_runs",
         Column("id", String(32), primary_key=True), Column("model_id", String(64), nullable=False),
@@ -913,6 +920,10 @@ def _migrate_to_v6(ops: Operations) -> None:  # noqa: F821  (alembic.operations.
         Column("target", Integer, nullable=False), Column("predicted", Integer, nullable=False),
         Column("confidence", Double, nullable=False), Column("loss", Double, nullable=False),
         Column("scores", JSON, nullable=False))
+    ops.create_table(
+        "viewers",
+        Column("name", String(255), primary_key=True), Column("token_sha256", String(64), nullable=False, unique=True),
+        Column("created_at", DateTime(timezone=True), nullable=False))
 
 
 MIGRATIONS[6] = _migrate_to_v6

@@ -29,10 +29,12 @@ from .db import eval_predictions, eval_runs, reading, transaction
 from .store import DatasetVersion, Entry, Store
 
 # %% auto #0
-__all__ = ['EvaluationError', 'OnnxClassifier', 'load_classifier', 'expected_calibration_error', 'classification_metrics',
-           'EvalRun', 'evaluate_model', 'eval_run', 'eval_runs_of', 'cases', 'plot_confusion', 'plot_reliability',
-           'item_thumbnail', 'annotator_answers', 'EvalExplorer', 'RunComparison', 'mcnemar_exact', 'compare_runs',
-           'out_of_sample_probabilities', 'LabelIssue', 'find_label_issues', 'send_to_relabel', 'apply_relabels']
+__all__ = ['DASHBOARD_NOTEBOOK_CODE', 'DEMO_NOTEBOOK_CODE', 'EvaluationError', 'OnnxClassifier', 'load_classifier',
+           'expected_calibration_error', 'classification_metrics', 'EvalRun', 'evaluate_model', 'eval_run',
+           'eval_runs_of', 'cases', 'plot_confusion', 'plot_reliability', 'item_thumbnail', 'annotator_answers',
+           'EvalExplorer', 'RunComparison', 'mcnemar_exact', 'compare_runs', 'out_of_sample_probabilities',
+           'LabelIssue', 'find_label_issues', 'send_to_relabel', 'apply_relabels', 'AccessDenied', 'add_viewer',
+           'viewer_for_token', 'Dashboard', 'image_to_input', 'predict_image', 'Demo', 'dashboard_view', 'demo_view']
 
 # %% ../nbs/11_evaluate.ipynb #66bf4b0e
 class EvaluationError(FsmlError):
@@ -581,3 +583,270 @@ def apply_relabels(store: Store, version: DatasetVersion | str,
     return store.create_version(entries, version.label_schema, name or f"{version.name}-relabelled",
                                 guide_version=version.guide_version,
                                 meta={"relabelled_from": version.id, "relabel_version": relabelled.id})
+
+# %% ../nbs/11_evaluate.ipynb #6f0b11d3
+class AccessDenied(EvaluationError):
+    "A page was opened without a valid view token."
+
+
+def add_viewer(store: Store, name: str) -> str:
+    "Register a viewer of the dashboard and demo pages; return their token (shown once, stored hashed)."
+    import secrets
+
+    from fsml_nb.db import viewers
+
+    name = name.strip()
+    if not name:
+        raise EvaluationError("a viewer needs a name")
+    token = secrets.token_urlsafe(24)
+
+    def work(connection) -> None:
+        if connection.execute(select(viewers.c.name).where(viewers.c.name == name)).first():
+            raise EvaluationError(f"a viewer named {name!r} exists already")
+        connection.execute(viewers.insert().values(name=name, token_sha256=hashlib.sha256(token.encode()).hexdigest(),
+                                                   created_at=utc_now()))
+    transaction(store.engine, work)
+    return token
+
+
+def viewer_for_token(store: Store, token: str | None) -> str:
+    "The viewer a token belongs to, or `AccessDenied`."
+    from fsml_nb.db import viewers
+
+    if not token:
+        raise AccessDenied("no view token given: open the link you were sent (…?token=…)")
+    with reading(store.engine) as connection:
+        name = connection.execute(select(viewers.c.name).where(
+            viewers.c.token_sha256 == hashlib.sha256(token.encode()).hexdigest())).scalar()
+    if name is None:
+        raise AccessDenied("this view token is not valid: ask for a new link")
+    return name
+
+# %% ../nbs/11_evaluate.ipynb #b2f375a9
+def _run_label(run: EvalRun) -> str:
+    return (f"{run.model_name} · {run.dataset_version_id[:8]}/{run.split} · {100 * run.metrics['accuracy']:.2f}% · "
+            f"{run.created_at:%Y-%m-%d %H:%M}")
+
+
+class Dashboard:
+    "Pick an eval run; see its metrics, plots and wrong cases; compare it with another run."
+
+    def __init__(self, store: Store):
+        import ipywidgets as widgets
+
+        self.store = store
+        self.runs = eval_runs_of(store)
+        self.choice = widgets.Dropdown(options=[(_run_label(run), run.id) for run in self.runs], description="run",
+                                       layout=widgets.Layout(width="640px"))
+        self.against = widgets.Dropdown(description="compare", layout=widgets.Layout(width="640px"))
+        self.summary, self.comparison = widgets.HTML(), widgets.HTML()
+        self.plots = widgets.Output()
+        self.explorer_box = widgets.VBox()
+        self.choice.observe(lambda _: self.show(), names="value")
+        self.against.observe(lambda _: self.compare(), names="value")
+        self.widget = widgets.VBox([widgets.HTML("<h2>Model evaluation</h2>"), self.choice, self.summary, self.plots,
+                                    self.explorer_box, self.against, self.comparison])
+        if not self.runs:
+            self.summary.value = "<p>No evaluation run yet: run <code>fsml eval run MODEL VERSION</code>.</p>"
+        else:
+            self.show()
+
+    def _ipython_display_(self):
+        from IPython.display import display
+        display(self.widget)
+
+# %% ../nbs/11_evaluate.ipynb #b286e055
+def _markdown_html(text: str) -> str:
+    "Just enough Markdown for our reports (bold, code, tables) as HTML."
+    import re
+
+    html, table = [], []
+    for line in text.splitlines() + [""]:
+        if line.startswith("|"):
+            if not set(line) <= set("|-: "):
+                table.append("<tr>" + "".join(f"<td>{cell.strip()}</td>" for cell in line.strip("|").split("|")) + "</tr>")
+            continue
+        if table:
+            html.append("<table class='fsml-table'>" + "".join(table) + "</table>")
+            table = []
+        if line:
+            html.append(f"<p>{line}</p>")
+    joined = "".join(html)
+    joined = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", joined)
+    return re.sub(r"`(.+?)`", r"<code>\1</code>", joined)
+
+
+@patch
+def show(self: Dashboard) -> None:
+    "Show the chosen run: its report, plots and the wrong-case explorer."
+    import matplotlib.pyplot as plt
+
+    run = eval_run(self.store, self.choice.value)
+    self.summary.value = _markdown_html(run._repr_markdown_())
+    with self.plots:
+        self.plots.clear_output(wait=True)
+        figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4.5))
+        plot_confusion(run, left)
+        plot_reliability(run, right)
+        plt.show()
+    self.explorer_box.children = [EvalExplorer(self.store, run).view]
+    same_data = [other for other in self.runs if other.id != run.id
+                 and (other.dataset_version_id, other.split) == (run.dataset_version_id, run.split)]
+    self.against.options = [("(none)", "")] + [(_run_label(other), other.id) for other in same_data]
+    self.against.value = ""
+
+
+@patch
+def compare(self: Dashboard) -> None:
+    "Compare the chosen run with the run picked in `compare`."
+    if not self.against.value:
+        self.comparison.value = ""
+        return
+    result = compare_runs(self.store, self.against.value, self.choice.value)
+    self.comparison.value = _markdown_html(result._repr_markdown_())
+
+# %% ../nbs/11_evaluate.ipynb #d001d419
+def image_to_input(data: bytes, input_shape: Sequence[int]) -> np.ndarray:
+    "An uploaded image as one model input: channels, size and 0..1 scale of `input_shape` (C, H, W)."
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        image = Image.open(io.BytesIO(data))
+        image.load()
+    except (UnidentifiedImageError, OSError):
+        raise EvaluationError("the upload is not an image (PNG, JPEG, GIF, BMP or WebP)") from None
+    channels, height, width = input_shape
+    image = image.convert("L" if channels == 1 else "RGB").resize((width, height), Image.BILINEAR)
+    array = np.asarray(image, dtype=np.float32) / 255.0
+    return array[None] if channels == 1 else array.transpose(2, 0, 1)
+
+
+def predict_image(classifier: OnnxClassifier, data: bytes) -> dict[str, Any]:
+    "Label, scores (highest first) and model id for one uploaded image, in process."
+    scores = classifier.probabilities(image_to_input(data, classifier.input_shape)[None])[0]
+    ranked = np.argsort(scores)[::-1]
+    return {"label": classifier.classes[ranked[0]], "model_version": classifier.model_id,
+            "scores": {classifier.classes[index]: float(scores[index]) for index in ranked}}
+
+# %% ../nbs/11_evaluate.ipynb #afaeb1b5
+class Demo:
+    "Upload an image or draw a digit; see the prediction, its scores and the model version."
+
+    def __init__(self, predict,  # bytes -> {"label", "scores", "model_version"}
+                 input_shape: Sequence[int] = (1, 8, 8)):
+        import ipywidgets as widgets
+
+        self.predict, self.input_shape = predict, tuple(input_shape)
+        self.upload = widgets.FileUpload(accept="image/*", multiple=False, description="upload an image")
+        side = self.input_shape[1] if len(self.input_shape) == 3 and self.input_shape[1] <= 16 else 8
+        self.pad = [widgets.ToggleButton(layout=widgets.Layout(width="28px", height="28px")) for _ in range(side * side)]
+        self.side = side
+        self.classify = widgets.Button(description="classify drawing", button_style="primary")
+        self.clear = widgets.Button(description="clear")
+        self.result = widgets.HTML()
+        self.upload.observe(lambda _: self._from_upload(), names="value")
+        self.classify.on_click(lambda _: self._from_pad())
+        self.clear.on_click(lambda _: [setattr(cell, "value", False) for cell in self.pad])
+        grid = widgets.GridBox(self.pad, layout=widgets.Layout(grid_template_columns=f"repeat({side}, 30px)"))
+        self.widget = widgets.VBox([widgets.HTML("<h2>Try the model</h2>"), self.upload,
+                                    widgets.HTML("<p>or draw a digit:</p>"), grid,
+                                    widgets.HBox([self.classify, self.clear]), self.result])
+
+    def _ipython_display_(self):
+        from IPython.display import display
+        display(self.widget)
+
+# %% ../nbs/11_evaluate.ipynb #9a546d9c
+@patch
+def show_prediction(self: Demo, data: bytes) -> None:
+    "Predict `data` and show the answer (or the error, in one line)."
+    try:
+        answer = self.predict(data)
+    except FsmlError as error:
+        self.result.value = f"<p class='fsml-error' style='color:#b00'>{error}</p>"
+        return
+    bars = "".join(f"<tr><td>{label}</td><td><div style='background:#4a90d9;height:12px;width:{200 * score:.0f}px'>"
+                   f"</div></td><td>{score:.3f}</td></tr>" for label, score in list(answer["scores"].items())[:5])
+    self.result.value = (f"<p class='fsml-prediction' style='font-size:1.4em'>prediction: <b>{answer['label']}</b></p>"
+                         f"<table>{bars}</table><p>model version <code>{answer['model_version'][:12]}</code></p>")
+
+
+@patch
+def _from_upload(self: Demo) -> None:
+    if self.upload.value:
+        self.show_prediction(bytes(self.upload.value[0]["content"]))
+
+
+@patch
+def _from_pad(self: Demo) -> None:
+    from fsml_nb.data import encode_png
+
+    cells = np.array([255 if cell.value else 0 for cell in self.pad], dtype=np.uint8).reshape(self.side, self.side)
+    self.show_prediction(encode_png(cells))
+
+# %% ../nbs/11_evaluate.ipynb #2d5b1524
+def dashboard_view(query_string: str, store: Store | None = None):
+    "The widget the dashboard page shows for a request: the dashboard, or why access is refused."
+    import ipywidgets as widgets
+    from urllib.parse import parse_qs
+
+    store = store or Store()
+    try:
+        viewer_for_token(store, (parse_qs(query_string or "").get("token") or [None])[0])
+        return Dashboard(store).widget
+    except AccessDenied as error:
+        return widgets.HTML(f"<div class='fsml-refused'><h2>Access refused</h2><p>{error}</p></div>")
+
+
+def _demo_predictor(store: Store):
+    "Predict through the serving API (FSML_SERVE_URL) if set, else in process with FSML_DEMO_MODEL."
+    import os
+
+    url = os.environ.get("FSML_SERVE_URL")
+    if url:
+        import httpx
+
+        def over_http(data: bytes) -> dict[str, Any]:
+            response = httpx.post(f"{url.rstrip('/')}/v1/predict", files={"file": ("upload", data)}, timeout=30,
+                                  headers={"Authorization": f"Bearer {os.environ.get('FSML_SERVE_TOKEN', '')}"})
+            if response.status_code != 200:
+                raise EvaluationError(f"the serving API answered {response.status_code}: {response.text[:200]}")
+            return response.json()
+        return over_http, (1, 8, 8)
+    reference = os.environ.get("FSML_DEMO_MODEL", "digits@champion")
+    model = reference if Path(reference).exists() else _registry_model(store, reference)
+    classifier = load_classifier(model, store)
+    return (lambda data: predict_image(classifier, data)), classifier.input_shape
+
+
+def _registry_model(store: Store, reference: str):
+    from fsml_nb.registry import ModelRegistry
+
+    return ModelRegistry(store).version(reference)
+
+
+def demo_view(query_string: str, store: Store | None = None):
+    "The widget the demo page shows for a request: the demo, or why access is refused."
+    import ipywidgets as widgets
+    from urllib.parse import parse_qs
+
+    store = store or Store()
+    try:
+        viewer_for_token(store, (parse_qs(query_string or "").get("token") or [None])[0])
+        predict, shape = _demo_predictor(store)
+        return Demo(predict, shape).widget
+    except FsmlError as error:
+        return widgets.HTML(f"<div class='fsml-refused'><h2>Not available</h2><p>{error}</p></div>")
+
+
+DASHBOARD_NOTEBOOK_CODE = """import os
+from IPython.display import display
+from fsml_nb.evaluate import dashboard_view
+display(dashboard_view(os.environ.get("QUERY_STRING", "")))"""
+
+DEMO_NOTEBOOK_CODE = """import os
+from IPython.display import display
+from fsml_nb.evaluate import demo_view
+display(demo_view(os.environ.get("QUERY_STRING", "")))"""

@@ -248,6 +248,13 @@ CREATE TABLE version_entries (
 	FOREIGN KEY(version_id) REFERENCES dataset_versions (id), 
 	FOREIGN KEY(item_sha256) REFERENCES items (sha256)
 );
+CREATE TABLE viewers (
+	name VARCHAR(255) NOT NULL, 
+	token_sha256 VARCHAR(64) NOT NULL, 
+	created_at DATETIME NOT NULL, 
+	PRIMARY KEY (name), 
+	UNIQUE (token_sha256)
+);
 CREATE INDEX annotation_answers_by_annotator ON annotation_answers (project, annotator, created_at);
 CREATE UNIQUE INDEX annotation_answers_one_per_annotator ON annotation_answers (project, item_sha256, annotator);
 CREATE INDEX annotation_tasks_order ON annotation_tasks (project, position);
