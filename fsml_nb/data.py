@@ -27,9 +27,10 @@ from PIL import Image, UnidentifiedImageError
 from sqlalchemy import select
 from torch.utils.data import DataLoader, Dataset
 
-from .core import FsmlError
+from .core import FsmlError, utc_now
+from .db import items, version_entries
 from .store import (BlobMissingError, BlobStore, DatasetVersion, LabelledItem, LabelSchema, NewItem, Store,
-                           items, sha256_hex, utc_now, version_entries)
+                           sha256_hex)
 
 # %% auto #0
 __all__ = ['NPY_MEDIA_TYPE', 'DEFAULT_MAX_DECODED_BYTES', 'DEFAULT_MAX_PIXELS', 'DIGITS_SOURCE', 'DIGITS_LICENCE',
@@ -550,11 +551,13 @@ class FolderImport(DatasetVersion):
 
 # %% ../nbs/04_data.ipynb #ee1b9c8d
 def _existing_version_note(store: Store, version: DatasetVersion, name: str) -> str:
-    "Say that the content was already a version; under another name, the new name cannot resolve to it yet."
-    if version.name == name:
-        return f"this content is already stored as version {version.short_id} named {name!r}: nothing new was stored"
-    return (f"this content is already stored as version {version.short_id} named {version.name!r}: nothing new was "
-            f"stored, and the name {name!r} does not resolve to it (a version has one name for now)")
+    "Say that the content was already a version, and the names it answers to (the store gave it `name` too)."
+    others = [other for other in store.version_names(version) if other != name]
+    stored = f"this content is already stored as version {version.short_id}"
+    if not others:
+        return f"{stored} named {name!r}: nothing new was stored"
+    return (f"{stored} named {', '.join(map(repr, others))}: nothing new was stored, and {name!r} is now one more "
+            "name for it")
 
 # %% ../nbs/04_data.ipynb #67fa1934
 def _read_all(found: list[tuple[Path, str, str | None]], max_pixels: int | None,

@@ -321,9 +321,10 @@ def test_the_same_content_under_a_new_name(store: Store, tmp_path: Path):
     shutil.copytree(tmp_path / "old", tmp_path / "new")
     again = import_folder(tmp_path / "new", store=store)
     assert again.id == old.id and again.already_existed and not old.already_existed
-    assert any("already stored as version" in note and "'old'" in note for note in again.notes)
-    if hasattr(store, "add_version_name"):
-        assert store.version("new").id == old.id and store.version("old").id == old.id
+    assert any("already stored as version" in note and "'old'" in note and "'new' is now one more name" in note
+               for note in again.notes)
+    assert store.version("new").id == old.id and store.version("old").id == old.id
+    assert store.version_names(old) == ["old", "new"]
 
 
 def test_the_summary_renders_per_class_and_split(store: Store, tmp_path: Path):
