@@ -524,6 +524,11 @@ class FolderImport(DatasetVersion):
         "The plain dataset version, as the store holds it."
         return DatasetVersion(**{field.name: getattr(self, field.name) for field in fields(DatasetVersion)})
 
+    def __eq__(self, other: object) -> bool:  # equal to the version it is, summary aside
+        return self.version == (other.version if isinstance(other, FolderImport) else other)
+
+    __hash__ = DatasetVersion.__hash__
+
     def summary_markdown(self, max_skipped: int = 20) -> str:
         "The summary: items per class and split, what was skipped and why, and notes."
         counts = self.label_counts()

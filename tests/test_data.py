@@ -11,7 +11,7 @@ from PIL import Image
 
 from fsml_nb.data import (DuplicateItemError, FolderImportError, dataloader, import_digits, import_folder,
                           import_mnist1d, load)
-from fsml_nb.store import BlobCorruptError, BlobMissingError, Store, UnknownVersionError
+from fsml_nb.store import BlobCorruptError, BlobMissingError, DatasetVersion, Store, UnknownVersionError
 
 
 def make_folder(root: Path, classes=("a", "b"), per_class: int = 6, size: int = 12, mode: str = "RGB") -> Path:
@@ -205,6 +205,32 @@ def test_a_link_loop_is_skipped_with_a_reason(store: Store, tmp_path: Path):
     assert [(skipped.path, "loop" in skipped.reason) for skipped in result.skipped] == [("a/again/", True)]
 
 
+def test_broken_links_and_pipes_are_skipped_with_a_reason(store: Store, tmp_path: Path):
+    import os
+    root = make_folder(tmp_path / "odd")
+    (root / "a" / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    os.mkfifo(root / "b" / "pipe.png")  # reading it would wait forever
+    result = import_folder(root, store=store)
+    assert len(result.entries) == 12
+    assert [(skipped.path, skipped.reason.split(" (")[0]) for skipped in result.skipped] == [
+        ("a/gone.png", "a broken link"), ("b/pipe.png", "not a regular file")]
+
+
+def test_a_small_class_without_a_test_item_is_said(store: Store, tmp_path: Path):
+    root = make_folder(tmp_path / "small")
+    tiny_png(root / "rare" / "0.png", 1)
+    tiny_png(root / "rare" / "1.png", 2)
+    result = import_folder(root, store=store, test_fraction=0.2)
+    assert result.label_counts()["train"]["rare"] == 2
+    assert "too few items for a test item in class(es): rare" in result.notes
+
+
+def test_split_folder_names_are_checked_too(store: Store, tmp_path: Path):
+    root = split_layout(tmp_path / "splits", ("train", "fold\n1"))
+    with pytest.raises(FolderImportError, match=re.escape("split folder name 'fold\\n1'") + ".*control character"):
+        import_folder(root, store=store, split_folders=True)
+
+
 def test_hidden_names_are_skipped_and_reported(store: Store, tmp_path: Path):
     root = make_folder(tmp_path / "hidden")
     (root / ".DS_Store").write_bytes(b"\0\1")
@@ -335,7 +361,8 @@ def test_the_summary_renders_per_class_and_split(store: Store, tmp_path: Path):
     assert "| class | test | train | total |" in markdown
     assert "| cat | 2 | 8 | 10 |" in markdown and "| **total** | 6 | 24 | 30 |" in markdown
     assert "`.DS_Store`: hidden (name starts with a dot)" in markdown
-    assert result.version == store.version(result.id)  # the plain version, as stored
+    assert result.version == store.version(result.id) == result  # the plain version, as stored
+    assert type(result.version) is DatasetVersion and store.version(result) is result
 
 
 def test_the_cli_prints_the_summary_and_takes_the_flags(tmp_path: Path, monkeypatch, capsys):
