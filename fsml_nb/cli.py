@@ -79,17 +79,27 @@ def import_mnist1d_command(name: str = typer.Option("mnist1d", help="name of the
 
 @import_app.command("folder")
 def import_folder_command(
-    path: Path = typer.Argument(..., help="folder with one sub-folder per class (optionally under train/val/test)"),
+    path: Path = typer.Argument(..., help="folder with one sub-folder per class (or split folders holding them)"),
     name: str | None = typer.Option(None, help="name of the version (default: the folder's name)"),
-    test_fraction: float = typer.Option(0.2, help="share of images put in test, by content hash, without split folders"),
-    val_fraction: float = typer.Option(0.0, help="share of images put in val, likewise"),
+    test_fraction: float = typer.Option(0.2, help="share of each class put in test, by content hash, without split folders"),
+    val_fraction: float = typer.Option(0.0, help="share of each class put in val, likewise"),
     licence: str | None = typer.Option(None, help="licence of the images, if known (e.g. CC-BY-4.0)"),
+    split_folders: bool | None = typer.Option(None, "--split-folders/--class-folders",
+                                              help="the top folders are splits (train/, test/...) holding class folders, "
+                                                   "or they are classes; needed when their names look like splits"),
+    follow_outside_links: bool = typer.Option(False, help="import what links pointing outside the folder point to"),
+    allow_empty_classes: bool = typer.Option(False, help="keep a class whose folder has no images in the schema"),
+    max_pixels: int | None = typer.Option(None, help="refuse images with more pixels (default: 50 million)"),
 ) -> None:
-    "Import a folder of images as a dataset version."
-    from fsml_nb.data import import_folder
+    "Import a folder of images as a dataset version, and print what was imported and skipped."
+    from fsml_nb.data import DEFAULT_MAX_PIXELS, import_folder
     with Store() as store:
-        _print_version(import_folder(path, store=store, name=name, test_fraction=test_fraction,
-                                     val_fraction=val_fraction, licence=licence, progress=True))
+        result = import_folder(path, store=store, name=name, test_fraction=test_fraction, val_fraction=val_fraction,
+                               licence=licence, split_folders=split_folders, follow_outside_links=follow_outside_links,
+                               allow_empty_classes=allow_empty_classes, max_pixels=max_pixels or DEFAULT_MAX_PIXELS,
+                               progress=True)
+    _print_version(result)
+    typer.echo("\n" + result.summary_markdown())
 
 # %% ../nbs/13_cli.ipynb #be922781
 @app.command("versions")
