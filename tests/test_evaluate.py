@@ -63,7 +63,10 @@ def test_noise_is_found_relabelled_and_accuracy_recovers(tmp_path: Path):
         print(f"test accuracy (true labels): noisy {noisy_run.metrics['accuracy']:.4f}, relabelled "
               f"{cleaned_run.metrics['accuracy']:.4f}, never noisy {clean_run.metrics['accuracy']:.4f}")
         print(compare_runs(store, noisy_run, cleaned_run))
+        # At this scale 5% noise costs the MLP about a point (3 test items of 360); relabelling must bring the model
+        # back to within 1.5 points of one never trained on noise, and never below the noisy one by more than an item.
         assert cleaned_run.metrics["accuracy"] >= clean_run.metrics["accuracy"] - 0.015
+        assert cleaned_run.metrics["accuracy"] >= noisy_run.metrics["accuracy"] - 1 / noisy_run.metrics["items"]
 
 
 def test_bad_evaluation_input_is_one_clear_error(tmp_path: Path):
