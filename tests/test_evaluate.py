@@ -79,3 +79,13 @@ def test_bad_evaluation_input_is_one_clear_error(tmp_path: Path):
         (tmp_path / "export").mkdir()
         with pytest.raises(EvaluationError, match="not an export folder"):
             evaluate_model(tmp_path / "export", digits, store=store)
+
+
+def test_the_app_notebooks_run_the_code_the_cli_serves():
+    import nbformat
+
+    from fsml_nb.evaluate import DASHBOARD_NOTEBOOK_CODE, DEMO_NOTEBOOK_CODE
+    apps = Path(__file__).parent.parent / "nbs" / "apps"
+    for name, code in (("dashboard", DASHBOARD_NOTEBOOK_CODE), ("demo", DEMO_NOTEBOOK_CODE)):
+        cells = [cell.source for cell in nbformat.read(apps / f"{name}.ipynb", as_version=4).cells if cell.cell_type == "code"]
+        assert cells == [code], f"nbs/apps/{name}.ipynb differs from the code fsml {name} serve writes"
