@@ -3,6 +3,7 @@
 Modules:
 
 - `fsml_nb.annotate`: Annotation projects for many annotators at once: blind overlap, task leasing that is safe under concurrency, a versioned guide, agreement and consensus, export to a dataset version, and an ipywidgets panel with hotkeys that runs in JupyterLab and in Voila.
+- `fsml_nb.card`: The customer's requirements and constraints as a small file the loop reads and checks: the problem in plain words, its ML formulation, the metric and its minimum, latency and memory budgets, throughput, licences and the schedule.
 - `fsml_nb.cli`: The `fsml` command: set up a store, import data, list, show, diff and verify dataset versions. For CI, ops, and anyone who prefers a shell.
 - `fsml_nb.collect`: A polite web crawler that fills the store with raw items and keeps where each came from: robots.txt, per-host rate limits, byte and page caps, retries with backoff, licences, and a frontier in the database that survives restarts and is shared by many workers.
 - `fsml_nb.compress`: Make a trained model smaller: knowledge distillation, structured pruning to a target parameter ratio with fine-tuning, BatchNorm folding and head replacement, and a report of parameters, MACs, latency and accuracy before and after.
