@@ -47,9 +47,9 @@ if TYPE_CHECKING:
 __all__ = ['log', 'MODEL_FORMAT', 'GOLDEN_COUNT', 'RegistryError', 'NotAnExportError', 'DamagedExportError',
            'UnknownModelVersionError', 'UnknownAliasError', 'WrongModelError', 'NoPromotionYetError', 'GateFailedError',
            'TamperedArchiveError', 'ModelVersion', 'Promotion', 'RegistryEvent', 'ModelRegistry', 'check_model_name',
-           'ExportFolder', 'read_export_folder', 'export_checkpoint_path', 'golden_inputs', 'run_onnx',
-           'golden_outputs', 'source_archive', 'environment_snapshot', 'manifest_bytes', 'Archive', 'build_archive',
-           'load_pulled', 'ModelLineage']
+           'ExportFolder', 'read_export_folder', 'export_checkpoint_path', 'read_onnx_metadata', 'golden_inputs',
+           'run_onnx', 'golden_outputs', 'source_archive', 'environment_snapshot', 'manifest_bytes', 'Archive',
+           'build_archive', 'load_pulled', 'ModelLineage']
 
 # %% ../nbs/09_registry.ipynb #5e5c79cc
 class RegistryError(FsmlError):
@@ -236,11 +236,20 @@ def export_checkpoint_path(export: ExportFolder, checkpoint: str | Path | None =
     return path
 
 
-def _check_checkpoint_matches(export: ExportFolder, tensors_sha256: str) -> None:
+def read_onnx_metadata(path: Path) -> dict[str, Any]:
+    "The fsml metadata of an ONNX file, or `DamagedExportError` if the file does not parse."
     from fsml_nb.export import onnx_metadata
 
+    try:
+        return onnx_metadata(path)
+    except Exception as error:  # protobuf's DecodeError and friends
+        raise DamagedExportError(f"{path} cannot be read as ONNX ({type(error).__name__}); re-export the "
+                                 "checkpoint") from None
+
+
+def _check_checkpoint_matches(export: ExportFolder, tensors_sha256: str) -> None:
     for relative in (export.fp32_file, export.serving_file):
-        recorded = onnx_metadata(export.files[relative]).get("fsml.checkpoint_sha256")
+        recorded = read_onnx_metadata(export.files[relative]).get("fsml.checkpoint_sha256")
         if recorded and recorded != tensors_sha256:  # older exports record "": the parity check below decides
             raise DamagedExportError(f"{export.folder / relative} was exported from another checkpoint (tensors "
                                      f"{str(recorded)[:12]}…, the checkpoint given has {tensors_sha256[:12]}…)")
@@ -266,8 +275,11 @@ def run_onnx(path: str | Path, inputs: np.ndarray) -> np.ndarray:
     "The outputs of an ONNX file on `inputs` (CPU)."
     from fsml_nb.export import onnx_session
 
-    session = onnx_session(path)
-    return session.run(None, {session.get_inputs()[0].name: inputs})[0]
+    try:
+        session = onnx_session(path)
+        return session.run(None, {session.get_inputs()[0].name: inputs})[0]
+    except Exception as error:  # onnxruntime raises its own types for a damaged file
+        raise DamagedExportError(f"{path} cannot be read by onnxruntime: {str(error).strip().splitlines()[0]}") from None
 
 # %% ../nbs/09_registry.ipynb #2bbc4c57
 def _variant_measure(report: dict[str, Any], relative: str, key: str) -> float:
@@ -281,7 +293,7 @@ def _scale(outputs: np.ndarray) -> float:
 
 def _check_agreement(what: str, outputs: np.ndarray, reference: np.ndarray, allowed: float) -> None:
     difference = float(np.abs(outputs - reference).max())
-    if difference > allowed:
+    if not difference <= allowed:  # NaN too
         raise DamagedExportError(f"{what} differ by up to {difference:.3g}, more than the {allowed:.3g} export "
                                  "measured: a file was altered or comes from another export; re-export the checkpoint")
 
@@ -302,15 +314,21 @@ def _torch_model(checkpoint: Checkpoint):
 def golden_outputs(export: ExportFolder, inputs: np.ndarray,
                    checkpoint: Checkpoint,  # the checkpoint, read
                    ) -> tuple[np.ndarray, float]:
-    "The serving file's outputs on `inputs` and their tolerance, after checking the files agree as export measured."
-
-    outputs = run_onnx(export.files[export.serving_file], inputs)
-    fp32 = outputs if export.serving_file == export.fp32_file else run_onnx(export.files[export.fp32_file], inputs)
+    "The serving file's outputs on `inputs` and their tolerance, after checking every file agrees as export measured."
+    fp32 = run_onnx(export.files[export.fp32_file], inputs)
     tight = 1e-3 * _scale(fp32)
-    allowed = _variant_measure(export.report, export.serving_file, "max_abs_logit_diff")
     fp32_allowed = _variant_measure(export.report, export.fp32_file, "max_abs_logit_diff")
-    _check_agreement(f"the outputs of {export.serving_file} and {export.fp32_file}", outputs, fp32,
-                     2 * (allowed + fp32_allowed) + tight)
+    outputs = fp32
+    for variant in export.report["variants"]:
+        relative = variant.get("path")
+        if relative is None or relative == export.fp32_file:
+            continue
+        variant_outputs = run_onnx(export.files[relative], inputs)
+        allowed = float(variant["parity"]["max_abs_logit_diff"])
+        _check_agreement(f"the outputs of {relative} and {export.fp32_file}", variant_outputs, fp32,
+                         2 * (allowed + fp32_allowed) + tight)
+        if relative == export.serving_file:
+            outputs = variant_outputs
     model = _torch_model(checkpoint)
     if model is not None:  # a custom model without a spec: the ONNX files are all we can run
         import torch
@@ -319,7 +337,8 @@ def golden_outputs(export: ExportFolder, inputs: np.ndarray,
             reference = model(torch.from_numpy(inputs)).numpy()
         _check_agreement(f"{export.fp32_file} and the checkpoint's torch model", fp32, reference,
                          2 * fp32_allowed + tight)
-    atol = tight if export.serving_file == export.fp32_file else max(tight, allowed)
+    served_allowed = _variant_measure(export.report, export.serving_file, "max_abs_logit_diff")
+    atol = tight if export.serving_file == export.fp32_file else max(tight, served_allowed)
     return outputs.astype(np.float32), atol
 
 # %% ../nbs/09_registry.ipynb #90ee4d83
@@ -406,7 +425,6 @@ class Archive:
 def build_archive(store: Store, export: ExportFolder, checkpoint: Path, name: str,
                   golden_count: int = GOLDEN_COUNT) -> Archive:
     "Read and check an export folder and its checkpoint; the archive to store, with its manifest."
-    from fsml_nb.export import onnx_metadata
     from fsml_nb.train import read_checkpoint
 
     checkpoint_data = read_checkpoint(checkpoint)  # refuses a damaged checkpoint
@@ -427,7 +445,7 @@ def build_archive(store: Store, export: ExportFolder, checkpoint: Path, name: st
     del checkpoint_data
     code_bytes, code_info = source_archive(metadata.get("git_commit"))
     environment = environment_snapshot()
-    onnx_info = onnx_metadata(export.files[export.serving_file])
+    onnx_info = read_onnx_metadata(export.files[export.serving_file])
     preprocessing = onnx_info.get("fsml.preprocessing") or {}
     files = {relative: path.read_bytes() for relative, path in export.files.items()}
     extra = {"checkpoint.safetensors": checkpoint.read_bytes(), "golden/inputs.npy": _npy(inputs),
@@ -860,8 +878,12 @@ def pull(self: ModelRegistry, ref: str | ModelVersion,  # the version to pull
     version = self.version(ref)
     folder = Path(folder)
     if folder.exists():
-        if (folder / "manifest.json").is_file() and load_pulled(folder).id == version.id:
-            return folder
+        if (folder / "manifest.json").is_file():
+            try:
+                if load_pulled(folder).id == version.id:
+                    return folder
+            except TamperedArchiveError as error:
+                raise RegistryError(f"{folder} exists already, with a damaged copy ({error})") from None
         raise RegistryError(f"{folder} exists already; pull into a new folder")
     folder.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
