@@ -17,11 +17,13 @@ from .core import FsmlError, get_settings
 from .store import DatasetVersion, Store, VersionDiff
 
 # %% auto #0
-__all__ = ['app', 'import_app', 'version_app', 'collect_app', 'annotate_app', 'repro_app', 'main', 'init',
+__all__ = ['app', 'import_app', 'version_app', 'collect_app', 'annotate_app', 'repro_app', 'registry_app', 'main', 'init',
            'import_digits_command', 'import_mnist1d_command', 'import_folder_command', 'list_versions', 'show_version',
            'diff_versions_command', 'verify_version_command', 'crawl_command', 'annotate_create',
            'annotate_add_annotator', 'annotate_guide', 'annotate_status', 'annotate_export', 'annotate_serve',
-           'list_recipes', 'run_recipe', 'export_command', 'quickstart']
+           'list_recipes', 'run_recipe', 'export_command', 'registry_register', 'registry_list', 'registry_show',
+           'registry_promote', 'registry_rollback', 'registry_history', 'registry_lineage', 'registry_pull',
+           'quickstart']
 
 # %% ../nbs/13_cli.ipynb #acdfc9ac
 app = typer.Typer(help="fsml_nb: data store, dataset versions and (soon) the whole model loop.",
@@ -378,6 +380,173 @@ def export_command(checkpoint: Path = typer.Argument(..., help="a .safetensors c
                                    serving_batch=serving_batch)
     typer.echo(report_markdown(report))
     typer.echo(f"\nartefacts and report.md/report.json in {out}")
+
+# %% ../nbs/13_cli.ipynb #ffeb4379
+registry_app = typer.Typer(help="Model registry: immutable versions, aliases and their history, lineage.",
+                           no_args_is_help=True)
+app.add_typer(registry_app, name="registry")
+
+
+def _model_version_json(version) -> dict:
+    return {"id": version.id, "name": version.name, "number": version.number, "ref": version.ref,
+            "created_at": version.created_at.isoformat() if version.created_at else None,
+            "serving": version.serving, "dataset_version": version.manifest.get("dataset_version"),
+            "files": version.files}
+
+
+def _promotion_json(line) -> dict:
+    return {"id": line.id, "name": line.name, "alias": line.alias, "kind": line.kind, "from": line.from_version_id,
+            "to": line.to_version_id, "who": line.who, "reason": line.reason, "gates": line.gates,
+            "metrics": line.metrics, "at": line.created_at.isoformat()}
+
+
+def _echo_json(value) -> None:
+    typer.echo(json.dumps(value, indent=2, default=str))
+
+
+def _registry():
+    from fsml_nb.registry import ModelRegistry
+    return ModelRegistry(Store())
+
+
+@registry_app.command("register")
+def registry_register(path: Path = typer.Argument(..., help="an export folder, or a checkpoint (exported first)"),
+                      name: str = typer.Option(..., help="the registered model's name"),
+                      reason: str = typer.Option("", help="why this version is registered"),
+                      who: str | None = typer.Option(None, help="who registers it (default: the OS user)"),
+                      checkpoint: Path | None = typer.Option(None, help="the export's checkpoint, if it moved"),
+                      as_json: bool = typer.Option(False, "--json", help="print JSON")) -> None:
+    "Store an export folder as a new immutable version of NAME (the same content gives the same version)."
+    registry = _registry()
+    with registry.store:
+        version = registry.register(path, name, reason=reason, who=who, checkpoint=checkpoint)
+    if as_json:
+        _echo_json(_model_version_json(version))
+    else:
+        typer.echo(f"{version.ref}  {version.id}  serves {version.serving['file']}")
+
+
+@registry_app.command("list")
+def registry_list(name: str | None = typer.Argument(None, help="a model: list its versions"),
+                  as_json: bool = typer.Option(False, "--json", help="print JSON")) -> None:
+    "List registered models (or one model's versions)."
+    registry = _registry()
+    with registry.store:
+        listing = registry.models() if name is None else [_model_version_json(v) for v in registry.versions(name)]
+        aliases = registry.aliases(name) if name else {}
+    if as_json:
+        _echo_json(listing)
+    elif name is None:
+        for model, info in listing.items():
+            named = ", ".join(f"{alias}->{version_id[:12]}" for alias, version_id in info["aliases"].items())
+            typer.echo(f"{model}  {info['versions']} version(s), latest {info['latest']}  {named}")
+    else:
+        for version in listing:
+            tags = ", ".join(alias for alias, version_id in aliases.items() if version_id == version["id"])
+            typer.echo(f"{version['ref']}  {version['id'][:12]}  {version['created_at']}  {tags}")
+
+
+@registry_app.command("show")
+def registry_show(ref: str = typer.Argument(..., help="name@alias, name:number, name, or an id (prefix)"),
+                  as_json: bool = typer.Option(False, "--json", help="print JSON")) -> None:
+    "Show a model version: its files and how it serves."
+    registry = _registry()
+    with registry.store:
+        version = registry.version(ref)
+    if as_json:
+        _echo_json({**_model_version_json(version), "manifest": version.manifest})
+        return
+    typer.echo(f"{version.ref}  {version.id}  registered {version.created_at}")
+    typer.echo(f"serves {version.serving['file']} ({version.serving['variant']}), input "
+               f"{version.serving['input']['shape']}, {len(version.serving['classes'])} classes")
+    for relative, sha in sorted(version.files.items()):
+        typer.echo(f"  {sha[:12]}  {relative}")
+
+
+@registry_app.command("promote")
+def registry_promote(name: str = typer.Argument(..., help="the registered model"),
+                     version: str = typer.Argument(..., help="its version: a number, name:number or an id"),
+                     alias: str = typer.Option("champion", help="the alias to move"),
+                     reason: str = typer.Option(..., help="why, for the promotion log"),
+                     who: str | None = typer.Option(None, help="who promotes (default: the OS user)"),
+                     metrics: str | None = typer.Option(None, help="metrics at the time, as a JSON object"),
+                     as_json: bool = typer.Option(False, "--json", help="print JSON")) -> None:
+    "Point an alias at a version, and log who, when, why."
+    parsed = json.loads(metrics) if metrics else None
+    registry = _registry()
+    with registry.store:
+        line = registry.promote(name, version, alias=alias, reason=reason, who=who, metrics=parsed)
+    if as_json:
+        _echo_json(_promotion_json(line))
+    else:
+        typer.echo(f"{name}@{alias}: {(line.from_version_id or '-')[:12]} -> {line.to_version_id[:12]}")
+
+
+@registry_app.command("rollback")
+def registry_rollback(name: str = typer.Argument(..., help="the registered model"),
+                      alias: str = typer.Option("champion", help="the alias to move back"),
+                      reason: str = typer.Option(..., help="why, for the promotion log"),
+                      who: str | None = typer.Option(None, help="who rolls back (default: the OS user)")) -> None:
+    "Move an alias back to the version it named before, and log it."
+    registry = _registry()
+    with registry.store:
+        line = registry.rollback(name, alias, reason=reason, who=who)
+    typer.echo(f"{name}@{alias}: {(line.from_version_id or '-')[:12]} -> {line.to_version_id[:12]} (rollback)")
+
+
+@registry_app.command("history")
+def registry_history(name: str = typer.Argument(..., help="the registered model"),
+                     alias: str | None = typer.Option(None, help="only this alias"),
+                     at: str | None = typer.Option(None, help="ISO time: print the version the alias named then"),
+                     as_json: bool = typer.Option(False, "--json", help="print JSON")) -> None:
+    "The promotion log of a model, or with --at, what an alias (default champion) named at a time."
+    from datetime import datetime
+
+    from fsml_nb.core import as_utc
+    registry = _registry()
+    with registry.store:
+        if at is not None:
+            try:
+                moment = as_utc(datetime.fromisoformat(at))
+            except ValueError:
+                raise FsmlError(f"--at {at!r} is not an ISO time (e.g. 2026-11-26T14:00:00+00:00)") from None
+            version = registry.alias_at(name, alias or "champion", moment)
+            if as_json:
+                _echo_json(_model_version_json(version))
+            else:
+                typer.echo(f"{name}@{alias or 'champion'} at {moment.isoformat()}: {version.ref}  {version.id}")
+            return
+        lines = registry.history(name, alias)
+    if as_json:
+        _echo_json([_promotion_json(line) for line in lines])
+        return
+    for line in lines:
+        typer.echo(f"{line.created_at.isoformat()}  {line.alias}  {line.kind}  {(line.from_version_id or '-')[:12]} -> "
+                   f"{line.to_version_id[:12]}  {line.who}: {line.reason}")
+
+
+@registry_app.command("lineage")
+def registry_lineage(ref: str = typer.Argument(..., help="name@alias, name:number, name, or an id (prefix)"),
+                     as_json: bool = typer.Option(False, "--json", help="print JSON")) -> None:
+    "Where a model version came from: training run, dataset version, annotation guide, sources."
+    registry = _registry()
+    with registry.store:
+        lineage = registry.lineage(ref)
+    if as_json:
+        _echo_json(lineage.to_dict())
+    else:
+        typer.echo(lineage._repr_markdown_())
+
+
+@registry_app.command("pull")
+def registry_pull(ref: str = typer.Argument(..., help="name@alias, name:number, name, or an id (prefix)"),
+                  folder: Path = typer.Argument(..., help="a new folder for the files")) -> None:
+    "Copy a version's files (each re-hashed) into a folder that serves on its own."
+    registry = _registry()
+    with registry.store:
+        version = registry.version(ref)
+        registry.pull(version, folder)
+    typer.echo(f"pulled {version.ref} ({version.id[:12]}) into {folder}")
 
 # %% ../nbs/13_cli.ipynb #a2e7d8f9
 @app.command()
