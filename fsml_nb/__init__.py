@@ -11,6 +11,7 @@ Modules:
 - `fsml_nb.db`: The one SQL schema (a section per stage), engines that behave the same on SQLite and PostgreSQL, migrations, transactions that retry, insert-ignore, and the lease helper that every queue in fsml_nb uses.
 - `fsml_nb.export`: ONNX export of a checkpoint, INT8 quantization (dynamic, and static QDQ calibrated on a dataset version), parity and latency reports of every variant against the research model, and a measured recommendation of what to ship.
 - `fsml_nb.repro`: Paper reproduction recipes: a paper's reported table, the dataset, the models and their training settings, and a tolerance. `reproduce` trains every row over several seeds and puts ours beside theirs.
+- `fsml_nb.serve`: HTTP -> message queue -> Python workers: the API, three brokers behind one interface, workers with dynamic batching and hot reload, every prediction stored, deploy.
 - `fsml_nb.store`: The content-addressed blob store, items, labels and immutable dataset versions that can be listed, shown, verified and diffed, with the imports that fill them safely.
 - `fsml_nb.testing`: Helpers for tests and benchmarks: scratch PostgreSQL databases that are created empty and dropped afterwards, so no test ever writes into a shared database.
 - `fsml_nb.train`: A fit loop for timm models (built from scratch) and plain torch modules: AdamW and a schedule, fixed seeds, early stopping, metrics per epoch, a progress bar, and resumable checkpoints as safetensors that name their dataset version, config and code version."""

@@ -30,11 +30,12 @@ __all__ = ['READ_ONLY', 'SQLITE_HEADER', 'T', 'RETRYABLE_SQLSTATES', 'QUEUED', '
            'dataset_version_seals', 'dataset_version_names', 'IMMUTABLE_TABLES', 'MAX_URL_LENGTH', 'crawls',
            'item_sources', 'crawl_hosts', 'crawl_urls', 'annotation_projects', 'annotation_guides', 'annotation_tasks',
            'annotators', 'annotation_answers', 'annotation_leases', 'annotation_skips', 'annotation_questions',
-           'BLOB_REFERENCES', 'Migration', 'MIGRATIONS', 'DatabaseError', 'DatabaseUnavailableError',
-           'DatabaseDamagedError', 'SchemaTooNewError', 'ValueTooLongError', 'normalize_db_url', 'display_db_url',
-           'reading', 'make_engine', 'is_retryable', 'transaction', 'insert_ignore', 'check_lengths', 'lease_columns',
-           'lease_rows', 'extend_lease', 'complete_lease', 'release_lease', 'reclaim_expired', 'missing_triggers',
-           'install_triggers', 'referenced_blobs', 'stored_schema_version', 'upgrade_schema', 'open_database']
+           'serve_clients', 'serve_workers', 'served_predictions', 'BLOB_REFERENCES', 'Migration', 'MIGRATIONS',
+           'DatabaseError', 'DatabaseUnavailableError', 'DatabaseDamagedError', 'SchemaTooNewError',
+           'ValueTooLongError', 'normalize_db_url', 'display_db_url', 'reading', 'make_engine', 'is_retryable',
+           'transaction', 'insert_ignore', 'check_lengths', 'lease_columns', 'lease_rows', 'extend_lease',
+           'complete_lease', 'release_lease', 'reclaim_expired', 'missing_triggers', 'install_triggers',
+           'referenced_blobs', 'stored_schema_version', 'upgrade_schema', 'open_database']
 
 # %% ../nbs/01_db.ipynb #bb6ef0f8
 class DatabaseError(FsmlError):
@@ -289,7 +290,7 @@ def reclaim_expired(connection: Connection, table: Table,
     return reclaimed
 
 # %% ../nbs/01_db.ipynb #9983d98e
-SCHEMA_VERSION = 4  # bump together with a new entry in MIGRATIONS
+SCHEMA_VERSION = 6  # bump together with a new entry in MIGRATIONS
 
 metadata = MetaData()
 
@@ -569,6 +570,45 @@ annotation_questions = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
 
+# %% ../nbs/01_db.ipynb #dd4690a9
+serve_clients = Table(
+    "serve_clients", metadata,
+    Column("name", String(255), primary_key=True),
+    Column("token_sha256", String(64), nullable=False, unique=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+serve_workers = Table(
+    "serve_workers", metadata,
+    Column("name", String(255), primary_key=True),
+    Column("model_name", String(255), nullable=False),
+    Column("queue", String(255), nullable=False),
+    Column("version_id", String(64)),  # the model version it serves now (None while loading)
+    Column("status", String(16), nullable=False),  # starting | ready | draining | stopped
+    Column("message", Text),  # why the last reload was refused, or why it stopped
+    Column("host", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("heartbeat_at", Double, nullable=False),  # seconds since the epoch
+)
+
+served_predictions = Table(
+    "served_predictions", metadata,
+    Column("request_id", String(64), primary_key=True),
+    Column("role", String(16), primary_key=True),  # served (returned to the client) | shadow (stored only)
+    Column("model_name", String(255), nullable=False),
+    Column("model_version", String(64)),  # None only when no model ran (a dead-lettered request)
+    Column("input_sha256", String(64)),
+    Column("label", String(255)),
+    Column("scores", JSON),
+    Column("error", Text),  # why there is no label
+    Column("worker", String(255)),
+    Column("latency_ms", Double),  # queued at the API -> result stored
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("served_predictions_by_version", "model_version", "created_at"),
+    Index("served_predictions_by_time", "created_at"),
+)
+
 # %% ../nbs/01_db.ipynb #8f87a61a
 BLOB_REFERENCES: list[Column] = [items.c.sha256]
 
@@ -808,3 +848,31 @@ def _migrate_to_v4(ops: Operations) -> None:  # noqa: F821  (alembic.operations.
 
 
 MIGRATIONS[4] = _migrate_to_v4
+
+# %% ../nbs/01_db.ipynb #fd5eec10
+def _migrate_to_v6(ops: Operations) -> None:  # noqa: F821  (alembic.operations.Operations)
+    "Add serve_clients, serve_workers and served_predictions."
+    ops.create_table(
+        "serve_clients",
+        Column("name", String(255), primary_key=True),
+        Column("token_sha256", String(64), nullable=False, unique=True),
+        Column("created_at", DateTime(timezone=True), nullable=False))
+    ops.create_table(
+        "serve_workers",
+        Column("name", String(255), primary_key=True), Column("model_name", String(255), nullable=False),
+        Column("queue", String(255), nullable=False), Column("version_id", String(64)),
+        Column("status", String(16), nullable=False), Column("message", Text),
+        Column("host", String(255), nullable=False), Column("pid", Integer, nullable=False),
+        Column("started_at", DateTime(timezone=True), nullable=False), Column("heartbeat_at", Double, nullable=False))
+    ops.create_table(
+        "served_predictions",
+        Column("request_id", String(64), primary_key=True), Column("role", String(16), primary_key=True),
+        Column("model_name", String(255), nullable=False), Column("model_version", String(64)),
+        Column("input_sha256", String(64)), Column("label", String(255)), Column("scores", JSON),
+        Column("error", Text), Column("worker", String(255)), Column("latency_ms", Double),
+        Column("created_at", DateTime(timezone=True), nullable=False))
+    ops.create_index("served_predictions_by_version", "served_predictions", ["model_version", "created_at"])
+    ops.create_index("served_predictions_by_time", "served_predictions", ["created_at"])
+
+
+MIGRATIONS[6] = _migrate_to_v6
