@@ -10,6 +10,7 @@ Modules:
 - `fsml_nb.data`: Loaders from a dataset version to a torch `Dataset` and `DataLoader`, small transforms, and importers that turn public benchmarks (scikit-learn digits, MNIST-1D) and a folder of a user's own images into dataset versions.
 - `fsml_nb.db`: The one SQL schema (a section per stage), engines that behave the same on SQLite and PostgreSQL, migrations, transactions that retry, insert-ignore, and the lease helper that every queue in fsml_nb uses.
 - `fsml_nb.export`: ONNX export of a checkpoint, INT8 quantization (dynamic, and static QDQ calibrated on a dataset version), parity and latency reports of every variant against the research model, and a measured recommendation of what to ship.
+- `fsml_nb.registry`: Immutable model archives on the blob store, versions numbered per name, aliases moved through an append-only promotion log, events that workers poll, and lineage both ways.
 - `fsml_nb.repro`: Paper reproduction recipes: a paper's reported table, the dataset, the models and their training settings, and a tolerance. `reproduce` trains every row over several seeds and puts ours beside theirs.
 - `fsml_nb.serve`: HTTP -> message queue -> Python workers: the API, three brokers behind one interface, workers with dynamic batching and hot reload, every prediction stored, deploy.
 - `fsml_nb.store`: The content-addressed blob store, items, labels and immutable dataset versions that can be listed, shown, verified and diffed, with the imports that fill them safely.

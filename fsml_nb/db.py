@@ -30,8 +30,9 @@ __all__ = ['READ_ONLY', 'SQLITE_HEADER', 'T', 'RETRYABLE_SQLSTATES', 'QUEUED', '
            'dataset_version_seals', 'dataset_version_names', 'IMMUTABLE_TABLES', 'MAX_URL_LENGTH', 'crawls',
            'item_sources', 'crawl_hosts', 'crawl_urls', 'annotation_projects', 'annotation_guides', 'annotation_tasks',
            'annotators', 'annotation_answers', 'annotation_leases', 'annotation_skips', 'annotation_questions',
-           'serve_clients', 'serve_workers', 'served_predictions', 'BLOB_REFERENCES', 'Migration', 'MIGRATIONS',
-           'DatabaseError', 'DatabaseUnavailableError', 'DatabaseDamagedError', 'SchemaTooNewError',
+           'BLOB_REFERENCES', 'registered_models', 'model_versions', 'model_version_files', 'model_aliases',
+           'model_promotions', 'registry_events', 'serve_clients', 'serve_workers', 'served_predictions', 'Migration',
+           'MIGRATIONS', 'DatabaseError', 'DatabaseUnavailableError', 'DatabaseDamagedError', 'SchemaTooNewError',
            'ValueTooLongError', 'normalize_db_url', 'display_db_url', 'reading', 'make_engine', 'is_retryable',
            'transaction', 'insert_ignore', 'check_lengths', 'lease_columns', 'lease_rows', 'extend_lease',
            'complete_lease', 'release_lease', 'reclaim_expired', 'missing_triggers', 'install_triggers',
@@ -570,7 +571,89 @@ annotation_questions = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
 
-# %% ../nbs/01_db.ipynb #dd4690a9
+# %% ../nbs/01_db.ipynb #8f87a61a
+BLOB_REFERENCES: list[Column] = [items.c.sha256]
+
+
+def referenced_blobs(connection: Connection, shas: Sequence[str]) -> set[str]:
+    "Which of `shas` a committed row names (in any column of `BLOB_REFERENCES`)."
+    found: set[str] = set()
+    shas = list(shas)
+    for start in range(0, len(shas), 1000):
+        chunk = shas[start:start + 1000]
+        for column in BLOB_REFERENCES:
+            found.update(connection.execute(select(column).where(column.in_(chunk))).scalars())
+    return found
+
+# %% ../nbs/01_db.ipynb #1813c6a2
+registered_models = Table(
+    "registered_models", metadata,
+    Column("name", String(255), primary_key=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+model_versions = Table(
+    "model_versions", metadata,
+    Column("id", String(64), primary_key=True),  # sha256 of the manifest (a blob too)
+    Column("name", String(255), ForeignKey("registered_models.name"), nullable=False),
+    Column("number", Integer, nullable=False),  # 1, 2, ... per name
+    Column("manifest", Text, nullable=False),  # canonical JSON
+    Column("dataset_version_id", String(64), ForeignKey("dataset_versions.id")),  # trained on
+    Column("calibration_version_id", String(64), ForeignKey("dataset_versions.id")),  # exported with
+    Column("registered_by", String(255), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("model_versions_name_number", "name", "number", unique=True),
+    Index("model_versions_by_dataset_version", "dataset_version_id"),
+)
+
+model_version_files = Table(
+    "model_version_files", metadata,
+    Column("version_id", String(64), ForeignKey("model_versions.id"), primary_key=True),
+    Column("path", String(1000), primary_key=True),  # relative, with /
+    Column("sha256", String(64), nullable=False),  # the file's blob
+    Column("size", BigInteger, nullable=False),
+    Index("model_version_files_by_sha256", "sha256"),
+)
+
+model_aliases = Table(
+    "model_aliases", metadata,
+    Column("name", String(255), ForeignKey("registered_models.name"), primary_key=True),
+    Column("alias", String(255), primary_key=True),
+    Column("version_id", String(64), ForeignKey("model_versions.id"), nullable=False),
+    Column("promotion_id", Integer, nullable=False),  # the log row that set it
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+model_promotions = Table(
+    "model_promotions", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(255), ForeignKey("registered_models.name"), nullable=False),
+    Column("alias", String(255), nullable=False),
+    Column("kind", String(16), nullable=False),  # promote | rollback
+    Column("from_version_id", String(64), ForeignKey("model_versions.id")),  # None: the alias is new
+    Column("to_version_id", String(64), ForeignKey("model_versions.id"), nullable=False),
+    Column("who", String(255), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("gates", JSON),  # gate name -> result, at the time
+    Column("metrics", JSON),  # metric name -> value, at the time
+    Column("created_at", DateTime(timezone=True), nullable=False),  # never before the alias's previous move
+    Index("model_promotions_by_alias_time", "name", "alias", "created_at", "id"),
+)
+
+registry_events = Table(
+    "registry_events", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("kind", String(32), nullable=False),  # registered | promoted | rolled_back
+    Column("name", String(255), nullable=False),
+    Column("alias", String(255)),
+    Column("version_id", String(64), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+BLOB_REFERENCES.extend([model_versions.c.id, model_version_files.c.sha256])
+
+# %% ../nbs/01_db.ipynb #11ec90cc
 serve_clients = Table(
     "serve_clients", metadata,
     Column("name", String(255), primary_key=True),
@@ -608,20 +691,6 @@ served_predictions = Table(
     Index("served_predictions_by_version", "model_version", "created_at"),
     Index("served_predictions_by_time", "created_at"),
 )
-
-# %% ../nbs/01_db.ipynb #8f87a61a
-BLOB_REFERENCES: list[Column] = [items.c.sha256]
-
-
-def referenced_blobs(connection: Connection, shas: Sequence[str]) -> set[str]:
-    "Which of `shas` a committed row names (in any column of `BLOB_REFERENCES`)."
-    found: set[str] = set()
-    shas = list(shas)
-    for start in range(0, len(shas), 1000):
-        chunk = shas[start:start + 1000]
-        for column in BLOB_REFERENCES:
-            found.update(connection.execute(select(column).where(column.in_(chunk))).scalars())
-    return found
 
 # %% ../nbs/01_db.ipynb #29718d23
 Migration = Callable[["Operations"], None]  # noqa: F821  (alembic.operations.Operations)
@@ -849,7 +918,55 @@ def _migrate_to_v4(ops: Operations) -> None:  # noqa: F821  (alembic.operations.
 
 MIGRATIONS[4] = _migrate_to_v4
 
-# %% ../nbs/01_db.ipynb #fd5eec10
+# %% ../nbs/01_db.ipynb #468f542f
+def _migrate_to_v5(ops: Operations) -> None:  # noqa: F821  (alembic.operations.Operations)
+    "Add the model registry tables."
+    ops.create_table(
+        "registered_models",
+        Column("name", String(255), primary_key=True), Column("created_at", DateTime(timezone=True), nullable=False))
+    ops.create_table(
+        "model_versions",
+        Column("id", String(64), primary_key=True),
+        Column("name", String(255), ForeignKey("registered_models.name"), nullable=False),
+        Column("number", Integer, nullable=False), Column("manifest", Text, nullable=False),
+        Column("dataset_version_id", String(64), ForeignKey("dataset_versions.id")),
+        Column("calibration_version_id", String(64), ForeignKey("dataset_versions.id")),
+        Column("registered_by", String(255), nullable=False), Column("reason", Text, nullable=False),
+        Column("created_at", DateTime(timezone=True), nullable=False))
+    ops.create_index("model_versions_name_number", "model_versions", ["name", "number"], unique=True)
+    ops.create_index("model_versions_by_dataset_version", "model_versions", ["dataset_version_id"])
+    ops.create_table(
+        "model_version_files",
+        Column("version_id", String(64), ForeignKey("model_versions.id"), primary_key=True),
+        Column("path", String(1000), primary_key=True), Column("sha256", String(64), nullable=False),
+        Column("size", BigInteger, nullable=False))
+    ops.create_index("model_version_files_by_sha256", "model_version_files", ["sha256"])
+    ops.create_table(
+        "model_aliases",
+        Column("name", String(255), ForeignKey("registered_models.name"), primary_key=True),
+        Column("alias", String(255), primary_key=True),
+        Column("version_id", String(64), ForeignKey("model_versions.id"), nullable=False),
+        Column("promotion_id", Integer, nullable=False), Column("updated_at", DateTime(timezone=True), nullable=False))
+    ops.create_table(
+        "model_promotions",
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column("name", String(255), ForeignKey("registered_models.name"), nullable=False),
+        Column("alias", String(255), nullable=False), Column("kind", String(16), nullable=False),
+        Column("from_version_id", String(64), ForeignKey("model_versions.id")),
+        Column("to_version_id", String(64), ForeignKey("model_versions.id"), nullable=False),
+        Column("who", String(255), nullable=False), Column("reason", Text, nullable=False),
+        Column("gates", JSON), Column("metrics", JSON), Column("created_at", DateTime(timezone=True), nullable=False))
+    ops.create_index("model_promotions_by_alias_time", "model_promotions", ["name", "alias", "created_at", "id"])
+    ops.create_table(
+        "registry_events",
+        Column("id", Integer, primary_key=True, autoincrement=True), Column("kind", String(32), nullable=False),
+        Column("name", String(255), nullable=False), Column("alias", String(255)),
+        Column("version_id", String(64), nullable=False), Column("created_at", DateTime(timezone=True), nullable=False))
+
+
+MIGRATIONS[5] = _migrate_to_v5
+
+# %% ../nbs/01_db.ipynb #730b5260
 def _migrate_to_v6(ops: Operations) -> None:  # noqa: F821  (alembic.operations.Operations)
     "Add serve_clients, serve_workers and served_predictions."
     ops.create_table(

@@ -187,6 +187,70 @@ CREATE TABLE labels (
 	PRIMARY KEY (id), 
 	FOREIGN KEY(item_sha256) REFERENCES items (sha256)
 );
+CREATE TABLE model_aliases (
+	name VARCHAR(255) NOT NULL, 
+	alias VARCHAR(255) NOT NULL, 
+	version_id VARCHAR(64) NOT NULL, 
+	promotion_id INTEGER NOT NULL, 
+	updated_at DATETIME NOT NULL, 
+	PRIMARY KEY (name, alias), 
+	FOREIGN KEY(name) REFERENCES registered_models (name), 
+	FOREIGN KEY(version_id) REFERENCES model_versions (id)
+);
+CREATE TABLE model_promotions (
+	id INTEGER NOT NULL, 
+	name VARCHAR(255) NOT NULL, 
+	alias VARCHAR(255) NOT NULL, 
+	kind VARCHAR(16) NOT NULL, 
+	from_version_id VARCHAR(64), 
+	to_version_id VARCHAR(64) NOT NULL, 
+	who VARCHAR(255) NOT NULL, 
+	reason TEXT NOT NULL, 
+	gates JSON, 
+	metrics JSON, 
+	created_at DATETIME NOT NULL, 
+	PRIMARY KEY (id), 
+	FOREIGN KEY(name) REFERENCES registered_models (name), 
+	FOREIGN KEY(from_version_id) REFERENCES model_versions (id), 
+	FOREIGN KEY(to_version_id) REFERENCES model_versions (id)
+);
+CREATE TABLE model_version_files (
+	version_id VARCHAR(64) NOT NULL, 
+	path VARCHAR(1000) NOT NULL, 
+	sha256 VARCHAR(64) NOT NULL, 
+	size BIGINT NOT NULL, 
+	PRIMARY KEY (version_id, path), 
+	FOREIGN KEY(version_id) REFERENCES model_versions (id)
+);
+CREATE TABLE model_versions (
+	id VARCHAR(64) NOT NULL, 
+	name VARCHAR(255) NOT NULL, 
+	number INTEGER NOT NULL, 
+	manifest TEXT NOT NULL, 
+	dataset_version_id VARCHAR(64), 
+	calibration_version_id VARCHAR(64), 
+	registered_by VARCHAR(255) NOT NULL, 
+	reason TEXT NOT NULL, 
+	created_at DATETIME NOT NULL, 
+	PRIMARY KEY (id), 
+	FOREIGN KEY(name) REFERENCES registered_models (name), 
+	FOREIGN KEY(dataset_version_id) REFERENCES dataset_versions (id), 
+	FOREIGN KEY(calibration_version_id) REFERENCES dataset_versions (id)
+);
+CREATE TABLE registered_models (
+	name VARCHAR(255) NOT NULL, 
+	created_at DATETIME NOT NULL, 
+	PRIMARY KEY (name)
+);
+CREATE TABLE registry_events (
+	id INTEGER NOT NULL, 
+	kind VARCHAR(32) NOT NULL, 
+	name VARCHAR(255) NOT NULL, 
+	alias VARCHAR(255), 
+	version_id VARCHAR(64) NOT NULL, 
+	created_at DATETIME NOT NULL, 
+	PRIMARY KEY (id)
+);
 CREATE TABLE serve_clients (
 	name VARCHAR(255) NOT NULL, 
 	token_sha256 VARCHAR(64) NOT NULL, 
@@ -241,6 +305,10 @@ CREATE UNIQUE INDEX item_sources_item_url ON item_sources (item_sha256, url);
 CREATE INDEX ix_dataset_versions_name ON dataset_versions (name);
 CREATE INDEX ix_version_entries_item_sha256 ON version_entries (item_sha256);
 CREATE UNIQUE INDEX labels_item_source ON labels (item_sha256, source);
+CREATE INDEX model_promotions_by_alias_time ON model_promotions (name, alias, created_at, id);
+CREATE INDEX model_version_files_by_sha256 ON model_version_files (sha256);
+CREATE INDEX model_versions_by_dataset_version ON model_versions (dataset_version_id);
+CREATE UNIQUE INDEX model_versions_name_number ON model_versions (name, number);
 CREATE INDEX served_predictions_by_time ON served_predictions (created_at);
 CREATE INDEX served_predictions_by_version ON served_predictions (model_version, created_at);
 CREATE TRIGGER dataset_version_seals_no_delete BEFORE DELETE ON dataset_version_seals BEGIN SELECT RAISE(ABORT, 'dataset versions are immutable (DELETE on dataset_version_seals)'); END;
