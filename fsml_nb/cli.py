@@ -17,12 +17,12 @@ from .core import FsmlError, get_settings
 from .store import DatasetVersion, Store, VersionDiff
 
 # %% auto #0
-__all__ = ['app', 'import_app', 'version_app', 'collect_app', 'annotate_app', 'repro_app', 'serve_app', 'WORKER_OPTIONS', 'main',
-           'init', 'import_digits_command', 'import_mnist1d_command', 'import_folder_command', 'list_versions',
-           'show_version', 'diff_versions_command', 'verify_version_command', 'crawl_command', 'annotate_create',
+__all__ = ['app', 'import_app', 'version_app', 'collect_app', 'annotate_app', 'repro_app', 'serve_app', 'main', 'init',
+           'import_digits_command', 'import_mnist1d_command', 'import_folder_command', 'list_versions', 'show_version',
+           'diff_versions_command', 'verify_version_command', 'crawl_command', 'annotate_create',
            'annotate_add_annotator', 'annotate_guide', 'annotate_status', 'annotate_export', 'annotate_serve',
            'list_recipes', 'run_recipe', 'export_command', 'quickstart', 'serve_worker', 'serve_api', 'serve_up',
-           'serve_add_client', 'serve_remove_client']
+           'serve_add_client', 'serve_remove_client', 'deploy_command']
 
 # %% ../nbs/13_cli.ipynb #acdfc9ac
 app = typer.Typer(help="fsml_nb: data store, dataset versions and (soon) the whole model loop.",
@@ -408,9 +408,6 @@ def quickstart(batch_size: int = typer.Option(32, help="size of the batch read b
 serve_app = typer.Typer(help="Serve models over HTTP through a queue and workers.", no_args_is_help=True)
 app.add_typer(serve_app, name="serve")
 
-WORKER_OPTIONS = ("model", "folder", "ref", "max_batch", "max_wait_ms", "threads", "queue_prefix", "lease_seconds",
-                  "max_attempts", "shadow_ref")
-
 
 def _worker_config(model: str, **options):
     from fsml_nb.serve import WorkerConfig
@@ -516,3 +513,28 @@ def serve_remove_client(name: str = typer.Argument(..., help="the client's name"
     remove_serve_client(engine, name)
     engine.dispose()
     typer.echo(f"removed {name}")
+
+# %% ../nbs/13_cli.ipynb #aaf42f84
+@app.command("deploy")
+def deploy_command(name: str = typer.Argument(..., help="the registered model"),
+                   version: str = typer.Argument(..., help="the version: a number, NAME:N, an id, or NAME@ALIAS"),
+                   alias: str = typer.Option("champion", help="the alias to move"),
+                   reason: str = typer.Option("", help="why, for the promotion log"),
+                   tolerance: float = typer.Option(0.5, help="accuracy points the version may lose vs the champion"),
+                   min_agreement: float = typer.Option(99.0, help="% agreement with the research model required"),
+                   latency_budget_ms: float | None = typer.Option(None, help="batch-1 CPU latency allowed (ms)"),
+                   wait: float = typer.Option(60.0, help="seconds the live workers have to serve the version"),
+                   as_json: bool = typer.Option(False, "--json", help="print JSON"),
+                   ) -> None:
+    "Gate, promote, wait for the workers, roll back if they do not follow."
+    from dataclasses import asdict
+
+    from fsml_nb.registry import ModelRegistry
+    from fsml_nb.serve import deploy
+    with Store() as store:
+        report = deploy(ModelRegistry(store), name, version, alias=alias, reason=reason, tolerance=tolerance,
+                        min_agreement=min_agreement, latency_budget_ms=latency_budget_ms, wait_seconds=wait)
+    typer.echo(json.dumps(asdict(report) | {"succeeded": report.succeeded}, indent=1) if as_json
+               else report._repr_markdown_())
+    if not report.succeeded:
+        raise typer.Exit(1)
