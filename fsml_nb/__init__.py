@@ -15,6 +15,7 @@ Modules:
 - `fsml_nb.pipeline`: Parameterized notebooks as pipeline steps, run by papermill: a DAG declared in one small file, strict parameters, caching by content, resume after a failure, and every executed notebook kept as a report.
 - `fsml_nb.registry`: Immutable model archives on the blob store, versions numbered per name, aliases moved through an append-only promotion log, events that workers poll, and lineage both ways.
 - `fsml_nb.repro`: Paper reproduction recipes: a paper's reported table, the dataset, the models and their training settings, and a tolerance. `reproduce` trains every row over several seeds and puts ours beside theirs.
+- `fsml_nb.serve`: HTTP -> message queue -> Python workers: the API, three brokers behind one interface, workers with dynamic batching and hot reload, every prediction stored, deploy.
 - `fsml_nb.store`: The content-addressed blob store, items, labels and immutable dataset versions that can be listed, shown, verified and diffed, with the imports that fill them safely.
 - `fsml_nb.testing`: Helpers for tests and benchmarks: scratch PostgreSQL databases that are created empty and dropped afterwards, so no test ever writes into a shared database.
 - `fsml_nb.train`: A fit loop for timm models (built from scratch) and plain torch modules: AdamW and a schedule, fixed seeds, early stopping, metrics per epoch, a progress bar, and resumable checkpoints as safetensors that name their dataset version, config and code version."""

@@ -17,13 +17,14 @@ from .core import FsmlError, get_settings
 from .store import DatasetVersion, Store, VersionDiff
 
 # %% auto #0
-__all__ = ['app', 'import_app', 'version_app', 'collect_app', 'annotate_app', 'repro_app', 'registry_app', 'main', 'init',
-           'import_digits_command', 'import_mnist1d_command', 'import_folder_command', 'list_versions', 'show_version',
-           'diff_versions_command', 'verify_version_command', 'crawl_command', 'annotate_create',
+__all__ = ['app', 'import_app', 'version_app', 'collect_app', 'annotate_app', 'repro_app', 'registry_app', 'serve_app', 'main',
+           'init', 'import_digits_command', 'import_mnist1d_command', 'import_folder_command', 'list_versions',
+           'show_version', 'diff_versions_command', 'verify_version_command', 'crawl_command', 'annotate_create',
            'annotate_add_annotator', 'annotate_guide', 'annotate_status', 'annotate_export', 'annotate_serve',
            'list_recipes', 'run_recipe', 'export_command', 'registry_register', 'registry_list', 'registry_show',
            'registry_promote', 'registry_rollback', 'registry_history', 'registry_lineage', 'registry_pull',
-           'quickstart']
+           'quickstart', 'serve_worker', 'serve_api', 'serve_up', 'serve_add_client', 'serve_remove_client',
+           'deploy_command']
 
 # %% ../nbs/13_cli.ipynb #acdfc9ac
 app = typer.Typer(help="fsml_nb: data store, dataset versions and (soon) the whole model loop.",
@@ -581,3 +582,138 @@ def quickstart(batch_size: int = typer.Option(32, help="size of the batch read b
     typer.echo(f"exported to {folder / 'export'}: recommended {report.recommended} "
                f"(accuracy {choice.parity.accuracy:.2f}%, {choice.latency_ms['cpu b1']:.3f} ms at batch 1; "
                f"report.md there has the full table)")
+
+# %% ../nbs/13_cli.ipynb #57996ebb
+serve_app = typer.Typer(help="Serve models over HTTP through a queue and workers.", no_args_is_help=True)
+app.add_typer(serve_app, name="serve")
+
+
+def _worker_config(model: str, **options):
+    from fsml_nb.serve import WorkerConfig
+    return WorkerConfig(model, **{key: value for key, value in options.items() if value is not None})
+
+
+def _api_config(**options):
+    from fsml_nb.serve import ApiConfig
+    return ApiConfig.from_env(**{key: value for key, value in options.items() if value is not None})
+
+# %% ../nbs/13_cli.ipynb #55182790
+@serve_app.command("worker")
+def serve_worker(model: str = typer.Option(..., help="the model's name (its queue is PREFIX.NAME)"),
+                 folder: Path | None = typer.Option(None, help="a pulled model version folder to serve"),
+                 ref: str | None = typer.Option(None, help="a registry reference to serve and follow (NAME@champion)"),
+                 max_batch: int = typer.Option(1, help="jobs per batch at most"),
+                 max_wait_ms: float = typer.Option(0.0, help="wait this long for more jobs once one is there"),
+                 threads: int = typer.Option(1, help="ONNX Runtime threads"),
+                 queue_prefix: str = typer.Option("fsml.predict", help="queue name prefix"),
+                 lease_seconds: float = typer.Option(30.0, help="SQL brokers: lease length (heartbeats extend it)"),
+                 max_attempts: int = typer.Option(3, help="deliveries of a job before it is dead-lettered"),
+                 shadow_ref: str | None = typer.Option(None, help="a challenger to run on shadow jobs (NAME@challenger)"),
+                 name: str | None = typer.Option(None, help="worker name (default host-pid-random)"),
+                 cache: Path | None = typer.Option(None, help="where pulled versions go (default FSML_HOME/serve-cache)"),
+                 ) -> None:
+    "Take jobs from the model's queue and answer them until SIGTERM."
+    from fsml_nb.serve import run_worker, run_worker_from_registry
+    config = _worker_config(model, max_batch=max_batch, max_wait_ms=max_wait_ms, threads=threads,
+                            queue_prefix=queue_prefix, lease_seconds=lease_seconds, max_attempts=max_attempts, name=name)
+    if (folder is None) == (ref is None):
+        raise FsmlError("give exactly one of --folder (a pulled model folder) or --ref (a registry reference)")
+    if folder is not None:
+        served = run_worker(config, folder)
+    else:
+        served = run_worker_from_registry(config, ref, cache=cache, shadow_ref=shadow_ref)
+    typer.echo(f"worker stopped after {served} jobs")
+
+# %% ../nbs/13_cli.ipynb #30d25e0c
+@serve_app.command("api")
+def serve_api(host: str = typer.Option("127.0.0.1", help="address to listen on"),
+              port: int = typer.Option(8000, help="port"),
+              queue_prefix: str = typer.Option("fsml.predict", help="queue name prefix"),
+              max_queue: int = typer.Option(1000, help="jobs waiting in a queue before new ones get 503"),
+              timeout: float = typer.Option(30.0, help="seconds /v1/predict waits for its answer"),
+              max_body_bytes: int = typer.Option(10 * 1024 * 1024, help="largest request body"),
+              max_pixels: int = typer.Option(4_000_000, help="largest image, in pixels"),
+              shadow_fraction: float = typer.Option(0.0, help="share of requests the challenger also runs"),
+              no_token: bool = typer.Option(False, "--no-token", help="do not require client tokens (demo only)"),
+              ) -> None:
+    "Serve the HTTP API (POST /v1/predict, /v1/jobs, /healthz, /readyz, /metrics)."
+    from fsml_nb.serve import run_api
+    config = _api_config(queue_prefix=queue_prefix, max_queue=max_queue, request_timeout=timeout,
+                         max_body_bytes=max_body_bytes, max_pixels=max_pixels, shadow_fraction=shadow_fraction,
+                         require_token=not no_token)
+    run_api(config, host, port)
+
+# %% ../nbs/13_cli.ipynb #74de1eb7
+@serve_app.command("up")
+def serve_up(model: str = typer.Option(..., help="the model's name"),
+             workers: int = typer.Option(2, help="worker processes"),
+             folder: Path | None = typer.Option(None, help="a pulled model version folder to serve"),
+             ref: str | None = typer.Option(None, help="a registry reference to serve and follow (NAME@champion)"),
+             host: str = typer.Option("127.0.0.1"), port: int = typer.Option(8000),
+             max_batch: int = typer.Option(8, help="jobs per batch at most"),
+             max_wait_ms: float = typer.Option(0.0, help="wait this long for more jobs once one is there"),
+             queue_prefix: str = typer.Option("fsml.predict"),
+             shadow_fraction: float = typer.Option(0.0, help="share of requests the challenger also runs"),
+             shadow_ref: str | None = typer.Option(None, help="the challenger (NAME@challenger)"),
+             no_token: bool = typer.Option(False, "--no-token", help="do not require client tokens (demo only)"),
+             ) -> None:
+    "Run the API and N workers on this machine, under one supervisor, until SIGTERM."
+    from fsml_nb.serve import FSML_COMMAND, Supervisor, stop_on_signals
+    if (folder is None) == (ref is None):
+        raise FsmlError("give exactly one of --folder (a pulled model folder) or --ref (a registry reference)")
+    source = ["--folder", str(folder.absolute())] if folder else ["--ref", ref]
+    api = [*FSML_COMMAND, "serve", "api", "--host", host, "--port", str(port), "--queue-prefix", queue_prefix,
+           "--shadow-fraction", str(shadow_fraction)] + (["--no-token"] if no_token else [])
+    worker = [*FSML_COMMAND, "serve", "worker", "--model", model, *source, "--max-batch", str(max_batch),
+              "--max-wait-ms", str(max_wait_ms), "--queue-prefix", queue_prefix] + \
+        (["--shadow-ref", shadow_ref] if shadow_ref else [])
+    supervisor = Supervisor({"api": api, **{f"worker-{index + 1}": worker for index in range(workers)}})
+    stop_on_signals(supervisor.stop)
+    typer.echo(f"serving {model} on http://{host}:{port} with {workers} workers; SIGTERM or Ctrl-C stops")
+    supervisor.watch()
+
+# %% ../nbs/13_cli.ipynb #1a958c1f
+@serve_app.command("add-client")
+def serve_add_client(name: str = typer.Argument(..., help="the client's name")) -> None:
+    "Add an API client and print its token (shown once; stored hashed)."
+    from fsml_nb.db import open_database
+    from fsml_nb.serve import add_serve_client
+    engine = open_database(get_settings().db_url)
+    typer.echo(add_serve_client(engine, name))
+    engine.dispose()
+
+
+@serve_app.command("remove-client")
+def serve_remove_client(name: str = typer.Argument(..., help="the client's name")) -> None:
+    "Remove an API client; its token stops working."
+    from fsml_nb.db import open_database
+    from fsml_nb.serve import remove_serve_client
+    engine = open_database(get_settings().db_url)
+    remove_serve_client(engine, name)
+    engine.dispose()
+    typer.echo(f"removed {name}")
+
+# %% ../nbs/13_cli.ipynb #aaf42f84
+@app.command("deploy")
+def deploy_command(name: str = typer.Argument(..., help="the registered model"),
+                   version: str = typer.Argument(..., help="the version: a number, NAME:N, an id, or NAME@ALIAS"),
+                   alias: str = typer.Option("champion", help="the alias to move"),
+                   reason: str = typer.Option("", help="why, for the promotion log"),
+                   tolerance: float = typer.Option(0.5, help="accuracy points the version may lose vs the champion"),
+                   min_agreement: float = typer.Option(99.0, help="% agreement with the research model required"),
+                   latency_budget_ms: float | None = typer.Option(None, help="batch-1 CPU latency allowed (ms)"),
+                   wait: float = typer.Option(60.0, help="seconds the live workers have to serve the version"),
+                   as_json: bool = typer.Option(False, "--json", help="print JSON"),
+                   ) -> None:
+    "Gate, promote, wait for the workers, roll back if they do not follow."
+    from dataclasses import asdict
+
+    from fsml_nb.registry import ModelRegistry
+    from fsml_nb.serve import deploy
+    with Store() as store:
+        report = deploy(ModelRegistry(store), name, version, alias=alias, reason=reason, tolerance=tolerance,
+                        min_agreement=min_agreement, latency_budget_ms=latency_budget_ms, wait_seconds=wait)
+    typer.echo(json.dumps(asdict(report) | {"succeeded": report.succeeded}, indent=1) if as_json
+               else report._repr_markdown_())
+    if not report.succeeded:
+        raise typer.Exit(1)

@@ -303,6 +303,40 @@ CREATE TABLE registry_events (
 	created_at DATETIME NOT NULL, 
 	PRIMARY KEY (id)
 );
+CREATE TABLE serve_clients (
+	name VARCHAR(255) NOT NULL, 
+	token_sha256 VARCHAR(64) NOT NULL, 
+	created_at DATETIME NOT NULL, 
+	PRIMARY KEY (name), 
+	UNIQUE (token_sha256)
+);
+CREATE TABLE serve_workers (
+	name VARCHAR(255) NOT NULL, 
+	model_name VARCHAR(255) NOT NULL, 
+	queue VARCHAR(255) NOT NULL, 
+	version_id VARCHAR(64), 
+	status VARCHAR(16) NOT NULL, 
+	message TEXT, 
+	host VARCHAR(255) NOT NULL, 
+	pid INTEGER NOT NULL, 
+	started_at DATETIME NOT NULL, 
+	heartbeat_at DOUBLE NOT NULL, 
+	PRIMARY KEY (name)
+);
+CREATE TABLE served_predictions (
+	request_id VARCHAR(64) NOT NULL, 
+	role VARCHAR(16) NOT NULL, 
+	model_name VARCHAR(255) NOT NULL, 
+	model_version VARCHAR(64), 
+	input_sha256 VARCHAR(64), 
+	label VARCHAR(255), 
+	scores JSON, 
+	error TEXT, 
+	worker VARCHAR(255), 
+	latency_ms DOUBLE, 
+	created_at DATETIME NOT NULL, 
+	PRIMARY KEY (request_id, role)
+);
 CREATE TABLE version_entries (
 	version_id VARCHAR(64) NOT NULL, 
 	item_sha256 VARCHAR(64) NOT NULL, 
@@ -339,6 +373,8 @@ CREATE UNIQUE INDEX model_versions_name_number ON model_versions (name, number);
 CREATE INDEX pipeline_runs_by_pipeline ON pipeline_runs (pipeline, started_at);
 CREATE INDEX pipeline_steps_by_key ON pipeline_steps (step, cache_key);
 CREATE INDEX pipeline_steps_by_run ON pipeline_steps (run_id);
+CREATE INDEX served_predictions_by_time ON served_predictions (created_at);
+CREATE INDEX served_predictions_by_version ON served_predictions (model_version, created_at);
 CREATE TRIGGER dataset_version_seals_no_delete BEFORE DELETE ON dataset_version_seals BEGIN SELECT RAISE(ABORT, 'dataset versions are immutable (DELETE on dataset_version_seals)'); END;
 CREATE TRIGGER dataset_version_seals_no_update BEFORE UPDATE ON dataset_version_seals BEGIN SELECT RAISE(ABORT, 'dataset versions are immutable (UPDATE on dataset_version_seals)'); END;
 CREATE TRIGGER dataset_versions_no_delete BEFORE DELETE ON dataset_versions BEGIN SELECT RAISE(ABORT, 'dataset versions are immutable (DELETE on dataset_versions)'); END;
