@@ -52,7 +52,7 @@ __all__ = ['log', 'DEFAULT_MAX_PIXELS', 'broker_metadata', 'serve_jobs', 'ERROR_
            'stored_replies', 'reply_of_row', 'ServeWorker', 'predict_jobs', 'prediction_row', 'ApiConfig', 'ReplyBoard',
            'SqlReplies', 'HttpError', 'ServeApi', 'read_request_input', 'BodyLimit', 'create_app', 'stop_on_signals',
            'run_worker', 'run_api', 'Supervisor', 'RegistryFollower', 'run_worker_from_registry', 'registry_champions',
-           'DeployReport', 'deploy_gates', 'live_workers', 'deploy']
+           'DeployReport', 'deploy_gates', 'live_workers', 'card_gates', 'deploy']
 
 # %% ../nbs/10_serve.ipynb #61cd0f09
 class ServeError(FsmlError):
@@ -1760,17 +1760,38 @@ def live_workers(engine: Engine, model: str, live_seconds: float = 5.0) -> dict[
     return {row.name: row.version_id for row in rows}
 
 
+def card_gates(card, manifest: dict[str, Any], evaluation: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
+    "The requirements card's constraints as deploy gates: a measured constraint that is not met fails."
+    from fsml_nb.card import check_card
+
+    latency = (_served_variant_metrics(manifest).get("latency_ms") or {}).get("cpu b1")
+    check = check_card(card, evaluation, latency_p95_ms=latency, latency_where="export report (cpu b1, median)")
+    gates = {}
+    for row in check.rows:
+        if row.constraint in ("metric", "latency p95"):
+            gates[f"card {row.constraint}"] = {"passed": row.met is True,
+                                               "detail": f"required {row.required}, measured {row.measured} ({row.where})"}
+    return gates
+
+
 def deploy(registry, name: str, version_ref: str,
            alias: str = "champion", reason: str = "", tolerance: float = 0.5, min_agreement: float = 99.0,
            latency_budget_ms: float | None = None,
-           wait_seconds: float = 60.0,  # how long the live workers have to report the new version
-           live_seconds: float = 5.0, who: str | None = None) -> DeployReport:
+           wait_seconds: float = 60.0,  # how long the live workers have to report the new version (0: do not wait)
+           live_seconds: float = 5.0, who: str | None = None,
+           card=None,  # a RequirementsCard: its metric minimum and budgets become gates too
+           evaluation: dict[str, Any] | None = None,  # {"id", "metrics"} of the candidate's eval run, for the card
+           ) -> DeployReport:
     "Check the gates, promote, wait for the live workers to serve the version; roll back if they do not."
     candidate = registry.version(version_ref if ("@" in version_ref or ":" in version_ref or len(version_ref) > 12)
                                  else f"{name}:{version_ref}")
     previous_id = registry.aliases(name).get(alias)
     champion = registry.version(previous_id).manifest if previous_id else None
+    if card is not None and latency_budget_ms is None:
+        latency_budget_ms = card.latency_p95_ms
     gates = deploy_gates(candidate.manifest, champion, tolerance, min_agreement, latency_budget_ms)
+    if card is not None:
+        gates.update(card_gates(card, candidate.manifest, evaluation))
     report = DeployReport(name, candidate.id, previous_id, gates)
     failed = [gate for gate, result in gates.items() if not result["passed"]]
     if failed:
@@ -1778,6 +1799,11 @@ def deploy(registry, name: str, version_ref: str,
         return report
     registry.promote(name, candidate.id, alias=alias, reason=reason or "fsml deploy", who=who, gates=gates)
     report.promoted = True
+    report.workers = live_workers(registry.engine, name, live_seconds)
+    if wait_seconds <= 0 or not report.workers:
+        report.message = (f"promoted {candidate.ref}; " + ("not waiting for the workers" if report.workers else
+                          "no live worker to wait for (a worker started now serves it)"))
+        return report
     deadline = time.monotonic() + wait_seconds
     while True:
         report.workers = live_workers(registry.engine, name, live_seconds)
