@@ -234,3 +234,30 @@ def test_gc_on_a_read_only_blob_folder_is_one_line(cli_env: dict[str, str], tmp_
         one_error_line(fsml("gc", "--min-age", "0", "--apply", env=cli_env), "cannot write to the blob store",
                        "Read-only file system")
     assert orphan_path.exists()
+
+
+def test_a_full_disk_under_the_database_is_one_line_never_called_damage(cli_env: dict[str, str], tmp_path: Path):
+    "Creating the schema, or committing an import, on a full disk: one line; the file is not 'damaged'."
+    from fsml_nb.db import DatabaseError, DatabaseDamagedError
+    from fsml_nb.store import LabelledItem, LabelSchema, NewItem, Store
+
+    database = tmp_path / "database"
+    env = {**cli_env, "FSML_DB_URL": f"sqlite:///{database}/fsml.db"}
+    with mounted_tmpfs(database, "size=64k"):  # too small for the schema
+        message = one_error_line(fsml("versions", env=env), "database or disk is full")
+        assert "damaged" not in message
+    with mounted_tmpfs(database, "size=2m"):
+        with Store(env["FSML_DB_URL"], env["FSML_BLOB_URL"]) as store:
+            with open(database / "filler", "wb") as filler, pytest.raises(OSError):
+                while True:
+                    filler.write(b"\0" * 65536)
+                    filler.flush()
+            records = [LabelledItem(NewItem(f"item {index}".encode(), "text/plain"), "cat", "train")
+                       for index in range(50)]
+            with pytest.raises(DatabaseError, match="no disk space left") as caught:
+                store.import_version(records, LabelSchema("single_label", ("cat",)), "full", source="test")
+            assert "\n" not in str(caught.value) and not isinstance(caught.value, DatabaseDamagedError)
+            assert files_under(tmp_path / "blobs") == []  # the failed import's blobs are gone again
+            (database / "filler").unlink()
+            assert store.versions() == [] and store.item_count() == 0
+            store.import_version(records, LabelSchema("single_label", ("cat",)), "full", source="test")
