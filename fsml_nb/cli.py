@@ -19,12 +19,12 @@ from .store import DatasetVersion, Store, VersionDiff
 # %% auto #0
 __all__ = ['app', 'import_app', 'version_app', 'collect_app', 'annotate_app', 'repro_app', 'registry_app', 'serve_app', 'main',
            'init', 'import_digits_command', 'import_mnist1d_command', 'import_folder_command', 'list_versions',
-           'show_version', 'diff_versions_command', 'verify_version_command', 'crawl_command', 'annotate_create',
-           'annotate_add_annotator', 'annotate_guide', 'annotate_status', 'annotate_export', 'annotate_serve',
-           'list_recipes', 'run_recipe', 'export_command', 'registry_register', 'registry_list', 'registry_show',
-           'registry_promote', 'registry_rollback', 'registry_history', 'registry_lineage', 'registry_pull',
-           'quickstart', 'serve_worker', 'serve_api', 'serve_up', 'serve_add_client', 'serve_remove_client',
-           'deploy_command']
+           'show_version', 'diff_versions_command', 'verify_version_command', 'gc_command', 'crawl_command',
+           'annotate_create', 'annotate_add_annotator', 'annotate_guide', 'annotate_status', 'annotate_export',
+           'annotate_serve', 'list_recipes', 'run_recipe', 'export_command', 'registry_register', 'registry_list',
+           'registry_show', 'registry_promote', 'registry_rollback', 'registry_history', 'registry_lineage',
+           'registry_pull', 'quickstart', 'serve_worker', 'serve_api', 'serve_up', 'serve_add_client',
+           'serve_remove_client', 'deploy_command']
 
 # %% ../nbs/13_cli.ipynb #acdfc9ac
 app = typer.Typer(help="fsml_nb: data store, dataset versions and (soon) the whole model loop.",
@@ -196,6 +196,26 @@ def verify_version_command(ref: str = typer.Argument(..., help="version id, uniq
     problems += [f"{len(report.missing)} missing blob(s), e.g. {report.missing[0]}"] if report.missing else []
     problems += [f"{len(report.corrupt)} corrupt blob(s), e.g. {report.corrupt[0]}"] if report.corrupt else []
     raise FsmlError(f"version {report.version_id[:12]} is damaged: " + "; ".join(problems))
+
+# %% ../nbs/13_cli.ipynb #dfe22d82
+@app.command("gc")
+def gc_command(apply: bool = typer.Option(False, "--apply", help="remove what is listed (default: only list it)"),
+               min_age: float = typer.Option(3600.0, "--min-age", min=0.0,
+                                             help="seconds; younger files are left alone (an import may be writing them)"),
+               as_json: bool = typer.Option(False, "--json", help="print JSON")) -> None:
+    "List (with --apply: remove) blobs no committed row names and files of interrupted writes."
+    from dataclasses import asdict
+    with Store() as store:
+        report = store.collect_garbage(dry_run=not apply, min_age_seconds=min_age)
+    if as_json:
+        typer.echo(json.dumps(asdict(report), indent=2))
+        return
+    for sha in report.orphans:
+        typer.echo(f"orphan     {sha}")
+    for path in report.temporary_files:
+        typer.echo(f"temporary  {path}")
+    typer.echo(f"{report}" + ("" if apply or not (report.orphans or report.temporary_files)
+                               else "; `fsml gc --apply` removes them"))
 
 # %% ../nbs/13_cli.ipynb #7c010938
 @collect_app.command("crawl")

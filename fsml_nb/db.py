@@ -126,6 +126,20 @@ def _reason(error: Exception) -> str:
     return (str(original or error).strip().splitlines() or [type(error).__name__])[0]
 
 
+def _is_disk_full(error: Exception) -> bool:
+    "Whether the database failed for want of disk space (SQLite's SQLITE_FULL, PostgreSQL's 53100)."
+    original = getattr(error, "orig", None)
+    return getattr(original, "sqlite_errorname", None) == "SQLITE_FULL" or getattr(original, "sqlstate", None) == "53100"
+
+
+def _sqlite_failure(engine: Engine, error: SQLDatabaseError) -> DatabaseError:
+    "One line for a SQLite error; 'damaged' only when SQLite says so (a full disk or a lock is not damage)."
+    if isinstance(error, OperationalError):  # disk full, locked too long, cannot open: the file itself is fine
+        return DatabaseError(f"cannot use the SQLite database {engine.url.database}: {_reason(error)}")
+    return DatabaseDamagedError(f"the SQLite database {engine.url.database} is damaged ({_reason(error)}); "
+                                "restore it from a backup")
+
+
 def make_engine(url: str) -> Engine:
     "An engine for `url` (SQLite or PostgreSQL), checked to answer."
     url = normalize_db_url(str(url))
@@ -155,7 +169,9 @@ def make_engine(url: str) -> Engine:
             pass
     except SQLDatabaseError as error:
         engine.dispose()
-        if isinstance(error, OperationalError) and backend != "sqlite":
+        if backend == "sqlite":
+            raise _sqlite_failure(engine, error) from None
+        if isinstance(error, OperationalError):
             raise DatabaseUnavailableError(f"cannot reach the database at {display_db_url(url)}: "
                                            f"{_reason(error)}") from None
         raise DatabaseDamagedError(f"cannot open the database at {display_db_url(url)}: {_reason(error)}") from None
@@ -180,6 +196,9 @@ def transaction(engine: Engine, work: Callable[[Connection], T],  # runs inside 
             with engine.begin() as connection:
                 return work(connection)
         except DBAPIError as error:
+            if _is_disk_full(error):
+                raise DatabaseError(f"the database at {display_db_url(str(engine.url))} has no disk space left: "
+                                    f"{_reason(error)}") from None
             if not is_retryable(error) or attempt == attempts:
                 raise
             get_logger("db").info("transaction aborted (%s), trying again", error.orig.sqlstate)
@@ -836,8 +855,7 @@ def upgrade_schema(engine: Engine, target: int = SCHEMA_VERSION,
     except SQLDatabaseError as error:
         if engine.dialect.name != "sqlite":
             raise
-        raise DatabaseDamagedError(f"the SQLite database {engine.url.database} is damaged ({_reason(error)}); "
-                                   "restore it from a backup") from None
+        raise _sqlite_failure(engine, error) from None
 
 
 def open_database(url: str) -> Engine:
