@@ -28,7 +28,7 @@ from sqlalchemy import select
 from torch.utils.data import DataLoader, Dataset
 
 from .core import FsmlError, utc_now
-from .db import items, version_entries
+from .db import items, reading, version_entries
 from .store import (BlobMissingError, BlobStore, DatasetVersion, LabelledItem, LabelSchema, NewItem, Store,
                            sha256_hex)
 
@@ -200,7 +200,7 @@ def _media_types(store: Store, version_id: str) -> dict[str, str]:
     query = (select(items.c.sha256, items.c.media_type)
              .join(version_entries, version_entries.c.item_sha256 == items.c.sha256)
              .where(version_entries.c.version_id == version_id))
-    with store.engine.connect() as connection:
+    with reading(store.engine) as connection:
         return dict(connection.execute(query).all())
 
 
