@@ -22,7 +22,8 @@ from .core import FsmlError
 # %% auto #0
 __all__ = ['TIME_UNITS', 'SIZE_UNITS', 'RATE_UNITS', 'METRICS', 'CARD_FIELDS', 'TASKS', 'CARD_TEMPLATE', 'GUIDE_TEMPLATE',
            'PROJECT_README', 'STEP_NAMES', 'CardError', 'parse_quantity', 'RequirementsCard', 'parse_card', 'load_card',
-           'CheckRow', 'CardCheck', 'resident_memory_mib', 'check_card', 'shipped_step_notebooks', 'init_project']
+           'CheckRow', 'CardCheck', 'resident_memory_mib', 'check_card', 'check_model', 'shipped_step_notebooks',
+           'init_project']
 
 # %% ../nbs/14_card.ipynb #af7626ab
 class CardError(FsmlError):
@@ -268,6 +269,47 @@ def check_card(card: RequirementsCard,
         rows.append(CheckRow("schedule", f"by {deadline}", f"today {today} ({(deadline - today).days} days left)",
                              "calendar", today <= deadline))
     return CardCheck(tuple(row for row in rows if row is not None))
+
+# %% ../nbs/14_card.ipynb #5c6f8ed8
+def _latest_evaluation(store, model_version, card: RequirementsCard) -> tuple[dict[str, Any] | None, str]:
+    from fsml_nb.evaluate import eval_runs_of, evaluate_model
+
+    if not card.metric:
+        return None, ""
+    version = store.version(card.metric.get("dataset_version") or model_version.manifest.get("dataset_version"))
+    split = card.metric.get("split", "test")
+    runs = [run for run in eval_runs_of(store, model_version.id, version.id) if run.split == split]
+    made_now = not runs
+    run = runs[0] if runs else evaluate_model(model_version, version, split, store=store)
+    return {"id": run.id, "metrics": run.metrics}, " (made now)" if made_now else ""
+
+
+def check_model(store, ref: str, card: RequirementsCard) -> CardCheck:
+    "Check a registered model version (`NAME@ALIAS`, `NAME:N` or id) against a requirements card."
+    from fsml_nb.core import get_settings
+    from fsml_nb.registry import ModelRegistry
+
+    registry = ModelRegistry(store)
+    model_version = registry.version(ref)
+    evaluation, note = _latest_evaluation(store, model_version, card)
+    serving = model_version.manifest["serving"]
+    metrics = (model_version.manifest.get("export") or {}).get("metrics", {}).get(serving.get("variant"), {})
+    latency = (metrics.get("latency_ms") or {}).get("cpu b1")
+    folder = get_settings().home / "check-models" / model_version.id
+    if not (folder / "manifest.json").exists():
+        registry.pull(model_version.id, folder)
+    memory = resident_memory_mib(folder / serving["file"])
+    trained_on = model_version.manifest.get("dataset_version")
+    licensed = bool(store.version(trained_on).meta.get("licensed_only")) if trained_on else None
+    result = check_card(card, evaluation, latency_p95_ms=latency,
+                        latency_where=f"export report of {model_version.ref} ({serving.get('variant')}, cpu b1 median)",
+                        memory_mib=memory, memory_where=f"ONNX Runtime session of {serving['file']}, this machine",
+                        licensed_only_version=licensed)
+    if evaluation is not None:
+        rows = [CheckRow(row.constraint, row.required, row.measured, row.where + note, row.met)
+                if row.constraint == "metric" else row for row in result.rows]
+        result = CardCheck(tuple(rows))
+    return result
 
 # %% ../nbs/14_card.ipynb #c11a78eb
 CARD_TEMPLATE = """# Requirements card: what was promised, checked by `fsml check`.

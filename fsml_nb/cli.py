@@ -11,20 +11,25 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Annotated
+
 import typer
 
 from .core import FsmlError, get_settings
 from .store import DatasetVersion, Store, VersionDiff
 
 # %% auto #0
-__all__ = ['app', 'import_app', 'version_app', 'collect_app', 'annotate_app', 'repro_app', 'registry_app', 'serve_app', 'main',
-           'init', 'import_digits_command', 'import_mnist1d_command', 'import_folder_command', 'list_versions',
-           'show_version', 'diff_versions_command', 'verify_version_command', 'gc_command', 'crawl_command',
-           'annotate_create', 'annotate_add_annotator', 'annotate_guide', 'annotate_status', 'annotate_export',
-           'annotate_serve', 'list_recipes', 'run_recipe', 'export_command', 'registry_register', 'registry_list',
-           'registry_show', 'registry_promote', 'registry_rollback', 'registry_history', 'registry_lineage',
-           'registry_pull', 'quickstart', 'serve_worker', 'serve_api', 'serve_up', 'serve_add_client',
-           'serve_remove_client', 'deploy_command']
+__all__ = ['app', 'import_app', 'version_app', 'collect_app', 'annotate_app', 'repro_app', 'registry_app', 'serve_app',
+           'pipeline_app', 'eval_app', 'pages_app', 'VOILA_CULLING', 'main', 'init', 'import_digits_command',
+           'import_mnist1d_command', 'import_folder_command', 'list_versions', 'show_version', 'diff_versions_command',
+           'verify_version_command', 'gc_command', 'crawl_command', 'annotate_create', 'annotate_add_annotator',
+           'annotate_guide', 'annotate_status', 'annotate_export', 'annotate_serve', 'list_recipes', 'run_recipe',
+           'export_command', 'registry_register', 'registry_list', 'registry_show', 'registry_promote',
+           'registry_rollback', 'registry_history', 'registry_lineage', 'registry_pull', 'quickstart', 'serve_worker',
+           'serve_api', 'serve_up', 'serve_add_client', 'serve_remove_client', 'deploy_command', 'pipeline_run_command',
+           'pipeline_list_command', 'pipeline_status_command', 'pipeline_show_command', 'eval_run_command',
+           'eval_compare_command', 'eval_issues_command', 'pages_dashboard_command', 'pages_demo_command',
+           'pages_add_viewer_command', 'new_project_command', 'check_command']
 
 # %% ../nbs/13_cli.ipynb #acdfc9ac
 app = typer.Typer(help="fsml_nb: data store, dataset versions and (soon) the whole model loop.",
@@ -737,3 +742,221 @@ def deploy_command(name: str = typer.Argument(..., help="the registered model"),
                else report._repr_markdown_())
     if not report.succeeded:
         raise typer.Exit(1)
+
+# %% ../nbs/13_cli.ipynb #7990efc4
+pipeline_app = typer.Typer(help="Run papermill pipelines: cached, resumable, with reports.", no_args_is_help=True)
+app.add_typer(pipeline_app, name="pipeline")
+
+
+def _pipeline_file(name: str) -> Path:
+    import os
+
+    candidate = Path(name)
+    if candidate.suffix == ".toml":
+        return candidate
+    folder = Path(os.environ.get("FSML_PIPELINES") or "pipelines")
+    path = folder / f"{name}.toml"
+    if not path.exists():
+        known = sorted(file.stem for file in folder.glob("*.toml")) if folder.is_dir() else []
+        raise FsmlError(f"no pipeline {name!r} in {folder.absolute()} (known: {', '.join(known) or 'none'})")
+    return path
+
+
+def _parse_assignments(assignments: list[str]) -> dict[str, object]:
+    from fsml_nb.pipeline import parse_cli_value
+
+    values = {}
+    for assignment in assignments:
+        key, equals, value = assignment.partition("=")
+        if not equals or not key.strip():
+            raise FsmlError(f"-p takes key=value, not {assignment!r}")
+        values[key.strip()] = parse_cli_value(value)
+    return values
+
+# %% ../nbs/13_cli.ipynb #c2ccad5b
+@pipeline_app.command("run")
+def pipeline_run_command(
+        name: Annotated[str, typer.Argument(help="pipeline name (pipelines/NAME.toml) or a .toml path")],
+        param: Annotated[list[str], typer.Option("-p", "--param", help="key=value, repeatable")] = [],  # noqa: B006
+        from_step: Annotated[str | None, typer.Option("--from", help="rerun this step and all after it")] = None,
+        force: Annotated[list[str], typer.Option("--force", help="rerun this step, repeatable")] = [],  # noqa: B006
+        dry_run: Annotated[bool, typer.Option("--dry-run", help="print the plan, run nothing")] = False) -> None:
+    "Run a pipeline: cached steps are skipped, a failed or interrupted run resumes where it stopped."
+    from fsml_nb.pipeline import run_pipeline
+
+    run = run_pipeline(_pipeline_file(name), _parse_assignments(param), from_step=from_step, force=force,
+                       dry_run=dry_run)
+    typer.echo(str(run))
+
+
+@pipeline_app.command("list")
+def pipeline_list_command() -> None:
+    "The pipelines under ./pipelines (or FSML_PIPELINES) and their steps."
+    import os
+
+    from fsml_nb.pipeline import load_pipeline
+
+    folder = Path(os.environ.get("FSML_PIPELINES") or "pipelines")
+    for path in sorted(folder.glob("*.toml")):
+        spec = load_pipeline(path)
+        typer.echo(f"{spec.name}: {' -> '.join(step.name for step in spec.steps)}")
+
+
+@pipeline_app.command("status")
+def pipeline_status_command(name: Annotated[str | None, typer.Argument(help="one pipeline")] = None,
+                            limit: Annotated[int, typer.Option(help="runs to show")] = 10) -> None:
+    "The latest runs and each step's status."
+    from fsml_nb.pipeline import pipeline_history
+
+    with Store() as store:
+        for run in pipeline_history(store, name, limit):
+            steps = ", ".join(f"{step} {status}" for step, status in run.steps.items())
+            typer.echo(f"{run.id[:12]}  {run.pipeline}  {run.status:<11} {run.started_at:%Y-%m-%d %H:%M}  {steps}")
+
+
+@pipeline_app.command("show")
+def pipeline_show_command(run: Annotated[str, typer.Argument(help="run id (or prefix)")],
+                          step: Annotated[str, typer.Argument(help="the step whose report to write")],
+                          out: Annotated[Path, typer.Option(help="where to write the report")] = Path("report.html"),
+                          ) -> None:
+    "Write a step's executed notebook (HTML, or .ipynb when OUT ends so) of a run."
+    from fsml_nb.pipeline import step_report
+
+    with Store() as store:
+        out.write_bytes(step_report(store, run, step, html=out.suffix != ".ipynb"))
+    typer.echo(f"wrote {out}")
+
+# %% ../nbs/13_cli.ipynb #99431cc1
+eval_app = typer.Typer(help="Evaluate models on dataset versions, compare them, find label issues.",
+                       no_args_is_help=True)
+app.add_typer(eval_app, name="eval")
+
+
+@eval_app.command("run")
+def eval_run_command(model: Annotated[str, typer.Argument(help="an .onnx file, an export folder, or a registry ref")],
+                     version: Annotated[str, typer.Argument(help="dataset version ref")],
+                     split: Annotated[str, typer.Option(help="which split")] = "test",
+                     as_json: Annotated[bool, typer.Option("--json", help="print the metrics as JSON")] = False) -> None:
+    "Score a split with a model, store every prediction, print the metrics."
+    from fsml_nb.evaluate import evaluate_model
+
+    with Store() as store:
+        target = model if Path(model).exists() else _registry_version(store, model)
+        run = evaluate_model(target, version, split, store=store)
+    typer.echo(json.dumps({"id": run.id, **run.metrics}) if as_json else str(run))
+
+
+def _registry_version(store: Store, ref: str):
+    from fsml_nb.registry import ModelRegistry
+
+    return ModelRegistry(store).version(ref)
+
+
+@eval_app.command("compare")
+def eval_compare_command(before: Annotated[str, typer.Argument(help="eval run id (or prefix)")],
+                         after: Annotated[str, typer.Argument(help="eval run id (or prefix)")]) -> None:
+    "Fixed and broken items, McNemar's exact test and per-class changes between two runs."
+    from fsml_nb.evaluate import compare_runs
+
+    with Store() as store:
+        typer.echo(str(compare_runs(store, before, after)))
+
+
+@eval_app.command("issues")
+def eval_issues_command(version: Annotated[str, typer.Argument(help="dataset version ref")],
+                        limit: Annotated[int, typer.Option(help="suspects to print")] = 50) -> None:
+    "Suspected label errors (Cleanlab on 5-fold out-of-sample scores of a baseline), worst first."
+    from fsml_nb.evaluate import find_label_issues, out_of_sample_probabilities
+
+    with Store() as store:
+        resolved = store.version(version)
+        issues = find_label_issues(resolved, *out_of_sample_probabilities(resolved, store))
+    typer.echo(f"{len(issues)} suspected label error(s) in {resolved.short_id}")
+    for issue in issues[:limit]:
+        typer.echo(f"{issue.item_sha256}  given {issue.given}  suggested {issue.suggested}  "
+                   f"quality {issue.label_quality:.3f}")
+
+# %% ../nbs/13_cli.ipynb #5a6f6351
+pages_app = typer.Typer(help="Dashboard and demo pages for stakeholders (Voila), and who may open them.",
+                        no_args_is_help=True)
+app.add_typer(pages_app, name="pages")
+
+VOILA_CULLING = ["--MappingKernelManager.cull_idle_timeout=120", "--MappingKernelManager.cull_interval=30",
+                 "--MappingKernelManager.cull_connected=True"]
+
+
+def _serve_page(name: str, code: str, host: str, port: int, environment: dict[str, str]) -> None:
+    import os
+    import subprocess
+    import sys
+
+    import nbformat
+
+    folder = get_settings().home / "apps"
+    folder.mkdir(parents=True, exist_ok=True)
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells = [nbformat.v4.new_code_cell(code)]
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(notebook, str(folder / f"{name}.ipynb"))
+    typer.echo(f"{name}: http://{host}:{port}/?token=VIEW_TOKEN (fsml pages add-viewer NAME makes one)")
+    command = [sys.executable, "-m", "voila", str(folder / f"{name}.ipynb"), "--no-browser", f"--port={port}",
+               f"--Voila.ip={host}", "--show_tracebacks=False", *VOILA_CULLING]
+    raise SystemExit(subprocess.call(command, env={**os.environ, **environment}))
+
+
+@pages_app.command("dashboard")
+def pages_dashboard_command(host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+                            port: Annotated[int, typer.Option(help="port to listen on")] = 8867) -> None:
+    "Serve the evaluation dashboard (metrics, confusion, wrong cases, comparisons)."
+    from fsml_nb.evaluate import DASHBOARD_NOTEBOOK_CODE
+
+    _serve_page("dashboard", DASHBOARD_NOTEBOOK_CODE, host, port, {})
+
+
+@pages_app.command("demo")
+def pages_demo_command(model: Annotated[str, typer.Option(help="registry ref or .onnx file")] = "digits@champion",
+                       serve_url: Annotated[str | None, typer.Option(help="send uploads to this serving API")] = None,
+                       host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+                       port: Annotated[int, typer.Option(help="port to listen on")] = 8868) -> None:
+    "Serve the demo page: upload an image or draw a digit, see the prediction and the model version."
+    from fsml_nb.evaluate import DEMO_NOTEBOOK_CODE
+
+    environment = {"FSML_DEMO_MODEL": model, **({"FSML_SERVE_URL": serve_url} if serve_url else {})}
+    _serve_page("demo", DEMO_NOTEBOOK_CODE, host, port, environment)
+
+
+@pages_app.command("add-viewer")
+def pages_add_viewer_command(name: Annotated[str, typer.Argument(help="who will open the pages")]) -> None:
+    "Register a viewer; print their token once (it is stored only as a hash)."
+    from fsml_nb.evaluate import add_viewer
+
+    with Store() as store:
+        typer.echo(add_viewer(store, name))
+
+# %% ../nbs/13_cli.ipynb #4269ee17
+@app.command("new")
+def new_project_command(folder: Annotated[Path, typer.Argument(help="the project's folder")],
+                        name: Annotated[str | None, typer.Option(help="project name (default: the folder's)")] = None,
+                        force: Annotated[bool, typer.Option("--force", help="overwrite existing files")] = False) -> None:
+    "Start a project: requirements card, annotation guide stub, pipeline and step notebooks, README."
+    from fsml_nb.card import init_project
+
+    for path in init_project(folder, name, force):
+        typer.echo(f"wrote {path}")
+
+
+@app.command("check")
+def check_command(ref: Annotated[str, typer.Argument(help="model version: NAME@ALIAS, NAME:N or id")],
+                  card: Annotated[Path, typer.Option(help="the requirements card")] = Path("requirements.toml"),
+                  as_json: Annotated[bool, typer.Option("--json", help="print the rows as JSON")] = False) -> None:
+    "Every constraint of the card: required, measured (and where), met or not."
+    from dataclasses import asdict
+
+    from fsml_nb.card import check_model, load_card
+
+    requirements = load_card(card)
+    with Store() as store:
+        result = check_model(store, ref, requirements)
+    typer.echo(json.dumps([asdict(row) for row in result.rows]) if as_json else str(result))
+    if not result.ok:
+        raise SystemExit(1)
