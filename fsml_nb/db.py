@@ -619,6 +619,7 @@ pipeline_steps = Table(
     Column("report_sha", String(64)),  # the executed notebook (.ipynb) in the blob store
     Column("html_sha", String(64)),  # the same, as HTML
     Column("seconds", Double),
+    Column("worker", String(255)),  # who ran it: host:pid of the runner or of a `fsml pipeline worker`
     Column("finished_at", DateTime(timezone=True), nullable=False),
     Index("pipeline_steps_by_key", "step", "cache_key"),
     Index("pipeline_steps_by_run", "run_id"),
@@ -1018,7 +1019,8 @@ def _v4_pipeline(ops: Operations) -> None:  # noqa: F821  (alembic.operations.Op
         Column("step", String(255), nullable=False), Column("status", String(16), nullable=False),
         Column("cache_key", String(64)), Column("parameters", JSON, nullable=False),
         Column("outputs", JSON, nullable=False), Column("report_sha", String(64)), Column("html_sha", String(64)),
-        Column("seconds", Double), Column("finished_at", DateTime(timezone=True), nullable=False))
+        Column("seconds", Double), Column("worker", String(255)),
+        Column("finished_at", DateTime(timezone=True), nullable=False))
     ops.create_index("pipeline_steps_by_key", "pipeline_steps", ["step", "cache_key"])
     ops.create_index("pipeline_steps_by_run", "pipeline_steps", ["run_id"])
 

@@ -285,6 +285,7 @@ CREATE TABLE pipeline_steps (
 	report_sha VARCHAR(64), 
 	html_sha VARCHAR(64), 
 	seconds DOUBLE, 
+	worker VARCHAR(255), 
 	finished_at DATETIME NOT NULL, 
 	PRIMARY KEY (id), 
 	FOREIGN KEY(run_id) REFERENCES pipeline_runs (id)
