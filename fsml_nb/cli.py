@@ -27,9 +27,9 @@ __all__ = ['app', 'import_app', 'version_app', 'collect_app', 'annotate_app', 'r
            'export_command', 'registry_register', 'registry_list', 'registry_show', 'registry_promote',
            'registry_rollback', 'registry_history', 'registry_lineage', 'registry_pull', 'quickstart', 'serve_worker',
            'serve_api', 'serve_up', 'serve_add_client', 'serve_remove_client', 'deploy_command', 'pipeline_run_command',
-           'pipeline_list_command', 'pipeline_status_command', 'pipeline_show_command', 'eval_run_command',
-           'eval_compare_command', 'eval_issues_command', 'pages_dashboard_command', 'pages_demo_command',
-           'pages_add_viewer_command', 'new_project_command', 'check_command']
+           'pipeline_worker_command', 'pipeline_list_command', 'pipeline_status_command', 'pipeline_show_command',
+           'eval_run_command', 'eval_compare_command', 'eval_issues_command', 'pages_dashboard_command',
+           'pages_demo_command', 'pages_add_viewer_command', 'new_project_command', 'check_command']
 
 # %% ../nbs/13_cli.ipynb #acdfc9ac
 app = typer.Typer(help="fsml_nb: data store, dataset versions and (soon) the whole model loop.",
@@ -780,13 +780,32 @@ def pipeline_run_command(
         param: Annotated[list[str], typer.Option("-p", "--param", help="key=value, repeatable")] = [],  # noqa: B006
         from_step: Annotated[str | None, typer.Option("--from", help="rerun this step and all after it")] = None,
         force: Annotated[list[str], typer.Option("--force", help="rerun this step, repeatable")] = [],  # noqa: B006
-        dry_run: Annotated[bool, typer.Option("--dry-run", help="print the plan, run nothing")] = False) -> None:
+        dry_run: Annotated[bool, typer.Option("--dry-run", help="print the plan, run nothing")] = False,
+        executor: Annotated[str, typer.Option(help="local (papermill here) or queue (fsml pipeline worker)")] = "local",
+        queue: Annotated[str, typer.Option(help="the queue's name, with --executor queue")] = "fsml.pipeline",
+        ) -> None:
     "Run a pipeline: cached steps are skipped, a failed or interrupted run resumes where it stopped."
     from fsml_nb.pipeline import run_pipeline
 
     run = run_pipeline(_pipeline_file(name), _parse_assignments(param), from_step=from_step, force=force,
-                       dry_run=dry_run)
+                       dry_run=dry_run, executor=executor, queue_name=queue)
     typer.echo(str(run))
+
+
+@pipeline_app.command("worker")
+def pipeline_worker_command(
+        broker: Annotated[str | None, typer.Option(help="the broker (default: FSML_BROKER_URL)")] = None,
+        queue: Annotated[str, typer.Option(help="the queue's name")] = "fsml.pipeline") -> None:
+    "Take pipeline steps from the queue and run them, until SIGTERM or Ctrl-C (the current step finishes first)."
+    import signal
+    import threading
+
+    from fsml_nb.pipeline import pipeline_worker
+
+    stop = threading.Event()
+    for number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(number, lambda *_: stop.set())
+    typer.echo(f"pipeline worker: {pipeline_worker(broker_url=broker, stop=stop, queue=queue)} step(s) run")
 
 
 @pipeline_app.command("list")

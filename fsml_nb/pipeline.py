@@ -547,6 +547,7 @@ def run_pipeline(spec: PipelineSpec | Path | str,  # a loaded spec or the path o
                  progress: bool = True,  # progress bars for the steps
                  executor: str = "local",  # local: papermill here; queue: each step a job for `fsml pipeline worker`
                  broker_url: str | None = None,  # the queue for executor="queue" (default: FSML_BROKER_URL)
+                 queue_name: str = "fsml.pipeline",  # the queue's name on that broker
                  ) -> PipelineRun:
     "Run a pipeline's steps in order, reusing cached results and stopping at the first failure."
     from tqdm.auto import tqdm
@@ -565,7 +566,7 @@ def run_pipeline(spec: PipelineSpec | Path | str,  # a loaded spec or the path o
         if dry_run:
             return _dry_run(store, spec, declared, overrides, forced, started)
         run_id = _start_run(store, spec, overrides, executor=executor)
-        queue = StepQueue(broker_url or get_settings().broker_url) if executor == "queue" else None
+        queue = StepQueue(broker_url or get_settings().broker_url, queue_name) if executor == "queue" else None
         results: list[StepResult] = []
         upstream: dict[str, Any] = {}
         status = "failed"
@@ -636,16 +637,16 @@ def _step_row(store: Store, run_id: str, step: str):
 class StepQueue:
     "The runner's side of the step queue: publish a step, wait for a worker to record it."
 
-    def __init__(self, broker_url: str):
+    def __init__(self, broker_url: str, queue: str = PIPELINE_QUEUE):
         from fsml_nb.serve import broker_kind, open_broker
 
-        self.url, self.kind = broker_url, broker_kind(broker_url)
+        self.url, self.kind, self.queue = broker_url, broker_kind(broker_url), queue
         self.broker = open_broker(broker_url, lease_seconds=60.0) if self.kind == "sql" else None
 
     def publish(self, job: dict[str, Any]) -> None:
         "Put one step job on the queue (RabbitMQ: persistent, with publisher confirms)."
         if self.broker is not None:
-            self.broker.publish(PIPELINE_QUEUE, job)
+            self.broker.publish(self.queue, job)
             return
         import pika
 
@@ -654,8 +655,8 @@ class StepQueue:
         try:
             channel = connection.channel()
             channel.confirm_delivery()
-            declare_rabbit_queue(channel, PIPELINE_QUEUE, 3)
-            channel.basic_publish("", PIPELINE_QUEUE, json.dumps(job).encode(), pika.BasicProperties(delivery_mode=2))
+            declare_rabbit_queue(channel, self.queue, 3)
+            channel.basic_publish("", self.queue, json.dumps(job).encode(), pika.BasicProperties(delivery_mode=2))
         finally:
             connection.close()
 
@@ -706,6 +707,7 @@ def _run_job(store: Store, job: dict[str, Any], broker, delivery, owner: str) ->
 def pipeline_worker(store: Store | None = None, broker_url: str | None = None,
                     stop: threading.Event | None = None,  # set it to stop after the current step
                     max_jobs: int | None = None,  # stop after this many steps (tests)
+                    queue: str = PIPELINE_QUEUE,  # the queue's name (the runner's `queue_name`)
                     ) -> int:
     "Take step jobs from the queue and run them until stopped; return how many it ran."
     from fsml_nb.serve import open_broker
@@ -718,8 +720,8 @@ def pipeline_worker(store: Store | None = None, broker_url: str | None = None,
     try:
         while not stop.is_set() and (max_jobs is None or done < max_jobs):
             if getattr(broker, "kind", "") == "sql":
-                broker.reclaim(PIPELINE_QUEUE)
-            for delivery in broker.take(PIPELINE_QUEUE, owner, limit=1, idle_seconds=1.0):
+                broker.reclaim(queue)
+            for delivery in broker.take(queue, owner, limit=1, idle_seconds=1.0):
                 _run_job(store, delivery.job, broker, delivery, owner)
                 broker.finish(owner, delivery, {"id": delivery.request_id, "status": "recorded"})
                 done += 1
