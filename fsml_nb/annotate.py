@@ -118,6 +118,9 @@ def create_project(store: Store, name: str,
 
     try:
         transaction(store.engine, create)
+        if store.engine.dialect.name == "postgresql":  # fresh statistics, so leasing plans walk the queue index
+            with store.engine.begin() as connection:
+                connection.exec_driver_sql("ANALYZE annotation_slots")
     except IntegrityError:
         if name in _project_names(store):
             raise AnnotationError(f"an annotation project named {name!r} exists already") from None
@@ -340,15 +343,19 @@ class _Rules:
 
 
 def _rules(connection: Connection, project: str, annotator: str) -> _Rules:
-    "The project's rules, once `annotator` is known to be allowed to work on it."
+    "The project's rules, once `annotator` is known to be allowed to work on it (one query)."
     latest_guide = (select(func.max(annotation_guides.c.version)).where(annotation_guides.c.project == project)
                     .scalar_subquery())
+    member = exists().where(annotation_members.c.project == project, annotation_members.c.annotator == annotator)
+    disabled = select(annotators.c.disabled_at).where(annotators.c.name == annotator).scalar_subquery()
     row = connection.execute(select(annotation_projects.c.label_schema, annotation_projects.c.overlap,
-                                    annotation_projects.c.lease_seconds, latest_guide.label("guide_version"))
+                                    annotation_projects.c.lease_seconds, latest_guide.label("guide_version"),
+                                    member.label("member"), disabled.label("disabled"))
                              .where(annotation_projects.c.name == project)).first()
     if row is None:
         raise UnknownProjectError(f"no annotation project {project!r}")
-    _check_access(connection, project, annotator)
+    if not (row.member and row.disabled is None):
+        _check_access(connection, project, annotator)  # raises the error that says why
     return _Rules(project, LabelSchema.from_dict(json.loads(row.label_schema)), row.overlap, row.lease_seconds,
                   row.guide_version)
 
@@ -368,16 +375,11 @@ def _held_slot(connection: Connection, project: str, annotator: str, moment: flo
 
 
 def _open_to(project: str, annotator: str) -> list:
-    "Conditions on a queued slot: its item is one the annotator holds, answered and skipped none of."
-    slots, other = annotation_slots, annotation_slots.alias("other_slot")
-    answers, skips = annotation_answers, annotation_skips
-    return [slots.c.project == project,
-            ~exists().where(other.c.project == project, other.c.item_sha256 == slots.c.item_sha256,
-                            other.c.lease_owner == annotator),
-            ~exists().where(answers.c.project == project, answers.c.item_sha256 == slots.c.item_sha256,
-                            answers.c.annotator == annotator),
-            ~exists().where(skips.c.project == project, skips.c.item_sha256 == slots.c.item_sha256,
-                            skips.c.annotator == annotator)]
+    "Conditions on a slot: its item was never offered to the annotator (held, answered and skipped items were)."
+    slots, offers = annotation_slots.c, annotation_offers.c
+    return [slots.project == project,
+            ~exists().where(offers.project == project, offers.item_sha256 == slots.item_sha256,
+                            offers.annotator == annotator)]
 
 
 def _take_slot(connection: Connection, rules: _Rules, annotator: str, now: datetime, where: Sequence = ()):
@@ -553,6 +555,8 @@ def skip(store: Store, project: str, annotator: str, item_sha256: str, now: date
             release_lease(connection, annotation_slots, slot, annotator)
         connection.execute(insert_ignore(connection, annotation_skips).values(
             project=project, item_sha256=item_sha256, annotator=annotator, created_at=moment))
+        connection.execute(insert_ignore(connection, annotation_offers).values(
+            project=project, item_sha256=item_sha256, annotator=annotator, offered_at=moment))
         return _lease_in(connection, rules, annotator, moment)
 
     return transaction(store.engine, work)

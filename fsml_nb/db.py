@@ -570,7 +570,7 @@ annotation_slots = Table(
     Column("item_sha256", String(64), ForeignKey("items.sha256"), nullable=False),
     Column("position", Integer, nullable=False),  # the item's place in the project: lower is handed out first
     *lease_columns(),  # lease_owner: the annotator holding the slot; status done: answered
-    Index("annotation_slots_queue", "project", "status", "position"),
+    Index("annotation_slots_queue", "project", "status", "position", "id"),
     Index("annotation_slots_by_item", "project", "item_sha256"),
     Index("annotation_slots_by_owner", "project", "lease_owner"),
 )
@@ -874,10 +874,11 @@ def _migrate_to_v7(ops: Operations) -> None:  # noqa: F821  (alembic.operations.
     ops.execute("INSERT INTO annotation_offers (project, item_sha256, annotator, offered_at) "
                 "SELECT project, item_sha256, annotator, MIN(created_at) FROM annotation_answers "
                 "GROUP BY project, item_sha256, annotator")
-    ops.execute("INSERT INTO annotation_offers (project, item_sha256, annotator, offered_at) "
-                "SELECT l.project, l.item_sha256, l.annotator, l.expires_at FROM annotation_leases l WHERE NOT EXISTS "
-                "(SELECT 1 FROM annotation_offers o WHERE o.project = l.project AND o.item_sha256 = l.item_sha256 "
-                "AND o.annotator = l.annotator)")
+    for table, moment in (("annotation_leases", "expires_at"), ("annotation_skips", "created_at")):
+        ops.execute(f"INSERT INTO annotation_offers (project, item_sha256, annotator, offered_at) "
+                    f"SELECT t.project, t.item_sha256, t.annotator, t.{moment} FROM {table} t WHERE NOT EXISTS "
+                    "(SELECT 1 FROM annotation_offers o WHERE o.project = t.project AND o.item_sha256 = t.item_sha256 "
+                    "AND o.annotator = t.annotator)")
     ops.execute("INSERT INTO annotation_members (project, annotator, added_at) "
                 "SELECT p.name, a.name, a.created_at FROM annotation_projects p CROSS JOIN annotators a")
     ops.drop_table("annotation_leases")
