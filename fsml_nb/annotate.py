@@ -23,6 +23,8 @@ from typing import Any
 
 from fastcore.basics import patch
 from sqlalchemy import and_, delete, exists, func, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
@@ -41,7 +43,7 @@ __all__ = ['Suggester', 'PANEL_KEYS', 'APP_NOTEBOOK_CODE', 'AnnotationError', 'U
            'skip', 'Question', 'open_questions', 'Progress', 'progress', 'Waiting', 'waiting_for_others', 'cohen_kappa',
            'fleiss_kappa', 'Consensus', 'answers_by_item', 'consensus', 'PairAgreement', 'AgreementReport', 'agreement',
            'export_consensus', 'Suggestible', 'top_suggestion', 'hotkeys_widget', 'AnnotationPanel', 'app_view',
-           'write_app_notebook']
+           'write_app_notebook', 'voila_kernel_cap', 'write_voila_config']
 
 # %% ../nbs/03_annotate.ipynb #ce44dbfe
 class AnnotationError(FsmlError):
@@ -215,11 +217,15 @@ def reissue_token(store: Store, name: str) -> str:
 
 def _release_all(connection: Connection, annotator: str, project: str | None = None) -> None:
     "Give every slot the annotator holds (in `project`, or anywhere) back to the queue."
-    where = [annotation_slots.c.lease_owner == annotator, annotation_slots.c.status == LEASED]
+    slots = annotation_slots.c
+    where = [slots.lease_owner == annotator, slots.status == LEASED]
     if project is not None:
-        where.append(annotation_slots.c.project == project)
-    for slot in connection.execute(select(annotation_slots.c.id).where(*where)).scalars().all():
-        release_lease(connection, annotation_slots, slot, annotator)
+        where.append(slots.project == project)
+    held: dict[str, list[int]] = defaultdict(list)
+    for slot, slot_project in connection.execute(select(slots.id, slots.project).where(*where)).all():
+        held[slot_project].append(slot)
+    for slot_project, slot_ids in held.items():
+        _release(connection, slot_project, slot_ids, annotator)
 
 
 def disable_annotator(store: Store, name: str, disabled: bool = True) -> None:
@@ -375,24 +381,60 @@ def _held_slot(connection: Connection, project: str, annotator: str, moment: flo
 
 
 def _open_to(project: str, annotator: str) -> list:
-    "Conditions on a slot: its item was never offered to the annotator (held, answered and skipped items were)."
+    "Conditions on a slot: the annotator holds no slot of its item, and answered and skipped none of it."
     slots, offers = annotation_slots.c, annotation_offers.c
     return [slots.project == project,
             ~exists().where(offers.project == project, offers.item_sha256 == slots.item_sha256,
-                            offers.annotator == annotator)]
+                            offers.annotator == annotator, offers.active.is_(True))]
+
+
+def _offer(connection: Connection, project: str, item_sha256: str, annotator: str, now: datetime) -> None:
+    "Record (again) that the annotator holds, answered or skipped the item: no second slot of it for them."
+    dialect_insert = postgresql_insert if connection.dialect.name == "postgresql" else sqlite_insert
+    connection.execute(dialect_insert(annotation_offers).values(
+        project=project, item_sha256=item_sha256, annotator=annotator, offered_at=now, active=True)
+        .on_conflict_do_update(index_elements=["project", "item_sha256", "annotator"], set_={"active": True}))
+
+
+def _withdraw_offers(connection: Connection, project: str, pairs: Sequence[tuple[str, str]]) -> None:
+    "The annotators no longer hold these items (released, expired): they may get a slot of them again."
+    offers = annotation_offers.c
+    for item_sha256, annotator in pairs:
+        connection.execute(update(annotation_offers).where(
+            offers.project == project, offers.item_sha256 == item_sha256, offers.annotator == annotator)
+            .values(active=False))
+
+
+def _reclaim(connection: Connection, project: str, moment: float, where: Sequence = ()) -> None:
+    "Give the project's expired slots back to the queue (locked first, so a late answer and this never cross)."
+    slots = annotation_slots.c
+    expired = connection.execute(select(slots.id, slots.item_sha256, slots.lease_owner).where(
+        slots.project == project, slots.status == LEASED, slots.lease_expires < moment, *where)
+        .with_for_update(skip_locked=True)).all()
+    if expired:
+        _withdraw_offers(connection, project, [(row.item_sha256, row.lease_owner) for row in expired])
+        reclaim_expired(connection, annotation_slots, where=[slots.id.in_([row.id for row in expired])], now=moment)
+
+
+def _release(connection: Connection, project: str, slot_ids: Sequence[int], annotator: str) -> None:
+    "Give slots the annotator holds back to the queue now."
+    slots = annotation_slots.c
+    items_held = connection.execute(select(slots.item_sha256).where(slots.id.in_(slot_ids))).scalars().all()
+    for slot in slot_ids:
+        release_lease(connection, annotation_slots, slot, annotator)
+    _withdraw_offers(connection, project, [(item, annotator) for item in items_held])
 
 
 def _take_slot(connection: Connection, rules: _Rules, annotator: str, now: datetime, where: Sequence = ()):
     "Lease one open slot (expired leases of the project go back to the queue first); None if none is open."
     moment = now.timestamp()
-    reclaim_expired(connection, annotation_slots, where=[annotation_slots.c.project == rules.name, *where], now=moment)
+    _reclaim(connection, rules.name, moment, where)
     taken = lease_rows(connection, annotation_slots, annotator, rules.lease_seconds,
                        where=[*_open_to(rules.name, annotator), *where], order_by=[annotation_slots.c.position],
                        now=moment)
     if not taken:
         return None
-    connection.execute(insert_ignore(connection, annotation_offers).values(
-        project=rules.name, item_sha256=taken[0]["item_sha256"], annotator=annotator, offered_at=now))
+    _offer(connection, rules.name, taken[0]["item_sha256"], annotator, now)
     return taken[0]
 
 
@@ -555,8 +597,7 @@ def skip(store: Store, project: str, annotator: str, item_sha256: str, now: date
             release_lease(connection, annotation_slots, slot, annotator)
         connection.execute(insert_ignore(connection, annotation_skips).values(
             project=project, item_sha256=item_sha256, annotator=annotator, created_at=moment))
-        connection.execute(insert_ignore(connection, annotation_offers).values(
-            project=project, item_sha256=item_sha256, annotator=annotator, offered_at=moment))
+        _offer(connection, project, item_sha256, annotator, moment)  # never offered to them again
         return _lease_in(connection, rules, annotator, moment)
 
     return transaction(store.engine, work)
@@ -1149,3 +1190,26 @@ def write_app_notebook(path) -> None:
     notebook.cells = [nbformat.v4.new_markdown_cell("## Labelling"), nbformat.v4.new_code_cell(APP_NOTEBOOK_CODE)]
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(notebook, str(path))
+
+# %% ../nbs/03_annotate.ipynb #1abae185
+def voila_kernel_cap(max_kernels: int):
+    "A Voila prelaunch hook that refuses a new page while `max_kernels` kernels run."
+    def refuse_beyond_cap(request_handler, notebook=None, cwd=None) -> None:
+        from tornado.web import HTTPError
+
+        if len(request_handler.kernel_manager.list_kernel_ids()) >= max_kernels:
+            raise HTTPError(503, reason="Too many annotators at once: try again in a minute")
+
+    return refuse_beyond_cap
+
+
+def write_voila_config(path, max_kernels: int = 50, cull_after: int = 300) -> None:
+    "Write the `voila.py` that `fsml annotate serve` uses: kernels of closed pages end, at most `max_kernels` run."
+    from pathlib import Path
+
+    Path(path).write_text(
+        "from fsml_nb.annotate import voila_kernel_cap\n"
+        f"c.VoilaConfiguration.prelaunch_hook = voila_kernel_cap({int(max_kernels)})\n"
+        f"c.MappingKernelManager.cull_idle_timeout = {int(cull_after)}\n"
+        f"c.MappingKernelManager.cull_interval = {max(1, min(60, int(cull_after) // 2))}\n"
+        "c.MappingKernelManager.cull_connected = False  # an open page keeps its kernel\n")

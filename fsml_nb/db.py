@@ -581,6 +581,7 @@ annotation_offers = Table(
     Column("item_sha256", String(64), ForeignKey("items.sha256"), primary_key=True),
     Column("annotator", String(255), ForeignKey("annotators.name"), primary_key=True),
     Column("offered_at", DateTime(timezone=True), nullable=False),  # the first time
+    Column("active", Boolean, nullable=False),  # holds a slot of it, answered or skipped it: no second slot
 )
 
 annotation_members = Table(
@@ -871,12 +872,12 @@ def _migrate_to_v7(ops: Operations) -> None:  # noqa: F821  (alembic.operations.
     slots = _v7_slot_rows(connection)
     if slots:
         connection.execute(annotation_slots.insert(), slots)
-    ops.execute("INSERT INTO annotation_offers (project, item_sha256, annotator, offered_at) "
-                "SELECT project, item_sha256, annotator, MIN(created_at) FROM annotation_answers "
+    ops.execute("INSERT INTO annotation_offers (project, item_sha256, annotator, offered_at, active) "
+                "SELECT project, item_sha256, annotator, MIN(created_at), TRUE FROM annotation_answers "
                 "GROUP BY project, item_sha256, annotator")
     for table, moment in (("annotation_leases", "expires_at"), ("annotation_skips", "created_at")):
-        ops.execute(f"INSERT INTO annotation_offers (project, item_sha256, annotator, offered_at) "
-                    f"SELECT t.project, t.item_sha256, t.annotator, t.{moment} FROM {table} t WHERE NOT EXISTS "
+        ops.execute(f"INSERT INTO annotation_offers (project, item_sha256, annotator, offered_at, active) "
+                    f"SELECT t.project, t.item_sha256, t.annotator, t.{moment}, TRUE FROM {table} t WHERE NOT EXISTS "
                     "(SELECT 1 FROM annotation_offers o WHERE o.project = t.project AND o.item_sha256 = t.item_sha256 "
                     "AND o.annotator = t.annotator)")
     ops.execute("INSERT INTO annotation_members (project, annotator, added_at) "

@@ -6,7 +6,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -37,12 +36,14 @@ def text_version(store: Store, count: int, name: str = "texts"):
     return store.import_version(records, PETS, name, source="test")
 
 
-def annotate_until_done(db_url: str, blob_url: str, project: str, name: str, seed: int) -> None:
+def annotate_until_done(db_url: str, blob_url: str, project: str, name: str, seed: int, ready, start) -> None:
     "One annotator process: label until nothing is left, now and then skipping, or undoing and answering again."
     import random
 
     chance = random.Random(seed)
     with Store(db_url, blob_url) as own:  # its own engine and connections
+        ready.release()
+        start.wait(timeout=600)  # all 40 begin together
         task = lease_next(own, project, name)
         while task is not None:
             if chance.random() < 0.05:
@@ -66,10 +67,14 @@ def test_forty_annotator_processes_keep_overlap_exact(db_url: str, tmp_path: Pat
         for name in names:
             add_annotator(store, name, projects=["crowd"])
     context = multiprocessing.get_context("fork")  # the parent's engine is closed: each child opens its own
-    processes = [context.Process(target=annotate_until_done, args=(db_url, blob_url, "crowd", name, seed))
+    ready, start = context.Semaphore(0), context.Event()
+    processes = [context.Process(target=annotate_until_done, args=(db_url, blob_url, "crowd", name, seed, ready, start))
                  for seed, name in enumerate(names)]
     for process in processes:
         process.start()
+    for _ in processes:
+        assert ready.acquire(timeout=600)
+    start.set()
     for process in processes:
         process.join(timeout=600)
     assert [process.exitcode for process in processes] == [0] * len(processes)

@@ -35,6 +35,7 @@ CREATE TABLE annotation_offers (
 	item_sha256 VARCHAR(64) NOT NULL, 
 	annotator VARCHAR(255) NOT NULL, 
 	offered_at DATETIME NOT NULL, 
+	active BOOLEAN NOT NULL, 
 	PRIMARY KEY (project, item_sha256, annotator), 
 	FOREIGN KEY(project) REFERENCES annotation_projects (name), 
 	FOREIGN KEY(item_sha256) REFERENCES items (sha256), 
@@ -221,7 +222,7 @@ CREATE INDEX annotation_answers_by_annotator ON annotation_answers (project, ann
 CREATE UNIQUE INDEX annotation_answers_one_per_annotator ON annotation_answers (project, item_sha256, annotator);
 CREATE INDEX annotation_slots_by_item ON annotation_slots (project, item_sha256);
 CREATE INDEX annotation_slots_by_owner ON annotation_slots (project, lease_owner);
-CREATE INDEX annotation_slots_queue ON annotation_slots (project, status, position);
+CREATE INDEX annotation_slots_queue ON annotation_slots (project, status, position, id);
 CREATE INDEX annotation_tasks_order ON annotation_tasks (project, position);
 CREATE INDEX crawl_urls_crawl_host_status ON crawl_urls (crawl_id, host, status);
 CREATE INDEX crawl_urls_crawl_status ON crawl_urls (crawl_id, status);
