@@ -438,8 +438,10 @@ def _take_slot(connection: Connection, rules: _Rules, annotator: str, now: datet
     return taken[0]
 
 
-def _lease_in(connection: Connection, rules: _Rules, annotator: str, now: datetime) -> Task | None:
-    held = _held_slot(connection, rules.name, annotator, now.timestamp())
+def _lease_in(connection: Connection, rules: _Rules, annotator: str, now: datetime,
+              check_held: bool = True,  # False right after an answer: the annotator just gave back what they held
+              ) -> Task | None:
+    held = _held_slot(connection, rules.name, annotator, now.timestamp()) if check_held else None
     if held:
         return _task(connection, rules.name, held.item_sha256, held.position, held.lease_expires)
     slot = _take_slot(connection, rules, annotator, now)
@@ -542,7 +544,7 @@ def submit_and_next(store: Store, project: str, annotator: str, item_sha256: str
         moment = now or utc_now()  # read once the transaction holds its lock
         rules = _rules(connection, project, annotator)
         answer = _submit_in(connection, rules, annotator, item_sha256, label, unsure, question, seconds, moment)
-        return answer, _lease_in(connection, rules, annotator, moment)
+        return answer, _lease_in(connection, rules, annotator, moment, check_held=False)
 
     return transaction(store.engine, work)
 
@@ -1191,7 +1193,7 @@ def write_app_notebook(path) -> None:
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(notebook, str(path))
 
-# %% ../nbs/03_annotate.ipynb #1abae185
+# %% ../nbs/03_annotate.ipynb #33da53ae
 def voila_kernel_cap(max_kernels: int):
     "A Voila prelaunch hook that refuses a new page while `max_kernels` kernels run."
     def refuse_beyond_cap(request_handler, notebook=None, cwd=None) -> None:

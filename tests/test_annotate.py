@@ -261,7 +261,7 @@ def free_port() -> int:
 
 
 @contextmanager
-def local_server(command: list[str], port: int, env: dict[str, str] | None = None) -> Iterator[None]:
+def local_server(command: list[str], port: int, env: dict[str, str] | None = None) -> Iterator[subprocess.Popen]:
     "Run a server process until its port answers; stop it (and its children) afterwards."
     server = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                               start_new_session=True)
@@ -276,7 +276,7 @@ def local_server(command: list[str], port: int, env: dict[str, str] | None = Non
             if time.monotonic() > deadline:
                 pytest.fail(f"{command[0]} did not listen on port {port} within 90 s")
             time.sleep(0.3)
-        yield
+        yield server
     finally:
         os.killpg(server.pid, 15)
         server.wait(timeout=30)
@@ -301,8 +301,9 @@ def chromium_path() -> str:
     return path
 
 
-@pytest.fixture
-def voila_app(tmp_path: Path):
+@contextmanager
+def voila_server(tmp_path: Path, *serve_options: str) -> Iterator[tuple[str, str, Path, subprocess.Popen]]:
+    "`fsml annotate serve` on a project of 5 texts; yields its URL, fay's token, FSML_HOME and the server process."
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("FSML_")}, "FSML_HOME": str(tmp_path / "home")}
     with Store(f"sqlite:///{tmp_path}/home/fsml.db", str(tmp_path / "home/blobs")) as store:
         version = store.import_version(
@@ -312,12 +313,29 @@ def voila_app(tmp_path: Path):
         token = add_annotator(store, "fay", projects=["web"])
     port = free_port()
     fsml = shutil.which("fsml", path=str(Path(sys.executable).parent)) or "fsml"
-    with local_server([fsml, "annotate", "serve", "--project", "web", "--port", str(port)], port, env):
-        yield f"http://127.0.0.1:{port}", token, tmp_path / "home"
+    with local_server([fsml, "annotate", "serve", "--project", "web", "--port", str(port), *serve_options], port,
+                      env) as server:
+        yield f"http://127.0.0.1:{port}", token, tmp_path / "home", server
+
+
+@pytest.fixture
+def voila_app(tmp_path: Path):
+    with voila_server(tmp_path) as (url, token, home, _):
+        yield url, token, home
+
+
+def wait_for(condition, timeout: float = 60.0, what: str = "the page") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
 
 
 def test_an_annotator_labels_in_the_browser(chromium_path: str, voila_app):
+    "Hotkeys from page load without pointing at the panel; the question box takes every key; undo shows the label."
     from playwright.sync_api import sync_playwright
+
+    from fsml_nb.annotate import open_questions
 
     url, token, home = voila_app
     store = Store(f"sqlite:///{home}/fsml.db", str(home / "blobs"))
@@ -325,19 +343,13 @@ def test_an_annotator_labels_in_the_browser(chromium_path: str, voila_app):
     def answers() -> dict:
         return answers_by_item(store, "web")
 
-    def wait_for(condition, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not condition():
-            assert time.monotonic() < deadline, "timed out waiting for the page"
-            time.sleep(0.1)
-
     with sync_playwright() as playwright:
         browser = launch_chromium(playwright, chromium_path)
         page = browser.new_page()
         page.goto(f"{url}/?token={token}")
-        page.wait_for_selector(".fsml-annotation-panel", timeout=90_000)
+        page.wait_for_selector(".fsml-annotation-panel .fsml-item-id", timeout=90_000)
+        page.mouse.move(0, 0)  # the pointer is nowhere near the panel
         first = page.get_attribute(".fsml-item-id", "data-item")
-        page.hover(".fsml-annotation-panel")
         page.keyboard.press("2")  # class 2 of (cat, dog)
         page.keyboard.press("Enter")
         wait_for(lambda: first in answers())
@@ -346,12 +358,87 @@ def test_an_annotator_labels_in_the_browser(chromium_path: str, voila_app):
         page.keyboard.press("Backspace")
         wait_for(lambda: first not in answers())  # undone in the database
         wait_for(lambda: page.get_attribute(".fsml-item-id", "data-item") == first)  # and back on screen
+        wait_for(lambda: "dog" in (page.text_content(".widget-toggle-button.mod-active") or ""),
+                 what="the earlier label after the undo")
+        page.keyboard.press("u")  # the unsure hotkey
+        wait_for(lambda: page.is_checked(".fsml-annotation-panel input[type=checkbox]"), what="unsure ticked")
+        question = "Is it 2 cats, sure? s u"
+        page.click(".fsml-question input")
+        page.keyboard.type(question)  # digits, s and u go into the box, not to the hotkeys
+        wait_for(lambda: page.input_value(".fsml-question input") == question, what="the typed question")
+        assert page.get_attribute(".fsml-item-id", "data-item") == first  # "s" did not skip
+        page.keyboard.press("Enter")  # Enter in the question box submits
+        wait_for(lambda: first in answers())
+        assert answers()[first][0][:3] == ("fay", "dog", True)
+        assert [q.question for q in open_questions(store, "web")] == [question]
+        wait_for(lambda: page.get_attribute(".fsml-item-id", "data-item") != first)
+        second = page.get_attribute(".fsml-item-id", "data-item")
+        page.click(".widget-toggle-button:has-text('cat')")  # a mouse click leaves the button focused
+        page.keyboard.press("Enter")  # ... and Enter submits once, with no "choose a label first"
+        wait_for(lambda: second in answers())
+        wait_for(lambda: page.get_attribute(".fsml-item-id", "data-item") not in (first, second))
+        time.sleep(1.0)  # a second, spurious submit would show its message by now
+        assert "choose a label first" not in page.inner_text(".fsml-annotation-panel")
+        assert len(answers()) == 2
         page.goto(f"{url}/?token=not-a-token")
         page.wait_for_selector(".fsml-refused", timeout=90_000)
         assert "Access refused" in page.inner_text(".fsml-refused")
         assert page.query_selector(".fsml-annotation-panel") is None  # nobody's queue
         browser.close()
     store.close()
+
+
+def kernel_processes(server_pid: int) -> list[int]:
+    "The ids of the kernel processes a server started (its children running ipykernel)."
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            status = (entry / "status").read_text()
+            command = (entry / "cmdline").read_bytes()
+        except OSError:  # the process ended meanwhile
+            continue
+        parent = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("PPid:"))
+        if parent == server_pid and b"ipykernel" in command:
+            found.append(int(entry.name))
+    return found
+
+
+def test_kernels_of_closed_pages_end_and_their_number_is_capped(chromium_path: str, tmp_path: Path):
+    "N page loads and closes: the kernel count goes back to its floor; beyond --max-kernels a page is refused."
+    from playwright.sync_api import sync_playwright
+
+    if not Path("/proc/self/status").exists():
+        skip_or_fail("counting kernel processes needs /proc (Linux)")
+    with voila_server(tmp_path, "--cull-after", "3", "--max-kernels", "2") as (url, token, _, server):
+        # `fsml annotate serve` runs Voila as its child, and Voila the kernels
+        wait_for(lambda: any(b"voila" in (Path(f"/proc/{child}/cmdline").read_bytes())
+                             for child in _children(server.pid)), what="voila to start")
+        voila_pid = next(child for child in _children(server.pid)
+                         if b"voila" in Path(f"/proc/{child}/cmdline").read_bytes())
+        floor = len(kernel_processes(voila_pid))
+        with sync_playwright() as playwright:
+            browser = launch_chromium(playwright, chromium_path)
+            pages = []
+            for _ in range(2):
+                page = browser.new_page()
+                page.goto(f"{url}/?token={token}")
+                page.wait_for_selector(".fsml-annotation-panel", timeout=120_000)
+                pages.append(page)
+            assert len(kernel_processes(voila_pid)) == floor + 2
+            refused = browser.new_page()
+            response = refused.goto(f"{url}/?token={token}")
+            assert response.status == 503  # the cap: a third page at once is turned away
+            for page in [*pages, refused]:
+                page.close()
+            browser.close()
+        wait_for(lambda: len(kernel_processes(voila_pid)) == floor, timeout=90, what="the kernels to be culled")
+
+
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(child) for child in path.read_text().split()] if path.exists() else []
 
 
 def test_an_item_whose_blob_is_missing_is_skipped_not_fatal(store: Store):
