@@ -37,25 +37,29 @@ SCHEMA = LabelSchema("single_label", ("cat", "dog"))
 
 
 def annotator_worker(db_url: str, blob_url: str, project: str, name: str, pace: float, ready, start, queue) -> None:
-    "Label until the project has nothing left for `name`; send back each submit_and_next time (ms)."
-    timings, finished = [], 0.0
+    "Label until the project has nothing left for `name`; send back each submit_and_next time (ms) and any error."
+    timings, error = [], None
     pause = random.Random(name)
-    with Store(db_url, blob_url) as store:
+    try:
+        with Store(db_url, blob_url) as store:
+            ready.release()
+            start.wait()
+            task = lease_next(store, project, name)
+            while task is not None:
+                if pace:
+                    time.sleep(pause.uniform(0, 2 * pace))
+                began = time.perf_counter()
+                _, task = submit_and_next(store, project, name, task.item_sha256, "cat" if len(name) % 2 else "dog")
+                timings.append((time.perf_counter() - began) * 1000)
+    except Exception as failure:  # reported in the table, not lost in a hung run
+        error = str(failure).splitlines()[0]
         ready.release()
-        start.wait()
-        task = lease_next(store, project, name)
-        while task is not None:
-            if pace:
-                time.sleep(pause.uniform(0, 2 * pace))
-            began = time.perf_counter()
-            _, task = submit_and_next(store, project, name, task.item_sha256, "cat" if len(name) % 2 else "dog")
-            timings.append((time.perf_counter() - began) * 1000)
-        finished = time.time()
-    queue.put((timings, finished))
+    queue.put((timings, time.time(), error))
 
 
-def run(db_url: str, blob_url: str, annotators: int, items: int, overlap: int, pace: float) -> tuple[list[float], float]:
-    "All submit_and_next times of one load, and the answers per second over the whole run."
+def run(db_url: str, blob_url: str, annotators: int, items: int, overlap: int, pace: float
+        ) -> tuple[list[float], float, list[str]]:
+    "All submit_and_next times of one load, the answers per second over the whole run, and the workers' errors."
     project = f"bench-{uuid.uuid4().hex[:8]}"
     names = [f"{project}-a{index:02d}" for index in range(annotators)]
     with Store(db_url, blob_url) as store:
@@ -78,8 +82,9 @@ def run(db_url: str, blob_url: str, annotators: int, items: int, overlap: int, p
     results = [queue.get(timeout=1800) for _ in processes]
     for process in processes:
         process.join()
-    timings = [t for worker_timings, _ in results for t in worker_timings]
-    return timings, len(timings) / (max(finished for _, finished in results) - began)
+    timings = [t for worker_timings, _, _ in results for t in worker_timings]
+    errors = [error for _, _, error in results if error]
+    return timings, len(timings) / (max(finished for _, finished, _ in results) - began), errors
 
 
 def percentile(values: list[float], share: int) -> float:
@@ -115,14 +120,15 @@ def main() -> None:
                 print(f"({backend} stopped: {str(error).splitlines()[0]})")
     print(f"\n## Submit -> next item ready, server side (ms); load average {os.getloadavg()[0]:.1f} "
           f"on {os.cpu_count()} cores\n")
-    print("| database | load | annotators | answers | p50 | p95 | p99 | p95 / alone | answers/s |")
-    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| database | load | annotators | answers | p50 | p95 | p99 | p95 / alone | answers/s | failed workers |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
     alone = {}
-    for backend, load, annotators, _items, _overlap, _pace, timings, rate in rows:
+    for backend, load, annotators, _items, _overlap, _pace, timings, rate, errors in rows:
         p95 = percentile(timings, 95)
         alone.setdefault(backend, p95)
+        failed = f"{len(errors)}: {errors[0]}" if errors else "0"
         print(f"| {backend} | {load} | {annotators} | {len(timings)} | {statistics.median(timings):.1f} | "
-              f"{p95:.1f} | {percentile(timings, 99):.1f} | {p95 / alone[backend]:.1f}x | {rate:.0f} |")
+              f"{p95:.1f} | {percentile(timings, 99):.1f} | {p95 / alone[backend]:.1f}x | {rate:.0f} | {failed} |")
 
 
 if __name__ == "__main__":
