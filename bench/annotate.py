@@ -99,11 +99,13 @@ def main() -> None:
     parser.add_argument("--overlap", type=int, default=3)
     parser.add_argument("--pace", type=float, default=1.0, help="mean seconds a person looks at an item (0-2x)")
     parser.add_argument("--databases", default="sqlite,postgresql")
+    parser.add_argument("--loads", default="alone,paced,unpaced", help="which loads to run (alone is the baseline)")
     parser.add_argument("--pg-url", default="postgresql://postgres@127.0.0.1:5432/test")
     args = parser.parse_args()
-    loads = [("alone (baseline)", 1, max(60, args.items // 10), 1, 0.0),
-             (f"paced (0-{2 * args.pace:g} s)", args.annotators, args.paced_items, args.overlap, args.pace),
-             ("unpaced", args.annotators, args.items, args.overlap, 0.0)]
+    loads = {"alone": ("alone (baseline)", 1, max(60, args.items // 10), 1, 0.0),
+             "paced": (f"paced (0-{2 * args.pace:g} s)", args.annotators, args.paced_items, args.overlap, args.pace),
+             "unpaced": ("unpaced", args.annotators, args.items, args.overlap, 0.0)}
+    loads = [loads[name.strip()] for name in args.loads.split(",")]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         blob_url = str(Path(tmp) / "blobs")

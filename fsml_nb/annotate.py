@@ -121,8 +121,7 @@ def create_project(store: Store, name: str,
     try:
         transaction(store.engine, create)
         if store.engine.dialect.name == "postgresql":  # fresh statistics, so leasing plans walk the queue index
-            with store.engine.begin() as connection:
-                connection.exec_driver_sql("ANALYZE annotation_slots")
+            transaction(store.engine, lambda connection: connection.exec_driver_sql("ANALYZE annotation_slots"))
     except IntegrityError:
         if name in _project_names(store):
             raise AnnotationError(f"an annotation project named {name!r} exists already") from None
