@@ -88,6 +88,9 @@ def run(db_url: str, blob_url: str, annotators: int, items: int, overlap: int, p
 
 
 def percentile(values: list[float], share: int) -> float:
+    "The `share`-th percentile (NaN with fewer than two values: the workers failed)."
+    if len(values) < 2:
+        return float("nan")
     return statistics.quantiles(values, n=100, method="inclusive")[share - 1]
 
 
@@ -129,7 +132,8 @@ def main() -> None:
         p95 = percentile(timings, 95)
         alone.setdefault(backend, p95)
         failed = f"{len(errors)}: {errors[0]}" if errors else "0"
-        print(f"| {backend} | {load} | {annotators} | {len(timings)} | {statistics.median(timings):.1f} | "
+        median = statistics.median(timings) if timings else float("nan")
+        print(f"| {backend} | {load} | {annotators} | {len(timings)} | {median:.1f} | "
               f"{p95:.1f} | {percentile(timings, 99):.1f} | {p95 / alone[backend]:.1f}x | {rate:.0f} | {failed} |")
 
 
