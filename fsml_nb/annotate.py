@@ -13,32 +13,37 @@ import hashlib
 import io
 import json
 import secrets
+import threading
 import time
-import zlib
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from fastcore.basics import patch
-from sqlalchemy import and_, delete, func, insert, select, update
+from sqlalchemy import and_, delete, exists, func, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from .core import FsmlError, as_utc, utc_now
-from .db import (annotation_answers, annotation_guides, annotation_leases, annotation_projects,
-                        annotation_questions, annotation_skips, annotation_tasks, annotators, items)
+from .db import (DONE, LEASED, QUEUED, annotation_answers, annotation_guides, annotation_members,
+                        annotation_offers, annotation_projects, annotation_questions, annotation_skips,
+                        annotation_slots, annotation_tasks, annotators, complete_lease, insert_ignore, items,
+                        lease_rows, reading, reclaim_expired, release_lease, transaction)
 from .store import BlobCorruptError, BlobMissingError, DatasetVersion, Entry, LabelSchema, Store, canonical_json
 
 # %% auto #0
-__all__ = ['Suggester', 'APP_NOTEBOOK_CODE', 'AnnotationError', 'UnknownProjectError', 'AccessRefused', 'LeaseLostError',
-           'Project', 'create_project', 'get_project', 'set_guide', 'add_annotator', 'annotator_for_token', 'Task',
-           'lease_next', 'Answer', 'submit', 'submit_and_next', 'undo_last', 'skip', 'Question', 'open_questions',
-           'Progress', 'progress', 'cohen_kappa', 'fleiss_kappa', 'Consensus', 'answers_by_item', 'consensus',
-           'AgreementReport', 'agreement', 'export_consensus', 'Suggestible', 'top_suggestion', 'AnnotationPanel',
-           'app_view', 'write_app_notebook']
+__all__ = ['Suggester', 'PANEL_KEYS', 'APP_NOTEBOOK_CODE', 'AnnotationError', 'UnknownProjectError', 'UnknownAnnotatorError',
+           'AccessRefused', 'NotLeasedError', 'LeaseLostError', 'Project', 'create_project', 'get_project', 'set_guide',
+           'add_annotator', 'reissue_token', 'disable_annotator', 'remove_annotator', 'add_member', 'remove_member',
+           'members', 'annotator_for_token', 'Task', 'lease_next', 'Answer', 'submit', 'submit_and_next', 'undo_last',
+           'skip', 'Question', 'open_questions', 'Progress', 'progress', 'Waiting', 'waiting_for_others', 'cohen_kappa',
+           'fleiss_kappa', 'Consensus', 'answers_by_item', 'consensus', 'PairAgreement', 'AgreementReport', 'agreement',
+           'export_consensus', 'Suggestible', 'top_suggestion', 'hotkeys_widget', 'AnnotationPanel', 'app_view',
+           'write_app_notebook', 'voila_kernel_cap', 'write_voila_config']
 
 # %% ../nbs/03_annotate.ipynb #ce44dbfe
 class AnnotationError(FsmlError):
@@ -47,8 +52,14 @@ class AnnotationError(FsmlError):
 class UnknownProjectError(AnnotationError):
     "No annotation project of that name."
 
+class UnknownAnnotatorError(AnnotationError):
+    "No annotator of that name."
+
 class AccessRefused(AnnotationError):
-    "A token that belongs to no annotator."
+    "A token that belongs to no annotator, a disabled annotator, or one who is not a member of the project."
+
+class NotLeasedError(AnnotationError):
+    "An answer for an item that was never handed to this annotator."
 
 class LeaseLostError(AnnotationError):
     "The annotator's lease on an item expired and the item went to others."
@@ -67,15 +78,10 @@ class Project:
     guide: str
 
 
-@contextmanager
-def _locked(store: Store, project: str):
-    "A write transaction that serialises the requests of one project (PG: advisory lock; SQLite: BEGIN IMMEDIATE)."
-    with store.engine.begin() as connection:
-        if connection.dialect.name == "postgresql":
-            key = zlib.crc32(f"fsml.annotate:{project}".encode())
-            connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({key})")
-        yield connection
-
+def _check_guide(text: str) -> str:
+    if not isinstance(text, str) or not text.strip():
+        raise AnnotationError("the guide is empty: write at least one line that says how to label")
+    return text
 
 # %% ../nbs/03_annotate.ipynb #262789d1
 def create_project(store: Store, name: str,
@@ -85,34 +91,53 @@ def create_project(store: Store, name: str,
                    lease_seconds: int = 600,  # an item handed out comes back after this long without an answer
                    guide: str = "# Guide\n\nLabel each item.",
                    gold: dict[str, Any] | None = None,  # item hash -> known label, for quality checks
+                   members: Sequence[str] = (),  # annotators who may label it (more with `add_member`)
                    ) -> Project:
-    "Create an annotation project over a dataset version's items."
+    "Create an annotation project over a dataset version's items: `overlap` slots per item."
     version = store.version(version)
     label_schema = label_schema or version.label_schema
     if overlap < 1 or lease_seconds < 1:
         raise AnnotationError("overlap and lease_seconds must be at least 1")
+    _check_guide(guide)
     for label in (gold or {}).values():
         label_schema.check(label)
-    now = utc_now()
+
+    def create(connection: Connection) -> None:
+        now = utc_now()
+        connection.execute(insert(annotation_projects).values(
+            name=name, label_schema=canonical_json(label_schema.to_dict()), overlap=overlap,
+            lease_seconds=lease_seconds, source_version_id=version.id, created_at=now))
+        connection.execute(insert(annotation_guides).values(project=name, version=1, text=guide, created_at=now))
+        connection.execute(insert(annotation_tasks), [
+            {"project": name, "item_sha256": entry.item_sha256, "position": position, "split": entry.split,
+             "gold_label": canonical_json(gold[entry.item_sha256]) if gold and entry.item_sha256 in gold else None}
+            for position, entry in enumerate(version.entries)])
+        connection.execute(insert(annotation_slots), [
+            {"project": name, "item_sha256": entry.item_sha256, "position": position, "status": QUEUED, "attempts": 0}
+            for position, entry in enumerate(version.entries) for _ in range(overlap)])
+        for annotator in members:
+            _add_member_in(connection, name, annotator, now)
+
     try:
-        with _locked(store, name) as connection:
-            connection.execute(insert(annotation_projects).values(
-                name=name, label_schema=canonical_json(label_schema.to_dict()), overlap=overlap,
-                lease_seconds=lease_seconds, source_version_id=version.id, created_at=now))
-            connection.execute(insert(annotation_guides).values(project=name, version=1, text=guide, created_at=now))
-            connection.execute(insert(annotation_tasks), [
-                {"project": name, "item_sha256": entry.item_sha256, "position": position, "split": entry.split,
-                 "answer_count": 0,
-                 "gold_label": canonical_json(gold[entry.item_sha256]) if gold and entry.item_sha256 in gold else None}
-                for position, entry in enumerate(version.entries)])
+        transaction(store.engine, create)
+        if store.engine.dialect.name == "postgresql":  # fresh statistics, so leasing plans walk the queue index
+            transaction(store.engine, lambda connection: connection.exec_driver_sql("ANALYZE annotation_slots"))
     except IntegrityError:
-        raise AnnotationError(f"an annotation project named {name!r} exists already") from None
+        if name in _project_names(store):
+            raise AnnotationError(f"an annotation project named {name!r} exists already") from None
+        raise
     return get_project(store, name)
+
+
+def _project_names(store: Store) -> list[str]:
+    with reading(store.engine) as connection:
+        return list(connection.execute(select(annotation_projects.c.name).order_by(annotation_projects.c.name))
+                    .scalars())
 
 
 def get_project(store: Store, name: str) -> Project:
     "A project with its current guide."
-    with store.engine.connect() as connection:
+    with reading(store.engine) as connection:
         row = connection.execute(select(annotation_projects).where(annotation_projects.c.name == name)).first()
         if row is None:
             known = connection.execute(select(annotation_projects.c.name)).scalars().all()
@@ -128,39 +153,177 @@ def get_project(store: Store, name: str) -> Project:
 
 def set_guide(store: Store, project: str, text: str) -> int:
     "Record a new version of a project's guide; return its number."
+    _check_guide(text)
     get_project(store, project)
-    with _locked(store, project) as connection:
+
+    def add(connection: Connection) -> int:
         latest = connection.execute(select(func.max(annotation_guides.c.version))
                                     .where(annotation_guides.c.project == project)).scalar()
         connection.execute(insert(annotation_guides).values(project=project, version=latest + 1, text=text,
                                                             created_at=utc_now()))
-    return latest + 1
+        return latest + 1
+
+    return transaction(store.engine, add)
+
+# %% ../nbs/03_annotate.ipynb #745da2d7
+def _token_digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
 
 
-def add_annotator(store: Store, name: str) -> str:
+def _annotator_row(connection: Connection, name: str):
+    row = connection.execute(select(annotators.c.name, annotators.c.disabled_at)
+                             .where(annotators.c.name == name)).first()
+    if row is None:
+        raise UnknownAnnotatorError(f"no annotator {name!r}: add them with `fsml annotate add-annotator {name}`")
+    return row
+
+
+def add_annotator(store: Store, name: str,
+                  projects: Sequence[str] = (),  # projects they may label (more with `add_member`)
+                  ) -> str:
     "Register an annotator; return their personal token (shown once, stored only as a hash)."
     if not name or not name.strip():
         raise AnnotationError("an annotator needs a name")
-    token = secrets.token_urlsafe(24)
+    name, token = name.strip(), secrets.token_urlsafe(24)
+    for project in projects:
+        get_project(store, project)
+
+    def add(connection: Connection) -> None:
+        now = utc_now()
+        connection.execute(insert(annotators).values(name=name, created_at=now, token_sha256=_token_digest(token)))
+        for project in projects:
+            _add_member_in(connection, project, name, now)
+
     try:
-        with store.engine.begin() as connection:
-            connection.execute(insert(annotators).values(name=name.strip(), created_at=utc_now(),
-                                                         token_sha256=hashlib.sha256(token.encode()).hexdigest()))
+        transaction(store.engine, add)
     except IntegrityError:
         raise AnnotationError(f"an annotator named {name!r} exists already") from None
     return token
 
 
-def annotator_for_token(store: Store, token: str | None) -> str:
+def reissue_token(store: Store, name: str) -> str:
+    "Give an annotator a new token; the old one stops working at once."
+    token = secrets.token_urlsafe(24)
+
+    def reissue(connection: Connection) -> None:
+        _annotator_row(connection, name)
+        connection.execute(update(annotators).where(annotators.c.name == name)
+                           .values(token_sha256=_token_digest(token)))
+
+    transaction(store.engine, reissue)
+    return token
+
+
+def _release_all(connection: Connection, annotator: str, project: str | None = None) -> None:
+    "Give every slot the annotator holds (in `project`, or anywhere) back to the queue."
+    slots = annotation_slots.c
+    where = [slots.lease_owner == annotator, slots.status == LEASED]
+    if project is not None:
+        where.append(slots.project == project)
+    held: dict[str, list[int]] = defaultdict(list)
+    for slot, slot_project in connection.execute(select(slots.id, slots.project).where(*where)).all():
+        held[slot_project].append(slot)
+    for slot_project, slot_ids in held.items():
+        _release(connection, slot_project, slot_ids, annotator)
+
+
+def disable_annotator(store: Store, name: str, disabled: bool = True) -> None:
+    "Refuse an annotator's token (their answers stay) and free their items; `disabled=False` lets them back."
+    def change(connection: Connection) -> None:
+        _annotator_row(connection, name)
+        connection.execute(update(annotators).where(annotators.c.name == name)
+                           .values(disabled_at=utc_now() if disabled else None))
+        if disabled:
+            _release_all(connection, name)
+
+    transaction(store.engine, change)
+
+
+def remove_annotator(store: Store, name: str) -> None:
+    "Delete an annotator who never answered (one who did can only be disabled: their answers are data)."
+    def remove(connection: Connection) -> None:
+        _annotator_row(connection, name)
+        answered = connection.execute(select(func.count()).select_from(annotation_answers)
+                                      .where(annotation_answers.c.annotator == name)).scalar()
+        if answered:
+            raise AnnotationError(f"{name} has {answered} answer(s), which consensus uses: disable them instead "
+                                  f"(`fsml annotate disable {name}`)")
+        _release_all(connection, name)
+        for table in (annotation_members, annotation_offers, annotation_skips):
+            connection.execute(delete(table).where(table.c.annotator == name))
+        connection.execute(delete(annotators).where(annotators.c.name == name))
+
+    transaction(store.engine, remove)
+
+# %% ../nbs/03_annotate.ipynb #79130199
+def _add_member_in(connection: Connection, project: str, annotator: str, now: datetime) -> None:
+    _annotator_row(connection, annotator)
+    connection.execute(insert_ignore(connection, annotation_members).values(project=project, annotator=annotator,
+                                                                            added_at=now))
+
+
+def add_member(store: Store, project: str, annotator: str) -> None:
+    "Let an annotator label a project (their token then opens it)."
+    get_project(store, project)
+    transaction(store.engine, lambda connection: _add_member_in(connection, project, annotator, utc_now()))
+
+
+def remove_member(store: Store, project: str, annotator: str) -> None:
+    "Take a project away from an annotator; the items they hold in it go back to the queue."
+    get_project(store, project)
+
+    def remove(connection: Connection) -> None:
+        _annotator_row(connection, annotator)
+        connection.execute(delete(annotation_members).where(annotation_members.c.project == project,
+                                                            annotation_members.c.annotator == annotator))
+        _release_all(connection, annotator, project)
+
+    transaction(store.engine, remove)
+
+
+def members(store: Store, project: str) -> list[str]:
+    "The annotators who may label a project."
+    get_project(store, project)
+    with reading(store.engine) as connection:
+        return list(connection.execute(select(annotation_members.c.annotator).where(
+            annotation_members.c.project == project).order_by(annotation_members.c.annotator)).scalars())
+
+
+def _check_access(connection: Connection, project: str, annotator: str) -> None:
+    "Raise unless `annotator` exists, is enabled, and is a member of `project`."
+    row = connection.execute(
+        select(annotators.c.disabled_at, annotation_members.c.annotator.label("member"))
+        .select_from(annotators.outerjoin(annotation_members, and_(annotation_members.c.annotator == annotators.c.name,
+                                                                   annotation_members.c.project == project)))
+        .where(annotators.c.name == annotator)).first()
+    if row is None:
+        raise UnknownAnnotatorError(f"no annotator {annotator!r}: add them with `fsml annotate add-annotator`")
+    if row.disabled_at is not None:
+        raise AccessRefused(f"annotator {annotator} is disabled: ask your project lead")
+    if row.member is None:
+        raise AccessRefused(f"{annotator} is not a member of project {project}: ask your project lead "
+                            f"(`fsml annotate add-member {project} {annotator}`)")
+
+
+def annotator_for_token(store: Store, token: str | None,
+                        project: str | None = None,  # also check the annotator may label this project
+                        ) -> str:
     "The annotator a token belongs to, or AccessRefused."
     if not token:
         raise AccessRefused("no token given: open the link your project lead sent you (…?token=…)")
-    digest = hashlib.sha256(token.encode()).hexdigest()
-    with store.engine.connect() as connection:
-        name = connection.execute(select(annotators.c.name).where(annotators.c.token_sha256 == digest)).scalar()
-    if name is None:
-        raise AccessRefused("this token belongs to no annotator: ask your project lead for a new link")
-    return name
+    with reading(store.engine) as connection:
+        row = connection.execute(select(annotators.c.name, annotators.c.disabled_at)
+                                 .where(annotators.c.token_sha256 == _token_digest(token))).first()
+        if row is None:
+            raise AccessRefused("this token belongs to no annotator: ask your project lead for a new link")
+        if project is not None:
+            if connection.execute(select(annotation_projects.c.name)
+                                  .where(annotation_projects.c.name == project)).first() is None:
+                raise UnknownProjectError(f"no annotation project {project!r}")
+            _check_access(connection, project, row.name)
+        elif row.disabled_at is not None:
+            raise AccessRefused(f"annotator {row.name} is disabled: ask your project lead")
+    return row.name
 
 # %% ../nbs/03_annotate.ipynb #be225227
 @dataclass(frozen=True)
@@ -171,6 +334,7 @@ class Task:
     media_type: str
     position: int
     expires_at: datetime
+    earlier_label: Any = None  # after an undo: the label the annotator had given
 
 
 @dataclass(frozen=True)
@@ -183,68 +347,114 @@ class _Rules:
     guide_version: int
 
 
-def _rules(connection: Connection, project: str) -> _Rules:
+def _rules(connection: Connection, project: str, annotator: str) -> _Rules:
+    "The project's rules, once `annotator` is known to be allowed to work on it (one query)."
     latest_guide = (select(func.max(annotation_guides.c.version)).where(annotation_guides.c.project == project)
                     .scalar_subquery())
+    member = exists().where(annotation_members.c.project == project, annotation_members.c.annotator == annotator)
+    disabled = select(annotators.c.disabled_at).where(annotators.c.name == annotator).scalar_subquery()
     row = connection.execute(select(annotation_projects.c.label_schema, annotation_projects.c.overlap,
-                                    annotation_projects.c.lease_seconds, latest_guide.label("guide_version"))
+                                    annotation_projects.c.lease_seconds, latest_guide.label("guide_version"),
+                                    member.label("member"), disabled.label("disabled"))
                              .where(annotation_projects.c.name == project)).first()
     if row is None:
         raise UnknownProjectError(f"no annotation project {project!r}")
+    if not (row.member and row.disabled is None):
+        _check_access(connection, project, annotator)  # raises the error that says why
     return _Rules(project, LabelSchema.from_dict(json.loads(row.label_schema)), row.overlap, row.lease_seconds,
                   row.guide_version)
 
 
-def _live_lease_count(item_column, now: datetime):
-    return (select(func.count()).select_from(annotation_leases)
-            .where(and_(annotation_leases.c.project == annotation_tasks.c.project,
-                        annotation_leases.c.item_sha256 == item_column,
-                        annotation_leases.c.expires_at > now)).scalar_subquery())
+def _task(connection: Connection, project: str, sha: str, position: int, expires: float,
+          earlier_label: Any = None) -> Task:
+    media_type = connection.execute(select(items.c.media_type).where(items.c.sha256 == sha)).scalar()
+    return Task(project, sha, media_type, position, datetime.fromtimestamp(expires, timezone.utc), earlier_label)
 
 
-def _task(connection: Connection, project: str, sha: str, expires_at: datetime) -> Task:
-    row = connection.execute(select(annotation_tasks.c.position, items.c.media_type)
-                             .join(items, items.c.sha256 == annotation_tasks.c.item_sha256)
-                             .where(annotation_tasks.c.project == project, annotation_tasks.c.item_sha256 == sha)).first()
-    return Task(project, sha, row.media_type, row.position, as_utc(expires_at))
+def _held_slot(connection: Connection, project: str, annotator: str, moment: float):
+    "The slot the annotator holds on a live lease (a reload gets the same item)."
+    slots = annotation_slots.c
+    return connection.execute(select(slots.id, slots.item_sha256, slots.position, slots.lease_expires).where(
+        slots.project == project, slots.lease_owner == annotator, slots.status == LEASED,
+        slots.lease_expires > moment).order_by(slots.position).limit(1)).first()
 
 
-def _held_lease(connection: Connection, project: str, annotator: str, now: datetime):
-    return connection.execute(select(annotation_leases.c.item_sha256, annotation_leases.c.expires_at)
-                              .where(annotation_leases.c.project == project,
-                                     annotation_leases.c.annotator == annotator,
-                                     annotation_leases.c.expires_at > now)).first()
+def _open_to(project: str, annotator: str) -> list:
+    "Conditions on a slot: the annotator holds no slot of its item, and answered and skipped none of it."
+    slots, offers = annotation_slots.c, annotation_offers.c
+    return [slots.project == project,
+            ~exists().where(offers.project == project, offers.item_sha256 == slots.item_sha256,
+                            offers.annotator == annotator, offers.active.is_(True))]
 
 
-def _lease_in(connection: Connection, project: _Rules, annotator: str, now: datetime) -> Task | None:
-    held = _held_lease(connection, project.name, annotator, now)
-    if held:
-        return _task(connection, project.name, held.item_sha256, held.expires_at)
-    connection.execute(delete(annotation_leases).where(annotation_leases.c.project == project.name,
-                                                       annotation_leases.c.expires_at <= now))
-    mine = (select(annotation_answers.c.item_sha256).where(annotation_answers.c.project == project.name,
-                                                           annotation_answers.c.annotator == annotator))
-    skipped = (select(annotation_skips.c.item_sha256).where(annotation_skips.c.project == project.name,
-                                                            annotation_skips.c.annotator == annotator))
-    item = annotation_tasks.c.item_sha256
-    candidate = connection.execute(
-        select(item).where(annotation_tasks.c.project == project.name,
-                           annotation_tasks.c.answer_count < project.overlap,  # full items cost one comparison
-                           item.not_in(mine), item.not_in(skipped),
-                           annotation_tasks.c.answer_count + _live_lease_count(item, now) < project.overlap)
-        .order_by(annotation_tasks.c.position).limit(1)).scalar()
-    if candidate is None:
+def _offer(connection: Connection, project: str, item_sha256: str, annotator: str, now: datetime) -> None:
+    "Record (again) that the annotator holds, answered or skipped the item: no second slot of it for them."
+    dialect_insert = postgresql_insert if connection.dialect.name == "postgresql" else sqlite_insert
+    connection.execute(dialect_insert(annotation_offers).values(
+        project=project, item_sha256=item_sha256, annotator=annotator, offered_at=now, active=True)
+        .on_conflict_do_update(index_elements=["project", "item_sha256", "annotator"], set_={"active": True}))
+
+
+def _withdraw_offers(connection: Connection, project: str, pairs: Sequence[tuple[str, str]]) -> None:
+    "The annotators no longer hold these items (released, expired): they may get a slot of them again."
+    offers = annotation_offers.c
+    for item_sha256, annotator in pairs:
+        connection.execute(update(annotation_offers).where(
+            offers.project == project, offers.item_sha256 == item_sha256, offers.annotator == annotator)
+            .values(active=False))
+
+
+def _reclaim(connection: Connection, project: str, moment: float, where: Sequence = ()) -> None:
+    "Give the project's expired slots back to the queue (locked first, so a late answer and this never cross)."
+    slots = annotation_slots.c
+    expired = connection.execute(select(slots.id, slots.item_sha256, slots.lease_owner).where(
+        slots.project == project, slots.status == LEASED, slots.lease_expires < moment, *where)
+        .with_for_update(skip_locked=True)).all()
+    if expired:
+        _withdraw_offers(connection, project, [(row.item_sha256, row.lease_owner) for row in expired])
+        reclaim_expired(connection, annotation_slots, where=[slots.id.in_([row.id for row in expired])], now=moment)
+
+
+def _release(connection: Connection, project: str, slot_ids: Sequence[int], annotator: str) -> None:
+    "Give slots the annotator holds back to the queue now."
+    slots = annotation_slots.c
+    items_held = connection.execute(select(slots.item_sha256).where(slots.id.in_(slot_ids))).scalars().all()
+    for slot in slot_ids:
+        release_lease(connection, annotation_slots, slot, annotator)
+    _withdraw_offers(connection, project, [(item, annotator) for item in items_held])
+
+
+def _take_slot(connection: Connection, rules: _Rules, annotator: str, now: datetime, where: Sequence = ()):
+    "Lease one open slot (expired leases of the project go back to the queue first); None if none is open."
+    moment = now.timestamp()
+    _reclaim(connection, rules.name, moment, where)
+    taken = lease_rows(connection, annotation_slots, annotator, rules.lease_seconds,
+                       where=[*_open_to(rules.name, annotator), *where], order_by=[annotation_slots.c.position],
+                       now=moment)
+    if not taken:
         return None
-    expires_at = now + timedelta(seconds=project.lease_seconds)
-    connection.execute(insert(annotation_leases).values(project=project.name, item_sha256=candidate,
-                                                        annotator=annotator, expires_at=expires_at))
-    return _task(connection, project.name, candidate, expires_at)
+    _offer(connection, rules.name, taken[0]["item_sha256"], annotator, now)
+    return taken[0]
+
+
+def _lease_in(connection: Connection, rules: _Rules, annotator: str, now: datetime,
+              check_held: bool = True,  # False right after an answer: the annotator just gave back what they held
+              ) -> Task | None:
+    held = _held_slot(connection, rules.name, annotator, now.timestamp()) if check_held else None
+    if held:
+        return _task(connection, rules.name, held.item_sha256, held.position, held.lease_expires)
+    slot = _take_slot(connection, rules, annotator, now)
+    if slot is None:
+        return None
+    return _task(connection, rules.name, slot["item_sha256"], slot["position"], slot["lease_expires"])
 
 
 def lease_next(store: Store, project: str, annotator: str, now: datetime | None = None) -> Task | None:
-    "The next item for an annotator (None when nothing is left for them)."
-    with _locked(store, project) as connection:
-        return _lease_in(connection, _rules(connection, project), annotator, now or utc_now())
+    "The next item for an annotator (None when nothing is open to them now)."
+    def lease(connection: Connection) -> Task | None:
+        return _lease_in(connection, _rules(connection, project, annotator), annotator, now or utc_now())
+
+    return transaction(store.engine, lease)
 
 # %% ../nbs/03_annotate.ipynb #1d5c9abe
 @dataclass(frozen=True)
@@ -259,114 +469,139 @@ class Answer:
     created_at: datetime
 
 
-def _count_answer(connection: Connection, project: str, item_sha256: str, change: int) -> None:
-    connection.execute(update(annotation_tasks).where(annotation_tasks.c.project == project,
-                                                      annotation_tasks.c.item_sha256 == item_sha256)
-                       .values(answer_count=annotation_tasks.c.answer_count + change))
+def _check_item(connection: Connection, project: str, item_sha256: str) -> None:
+    found = connection.execute(select(annotation_tasks.c.position).where(
+        annotation_tasks.c.project == project, annotation_tasks.c.item_sha256 == item_sha256)).first()
+    if found is None:
+        raise AnnotationError(f"item {str(item_sha256)[:12]} is not part of project {project}")
 
 
-def _submit_in(connection: Connection, project: _Rules, annotator: str, item_sha256: str, label: Any,
+def _slot_for_answer(connection: Connection, rules: _Rules, annotator: str, item_sha256: str, now: datetime) -> int:
+    "The slot an answer fills: the one leased to the annotator, or (lease expired) a free one of the item."
+    slots = annotation_slots.c
+    held = connection.execute(select(slots.id).where(
+        slots.project == rules.name, slots.item_sha256 == item_sha256, slots.lease_owner == annotator,
+        slots.status == LEASED).limit(1)).scalar()
+    if held is not None:
+        return held  # a lease that ran out but nobody took over still counts
+    _check_item(connection, rules.name, item_sha256)
+    offered = connection.execute(select(annotation_offers.c.offered_at).where(
+        annotation_offers.c.project == rules.name, annotation_offers.c.item_sha256 == item_sha256,
+        annotation_offers.c.annotator == annotator)).first()
+    if offered is None:
+        raise NotLeasedError(f"item {item_sha256[:12]} is not leased to you ({annotator}): answer the items "
+                             "the project hands you (lease_next)")
+    slot = _take_slot(connection, rules, annotator, now, where=[slots.item_sha256 == item_sha256])
+    if slot is None:
+        raise LeaseLostError(f"your lease on item {item_sha256[:12]} expired and other annotators took it")
+    return slot["id"]
+
+
+def _submit_in(connection: Connection, rules: _Rules, annotator: str, item_sha256: str, label: Any,
                unsure: bool, question: str | None, seconds: float | None, now: datetime) -> Answer:
     try:
-        project.label_schema.check(label)
+        rules.label_schema.check(label)
     except FsmlError as error:
         raise AnnotationError(str(error)) from None
     existing = connection.execute(select(annotation_answers).where(
-        annotation_answers.c.project == project.name, annotation_answers.c.item_sha256 == item_sha256,
+        annotation_answers.c.project == rules.name, annotation_answers.c.item_sha256 == item_sha256,
         annotation_answers.c.annotator == annotator)).first()
     if existing is not None:
         if existing.label == canonical_json(label):
-            return Answer(project.name, item_sha256, annotator, label, existing.guide_version, existing.unsure,
+            return Answer(rules.name, item_sha256, annotator, label, existing.guide_version, existing.unsure,
                           as_utc(existing.created_at))
         raise AnnotationError(f"{annotator} already answered item {item_sha256[:12]} ({existing.label}); undo first")
-    task = connection.execute(select(annotation_tasks.c.answer_count).where(
-        annotation_tasks.c.project == project.name, annotation_tasks.c.item_sha256 == item_sha256)).first()
-    if task is None:
-        raise AnnotationError(f"item {item_sha256[:12]} is not part of project {project.name}")
-    holds = connection.execute(select(annotation_leases.c.expires_at).where(
-        annotation_leases.c.project == project.name, annotation_leases.c.item_sha256 == item_sha256,
-        annotation_leases.c.annotator == annotator, annotation_leases.c.expires_at > now)).first()
-    if holds is None:
-        answered = task.answer_count
-        others = connection.execute(select(func.count()).select_from(annotation_leases).where(
-            annotation_leases.c.project == project.name, annotation_leases.c.item_sha256 == item_sha256,
-            annotation_leases.c.annotator != annotator, annotation_leases.c.expires_at > now)).scalar()
-        if answered + others >= project.overlap:
-            raise LeaseLostError(f"your lease on item {item_sha256[:12]} expired and other annotators took it")
+    slot = _slot_for_answer(connection, rules, annotator, item_sha256, now)
+    if not complete_lease(connection, annotation_slots, slot, annotator):
+        raise LeaseLostError(f"your lease on item {item_sha256[:12]} expired and other annotators took it")
     connection.execute(insert(annotation_answers).values(
-        project=project.name, item_sha256=item_sha256, annotator=annotator, label=canonical_json(label),
-        guide_version=project.guide_version, unsure=unsure, seconds=seconds, created_at=now))
-    _count_answer(connection, project.name, item_sha256, +1)
-    connection.execute(delete(annotation_leases).where(annotation_leases.c.project == project.name,
-                                                       annotation_leases.c.item_sha256 == item_sha256,
-                                                       annotation_leases.c.annotator == annotator))
+        project=rules.name, item_sha256=item_sha256, annotator=annotator, label=canonical_json(label),
+        guide_version=rules.guide_version, unsure=unsure, seconds=seconds, created_at=now))
     if unsure:
         connection.execute(insert(annotation_questions).values(
-            project=project.name, item_sha256=item_sha256, annotator=annotator,
-            question=(question or "").strip() or "(no question given)", guide_version=project.guide_version,
+            project=rules.name, item_sha256=item_sha256, annotator=annotator,
+            question=(question or "").strip() or "(no question given)", guide_version=rules.guide_version,
             resolved=False, created_at=now))
-    return Answer(project.name, item_sha256, annotator, label, project.guide_version, unsure, now)
+    return Answer(rules.name, item_sha256, annotator, label, rules.guide_version, unsure, now)
 
 # %% ../nbs/03_annotate.ipynb #0f44e163
 def submit(store: Store, project: str, annotator: str, item_sha256: str, label: Any, unsure: bool = False,
            question: str | None = None, seconds: float | None = None, now: datetime | None = None) -> Answer:
-    "Record an annotator's answer (idempotent)."
-    with _locked(store, project) as connection:
-        return _submit_in(connection, _rules(connection, project), annotator, item_sha256, label, unsure, question, seconds,
-                          now or utc_now())
+    "Record an annotator's answer to an item leased to them (idempotent)."
+    def work(connection: Connection) -> Answer:
+        return _submit_in(connection, _rules(connection, project, annotator), annotator, item_sha256, label, unsure,
+                          question, seconds, now or utc_now())
+
+    return transaction(store.engine, work)
 
 
 def submit_and_next(store: Store, project: str, annotator: str, item_sha256: str, label: Any, unsure: bool = False,
                     question: str | None = None, seconds: float | None = None,
                     now: datetime | None = None) -> tuple[Answer, Task | None]:
     "Submit an answer and lease the next item, in one transaction (what the panel does on Enter)."
-    now = now or utc_now()
-    with _locked(store, project) as connection:
-        details = _rules(connection, project)
-        answer = _submit_in(connection, details, annotator, item_sha256, label, unsure, question, seconds, now)
-        return answer, _lease_in(connection, details, annotator, now)
+    def work(connection: Connection) -> tuple[Answer, Task | None]:
+        moment = now or utc_now()  # read once the transaction holds its lock
+        rules = _rules(connection, project, annotator)
+        answer = _submit_in(connection, rules, annotator, item_sha256, label, unsure, question, seconds, moment)
+        return answer, _lease_in(connection, rules, annotator, moment, check_held=False)
+
+    return transaction(store.engine, work)
+
+
+def _reopen_slot(connection: Connection, project: str, item_sha256: str, annotator: str, expires: float) -> None:
+    "Turn one answered slot of the item back into a lease of the annotator's."
+    slots = annotation_slots.c
+    slot = connection.execute(select(slots.id).where(slots.project == project, slots.item_sha256 == item_sha256,
+                                                     slots.status == DONE)
+                              .limit(1).with_for_update(skip_locked=True)).scalar()
+    if slot is None:
+        raise AnnotationError(f"item {item_sha256[:12]} has no answered place to take back")
+    connection.execute(update(annotation_slots).where(slots.id == slot).values(
+        status=LEASED, lease_owner=annotator, lease_expires=expires, attempts=slots.attempts + 1))
 
 
 def undo_last(store: Store, project: str, annotator: str, now: datetime | None = None) -> Task | None:
     "Take back the annotator's latest answer and lease its item to them again; None if nothing to undo."
-    now = now or utc_now()
-    with _locked(store, project) as connection:
-        details = _rules(connection, project)
-        latest = connection.execute(select(annotation_answers.c.id, annotation_answers.c.item_sha256)
-                                    .where(annotation_answers.c.project == project,
-                                           annotation_answers.c.annotator == annotator)
-                                    .order_by(annotation_answers.c.created_at.desc(), annotation_answers.c.id.desc())
-                                    .limit(1)).first()
+    def work(connection: Connection) -> Task | None:
+        moment = now or utc_now()
+        rules = _rules(connection, project, annotator)
+        answers = annotation_answers.c
+        latest = connection.execute(select(answers.id, answers.item_sha256, answers.label)
+                                    .where(answers.project == project, answers.annotator == annotator)
+                                    .order_by(answers.created_at.desc(), answers.id.desc()).limit(1)).first()
         if latest is None:
             return None
-        connection.execute(delete(annotation_answers).where(annotation_answers.c.id == latest.id))
-        _count_answer(connection, project, latest.item_sha256, -1)
+        connection.execute(delete(annotation_answers).where(answers.id == latest.id))
         connection.execute(delete(annotation_questions).where(
             annotation_questions.c.project == project, annotation_questions.c.item_sha256 == latest.item_sha256,
             annotation_questions.c.annotator == annotator, annotation_questions.c.resolved.is_(False)))
-        connection.execute(delete(annotation_leases).where(annotation_leases.c.project == project,
-                                                           annotation_leases.c.annotator == annotator))
-        expires_at = now + timedelta(seconds=details.lease_seconds)
-        connection.execute(insert(annotation_leases).values(project=project, item_sha256=latest.item_sha256,
-                                                            annotator=annotator, expires_at=expires_at))
-        return _task(connection, project, latest.item_sha256, expires_at)
+        _release_all(connection, annotator, project)  # the item shown after that answer goes back
+        expires = moment.timestamp() + rules.lease_seconds
+        _reopen_slot(connection, project, latest.item_sha256, annotator, expires)
+        position = connection.execute(select(annotation_tasks.c.position).where(
+            annotation_tasks.c.project == project, annotation_tasks.c.item_sha256 == latest.item_sha256)).scalar()
+        return _task(connection, project, latest.item_sha256, position, expires, json.loads(latest.label))
+
+    return transaction(store.engine, work)
 
 
 def skip(store: Store, project: str, annotator: str, item_sha256: str, now: datetime | None = None) -> Task | None:
-    "Skip an item (never offered to this annotator again) and lease the next."
-    now = now or utc_now()
-    with _locked(store, project) as connection:
-        details = _rules(connection, project)
-        connection.execute(delete(annotation_leases).where(annotation_leases.c.project == project,
-                                                           annotation_leases.c.item_sha256 == item_sha256,
-                                                           annotation_leases.c.annotator == annotator))
-        already = connection.execute(select(annotation_skips.c.created_at).where(
-            annotation_skips.c.project == project, annotation_skips.c.item_sha256 == item_sha256,
-            annotation_skips.c.annotator == annotator)).first()
-        if already is None:
-            connection.execute(insert(annotation_skips).values(project=project, item_sha256=item_sha256,
-                                                               annotator=annotator, created_at=now))
-        return _lease_in(connection, details, annotator, now)
+    "Skip an item of the project (never offered to this annotator again) and lease the next."
+    def work(connection: Connection) -> Task | None:
+        moment = now or utc_now()
+        rules = _rules(connection, project, annotator)
+        _check_item(connection, project, item_sha256)
+        slots = annotation_slots.c
+        for slot in connection.execute(select(slots.id).where(
+                slots.project == project, slots.item_sha256 == item_sha256, slots.lease_owner == annotator,
+                slots.status == LEASED)).scalars().all():
+            release_lease(connection, annotation_slots, slot, annotator)
+        connection.execute(insert_ignore(connection, annotation_skips).values(
+            project=project, item_sha256=item_sha256, annotator=annotator, created_at=moment))
+        _offer(connection, project, item_sha256, annotator, moment)  # never offered to them again
+        return _lease_in(connection, rules, annotator, moment)
+
+    return transaction(store.engine, work)
 
 # %% ../nbs/03_annotate.ipynb #6a024de3
 @dataclass(frozen=True)
@@ -381,7 +616,7 @@ class Question:
 
 def open_questions(store: Store, project: str) -> list[Question]:
     "Unresolved questions of a project, oldest first."
-    with store.engine.connect() as connection:
+    with reading(store.engine) as connection:
         rows = connection.execute(select(annotation_questions).where(
             annotation_questions.c.project == project, annotation_questions.c.resolved.is_(False))
             .order_by(annotation_questions.c.created_at, annotation_questions.c.id))
@@ -402,7 +637,7 @@ def progress(store: Store, project: str, annotator: str, now: datetime | None = 
     "An annotator's progress and pace, and the project's."
     details = get_project(store, project)
     now = now or utc_now()
-    with store.engine.connect() as connection:
+    with reading(store.engine) as connection:
         answered = connection.execute(select(func.count()).select_from(annotation_answers).where(
             annotation_answers.c.project == project, annotation_answers.c.annotator == annotator)).scalar()
         per_item = (select(annotation_answers.c.item_sha256).where(annotation_answers.c.project == project)
@@ -417,6 +652,23 @@ def progress(store: Store, project: str, annotator: str, now: datetime | None = 
         span = (as_utc(max(recent)) - as_utc(min(recent))).total_seconds()
         pace = 3600 * (len(recent) - 1) / span if span > 0 else 0.0
     return Progress(answered, details.task_count, complete, pace)
+
+# %% ../nbs/03_annotate.ipynb #e9c96d42
+@dataclass(frozen=True)
+class Waiting:
+    "Items still open to an annotator whose places are all leased to others right now."
+    items: int
+    next_return: datetime | None  # when the first of those leases runs out
+
+
+def waiting_for_others(store: Store, project: str, annotator: str) -> Waiting:
+    "What an annotator with nothing to label waits for: items leased to others that may come back."
+    slots = annotation_slots.c
+    with reading(store.engine) as connection:
+        count, first_expiry = connection.execute(
+            select(func.count(func.distinct(slots.item_sha256)), func.min(slots.lease_expires))
+            .where(slots.status == LEASED, slots.lease_owner != annotator, *_open_to(project, annotator))).one()
+    return Waiting(count, datetime.fromtimestamp(first_expiry, timezone.utc) if first_expiry else None)
 
 # %% ../nbs/03_annotate.ipynb #51c00175
 def cohen_kappa(first: Sequence[Any], second: Sequence[Any]) -> float:
@@ -457,7 +709,7 @@ class Consensus:
 def answers_by_item(store: Store, project: str) -> dict[str, list[tuple[str, Any, bool, int]]]:
     "item -> [(annotator, label, unsure, guide version)]"
     grouped: dict[str, list[tuple[str, Any, bool, int]]] = defaultdict(list)
-    with store.engine.connect() as connection:
+    with reading(store.engine) as connection:
         rows = connection.execute(select(annotation_answers.c.item_sha256, annotation_answers.c.annotator,
                                          annotation_answers.c.label, annotation_answers.c.unsure,
                                          annotation_answers.c.guide_version)
@@ -487,18 +739,47 @@ def consensus(store: Store, project: str, min_agreement: float = 0.6) -> Consens
     return Consensus(labels, review, guides)
 
 # %% ../nbs/03_annotate.ipynb #2c499378
+@dataclass(frozen=True)
+class PairAgreement:
+    "Cohen's kappa of two annotators over the items both labelled."
+    items: int  # items both labelled
+    kappa: float | None  # None below two shared items: one item says nothing about chance
+
+
 @dataclass
 class AgreementReport:
     "Project-wide and per-annotator agreement."
     fleiss: float | None  # over items with all k answers
-    pairwise_cohen: dict[tuple[str, str], float]
+    pairwise_cohen: dict[tuple[str, str], PairAgreement]  # every pair that shares at least one item
     with_consensus: dict[str, float]  # % of each annotator's answers equal to consensus
     with_gold: dict[str, float]  # % of each annotator's answers on gold items that are right
     review_queue: dict[str, str]
 
+    def _repr_markdown_(self) -> str:
+        lines = [f"Fleiss' kappa: {'-' if self.fleiss is None else f'{self.fleiss:.3f}'}", "",
+                 "| pair | shared items | Cohen's kappa |", "| --- | ---: | ---: |"]
+        lines += [f"| {a} · {b} | {pair.items} | {'too few items' if pair.kappa is None else f'{pair.kappa:.3f}'} |"
+                  for (a, b), pair in sorted(self.pairwise_cohen.items())]
+        lines += ["", "| annotator | with consensus | with gold |", "| --- | ---: | ---: |"]
+        lines += [f"| {name} | {share:.1f}% | "
+                  f"{'-' if name not in self.with_gold else f'{self.with_gold[name]:.1f}%'} |"
+                  for name, share in sorted(self.with_consensus.items())]
+        return "\n".join(lines + ["", f"review queue: {len(self.review_queue)} item(s)"])
+
+
+def _pairwise_cohen(by_item: dict[str, list[tuple[str, Any, bool, int]]]) -> dict[tuple[str, str], PairAgreement]:
+    pairs: dict[tuple[str, str], tuple[list, list]] = defaultdict(lambda: ([], []))
+    for answers in by_item.values():
+        for first, second in ((a, b) for i, a in enumerate(answers) for b in answers[i + 1:]):
+            (name_a, label_a, *_), (name_b, label_b, *_) = sorted((first, second), key=lambda answer: answer[0])
+            pairs[(name_a, name_b)][0].append(label_a)
+            pairs[(name_a, name_b)][1].append(label_b)
+    return {pair: PairAgreement(len(a), cohen_kappa(a, b) if len(a) >= 2 else None)
+            for pair, (a, b) in pairs.items()}
+
 
 def agreement(store: Store, project: str, min_agreement: float = 0.6) -> AgreementReport:
-    "Kappas, agreement with consensus and with gold."
+    "Kappas (each pair with its item count), agreement with consensus and with gold."
     details = get_project(store, project)
     by_item = answers_by_item(store, project)
     decided = consensus(store, project, min_agreement)
@@ -507,15 +788,7 @@ def agreement(store: Store, project: str, min_agreement: float = 0.6) -> Agreeme
     table = [[sum(canonical_json(label) == category for _, label, _, _ in answers) for category in categories]
              for answers in full]
     fleiss = fleiss_kappa(table) if full and details.overlap >= 2 else None
-    pairs: dict[tuple[str, str], tuple[list, list]] = defaultdict(lambda: ([], []))
-    for answers in by_item.values():
-        for i, (a, label_a, _, _) in enumerate(answers):
-            for b, label_b, _, _ in answers[i + 1:]:
-                key, ordered = tuple(sorted((a, b))), (label_a, label_b) if a < b else (label_b, label_a)
-                pairs[key][0].append(ordered[0])
-                pairs[key][1].append(ordered[1])
-    cohen = {pair: cohen_kappa(*lists) for pair, lists in pairs.items() if len(lists[0]) >= 2}
-    with store.engine.connect() as connection:
+    with reading(store.engine) as connection:
         gold = {sha: json.loads(label) for sha, label in connection.execute(
             select(annotation_tasks.c.item_sha256, annotation_tasks.c.gold_label)
             .where(annotation_tasks.c.project == project, annotation_tasks.c.gold_label.is_not(None)))}
@@ -528,7 +801,7 @@ def agreement(store: Store, project: str, min_agreement: float = 0.6) -> Agreeme
             if sha in gold:
                 gold_hits[annotator].append(canonical_json(label) == canonical_json(gold[sha]))
     percent = lambda flags: 100.0 * sum(flags) / len(flags)  # noqa: E731
-    return AgreementReport(fleiss, cohen, {a: percent(f) for a, f in hits.items()},
+    return AgreementReport(fleiss, _pairwise_cohen(by_item), {a: percent(f) for a, f in hits.items()},
                            {a: percent(f) for a, f in gold_hits.items()}, decided.review)
 
 # %% ../nbs/03_annotate.ipynb #c2768ba9
@@ -539,7 +812,7 @@ def export_consensus(store: Store, project: str, name: str | None = None, min_ag
     decided = consensus(store, project, min_agreement)
     if not decided.labels:
         raise AnnotationError(f"project {project} has no item with a consensus label yet")
-    with store.engine.connect() as connection:
+    with reading(store.engine) as connection:
         splits = dict(connection.execute(select(annotation_tasks.c.item_sha256, annotation_tasks.c.split)
                                          .where(annotation_tasks.c.project == project)).all())
     guide = f"{project}@" + "+".join(f"v{version}" for version in sorted(decided.guide_versions))
@@ -594,24 +867,72 @@ def _render_item(data: bytes, media_type: str):
     from html import escape
     return widgets.HTML(f"<pre class='fsml-item-text' style='white-space:pre-wrap;font-size:1.2em'>{escape(text)}</pre>")
 
+# %% ../nbs/03_annotate.ipynb #c1d0559a
+_HOTKEYS_ESM = """
+function render({ model, el }) {
+  const typing = (target) => target && (target.isContentEditable ||
+    ["INPUT", "TEXTAREA", "SELECT"].includes(target.tagName));
+  const onKey = (event) => {
+    if (event.ctrlKey || event.metaKey || event.altKey || event.repeat) return;
+    if (!model.get("watched_keys").includes(event.key)) return;
+    const target = event.target;
+    const oneLine = target && target.tagName === "INPUT" && (target.type || "text") === "text";
+    if (typing(target) && !(event.key === "Enter" && oneLine)) return;
+    const panel = el.closest(".fsml-annotation-panel");
+    if (!panel) return;
+    const inside = panel.contains(target) || panel.matches(":hover");
+    if (model.get("scope") !== "page" && !inside) return;
+    event.preventDefault();
+    event.stopPropagation();
+    model.send({ key: event.key, target: { tagName: (target && target.tagName) || "" } });
+  };
+  document.addEventListener("keydown", onKey, true);
+  return () => document.removeEventListener("keydown", onKey, true);
+}
+export default { render };
+"""
+PANEL_KEYS = [*"1234567890", "Enter", "Backspace", "s", "S", "u", "U"]
+
+
+def hotkeys_widget(scope: str = "page",  # "page": keys anywhere on the page; "panel": over or inside the panel
+                   keys: Sequence[str] = PANEL_KEYS):
+    "A hidden widget that sends the page's key presses to Python (never those typed into a text box)."
+    import anywidget
+    import traitlets
+
+    if scope not in ("page", "panel"):
+        raise AnnotationError(f"hotkeys scope must be 'page' or 'panel', not {scope!r}")
+
+    class PanelHotkeys(anywidget.AnyWidget):
+        _esm = _HOTKEYS_ESM
+        watched_keys = traitlets.List(traitlets.Unicode()).tag(sync=True)
+        scope = traitlets.Unicode("page").tag(sync=True)
+
+    return PanelHotkeys(watched_keys=list(keys), scope=scope)
+
 # %% ../nbs/03_annotate.ipynb #25aacdd5
 class AnnotationPanel:
     "An ipywidgets labelling panel for one annotator on one project."
 
-    def __init__(self, store: Store, project: str, annotator: str, suggester: Suggester | None = None):
+    def __init__(self, store: Store, project: str, annotator: str, suggester: Suggester | None = None,
+                 hotkeys: str = "panel",  # "page" in the web app: keys work without pointing at the panel
+                 refresh_seconds: float = 10.0,  # how often to look again while items are leased to others
+                 ):
         import ipywidgets as widgets
 
         self.store, self.project_name, self.annotator, self.suggester = store, project, annotator, suggester
         self.project = get_project(store, project)
         self.task: Task | None = None
+        self.refresh_seconds, self._timer = refresh_seconds, None
         self.shown_at = time.monotonic()
         self.status = widgets.HTML()
         self.header = widgets.HTML()
         self.item_box = widgets.Box()
         self.suggestion = widgets.HTML()
         self.label_input = self._make_label_input(widgets)
-        self.unsure = widgets.Checkbox(description="unsure", indent=False)
+        self.unsure = widgets.Checkbox(description="unsure (U)", indent=False)
         self.question = widgets.Text(placeholder="your question for the guide (with 'unsure')")
+        self.question.add_class("fsml-question")
         self.submit_button = widgets.Button(description="Submit (Enter)", button_style="primary")
         self.undo_button = widgets.Button(description="Undo (Backspace)")
         self.skip_button = widgets.Button(description="Skip (S)")
@@ -625,12 +946,13 @@ class AnnotationPanel:
         self.guide = widgets.Accordion(children=[guide_output], titles=(f"Guide (v{self.project.guide_version})",))
         self.guide.selected_index = None
         pixelated = widgets.HTML("<style>.fsml-annotation-panel img {image-rendering: pixelated;}</style>")
-        self.widget = widgets.VBox([pixelated, self.header, self.item_box, self.suggestion, self.label_input,
-                                    widgets.HBox([self.unsure, self.question]),
+        self.hotkeys = hotkeys_widget(hotkeys)
+        self.hotkeys.on_msg(lambda _widget, content, _buffers: self.on_key(content))
+        self.widget = widgets.VBox([pixelated, self.hotkeys, self.header, self.item_box, self.suggestion,
+                                    self.label_input, widgets.HBox([self.unsure, self.question]),
                                     widgets.HBox([self.submit_button, self.undo_button, self.skip_button]),
                                     self.status, self.guide])
         self.widget.add_class("fsml-annotation-panel")
-        self._attach_hotkeys()
         self.show(lease_next(store, project, annotator))
 
     def _make_label_input(self, widgets):
@@ -645,12 +967,6 @@ class AnnotationPanel:
             from jupyter_bbox_widget import BBoxWidget
             return BBoxWidget(classes=list(schema.classes))
         return widgets.Textarea(placeholder="type the text you see", layout=widgets.Layout(width="400px"))
-
-    def _attach_hotkeys(self) -> None:
-        from ipyevents import Event
-
-        self.events = Event(source=self.widget, watched_events=["keydown"], prevent_default_action=True)
-        self.events.on_dom_event(self.on_key)
 
 # %% ../nbs/03_annotate.ipynb #5ec623b1
 @patch
@@ -690,16 +1006,48 @@ def show(self: AnnotationPanel, task: Task | None) -> None:
     self.shown_at = time.monotonic()
     self.unsure.value, self.question.value = False, ""
     if task is None:
-        self.item_box.children = ()
-        self.suggestion.value = ""
-        self.header.value = f"<b>{self.project_name}</b> — {self.annotator}: <b>nothing left to label. Thank you!</b>"
-        self._refresh_progress(message)
+        self._show_nothing_left(message)
         return
     self.item_box.children = (_render_item(data, task.media_type),)
     self.header.value = (f"<b>{self.project_name}</b> — {self.annotator} — "
                          f"<span class='fsml-item-id' data-item='{task.item_sha256}'>item #{task.position + 1}</span>")
     self._reset_label_input(data)
+    if task.earlier_label is not None:
+        self._set_label(task.earlier_label)
     self._refresh_progress(message)
+
+
+@patch
+def _show_nothing_left(self: AnnotationPanel, message: str = "") -> None:
+    "The end of the queue: done, or waiting for items leased to others (and looking again by itself)."
+    self.item_box.children = ()
+    self.suggestion.value = ""
+    waiting = waiting_for_others(self.store, self.project_name, self.annotator)
+    if waiting.items:
+        self.header.value = (f"<b>{self.project_name}</b> — {self.annotator}: <b class='fsml-waiting'>nothing for "
+                             f"you right now</b>: {waiting.items} item(s) are being labelled by others and come "
+                             f"back here if they are not answered (the first at {waiting.next_return:%H:%M:%S} UTC). "
+                             "This page looks again by itself.")
+        self._check_again_later()
+    else:
+        self.header.value = f"<b>{self.project_name}</b> — {self.annotator}: <b>nothing left to label. Thank you!</b>"
+    self._refresh_progress(message)
+
+
+@patch
+def _check_again_later(self: AnnotationPanel) -> None:
+    if self._timer is not None:
+        self._timer.cancel()
+    self._timer = threading.Timer(self.refresh_seconds, self.check_again)
+    self._timer.daemon = True
+    self._timer.start()
+
+
+@patch
+def check_again(self: AnnotationPanel) -> None:
+    "While nothing is shown: lease an item if one came back (the timer calls this)."
+    if self.task is None:
+        self.show(lease_next(self.store, self.project_name, self.annotator))
 
 
 @patch
@@ -717,6 +1065,19 @@ def _reset_label_input(self: AnnotationPanel, data: bytes) -> None:
         self.label_input.bboxes = []
     else:
         self.label_input.value = ""
+
+
+@patch
+def _set_label(self: AnnotationPanel, label: Any) -> None:
+    "Put a stored label back on the inputs (after an undo)."
+    kind = self.project.label_schema.kind
+    if kind == "multi_label":
+        self.label_input.value = tuple(label)
+    elif kind == "bbox":
+        self.label_input.bboxes = [{"label": box["class"], "x": box["x"], "y": box["y"], "width": box["w"],
+                                    "height": box["h"]} for box in label]
+    else:
+        self.label_input.value = label
 
 
 @patch
@@ -767,7 +1128,7 @@ def on_undo(self: AnnotationPanel) -> None:
         self._refresh_progress("nothing to undo")
         return
     self.show(task)
-    self._refresh_progress("undone: this item is yours to answer again")
+    self._refresh_progress("undone: your earlier label is shown; change it or submit it again")
 
 
 @patch
@@ -778,8 +1139,9 @@ def on_skip(self: AnnotationPanel) -> None:
 
 @patch
 def on_key(self: AnnotationPanel, event: dict[str, Any]) -> None:
-    key = event.get("key", "")
-    if event.get("target", {}).get("tagName") in ("INPUT", "TEXTAREA") and key not in ("Enter",):
+    "Act on a key press from the browser (`{'key': ..., 'target': {'tagName': ...}}`)."
+    key, target = event.get("key", ""), event.get("target", {}).get("tagName", "")
+    if target == "TEXTAREA" or (target in ("INPUT", "SELECT") and key != "Enter"):
         return  # typing a question or a transcription
     if key.isdigit() and self.project.label_schema.kind == "single_label":
         chosen = self.class_for_key(key)
@@ -791,6 +1153,8 @@ def on_key(self: AnnotationPanel, event: dict[str, Any]) -> None:
         self.on_undo()
     elif key in ("s", "S"):
         self.on_skip()
+    elif key in ("u", "U") and self.task is not None:
+        self.unsure.value = not self.unsure.value
 
 # %% ../nbs/03_annotate.ipynb #a45361f7
 def app_view(query_string: str, project: str | None, store: Store | None = None, suggester: Suggester | None = None):
@@ -803,13 +1167,14 @@ def app_view(query_string: str, project: str | None, store: Store | None = None,
     project = project or (query.get("project") or [None])[0]
     store = store or Store()
     try:
-        annotator = annotator_for_token(store, token)
         if not project:
             raise AnnotationError("no project: the server was started without --project")
-        return AnnotationPanel(store, project, annotator, suggester).widget
+        annotator = annotator_for_token(store, token, project)
+        return AnnotationPanel(store, project, annotator, suggester, hotkeys="page").widget
     except AnnotationError as error:
+        from html import escape
         return widgets.HTML(f"<div class='fsml-refused' style='font-size:1.3em;padding:2em'>"
-                            f"<h2>Access refused</h2><p>{error}</p></div>")
+                            f"<h2>Access refused</h2><p>{escape(str(error))}</p></div>")
 
 # %% ../nbs/03_annotate.ipynb #2db241ad
 APP_NOTEBOOK_CODE = """import os
@@ -826,3 +1191,26 @@ def write_app_notebook(path) -> None:
     notebook.cells = [nbformat.v4.new_markdown_cell("## Labelling"), nbformat.v4.new_code_cell(APP_NOTEBOOK_CODE)]
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(notebook, str(path))
+
+# %% ../nbs/03_annotate.ipynb #33da53ae
+def voila_kernel_cap(max_kernels: int):
+    "A Voila prelaunch hook that refuses a new page while `max_kernels` kernels run."
+    def refuse_beyond_cap(request_handler, notebook=None, cwd=None) -> None:
+        from tornado.web import HTTPError
+
+        if len(request_handler.kernel_manager.list_kernel_ids()) >= max_kernels:
+            raise HTTPError(503, reason="Too many annotators at once: try again in a minute")
+
+    return refuse_beyond_cap
+
+
+def write_voila_config(path, max_kernels: int = 50, cull_after: int = 300) -> None:
+    "Write the `voila.py` that `fsml annotate serve` uses: kernels of closed pages end, at most `max_kernels` run."
+    from pathlib import Path
+
+    Path(path).write_text(
+        "from fsml_nb.annotate import voila_kernel_cap\n"
+        f"c.VoilaConfiguration.prelaunch_hook = voila_kernel_cap({int(max_kernels)})\n"
+        f"c.MappingKernelManager.cull_idle_timeout = {int(cull_after)}\n"
+        f"c.MappingKernelManager.cull_interval = {max(1, min(60, int(cull_after) // 2))}\n"
+        "c.MappingKernelManager.cull_connected = False  # an open page keeps its kernel\n")

@@ -23,10 +23,12 @@ __all__ = ['app', 'import_app', 'version_app', 'collect_app', 'annotate_app', 'r
            'pipeline_app', 'eval_app', 'pages_app', 'VOILA_CULLING', 'main', 'init', 'import_digits_command',
            'import_mnist1d_command', 'import_folder_command', 'list_versions', 'show_version', 'diff_versions_command',
            'verify_version_command', 'gc_command', 'crawl_command', 'annotate_create', 'annotate_add_annotator',
-           'annotate_guide', 'annotate_status', 'annotate_export', 'annotate_serve', 'list_recipes', 'run_recipe',
-           'export_command', 'registry_register', 'registry_list', 'registry_show', 'registry_promote',
-           'registry_rollback', 'registry_history', 'registry_lineage', 'registry_pull', 'quickstart', 'serve_worker',
-           'serve_api', 'serve_up', 'serve_add_client', 'serve_remove_client', 'deploy_command', 'pipeline_run_command',
+           'annotate_reissue_token', 'annotate_disable', 'annotate_enable', 'annotate_remove_annotator',
+           'annotate_add_member', 'annotate_remove_member', 'annotate_members', 'annotate_guide', 'annotate_status',
+           'annotate_export', 'annotate_serve', 'list_recipes', 'run_recipe', 'export_command', 'registry_register',
+           'registry_list', 'registry_show', 'registry_promote', 'registry_rollback', 'registry_history',
+           'registry_lineage', 'registry_pull', 'quickstart', 'serve_worker', 'serve_api', 'serve_up',
+           'serve_add_client', 'serve_remove_client', 'deploy_command', 'pipeline_run_command',
            'pipeline_worker_command', 'pipeline_list_command', 'pipeline_status_command', 'pipeline_show_command',
            'eval_run_command', 'eval_compare_command', 'eval_issues_command', 'pages_dashboard_command',
            'pages_demo_command', 'pages_add_viewer_command', 'new_project_command', 'check_command']
@@ -274,29 +276,104 @@ def annotate_create(name: str = typer.Argument(..., help="project name"),
                     version: str = typer.Option(..., help="dataset version whose items to label"),
                     overlap: int = typer.Option(2, help="independent answers per item"),
                     lease: int = typer.Option(600, help="seconds before an unanswered item is handed out again"),
-                    guide: Path | None = typer.Option(None, help="Markdown file with the labelling guide")) -> None:
+                    guide: Path | None = typer.Option(None, help="Markdown file with the labelling guide",
+                                                      exists=True, dir_okay=False, readable=True),
+                    member: list[str] = typer.Option([], help="an annotator who may label it (repeat the option)"),
+                    ) -> None:
     "Create an annotation project."
     from fsml_nb.annotate import create_project
     text = guide.read_text() if guide else "# Guide\n\nLabel each item."
     with Store() as store:
-        project = create_project(store, name, version, overlap=overlap, lease_seconds=lease, guide=text)
+        project = create_project(store, name, version, overlap=overlap, lease_seconds=lease, guide=text,
+                                 members=member)
     typer.echo(f"project {project.name}: {project.task_count} items, overlap {project.overlap}, "
                f"labels {', '.join(project.label_schema.classes) or project.label_schema.kind}")
 
 
 @annotate_app.command("add-annotator")
 def annotate_add_annotator(name: str = typer.Argument(..., help="the annotator's name"),
+                           project: list[str] = typer.Option([], help="a project they may label (repeat the option)"),
                            host: str = typer.Option("127.0.0.1", help="host in the printed link"),
                            port: int = typer.Option(8866, help="port in the printed link")) -> None:
     "Register an annotator and print their personal link (the token is shown only now)."
     from fsml_nb.annotate import add_annotator
     with Store() as store:
-        token = add_annotator(store, name)
+        token = add_annotator(store, name, projects=project)
+    _print_link(name, token, host, port)
+
+
+def _print_link(name: str, token: str, host: str, port: int) -> None:
     typer.echo(f"token for {name}: {token}\nlink: http://{host}:{port}/?token={token}")
 
 
+@annotate_app.command("reissue-token")
+def annotate_reissue_token(name: str = typer.Argument(..., help="the annotator's name"),
+                           host: str = typer.Option("127.0.0.1", help="host in the printed link"),
+                           port: int = typer.Option(8866, help="port in the printed link")) -> None:
+    "Give an annotator a new token and link; the old one stops working."
+    from fsml_nb.annotate import reissue_token
+    with Store() as store:
+        _print_link(name, reissue_token(store, name), host, port)
+
+
+@annotate_app.command("disable")
+def annotate_disable(name: str = typer.Argument(..., help="the annotator's name")) -> None:
+    "Refuse an annotator's token (their answers stay; their items go back to the queue)."
+    from fsml_nb.annotate import disable_annotator
+    with Store() as store:
+        disable_annotator(store, name)
+    typer.echo(f"{name} is disabled")
+
+
+@annotate_app.command("enable")
+def annotate_enable(name: str = typer.Argument(..., help="the annotator's name")) -> None:
+    "Let a disabled annotator back in with their token."
+    from fsml_nb.annotate import disable_annotator
+    with Store() as store:
+        disable_annotator(store, name, disabled=False)
+    typer.echo(f"{name} is enabled")
+
+
+@annotate_app.command("remove-annotator")
+def annotate_remove_annotator(name: str = typer.Argument(..., help="the annotator's name")) -> None:
+    "Delete an annotator who never answered (one who did can only be disabled)."
+    from fsml_nb.annotate import remove_annotator
+    with Store() as store:
+        remove_annotator(store, name)
+    typer.echo(f"{name} is removed")
+
+
+@annotate_app.command("add-member")
+def annotate_add_member(project: str = typer.Argument(...), name: str = typer.Argument(..., help="annotator")) -> None:
+    "Let an annotator label a project."
+    from fsml_nb.annotate import add_member
+    with Store() as store:
+        add_member(store, project, name)
+    typer.echo(f"{name} may label {project}")
+
+
+@annotate_app.command("remove-member")
+def annotate_remove_member(project: str = typer.Argument(...),
+                           name: str = typer.Argument(..., help="annotator")) -> None:
+    "Take a project away from an annotator (the items they hold in it go back to the queue)."
+    from fsml_nb.annotate import remove_member
+    with Store() as store:
+        remove_member(store, project, name)
+    typer.echo(f"{name} no longer labels {project}")
+
+
+@annotate_app.command("members")
+def annotate_members(project: str = typer.Argument(...)) -> None:
+    "List the annotators who may label a project."
+    from fsml_nb.annotate import members
+    with Store() as store:
+        typer.echo("\n".join(members(store, project)) or f"{project} has no members yet")
+
+
 @annotate_app.command("guide")
-def annotate_guide(project: str = typer.Argument(...), guide: Path = typer.Argument(..., help="Markdown file")) -> None:
+def annotate_guide(project: str = typer.Argument(...),
+                   guide: Path = typer.Argument(..., help="Markdown file", exists=True, dir_okay=False,
+                                                readable=True)) -> None:
     "Record a new version of a project's guide."
     from fsml_nb.annotate import set_guide
     with Store() as store:
@@ -337,20 +414,27 @@ def annotate_export(project: str = typer.Argument(...),
 @annotate_app.command("serve")
 def annotate_serve(project: str = typer.Option(..., help="the project annotators label"),
                    host: str = typer.Option("127.0.0.1", help="address to listen on"),
-                   port: int = typer.Option(8866, help="port to listen on")) -> None:
+                   port: int = typer.Option(8866, help="port to listen on"),
+                   max_kernels: int = typer.Option(50, help="pages open at once (a kernel each, ~80 MB); more wait"),
+                   cull_after: int = typer.Option(300, help="seconds after a page is closed before its kernel ends"),
+                   ) -> None:
     "Serve the annotation web app with Voila (annotators open http://HOST:PORT/?token=TOKEN)."
     import os
     import subprocess
     import tempfile
 
-    from fsml_nb.annotate import get_project, write_app_notebook
+    from fsml_nb.annotate import get_project, write_app_notebook, write_voila_config
+    if max_kernels < 1 or cull_after < 1:
+        raise typer.BadParameter("--max-kernels and --cull-after must be at least 1")
     with Store() as store:
         get_project(store, project)
     folder = Path(tempfile.mkdtemp(prefix="fsml-annotate-"))
     write_app_notebook(folder / "annotate.ipynb")
+    write_voila_config(folder / "voila.py", max_kernels=max_kernels, cull_after=cull_after)
     typer.echo(f"serving project {project} on http://{host}:{port}/?token=... (Ctrl-C stops)")
     command = [sys.executable, "-m", "voila", str(folder / "annotate.ipynb"), "--no-browser", f"--port={port}",
-               f"--Voila.ip={host}", "--Voila.tornado_settings={'allow_origin': ''}", "--show_tracebacks=False"]
+               f"--Voila.ip={host}", "--Voila.tornado_settings={'allow_origin': ''}", "--show_tracebacks=False",
+               f"--Voila.config_file_paths=['{folder}']"]
     raise SystemExit(subprocess.call(command, env={**os.environ, "FSML_ANNOTATE_PROJECT": project}))
 
 # %% ../nbs/13_cli.ipynb #abdda620

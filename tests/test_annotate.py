@@ -6,7 +6,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -18,9 +17,13 @@ import nbformat
 import pytest
 from conftest import skip_or_fail
 
-from fsml_nb.annotate import (APP_NOTEBOOK_CODE, AccessRefused, AnnotationError, LeaseLostError, add_annotator,
-                              annotator_for_token, answers_by_item, create_project, export_consensus, lease_next,
-                              submit, submit_and_next, utc_now)
+from sqlalchemy import select
+
+from fsml_nb.annotate import (APP_NOTEBOOK_CODE, AccessRefused, AnnotationError, LeaseLostError, NotLeasedError,
+                              UnknownAnnotatorError, add_annotator, add_member, annotator_for_token, answers_by_item,
+                              create_project, disable_annotator, export_consensus, lease_next, members, progress,
+                              reissue_token, remove_annotator, remove_member, set_guide, skip, submit,
+                              submit_and_next, undo_last, utc_now)
 from fsml_nb.store import LabelledItem, LabelSchema, NewItem, Store
 
 PETS = LabelSchema("single_label", ("cat", "dog"))
@@ -33,58 +36,183 @@ def text_version(store: Store, count: int, name: str = "texts"):
     return store.import_version(records, PETS, name, source="test")
 
 
-def test_twenty_annotators_label_500_items_with_overlap_2(db_url: str, tmp_path: Path):
-    with Store(db_url, str(tmp_path / "blobs")) as store:
-        create_project(store, "crowd", text_version(store, 500), overlap=2, lease_seconds=300)
-        names = [f"annotator{index:02d}" for index in range(20)]
+def annotate_until_done(db_url: str, blob_url: str, project: str, name: str, seed: int, ready, start) -> None:
+    "One annotator process: label until nothing is left, now and then skipping, or undoing and answering again."
+    import random
+
+    chance = random.Random(seed)
+    with Store(db_url, blob_url) as own:  # its own engine and connections
+        ready.release()
+        start.wait(timeout=600)  # all 40 begin together
+        task = lease_next(own, project, name)
+        while task is not None:
+            if chance.random() < 0.05:
+                task = skip(own, project, name, task.item_sha256)
+                continue
+            label = "cat" if chance.random() < 0.7 else "dog"
+            _, task = submit_and_next(own, project, name, task.item_sha256, label)
+            if chance.random() < 0.05:
+                again = undo_last(own, project, name)
+                _, task = submit_and_next(own, project, name, again.item_sha256, again.earlier_label)
+
+
+def test_forty_annotator_processes_keep_overlap_exact(db_url: str, tmp_path: Path):
+    "40 processes at once (not threads): every item ends with exactly `overlap` answers from distinct annotators."
+    import multiprocessing
+
+    blob_url = str(tmp_path / "blobs")
+    names = [f"annotator{index:02d}" for index in range(40)]
+    with Store(db_url, blob_url) as store:
+        create_project(store, "crowd", text_version(store, 150), overlap=3, lease_seconds=300)
         for name in names:
-            add_annotator(store, name)
-    errors: list[BaseException] = []
-
-    def annotate(name: str) -> None:
-        try:
-            with Store(db_url, str(tmp_path / "blobs")) as own:  # each annotator: its own connections
-                task = lease_next(own, "crowd", name)
-                while task is not None:
-                    label = "cat" if hash((name, task.item_sha256)) % 3 else "dog"
-                    _, task = submit_and_next(own, "crowd", name, task.item_sha256, label)
-        except BaseException as error:  # collected and asserted below
-            errors.append(error)
-
-    threads = [threading.Thread(target=annotate, args=(name,)) for name in names]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=600)
-    assert not errors, errors[:3]
-    with Store(db_url, str(tmp_path / "blobs")) as store:
+            add_annotator(store, name, projects=["crowd"])
+    context = multiprocessing.get_context("fork")  # the parent's engine is closed: each child opens its own
+    ready, start = context.Semaphore(0), context.Event()
+    processes = [context.Process(target=annotate_until_done, args=(db_url, blob_url, "crowd", name, seed, ready, start))
+                 for seed, name in enumerate(names)]
+    for process in processes:
+        process.start()
+    for _ in processes:
+        assert ready.acquire(timeout=600)
+    start.set()
+    for process in processes:
+        process.join(timeout=600)
+    assert [process.exitcode for process in processes] == [0] * len(processes)
+    with Store(db_url, blob_url) as store:
         by_item = answers_by_item(store, "crowd")
-        assert len(by_item) == 500
-        assert Counter(len(answers) for answers in by_item.values()) == {2: 500}
-        assert all(len({annotator for annotator, *_ in answers}) == 2 for answers in by_item.values())
+        assert len(by_item) == 150
+        assert Counter(len(answers) for answers in by_item.values()) == {3: 150}
+        assert all(len({annotator for annotator, *_ in answers}) == 3 for answers in by_item.values())
         workers = Counter(annotator for answers in by_item.values() for annotator, *_ in answers)
-        assert len(workers) > 1 and sum(workers.values()) == 1000
+        assert len(workers) > 10 and sum(workers.values()) == 450
+        assert progress(store, "crowd", names[0]).complete == 150
+
+
+def test_only_items_leased_to_the_annotator_can_be_answered(store: Store):
+    version = text_version(store, 3)
+    create_project(store, "picky", version, overlap=2)
+    add_annotator(store, "pia", projects=["picky"])
+    gold_pick = version.entries[2].item_sha256  # never handed out to pia
+    with pytest.raises(NotLeasedError, match="not leased to you"):
+        submit(store, "picky", "pia", gold_pick, "cat")
+    task = lease_next(store, "picky", "pia")
+    with pytest.raises(NotLeasedError, match="not leased to you"):
+        submit(store, "picky", "pia", gold_pick, "cat")  # holding another item does not open this one
+    submit(store, "picky", "pia", task.item_sha256, "cat")
+    assert list(answers_by_item(store, "picky")) == [task.item_sha256]
+
+
+def test_unknown_annotator_item_or_project_give_one_clear_line(store: Store):
+    version = text_version(store, 2)
+    create_project(store, "clear", version, overlap=1)
+    add_annotator(store, "cal", projects=["clear"])
+    sha = version.entries[0].item_sha256
+    with pytest.raises(UnknownAnnotatorError, match="no annotator 'ghost'"):
+        lease_next(store, "clear", "ghost")
+    with pytest.raises(UnknownAnnotatorError, match="no annotator 'ghost'"):
+        submit(store, "clear", "ghost", sha, "cat")
+    with pytest.raises(AnnotationError, match="not part of project clear"):
+        submit(store, "clear", "cal", "0" * 64, "cat")
+    with pytest.raises(AnnotationError, match="not part of project clear"):
+        skip(store, "clear", "cal", "0" * 64)
+    with pytest.raises(AnnotationError, match="no annotation project 'nope'"):
+        lease_next(store, "nope", "cal")
+    with pytest.raises(AnnotationError, match="guide is empty"):
+        set_guide(store, "clear", "   ")
+    assert answers_by_item(store, "clear") == {}
+
+
+def test_annotator_management(store: Store):
+    create_project(store, "one", text_version(store, 2, name="one"), overlap=1)
+    create_project(store, "two", text_version(store, 2, name="two"), overlap=1)
+    token = add_annotator(store, "max", projects=["one"])
+    assert annotator_for_token(store, token, "one") == "max"
+    with pytest.raises(AccessRefused, match="not a member of project two"):
+        annotator_for_token(store, token, "two")
+    held = lease_next(store, "one", "max")
+    add_annotator(store, "ned", projects=["one"])
+    disable_annotator(store, "max")
+    with pytest.raises(AccessRefused, match="disabled"):
+        annotator_for_token(store, token, "one")
+    assert lease_next(store, "one", "ned").item_sha256 == held.item_sha256  # max's item went back
+    disable_annotator(store, "max", disabled=False)
+    fresh = reissue_token(store, "max")
+    with pytest.raises(AccessRefused):
+        annotator_for_token(store, token)
+    assert annotator_for_token(store, fresh, "one") == "max"
+    submit(store, "one", "max", lease_next(store, "one", "max").item_sha256, "cat")
+    with pytest.raises(AnnotationError, match="disable them instead"):
+        remove_annotator(store, "max")
+    add_member(store, "two", "max")
+    assert members(store, "two") == ["max"]
+    remove_member(store, "two", "max")
+    with pytest.raises(AccessRefused):
+        lease_next(store, "two", "max")
+    add_annotator(store, "once")
+    remove_annotator(store, "once")
+    add_annotator(store, "once")  # the name is free again
+
+
+def test_a_v4_database_moves_its_leases_and_answers_into_slots(tmp_path: Path):
+    "The v7 step: k slots per item, answered ones done, live leases kept with their owner, members for all."
+    import sqlite3
+
+    from fsml_nb.db import DONE, LEASED, QUEUED, annotation_members, annotation_offers, annotation_slots
+
+    database = tmp_path / "old.db"
+    a, b = "a" * 64, "b" * 64
+    soon = (utc_now() + timedelta(seconds=100)).replace(tzinfo=None).isoformat(sep=" ")
+    with sqlite3.connect(database) as connection:
+        connection.executescript((ROOT / "tests/schemas/v4.sqlite.sql").read_text())
+        for sha in (a, b):
+            connection.execute("INSERT INTO items (sha256, media_type, size, collected_at, meta) "
+                               "VALUES (?, 'text/plain', 1, '2026-01-01 00:00:00', '{}')", (sha,))
+        connection.execute("INSERT INTO annotation_projects VALUES ('old', '{\"kind\": \"single_label\", "
+                           "\"classes\": [\"cat\", \"dog\"]}', 2, 600, NULL, '2026-01-01 00:00:00')")
+        connection.execute("INSERT INTO annotation_guides VALUES ('old', 1, '# g', '2026-01-01 00:00:00')")
+        connection.execute("INSERT INTO annotation_tasks VALUES ('old', ?, 0, 'train', NULL, 1)", (a,))
+        connection.execute("INSERT INTO annotation_tasks VALUES ('old', ?, 1, 'train', NULL, 0)", (b,))
+        for name in ("ann", "bob"):
+            connection.execute("INSERT INTO annotators VALUES (?, ?, '2026-01-01 00:00:00')", (name, name * 30))
+        connection.execute("INSERT INTO annotation_answers (project, item_sha256, annotator, label, guide_version, "
+                           "unsure, created_at) VALUES ('old', ?, 'ann', '\"cat\"', 1, 0, '2026-01-01 00:00:00')", (a,))
+        connection.execute("INSERT INTO annotation_leases VALUES ('old', ?, 'bob', ?)", (a, soon))
+    with Store(f"sqlite:///{database}", str(tmp_path / "blobs")) as store:
+        with store.engine.connect() as connection:
+            slots = connection.execute(select(annotation_slots.c.item_sha256, annotation_slots.c.status,
+                                              annotation_slots.c.lease_owner)
+                                       .order_by(annotation_slots.c.position, annotation_slots.c.status)).all()
+            members_rows = connection.execute(select(annotation_members.c.annotator)).scalars().all()
+            offered = connection.execute(select(annotation_offers.c.annotator)).scalars().all()
+        assert [tuple(row) for row in slots] == [(a, DONE, None), (a, LEASED, "bob"), (b, QUEUED, None),
+                                                 (b, QUEUED, None)]
+        assert sorted(members_rows) == ["ann", "bob"] and sorted(offered) == ["ann", "bob"]
+        assert lease_next(store, "old", "bob").item_sha256 == a  # bob's lease survived the upgrade
+        submit(store, "old", "bob", a, "dog")
+        assert len(answers_by_item(store, "old")[a]) == 2
+        with pytest.raises(NotLeasedError):
+            submit(store, "old", "ann", b, "cat")
 
 
 def test_leases_expire_and_late_answers_never_exceed_overlap(store: Store):
     version = text_version(store, 2)
     create_project(store, "solo", version, overlap=1, lease_seconds=30)
     for name in ("ann", "bob"):
-        add_annotator(store, name)
+        add_annotator(store, name, projects=["solo"])
     start = utc_now()
     abandoned = lease_next(store, "solo", "ann", now=start)
     assert lease_next(store, "solo", "bob", now=start).item_sha256 != abandoned.item_sha256
     later = start + timedelta(seconds=31)
     assert lease_next(store, "solo", "bob", now=later).item_sha256 == abandoned.item_sha256
     submit(store, "solo", "bob", abandoned.item_sha256, "dog", now=later)
-    with pytest.raises(LeaseLostError):
+    with pytest.raises(LeaseLostError, match="your lease on item .* expired"):
         submit(store, "solo", "ann", abandoned.item_sha256, "cat", now=later)
     assert len(answers_by_item(store, "solo")[abandoned.item_sha256]) == 1
 
 
 def test_resubmitting_is_idempotent_and_changes_need_undo(store: Store):
     create_project(store, "twice", text_version(store, 3), overlap=2)
-    add_annotator(store, "cy")
+    add_annotator(store, "cy", projects=["twice"])
     task = lease_next(store, "twice", "cy")
     first = submit(store, "twice", "cy", task.item_sha256, "cat")
     assert submit(store, "twice", "cy", task.item_sha256, "cat") == first
@@ -107,13 +235,15 @@ def test_tokens(store: Store):
 
 def test_consensus_export_names_the_guide(store: Store):
     create_project(store, "vote", text_version(store, 4), overlap=1, guide="# v1")
-    add_annotator(store, "eve")
+    add_annotator(store, "eve", projects=["vote"])
     task = lease_next(store, "vote", "eve")
     while task is not None:
         _, task = submit_and_next(store, "vote", "eve", task.item_sha256, "dog")
     version = export_consensus(store, "vote")
     assert version.guide_version == "vote@v1" and {entry.label for entry in version.entries} == {"dog"}
     assert version.split_counts() == {"test": 1, "train": 3}
+    named = export_consensus(store, "vote", name="vote-final")  # identical content: the name is still given
+    assert named.name == "vote-final" and store.version("vote-final").id == version.id
 
 
 def test_the_committed_app_notebook_is_what_serve_writes():
@@ -131,7 +261,7 @@ def free_port() -> int:
 
 
 @contextmanager
-def local_server(command: list[str], port: int, env: dict[str, str] | None = None) -> Iterator[None]:
+def local_server(command: list[str], port: int, env: dict[str, str] | None = None) -> Iterator[subprocess.Popen]:
     "Run a server process until its port answers; stop it (and its children) afterwards."
     server = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                               start_new_session=True)
@@ -146,7 +276,7 @@ def local_server(command: list[str], port: int, env: dict[str, str] | None = Non
             if time.monotonic() > deadline:
                 pytest.fail(f"{command[0]} did not listen on port {port} within 90 s")
             time.sleep(0.3)
-        yield
+        yield server
     finally:
         os.killpg(server.pid, 15)
         server.wait(timeout=30)
@@ -171,23 +301,41 @@ def chromium_path() -> str:
     return path
 
 
-@pytest.fixture
-def voila_app(tmp_path: Path):
+@contextmanager
+def voila_server(tmp_path: Path, *serve_options: str) -> Iterator[tuple[str, str, Path, subprocess.Popen]]:
+    "`fsml annotate serve` on a project of 5 texts; yields its URL, fay's token, FSML_HOME and the server process."
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("FSML_")}, "FSML_HOME": str(tmp_path / "home")}
     with Store(f"sqlite:///{tmp_path}/home/fsml.db", str(tmp_path / "home/blobs")) as store:
         version = store.import_version(
             [LabelledItem(NewItem(f"browser item {index}".encode(), "text/plain"), "cat", "train") for index in range(5)],
             PETS, "browser", source="test")
         create_project(store, "web", version, overlap=1)
-        token = add_annotator(store, "fay")
+        token = add_annotator(store, "fay", projects=["web"])
     port = free_port()
     fsml = shutil.which("fsml", path=str(Path(sys.executable).parent)) or "fsml"
-    with local_server([fsml, "annotate", "serve", "--project", "web", "--port", str(port)], port, env):
-        yield f"http://127.0.0.1:{port}", token, tmp_path / "home"
+    with local_server([fsml, "annotate", "serve", "--project", "web", "--port", str(port), *serve_options], port,
+                      env) as server:
+        yield f"http://127.0.0.1:{port}", token, tmp_path / "home", server
+
+
+@pytest.fixture
+def voila_app(tmp_path: Path):
+    with voila_server(tmp_path) as (url, token, home, _):
+        yield url, token, home
+
+
+def wait_for(condition, timeout: float = 60.0, what: str = "the page") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
 
 
 def test_an_annotator_labels_in_the_browser(chromium_path: str, voila_app):
+    "Hotkeys from page load without pointing at the panel; the question box takes every key; undo shows the label."
     from playwright.sync_api import sync_playwright
+
+    from fsml_nb.annotate import open_questions
 
     url, token, home = voila_app
     store = Store(f"sqlite:///{home}/fsml.db", str(home / "blobs"))
@@ -195,19 +343,13 @@ def test_an_annotator_labels_in_the_browser(chromium_path: str, voila_app):
     def answers() -> dict:
         return answers_by_item(store, "web")
 
-    def wait_for(condition, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not condition():
-            assert time.monotonic() < deadline, "timed out waiting for the page"
-            time.sleep(0.1)
-
     with sync_playwright() as playwright:
         browser = launch_chromium(playwright, chromium_path)
         page = browser.new_page()
         page.goto(f"{url}/?token={token}")
-        page.wait_for_selector(".fsml-annotation-panel", timeout=90_000)
+        page.wait_for_selector(".fsml-annotation-panel .fsml-item-id", timeout=90_000)
+        page.mouse.move(0, 0)  # the pointer is nowhere near the panel
         first = page.get_attribute(".fsml-item-id", "data-item")
-        page.hover(".fsml-annotation-panel")
         page.keyboard.press("2")  # class 2 of (cat, dog)
         page.keyboard.press("Enter")
         wait_for(lambda: first in answers())
@@ -216,6 +358,28 @@ def test_an_annotator_labels_in_the_browser(chromium_path: str, voila_app):
         page.keyboard.press("Backspace")
         wait_for(lambda: first not in answers())  # undone in the database
         wait_for(lambda: page.get_attribute(".fsml-item-id", "data-item") == first)  # and back on screen
+        wait_for(lambda: "dog" in (page.text_content(".widget-toggle-button.mod-active") or ""),
+                 what="the earlier label after the undo")
+        page.keyboard.press("u")  # the unsure hotkey
+        wait_for(lambda: page.is_checked(".fsml-annotation-panel input[type=checkbox]"), what="unsure ticked")
+        question = "Is it 2 cats, sure? s u"
+        page.click(".fsml-question input")
+        page.keyboard.type(question)  # digits, s and u go into the box, not to the hotkeys
+        wait_for(lambda: page.input_value(".fsml-question input") == question, what="the typed question")
+        assert page.get_attribute(".fsml-item-id", "data-item") == first  # "s" did not skip
+        page.keyboard.press("Enter")  # Enter in the question box submits
+        wait_for(lambda: first in answers())
+        assert answers()[first][0][:3] == ("fay", "dog", True)
+        assert [q.question for q in open_questions(store, "web")] == [question]
+        wait_for(lambda: page.get_attribute(".fsml-item-id", "data-item") != first)
+        second = page.get_attribute(".fsml-item-id", "data-item")
+        page.click(".widget-toggle-button:has-text('cat')")  # a mouse click leaves the button focused
+        page.keyboard.press("Enter")  # ... and Enter submits once, with no "choose a label first"
+        wait_for(lambda: second in answers())
+        wait_for(lambda: page.get_attribute(".fsml-item-id", "data-item") not in (first, second))
+        time.sleep(1.0)  # a second, spurious submit would show its message by now
+        assert "choose a label first" not in page.inner_text(".fsml-annotation-panel")
+        assert len(answers()) == 2
         page.goto(f"{url}/?token=not-a-token")
         page.wait_for_selector(".fsml-refused", timeout=90_000)
         assert "Access refused" in page.inner_text(".fsml-refused")
@@ -224,12 +388,65 @@ def test_an_annotator_labels_in_the_browser(chromium_path: str, voila_app):
     store.close()
 
 
+def kernel_processes(server_pid: int) -> list[int]:
+    "The ids of the kernel processes a server started (its children running ipykernel)."
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            status = (entry / "status").read_text()
+            command = (entry / "cmdline").read_bytes()
+        except OSError:  # the process ended meanwhile
+            continue
+        parent = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("PPid:"))
+        if parent == server_pid and b"ipykernel" in command:
+            found.append(int(entry.name))
+    return found
+
+
+def test_kernels_of_closed_pages_end_and_their_number_is_capped(chromium_path: str, tmp_path: Path):
+    "N page loads and closes: the kernel count goes back to its floor; beyond --max-kernels a page is refused."
+    from playwright.sync_api import sync_playwright
+
+    if not Path("/proc/self/status").exists():
+        skip_or_fail("counting kernel processes needs /proc (Linux)")
+    with voila_server(tmp_path, "--cull-after", "3", "--max-kernels", "2") as (url, token, _, server):
+        # `fsml annotate serve` runs Voila as its child, and Voila the kernels
+        wait_for(lambda: any(b"voila" in (Path(f"/proc/{child}/cmdline").read_bytes())
+                             for child in _children(server.pid)), what="voila to start")
+        voila_pid = next(child for child in _children(server.pid)
+                         if b"voila" in Path(f"/proc/{child}/cmdline").read_bytes())
+        floor = len(kernel_processes(voila_pid))
+        with sync_playwright() as playwright:
+            browser = launch_chromium(playwright, chromium_path)
+            pages = []
+            for _ in range(2):
+                page = browser.new_page()
+                page.goto(f"{url}/?token={token}")
+                page.wait_for_selector(".fsml-annotation-panel", timeout=120_000)
+                pages.append(page)
+            assert len(kernel_processes(voila_pid)) == floor + 2
+            refused = browser.new_page()
+            response = refused.goto(f"{url}/?token={token}")
+            assert response.status == 503  # the cap: a third page at once is turned away
+            for page in [*pages, refused]:
+                page.close()
+            browser.close()
+        wait_for(lambda: len(kernel_processes(voila_pid)) == floor, timeout=90, what="the kernels to be culled")
+
+
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(child) for child in path.read_text().split()] if path.exists() else []
+
+
 def test_an_item_whose_blob_is_missing_is_skipped_not_fatal(store: Store):
     from fsml_nb.annotate import AnnotationPanel
 
     version = text_version(store, 3, name="gaps")
     create_project(store, "gaps", version, overlap=1)
-    add_annotator(store, "gus")
+    add_annotator(store, "gus", projects=["gaps"])
     first = lease_next(store, "gaps", "gus")
     Path(store.blobs.path(first.item_sha256)).unlink()
     panel = AnnotationPanel(store, "gaps", "gus")
@@ -248,7 +465,7 @@ def jupyterlab_notebook(tmp_path: Path):
         version = store.import_version([LabelledItem(NewItem(f"lab item {index}".encode(), "text/plain"), "cat", "train")
                                         for index in range(4)], PETS, "lab", source="test")
         create_project(store, "lab", version, overlap=1)
-        add_annotator(store, "lou")
+        add_annotator(store, "lou", projects=["lab"])
     notebook = nbformat.v4.new_notebook()
     notebook.cells = [nbformat.v4.new_code_cell(code)]
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}

@@ -48,7 +48,7 @@ def test_noise_is_found_relabelled_and_accuracy_recovers(tmp_path: Path):
 
         send_to_relabel(store, noisy, sorted(found), "relabel", "flagged by cleanlab (5% injected noise)")
         for annotator in ("ana", "bob"):
-            add_annotator(store, annotator)
+            add_annotator(store, annotator, projects=["relabel"])
             while (task := lease_next(store, "relabel", annotator)) is not None:
                 submit(store, "relabel", annotator, task.item_sha256, truth[task.item_sha256])
         cleaned = apply_relabels(store, noisy, export_consensus(store, "relabel"))

@@ -22,11 +22,20 @@ CREATE TABLE annotation_guides (
 	PRIMARY KEY (project, version), 
 	FOREIGN KEY(project) REFERENCES annotation_projects (name)
 );
-CREATE TABLE annotation_leases (
+CREATE TABLE annotation_members (
+	project VARCHAR(255) NOT NULL, 
+	annotator VARCHAR(255) NOT NULL, 
+	added_at DATETIME NOT NULL, 
+	PRIMARY KEY (project, annotator), 
+	FOREIGN KEY(project) REFERENCES annotation_projects (name), 
+	FOREIGN KEY(annotator) REFERENCES annotators (name)
+);
+CREATE TABLE annotation_offers (
 	project VARCHAR(255) NOT NULL, 
 	item_sha256 VARCHAR(64) NOT NULL, 
 	annotator VARCHAR(255) NOT NULL, 
-	expires_at DATETIME NOT NULL, 
+	offered_at DATETIME NOT NULL, 
+	active BOOLEAN NOT NULL, 
 	PRIMARY KEY (project, item_sha256, annotator), 
 	FOREIGN KEY(project) REFERENCES annotation_projects (name), 
 	FOREIGN KEY(item_sha256) REFERENCES items (sha256), 
@@ -65,13 +74,25 @@ CREATE TABLE annotation_skips (
 	FOREIGN KEY(item_sha256) REFERENCES items (sha256), 
 	FOREIGN KEY(annotator) REFERENCES annotators (name)
 );
+CREATE TABLE annotation_slots (
+	id INTEGER NOT NULL, 
+	project VARCHAR(255) NOT NULL, 
+	item_sha256 VARCHAR(64) NOT NULL, 
+	position INTEGER NOT NULL, 
+	status VARCHAR(16) NOT NULL, 
+	lease_owner VARCHAR(255), 
+	lease_expires DOUBLE, 
+	attempts INTEGER NOT NULL, 
+	PRIMARY KEY (id), 
+	FOREIGN KEY(project) REFERENCES annotation_projects (name), 
+	FOREIGN KEY(item_sha256) REFERENCES items (sha256)
+);
 CREATE TABLE annotation_tasks (
 	project VARCHAR(255) NOT NULL, 
 	item_sha256 VARCHAR(64) NOT NULL, 
 	position INTEGER NOT NULL, 
 	split VARCHAR(64) NOT NULL, 
 	gold_label TEXT, 
-	answer_count INTEGER NOT NULL, 
 	PRIMARY KEY (project, item_sha256), 
 	FOREIGN KEY(project) REFERENCES annotation_projects (name), 
 	FOREIGN KEY(item_sha256) REFERENCES items (sha256)
@@ -80,6 +101,7 @@ CREATE TABLE annotators (
 	name VARCHAR(255) NOT NULL, 
 	token_sha256 VARCHAR(64) NOT NULL, 
 	created_at DATETIME NOT NULL, 
+	disabled_at DATETIME, 
 	PRIMARY KEY (name), 
 	UNIQUE (token_sha256)
 );
@@ -356,6 +378,9 @@ CREATE TABLE viewers (
 );
 CREATE INDEX annotation_answers_by_annotator ON annotation_answers (project, annotator, created_at);
 CREATE UNIQUE INDEX annotation_answers_one_per_annotator ON annotation_answers (project, item_sha256, annotator);
+CREATE INDEX annotation_slots_by_item ON annotation_slots (project, item_sha256);
+CREATE INDEX annotation_slots_by_owner ON annotation_slots (project, lease_owner);
+CREATE INDEX annotation_slots_queue ON annotation_slots (project, status, position, id);
 CREATE INDEX annotation_tasks_order ON annotation_tasks (project, position);
 CREATE INDEX crawl_urls_crawl_host_status ON crawl_urls (crawl_id, host, status);
 CREATE INDEX crawl_urls_crawl_status ON crawl_urls (crawl_id, status);
