@@ -47,7 +47,8 @@ class RecordingTransport(httpx.HTTPTransport):
 
 def trap_rules(base: str, **overrides) -> CrawlConfig:
     rules = dict(start_urls=[f"{base}/"], allowed_domains=["127.0.0.1"], max_depth=4, max_pages=None,
-                 max_response_bytes=CAP, delay=0.0, timeout=0.3, max_attempts=3, backoff=0.01, lease_seconds=5.0)
+                 max_response_bytes=CAP, delay=0.0, timeout=0.3, max_attempts=3, backoff=0.01, lease_seconds=5.0,
+                 allow_private_addresses=True)  # the fixture site is on 127.0.0.1
     return CrawlConfig(**{**rules, **overrides})
 
 
@@ -195,7 +196,7 @@ def test_licences_are_found_and_unknown_ones_marked(crawled):
 def test_retries_back_off_exponentially_and_honour_retry_after(tmp_path: Path):
     with FixtureSite(crawl_delay=None) as site, Store(f"sqlite:///{tmp_path}/fsml.db", str(tmp_path / "blobs")) as store:
         rules = CrawlConfig([f"{site.base}/broken.html", f"{site.base}/busy.html"], delay=0.0, backoff=0.2,
-                            max_attempts=3, timeout=1.0)
+                            max_attempts=3, timeout=1.0, allow_private_addresses=True)
         Crawler(rules, store=store, workers=2).run()
         log = site.log
         final = outcomes(store, Frontier(store, rules).crawl_id, site.base)
@@ -243,7 +244,7 @@ def _stop_after(crawler: Crawler, results: int) -> None:
 def test_a_dead_workers_lease_comes_back(tmp_path: Path):
     with FixtureSite(traps=False, pages=3, crawl_delay=None) as site, \
             Store(f"sqlite:///{tmp_path}/fsml.db", str(tmp_path / "blobs")) as store:
-        rules = CrawlConfig([f"{site.base}/"], delay=0.0, timeout=0.2, lease_seconds=0.5)
+        rules = CrawlConfig([f"{site.base}/"], delay=0.0, timeout=0.2, lease_seconds=0.5, allow_private_addresses=True)
         frontier = Frontier(store, rules, "dead")
         abandoned = frontier.lease("a-worker-that-dies")
         assert abandoned.kind == "robots"
@@ -275,7 +276,8 @@ print(json.dumps({"name": crawler.name, "outcomes": dict(crawler.run_outcomes), 
 def test_two_processes_share_one_frontier_and_fetch_no_page_twice(db_url: str, tmp_path: Path):
     pages = 40
     with FixtureSite(traps=False, pages=pages, crawl_delay=0.01, latency=0.005) as site:
-        rules = CrawlConfig([f"{site.base}/"], max_depth=10, max_pages=None, delay=0.0, max_per_host=4, timeout=5)
+        rules = CrawlConfig([f"{site.base}/"], max_depth=10, max_pages=None, delay=0.0, max_per_host=4, timeout=5,
+                            allow_private_addresses=True)
         with Store(db_url, str(tmp_path / "blobs")) as store:
             Frontier(store, rules, "shared")  # the schema and the crawl exist before the workers start
         start_at = time.time() + 4.0
@@ -305,7 +307,8 @@ def test_two_processes_share_one_frontier_and_fetch_no_page_twice(db_url: str, t
 def test_the_longer_of_the_two_delays_spaces_requests(config_delay: float, robots_delay: float, tmp_path: Path):
     with FixtureSite(traps=False, pages=12, crawl_delay=robots_delay) as site, \
             Store(f"sqlite:///{tmp_path}/fsml.db", str(tmp_path / "blobs")) as store:
-        rules = CrawlConfig([f"{site.base}/"], max_depth=10, delay=config_delay, max_per_host=4)
+        rules = CrawlConfig([f"{site.base}/"], max_depth=10, delay=config_delay, max_per_host=4,
+                            allow_private_addresses=True)
         Crawler(rules, store=store, workers=4).run()
         times = site.times()
     assert len(times) == 26  # robots.txt, the start page, 12 pages and their images
@@ -318,7 +321,7 @@ def test_fsml_collect_crawl_from_the_shell(db_url: str, tmp_path: Path):
     env.update(FSML_HOME=str(tmp_path / "home"), FSML_DB_URL=db_url, FSML_BLOB_URL=str(tmp_path / "blobs"))
     fsml = [str(Path(sys.executable).parent / "fsml")]
     with FixtureSite(crawl_delay=None, slow_seconds=0.5) as site:
-        common = [f"{site.base}/", "--allow", "127.0.0.1", "--delay", "0", "--timeout", "0.2", "--retries", "0",
+        common = [f"{site.base}/", "--allow", "127.0.0.1", "--allow-private-addresses", "--delay", "0", "--timeout", "0.2", "--retries", "0",
                   "--max-response-bytes", "64KiB"]
         first = subprocess.run([*fsml, "collect", "crawl", *common, "--max-pages", "5"], env=env,
                                capture_output=True, text=True, timeout=120)
