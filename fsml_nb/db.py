@@ -28,14 +28,14 @@ from .core import FsmlError, get_logger
 __all__ = ['READ_ONLY', 'SQLITE_HEADER', 'T', 'RETRYABLE_SQLSTATES', 'QUEUED', 'LEASED', 'DONE', 'FAILED', 'DEAD',
            'SCHEMA_VERSION', 'metadata', 'schema_info', 'items', 'labels', 'dataset_versions', 'version_entries',
            'dataset_version_seals', 'dataset_version_names', 'IMMUTABLE_TABLES', 'MAX_URL_LENGTH', 'crawls',
-           'item_sources', 'crawl_hosts', 'crawl_urls', 'annotation_projects', 'annotation_guides', 'annotation_tasks',
-           'annotators', 'annotation_answers', 'annotation_leases', 'annotation_skips', 'annotation_questions',
-           'pipeline_runs', 'pipeline_steps', 'BLOB_REFERENCES', 'Migration', 'MIGRATIONS', 'DatabaseError',
-           'DatabaseUnavailableError', 'DatabaseDamagedError', 'SchemaTooNewError', 'ValueTooLongError',
-           'normalize_db_url', 'display_db_url', 'reading', 'make_engine', 'is_retryable', 'transaction',
-           'insert_ignore', 'check_lengths', 'lease_columns', 'lease_rows', 'extend_lease', 'complete_lease',
-           'release_lease', 'reclaim_expired', 'missing_triggers', 'install_triggers', 'referenced_blobs',
-           'stored_schema_version', 'upgrade_schema', 'open_database']
+           'item_sources', 'licence_claims', 'crawl_hosts', 'crawl_urls', 'annotation_projects', 'annotation_guides',
+           'annotation_tasks', 'annotators', 'annotation_answers', 'annotation_leases', 'annotation_skips',
+           'annotation_questions', 'pipeline_runs', 'pipeline_steps', 'BLOB_REFERENCES', 'Migration', 'MIGRATIONS',
+           'DatabaseError', 'DatabaseUnavailableError', 'DatabaseDamagedError', 'SchemaTooNewError',
+           'ValueTooLongError', 'normalize_db_url', 'display_db_url', 'reading', 'make_engine', 'is_retryable',
+           'transaction', 'insert_ignore', 'check_lengths', 'lease_columns', 'lease_rows', 'extend_lease',
+           'complete_lease', 'release_lease', 'reclaim_expired', 'missing_triggers', 'install_triggers',
+           'referenced_blobs', 'stored_schema_version', 'upgrade_schema', 'open_database']
 
 # %% ../nbs/01_db.ipynb #bb6ef0f8
 class DatabaseError(FsmlError):
@@ -290,7 +290,7 @@ def reclaim_expired(connection: Connection, table: Table,
     return reclaimed
 
 # %% ../nbs/01_db.ipynb #9983d98e
-SCHEMA_VERSION = 5  # bump together with a new entry in MIGRATIONS
+SCHEMA_VERSION = 6  # bump together with a new entry in MIGRATIONS
 
 metadata = MetaData()
 
@@ -446,12 +446,28 @@ item_sources = Table(
     Column("url", Text, nullable=False),
     Column("page_url", Text),  # the page the URL was found on (None for a start URL)
     Column("fetched_at", DateTime(timezone=True), nullable=False),
-    Column("licence", String(255)),  # SPDX id or licence URL the source declares; None: unknown
+    Column("licence", String(255)),  # SPDX id of the licence the source declares; None: none, unknown or conflict
     Column("licence_evidence", Text),  # how we know, e.g. 'rel="license" on the page'
     Column("headers", JSON, nullable=False),  # HTTP response headers that matter
     Column("meta", JSON, nullable=False),  # alt text, page title, redirects, encoding...
     Column("crawl_id", String(64), ForeignKey("crawls.id")),
+    Column("licence_status", String(16)),  # known, unknown (declared, not recognised), conflict; None: nothing declared
+    Column("licence_raw", Text),  # the declaration(s) as found: licence URLs, <meta> contents
     Index("item_sources_item_url", "item_sha256", "url", unique=True),
+)
+
+licence_claims = Table(
+    "licence_claims", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("crawl_id", String(64), ForeignKey("crawls.id"), nullable=False),
+    Column("url", Text, nullable=False),  # the image the claim is about (canonical)
+    Column("page_url", Text, nullable=False),  # the page that shows it and makes the claim
+    Column("status", String(16), nullable=False),  # known, unknown, conflict, none (the page declares nothing)
+    Column("licence", String(255)),  # SPDX id when known
+    Column("raw", Text),  # the declaration(s) as found
+    Column("evidence", Text),
+    Column("claimed_at", DateTime(timezone=True), nullable=False),
+    Index("licence_claims_crawl_url_page", "crawl_id", "url", "page_url", unique=True),
 )
 
 crawl_hosts = Table(
@@ -459,7 +475,8 @@ crawl_hosts = Table(
     Column("crawl_id", String(64), ForeignKey("crawls.id"), primary_key=True),
     Column("host", String(255), primary_key=True),  # scheme://host:port, the unit of robots.txt and politeness
     Column("next_allowed_at", Double, nullable=False),  # no request to the host may start before this
-    Column("robots_state", String(16)),  # None (not fetched yet), 'rules', 'allow_all', 'disallow_all'
+    Column("robots_state", String(16)),  # None (not fetched yet), 'rules', 'allow_all', or blocked for now:
+                                         # 'unreachable', 'private_address' ('disallow_all' before version 6)
     Column("robots_txt", Text),
     Column("robots_delay", Double, nullable=False),  # Crawl-delay / Request-rate of robots.txt, seconds
 )
@@ -867,3 +884,22 @@ def _migrate_to_v5(ops: Operations) -> None:  # noqa: F821  (alembic.operations.
 
 
 MIGRATIONS[5] = _migrate_to_v5
+
+# %% ../nbs/01_db.ipynb #27404f55
+def _migrate_to_v6(ops: Operations) -> None:  # noqa: F821  (alembic.operations.Operations)
+    "Add item_sources.licence_status and licence_raw, and the licence_claims table."
+    ops.add_column("item_sources", Column("licence_status", String(16)))
+    ops.add_column("item_sources", Column("licence_raw", Text))
+    ops.execute("UPDATE item_sources SET licence_status = 'known', licence_raw = licence WHERE licence IS NOT NULL")
+    ops.create_table(
+        "licence_claims",
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column("crawl_id", String(64), ForeignKey("crawls.id"), nullable=False),
+        Column("url", Text, nullable=False), Column("page_url", Text, nullable=False),
+        Column("status", String(16), nullable=False), Column("licence", String(255)),
+        Column("raw", Text), Column("evidence", Text),
+        Column("claimed_at", DateTime(timezone=True), nullable=False))
+    ops.create_index("licence_claims_crawl_url_page", "licence_claims", ["crawl_id", "url", "page_url"], unique=True)
+
+
+MIGRATIONS[6] = _migrate_to_v6
