@@ -19,7 +19,7 @@ from .store import DatasetVersion, Store, VersionDiff
 # %% auto #0
 __all__ = ['app', 'import_app', 'version_app', 'collect_app', 'annotate_app', 'repro_app', 'main', 'init',
            'import_digits_command', 'import_mnist1d_command', 'import_folder_command', 'list_versions', 'show_version',
-           'diff_versions_command', 'verify_version_command', 'crawl_command', 'annotate_create',
+           'diff_versions_command', 'verify_version_command', 'crawl_command', 'collect_version', 'annotate_create',
            'annotate_add_annotator', 'annotate_guide', 'annotate_status', 'annotate_export', 'annotate_serve',
            'list_recipes', 'run_recipe', 'export_command', 'quickstart']
 
@@ -239,6 +239,22 @@ def crawl_command(
     if summary.nothing_fetched:
         typer.echo("fsml: error: nothing could be fetched; see the errors above", err=True)
         raise SystemExit(1)
+
+# %% ../nbs/13_cli.ipynb #d1963037
+@collect_app.command("version")
+def collect_version(
+    crawl: str = typer.Argument(..., help="the crawl's id (printed by `fsml collect crawl`)"),
+    name: str = typer.Option(..., "--name", help="name of the new dataset version"),
+    licence: list[str] = typer.Option([], "--licence", help="keep only these SPDX ids, e.g. CC-BY-4.0 (repeat)"),
+    split: str = typer.Option("train", help="the split every entry goes to"),
+) -> None:
+    "Make a dataset version of a crawl's items with a known (allowed) licence, captioned with their alt text."
+    from fsml_nb.collect import licensed_crawl_version
+    with Store() as store:
+        version = licensed_crawl_version(store, crawl, name, allowed_licences=licence or None, split=split)
+    _print_version(version)
+    left_out = version.meta.get("excluded_by_reason") or {}
+    typer.echo("left out: " + (", ".join(f"{reason} {count}" for reason, count in left_out.items()) or "nothing"))
 
 # %% ../nbs/13_cli.ipynb #85477b03
 annotate_app = typer.Typer(help="Annotation projects, annotators and their web app.", no_args_is_help=True)

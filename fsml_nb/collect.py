@@ -29,7 +29,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urljoin, urlsplit
 
 import httpx
@@ -42,25 +42,27 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 from w3lib.url import canonicalize_url, safe_url_string, url_query_cleaner
 
-from .core import FsmlError, get_logger
-from .core import utc_now
-from .db import MAX_URL_LENGTH, crawl_hosts, crawl_urls, crawls, item_sources, items
-from .store import ItemSource, Store, add_item_source, canonical_json, insert_item_row, sha256_hex
+from .core import FsmlError, get_logger, utc_now
+from .db import MAX_URL_LENGTH, crawl_hosts, crawl_urls, crawls, item_sources, items, licence_claims
+from .store import (DatasetVersion, Entry, ItemSource, LabelSchema, Store, add_item_source, canonical_json,
+                           insert_item_row, sha256_hex)
 
 # %% auto #0
 __all__ = ['DEFAULT_PORTS', 'TRACKING_PARAMETERS', 'IMAGE_MEDIA_TYPES', 'HTML_MEDIA_TYPES', 'TEXT_MEDIA_TYPES', 'ACCEPT_KINDS',
            'DEFAULT_USER_AGENT', 'RULE_OUTCOMES', 'CRAWL_OPTIONS', 'ROBOTS_BYTES', 'BLOCKED_HOST_OUTCOMES',
-           'LICENCE_META_NAMES', 'KEPT_HEADERS', 'TRANSIENT_STATUSES', 'ACCEPT_ENCODING', 'DECODED_PIECE',
-           'ROBOTS_REDIRECTS', 'ROBOTS_REQUEST', 'ACCEPT_HEADER', 'DONE', 'SKIPPED', 'FAILED', 'QUEUED', 'LEASED',
-           'FINISHED', 'LIMIT_REACHED', 'HOST_CANDIDATES', 'MIN_POLL_SECONDS', 'MAX_POLL_SECONDS', 'URL_CANDIDATES',
-           'IMAGE_FORMATS', 'SKIP_OUTCOMES', 'CollectError', 'CrawlConfigError', 'UnknownCrawlError',
-           'OffLimitsRequestError', 'PrivateAddressError', 'canonical_url', 'origin', 'crawl_option', 'scope_entry',
-           'is_public_address', 'private_address', 'CrawlConfig', 'parse_size', 'RobotsPolicy', 'Licence',
-           'licence_from_url', 'licence_from_name', 'robots_directives', 'Link', 'ParsedPage', 'parse_page', 'Fetched',
-           'retry_after_seconds', 'UnsupportedEncodingError', 'decoded_stream', 'fetch', 'make_client',
-           'default_crawl_id', 'NewUrl', 'enqueue', 'lease_owner_name', 'lease_owner_is_dead', 'Frontier', 'Lease',
-           'Wait', 'Completion', 'BadImageError', 'check_image', 'handle', 'CrawlSummary', 'crawl_summary',
-           'CrawlTerminated', 'sigterm_as_interrupt', 'Crawler', 'CrawledItem', 'crawled_items']
+           'LICENCE_META_NAMES', 'KNOWN', 'UNKNOWN', 'CONFLICT', 'KEPT_HEADERS', 'TRANSIENT_STATUSES',
+           'ACCEPT_ENCODING', 'DECODED_PIECE', 'ROBOTS_REDIRECTS', 'ROBOTS_REQUEST', 'ACCEPT_HEADER', 'DONE', 'SKIPPED',
+           'FAILED', 'QUEUED', 'LEASED', 'FINISHED', 'LIMIT_REACHED', 'HOST_CANDIDATES', 'MIN_POLL_SECONDS',
+           'MAX_POLL_SECONDS', 'URL_CANDIDATES', 'NO_CLAIM', 'IMAGE_FORMATS', 'SKIP_OUTCOMES', 'CollectError',
+           'CrawlConfigError', 'UnknownCrawlError', 'OffLimitsRequestError', 'PrivateAddressError', 'canonical_url',
+           'origin', 'crawl_option', 'scope_entry', 'is_public_address', 'private_address', 'CrawlConfig', 'parse_size',
+           'RobotsPolicy', 'licence_from_url', 'licence_from_name', 'Licence', 'declared_licence', 'combined_licence',
+           'robots_directives', 'Link', 'ParsedPage', 'parse_page', 'Fetched', 'retry_after_seconds',
+           'UnsupportedEncodingError', 'decoded_stream', 'fetch', 'make_client', 'default_crawl_id', 'NewUrl',
+           'enqueue', 'lease_owner_name', 'lease_owner_is_dead', 'Frontier', 'Lease', 'Wait', 'item_licences',
+           'Completion', 'BadImageError', 'check_image', 'handle', 'CrawlSummary', 'crawl_summary', 'CrawlTerminated',
+           'sigterm_as_interrupt', 'Crawler', 'CrawledItem', 'crawled_items', 'PageClaim', 'page_claims',
+           'licensed_crawl_version']
 
 # %% ../nbs/02_collect.ipynb #073ba3d2
 class CollectError(FsmlError):
@@ -125,7 +127,6 @@ def crawl_option(field_name: str) -> str:
     "The `fsml collect crawl` option that sets a `CrawlConfig` field, as error messages name it."
     return CRAWL_OPTIONS.get(field_name, "--" + field_name.replace("_", "-"))
 
-
 # %% ../nbs/02_collect.ipynb #f16dd1e4
 def _as_tuple(value: Any, name: str) -> tuple:
     if isinstance(value, str):
@@ -142,7 +143,6 @@ def _compile(patterns: tuple[str, ...], name: str) -> tuple[re.Pattern, ...]:
             raise CrawlConfigError(f"{crawl_option(name)} pattern {pattern!r} is not a valid regular expression: "
                                    f"{error}") from None
     return tuple(compiled)
-
 
 # %% ../nbs/02_collect.ipynb #7d49a0e8
 def scope_entry(name: str) -> tuple[str, int | None]:
@@ -165,7 +165,6 @@ def scope_entry(name: str) -> tuple[str, int | None]:
     if port is not None and not (port.isdigit() and 0 < int(port) < 65536):
         raise CrawlConfigError(f"--allow {name!r} has a port that is not a number from 1 to 65535")
     return host, int(port) if port is not None else None
-
 
 # %% ../nbs/02_collect.ipynb #ff928e4e
 def is_public_address(address: str) -> bool:
@@ -192,7 +191,6 @@ def _is_ip(host: str) -> bool:
         return True
     except ValueError:
         return False
-
 
 # %% ../nbs/02_collect.ipynb #97a46342
 @dataclass(frozen=True)
@@ -287,7 +285,6 @@ def _entry_text(host: str, port: int | None) -> str:
     shown = f"[{host}]" if ":" in host else host
     return shown if port is None else f"{shown}:{port}"
 
-
 # %% ../nbs/02_collect.ipynb #da84f3ed
 @patch
 def allows_url(self: CrawlConfig, url: str) -> bool:
@@ -303,7 +300,6 @@ def allows_url(self: CrawlConfig, url: str) -> bool:
     return any(_is_under(host, domain)
                and (port == allowed_port if allowed_port else port == DEFAULT_PORTS.get(parts.scheme))
                for domain, allowed_port in self._scope)
-
 
 # %% ../nbs/02_collect.ipynb #7fb46343
 @patch
@@ -334,7 +330,6 @@ def accepts(self: CrawlConfig, media_type: str) -> bool:
 def to_dict(self: CrawlConfig) -> dict[str, Any]:
     "The rules as JSON-ready values (kept with the crawl)."
     return {name: list(value) if isinstance(value, tuple) else value for name, value in asdict(self).items()}
-
 
 # %% ../nbs/02_collect.ipynb #38a69ee4
 _SIZE = re.compile(r"^(?P<number>\d+(?:\.\d+)?)\s*(?P<unit>[kmgt]?i?b?)$", re.IGNORECASE)
@@ -406,14 +401,8 @@ _CC_BADGE = re.compile(r"^https?://(?:i\.creativecommons\.org|licensebuttons\.ne
                        r"(?P<kind>[a-z-]+)/(?P<version>\d+\.\d+)(?:/(?P<port>[a-z]{2}))?/", re.IGNORECASE)
 _CC_NAME = re.compile(r"\bCC[- ](?P<kind>BY(?:[- ](?:NC|ND|SA)){0,2})[- ](?P<version>\d\.\d)\b|\b(?P<zero>CC0)\b",
                       re.IGNORECASE)
+_PUBLIC_DOMAIN_MARK = re.compile(r"\bpublic[- ]domain[- ]mark\b|\bCC[- ]PDM\b", re.IGNORECASE)
 LICENCE_META_NAMES = ("license", "licence", "dcterms.license", "dc.license", "dc.rights", "dcterms.rights")
-
-
-@dataclass(frozen=True)
-class Licence:
-    "A licence a source declares, and how we know."
-    id: str  # SPDX identifier, or the licence URL when it is not a Creative Commons one
-    evidence: str
 
 
 def _cc_spdx(kind: str, version: str, port: str | None) -> str:
@@ -426,19 +415,51 @@ def _cc_spdx(kind: str, version: str, port: str | None) -> str:
 
 
 def licence_from_url(url: str) -> str | None:
-    "The SPDX id of a Creative Commons licence or badge URL; None for other URLs."
+    "The SPDX id of a Creative Commons licence, public-domain mark or badge URL; None for other URLs."
     match = _CC_URL.match(url) or _CC_BADGE.match(url)
     return _cc_spdx(match["kind"], match["version"], match["port"]) if match else None
 
 
 def licence_from_name(text: str) -> str | None:
-    "The SPDX id of a Creative Commons licence named in text ('CC BY-SA 4.0', 'CC0'); None otherwise."
+    "The SPDX id of a licence named in text ('CC BY-SA 4.0', 'CC0', 'Public Domain Mark'); None otherwise."
     match = _CC_NAME.search(text or "")
-    if not match:
-        return None
-    if match["zero"]:
-        return "CC0-1.0"
-    return _cc_spdx(re.sub(r"[- ]", "-", match["kind"]), match["version"], None)
+    if match:
+        return "CC0-1.0" if match["zero"] else _cc_spdx(re.sub(r"[- ]", "-", match["kind"]), match["version"], None)
+    return "CC-PDM-1.0" if _PUBLIC_DOMAIN_MARK.search(text or "") else None
+
+
+# %% ../nbs/02_collect.ipynb #d7203736
+KNOWN, UNKNOWN, CONFLICT = "known", "unknown", "conflict"
+
+
+@dataclass(frozen=True)
+class Licence:
+    "A licence claim a source makes: whether we recognise it, its SPDX id, and how we know."
+    id: str | None  # SPDX id when known; None when unknown or a conflict
+    evidence: str  # where it was declared, e.g. 'rel="license" link to ... on the page'
+    raw: str = ""  # the declaration(s) as found (URLs, <meta> contents), ' | ' between several
+    status: str = KNOWN  # known, unknown (declared, not recognised) or conflict (declarations disagree)
+
+
+def declared_licence(raw: str,  # a licence URL or the text of a declaration
+                     evidence: str) -> Licence:
+    "The claim one declaration makes: known if it names a recognised licence, unknown otherwise."
+    found = licence_from_url(raw) or licence_from_name(raw)
+    return Licence(found, evidence, raw[:2000], KNOWN if found else UNKNOWN)
+
+
+def combined_licence(declarations: Iterable[Licence]) -> Licence | None:
+    "The claim of several declarations of one page: the licence they agree on, unknown, or a conflict."
+    unique = list({(claim.raw, claim.id): claim for claim in declarations}.values())
+    if len(unique) <= 1:
+        return unique[0] if unique else None
+    known = {claim.id for claim in unique if claim.status == KNOWN}
+    unknown = any(claim.status != KNOWN for claim in unique)
+    status = KNOWN if len(known) == 1 and not unknown else UNKNOWN if not known and all(
+        claim.status == UNKNOWN for claim in unique) else CONFLICT
+    return Licence(known.pop() if status == KNOWN else None, "; ".join(claim.evidence for claim in unique),
+                   " | ".join(claim.raw for claim in unique)[:2000], status)
+
 
 # %% ../nbs/02_collect.ipynb #a0dcbe25
 _VALUED_DIRECTIVES = ("unavailable_after", "max-snippet", "max-image-preview", "max-video-preview")
@@ -468,15 +489,16 @@ class Link:
     "A URL found on a page."
     url: str  # canonical
     kind: str  # 'page' (a link to follow) or 'asset' (an image on the page)
-    meta: dict[str, Any] = field(default_factory=dict)  # alt text, title, the figure's licence
+    meta: dict[str, Any] = field(default_factory=dict)  # alt text, title
+    licence: Licence | None = None  # an image's own claim: the licence declared in its <figure>
 
 
 @dataclass(frozen=True)
 class ParsedPage:
-    "What an HTML page says: its title, licence, links and images."
+    "What an HTML page says: its title, licence claim, links and images."
     title: str | None
     encoding: str | None
-    licence: Licence | None
+    licence: Licence | None  # the page's claim (its images' too, unless a <figure> says otherwise)
     links: tuple[Link, ...]
     directives: frozenset[str] = frozenset()  # robots directives: noindex, nofollow, noimageindex...
 
@@ -494,31 +516,32 @@ def _text(value: Any, limit: int = 500) -> str | None:
     return text[:limit] or None
 
 
-def _rel_licence(scope, base: str, where: str, skip_figures: bool = False) -> Licence | None:
+def _rel_declarations(scope, base: str, where: str, skip_figures: bool = False) -> list[Licence]:
+    "rel=license links and Creative Commons badges in `scope` (outside figures if `skip_figures`)."
+    found = []
     for tag in scope.find_all(["a", "link", "area"], href=True):
         if skip_figures and tag.find_parent("figure") is not None:
             continue  # a figure's licence is its image's, not the page's
         if "license" in [rel.lower() for rel in (tag.get("rel") or [])]:
             target = urljoin(base, tag["href"].strip())
-            return Licence(licence_from_url(target) or target[:255], f'rel="license" link to {target} {where}')
+            found.append(declared_licence(target, f'rel="license" link to {target} {where}'))
     for image in scope.find_all("img", src=True):
         if skip_figures and image.find_parent("figure") is not None:
             continue
         target = urljoin(base, image["src"].strip())
         if licence_from_url(target):
-            return Licence(licence_from_url(target), f"Creative Commons badge {target} {where}")
-    return None
+            found.append(declared_licence(target, f"Creative Commons badge {target} {where}"))
+    return found
 
 
-def _meta_licence(soup) -> Licence | None:
+def _meta_declarations(soup) -> list[Licence]:
+    found = []
     for tag in soup.find_all("meta", content=True):
         name = (tag.get("name") or tag.get("property") or "").lower()
-        if name in LICENCE_META_NAMES:
+        if name in LICENCE_META_NAMES and tag["content"].strip():
             content = tag["content"].strip()
-            found = licence_from_url(content) or licence_from_name(content)
-            if found:
-                return Licence(found, f'<meta name="{name}" content="{content[:200]}">')
-    return None
+            found.append(declared_licence(content, f'<meta name="{name}" content="{content[:200]}">'))
+    return found
 
 
 def _usable_charset(charset: str | None) -> str | None:
@@ -547,17 +570,16 @@ def parse_page(body: bytes, url: str,  # the page's bytes and (canonical) URL
     base = urljoin(url, base_tag["href"].strip()) if base_tag else url
     directives = _meta_directives(soup, agent) | header_directives
     nofollow = "nofollow" in directives
-    licence = _rel_licence(soup, base, "on the page", skip_figures=True) or _meta_licence(soup)
+    licence = combined_licence([*_rel_declarations(soup, base, "on the page", skip_figures=True),
+                                *_meta_declarations(soup)])
     found: dict[str, Link] = {}
     for image in [] if "noimageindex" in directives else soup.find_all("img", src=True):
         target = canonical_url(image["src"], base, encoding)
         if target and target not in found:
             figure = image.find_parent("figure")
-            own = _rel_licence(figure, base, "in the image's <figure>") if figure else None
+            own = combined_licence(_rel_declarations(figure, base, "in the image's <figure>")) if figure else None
             meta = {"alt": _text(image.get("alt")), "title": _text(image.get("title"))}
-            if own:
-                meta |= {"licence": own.id, "licence_evidence": own.evidence}
-            found[target] = Link(target, "asset", {key: value for key, value in meta.items() if value})
+            found[target] = Link(target, "asset", {key: value for key, value in meta.items() if value}, own)
     for anchor in [] if nofollow else soup.find_all(["a", "area"], href=True):
         target = canonical_url(anchor["href"], base, encoding)
         if target and target not in found:
@@ -591,7 +613,6 @@ class Fetched:
     redirects: tuple[str, ...] = ()  # robots.txt only: the URLs it was redirected from
     detail: str | None = None
 
-
 # %% ../nbs/02_collect.ipynb #7fc5f823
 def retry_after_seconds(value: str | None, now: float) -> float | None:
     "Seconds a Retry-After header asks for (delta-seconds or an HTTP date)."
@@ -604,7 +625,6 @@ def retry_after_seconds(value: str | None, now: float) -> float | None:
         return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - now)
     except (TypeError, ValueError):
         return None
-
 
 # %% ../nbs/02_collect.ipynb #272f1e70
 ACCEPT_ENCODING = "gzip, deflate"
@@ -669,7 +689,6 @@ def decoded_stream(chunks: Iterable[bytes],  # the raw body as received
             stream = _inflate(stream, _inflater(encoding))
     return iter(stream)
 
-
 # %% ../nbs/02_collect.ipynb #83952257
 class _TooLarge(Exception):
     def __init__(self, size: int):
@@ -698,13 +717,12 @@ def _read_body(response: httpx.Response, limit: int, deadline: float,
         body += piece
     return bytes(body)
 
-
 # %% ../nbs/02_collect.ipynb #87ca1c37
 def _header_licence(response: httpx.Response) -> Licence | None:
     for link in response.links.values():
         if "license" in (link.get("rel") or "").lower().split() and link.get("url"):
             target = str(response.url.join(link["url"]))
-            return Licence(licence_from_url(target) or target[:255], f'Link: <{target}>; rel="license" header')
+            return declared_licence(target, f'Link: <{target}>; rel="license" header')
     return None
 
 
@@ -714,7 +732,6 @@ def _wanted(config: CrawlConfig, kind: str, media_type: str) -> bool:
     if kind == "page" and media_type in HTML_MEDIA_TYPES:
         return True  # read for its links, kept as an item only if text is accepted
     return config.accepts(media_type) and (kind == "page" or media_type in IMAGE_MEDIA_TYPES)
-
 
 # %% ../nbs/02_collect.ipynb #108421fd
 def _answer(response: httpx.Response, config: CrawlConfig, kind: str, limit: int, deadline: float) -> Fetched:
@@ -744,7 +761,6 @@ def _answer(response: httpx.Response, config: CrawlConfig, kind: str, limit: int
                    licence=_header_licence(response), size=len(body), received=response.num_bytes_downloaded,
                    **common)
 
-
 # %% ../nbs/02_collect.ipynb #e1ecd842
 ROBOTS_REDIRECTS = 5  # RFC 9309: follow at least five
 ROBOTS_REQUEST = "fsml_robots_txt"  # a request extension: this is a robots.txt, which may leave the scope
@@ -770,7 +786,6 @@ def _fetch_robots(client: httpx.Client, url: str, config: CrawlConfig, deadline:
             return dataclasses.replace(fetched, outcome=problem, redirects=tuple(chain), detail=fetched.location)
         url = target
 
-
 # %% ../nbs/02_collect.ipynb #75bf1514
 def fetch(client: httpx.Client, url: str, config: CrawlConfig,
           kind: str = "page",  # 'page', 'asset' or 'robots'
@@ -795,7 +810,6 @@ def fetch(client: httpx.Client, url: str, config: CrawlConfig,
         return Fetched("bad_encoding", responded_at=time.time(), detail=str(error)[:300])
     except (httpx.InvalidURL, httpx.RequestError) as error:
         return Fetched("bad_request", responded_at=time.time(), detail=str(error)[:300])
-
 
 # %% ../nbs/02_collect.ipynb #eaa13fc1
 ACCEPT_HEADER = "text/html,application/xhtml+xml,image/*;q=0.9,text/plain;q=0.8,*/*;q=0.1"
@@ -824,7 +838,6 @@ def make_client(config: CrawlConfig, connections: int = 8,
                         timeout=httpx.Timeout(config.timeout), follow_redirects=False, trust_env=False,
                         limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
                         event_hooks={"request": [_guard(config)]}, transport=transport)
-
 
 # %% ../nbs/02_collect.ipynb #cbc66452
 DONE, SKIPPED, FAILED, QUEUED, LEASED = "done", "skipped", "failed", "queued", "leased"
@@ -905,7 +918,6 @@ def lease_owner_is_dead(owner: str | None) -> bool:
     except PermissionError:
         return False  # it exists, under another user
     return False
-
 
 # %% ../nbs/02_collect.ipynb #684c1e27
 class Frontier:
@@ -1151,6 +1163,51 @@ def _in_transaction(store: Store, work: Callable[[Connection], Any], attempts: i
             _log.info("transaction aborted (%s), trying again", state)
             time.sleep(0.01 * attempt)
 
+# %% ../nbs/02_collect.ipynb #672b986e
+NO_CLAIM = "none"  # a page shows an image and declares nothing
+
+
+def _source_claim(row) -> Licence | None:
+    status = row.licence_status or (KNOWN if row.licence else None)
+    return Licence(row.licence, row.licence_evidence or "", row.licence_raw or row.licence or "", status) if status else None
+
+
+def _licence_of(sources, page_claims: dict[str, list[Licence]]) -> Licence | None:
+    "The claim an item's sources make together (None: nothing is declared anywhere)."
+    claims: list[Licence] = []
+    for source in sources:
+        own = _source_claim(source)
+        if own and own.evidence.startswith("Link:"):  # the image's own header speaks for it everywhere
+            claims.append(own)
+        elif page_claims.get(source.url):
+            claims += page_claims[source.url]
+        elif own:
+            claims.append(own)
+    return combined_licence(claims)
+
+
+def item_licences(connection: Connection, shas: Iterable[str]) -> dict[str, Licence | None]:
+    "The settled licence claim of each item, from its sources and every page's claim for them."
+    shas = sorted(set(shas))
+    sources = connection.execute(select(item_sources).where(item_sources.c.item_sha256.in_(shas))).all()
+    urls = sorted({source.url for source in sources})
+    page_claims: dict[str, list[Licence]] = {}
+    for row in connection.execute(select(licence_claims).where(licence_claims.c.url.in_(urls),
+                                                              licence_claims.c.status != NO_CLAIM)).all():
+        page_claims.setdefault(row.url, []).append(Licence(row.licence, row.evidence or "", row.raw or "", row.status))
+    by_item: dict[str, list] = {sha: [] for sha in shas}
+    for source in sources:
+        by_item[source.item_sha256].append(source)
+    return {sha: _licence_of(rows, page_claims) for sha, rows in by_item.items()}
+
+
+def _settle_item_licences(connection: Connection, shas: Iterable[str]) -> None:
+    "Write each item's settled licence (None for unknown or conflicting claims) where it has any claim."
+    for sha, claim in item_licences(connection, shas).items():
+        if claim is not None:
+            connection.execute(items.update().where(items.c.sha256 == sha).values(licence=claim.id))
+
+
 # %% ../nbs/02_collect.ipynb #6ebf3555
 @dataclass
 class Completion:
@@ -1168,6 +1225,8 @@ class Completion:
     meta: dict[str, Any] = field(default_factory=dict)  # merged into the URL row's meta
     stored_bytes: int = 0  # bytes this fetch wrote to the blob store (0 for known content)
     charged: int = 0  # what the crawl's byte budget is charged: bytes received plus bytes stored
+    licence: Licence | None = None  # the source's whole claim (status and raw declaration too)
+    claims: list[tuple[str, Licence | None]] = field(default_factory=list)  # a page's claim for each image on it
 
 
 @patch
@@ -1185,6 +1244,7 @@ def complete(self: Frontier, lease: Lease, done: Completion) -> str | None:
         if ended.rowcount != 1:
             raise _LeaseLost()
         self._release_host(connection, lease, done)
+        self._record_claims(connection, lease, done)
         if done.charged:
             connection.execute(crawls.update().where(crawls.c.id == self.crawl_id)
                                .values(bytes_fetched=crawls.c.bytes_fetched + done.charged))
@@ -1209,7 +1269,28 @@ def _record_item(self: Frontier, connection: Connection, done: Completion) -> st
     is_new = insert_item_row(connection, sha, media_type, size, source_url=done.source.url,
                              licence=done.source.licence, meta={"crawl": self.crawl_id})
     add_item_source(connection, sha, done.source)
+    claim = done.licence
+    connection.execute(item_sources.update().where(
+        item_sources.c.item_sha256 == sha, item_sources.c.url == done.source.url, item_sources.c.crawl_id == self.crawl_id)
+        .values(licence_status=claim.status if claim else None, licence_raw=claim.raw if claim else None))
+    _settle_item_licences(connection, [sha])
     return "stored" if is_new else "duplicate"
+
+
+@patch
+def _record_claims(self: Frontier, connection: Connection, lease: Lease, done: Completion) -> None:
+    "Keep this page's claim for each image on it, and settle the licence of images already stored."
+    if not done.claims:
+        return
+    stamp = utc_now()
+    rows = [dict(crawl_id=self.crawl_id, url=url, page_url=lease.url, status=claim.status if claim else NO_CLAIM,
+                 licence=claim.id if claim else None, raw=claim.raw if claim else None,
+                 evidence=claim.evidence if claim else None, claimed_at=stamp) for url, claim in done.claims]
+    connection.execute(_insert_ignoring_conflicts(connection, licence_claims), rows)
+    stored = connection.execute(select(crawl_urls.c.item_sha256).where(
+        crawl_urls.c.crawl_id == self.crawl_id, crawl_urls.c.url.in_([url for url, _ in done.claims]),
+        crawl_urls.c.item_sha256.is_not(None))).scalars().all()
+    _settle_item_licences(connection, stored)
 
 
 @patch
@@ -1321,6 +1402,18 @@ def _source(lease: Lease, fetched: Fetched, crawl_id: str, licence: Licence | No
                       crawl_id=crawl_id)
 
 
+def _claim_meta(claim: Licence | None) -> dict[str, Any]:
+    "A page's claim for an image, carried in the image's frontier row."
+    return {"licence_claim": dataclasses.asdict(claim)} if claim else {}
+
+
+def _referred_licence(meta: dict[str, Any]) -> Licence | None:
+    "The claim the page that queued an image made for it (or, in crawls from before, its licence id)."
+    if meta.get("licence_claim"):
+        return Licence(**meta["licence_claim"])
+    return Licence(meta["licence"], meta.get("licence_evidence") or "", meta["licence"]) if meta.get("licence") else None
+
+
 def _put(store: Store, body: bytes) -> tuple[str, int]:
     "Write `body` to the blob store: its hash and the bytes written (0 if the content was there)."
     sha, created = store.blobs.put(body)
@@ -1333,26 +1426,28 @@ def _image_completion(store: Store, fetched: Fetched, lease: Lease, crawl_id: st
     except BadImageError as error:
         return Completion(FAILED, "bad_image", fetched.responded_at, fetched.http_status, fetched.size,
                           meta={"error": str(error)[:300]})
-    referred = Licence(lease.meta["licence"], lease.meta["licence_evidence"]) if lease.meta.get("licence") else None
+    licence = fetched.licence or _referred_licence(lease.meta)
     source_meta = {"alt": lease.meta.get("alt"), "title": lease.meta.get("title"),
                    "page_title": lease.meta.get("page_title")}
     sha, written = _put(store, fetched.body)
     return Completion(DONE, "stored", fetched.responded_at, fetched.http_status, fetched.size,
-                      item=(sha, media_type, len(fetched.body)), stored_bytes=written,
-                      source=_source(lease, fetched, crawl_id, fetched.licence or referred, source_meta))
+                      item=(sha, media_type, len(fetched.body)), stored_bytes=written, licence=licence,
+                      source=_source(lease, fetched, crawl_id, licence, source_meta))
 
 
 def _page_completion(store: Store, fetched: Fetched, lease: Lease, config: CrawlConfig, crawl_id: str) -> Completion:
     page = parse_page(fetched.body, lease.url, fetched.charset, config.robots_agent, fetched.directives)
     licence = fetched.licence or page.licence
-    inherited = {"page_title": page.title} | ({"licence": licence.id, "licence_evidence": licence.evidence}
-                                              if licence else {})
-    new_urls = [NewUrl(link.url, link.kind, lease.depth + 1, lease.url,
-                       {**inherited, **link.meta} if link.kind == "asset" else link.meta)
-                for link in page.links if link.kind == "page" or "images" in config.accept]
+    images = [link for link in page.links if link.kind == "asset"] if "images" in config.accept else []
+    claims = [(link.url, link.licence or licence) for link in images]
+    new_urls = [NewUrl(link.url, "page", lease.depth + 1, lease.url, link.meta)
+                for link in page.links if link.kind == "page"]
+    new_urls += [NewUrl(link.url, "asset", lease.depth + 1, lease.url,
+                        {"page_title": page.title, **link.meta, **_claim_meta(claim)})
+                 for link, (_, claim) in zip(images, claims, strict=True)]
     directives = {"robots": sorted(page.directives)} if page.directives else {}
     done = Completion(DONE, "page", fetched.responded_at, fetched.http_status, fetched.size, new_urls=new_urls,
-                      meta={"encoding": page.encoding, **directives})
+                      meta={"encoding": page.encoding, **directives}, claims=claims, licence=licence)
     if config.accepts(fetched.media_type) and not page.noindex:
         sha, done.stored_bytes = _put(store, fetched.body)
         done.item = (sha, fetched.media_type, len(fetched.body))
@@ -1385,7 +1480,7 @@ def _decide(fetched: Fetched, lease: Lease, store: Store, config: CrawlConfig, c
         return _image_completion(store, fetched, lease, crawl_id)
     sha, written = _put(store, fetched.body)
     return Completion(DONE, "stored", fetched.responded_at, fetched.http_status, fetched.size,
-                      item=(sha, fetched.media_type, len(fetched.body)), stored_bytes=written,
+                      item=(sha, fetched.media_type, len(fetched.body)), stored_bytes=written, licence=fetched.licence,
                       source=_source(lease, fetched, crawl_id, fetched.licence, {}))
 
 
@@ -1414,6 +1509,7 @@ class CrawlSummary:
     licensed_items: int  # of those, items with a known licence (the others are marked unknown: licence None)
     stop_reason: str | None = None  # why the last run ended: finished, limit_reached, stopped, interrupted...
     unreachable_hosts: dict[str, str] = field(default_factory=dict)  # origin -> why its robots.txt could not be read
+    licence_conflicts: int = 0  # items whose claims disagree (left out of licensed-only versions)
 
     @property
     def nothing_fetched(self) -> bool:
@@ -1434,7 +1530,7 @@ class CrawlSummary:
                   if (counts_of_hosts := ", ".join(f"{host} ({why})" for host, why in
                                                    sorted(self.unreachable_hosts.items()))) else []),
                 f"  still queued: {self.queued}; items from this crawl: {self.items} "
-                f"({self.licensed_items} with a known licence)"]
+                f"({self.licensed_items} with a known licence, {self.licence_conflicts} with conflicting claims)"]
 
 
 def crawl_summary(store: Store, crawl_id: str, stop_reason: str | None = None) -> CrawlSummary:
@@ -1449,6 +1545,10 @@ def crawl_summary(store: Store, crawl_id: str, stop_reason: str | None = None) -
         item_count, licensed = connection.execute(
             select(func.count(), func.count(items.c.licence))
             .select_from(found.join(items, items.c.sha256 == found.c.item_sha256))).one()
+        found_items = connection.execute(select(item_sources.c.item_sha256)
+                                         .where(item_sources.c.crawl_id == crawl_id).distinct()).scalars().all()
+        conflicts = sum(claim is not None and claim.status == CONFLICT
+                        for claim in item_licences(connection, found_items).values())
         unreachable = dict(connection.execute(
             select(crawl_hosts.c.host, crawl_urls.c.outcome)
             .join(crawl_urls, (crawl_urls.c.crawl_id == crawl_hosts.c.crawl_id) & (crawl_urls.c.host == crawl_hosts.c.host))
@@ -1464,7 +1564,8 @@ def crawl_summary(store: Store, crawl_id: str, stop_reason: str | None = None) -
         skipped={outcome: count for outcome, count in skipped.items() if outcome != "robots"},
         errors=dict(by_status.get(FAILED, Counter())),
         queued=sum(by_status.get(QUEUED, Counter()).values()) + sum(by_status.get(LEASED, Counter()).values()),
-        items=item_count, licensed_items=licensed, stop_reason=stop_reason, unreachable_hosts=unreachable)
+        items=item_count, licensed_items=licensed, stop_reason=stop_reason, unreachable_hosts=unreachable,
+        licence_conflicts=conflicts)
 
 # %% ../nbs/02_collect.ipynb #0539826d
 class CrawlTerminated(KeyboardInterrupt):
@@ -1488,7 +1589,6 @@ def sigterm_as_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
-
 
 # %% ../nbs/02_collect.ipynb #711b01ff
 class Crawler:
@@ -1608,10 +1708,12 @@ class CrawledItem:
     media_type: str
     url: str
     page_url: str | None
-    licence: str | None  # what this source declares; None: unknown
+    licence: str | None  # the SPDX id this source declares; None: nothing, unknown terms or a conflict
     licence_evidence: str | None
     alt: str | None
     fetched_at: datetime
+    licence_status: str | None = None  # known, unknown, conflict; None: nothing declared
+    licence_raw: str | None = None  # the declaration(s) as found
 
 
 def crawled_items(store: Store, crawl_id: str) -> list[CrawledItem]:
@@ -1622,5 +1724,53 @@ def crawled_items(store: Store, crawl_id: str) -> list[CrawledItem]:
             .where(item_sources.c.crawl_id == crawl_id).order_by(item_sources.c.id)).mappings().all()
     return [CrawledItem(row["item_sha256"], row["media_type"], row["url"], row["page_url"], row["licence"],
                         row["licence_evidence"], (row["meta"] or {}).get("alt"),
-                        row["fetched_at"] if row["fetched_at"].tzinfo else row["fetched_at"].replace(tzinfo=timezone.utc))
+                        row["fetched_at"] if row["fetched_at"].tzinfo else row["fetched_at"].replace(tzinfo=timezone.utc),
+                        row["licence_status"], row["licence_raw"])
             for row in rows]
+
+
+class PageClaim(NamedTuple):
+    "What one page claims about the licence of one image it shows."
+    url: str  # the image
+    page_url: str
+    licence: Licence | None  # None: the page declares nothing
+
+
+def page_claims(store: Store, crawl_id: str) -> list[PageClaim]:
+    "Every page's claim for every image it shows, in the order they were found."
+    with store.engine.connect() as connection:
+        rows = connection.execute(select(licence_claims).where(licence_claims.c.crawl_id == crawl_id)
+                                  .order_by(licence_claims.c.id)).all()
+    return [PageClaim(row.url, row.page_url, None if row.status == NO_CLAIM else
+                      Licence(row.licence, row.evidence or "", row.raw or "", row.status)) for row in rows]
+
+# %% ../nbs/02_collect.ipynb #7a0bc2e0
+def _exclusion(claim: Licence | None, allowed: frozenset[str] | None) -> str | None:
+    "Why an item with this claim stays out of a licensed-only version; None if it goes in."
+    if claim is None:
+        return NO_CLAIM
+    if claim.status != KNOWN:
+        return claim.status
+    return "not_allowed" if allowed is not None and claim.id not in allowed else None
+
+
+def licensed_crawl_version(store: Store, crawl_id: str,
+                           name: str,  # the dataset version's name
+                           allowed_licences: Iterable[str] | None = None,  # SPDX ids; default: any known licence
+                           split: str = "train",
+                           ) -> DatasetVersion:
+    "A dataset version of a crawl's items with a known (allowed) licence, captioned with their alt text."
+    crawl_summary(store, crawl_id)  # an unknown crawl is one clear error
+    allowed = None if allowed_licences is None else frozenset(allowed_licences)
+    first: dict[str, CrawledItem] = {}
+    for item in crawled_items(store, crawl_id):
+        first.setdefault(item.item_sha256, item)
+    if not first:
+        raise CollectError(f"crawl {crawl_id!r} has found no items yet")
+    with store.engine.connect() as connection:
+        claims = item_licences(connection, first)
+    excluded = Counter(reason for sha in first if (reason := _exclusion(claims[sha], allowed)))
+    entries = [Entry(sha, item.alt or "", split) for sha, item in first.items()]
+    return store.create_licensed_version(entries, LabelSchema("text"), name, allowed_licences=allowed,
+                                         meta={"crawl": crawl_id, "excluded_by_reason": dict(sorted(excluded.items()))})
+

@@ -95,6 +95,15 @@ DIRECTIVES_PAGE = b"""<html><head><title>Not for indexing</title><meta name="rob
 NOFOLLOW_PAGE = b"""<title>Nofollow by header</title><a href="/never.html">never queued</a>
 <img src="/img/dog.png" alt="images are still fetched">"""
 ROBOTS_RULES = "User-agent: *\nDisallow: /private/\n"
+CC_BY = "https://creativecommons.org/licenses/by/4.0/"
+LICENCE_PAGES = {  # /licences/NAME.html: (its declarations, the images it shows)
+    "index": ("", []),  # links the others
+    "arr": ('<link rel="license" href="/rights.html">', ["arr"]),  # a link to "All rights reserved"
+    "conflict": (f'<link rel="license" href="{CC_BY}"><meta name="dc.rights" content="CC BY-NC 4.0">', ["conflict"]),
+    "a": (f'<link rel="license" href="{CC_BY}">', ["shared"]),  # one image, two pages, two claims
+    "b": ('<meta name="dcterms.license" content="CC BY-NC-SA 4.0">', ["shared"]),
+    "pd": ('<meta name="dcterms.license" content="https://creativecommons.org/publicdomain/mark/1.0/">', ["pd"]),
+}
 
 
 class FixtureSite:
@@ -210,6 +219,7 @@ class FixtureSite:
             "/bomb/index.html": (html, BOMB_PAGE), "/bomb/2.png": ("image/png", CAT),
             "/bomb/3.html": (html, b"<title>After the bomb</title>"),
             "/directives.html": (html, DIRECTIVES_PAGE), "/never.html": (html, b"never"),
+            "/rights.html": (html, b"<p>All rights reserved.</p>"),
         }
         if path in fixed:
             return self._send(handler, 200, *fixed[path])
@@ -218,6 +228,8 @@ class FixtureSite:
         if path in robots_tags:
             media_type, body = (html, NOFOLLOW_PAGE) if path.endswith(".html") else ("image/png", png((7, 7, len(path))))
             return self._send(handler, 200, media_type, body, {"X-Robots-Tag": robots_tags[path]})
+        if path.startswith("/licences/"):
+            return self._licence_page(handler, path.removeprefix("/licences/"))
         if path == "/bomb/1.png":
             return self._send(handler, 200, "image/png", gzip_bomb(), {"Content-Encoding": "gzip, gzip"})
         if path == "/ports.html":
@@ -246,6 +258,17 @@ class FixtureSite:
                 time.sleep(self.slow_seconds)
             return self._send(handler, 200, html, b"<title>Slow</title>")
         return self._send(handler, 404, "text/plain", b"")
+
+    def _licence_page(self, handler, name: str) -> None:
+        stem, _, extension = name.partition(".")
+        if extension == "png" and any(stem in shown for _, shown in LICENCE_PAGES.values()):
+            return self._send(handler, 200, "image/png", png((len(stem), 99, sum(map(ord, stem)) % 256)))
+        if extension != "html" or stem not in LICENCE_PAGES:
+            return self._send(handler, 404, "text/plain", b"")
+        declarations, shown = LICENCE_PAGES[stem]
+        links = "".join(f'<a href="/licences/{other}.html">{other}</a>' for other in LICENCE_PAGES if stem == "index")
+        images = "".join(f'<img src="/licences/{image}.png" alt="{image} image">' for image in shown)
+        return self._send(handler, 200, "text/html", f"<head>{declarations}</head><body>{links}{images}</body>".encode())
 
     @staticmethod
     def _send(handler, status: int, media_type: str, body: bytes, headers: dict[str, str] | None = None) -> None:

@@ -26,7 +26,8 @@ import pytest
 from sqlalchemy import create_engine, select, text
 from sqlalchemy.engine import make_url
 
-from fsml_nb.collect import (FINISHED, LIMIT_REACHED, CrawlConfig, Crawler, Frontier, crawl_summary, crawled_items)
+from fsml_nb.collect import (FINISHED, LIMIT_REACHED, CrawlConfig, Crawler, Frontier, crawl_summary, crawled_items,
+                             page_claims)
 from fsml_nb.db import crawl_urls, crawls
 from fsml_nb.store import Entry, LabelSchema, Store
 
@@ -562,3 +563,32 @@ def test_cli_errors_name_the_options(args: list[str], message: str, capsys, tmp_
     assert exit_.value.code == 1
     err = capsys.readouterr().err
     assert err.startswith(message) and len(err.splitlines()) == 1 and "_" not in err.split(":")[2].split()[0], err
+
+
+# --- issue 10: licences --------------------------------------------------------------------------------
+def test_licence_claims_are_recognised_kept_raw_per_page_and_conflicts_left_out(tmp_path: Path):
+    db_url = f"sqlite:///{tmp_path}/fsml.db"
+    with FixtureSite(crawl_delay=None) as site, Store(db_url, str(tmp_path / "blobs")) as store:
+        rules = trap_rules(site.base, start_urls=[f"{site.base}/licences/index.html"])
+        summary = Crawler(rules, store=store, crawl_id="licences").run()
+        items = {item.url.removeprefix(f"{site.base}/licences/"): item for item in crawled_items(store, "licences")}
+        claims = {(claim.url.rsplit("/", 1)[1], claim.page_url.rsplit("/", 1)[1]): claim.licence
+                  for claim in page_claims(store, "licences")}
+        licences = {name: store.get_item(item.item_sha256).licence for name, item in items.items()}
+    arr = items["arr.png"]  # rel="license" to an "All rights reserved" page: a declaration, not a licence
+    assert (arr.licence, arr.licence_status, arr.licence_raw) == (None, "unknown", f"{site.base}/rights.html")
+    assert claims[("arr.png", "arr.html")].status == "unknown"
+    conflict = items["conflict.png"]  # CC BY and CC BY-NC on one page
+    assert (conflict.licence, conflict.licence_status) == (None, "conflict")
+    assert "creativecommons.org/licenses/by/4.0/" in conflict.licence_raw and "CC BY-NC 4.0" in conflict.licence_raw
+    assert items["pd.png"].licence == "CC-PDM-1.0" and items["pd.png"].licence_raw.endswith("/publicdomain/mark/1.0/")
+    shared = {page: claim.id for (image, page), claim in claims.items() if image == "shared.png" and claim}
+    assert shared == {"a.html": "CC-BY-4.0", "b.html": "CC-BY-NC-SA-4.0"}  # every page keeps its own claim
+    assert licences == {"arr.png": None, "conflict.png": None, "shared.png": None, "pd.png": "CC-PDM-1.0"}
+    assert summary.licensed_items == 1 and summary.licence_conflicts == 2  # one page's conflict, two pages' disagreement
+
+    out = _fsml(db_url, tmp_path, "collect", "version", "licences", "--name", "licensed only")
+    assert out.returncode == 0, out.stderr
+    assert "1 items" in out.stdout and "left out: conflict 2, unknown 1" in out.stdout, out.stdout
+    refused = _fsml(db_url, tmp_path, "collect", "version", "licences", "--name", "x", "--licence", "CC-BY-4.0")
+    assert refused.returncode == 1 and refused.stderr.startswith("fsml: error:") and len(refused.stderr.splitlines()) == 1
