@@ -427,7 +427,6 @@ def licence_from_name(text: str) -> str | None:
         return "CC0-1.0" if match["zero"] else _cc_spdx(re.sub(r"[- ]", "-", match["kind"]), match["version"], None)
     return "CC-PDM-1.0" if _PUBLIC_DOMAIN_MARK.search(text or "") else None
 
-
 # %% ../nbs/02_collect.ipynb #d7203736
 KNOWN, UNKNOWN, CONFLICT = "known", "unknown", "conflict"
 
@@ -459,7 +458,6 @@ def combined_licence(declarations: Iterable[Licence]) -> Licence | None:
         claim.status == UNKNOWN for claim in unique) else CONFLICT
     return Licence(known.pop() if status == KNOWN else None, "; ".join(claim.evidence for claim in unique),
                    " | ".join(claim.raw for claim in unique)[:2000], status)
-
 
 # %% ../nbs/02_collect.ipynb #a0dcbe25
 _VALUED_DIRECTIVES = ("unavailable_after", "max-snippet", "max-image-preview", "max-video-preview")
@@ -1207,7 +1205,6 @@ def _settle_item_licences(connection: Connection, shas: Iterable[str]) -> None:
         if claim is not None:
             connection.execute(items.update().where(items.c.sha256 == sha).values(licence=claim.id))
 
-
 # %% ../nbs/02_collect.ipynb #6ebf3555
 @dataclass
 class Completion:
@@ -1633,8 +1630,16 @@ class Crawler:
         return f"Crawler({self.crawl_id!r}, {self.workers} workers, {self.store!r})"
 
 # %% ../nbs/02_collect.ipynb #d8f49448
+def _wait_for_all(finished: list[threading.Event]) -> None:
+    "Wait until every worker has said it is done (Events, not Thread.join: an interrupted join can lose a thread)."
+    for event in finished:
+        while not event.wait(0.1):
+            pass
+
+
 @patch
-def _work(self: Crawler, index: int, client: httpx.Client, on_result: Callable[[Lease, str], None]) -> None:
+def _work(self: Crawler, index: int, client: httpx.Client, on_result: Callable[[Lease, str], None],
+          finished: threading.Event) -> None:
     owner = lease_owner_name(index, self.token)
     try:
         while not self._stop.is_set():
@@ -1661,6 +1666,8 @@ def _work(self: Crawler, index: int, client: httpx.Client, on_result: Callable[[
     except BaseException as error:  # database trouble: stop everyone and re-raise in run()
         self._errors.append(error)
         self.stop()
+    finally:
+        finished.set()
 
 
 @patch
@@ -1679,19 +1686,17 @@ def run(self: Crawler) -> CrawlSummary:
 
     self._stop.clear()
     with make_client(self.config, connections=self.workers * 2, transport=self.transport) as client:
-        threads = [threading.Thread(target=self._work, args=(index, client, on_result), daemon=True,
+        finished = [threading.Event() for _ in range(self.workers)]
+        threads = [threading.Thread(target=self._work, args=(index, client, on_result, finished[index]), daemon=True,
                                     name=f"crawler-{index}") for index in range(self.workers)]
         for thread in threads:
             thread.start()
         try:
             with sigterm_as_interrupt():
-                for thread in threads:
-                    while thread.is_alive():
-                        thread.join(0.1)
+                _wait_for_all(finished)
         except KeyboardInterrupt:  # Ctrl-C or SIGTERM: let the workers finish (or give back) what they hold
             self.stop()
-            for thread in threads:
-                thread.join()
+            _wait_for_all(finished)
             raise
         finally:
             bar.close()
@@ -1773,4 +1778,3 @@ def licensed_crawl_version(store: Store, crawl_id: str,
     entries = [Entry(sha, item.alt or "", split) for sha, item in first.items()]
     return store.create_licensed_version(entries, LabelSchema("text"), name, allowed_licences=allowed,
                                          meta={"crawl": crawl_id, "excluded_by_reason": dict(sorted(excluded.items()))})
-

@@ -519,7 +519,7 @@ def test_sigterm_prints_the_summary_and_leaves_no_lease(tmp_path: Path):
     assert "crawl term: terminated (SIGTERM)" in err and "still queued:" in err
     with Store(db_url, str(tmp_path / "blobs")) as store, store.engine.connect() as connection:
         leased = connection.execute(select(crawl_urls.c.url).where(crawl_urls.c.status == "leased")).all()
-    assert leased == []
+    assert leased == [], (leased, err[-3000:])
 
 
 def test_a_resume_takes_back_a_dead_crawlers_leases_at_once(tmp_path: Path):
