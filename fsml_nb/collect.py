@@ -1517,15 +1517,14 @@ class CrawlSummary:
         "The summary as a person reads it."
         def counts(values: dict[str, int]) -> str:
             return ", ".join(f"{name} {count}" for name, count in sorted(values.items())) or "none"
+        unreachable = ", ".join(f"{host} ({why})" for host, why in sorted(self.unreachable_hosts.items()))
         return [f"crawl {self.crawl_id}: {self.stop_reason or 'stopped'}",
                 f"  fetched {self.fetched}: {self.stored} new items, {self.duplicates} duplicates, "
                 f"{self.pages} pages, {self.redirects} redirects",
                 f"  skipped by robots.txt: {self.skipped_by_robots}",
                 f"  skipped by rules: {counts(self.skipped)}",
                 f"  errors: {counts(self.errors)}",
-                *([f"  unreachable, robots.txt retried on the next run: {counts_of_hosts}"]
-                  if (counts_of_hosts := ", ".join(f"{host} ({why})" for host, why in
-                                                   sorted(self.unreachable_hosts.items()))) else []),
+                *([f"  unreachable, robots.txt retried on the next run: {unreachable}"] if unreachable else []),
                 f"  still queued: {self.queued}; items from this crawl: {self.items} "
                 f"({self.licensed_items} with a known licence, {self.licence_conflicts} with conflicting claims)"]
 
