@@ -198,7 +198,15 @@ def _parse_step(raw: Any, folder: Path, pipeline: str, position: int) -> Pipelin
     notebook = (folder / raw["notebook"]).resolve()
     if not notebook.exists():
         raise PipelineError(f"pipeline {pipeline}: step {raw['name']}'s notebook {notebook} does not exist")
-    return PipelineStep(raw["name"], notebook, tuple(raw.get("after", ())), dict(raw.get("params", {})))
+    params = {key: _relative_path(value, folder) for key, value in dict(raw.get("params", {})).items()}
+    return PipelineStep(raw["name"], notebook, tuple(raw.get("after", ())), params)
+
+
+def _relative_path(value: Any, folder: Path) -> Any:
+    "A string starting with ./ or ../ is a path relative to the pipeline file: made absolute."
+    if isinstance(value, str) and value.startswith(("./", "../")):
+        return str((folder / value).resolve())
+    return value
 
 
 def load_pipeline(path: Path | str) -> PipelineSpec:
