@@ -92,7 +92,8 @@ def throughput(db_url: str, tmp: Path, pages: int, workers: int) -> list[tuple]:
     rows = []
     for processes in (1, 2):
         with site_process(traps=False, pages=pages, crawl_delay=None) as (base, _):
-            rules = CrawlConfig([f"{base}/"], max_depth=64, max_pages=None, delay=0.0, max_per_host=8, timeout=10)
+            rules = CrawlConfig([f"{base}/"], max_depth=64, max_pages=None, delay=0.0, max_per_host=8, timeout=10,
+                                allow_private_addresses=True)  # the site is on 127.0.0.1
             crawl_id = f"bench-{processes}"
             seconds = run_crawl(db_url, str(tmp / "blobs"), crawl_id, rules, processes, workers)
             with Store(db_url, str(tmp / "blobs")) as store:
@@ -107,7 +108,7 @@ def politeness(db_url: str, tmp: Path, workers: int) -> list[tuple]:
     with site_process(traps=False, pages=pages, crawl_delay=robots_delay) as (slow_base, slow_times), \
             site_process(traps=False, pages=pages, crawl_delay=None) as (plain_base, plain_times):
         rules = CrawlConfig([f"{slow_base}/", f"{plain_base}/"], max_depth=64, max_pages=None, delay=config_delay,
-                            max_per_host=8)
+                            max_per_host=8, allow_private_addresses=True)
         run_crawl(db_url, str(tmp / "blobs"), "polite", rules, 2, workers)
     rows = []
     for label, effective, times in ((f"robots.txt Crawl-delay {robots_delay} s", robots_delay, slow_times),

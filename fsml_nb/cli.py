@@ -22,13 +22,13 @@ from .store import DatasetVersion, Store, VersionDiff
 __all__ = ['app', 'import_app', 'version_app', 'collect_app', 'annotate_app', 'repro_app', 'registry_app', 'serve_app',
            'pipeline_app', 'eval_app', 'pages_app', 'VOILA_CULLING', 'main', 'init', 'import_digits_command',
            'import_mnist1d_command', 'import_folder_command', 'list_versions', 'show_version', 'diff_versions_command',
-           'verify_version_command', 'gc_command', 'crawl_command', 'annotate_create', 'annotate_add_annotator',
-           'annotate_reissue_token', 'annotate_disable', 'annotate_enable', 'annotate_remove_annotator',
-           'annotate_add_member', 'annotate_remove_member', 'annotate_members', 'annotate_guide', 'annotate_status',
-           'annotate_export', 'annotate_serve', 'list_recipes', 'run_recipe', 'export_command', 'registry_register',
-           'registry_list', 'registry_show', 'registry_promote', 'registry_rollback', 'registry_history',
-           'registry_lineage', 'registry_pull', 'quickstart', 'serve_worker', 'serve_api', 'serve_up',
-           'serve_add_client', 'serve_remove_client', 'deploy_command', 'pipeline_run_command',
+           'verify_version_command', 'gc_command', 'crawl_command', 'collect_version', 'annotate_create',
+           'annotate_add_annotator', 'annotate_reissue_token', 'annotate_disable', 'annotate_enable',
+           'annotate_remove_annotator', 'annotate_add_member', 'annotate_remove_member', 'annotate_members',
+           'annotate_guide', 'annotate_status', 'annotate_export', 'annotate_serve', 'list_recipes', 'run_recipe',
+           'export_command', 'registry_register', 'registry_list', 'registry_show', 'registry_promote',
+           'registry_rollback', 'registry_history', 'registry_lineage', 'registry_pull', 'quickstart', 'serve_worker',
+           'serve_api', 'serve_up', 'serve_add_client', 'serve_remove_client', 'deploy_command', 'pipeline_run_command',
            'pipeline_worker_command', 'pipeline_list_command', 'pipeline_status_command', 'pipeline_show_command',
            'eval_run_command', 'eval_compare_command', 'eval_issues_command', 'pages_dashboard_command',
            'pages_demo_command', 'pages_add_viewer_command', 'new_project_command', 'check_command']
@@ -241,30 +241,60 @@ def crawl_command(
     max_per_host: int = typer.Option(2, help="concurrent requests to one host when its delay is 0"),
     workers: int = typer.Option(4, help="worker threads in this process"),
     timeout: float = typer.Option(10.0, help="seconds for a whole response"),
-    retries: int = typer.Option(2, help="retries after a timeout, connection error, 429 or 5xx"),
+    retries: int = typer.Option(2, min=0, help="retries after a timeout, connection error, 429 or 5xx"),
+    allow_private_addresses: bool = typer.Option(False, "--allow-private-addresses",
+                                                 help="reach names that resolve to loopback, private or link-local "
+                                                      "addresses (a local site, an intranet)"),
     crawl: str | None = typer.Option(None, "--crawl", help="crawl id to resume or share (default: from the URLs)"),
     as_json: bool = typer.Option(False, "--json", help="print the summary as JSON"),
 ) -> None:
     "Crawl from URLs within the rules, storing images (or pages) as items with their sources and licences."
     from dataclasses import asdict
+    from datetime import datetime
 
-    from fsml_nb.collect import CrawlConfig, Crawler, crawl_summary, parse_size
+    from fsml_nb.collect import CrawlConfig, Crawler, CrawlTerminated, crawl_summary, parse_size
     config = CrawlConfig(urls, allowed_domains=allow, include=include, exclude=exclude, accept=accept,
                          max_pages=max_pages, max_depth=max_depth,
                          max_response_bytes=parse_size(max_response_bytes, "--max-response-bytes"),
                          max_total_bytes=parse_size(max_total_bytes, "--max-total-bytes", allow_none=True),
                          delay=delay, max_per_host=max_per_host, timeout=timeout, max_attempts=retries + 1,
-                         lease_seconds=max(120.0, 4 * timeout))
+                         lease_seconds=max(120.0, 4 * timeout), allow_private_addresses=allow_private_addresses)
     with Store() as store:
         crawler = Crawler(config, store, crawl_id=crawl, workers=workers, progress=True)
         state = "resuming" if crawler.frontier.resumed else "new"
         typer.echo(f"crawl {crawler.crawl_id} ({state}) into {store!r}", err=True)
+        for owner, expires in crawler.frontier.foreign_leases:
+            typer.echo(f"waiting for a URL leased by {owner} (a crawler still running, or on another machine) "
+                       f"until {datetime.fromtimestamp(expires).strftime('%H:%M:%S')} at most", err=True)
         try:
             summary = crawler.run()
-        except KeyboardInterrupt:
-            typer.echo("\n".join(crawl_summary(store, crawler.crawl_id, "interrupted").lines()), err=True)
+        except KeyboardInterrupt as stop:
+            terminated = isinstance(stop, CrawlTerminated)
+            reason = "terminated (SIGTERM)" if terminated else "interrupted"
+            typer.echo("\n".join(crawl_summary(store, crawler.crawl_id, reason).lines()), err=True)
+            if terminated:
+                raise SystemExit(143) from None
             raise
     typer.echo(json.dumps(asdict(summary), indent=2) if as_json else "\n".join(summary.lines()))
+    if summary.nothing_fetched:
+        typer.echo("fsml: error: nothing could be fetched; see the errors above", err=True)
+        raise SystemExit(1)
+
+# %% ../nbs/13_cli.ipynb #d1963037
+@collect_app.command("version")
+def collect_version(
+    crawl: str = typer.Argument(..., help="the crawl's id (printed by `fsml collect crawl`)"),
+    name: str = typer.Option(..., "--name", help="name of the new dataset version"),
+    licence: list[str] = typer.Option([], "--licence", help="keep only these SPDX ids, e.g. CC-BY-4.0 (repeat)"),
+    split: str = typer.Option("train", help="the split every entry goes to"),
+) -> None:
+    "Make a dataset version of a crawl's items with a known (allowed) licence, captioned with their alt text."
+    from fsml_nb.collect import licensed_crawl_version
+    with Store() as store:
+        version = licensed_crawl_version(store, crawl, name, allowed_licences=licence or None, split=split)
+    _print_version(version)
+    left_out = version.meta.get("excluded_by_reason") or {}
+    typer.echo("left out: " + (", ".join(f"{reason} {count}" for reason, count in left_out.items()) or "nothing"))
 
 # %% ../nbs/13_cli.ipynb #85477b03
 annotate_app = typer.Typer(help="Annotation projects, annotators and their web app.", no_args_is_help=True)

@@ -10,22 +10,26 @@ Docs: https://fsml-nb.github.io/fsml_nb/collect.html.md"""
 from __future__ import annotations
 
 import codecs
+import contextlib
+import dataclasses
 import email.utils
 import functools
 import io
 import ipaddress
 import os
 import re
+import signal
 import socket
 import threading
 import time
 import uuid
 import warnings
+import zlib
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urljoin, urlsplit
 
 import httpx
@@ -38,22 +42,27 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 from w3lib.url import canonicalize_url, safe_url_string, url_query_cleaner
 
-from .core import FsmlError, get_logger
-from .core import utc_now
-from .db import MAX_URL_LENGTH, crawl_hosts, crawl_urls, crawls, item_sources, items
-from .store import ItemSource, Store, add_item_source, canonical_json, insert_item_row, sha256_hex
+from .core import FsmlError, get_logger, utc_now
+from .db import MAX_URL_LENGTH, crawl_hosts, crawl_urls, crawls, item_sources, items, licence_claims
+from .store import (DatasetVersion, Entry, ItemSource, LabelSchema, Store, add_item_source, canonical_json,
+                           insert_item_row, sha256_hex)
 
 # %% auto #0
 __all__ = ['DEFAULT_PORTS', 'TRACKING_PARAMETERS', 'IMAGE_MEDIA_TYPES', 'HTML_MEDIA_TYPES', 'TEXT_MEDIA_TYPES', 'ACCEPT_KINDS',
-           'DEFAULT_USER_AGENT', 'RULE_OUTCOMES', 'ROBOTS_BYTES', 'LICENCE_META_NAMES', 'KEPT_HEADERS',
-           'TRANSIENT_STATUSES', 'ACCEPT_HEADER', 'DONE', 'SKIPPED', 'FAILED', 'QUEUED', 'LEASED', 'FINISHED',
-           'LIMIT_REACHED', 'HOST_CANDIDATES', 'MIN_POLL_SECONDS', 'MAX_POLL_SECONDS', 'URL_CANDIDATES',
-           'IMAGE_FORMATS', 'CollectError', 'CrawlConfigError', 'UnknownCrawlError', 'OffLimitsRequestError',
-           'canonical_url', 'origin', 'CrawlConfig', 'parse_size', 'RobotsPolicy', 'Licence', 'licence_from_url',
-           'licence_from_name', 'Link', 'ParsedPage', 'parse_page', 'Fetched', 'retry_after_seconds', 'fetch',
-           'make_client', 'default_crawl_id', 'NewUrl', 'enqueue', 'Frontier', 'Lease', 'Wait', 'Completion',
-           'BadImageError', 'check_image', 'handle', 'CrawlSummary', 'crawl_summary', 'Crawler', 'CrawledItem',
-           'crawled_items']
+           'DEFAULT_USER_AGENT', 'RULE_OUTCOMES', 'CRAWL_OPTIONS', 'ROBOTS_BYTES', 'BLOCKED_HOST_OUTCOMES',
+           'LICENCE_META_NAMES', 'KNOWN', 'UNKNOWN', 'CONFLICT', 'KEPT_HEADERS', 'TRANSIENT_STATUSES',
+           'ACCEPT_ENCODING', 'DECODED_PIECE', 'ROBOTS_REDIRECTS', 'ROBOTS_REQUEST', 'ACCEPT_HEADER', 'DONE', 'SKIPPED',
+           'FAILED', 'QUEUED', 'LEASED', 'FINISHED', 'LIMIT_REACHED', 'HOST_CANDIDATES', 'MIN_POLL_SECONDS',
+           'MAX_POLL_SECONDS', 'URL_CANDIDATES', 'NO_CLAIM', 'IMAGE_FORMATS', 'SKIP_OUTCOMES', 'CollectError',
+           'CrawlConfigError', 'UnknownCrawlError', 'OffLimitsRequestError', 'PrivateAddressError', 'canonical_url',
+           'origin', 'crawl_option', 'scope_entry', 'is_public_address', 'private_address', 'CrawlConfig', 'parse_size',
+           'RobotsPolicy', 'licence_from_url', 'licence_from_name', 'Licence', 'declared_licence', 'combined_licence',
+           'robots_directives', 'Link', 'ParsedPage', 'parse_page', 'Fetched', 'retry_after_seconds',
+           'UnsupportedEncodingError', 'decoded_stream', 'fetch', 'make_client', 'default_crawl_id', 'NewUrl',
+           'enqueue', 'lease_owner_name', 'lease_owner_is_dead', 'Frontier', 'Lease', 'Wait', 'item_licences',
+           'Completion', 'BadImageError', 'check_image', 'handle', 'CrawlSummary', 'crawl_summary', 'CrawlTerminated',
+           'sigterm_as_interrupt', 'Crawler', 'CrawledItem', 'crawled_items', 'PageClaim', 'page_claims',
+           'licensed_crawl_version']
 
 # %% ../nbs/02_collect.ipynb #073ba3d2
 class CollectError(FsmlError):
@@ -66,7 +75,10 @@ class UnknownCrawlError(CollectError):
     "No crawl has that id."
 
 class OffLimitsRequestError(CollectError):
-    "The crawler's HTTP client was asked for a host its rules do not allow (a guard against bugs)."
+    "The crawler's HTTP client was asked for a URL outside the crawl's scope (a guard against bugs)."
+
+class PrivateAddressError(OffLimitsRequestError):
+    "A name resolves to a loopback, private or link-local address, which the crawl does not allow."
 
 # %% ../nbs/02_collect.ipynb #0600cc83
 DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -107,11 +119,18 @@ TEXT_MEDIA_TYPES = (*HTML_MEDIA_TYPES, "text/plain")
 ACCEPT_KINDS = {"images": IMAGE_MEDIA_TYPES, "text": TEXT_MEDIA_TYPES}
 DEFAULT_USER_AGENT = "fsml_nb-crawler/1.0 (+https://github.com/fsml-nb/fsml_nb)"
 RULE_OUTCOMES = ("off_domain", "excluded", "not_included", "max_depth", "url_too_long")  # skips by the rules
+CRAWL_OPTIONS = {"start_urls": "URL", "allowed_domains": "--allow", "max_attempts": "--retries (attempts - 1)",
+                 "lease_seconds": "lease_seconds (the CLI uses 4 x --timeout)"}
 
 
+def crawl_option(field_name: str) -> str:
+    "The `fsml collect crawl` option that sets a `CrawlConfig` field, as error messages name it."
+    return CRAWL_OPTIONS.get(field_name, "--" + field_name.replace("_", "-"))
+
+# %% ../nbs/02_collect.ipynb #f16dd1e4
 def _as_tuple(value: Any, name: str) -> tuple:
     if isinstance(value, str):
-        raise CrawlConfigError(f"{name} must be a list, not the string {value!r}; write [{value!r}]")
+        raise CrawlConfigError(f"{crawl_option(name)} must be a list, not the string {value!r}; write [{value!r}]")
     return tuple(value or ())
 
 
@@ -121,22 +140,71 @@ def _compile(patterns: tuple[str, ...], name: str) -> tuple[re.Pattern, ...]:
         try:
             compiled.append(re.compile(pattern))
         except re.error as error:
-            raise CrawlConfigError(f"{name} pattern {pattern!r} is not a valid regular expression: {error}") from None
+            raise CrawlConfigError(f"{crawl_option(name)} pattern {pattern!r} is not a valid regular expression: "
+                                   f"{error}") from None
     return tuple(compiled)
 
+# %% ../nbs/02_collect.ipynb #7d49a0e8
+def scope_entry(name: str) -> tuple[str, int | None]:
+    "(host, port or None) of an allowed-domain entry such as 'example.com', 'example.com:8080' or '[::1]:8080'."
+    text = str(name).strip().lower().rstrip(".")
+    host, port = text, None
+    if "/" in text or "@" in text:
+        host = ""  # a URL, not a name
+    elif text.startswith("[") and "]" in text:
+        host, _, rest = text[1:].partition("]")
+        port = rest.removeprefix(":") or None
+    elif text.count(":") == 1:
+        host, port = text.split(":")
+    try:
+        host = str(ipaddress.ip_address(host))
+    except ValueError:
+        if not re.fullmatch(r"[\w-]+(\.[\w-]+)*", host):
+            raise CrawlConfigError(f"--allow {name!r} must be a host name such as example.com, or name:port, "
+                                   "without scheme or path") from None
+    if port is not None and not (port.isdigit() and 0 < int(port) < 65536):
+        raise CrawlConfigError(f"--allow {name!r} has a port that is not a number from 1 to 65535")
+    return host, int(port) if port is not None else None
 
+# %% ../nbs/02_collect.ipynb #ff928e4e
+def is_public_address(address: str) -> bool:
+    "Whether an IP address is a global unicast one (not loopback, private, link-local...)."
+    ip = ipaddress.ip_address(address.split("%")[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+        ip = ip.ipv4_mapped
+    return ip.is_global and not ip.is_multicast
+
+
+def private_address(host: str, port: int = 80) -> str | None:
+    "The first non-public address `host` resolves to; None if all are public (or it does not resolve)."
+    host = host.removeprefix("[").removesuffix("]")
+    try:
+        addresses = [host] if _is_ip(host) else [info[4][0] for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)]
+    except (socket.gaierror, UnicodeError):
+        return None  # the request itself will fail to connect, and say so
+    return next((address for address in addresses if not is_public_address(address)), None)
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return False
+
+# %% ../nbs/02_collect.ipynb #97a46342
 @dataclass(frozen=True)
 class CrawlConfig:
     "The rules of a crawl: where it may go, what it keeps, how much and how politely it fetches."
     start_urls: tuple[str, ...]
-    allowed_domains: tuple[str, ...] = ()  # host names; a domain allows its subdomains; default: the start hosts
+    allowed_domains: tuple[str, ...] = ()  # widen the scope: names (subdomains too) on default ports, or name:port
     include: tuple[str, ...] = ()  # regexes; if any, a URL must match one
     exclude: tuple[str, ...] = ()  # regexes; a URL matching one is skipped
     accept: tuple[str, ...] = ("images",)  # kinds of items to keep: "images", "text"
     max_pages: int | None = 100  # URLs fetched in the whole crawl (None: no limit)
     max_depth: int = 3  # links followed from a start URL
-    max_response_bytes: int = 10 * 2**20
-    max_total_bytes: int | None = 2**30  # bytes read in the whole crawl (None: no limit)
+    max_response_bytes: int = 10 * 2**20  # decoded bytes of one response
+    max_total_bytes: int | None = 2**30  # bytes received plus bytes stored in the whole crawl (None: no limit)
     delay: float = 1.0  # seconds between requests to one host; robots.txt may ask for more
     max_per_host: int = 2  # concurrent requests to one host, when its delay is 0
     timeout: float = 10.0  # seconds for a whole response
@@ -146,6 +214,7 @@ class CrawlConfig:
     max_redirects: int = 5
     lease_seconds: float = 120.0  # a worker that dies gives its URL back after this long
     user_agent: str = DEFAULT_USER_AGENT
+    allow_private_addresses: bool = False  # reach loopback, private and link-local addresses (tests, intranets)
 
     def __post_init__(self):
         for name in ("start_urls", "allowed_domains", "include", "exclude", "accept"):
@@ -153,19 +222,17 @@ class CrawlConfig:
         self._check_numbers()
         unknown = [kind for kind in self.accept if kind not in ACCEPT_KINDS]
         if unknown or not self.accept:
-            raise CrawlConfigError(f"accept must name one or more of {', '.join(ACCEPT_KINDS)}, not {list(self.accept)}")
+            raise CrawlConfigError(f"--accept must name one or more of {', '.join(ACCEPT_KINDS)}, not {list(self.accept)}")
         object.__setattr__(self, "start_urls", tuple(self._canonical_start(url) for url in self.start_urls))
         if not self.start_urls:
             raise CrawlConfigError("a crawl needs at least one start URL")
-        domains = self.allowed_domains or tuple(urlsplit(url).hostname for url in self.start_urls)
-        object.__setattr__(self, "allowed_domains", tuple(dict.fromkeys(self._domain(name) for name in domains)))
+        scope = tuple(dict.fromkeys(scope_entry(name) for name in self.allowed_domains))
+        object.__setattr__(self, "allowed_domains", tuple(_entry_text(host, port) for host, port in scope))
+        object.__setattr__(self, "_scope", scope)
+        object.__setattr__(self, "_start_origins", frozenset(origin(url) for url in self.start_urls))
         object.__setattr__(self, "_include", _compile(self.include, "include"))
         object.__setattr__(self, "_exclude", _compile(self.exclude, "exclude"))
-        for url in self.start_urls:
-            reason = self.skip_reason(url, "page", 0)
-            if reason:
-                raise CrawlConfigError(f"start URL {url} is refused by the crawl's own rules ({reason}); "
-                                       f"allowed domains: {', '.join(self.allowed_domains)}")
+        self._check_start_urls()
 
     def _check_numbers(self) -> None:
         rules = {  # name: (types, smallest allowed, may be None)
@@ -180,10 +247,22 @@ class CrawlConfig:
                 continue
             if not isinstance(value, types) or isinstance(value, bool) or value < smallest:
                 kind = "an integer" if types is int else "a number"
-                raise CrawlConfigError(f"{name} must be {kind} >= {smallest:g}, not {value!r}")
+                raise CrawlConfigError(f"{crawl_option(name)} must be {kind} >= {smallest:g}, not {value!r}")
         if self.lease_seconds <= 2 * self.timeout:
-            raise CrawlConfigError(f"lease_seconds ({self.lease_seconds}) must be more than twice the timeout "
+            raise CrawlConfigError(f"lease_seconds ({self.lease_seconds}) must be more than twice --timeout "
                                    f"({self.timeout}), or a slow response would outlive its lease")
+
+    def _check_start_urls(self) -> None:
+        for url in self.start_urls:
+            host = urlsplit(url).hostname or ""
+            outside = self._scope and not any(_is_under(host, domain) for domain, _ in self._scope)
+            reason = "off_domain" if outside else self.skip_reason(url, "page", 0)
+            if reason:
+                raise CrawlConfigError(f"start URL {url} is refused by the crawl's own rules ({reason}); "
+                                       f"--allow: {', '.join(self.allowed_domains) or '(none)'}")
+            if not self.allow_private_addresses and _is_ip(host) and not is_public_address(host):
+                raise CrawlConfigError(f"start URL {url} is on a loopback, private or link-local address; "
+                                       "--allow-private-addresses allows it")
 
     @staticmethod
     def _canonical_start(url: str) -> str:
@@ -192,51 +271,65 @@ class CrawlConfig:
             raise CrawlConfigError(f"start URL {url!r} is not an http(s) URL")
         return canonical
 
-    @staticmethod
-    def _domain(name: str) -> str:
-        domain = str(name).strip().lower().rstrip(".").removeprefix("[").removesuffix("]")
-        try:
-            return str(ipaddress.ip_address(domain))
-        except ValueError:
-            pass
-        if not re.fullmatch(r"[\w-]+(\.[\w-]+)*", domain):
-            raise CrawlConfigError(f"allowed domain {name!r} must be a host name such as example.com, "
-                                   "without scheme, port or path")
-        return domain
-
     @property
     def robots_agent(self) -> str:
         "The product token robots.txt rules are matched against."
         return self.user_agent.split("/", 1)[0].strip() or "*"
 
-    def allows_host(self, host: str) -> bool:
-        "Whether `host` is one of the allowed domains or under one."
-        host = (host or "").lower().rstrip(".")
-        return any(host == domain or host.endswith("." + domain) for domain in self.allowed_domains)
 
-    def skip_reason(self, url: str, kind: str, depth: int) -> str | None:
-        "Why the rules refuse a canonical `url` of this kind and depth; None if they allow it."
-        if len(url) > MAX_URL_LENGTH:
-            return "url_too_long"
-        if not self.allows_host(urlsplit(url).hostname or ""):
-            return "off_domain"
-        if kind == "robots":
-            return None
-        if any(pattern.search(url) for pattern in self._exclude):
-            return "excluded"
-        if self._include and not any(pattern.search(url) for pattern in self._include):
-            return "not_included"
-        if kind == "page" and depth > self.max_depth:
-            return "max_depth"
+def _is_under(host: str, domain: str) -> bool:
+    return host == domain or host.endswith("." + domain)
+
+
+def _entry_text(host: str, port: int | None) -> str:
+    shown = f"[{host}]" if ":" in host else host
+    return shown if port is None else f"{shown}:{port}"
+
+# %% ../nbs/02_collect.ipynb #da84f3ed
+@patch
+def allows_url(self: CrawlConfig, url: str) -> bool:
+    "Whether a canonical `url` is in the crawl's scope (its origin or an allowed domain and port)."
+    if origin(url) in self._start_origins:
+        return True
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower().rstrip(".")
+    try:
+        port = parts.port or DEFAULT_PORTS.get(parts.scheme)
+    except ValueError:
+        return False
+    return any(_is_under(host, domain)
+               and (port == allowed_port if allowed_port else port == DEFAULT_PORTS.get(parts.scheme))
+               for domain, allowed_port in self._scope)
+
+# %% ../nbs/02_collect.ipynb #7fb46343
+@patch
+def skip_reason(self: CrawlConfig, url: str, kind: str, depth: int) -> str | None:
+    "Why the rules refuse a canonical `url` of this kind and depth; None if they allow it."
+    if len(url) > MAX_URL_LENGTH:
+        return "url_too_long"
+    if not self.allows_url(url):
+        return "off_domain"
+    if kind == "robots":
         return None
+    if any(pattern.search(url) for pattern in self._exclude):
+        return "excluded"
+    if self._include and not any(pattern.search(url) for pattern in self._include):
+        return "not_included"
+    if kind == "page" and depth > self.max_depth:
+        return "max_depth"
+    return None
 
-    def accepts(self, media_type: str) -> bool:
-        "Whether items of this media type are kept."
-        return any(media_type in ACCEPT_KINDS[kind] for kind in self.accept)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {name: list(value) if isinstance(value, tuple) else value
-                for name, value in asdict(self).items()}
+@patch
+def accepts(self: CrawlConfig, media_type: str) -> bool:
+    "Whether items of this media type are kept."
+    return any(media_type in ACCEPT_KINDS[kind] for kind in self.accept)
+
+
+@patch
+def to_dict(self: CrawlConfig) -> dict[str, Any]:
+    "The rules as JSON-ready values (kept with the crawl)."
+    return {name: list(value) if isinstance(value, tuple) else value for name, value in asdict(self).items()}
 
 # %% ../nbs/02_collect.ipynb #38a69ee4
 _SIZE = re.compile(r"^(?P<number>\d+(?:\.\d+)?)\s*(?P<unit>[kmgt]?i?b?)$", re.IGNORECASE)
@@ -269,18 +362,27 @@ def _parse_robots(text: str) -> Protego:
     return Protego.parse(text)
 
 
+BLOCKED_HOST_OUTCOMES = {"unreachable": "robots_unreachable", "private_address": "private_address",
+                         "disallow_all": "robots"}  # robots state -> how the host's URLs are skipped, for now
+
+
 @dataclass(frozen=True)
 class RobotsPolicy:
     "What a host's robots.txt allows."
-    state: str  # 'rules' (a robots.txt was read), 'allow_all' (there is none), 'disallow_all' (unreachable)
+    state: str  # 'rules' (read), 'allow_all' (none), or blocked for now: 'unreachable', 'private_address'
     text: str | None = None
 
     def allows(self, url: str, agent: str) -> bool:
         if self.state == "allow_all":
             return True
-        if self.state == "disallow_all":
+        if self.state != "rules":
             return False
         return _parse_robots(self.text or "").can_fetch(url, agent)
+
+    @property
+    def blocked_outcome(self) -> str | None:
+        "How the host's URLs are skipped while it is blocked (retried on the next run); None if not blocked."
+        return BLOCKED_HOST_OUTCOMES.get(self.state)
 
     def delay(self, agent: str) -> float:
         "The seconds between requests that robots.txt asks for (0 if none)."
@@ -299,14 +401,8 @@ _CC_BADGE = re.compile(r"^https?://(?:i\.creativecommons\.org|licensebuttons\.ne
                        r"(?P<kind>[a-z-]+)/(?P<version>\d+\.\d+)(?:/(?P<port>[a-z]{2}))?/", re.IGNORECASE)
 _CC_NAME = re.compile(r"\bCC[- ](?P<kind>BY(?:[- ](?:NC|ND|SA)){0,2})[- ](?P<version>\d\.\d)\b|\b(?P<zero>CC0)\b",
                       re.IGNORECASE)
+_PUBLIC_DOMAIN_MARK = re.compile(r"\bpublic[- ]domain[- ]mark\b|\bCC[- ]PDM\b", re.IGNORECASE)
 LICENCE_META_NAMES = ("license", "licence", "dcterms.license", "dc.license", "dc.rights", "dcterms.rights")
-
-
-@dataclass(frozen=True)
-class Licence:
-    "A licence a source declares, and how we know."
-    id: str  # SPDX identifier, or the licence URL when it is not a Creative Commons one
-    evidence: str
 
 
 def _cc_spdx(kind: str, version: str, port: str | None) -> str:
@@ -319,19 +415,71 @@ def _cc_spdx(kind: str, version: str, port: str | None) -> str:
 
 
 def licence_from_url(url: str) -> str | None:
-    "The SPDX id of a Creative Commons licence or badge URL; None for other URLs."
+    "The SPDX id of a Creative Commons licence, public-domain mark or badge URL; None for other URLs."
     match = _CC_URL.match(url) or _CC_BADGE.match(url)
     return _cc_spdx(match["kind"], match["version"], match["port"]) if match else None
 
 
 def licence_from_name(text: str) -> str | None:
-    "The SPDX id of a Creative Commons licence named in text ('CC BY-SA 4.0', 'CC0'); None otherwise."
+    "The SPDX id of a licence named in text ('CC BY-SA 4.0', 'CC0', 'Public Domain Mark'); None otherwise."
     match = _CC_NAME.search(text or "")
-    if not match:
-        return None
-    if match["zero"]:
-        return "CC0-1.0"
-    return _cc_spdx(re.sub(r"[- ]", "-", match["kind"]), match["version"], None)
+    if match:
+        return "CC0-1.0" if match["zero"] else _cc_spdx(re.sub(r"[- ]", "-", match["kind"]), match["version"], None)
+    return "CC-PDM-1.0" if _PUBLIC_DOMAIN_MARK.search(text or "") else None
+
+# %% ../nbs/02_collect.ipynb #d7203736
+KNOWN, UNKNOWN, CONFLICT = "known", "unknown", "conflict"
+
+
+@dataclass(frozen=True)
+class Licence:
+    "A licence claim a source makes: whether we recognise it, its SPDX id, and how we know."
+    id: str | None  # SPDX id when known; None when unknown or a conflict
+    evidence: str  # where it was declared, e.g. 'rel="license" link to ... on the page'
+    raw: str = ""  # the declaration(s) as found (URLs, <meta> contents), ' | ' between several
+    status: str = KNOWN  # known, unknown (declared, not recognised) or conflict (declarations disagree)
+
+
+def declared_licence(raw: str,  # a licence URL or the text of a declaration
+                     evidence: str) -> Licence:
+    "The claim one declaration makes: known if it names a recognised licence, unknown otherwise."
+    found = licence_from_url(raw) or licence_from_name(raw)
+    return Licence(found, evidence, raw[:2000], KNOWN if found else UNKNOWN)
+
+
+def combined_licence(declarations: Iterable[Licence]) -> Licence | None:
+    "The claim of several declarations of one page: the licence they agree on, unknown, or a conflict."
+    unique = list({(claim.raw, claim.id): claim for claim in declarations}.values())
+    if len(unique) <= 1:
+        return unique[0] if unique else None
+    known = {claim.id for claim in unique if claim.status == KNOWN}
+    unknown = any(claim.status != KNOWN for claim in unique)
+    status = KNOWN if len(known) == 1 and not unknown else UNKNOWN if not known and all(
+        claim.status == UNKNOWN for claim in unique) else CONFLICT
+    return Licence(known.pop() if status == KNOWN else None, "; ".join(claim.evidence for claim in unique),
+                   " | ".join(claim.raw for claim in unique)[:2000], status)
+
+# %% ../nbs/02_collect.ipynb #a0dcbe25
+_VALUED_DIRECTIVES = ("unavailable_after", "max-snippet", "max-image-preview", "max-video-preview")
+
+
+def robots_directives(values: Iterable[str],  # robots <meta> contents or X-Robots-Tag header values
+                      agent: str | None = None,  # our robots token: directives scoped to it apply too
+                      ) -> frozenset[str]:
+    "The robots directives (noindex, nofollow, noimageindex...) that apply to us; `none` gives noindex and nofollow."
+    found = set()
+    for value in values:
+        scope = None  # 'otherbot: noindex, nofollow' scopes what follows to otherbot
+        for part in value.split(","):
+            part = part.strip().lower()
+            scoped = re.match(r"^([\w.-]+)\s*:\s*(.*)$", part)
+            if scoped and scoped[1] not in _VALUED_DIRECTIVES:
+                scope, part = scoped[1], scoped[2].strip()
+            if part and (scope is None or (agent and scope == agent.lower())):
+                found.add(part)
+    if "none" in found:
+        found |= {"noindex", "nofollow"}
+    return frozenset(found)
 
 # %% ../nbs/02_collect.ipynb #4c6aa693
 @dataclass(frozen=True)
@@ -339,17 +487,26 @@ class Link:
     "A URL found on a page."
     url: str  # canonical
     kind: str  # 'page' (a link to follow) or 'asset' (an image on the page)
-    meta: dict[str, Any] = field(default_factory=dict)  # alt text, title, the figure's licence
+    meta: dict[str, Any] = field(default_factory=dict)  # alt text, title
+    licence: Licence | None = None  # an image's own claim: the licence declared in its <figure>
 
 
 @dataclass(frozen=True)
 class ParsedPage:
-    "What an HTML page says: its title, licence, links and images."
+    "What an HTML page says: its title, licence claim, links and images."
     title: str | None
     encoding: str | None
-    licence: Licence | None
+    licence: Licence | None  # the page's claim (its images' too, unless a <figure> says otherwise)
     links: tuple[Link, ...]
-    nofollow: bool
+    directives: frozenset[str] = frozenset()  # robots directives: noindex, nofollow, noimageindex...
+
+    @property
+    def noindex(self) -> bool:
+        return "noindex" in self.directives
+
+    @property
+    def nofollow(self) -> bool:
+        return "nofollow" in self.directives
 
 
 def _text(value: Any, limit: int = 500) -> str | None:
@@ -357,31 +514,32 @@ def _text(value: Any, limit: int = 500) -> str | None:
     return text[:limit] or None
 
 
-def _rel_licence(scope, base: str, where: str, skip_figures: bool = False) -> Licence | None:
+def _rel_declarations(scope, base: str, where: str, skip_figures: bool = False) -> list[Licence]:
+    "rel=license links and Creative Commons badges in `scope` (outside figures if `skip_figures`)."
+    found = []
     for tag in scope.find_all(["a", "link", "area"], href=True):
         if skip_figures and tag.find_parent("figure") is not None:
             continue  # a figure's licence is its image's, not the page's
         if "license" in [rel.lower() for rel in (tag.get("rel") or [])]:
             target = urljoin(base, tag["href"].strip())
-            return Licence(licence_from_url(target) or target[:255], f'rel="license" link to {target} {where}')
+            found.append(declared_licence(target, f'rel="license" link to {target} {where}'))
     for image in scope.find_all("img", src=True):
         if skip_figures and image.find_parent("figure") is not None:
             continue
         target = urljoin(base, image["src"].strip())
         if licence_from_url(target):
-            return Licence(licence_from_url(target), f"Creative Commons badge {target} {where}")
-    return None
+            found.append(declared_licence(target, f"Creative Commons badge {target} {where}"))
+    return found
 
 
-def _meta_licence(soup) -> Licence | None:
+def _meta_declarations(soup) -> list[Licence]:
+    found = []
     for tag in soup.find_all("meta", content=True):
         name = (tag.get("name") or tag.get("property") or "").lower()
-        if name in LICENCE_META_NAMES:
+        if name in LICENCE_META_NAMES and tag["content"].strip():
             content = tag["content"].strip()
-            found = licence_from_url(content) or licence_from_name(content)
-            if found:
-                return Licence(found, f'<meta name="{name}" content="{content[:200]}">')
-    return None
+            found.append(declared_licence(content, f'<meta name="{name}" content="{content[:200]}">'))
+    return found
 
 
 def _usable_charset(charset: str | None) -> str | None:
@@ -391,37 +549,45 @@ def _usable_charset(charset: str | None) -> str | None:
         return None
 
 
+def _meta_directives(soup, agent: str | None) -> frozenset[str]:
+    names = {"robots", *([agent.lower()] if agent else [])}
+    contents = [tag.get("content", "") for tag in soup.find_all("meta", attrs={"name": True})
+                if tag["name"].strip().lower() in names]
+    return robots_directives(contents)
+
+
 def parse_page(body: bytes, url: str,  # the page's bytes and (canonical) URL
                charset: str | None = None,  # from the Content-Type header, if any
+               agent: str | None = None,  # the crawler's robots token: <meta name="TOKEN"> applies too
+               header_directives: frozenset[str] = frozenset(),  # from the response's X-Robots-Tag
                ) -> ParsedPage:
-    "Links, images, licence and title of an HTML page."
+    "Links, images, licence, title and robots directives of an HTML page."
     soup = BeautifulSoup(body, "html.parser", from_encoding=_usable_charset(charset))
     encoding = soup.original_encoding or "utf-8"
     base_tag = soup.find("base", href=True)
     base = urljoin(url, base_tag["href"].strip()) if base_tag else url
-    robots = " ".join(tag.get("content", "") for tag in soup.find_all("meta", attrs={"name": re.compile("^robots$", re.I)}))
-    nofollow = bool(re.search(r"\b(nofollow|none)\b", robots, re.IGNORECASE))
-    licence = _rel_licence(soup, base, "on the page", skip_figures=True) or _meta_licence(soup)
+    directives = _meta_directives(soup, agent) | header_directives
+    nofollow = "nofollow" in directives
+    licence = combined_licence([*_rel_declarations(soup, base, "on the page", skip_figures=True),
+                                *_meta_declarations(soup)])
     found: dict[str, Link] = {}
-    for image in soup.find_all("img", src=True):
+    for image in [] if "noimageindex" in directives else soup.find_all("img", src=True):
         target = canonical_url(image["src"], base, encoding)
         if target and target not in found:
             figure = image.find_parent("figure")
-            own = _rel_licence(figure, base, "in the image's <figure>") if figure else None
+            own = combined_licence(_rel_declarations(figure, base, "in the image's <figure>")) if figure else None
             meta = {"alt": _text(image.get("alt")), "title": _text(image.get("title"))}
-            if own:
-                meta |= {"licence": own.id, "licence_evidence": own.evidence}
-            found[target] = Link(target, "asset", {key: value for key, value in meta.items() if value})
+            found[target] = Link(target, "asset", {key: value for key, value in meta.items() if value}, own)
     for anchor in [] if nofollow else soup.find_all(["a", "area"], href=True):
         target = canonical_url(anchor["href"], base, encoding)
         if target and target not in found:
             found[target] = Link(target, "page", {"anchor": _text(anchor.get_text(), 200)} if anchor.get_text(strip=True) else {})
     title = _text(soup.title.string if soup.title else None, 300)
-    return ParsedPage(title, encoding, licence, tuple(found.values()), nofollow)
+    return ParsedPage(title, encoding, licence, tuple(found.values()), directives)
 
 # %% ../nbs/02_collect.ipynb #7a1bbec0
-KEPT_HEADERS = ("content-type", "content-length", "content-language", "content-disposition", "last-modified",
-                "etag", "date", "link", "x-robots-tag")
+KEPT_HEADERS = ("content-type", "content-length", "content-encoding", "content-language", "content-disposition",
+                "last-modified", "etag", "date", "link", "x-robots-tag")
 TRANSIENT_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 
 
@@ -439,19 +605,13 @@ class Fetched:
     licence: Licence | None = None  # from a Link: rel="license" header
     location: str | None = None  # a redirect's target, absolute
     retry_after: float | None = None  # seconds a 429/503 asked us to wait
-    size: int = 0  # bytes read
+    size: int = 0  # decoded bytes read
+    received: int = 0  # bytes received from the server (before decompression)
+    directives: frozenset[str] = frozenset()  # X-Robots-Tag directives for us: noindex, nofollow...
+    redirects: tuple[str, ...] = ()  # robots.txt only: the URLs it was redirected from
     detail: str | None = None
 
-
-class _TooLarge(Exception):
-    def __init__(self, size: int):
-        self.size = size
-
-
-class _TooSlow(Exception):
-    pass
-
-
+# %% ../nbs/02_collect.ipynb #7fc5f823
 def retry_after_seconds(value: str | None, now: float) -> float | None:
     "Seconds a Retry-After header asks for (delta-seconds or an HTTP date)."
     if not value:
@@ -464,27 +624,103 @@ def retry_after_seconds(value: str | None, now: float) -> float | None:
     except (TypeError, ValueError):
         return None
 
+# %% ../nbs/02_collect.ipynb #272f1e70
+ACCEPT_ENCODING = "gzip, deflate"
+DECODED_PIECE = 64 * 1024  # the most one decompression step produces
 
-def _read_body(response: httpx.Response, limit: int, deadline: float) -> bytes:
+
+class UnsupportedEncodingError(CollectError):
+    "A response is compressed in an encoding the crawler did not ask for."
+
+
+class _Deflate:
+    "Deflate as servers send it: with a zlib header (RFC 9110) or, often, raw."
+
+    def __init__(self):
+        self._inflater = None
+
+    def decompress(self, data: bytes, max_length: int) -> bytes:
+        if self._inflater is None:
+            zlib_header = len(data) >= 2 and data[0] & 0x0F == 8 and (data[0] << 8 | data[1]) % 31 == 0
+            self._inflater = zlib.decompressobj() if zlib_header else zlib.decompressobj(-zlib.MAX_WBITS)
+        return self._inflater.decompress(data, max_length)
+
+    @property
+    def eof(self) -> bool:
+        return self._inflater is not None and self._inflater.eof
+
+    @property
+    def unconsumed_tail(self) -> bytes:
+        return self._inflater.unconsumed_tail if self._inflater is not None else b""
+
+
+def _inflater(encoding: str):
+    if encoding in ("gzip", "x-gzip"):
+        return zlib.decompressobj(zlib.MAX_WBITS | 16)
+    if encoding == "deflate":
+        return _Deflate()
+    raise UnsupportedEncodingError(f"Content-Encoding {encoding!r} was not asked for (only {ACCEPT_ENCODING})")
+
+
+def _inflate(chunks: Iterable[bytes], inflater) -> Iterator[bytes]:
+    "Decompress a stream in pieces of at most DECODED_PIECE bytes, however much each chunk inflates."
+    for data in chunks:
+        while not inflater.eof:
+            piece = inflater.decompress(data, DECODED_PIECE)
+            data = inflater.unconsumed_tail
+            if piece:
+                yield piece
+            if not data and len(piece) < DECODED_PIECE:
+                break  # this chunk is used up and nothing more is waiting inside zlib
+        if inflater.eof:
+            return  # anything after the end of the stream is ignored, as browsers do
+
+
+def decoded_stream(chunks: Iterable[bytes],  # the raw body as received
+                   content_encoding: str,  # the Content-Encoding header ('gzip', 'gzip, gzip', '')
+                   ) -> Iterator[bytes]:
+    "The decoded body in bounded pieces: each encoding undone in reverse order, lazily."
+    encodings = [name.strip().lower() for name in content_encoding.split(",") if name.strip()]
+    stream: Iterable[bytes] = chunks
+    for encoding in reversed(encodings):
+        if encoding != "identity":
+            stream = _inflate(stream, _inflater(encoding))
+    return iter(stream)
+
+# %% ../nbs/02_collect.ipynb #83952257
+class _TooLarge(Exception):
+    def __init__(self, size: int):
+        self.size = size
+
+
+class _TooSlow(Exception):
+    pass
+
+
+def _read_body(response: httpx.Response, limit: int, deadline: float,
+               truncate: bool = False,  # return the first `limit` bytes instead of raising _TooLarge
+               ) -> bytes:
+    "The decoded body, read in bounded pieces; _TooLarge as soon as it passes `limit` decoded bytes."
     declared = response.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
+    if declared.isdigit() and int(declared) > limit and not truncate:
         raise _TooLarge(0)
-    chunks, size = [], 0
-    for chunk in response.iter_bytes():
-        size += len(chunk)
-        if size > limit:
-            raise _TooLarge(size)
+    body = bytearray()
+    for piece in decoded_stream(response.iter_raw(), response.headers.get("content-encoding", "")):
+        if len(body) + len(piece) > limit:
+            if truncate:
+                return bytes(body + piece[:limit - len(body)])
+            raise _TooLarge(len(body) + len(piece))
         if time.monotonic() > deadline:
             raise _TooSlow()
-        chunks.append(chunk)
-    return b"".join(chunks)
+        body += piece
+    return bytes(body)
 
-
+# %% ../nbs/02_collect.ipynb #87ca1c37
 def _header_licence(response: httpx.Response) -> Licence | None:
     for link in response.links.values():
         if "license" in (link.get("rel") or "").lower().split() and link.get("url"):
             target = str(response.url.join(link["url"]))
-            return Licence(licence_from_url(target) or target[:255], f'Link: <{target}>; rel="license" header')
+            return declared_licence(target, f'Link: <{target}>; rel="license" header')
     return None
 
 
@@ -495,11 +731,12 @@ def _wanted(config: CrawlConfig, kind: str, media_type: str) -> bool:
         return True  # read for its links, kept as an item only if text is accepted
     return config.accepts(media_type) and (kind == "page" or media_type in IMAGE_MEDIA_TYPES)
 
-
+# %% ../nbs/02_collect.ipynb #108421fd
 def _answer(response: httpx.Response, config: CrawlConfig, kind: str, limit: int, deadline: float) -> Fetched:
     responded_at, status = time.time(), response.status_code
     headers = {name: response.headers[name] for name in KEPT_HEADERS if name in response.headers}
-    common = {"http_status": status, "responded_at": responded_at, "headers": headers}
+    directives = robots_directives(response.headers.get_list("x-robots-tag"), config.robots_agent)
+    common = {"http_status": status, "responded_at": responded_at, "headers": headers, "directives": directives}
     if 300 <= status < 400 and status != 304:
         location = response.headers.get("location")
         if not location:
@@ -514,30 +751,60 @@ def _answer(response: httpx.Response, config: CrawlConfig, kind: str, limit: int
     if not _wanted(config, kind, media_type):
         return Fetched("content_type", detail=f"Content-Type {media_type or '(none)'} is not accepted here", **common)
     try:
-        body = _read_body(response, limit, deadline)
+        body = _read_body(response, limit, deadline, truncate=kind == "robots")
     except _TooLarge as error:
-        return Fetched("too_large", size=error.size, detail=f"larger than {limit} bytes", **common)
+        return Fetched("too_large", size=error.size, received=response.num_bytes_downloaded,
+                       detail=f"over {limit} bytes decoded", **common)
     return Fetched("ok", body=body, media_type=media_type, charset=response.charset_encoding,
-                   licence=_header_licence(response), size=len(body), **common)
+                   licence=_header_licence(response), size=len(body), received=response.num_bytes_downloaded,
+                   **common)
+
+# %% ../nbs/02_collect.ipynb #e1ecd842
+ROBOTS_REDIRECTS = 5  # RFC 9309: follow at least five
+ROBOTS_REQUEST = "fsml_robots_txt"  # a request extension: this is a robots.txt, which may leave the scope
 
 
+def _fetch_robots(client: httpx.Client, url: str, config: CrawlConfig, deadline: float) -> Fetched:
+    chain: list[str] = []
+    while True:
+        try:
+            with client.stream("GET", url, extensions={ROBOTS_REQUEST: True}) as response:
+                fetched = _answer(response, config, "robots", ROBOTS_BYTES, deadline)
+        except PrivateAddressError as error:
+            if not chain:
+                raise
+            return Fetched("bad_redirect", responded_at=time.time(), redirects=tuple(chain), detail=str(error)[:300])
+        if fetched.outcome != "redirect":
+            return dataclasses.replace(fetched, redirects=tuple(chain))
+        chain.append(url)
+        target = canonical_url(fetched.location or "")
+        problem = ("bad_redirect" if target is None else "redirect_loop" if target in chain
+                   else "too_many_redirects" if len(chain) > ROBOTS_REDIRECTS else None)
+        if problem:
+            return dataclasses.replace(fetched, outcome=problem, redirects=tuple(chain), detail=fetched.location)
+        url = target
+
+# %% ../nbs/02_collect.ipynb #75bf1514
 def fetch(client: httpx.Client, url: str, config: CrawlConfig,
           kind: str = "page",  # 'page', 'asset' or 'robots'
           ) -> Fetched:
-    "GET `url` once, under the crawl's caps; never raises for what a server does."
-    limit = ROBOTS_BYTES if kind == "robots" else config.max_response_bytes
+    "GET `url` once (robots.txt: following redirects), under the crawl's caps; never raises for what a server does."
     deadline = time.monotonic() + config.timeout
     try:
-        with client.stream("GET", url, follow_redirects=kind == "robots") as response:
-            return _answer(response, config, kind, limit, deadline)
-    except (httpx.TooManyRedirects, OffLimitsRequestError) as error:  # only robots.txt follows redirects here
-        return Fetched("bad_redirect", responded_at=time.time(), detail=str(error)[:300])
+        if kind == "robots":
+            return _fetch_robots(client, url, config, deadline)
+        with client.stream("GET", url) as response:
+            return _answer(response, config, kind, config.max_response_bytes, deadline)
+    except PrivateAddressError as error:
+        return Fetched("private_address", responded_at=time.time(), detail=str(error)[:300])
+    except OffLimitsRequestError as error:
+        return Fetched("off_domain", responded_at=time.time(), detail=str(error)[:300])
     except (httpx.TimeoutException, _TooSlow):
         return Fetched("timeout", transient=True, responded_at=time.time(),
                        detail=f"no complete answer within {config.timeout} s")
     except httpx.TransportError as error:
         return Fetched("connection", transient=True, responded_at=time.time(), detail=str(error)[:300])
-    except httpx.DecodingError as error:  # a body that does not decompress as its Content-Encoding says
+    except (httpx.DecodingError, zlib.error, UnsupportedEncodingError) as error:  # not as its Content-Encoding says
         return Fetched("bad_encoding", responded_at=time.time(), detail=str(error)[:300])
     except (httpx.InvalidURL, httpx.RequestError) as error:
         return Fetched("bad_request", responded_at=time.time(), detail=str(error)[:300])
@@ -546,18 +813,29 @@ def fetch(client: httpx.Client, url: str, config: CrawlConfig,
 ACCEPT_HEADER = "text/html,application/xhtml+xml,image/*;q=0.9,text/plain;q=0.8,*/*;q=0.1"
 
 
+def _guard(config: CrawlConfig) -> Callable[[httpx.Request], None]:
+    "The client's request hook: refuse what is out of scope or on a private address."
+    def refuse_off_limits(request: httpx.Request) -> None:
+        url = canonical_url(str(request.url)) or str(request.url)
+        if not request.extensions.get(ROBOTS_REQUEST) and not config.allows_url(url):
+            raise OffLimitsRequestError(f"refused a request to {origin(url)}: outside the crawl's scope "
+                                        f"(start origins and --allow {', '.join(config.allowed_domains) or '(none)'})")
+        if not config.allow_private_addresses:
+            address = private_address(request.url.host, request.url.port or DEFAULT_PORTS.get(request.url.scheme, 80))
+            if address:
+                raise PrivateAddressError(f"refused a request to {request.url.host}: it resolves to {address}, a "
+                                          "loopback, private or link-local address (--allow-private-addresses allows it)")
+    return refuse_off_limits
+
+
 def make_client(config: CrawlConfig, connections: int = 8,
                 transport: httpx.BaseTransport | None = None) -> httpx.Client:
-    "An HTTP client for a crawl: its User-Agent, its timeout, no redirects, and only its allowed hosts."
-    def refuse_off_limits(request: httpx.Request) -> None:
-        if not config.allows_host(request.url.host):
-            raise OffLimitsRequestError(f"refused a request to {request.url.host}: not in the allowed domains "
-                                        f"{', '.join(config.allowed_domains)}")
-    return httpx.Client(headers={"User-Agent": config.user_agent, "Accept": ACCEPT_HEADER},
+    "An HTTP client for a crawl: its User-Agent, its timeout, no redirects, and only its scope."
+    return httpx.Client(headers={"User-Agent": config.user_agent, "Accept": ACCEPT_HEADER,
+                                 "Accept-Encoding": ACCEPT_ENCODING},
                         timeout=httpx.Timeout(config.timeout), follow_redirects=False, trust_env=False,
                         limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
-                        max_redirects=5,  # robots.txt only: RFC 9309 asks for at least five
-                        event_hooks={"request": [refuse_off_limits]}, transport=transport)
+                        event_hooks={"request": [_guard(config)]}, transport=transport)
 
 # %% ../nbs/02_collect.ipynb #cbc66452
 DONE, SKIPPED, FAILED, QUEUED, LEASED = "done", "skipped", "failed", "queued", "leased"
@@ -620,6 +898,25 @@ def enqueue(connection: Connection, crawl_id: str, config: CrawlConfig, new_urls
         _add_host(connection, crawl_id, host, now)
     _insert_urls(connection, crawl_id, rows, now)
 
+# %% ../nbs/02_collect.ipynb #fd2dbd63
+def lease_owner_name(index: int, token: str) -> str:
+    "The name of worker `index` of this process, as leases record it."
+    return f"{socket.gethostname()}:{os.getpid()}:{token}:{index}"
+
+
+def lease_owner_is_dead(owner: str | None) -> bool:
+    "Whether `owner` names a crawler process of this machine that is no longer running."
+    parts = (owner or "").rsplit(":", 3)
+    if len(parts) != 4 or parts[0] != socket.gethostname() or not parts[1].isdigit() or os.name != "posix":
+        return False  # another machine, or not a crawler's name: only its lease's expiry can tell
+    try:
+        os.kill(int(parts[1]), 0)  # signal 0: is there such a process?
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # it exists, under another user
+    return False
+
 # %% ../nbs/02_collect.ipynb #684c1e27
 class Frontier:
     "A crawl's frontier and visited set, in the store's database, shared by all its workers."
@@ -634,6 +931,8 @@ class Frontier:
             self.resumed = self._open(connection)
             enqueue(connection, self.crawl_id, config, [NewUrl(url, "page", 0) for url in config.start_urls])
             self._requeue_allowed(connection)
+            self._retry_blocked_hosts(connection)
+            self.foreign_leases = self._reclaim_dead_leases(connection)
 
     def _open(self, connection: Connection) -> bool:
         exists_already = connection.execute(select(crawls.c.id).where(crawls.c.id == self.crawl_id)).first()
@@ -653,6 +952,37 @@ class Frontier:
             _add_host(connection, self.crawl_id, origin(row.url), time.time())
             connection.execute(crawl_urls.update().where(crawl_urls.c.id == row.id)
                                .values(status=QUEUED, outcome=None, finished_at=None))
+
+    def _retry_blocked_hosts(self, connection: Connection) -> None:
+        "Hosts blocked for now (robots.txt unreachable...) get their robots.txt and waiting URLs queued again."
+        blocked = connection.execute(select(crawl_hosts.c.host, crawl_hosts.c.robots_state).where(
+            crawl_hosts.c.crawl_id == self.crawl_id,
+            crawl_hosts.c.robots_state.in_(list(BLOCKED_HOST_OUTCOMES)))).all()
+        for host, state in blocked:
+            connection.execute(crawl_hosts.update().where(crawl_hosts.c.crawl_id == self.crawl_id,
+                                                          crawl_hosts.c.host == host)
+                               .values(robots_state=None, robots_txt=None, robots_delay=0.0, next_allowed_at=0.0))
+            in_host = (crawl_urls.c.crawl_id == self.crawl_id) & (crawl_urls.c.host == host)
+            connection.execute(crawl_urls.update().where(in_host, crawl_urls.c.kind == "robots").values(
+                status=QUEUED, outcome=None, attempts=0, not_before=0.0, finished_at=None))
+            connection.execute(crawl_urls.update().where(
+                in_host, crawl_urls.c.status == SKIPPED, crawl_urls.c.outcome == BLOCKED_HOST_OUTCOMES[state])
+                .values(status=QUEUED, outcome=None, finished_at=None))
+
+    def _reclaim_dead_leases(self, connection: Connection) -> list[tuple[str, float]]:
+        "Queue again the URLs leased by dead processes of this machine; return the other leases (owner, expiry)."
+        leased = connection.execute(select(crawl_urls.c.id, crawl_urls.c.host, crawl_urls.c.lease_owner,
+                                           crawl_urls.c.lease_expires)
+                                    .where(crawl_urls.c.crawl_id == self.crawl_id, crawl_urls.c.status == LEASED)).all()
+        dead = [row for row in leased if lease_owner_is_dead(row.lease_owner)]
+        if dead:
+            connection.execute(crawl_urls.update().where(crawl_urls.c.id.in_([row.id for row in dead]))
+                               .values(status=QUEUED, lease_owner=None, lease_expires=None))
+            connection.execute(crawl_hosts.update().where(  # the dead request may have been sent: keep the delay
+                crawl_hosts.c.crawl_id == self.crawl_id, crawl_hosts.c.host.in_({row.host for row in dead}))
+                .values(next_allowed_at=time.time() + self.config.delay))
+            _log.info("took back %d URLs leased by crawler processes that are gone", len(dead))
+        return [(row.lease_owner, row.lease_expires) for row in leased if row not in dead]
 
     def __repr__(self) -> str:
         return f"Frontier({self.crawl_id!r}, {'resumed' if self.resumed else 'new'})"
@@ -752,7 +1082,7 @@ def _lease_from_host(self: Frontier, connection: Connection, host_row, owner: st
         if row.kind != "robots":
             reason = config.skip_reason(row.url, row.kind, row.depth)
             if reason or not policy.allows(row.url, config.robots_agent):
-                _end_without_request(connection, row.id, SKIPPED, reason or "robots")
+                _end_without_request(connection, row.id, SKIPPED, reason or policy.blocked_outcome or "robots")
                 continue
             if row.attempts == 0 and not _reserve_page(connection, self.crawl_id, config):
                 return LIMIT_REACHED
@@ -831,6 +1161,50 @@ def _in_transaction(store: Store, work: Callable[[Connection], Any], attempts: i
             _log.info("transaction aborted (%s), trying again", state)
             time.sleep(0.01 * attempt)
 
+# %% ../nbs/02_collect.ipynb #672b986e
+NO_CLAIM = "none"  # a page shows an image and declares nothing
+
+
+def _source_claim(row) -> Licence | None:
+    status = row.licence_status or (KNOWN if row.licence else None)
+    return Licence(row.licence, row.licence_evidence or "", row.licence_raw or row.licence or "", status) if status else None
+
+
+def _licence_of(sources, page_claims: dict[str, list[Licence]]) -> Licence | None:
+    "The claim an item's sources make together (None: nothing is declared anywhere)."
+    claims: list[Licence] = []
+    for source in sources:
+        own = _source_claim(source)
+        if own and own.evidence.startswith("Link:"):  # the image's own header speaks for it everywhere
+            claims.append(own)
+        elif page_claims.get(source.url):
+            claims += page_claims[source.url]
+        elif own:
+            claims.append(own)
+    return combined_licence(claims)
+
+
+def item_licences(connection: Connection, shas: Iterable[str]) -> dict[str, Licence | None]:
+    "The settled licence claim of each item, from its sources and every page's claim for them."
+    shas = sorted(set(shas))
+    sources = connection.execute(select(item_sources).where(item_sources.c.item_sha256.in_(shas))).all()
+    urls = sorted({source.url for source in sources})
+    page_claims: dict[str, list[Licence]] = {}
+    for row in connection.execute(select(licence_claims).where(licence_claims.c.url.in_(urls),
+                                                              licence_claims.c.status != NO_CLAIM)).all():
+        page_claims.setdefault(row.url, []).append(Licence(row.licence, row.evidence or "", row.raw or "", row.status))
+    by_item: dict[str, list] = {sha: [] for sha in shas}
+    for source in sources:
+        by_item[source.item_sha256].append(source)
+    return {sha: _licence_of(rows, page_claims) for sha, rows in by_item.items()}
+
+
+def _settle_item_licences(connection: Connection, shas: Iterable[str]) -> None:
+    "Write each item's settled licence (None for unknown or conflicting claims) where it has any claim."
+    for sha, claim in item_licences(connection, shas).items():
+        if claim is not None:
+            connection.execute(items.update().where(items.c.sha256 == sha).values(licence=claim.id))
+
 # %% ../nbs/02_collect.ipynb #6ebf3555
 @dataclass
 class Completion:
@@ -846,6 +1220,10 @@ class Completion:
     new_urls: list[NewUrl] = field(default_factory=list)
     robots: RobotsPolicy | None = None  # for a robots.txt
     meta: dict[str, Any] = field(default_factory=dict)  # merged into the URL row's meta
+    stored_bytes: int = 0  # bytes this fetch wrote to the blob store (0 for known content)
+    charged: int = 0  # what the crawl's byte budget is charged: bytes received plus bytes stored
+    licence: Licence | None = None  # the source's whole claim (status and raw declaration too)
+    claims: list[tuple[str, Licence | None]] = field(default_factory=list)  # a page's claim for each image on it
 
 
 @patch
@@ -863,9 +1241,10 @@ def complete(self: Frontier, lease: Lease, done: Completion) -> str | None:
         if ended.rowcount != 1:
             raise _LeaseLost()
         self._release_host(connection, lease, done)
-        if done.size:
+        self._record_claims(connection, lease, done)
+        if done.charged:
             connection.execute(crawls.update().where(crawls.c.id == self.crawl_id)
-                               .values(bytes_fetched=crawls.c.bytes_fetched + done.size))
+                               .values(bytes_fetched=crawls.c.bytes_fetched + done.charged))
         enqueue(connection, self.crawl_id, self.config, done.new_urls)
         return outcome
     try:
@@ -887,7 +1266,28 @@ def _record_item(self: Frontier, connection: Connection, done: Completion) -> st
     is_new = insert_item_row(connection, sha, media_type, size, source_url=done.source.url,
                              licence=done.source.licence, meta={"crawl": self.crawl_id})
     add_item_source(connection, sha, done.source)
+    claim = done.licence
+    connection.execute(item_sources.update().where(
+        item_sources.c.item_sha256 == sha, item_sources.c.url == done.source.url, item_sources.c.crawl_id == self.crawl_id)
+        .values(licence_status=claim.status if claim else None, licence_raw=claim.raw if claim else None))
+    _settle_item_licences(connection, [sha])
     return "stored" if is_new else "duplicate"
+
+
+@patch
+def _record_claims(self: Frontier, connection: Connection, lease: Lease, done: Completion) -> None:
+    "Keep this page's claim for each image on it, and settle the licence of images already stored."
+    if not done.claims:
+        return
+    stamp = utc_now()
+    rows = [dict(crawl_id=self.crawl_id, url=url, page_url=lease.url, status=claim.status if claim else NO_CLAIM,
+                 licence=claim.id if claim else None, raw=claim.raw if claim else None,
+                 evidence=claim.evidence if claim else None, claimed_at=stamp) for url, claim in done.claims]
+    connection.execute(_insert_ignoring_conflicts(connection, licence_claims), rows)
+    stored = connection.execute(select(crawl_urls.c.item_sha256).where(
+        crawl_urls.c.crawl_id == self.crawl_id, crawl_urls.c.url.in_([url for url, _ in done.claims]),
+        crawl_urls.c.item_sha256.is_not(None))).scalars().all()
+    _settle_item_licences(connection, stored)
 
 
 @patch
@@ -903,6 +1303,26 @@ def _release_host(self: Frontier, connection: Connection, lease: Lease, done: Co
     if values:
         connection.execute(crawl_hosts.update().where(crawl_hosts.c.crawl_id == self.crawl_id,
                                                       crawl_hosts.c.host == lease.host).values(**values))
+
+# %% ../nbs/02_collect.ipynb #1af61f4d
+@patch
+def release(self: Frontier, lease: Lease) -> bool:
+    "Give back a lease whose request was never sent; False if it was no longer this worker's."
+    def give_back(connection: Connection) -> bool:
+        returned = connection.execute(crawl_urls.update().where(
+            crawl_urls.c.id == lease.url_id, crawl_urls.c.status == LEASED, crawl_urls.c.lease_owner == lease.owner)
+            .values(status=QUEUED, lease_owner=None, lease_expires=None, attempts=lease.attempt - 1))
+        if returned.rowcount != 1:
+            return False
+        if lease.kind == "robots" or lease.delay > 0:
+            connection.execute(crawl_hosts.update().where(crawl_hosts.c.crawl_id == self.crawl_id,
+                                                          crawl_hosts.c.host == lease.host)
+                               .values(next_allowed_at=time.time()))
+        if lease.kind != "robots" and lease.attempt == 1:
+            connection.execute(crawls.update().where(crawls.c.id == self.crawl_id)
+                               .values(pages_started=crawls.c.pages_started - 1))
+        return True
+    return _in_transaction(self.store, give_back)
 
 # %% ../nbs/02_collect.ipynb #b7fcd128
 class BadImageError(CollectError):
@@ -937,18 +1357,22 @@ def _retry_or_fail(fetched: Fetched, lease: Lease, config: CrawlConfig) -> Compl
 
 
 def _robots_completion(fetched: Fetched, lease: Lease, config: CrawlConfig) -> Completion:
-    "robots.txt: rules if read, allow all if absent (4xx), disallow all if unreachable."
+    "robots.txt (RFC 9309): rules if read; allow all if unavailable (4xx, bad redirects); blocked for now if unreachable."
+    redirects = {"redirected_from": list(fetched.redirects)} if fetched.redirects else {}
     if fetched.transient:
         retry = _retry_or_fail(fetched, lease, config)
-        if retry.status == FAILED:
-            retry.robots = RobotsPolicy("disallow_all")
+        if retry.status == FAILED:  # unreachable after the retries: disallow for now, try again next run
+            retry.robots = RobotsPolicy("unreachable")
         return retry
+    if fetched.outcome == "private_address":
+        return Completion(SKIPPED, "private_address", fetched.responded_at, robots=RobotsPolicy("private_address"),
+                          meta={"error": fetched.detail})
     if fetched.outcome == "ok":
         text = (fetched.body or b"").decode("utf-8", errors="replace")
         return Completion(DONE, "robots_txt", fetched.responded_at, fetched.http_status, fetched.size,
-                          robots=RobotsPolicy("rules", text))
+                          robots=RobotsPolicy("rules", text), meta=redirects)
     return Completion(DONE, "robots_txt", fetched.responded_at, fetched.http_status, fetched.size,
-                      robots=RobotsPolicy("allow_all"), meta={"robots": f"{fetched.outcome}: allow all"})
+                      robots=RobotsPolicy("allow_all"), meta={"robots": f"{fetched.outcome}: allow all", **redirects})
 
 
 def _redirect_completion(fetched: Fetched, lease: Lease, config: CrawlConfig) -> Completion:
@@ -975,59 +1399,93 @@ def _source(lease: Lease, fetched: Fetched, crawl_id: str, licence: Licence | No
                       crawl_id=crawl_id)
 
 
+def _claim_meta(claim: Licence | None) -> dict[str, Any]:
+    "A page's claim for an image, carried in the image's frontier row."
+    return {"licence_claim": dataclasses.asdict(claim)} if claim else {}
+
+
+def _referred_licence(meta: dict[str, Any]) -> Licence | None:
+    "The claim the page that queued an image made for it (or, in crawls from before, its licence id)."
+    if meta.get("licence_claim"):
+        return Licence(**meta["licence_claim"])
+    return Licence(meta["licence"], meta.get("licence_evidence") or "", meta["licence"]) if meta.get("licence") else None
+
+
+def _put(store: Store, body: bytes) -> tuple[str, int]:
+    "Write `body` to the blob store: its hash and the bytes written (0 if the content was there)."
+    sha, created = store.blobs.put(body)
+    return sha, len(body) if created else 0
+
+
 def _image_completion(store: Store, fetched: Fetched, lease: Lease, crawl_id: str) -> Completion:
     try:
         media_type = check_image(fetched.body)
     except BadImageError as error:
         return Completion(FAILED, "bad_image", fetched.responded_at, fetched.http_status, fetched.size,
                           meta={"error": str(error)[:300]})
-    referred = Licence(lease.meta["licence"], lease.meta["licence_evidence"]) if lease.meta.get("licence") else None
+    licence = fetched.licence or _referred_licence(lease.meta)
     source_meta = {"alt": lease.meta.get("alt"), "title": lease.meta.get("title"),
                    "page_title": lease.meta.get("page_title")}
-    sha, _ = store.blobs.put(fetched.body)
+    sha, written = _put(store, fetched.body)
     return Completion(DONE, "stored", fetched.responded_at, fetched.http_status, fetched.size,
-                      item=(sha, media_type, len(fetched.body)),
-                      source=_source(lease, fetched, crawl_id, fetched.licence or referred, source_meta))
+                      item=(sha, media_type, len(fetched.body)), stored_bytes=written, licence=licence,
+                      source=_source(lease, fetched, crawl_id, licence, source_meta))
 
 
 def _page_completion(store: Store, fetched: Fetched, lease: Lease, config: CrawlConfig, crawl_id: str) -> Completion:
-    page = parse_page(fetched.body, lease.url, fetched.charset)
+    page = parse_page(fetched.body, lease.url, fetched.charset, config.robots_agent, fetched.directives)
     licence = fetched.licence or page.licence
-    inherited = {"page_title": page.title} | ({"licence": licence.id, "licence_evidence": licence.evidence}
-                                              if licence else {})
-    new_urls = [NewUrl(link.url, link.kind, lease.depth + 1, lease.url,
-                       {**inherited, **link.meta} if link.kind == "asset" else link.meta)
-                for link in page.links if link.kind == "page" or "images" in config.accept]
+    images = [link for link in page.links if link.kind == "asset"] if "images" in config.accept else []
+    claims = [(link.url, link.licence or licence) for link in images]
+    new_urls = [NewUrl(link.url, "page", lease.depth + 1, lease.url, link.meta)
+                for link in page.links if link.kind == "page"]
+    new_urls += [NewUrl(link.url, "asset", lease.depth + 1, lease.url,
+                        {"page_title": page.title, **link.meta, **_claim_meta(claim)})
+                 for link, (_, claim) in zip(images, claims, strict=True)]
+    directives = {"robots": sorted(page.directives)} if page.directives else {}
     done = Completion(DONE, "page", fetched.responded_at, fetched.http_status, fetched.size, new_urls=new_urls,
-                      meta={"encoding": page.encoding})
-    if config.accepts(fetched.media_type):
-        done.item = (store.blobs.put(fetched.body)[0], fetched.media_type, len(fetched.body))
+                      meta={"encoding": page.encoding, **directives}, claims=claims, licence=licence)
+    if config.accepts(fetched.media_type) and not page.noindex:
+        sha, done.stored_bytes = _put(store, fetched.body)
+        done.item = (sha, fetched.media_type, len(fetched.body))
         done.source = _source(lease, fetched, crawl_id, licence, {"title": page.title, "encoding": page.encoding})
         done.outcome = "stored"
     return done
 
 
-def handle(lease: Lease, client: httpx.Client, store: Store, config: CrawlConfig, crawl_id: str) -> Completion:
-    "Fetch a leased URL and decide what it means for the crawl (blobs are written here, rows by `complete`)."
-    fetched = fetch(client, lease.url, config, kind="robots" if lease.kind == "robots" else lease.kind)
+SKIP_OUTCOMES = ("content_type", "too_large", "off_domain", "private_address")  # fetch outcomes that are skips
+
+
+def _decide(fetched: Fetched, lease: Lease, store: Store, config: CrawlConfig, crawl_id: str) -> Completion:
     if lease.kind == "robots":
         return _robots_completion(fetched, lease, config)
     if fetched.transient:
         return _retry_or_fail(fetched, lease, config)
     if fetched.outcome == "redirect":
         return _redirect_completion(fetched, lease, config)
-    if fetched.outcome in ("content_type", "too_large"):
+    if fetched.outcome in SKIP_OUTCOMES:
         return Completion(SKIPPED, fetched.outcome, fetched.responded_at, fetched.http_status, fetched.size,
                           meta={"error": fetched.detail})
     if fetched.outcome != "ok":
         return Completion(FAILED, fetched.outcome, fetched.responded_at, fetched.http_status, fetched.size)
-    if fetched.media_type in IMAGE_MEDIA_TYPES:
-        return _image_completion(store, fetched, lease, crawl_id)
     if fetched.media_type in HTML_MEDIA_TYPES:
         return _page_completion(store, fetched, lease, config, crawl_id)
-    done = Completion(DONE, "stored", fetched.responded_at, fetched.http_status, fetched.size,
-                      item=(store.blobs.put(fetched.body)[0], fetched.media_type, len(fetched.body)))
-    done.source = _source(lease, fetched, crawl_id, fetched.licence, {})
+    if "noindex" in fetched.directives:
+        return Completion(SKIPPED, "noindex", fetched.responded_at, fetched.http_status, fetched.size,
+                          meta={"robots": sorted(fetched.directives)})
+    if fetched.media_type in IMAGE_MEDIA_TYPES:
+        return _image_completion(store, fetched, lease, crawl_id)
+    sha, written = _put(store, fetched.body)
+    return Completion(DONE, "stored", fetched.responded_at, fetched.http_status, fetched.size,
+                      item=(sha, fetched.media_type, len(fetched.body)), stored_bytes=written, licence=fetched.licence,
+                      source=_source(lease, fetched, crawl_id, fetched.licence, {}))
+
+
+def handle(lease: Lease, client: httpx.Client, store: Store, config: CrawlConfig, crawl_id: str) -> Completion:
+    "Fetch a leased URL and decide what it means for the crawl (blobs are written here, rows by `complete`)."
+    fetched = fetch(client, lease.url, config, kind="robots" if lease.kind == "robots" else lease.kind)
+    done = _decide(fetched, lease, store, config, crawl_id)
+    done.charged = fetched.received + done.stored_bytes
     return done
 
 # %% ../nbs/02_collect.ipynb #bfa76c9f
@@ -1046,20 +1504,29 @@ class CrawlSummary:
     queued: int  # still to fetch (queued or in flight)
     items: int  # distinct items this crawl has found
     licensed_items: int  # of those, items with a known licence (the others are marked unknown: licence None)
-    stop_reason: str | None = None  # why the last run ended: finished, limit_reached, stopped
+    stop_reason: str | None = None  # why the last run ended: finished, limit_reached, stopped, interrupted...
+    unreachable_hosts: dict[str, str] = field(default_factory=dict)  # origin -> why its robots.txt could not be read
+    licence_conflicts: int = 0  # items whose claims disagree (left out of licensed-only versions)
+
+    @property
+    def nothing_fetched(self) -> bool:
+        "Whether no URL of the crawl was fetched, in any run (the CLI then exits with an error)."
+        return self.fetched == 0
 
     def lines(self) -> list[str]:
         "The summary as a person reads it."
         def counts(values: dict[str, int]) -> str:
             return ", ".join(f"{name} {count}" for name, count in sorted(values.items())) or "none"
+        unreachable = ", ".join(f"{host} ({why})" for host, why in sorted(self.unreachable_hosts.items()))
         return [f"crawl {self.crawl_id}: {self.stop_reason or 'stopped'}",
                 f"  fetched {self.fetched}: {self.stored} new items, {self.duplicates} duplicates, "
                 f"{self.pages} pages, {self.redirects} redirects",
                 f"  skipped by robots.txt: {self.skipped_by_robots}",
                 f"  skipped by rules: {counts(self.skipped)}",
                 f"  errors: {counts(self.errors)}",
+                *([f"  unreachable, robots.txt retried on the next run: {unreachable}"] if unreachable else []),
                 f"  still queued: {self.queued}; items from this crawl: {self.items} "
-                f"({self.licensed_items} with a known licence)"]
+                f"({self.licensed_items} with a known licence, {self.licence_conflicts} with conflicting claims)"]
 
 
 def crawl_summary(store: Store, crawl_id: str, stop_reason: str | None = None) -> CrawlSummary:
@@ -1074,6 +1541,15 @@ def crawl_summary(store: Store, crawl_id: str, stop_reason: str | None = None) -
         item_count, licensed = connection.execute(
             select(func.count(), func.count(items.c.licence))
             .select_from(found.join(items, items.c.sha256 == found.c.item_sha256))).one()
+        found_items = connection.execute(select(item_sources.c.item_sha256)
+                                         .where(item_sources.c.crawl_id == crawl_id).distinct()).scalars().all()
+        conflicts = sum(claim is not None and claim.status == CONFLICT
+                        for claim in item_licences(connection, found_items).values())
+        unreachable = dict(connection.execute(
+            select(crawl_hosts.c.host, crawl_urls.c.outcome)
+            .join(crawl_urls, (crawl_urls.c.crawl_id == crawl_hosts.c.crawl_id) & (crawl_urls.c.host == crawl_hosts.c.host))
+            .where(crawl_hosts.c.crawl_id == crawl_id, crawl_hosts.c.robots_state == "unreachable",
+                   crawl_urls.c.kind == "robots")).all())
     by_status: dict[str, Counter] = {}
     for status, outcome, count in rows:
         by_status.setdefault(status, Counter())[outcome] += count
@@ -1084,7 +1560,31 @@ def crawl_summary(store: Store, crawl_id: str, stop_reason: str | None = None) -
         skipped={outcome: count for outcome, count in skipped.items() if outcome != "robots"},
         errors=dict(by_status.get(FAILED, Counter())),
         queued=sum(by_status.get(QUEUED, Counter()).values()) + sum(by_status.get(LEASED, Counter()).values()),
-        items=item_count, licensed_items=licensed, stop_reason=stop_reason)
+        items=item_count, licensed_items=licensed, stop_reason=stop_reason, unreachable_hosts=unreachable,
+        licence_conflicts=conflicts)
+
+# %% ../nbs/02_collect.ipynb #0539826d
+class CrawlTerminated(KeyboardInterrupt):
+    "The crawler's process was asked to stop with SIGTERM."
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    "While in the block (main thread only), SIGTERM raises `CrawlTerminated` once, as Ctrl-C raises KeyboardInterrupt."
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received = []
+
+    def on_sigterm(signum, frame) -> None:
+        if not received:
+            received.append(signum)
+            raise CrawlTerminated()
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 # %% ../nbs/02_collect.ipynb #711b01ff
 class Crawler:
@@ -1096,12 +1596,13 @@ class Crawler:
                  progress: bool = False,  # show a tqdm progress bar
                  transport: httpx.BaseTransport | None = None):  # for tests: a different HTTP transport
         if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
-            raise CrawlConfigError(f"workers must be a positive integer, not {workers!r}")
+            raise CrawlConfigError(f"--workers must be a positive integer, not {workers!r}")
         self.config, self.store, self.workers, self.progress = config, store or Store(), workers, progress
         self.frontier = Frontier(self.store, config, crawl_id)
         self.crawl_id = self.frontier.crawl_id
         self.transport = transport
-        self.name = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.token = uuid.uuid4().hex[:6]
+        self.name = lease_owner_name(0, self.token).rsplit(":", 1)[0]
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._changed = threading.Condition()  # wakes waiting workers when a report may have freed a host
@@ -1128,9 +1629,17 @@ class Crawler:
         return f"Crawler({self.crawl_id!r}, {self.workers} workers, {self.store!r})"
 
 # %% ../nbs/02_collect.ipynb #d8f49448
+def _wait_for_all(finished: list[threading.Event]) -> None:
+    "Wait until every worker has said it is done (Events, not Thread.join: an interrupted join can lose a thread)."
+    for event in finished:
+        while not event.wait(0.1):
+            pass
+
+
 @patch
-def _work(self: Crawler, index: int, client: httpx.Client, on_result: Callable[[Lease, str], None]) -> None:
-    owner = f"{self.name}:{index}"
+def _work(self: Crawler, index: int, client: httpx.Client, on_result: Callable[[Lease, str], None],
+          finished: threading.Event) -> None:
+    owner = lease_owner_name(index, self.token)
     try:
         while not self._stop.is_set():
             lease = self.frontier.lease(owner)
@@ -1140,6 +1649,9 @@ def _work(self: Crawler, index: int, client: httpx.Client, on_result: Callable[[
             if not isinstance(lease, Lease):
                 with self._lock:
                     self._ended.append(lease)
+                return
+            if self._stop.is_set():  # stopped while leasing: give the URL back unfetched
+                self.frontier.release(lease)
                 return
             try:
                 done = handle(lease, client, self.store, self.config, self.crawl_id)
@@ -1153,6 +1665,8 @@ def _work(self: Crawler, index: int, client: httpx.Client, on_result: Callable[[
     except BaseException as error:  # database trouble: stop everyone and re-raise in run()
         self._errors.append(error)
         self.stop()
+    finally:
+        finished.set()
 
 
 @patch
@@ -1171,18 +1685,17 @@ def run(self: Crawler) -> CrawlSummary:
 
     self._stop.clear()
     with make_client(self.config, connections=self.workers * 2, transport=self.transport) as client:
-        threads = [threading.Thread(target=self._work, args=(index, client, on_result), daemon=True,
+        finished = [threading.Event() for _ in range(self.workers)]
+        threads = [threading.Thread(target=self._work, args=(index, client, on_result, finished[index]), daemon=True,
                                     name=f"crawler-{index}") for index in range(self.workers)]
         for thread in threads:
             thread.start()
         try:
-            for thread in threads:
-                while thread.is_alive():
-                    thread.join(0.1)
-        except KeyboardInterrupt:
+            with sigterm_as_interrupt():
+                _wait_for_all(finished)
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: let the workers finish (or give back) what they hold
             self.stop()
-            for thread in threads:
-                thread.join()
+            _wait_for_all(finished)
             raise
         finally:
             bar.close()
@@ -1199,10 +1712,12 @@ class CrawledItem:
     media_type: str
     url: str
     page_url: str | None
-    licence: str | None  # what this source declares; None: unknown
+    licence: str | None  # the SPDX id this source declares; None: nothing, unknown terms or a conflict
     licence_evidence: str | None
     alt: str | None
     fetched_at: datetime
+    licence_status: str | None = None  # known, unknown, conflict; None: nothing declared
+    licence_raw: str | None = None  # the declaration(s) as found
 
 
 def crawled_items(store: Store, crawl_id: str) -> list[CrawledItem]:
@@ -1213,5 +1728,52 @@ def crawled_items(store: Store, crawl_id: str) -> list[CrawledItem]:
             .where(item_sources.c.crawl_id == crawl_id).order_by(item_sources.c.id)).mappings().all()
     return [CrawledItem(row["item_sha256"], row["media_type"], row["url"], row["page_url"], row["licence"],
                         row["licence_evidence"], (row["meta"] or {}).get("alt"),
-                        row["fetched_at"] if row["fetched_at"].tzinfo else row["fetched_at"].replace(tzinfo=timezone.utc))
+                        row["fetched_at"] if row["fetched_at"].tzinfo else row["fetched_at"].replace(tzinfo=timezone.utc),
+                        row["licence_status"], row["licence_raw"])
             for row in rows]
+
+
+class PageClaim(NamedTuple):
+    "What one page claims about the licence of one image it shows."
+    url: str  # the image
+    page_url: str
+    licence: Licence | None  # None: the page declares nothing
+
+
+def page_claims(store: Store, crawl_id: str) -> list[PageClaim]:
+    "Every page's claim for every image it shows, in the order they were found."
+    with store.engine.connect() as connection:
+        rows = connection.execute(select(licence_claims).where(licence_claims.c.crawl_id == crawl_id)
+                                  .order_by(licence_claims.c.id)).all()
+    return [PageClaim(row.url, row.page_url, None if row.status == NO_CLAIM else
+                      Licence(row.licence, row.evidence or "", row.raw or "", row.status)) for row in rows]
+
+# %% ../nbs/02_collect.ipynb #7a0bc2e0
+def _exclusion(claim: Licence | None, allowed: frozenset[str] | None) -> str | None:
+    "Why an item with this claim stays out of a licensed-only version; None if it goes in."
+    if claim is None:
+        return NO_CLAIM
+    if claim.status != KNOWN:
+        return claim.status
+    return "not_allowed" if allowed is not None and claim.id not in allowed else None
+
+
+def licensed_crawl_version(store: Store, crawl_id: str,
+                           name: str,  # the dataset version's name
+                           allowed_licences: Iterable[str] | None = None,  # SPDX ids; default: any known licence
+                           split: str = "train",
+                           ) -> DatasetVersion:
+    "A dataset version of a crawl's items with a known (allowed) licence, captioned with their alt text."
+    crawl_summary(store, crawl_id)  # an unknown crawl is one clear error
+    allowed = None if allowed_licences is None else frozenset(allowed_licences)
+    first: dict[str, CrawledItem] = {}
+    for item in crawled_items(store, crawl_id):
+        first.setdefault(item.item_sha256, item)
+    if not first:
+        raise CollectError(f"crawl {crawl_id!r} has found no items yet")
+    with store.engine.connect() as connection:
+        claims = item_licences(connection, first)
+    excluded = Counter(reason for sha in first if (reason := _exclusion(claims[sha], allowed)))
+    entries = [Entry(sha, item.alt or "", split) for sha, item in first.items()]
+    return store.create_licensed_version(entries, LabelSchema("text"), name, allowed_licences=allowed,
+                                         meta={"crawl": crawl_id, "excluded_by_reason": dict(sorted(excluded.items()))})

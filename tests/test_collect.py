@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
+import tracemalloc
 import uuid
 from collections import Counter
 from itertools import pairwise
@@ -23,12 +26,13 @@ import pytest
 from sqlalchemy import create_engine, select, text
 from sqlalchemy.engine import make_url
 
-from fsml_nb.collect import (FINISHED, LIMIT_REACHED, CrawlConfig, Crawler, Frontier, crawl_summary, crawled_items)
-from fsml_nb.db import crawl_urls
+from fsml_nb.collect import (FINISHED, LIMIT_REACHED, CrawlConfig, Crawler, Frontier, crawl_summary, crawled_items,
+                             page_claims)
+from fsml_nb.db import crawl_urls, crawls
 from fsml_nb.store import Entry, LabelSchema, Store
 
 sys.path.insert(0, str(Path(__file__).parent))
-from fixture_site import CAP, CAT, FixtureSite  # noqa: E402
+from fixture_site import BOMB_SIZE, CAP, CAT, FixtureSite, gzip_bomb  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CRAWL_DELAY = 0.02  # the fixture's robots.txt Crawl-delay
@@ -48,7 +52,8 @@ class RecordingTransport(httpx.HTTPTransport):
 
 def trap_rules(base: str, **overrides) -> CrawlConfig:
     rules = dict(start_urls=[f"{base}/"], allowed_domains=["127.0.0.1"], max_depth=4, max_pages=None,
-                 max_response_bytes=CAP, delay=0.0, timeout=0.3, max_attempts=3, backoff=0.01, lease_seconds=5.0)
+                 max_response_bytes=CAP, delay=0.0, timeout=0.3, max_attempts=3, backoff=0.01, lease_seconds=5.0,
+                 allow_private_addresses=True)  # the fixture site is on 127.0.0.1
     return CrawlConfig(**{**rules, **overrides})
 
 
@@ -196,7 +201,7 @@ def test_licences_are_found_and_unknown_ones_marked(crawled):
 def test_retries_back_off_exponentially_and_honour_retry_after(tmp_path: Path):
     with FixtureSite(crawl_delay=None) as site, Store(f"sqlite:///{tmp_path}/fsml.db", str(tmp_path / "blobs")) as store:
         rules = CrawlConfig([f"{site.base}/broken.html", f"{site.base}/busy.html"], delay=0.0, backoff=0.2,
-                            max_attempts=3, timeout=1.0)
+                            max_attempts=3, timeout=1.0, allow_private_addresses=True)
         Crawler(rules, store=store, workers=2).run()
         log = site.log
         final = outcomes(store, Frontier(store, rules).crawl_id, site.base)
@@ -244,7 +249,7 @@ def _stop_after(crawler: Crawler, results: int) -> None:
 def test_a_dead_workers_lease_comes_back(tmp_path: Path):
     with FixtureSite(traps=False, pages=3, crawl_delay=None) as site, \
             Store(f"sqlite:///{tmp_path}/fsml.db", str(tmp_path / "blobs")) as store:
-        rules = CrawlConfig([f"{site.base}/"], delay=0.0, timeout=0.2, lease_seconds=0.5)
+        rules = CrawlConfig([f"{site.base}/"], delay=0.0, timeout=0.2, lease_seconds=0.5, allow_private_addresses=True)
         frontier = Frontier(store, rules, "dead")
         abandoned = frontier.lease("a-worker-that-dies")
         assert abandoned.kind == "robots"
@@ -276,7 +281,8 @@ print(json.dumps({"name": crawler.name, "outcomes": dict(crawler.run_outcomes), 
 def test_two_processes_share_one_frontier_and_fetch_no_page_twice(db_url: str, tmp_path: Path):
     pages = 40
     with FixtureSite(traps=False, pages=pages, crawl_delay=0.01, latency=0.005) as site:
-        rules = CrawlConfig([f"{site.base}/"], max_depth=10, max_pages=None, delay=0.0, max_per_host=4, timeout=5)
+        rules = CrawlConfig([f"{site.base}/"], max_depth=10, max_pages=None, delay=0.0, max_per_host=4, timeout=5,
+                            allow_private_addresses=True)
         with Store(db_url, str(tmp_path / "blobs")) as store:
             Frontier(store, rules, "shared")  # the schema and the crawl exist before the workers start
         start_at = time.time() + 4.0
@@ -306,7 +312,8 @@ def test_two_processes_share_one_frontier_and_fetch_no_page_twice(db_url: str, t
 def test_the_longer_of_the_two_delays_spaces_requests(config_delay: float, robots_delay: float, tmp_path: Path):
     with FixtureSite(traps=False, pages=12, crawl_delay=robots_delay) as site, \
             Store(f"sqlite:///{tmp_path}/fsml.db", str(tmp_path / "blobs")) as store:
-        rules = CrawlConfig([f"{site.base}/"], max_depth=10, delay=config_delay, max_per_host=4)
+        rules = CrawlConfig([f"{site.base}/"], max_depth=10, delay=config_delay, max_per_host=4,
+                            allow_private_addresses=True)
         Crawler(rules, store=store, workers=4).run()
         times = site.times()
     assert len(times) == 26  # robots.txt, the start page, 12 pages and their images
@@ -319,7 +326,7 @@ def test_fsml_collect_crawl_from_the_shell(db_url: str, tmp_path: Path):
     env.update(FSML_HOME=str(tmp_path / "home"), FSML_DB_URL=db_url, FSML_BLOB_URL=str(tmp_path / "blobs"))
     fsml = [str(Path(sys.executable).parent / "fsml")]
     with FixtureSite(crawl_delay=None, slow_seconds=0.5) as site:
-        common = [f"{site.base}/", "--allow", "127.0.0.1", "--delay", "0", "--timeout", "0.2", "--retries", "0",
+        common = [f"{site.base}/", "--allow", "127.0.0.1", "--allow-private-addresses", "--delay", "0", "--timeout", "0.2", "--retries", "0",
                   "--max-response-bytes", "64KiB"]
         first = subprocess.run([*fsml, "collect", "crawl", *common, "--max-pages", "5"], env=env,
                                capture_output=True, text=True, timeout=120)
@@ -338,3 +345,250 @@ def test_fsml_collect_crawl_from_the_shell(db_url: str, tmp_path: Path):
     bad = subprocess.run([*fsml, "collect", "crawl", "ftp://example.com/"], env=env, capture_output=True, text=True,
                          timeout=60)
     assert bad.returncode == 1 and bad.stderr.strip() == "fsml: error: start URL 'ftp://example.com/' is not an http(s) URL"
+
+
+# --- issue 10: decompression bombs ----------------------------------------------------------------
+def _crawl_traced(rules: CrawlConfig, store: Store, crawl_id: str, workers: int = 1):
+    "Run a crawl under tracemalloc: its summary and the peak of Python memory while it ran."
+    tracemalloc.start()
+    try:
+        summary = Crawler(rules, store=store, crawl_id=crawl_id, workers=workers).run()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    return summary, peak
+
+
+def test_a_decompression_bomb_is_cut_while_streaming_and_does_not_end_the_crawl(tmp_path: Path):
+    budget = 4 * 2**20  # far below what the bomb inflates to, far above what the crawl receives
+    gzip_bomb()  # made once (0.7 s), before the crawl's short timeout runs
+    with FixtureSite(crawl_delay=None) as site, Store(f"sqlite:///{tmp_path}/fsml.db", str(tmp_path / "blobs")) as store:
+        rules = trap_rules(site.base, start_urls=[f"{site.base}/bomb/index.html"], max_total_bytes=budget)
+        summary, peak = _crawl_traced(rules, store, "bomb")
+        final = outcomes(store, "bomb", site.base)
+        with store.engine.connect() as connection:
+            charged = connection.execute(select(crawls.c.bytes_fetched).where(crawls.c.id == "bomb")).scalar()
+            cut_at = connection.execute(select(crawl_urls.c.size).where(crawl_urls.c.url == f"{site.base}/bomb/1.png")).scalar()
+    assert final["/bomb/1.png"] == ("skipped", "too_large")  # fetched first (the lowest id), skipped...
+    assert final["/bomb/2.png"] == ("done", "stored") and final["/bomb/3.html"] == ("done", "page")  # ...and the crawl went on
+    assert summary.stop_reason == FINISHED and summary.skipped == {"too_large": 1}
+    assert CAP < cut_at <= CAP + 64 * 1024  # decoded bytes, cut just past the cap
+    assert charged < 64 * 1024, charged  # the budget pays what came over the network (and what was stored), not BOMB_SIZE
+    assert peak < 24 * 2**20, f"peak Python memory {peak / 2**20:.0f} MiB for a {BOMB_SIZE / 2**20:.0f} MiB bomb"
+
+
+def test_a_robots_txt_bomb_is_read_up_to_512_kib_with_bounded_memory(tmp_path: Path):
+    with FixtureSite(crawl_delay=None, robots_bomb=True) as site, \
+            Store(f"sqlite:///{tmp_path}/fsml.db", str(tmp_path / "blobs")) as store:
+        rules = trap_rules(site.base, start_urls=[f"{site.base}/gallery.html"])
+        summary, peak = _crawl_traced(rules, store, "robots-bomb")
+        final = outcomes(store, "robots-bomb", site.base)
+    assert final["/robots.txt"] == ("done", "robots_txt")
+    assert final["/private/hidden.png"] == ("skipped", "robots")  # its first 512 KiB were parsed: the rules hold
+    assert "/private/hidden.png" not in site.paths() and summary.stop_reason == FINISHED
+    assert peak < 24 * 2**20, f"peak Python memory {peak / 2**20:.0f} MiB"
+
+
+# --- issue 10: a host that is down once --------------------------------------------------------------
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _fsml(db_url: str, tmp_path: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("FSML_")}
+    env.update(FSML_HOME=str(tmp_path / "home"), FSML_DB_URL=db_url, FSML_BLOB_URL=str(tmp_path / "blobs"))
+    return subprocess.run([str(Path(sys.executable).parent / "fsml"), *args], env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_a_host_down_on_first_contact_is_reported_and_retried_on_the_next_run(tmp_path: Path):
+    db_url, port = f"sqlite:///{tmp_path}/fsml.db", _free_port()
+    start = f"http://127.0.0.1:{port}/"
+    common = ["collect", "crawl", start, "--allow-private-addresses", "--delay", "0", "--timeout", "0.5",
+              "--retries", "1", "--crawl", "down-once"]
+    down = _fsml(db_url, tmp_path, *common)  # nothing listens on the port yet
+    assert down.returncode == 1, (down.stdout, down.stderr)
+    assert f"unreachable, robots.txt retried on the next run: http://127.0.0.1:{port} (connection)" in down.stdout
+    assert "skipped by robots.txt: 0" in down.stdout and "robots_unreachable 1" in down.stdout
+    assert "fsml: error: nothing could be fetched" in down.stderr
+    with FixtureSite(crawl_delay=None, port=port) as site:
+        up = _fsml(db_url, tmp_path, *common, "--json", "--max-depth", "0")
+        paths = site.paths()
+    assert up.returncode == 0, up.stderr
+    report = json.loads(up.stdout)
+    assert report["unreachable_hosts"] == {} and report["pages"] == 1 and report["stored"] >= 1
+    assert paths[:2] == ["/robots.txt", "/"]
+
+
+def test_a_5xx_robots_txt_blocks_the_host_for_now_only(tmp_path: Path):
+    with FixtureSite(crawl_delay=None, robots_redirect="/broken.html") as site, \
+            Store(f"sqlite:///{tmp_path}/fsml.db", str(tmp_path / "blobs")) as store:
+        rules = trap_rules(site.base, start_urls=[f"{site.base}/gallery.html"], max_attempts=2)
+        summary = Crawler(rules, store=store, crawl_id="5xx").run()
+        final = outcomes(store, "5xx", site.base)
+    assert final["/robots.txt"] == ("failed", "http_500") and final["/gallery.html"] == ("skipped", "robots_unreachable")
+    assert summary.unreachable_hosts == {site.base: "http_500"} and summary.nothing_fetched
+    assert site.paths() == ["/robots.txt", "/broken.html"] * 2  # retried, and nothing else asked for
+
+
+# --- issue 10: scope is the origin; private addresses ------------------------------------------------
+def test_a_page_cannot_steer_the_crawler_to_another_port(tmp_path: Path):
+    with FixtureSite(crawl_delay=None) as site, FixtureSite(crawl_delay=None) as internal, \
+            Store(f"sqlite:///{tmp_path}/fsml.db", str(tmp_path / "blobs")) as store:
+        start = [f"{site.base}/ports.html?to={internal.port}"]
+        Crawler(trap_rules(site.base, start_urls=start, max_depth=1), store=store, crawl_id="ports").run()
+        narrow = outcomes(store, "ports", site.base)
+        assert internal.paths() == []
+        wider = trap_rules(site.base, start_urls=start, max_depth=1,
+                           allowed_domains=["127.0.0.1", f"127.0.0.1:{internal.port}"])
+        Crawler(wider, store=store, crawl_id="ports-widened").run()
+        assert internal.paths()[:2] == ["/robots.txt", "/"]  # the user widened the scope to that port
+    assert narrow[f"{internal.base}/"] == ("skipped", "off_domain")
+
+
+def test_names_that_resolve_to_private_addresses_are_refused_unless_allowed(tmp_path: Path):
+    with FixtureSite(crawl_delay=None) as site, Store(f"sqlite:///{tmp_path}/fsml.db", str(tmp_path / "blobs")) as store:
+        named = f"http://localhost:{site.port}/"  # a name: the config cannot see where it leads
+        refused = Crawler(CrawlConfig([named], delay=0.0), store=store, crawl_id="named").run()
+        assert site.paths() == []
+        assert refused.skipped == {"private_address": 1} and refused.nothing_fetched
+        with pytest.raises(Exception, match="--allow-private-addresses allows it"):
+            CrawlConfig([f"{site.base}/"])  # an address: refused at once
+        allowed = Crawler(CrawlConfig([named], delay=0.0, allow_private_addresses=True), store=store,
+                          crawl_id="named").run()  # the same crawl, resumed with the flag
+    assert allowed.fetched >= 1 and "/" in site.paths()
+
+
+# --- issue 10: robots directives --------------------------------------------------------------------
+def test_noindex_and_nofollow_from_meta_and_x_robots_tag_are_honoured(tmp_path: Path):
+    with FixtureSite(crawl_delay=None) as site, Store(f"sqlite:///{tmp_path}/fsml.db", str(tmp_path / "blobs")) as store:
+        rules = trap_rules(site.base, start_urls=[f"{site.base}/directives.html"], accept=["images", "text"])
+        Crawler(rules, store=store, crawl_id="directives").run()
+        final = outcomes(store, "directives", site.base)
+        stored = {item.url.removeprefix(site.base) for item in crawled_items(store, "directives")}
+    assert final["/directives.html"] == ("done", "page")  # <meta name="robots" content="noindex">: read, not stored
+    assert final["/nofollow.html"] == ("done", "stored")  # X-Robots-Tag: nofollow only
+    assert "/never.html" not in final and "/never.html" not in site.paths()  # its link was not queued
+    assert final["/img/noindex.png"] == ("skipped", "noindex")
+    assert final["/img/agent-none.png"] == ("skipped", "noindex")  # 'fsml_nb-crawler: none' names us
+    assert final["/img/otherbot.png"] == ("done", "stored")  # 'otherbot: noindex' does not
+    assert stored == {"/nofollow.html", "/img/otherbot.png", "/img/dog.png"}
+
+
+# --- issue 10: robots.txt redirects ----------------------------------------------------------------
+def test_a_robots_txt_redirect_to_another_host_is_followed(tmp_path: Path):
+    with FixtureSite(crawl_delay=None) as apex, \
+            FixtureSite(crawl_delay=None, robots_redirect=None) as www, \
+            Store(f"sqlite:///{tmp_path}/fsml.db", str(tmp_path / "blobs")) as store:
+        www.robots_redirect = f"http://localhost:{apex.port}/robots.txt"  # www -> apex: another host name
+        Crawler(trap_rules(www.base, start_urls=[f"{www.base}/gallery.html"]), store=store, crawl_id="www").run()
+        final = outcomes(store, "www", www.base)
+        with store.engine.connect() as connection:
+            meta = connection.execute(select(crawl_urls.c.meta).where(crawl_urls.c.url == f"{www.base}/robots.txt")).scalar()
+    assert apex.paths() == ["/robots.txt"]
+    assert final["/private/hidden.png"] == ("skipped", "robots") and "/private/hidden.png" not in www.paths()
+    assert meta["redirected_from"] == [f"{www.base}/robots.txt"]
+
+
+@pytest.mark.parametrize("hops, hidden", [(5, "skipped"), (6, "done")])
+def test_robots_txt_redirects_are_followed_up_to_five(hops: int, hidden: str, tmp_path: Path):
+    with FixtureSite(crawl_delay=None, robots_redirect=hops) as site, \
+            Store(f"sqlite:///{tmp_path}/fsml.db", str(tmp_path / "blobs")) as store:
+        Crawler(trap_rules(site.base, start_urls=[f"{site.base}/gallery.html"]), store=store, crawl_id="hops").run()
+        final = outcomes(store, "hops", site.base)
+    assert final["/private/hidden.png"][0] == hidden  # after more than five, robots.txt is unavailable: allow all
+
+
+# --- issue 10: SIGTERM and dead crawlers' leases --------------------------------------------------
+def test_sigterm_prints_the_summary_and_leaves_no_lease(tmp_path: Path):
+    db_url = f"sqlite:///{tmp_path}/fsml.db"
+    env = {key: value for key, value in os.environ.items() if not key.startswith("FSML_")}
+    env.update(FSML_HOME=str(tmp_path / "home"), FSML_DB_URL=db_url, FSML_BLOB_URL=str(tmp_path / "blobs"))
+    with FixtureSite(traps=False, pages=60, crawl_delay=None, latency=0.05) as site:
+        process = subprocess.Popen([str(Path(sys.executable).parent / "fsml"), "collect", "crawl", f"{site.base}/",
+                                    "--allow-private-addresses", "--delay", "0", "--max-depth", "10",
+                                    "--crawl", "term"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 60
+        while len(site.paths()) < 5 and time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.05)
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=60)
+    assert process.returncode == 143, (process.returncode, err[-2000:])
+    assert "crawl term: terminated (SIGTERM)" in err and "still queued:" in err
+    with Store(db_url, str(tmp_path / "blobs")) as store, store.engine.connect() as connection:
+        leased = connection.execute(select(crawl_urls.c.url).where(crawl_urls.c.status == "leased")).all()
+    assert leased == [], (leased, err[-3000:])
+
+
+def test_a_resume_takes_back_a_dead_crawlers_leases_at_once(tmp_path: Path):
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_owner = f"{socket.gethostname()}:{gone.stdout.strip()}:abc123:0"  # a crawler process killed with SIGKILL
+    with FixtureSite(traps=False, pages=3, crawl_delay=None) as site, \
+            Store(f"sqlite:///{tmp_path}/fsml.db", str(tmp_path / "blobs")) as store:
+        rules = CrawlConfig([f"{site.base}/"], delay=0.0, lease_seconds=120.0, allow_private_addresses=True)
+        assert Frontier(store, rules, "dead").lease(dead_owner).kind == "robots"  # held for 120 s
+        started = time.monotonic()
+        crawler = Crawler(rules, store=store, crawl_id="dead", workers=2)
+        with store.engine.connect() as connection:
+            robots = connection.execute(select(crawl_urls.c.status).where(crawl_urls.c.kind == "robots")).scalar()
+        assert robots == "queued"  # taken back when the crawl was opened, not after 120 s
+        assert crawler.frontier.foreign_leases == []  # nothing to wait for
+        summary = crawler.run()
+        elapsed = time.monotonic() - started
+
+        elsewhere = "elsewhere.example:1:abc123:0"  # another machine's crawler: only the expiry can tell
+        held = Frontier(store, rules, "other").lease(elsewhere)
+        assert Frontier(store, rules, "other").foreign_leases == [(elsewhere, held.expires)]
+    assert elapsed < 20 and summary.stop_reason == FINISHED and summary.stored == 3
+    assert site.paths()[0] == "/robots.txt"
+
+
+# --- issue 10: errors name the CLI's options ----------------------------------------------------------
+@pytest.mark.parametrize("args, message", [
+    (["--max-pages", "0"], "fsml: error: --max-pages must be an integer >= 1, not 0"),
+    (["--max-depth", "-1"], "fsml: error: --max-depth must be an integer >= 0, not -1"),
+    (["--max-per-host", "0"], "fsml: error: --max-per-host must be an integer >= 1, not 0"),
+    (["--workers", "0"], "fsml: error: --workers must be a positive integer, not 0"),
+    (["--timeout", "0"], "fsml: error: --timeout must be a number >= 0.001, not 0.0"),
+    (["--exclude", "(oops"], "fsml: error: --exclude pattern '(oops' is not a valid regular expression"),
+    (["--allow", "https://example.com/"], "fsml: error: --allow 'https://example.com/' must be a host name"),
+])
+def test_cli_errors_name_the_options(args: list[str], message: str, capsys, tmp_path: Path, monkeypatch):
+    from fsml_nb.cli import main
+    monkeypatch.setenv("FSML_HOME", str(tmp_path))
+    with pytest.raises(SystemExit) as exit_:
+        main(["collect", "crawl", "https://example.com/", *args])
+    assert exit_.value.code == 1
+    err = capsys.readouterr().err
+    assert err.startswith(message) and len(err.splitlines()) == 1 and "_" not in err.split(":")[2].split()[0], err
+
+
+# --- issue 10: licences --------------------------------------------------------------------------------
+def test_licence_claims_are_recognised_kept_raw_per_page_and_conflicts_left_out(tmp_path: Path):
+    db_url = f"sqlite:///{tmp_path}/fsml.db"
+    with FixtureSite(crawl_delay=None) as site, Store(db_url, str(tmp_path / "blobs")) as store:
+        rules = trap_rules(site.base, start_urls=[f"{site.base}/licences/index.html"])
+        summary = Crawler(rules, store=store, crawl_id="licences").run()
+        items = {item.url.removeprefix(f"{site.base}/licences/"): item for item in crawled_items(store, "licences")}
+        claims = {(claim.url.rsplit("/", 1)[1], claim.page_url.rsplit("/", 1)[1]): claim.licence
+                  for claim in page_claims(store, "licences")}
+        licences = {name: store.get_item(item.item_sha256).licence for name, item in items.items()}
+    arr = items["arr.png"]  # rel="license" to an "All rights reserved" page: a declaration, not a licence
+    assert (arr.licence, arr.licence_status, arr.licence_raw) == (None, "unknown", f"{site.base}/rights.html")
+    assert claims[("arr.png", "arr.html")].status == "unknown"
+    conflict = items["conflict.png"]  # CC BY and CC BY-NC on one page
+    assert (conflict.licence, conflict.licence_status) == (None, "conflict")
+    assert "creativecommons.org/licenses/by/4.0/" in conflict.licence_raw and "CC BY-NC 4.0" in conflict.licence_raw
+    assert items["pd.png"].licence == "CC-PDM-1.0" and items["pd.png"].licence_raw.endswith("/publicdomain/mark/1.0/")
+    shared = {page: claim.id for (image, page), claim in claims.items() if image == "shared.png" and claim}
+    assert shared == {"a.html": "CC-BY-4.0", "b.html": "CC-BY-NC-SA-4.0"}  # every page keeps its own claim
+    assert licences == {"arr.png": None, "conflict.png": None, "shared.png": None, "pd.png": "CC-PDM-1.0"}
+    assert summary.licensed_items == 1 and summary.licence_conflicts == 2  # one page's conflict, two pages' disagreement
+
+    out = _fsml(db_url, tmp_path, "collect", "version", "licences", "--name", "licensed only")
+    assert out.returncode == 0, out.stderr
+    assert "1 items" in out.stdout and "left out: conflict 2, unknown 1" in out.stdout, out.stdout
+    refused = _fsml(db_url, tmp_path, "collect", "version", "licences", "--name", "x", "--licence", "CC-BY-4.0")
+    assert refused.returncode == 1 and refused.stderr.startswith("fsml: error:") and len(refused.stderr.splitlines()) == 1

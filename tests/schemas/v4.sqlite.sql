@@ -210,6 +210,8 @@ CREATE TABLE item_sources (
 	headers JSON NOT NULL, 
 	meta JSON NOT NULL, 
 	crawl_id VARCHAR(64), 
+	licence_status VARCHAR(16), 
+	licence_raw TEXT, 
 	PRIMARY KEY (id), 
 	FOREIGN KEY(item_sha256) REFERENCES items (sha256), 
 	FOREIGN KEY(crawl_id) REFERENCES crawls (id)
@@ -232,6 +234,19 @@ CREATE TABLE labels (
 	created_at DATETIME NOT NULL, 
 	PRIMARY KEY (id), 
 	FOREIGN KEY(item_sha256) REFERENCES items (sha256)
+);
+CREATE TABLE licence_claims (
+	id INTEGER NOT NULL, 
+	crawl_id VARCHAR(64) NOT NULL, 
+	url TEXT NOT NULL, 
+	page_url TEXT NOT NULL, 
+	status VARCHAR(16) NOT NULL, 
+	licence VARCHAR(255), 
+	raw TEXT, 
+	evidence TEXT, 
+	claimed_at DATETIME NOT NULL, 
+	PRIMARY KEY (id), 
+	FOREIGN KEY(crawl_id) REFERENCES crawls (id)
 );
 CREATE TABLE model_aliases (
 	name VARCHAR(255) NOT NULL, 
@@ -392,6 +407,7 @@ CREATE UNIQUE INDEX item_sources_item_url ON item_sources (item_sha256, url);
 CREATE INDEX ix_dataset_versions_name ON dataset_versions (name);
 CREATE INDEX ix_version_entries_item_sha256 ON version_entries (item_sha256);
 CREATE UNIQUE INDEX labels_item_source ON labels (item_sha256, source);
+CREATE UNIQUE INDEX licence_claims_crawl_url_page ON licence_claims (crawl_id, url, page_url);
 CREATE INDEX model_promotions_by_alias_time ON model_promotions (name, alias, created_at, id);
 CREATE INDEX model_version_files_by_sha256 ON model_version_files (sha256);
 CREATE INDEX model_versions_by_dataset_version ON model_versions (dataset_version_id);
