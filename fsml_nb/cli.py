@@ -904,6 +904,13 @@ def pipeline_run_command(
     run = run_pipeline(_pipeline_file(name), _parse_assignments(param), from_step=from_step, force=force,
                        dry_run=dry_run, executor=executor, queue_name=queue)
     typer.echo(str(run))
+    if not dry_run:
+        last = run.steps[-1].step if run.steps else "STEP"
+        typer.echo(f"\nreports: every step's executed notebook, e.g. fsml pipeline show {run.id[:12]} {last} "
+                   "--out report.html")
+        if "eval_run" in run.outputs:
+            typer.echo("dashboard: fsml pages add-viewer YOUR_NAME (prints a token), then fsml pages dashboard and "
+                       "open http://127.0.0.1:8867/?token=TOKEN")
 
 
 @pipeline_app.command("worker")
