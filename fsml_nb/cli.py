@@ -20,10 +20,10 @@ from .store import DatasetVersion, Store, VersionDiff
 
 # %% auto #0
 __all__ = ['app', 'import_app', 'version_app', 'collect_app', 'annotate_app', 'repro_app', 'registry_app', 'serve_app',
-           'pipeline_app', 'eval_app', 'pages_app', 'VOILA_CULLING', 'main', 'init', 'import_digits_command',
-           'import_mnist1d_command', 'import_folder_command', 'list_versions', 'show_version', 'diff_versions_command',
-           'verify_version_command', 'gc_command', 'crawl_command', 'collect_version', 'annotate_create',
-           'annotate_add_annotator', 'annotate_reissue_token', 'annotate_disable', 'annotate_enable',
+           'pipeline_app', 'eval_app', 'pages_app', 'PageKernels', 'PageCulling', 'main', 'init',
+           'import_digits_command', 'import_mnist1d_command', 'import_folder_command', 'list_versions', 'show_version',
+           'diff_versions_command', 'verify_version_command', 'gc_command', 'crawl_command', 'collect_version',
+           'annotate_create', 'annotate_add_annotator', 'annotate_reissue_token', 'annotate_disable', 'annotate_enable',
            'annotate_remove_annotator', 'annotate_add_member', 'annotate_remove_member', 'annotate_members',
            'annotate_guide', 'annotate_status', 'annotate_export', 'annotate_serve', 'list_recipes', 'run_recipe',
            'export_command', 'registry_register', 'registry_list', 'registry_show', 'registry_promote',
@@ -1021,48 +1021,57 @@ pages_app = typer.Typer(help="Dashboard and demo pages for stakeholders (Voila),
                         no_args_is_help=True)
 app.add_typer(pages_app, name="pages")
 
-VOILA_CULLING = ["--MappingKernelManager.cull_idle_timeout=120", "--MappingKernelManager.cull_interval=30",
-                 "--MappingKernelManager.cull_connected=True"]
-
-
-def _serve_page(name: str, code: str, host: str, port: int, environment: dict[str, str]) -> None:
+def _serve_page(name: str, code: str, host: str, port: int, environment: dict[str, str],
+                max_kernels: int, cull_after: int) -> None:
+    "Write the page's app notebook and serve it with Voila (kernels capped, those of closed pages ended)."
     import os
     import subprocess
-    import sys
+    import tempfile
 
     import nbformat
 
-    folder = get_settings().home / "apps"
-    folder.mkdir(parents=True, exist_ok=True)
+    from fsml_nb.annotate import write_voila_config
+
+    if max_kernels < 1 or cull_after < 1:
+        raise typer.BadParameter("--max-kernels and --cull-after must be at least 1")
+    folder = Path(tempfile.mkdtemp(prefix=f"fsml-{name}-"))
     notebook = nbformat.v4.new_notebook()
     notebook.cells = [nbformat.v4.new_code_cell(code)]
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(notebook, str(folder / f"{name}.ipynb"))
+    write_voila_config(folder / "voila.py", max_kernels=max_kernels, cull_after=cull_after)
     typer.echo(f"{name}: http://{host}:{port}/?token=VIEW_TOKEN (fsml pages add-viewer NAME makes one)")
     command = [sys.executable, "-m", "voila", str(folder / f"{name}.ipynb"), "--no-browser", f"--port={port}",
-               f"--Voila.ip={host}", "--show_tracebacks=False", *VOILA_CULLING]
+               f"--Voila.ip={host}", "--Voila.tornado_settings={'allow_origin': ''}", "--show_tracebacks=False",
+               f"--Voila.config_file_paths=['{folder}']"]
     raise SystemExit(subprocess.call(command, env={**os.environ, **environment}))
+
+
+PageKernels = Annotated[int, typer.Option("--max-kernels", help="pages open at once (a kernel each); more wait")]
+PageCulling = Annotated[int, typer.Option("--cull-after", help="seconds after a page closes before its kernel ends")]
 
 
 @pages_app.command("dashboard")
 def pages_dashboard_command(host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
-                            port: Annotated[int, typer.Option(help="port to listen on")] = 8867) -> None:
+                            port: Annotated[int, typer.Option(help="port to listen on")] = 8867,
+                            max_kernels: PageKernels = 20, cull_after: PageCulling = 300) -> None:
     "Serve the evaluation dashboard (metrics, confusion, wrong cases, comparisons)."
     from fsml_nb.evaluate import DASHBOARD_NOTEBOOK_CODE
 
-    _serve_page("dashboard", DASHBOARD_NOTEBOOK_CODE, host, port, {})
+    _serve_page("dashboard", DASHBOARD_NOTEBOOK_CODE, host, port, {}, max_kernels, cull_after)
 
 
 @pages_app.command("demo")
 def pages_demo_command(model: Annotated[str, typer.Option(help="registry ref or .onnx file")] = "digits@champion",
                        serve_url: Annotated[str | None, typer.Option(help="send uploads to this serving API")] = None,
                        host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
-                       port: Annotated[int, typer.Option(help="port to listen on")] = 8868) -> None:
+                       port: Annotated[int, typer.Option(help="port to listen on")] = 8868,
+                       max_kernels: PageKernels = 20, cull_after: PageCulling = 300) -> None:
     "Serve the demo page: upload an image or draw a digit, see the prediction and the model version."
     from fsml_nb.evaluate import DEMO_NOTEBOOK_CODE
 
     environment = {"FSML_DEMO_MODEL": model, **({"FSML_SERVE_URL": serve_url} if serve_url else {})}
-    _serve_page("demo", DEMO_NOTEBOOK_CODE, host, port, environment)
+    _serve_page("demo", DEMO_NOTEBOOK_CODE, host, port, environment, max_kernels, cull_after)
 
 
 @pages_app.command("add-viewer")

@@ -7,7 +7,12 @@ missing server is a failure, so CI can never pass by skipping.
 from __future__ import annotations
 
 import os
+import shutil
+import socket
+import subprocess
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -80,3 +85,81 @@ def rabbitmq_url() -> str:
     except Exception as error:  # any failure to connect means: no server for these tests
         skip_or_fail(f"RabbitMQ is not reachable at {RABBIT_URL}: {type(error).__name__} {error}")
     return RABBIT_URL
+
+
+# --- servers and a real browser -------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def local_server(command: list[str], port: int, env: dict[str, str] | None = None) -> Iterator[subprocess.Popen]:
+    "Run a server process until its port answers; stop it (and its children) afterwards."
+    server = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              start_new_session=True)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            if server.poll() is not None:
+                pytest.fail(f"{command[0]} exited: {server.stdout.read()}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"{command[0]} did not listen on port {port} within 90 s")
+            time.sleep(0.3)
+        yield server
+    finally:
+        os.killpg(server.pid, 15)
+        server.wait(timeout=30)
+
+
+def launch_chromium(playwright, path: str):
+    "Debian's Chromium, headless, with no network of its own (see DEVELOPERS.md)."
+    return playwright.chromium.launch(executable_path=path, headless=True, args=[
+        "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-quic", "--no-first-run",
+        "--disable-component-update", "--disable-sync"])
+
+
+@pytest.fixture
+def chromium_path() -> str:
+    path = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
+    if path is None:
+        skip_or_fail("Chromium is not installed (Debian: apt-get install chromium chromium-driver)")
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        skip_or_fail("playwright (the Python package) is not installed")
+    return path
+
+
+def wait_for(condition, timeout: float = 60.0, what: str = "the page") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def kernel_processes(server_pid: int) -> list[int]:
+    "The ids of the kernel processes a server started (its children running ipykernel)."
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            status = (entry / "status").read_text()
+            command = (entry / "cmdline").read_bytes()
+        except OSError:  # the process ended meanwhile
+            continue
+        parent = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("PPid:"))
+        if parent == server_pid and b"ipykernel" in command:
+            found.append(int(entry.name))
+    return found
+
+
+def child_processes(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(child) for child in path.read_text().split()] if path.exists() else []

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -15,7 +14,8 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from conftest import skip_or_fail
+from conftest import (child_processes, free_port, kernel_processes, launch_chromium, local_server, skip_or_fail,
+                      wait_for)
 
 from sqlalchemy import select
 
@@ -254,53 +254,6 @@ def test_the_committed_app_notebook_is_what_serve_writes():
 
 # --- the Voila page in a real browser --------------------------------------------------
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@contextmanager
-def local_server(command: list[str], port: int, env: dict[str, str] | None = None) -> Iterator[subprocess.Popen]:
-    "Run a server process until its port answers; stop it (and its children) afterwards."
-    server = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                              start_new_session=True)
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            with socket.socket() as sock:
-                if sock.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            if server.poll() is not None:
-                pytest.fail(f"{command[0]} exited: {server.stdout.read()}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"{command[0]} did not listen on port {port} within 90 s")
-            time.sleep(0.3)
-        yield server
-    finally:
-        os.killpg(server.pid, 15)
-        server.wait(timeout=30)
-
-
-def launch_chromium(playwright, path: str):
-    "Debian's Chromium, headless, with no network of its own (see DEVELOPERS.md)."
-    return playwright.chromium.launch(executable_path=path, headless=True, args=[
-        "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-quic", "--no-first-run",
-        "--disable-component-update", "--disable-sync"])
-
-
-@pytest.fixture
-def chromium_path() -> str:
-    path = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
-    if path is None:
-        skip_or_fail("Chromium is not installed (Debian: apt-get install chromium chromium-driver)")
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        skip_or_fail("playwright (the Python package) is not installed")
-    return path
-
-
 @contextmanager
 def voila_server(tmp_path: Path, *serve_options: str) -> Iterator[tuple[str, str, Path, subprocess.Popen]]:
     "`fsml annotate serve` on a project of 5 texts; yields its URL, fay's token, FSML_HOME and the server process."
@@ -322,13 +275,6 @@ def voila_server(tmp_path: Path, *serve_options: str) -> Iterator[tuple[str, str
 def voila_app(tmp_path: Path):
     with voila_server(tmp_path) as (url, token, home, _):
         yield url, token, home
-
-
-def wait_for(condition, timeout: float = 60.0, what: str = "the page") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
 
 
 def test_an_annotator_labels_in_the_browser(chromium_path: str, voila_app):
@@ -388,23 +334,6 @@ def test_an_annotator_labels_in_the_browser(chromium_path: str, voila_app):
     store.close()
 
 
-def kernel_processes(server_pid: int) -> list[int]:
-    "The ids of the kernel processes a server started (its children running ipykernel)."
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            status = (entry / "status").read_text()
-            command = (entry / "cmdline").read_bytes()
-        except OSError:  # the process ended meanwhile
-            continue
-        parent = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("PPid:"))
-        if parent == server_pid and b"ipykernel" in command:
-            found.append(int(entry.name))
-    return found
-
-
 def test_kernels_of_closed_pages_end_and_their_number_is_capped(chromium_path: str, tmp_path: Path):
     "N page loads and closes: the kernel count goes back to its floor; beyond --max-kernels a page is refused."
     from playwright.sync_api import sync_playwright
@@ -414,8 +343,8 @@ def test_kernels_of_closed_pages_end_and_their_number_is_capped(chromium_path: s
     with voila_server(tmp_path, "--cull-after", "3", "--max-kernels", "2") as (url, token, _, server):
         # `fsml annotate serve` runs Voila as its child, and Voila the kernels
         wait_for(lambda: any(b"voila" in (Path(f"/proc/{child}/cmdline").read_bytes())
-                             for child in _children(server.pid)), what="voila to start")
-        voila_pid = next(child for child in _children(server.pid)
+                             for child in child_processes(server.pid)), what="voila to start")
+        voila_pid = next(child for child in child_processes(server.pid)
                          if b"voila" in Path(f"/proc/{child}/cmdline").read_bytes())
         floor = len(kernel_processes(voila_pid))
         with sync_playwright() as playwright:
@@ -434,11 +363,6 @@ def test_kernels_of_closed_pages_end_and_their_number_is_capped(chromium_path: s
                 page.close()
             browser.close()
         wait_for(lambda: len(kernel_processes(voila_pid)) == floor, timeout=90, what="the kernels to be culled")
-
-
-def _children(pid: int) -> list[int]:
-    path = Path(f"/proc/{pid}/task/{pid}/children")
-    return [int(child) for child in path.read_text().split()] if path.exists() else []
 
 
 def test_an_item_whose_blob_is_missing_is_skipped_not_fatal(store: Store):
