@@ -40,7 +40,7 @@ def consensus_version(store: Store):
     base = small_mnist1d(store)
     create_project(store, "relabel", base, overlap=1, guide="# Guide v1\n\nLabel the digit.")
     set_guide(store, "relabel", "# Guide v2\n\nLabel the digit; 0 and 6 look alike.")
-    add_annotator(store, "ana")
+    add_annotator(store, "ana", projects=["relabel"])
     at = datetime(2026, 1, 1, tzinfo=timezone.utc)
     for entry in base.entries:
         submit(store, "relabel", "ana", entry.item_sha256, entry.label, now=at)
