@@ -583,7 +583,7 @@ def run_pipeline(spec: PipelineSpec | Path | str,  # a loaded spec or the path o
                         result = queue.run(store, run_id, step, plan)  # a worker records it
                     else:
                         try:
-                            result = execute_step(store, step, plan.parameters, Path(workdir), progress=False)
+                            result = execute_step(store, step, plan.parameters, Path(workdir), progress=progress)
                         except StepFailedError as failure:
                             _record_step(store, run_id, step.name, "failed", plan.cache_key, plan.parameters,
                                          failure.result)

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from sqlalchemy import func, select, text
 
-from fsml_nb.annotate import add_annotator, create_project, export_consensus, set_guide, submit
+from fsml_nb.annotate import add_annotator, create_project, export_consensus, set_guide, lease_next, submit
 from fsml_nb.core import utc_now
 from fsml_nb.data import import_mnist1d
 from fsml_nb.db import model_version_files, model_versions, reading, registered_models, registry_events
@@ -42,8 +42,9 @@ def consensus_version(store: Store):
     set_guide(store, "relabel", "# Guide v2\n\nLabel the digit; 0 and 6 look alike.")
     add_annotator(store, "ana", projects=["relabel"])
     at = datetime(2026, 1, 1, tzinfo=timezone.utc)
-    for entry in base.entries:
-        submit(store, "relabel", "ana", entry.item_sha256, entry.label, now=at)
+    labels = {entry.item_sha256: entry.label for entry in base.entries}
+    while (task := lease_next(store, "relabel", "ana", now=at)) is not None:
+        submit(store, "relabel", "ana", task.item_sha256, labels[task.item_sha256], now=at)
     return export_consensus(store, "relabel", name="relabel-consensus")
 
 
