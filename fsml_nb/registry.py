@@ -863,7 +863,7 @@ def promote(self: ModelRegistry, name: str,  # the registered model
             ) -> Promotion:
     "Point `alias` of model `name` at a version, and log the move."
     check_model_name(alias, "alias")
-    if isinstance(version_ref, int) or (isinstance(version_ref, str) and version_ref.isdigit()):
+    if isinstance(version_ref, int) or (isinstance(version_ref, str) and version_ref.isdigit() and len(version_ref) < 12):
         version_ref = f"{name}:{version_ref}"
     version = self.version(version_ref)
     if version.name != name:
