@@ -49,8 +49,8 @@ __all__ = ['log', 'MODEL_FORMAT', 'GOLDEN_COUNT', 'RegistryError', 'NotAnExportE
            'TamperedArchiveError', 'ModelVersion', 'Promotion', 'RegistryEvent', 'ModelRegistry', 'check_model_name',
            'ExportFolder', 'read_export_folder', 'export_checkpoint_path', 'read_checkpoint_header', 'golden_inputs',
            'onnx_outputs', 'run_onnx', 'Golden', 'golden_outputs', 'source_archive', 'environment_snapshot',
-           'manifest_bytes', 'Archive', 'build_archive', 'put_file', 'ArchiveWriter', 'stream_blob', 'load_pulled',
-           'ModelLineage']
+           'manifest_bytes', 'Archive', 'build_archive', 'copy_and_hash', 'put_file', 'ArchiveWriter', 'stream_blob',
+           'load_pulled', 'ModelLineage']
 
 # %% ../nbs/09_registry.ipynb #5e5c79cc
 class RegistryError(FsmlError):
@@ -527,19 +527,33 @@ def _blob_write_error(blobs: BlobStore, error: OSError) -> StoreError:
     return StoreError(f"cannot write to the blob store at {blobs.url}: {reason}")
 
 
+def _file_sha256(path: str | Path) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def copy_and_hash(source: str | Path, target: str | Path, target_fs=None,  # fsspec filesystem of `target` (None: local)
+                  ) -> tuple[str, int]:
+    "Copy a local file to `target`; the SHA-256 and size of what was written."
+    if target_fs is None or "file" in target_fs.protocol or "local" in target_fs.protocol:
+        shutil.copyfile(source, target)  # in the kernel where the OS can (copy_file_range, sendfile)
+        return _file_sha256(target), os.path.getsize(target)  # hashed as written, read back from the page cache
+    digest, size = hashlib.sha256(), 0
+    with open(source, "rb") as reader, target_fs.open(target, "wb") as writer:
+        for block in iter(lambda: reader.read(_BLOCK), b""):
+            digest.update(block)
+            writer.write(block)
+            size += len(block)
+    return digest.hexdigest(), size
+
+
 def put_file(blobs: BlobStore, source: Path) -> tuple[str, int, bool]:
-    "Copy a file into the blob store in one pass; its hash, size, and whether the blob was written."
+    "Copy a file into the blob store, hashing what was written; its hash, size, and whether the blob was written."
     folder = f"{blobs.root}/incoming"
     temporary = f"{folder}/{uuid.uuid4().hex}{TEMPORARY_MARK}{uuid.uuid4().hex[:8]}"
-    digest, size = hashlib.sha256(), 0
     try:
         blobs.fs.makedirs(folder, exist_ok=True)
-        with open(source, "rb") as reader, blobs.fs.open(temporary, "wb") as writer:
-            for block in iter(lambda: reader.read(_BLOCK), b""):
-                digest.update(block)
-                writer.write(block)
-                size += len(block)
-        sha = digest.hexdigest()
+        sha, size = copy_and_hash(source, temporary, None if blobs.is_local else blobs.fs)
         if blobs.exists(sha):  # there already: put checks it (and repairs a damaged one)
             return sha, size, blobs.put(source.read_bytes())[1]
         blobs.fs.makedirs(blobs.path(sha).rsplit("/", 1)[0], exist_ok=True)
@@ -1009,8 +1023,19 @@ def _verified_blob(registry: ModelRegistry, version: ModelVersion, relative: str
 def _pull_file(registry: ModelRegistry, version: ModelVersion, relative: str, folder: Path) -> None:
     target = folder / relative
     target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target, "wb") as writer:
-        _verified_blob(registry, version, relative, writer)
+    if not registry.blobs.is_local:
+        with open(target, "wb") as writer:
+            _verified_blob(registry, version, relative, writer)
+        return
+    sha = version.files[relative]
+    try:
+        copied = copy_and_hash(registry.blobs.path(sha), target)[0]  # the copy itself is what is checked
+    except FileNotFoundError:
+        copied = None
+    if copied != sha:
+        problem = "is missing" if copied is None else f"is corrupt: its bytes now hash to {copied[:12]}…"
+        raise TamperedArchiveError(f"model version {version.ref} ({version.short_id}) is damaged on the file server: "
+                                   f"{relative}: blob {sha} {problem}")
 
 
 @patch
@@ -1044,16 +1069,6 @@ def pull(self: ModelRegistry, ref: str | ModelVersion,  # the version to pull
     return folder
 
 # %% ../nbs/09_registry.ipynb #5d390215
-def _hash_file(path: Path) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def load_pulled(folder: str | Path) -> ModelVersion:
     "A pulled folder as a `ModelVersion`, after re-hashing its manifest and every file."
     folder = Path(folder)
@@ -1067,7 +1082,7 @@ def load_pulled(folder: str | Path) -> ModelVersion:
         path = folder / relative
         if not path.is_file():
             raise TamperedArchiveError(f"{path} is missing from the pulled model version; pull it again")
-        if _hash_file(path) != entry["sha256"]:
+        if _file_sha256(path) != entry["sha256"]:
             raise TamperedArchiveError(f"{path} was changed after it was pulled (its hash differs); pull it again")
     info = json.loads((folder / "version.json").read_text()) if (folder / "version.json").is_file() else {}
     number = info.get("number") if info.get("id") == version_id else None
