@@ -9,6 +9,7 @@ Docs: https://fsml-nb.github.io/fsml_nb/registry.html.md"""
 from __future__ import annotations
 
 import getpass
+import hashlib
 import io
 import json
 import os
@@ -18,13 +19,15 @@ import subprocess
 import tarfile
 import tempfile
 import time
+import uuid
 from collections import Counter
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -37,19 +40,17 @@ from .core import FsmlError, as_utc, get_logger, utc_now
 from .db import (annotation_guides, annotation_projects, check_lengths, insert_ignore, item_sources, items,
                         model_aliases, model_promotions, model_version_files, model_versions, reading,
                         registered_models, registry_events, transaction, version_entries)
-from .store import (BlobCorruptError, BlobMissingError, Store, StoreError, UnknownVersionError, canonical_json,
-                           hold_blobs, remove_unreferenced_blobs, sha256_hex)
-
-if TYPE_CHECKING:
-    from fsml_nb.train import Checkpoint
+from .store import (TEMPORARY_MARK, BlobCorruptError, BlobMissingError, BlobStore, Store, StoreError,
+                           UnknownVersionError, canonical_json, hold_blobs, remove_unreferenced_blobs, sha256_hex)
 
 # %% auto #0
 __all__ = ['log', 'MODEL_FORMAT', 'GOLDEN_COUNT', 'RegistryError', 'NotAnExportError', 'DamagedExportError',
            'UnknownModelVersionError', 'UnknownAliasError', 'WrongModelError', 'NoPromotionYetError', 'GateFailedError',
            'TamperedArchiveError', 'ModelVersion', 'Promotion', 'RegistryEvent', 'ModelRegistry', 'check_model_name',
-           'ExportFolder', 'read_export_folder', 'export_checkpoint_path', 'read_onnx_metadata', 'golden_inputs',
-           'run_onnx', 'golden_outputs', 'source_archive', 'environment_snapshot', 'manifest_bytes', 'Archive',
-           'build_archive', 'load_pulled', 'ModelLineage']
+           'ExportFolder', 'read_export_folder', 'export_checkpoint_path', 'read_checkpoint_header', 'golden_inputs',
+           'onnx_outputs', 'run_onnx', 'Golden', 'golden_outputs', 'source_archive', 'environment_snapshot',
+           'manifest_bytes', 'Archive', 'build_archive', 'copy_and_hash', 'put_file', 'ArchiveWriter', 'stream_blob',
+           'load_pulled', 'ModelLineage']
 
 # %% ../nbs/09_registry.ipynb #5e5c79cc
 class RegistryError(FsmlError):
@@ -236,20 +237,27 @@ def export_checkpoint_path(export: ExportFolder, checkpoint: str | Path | None =
     return path
 
 
-def read_onnx_metadata(path: Path) -> dict[str, Any]:
-    "The fsml metadata of an ONNX file, or `DamagedExportError` if the file does not parse."
-    from fsml_nb.export import onnx_metadata
+def read_checkpoint_header(checkpoint: Path) -> dict[str, Any]:
+    "A checkpoint's metadata, read from the safetensors header only (no tensor is decoded)."
+    from safetensors import safe_open
+
+    from fsml_nb.train import CHECKPOINT_FORMAT
 
     try:
-        return onnx_metadata(path)
-    except Exception as error:  # protobuf's DecodeError and friends
-        raise DamagedExportError(f"{path} cannot be read as ONNX ({type(error).__name__}); re-export the "
-                                 "checkpoint") from None
+        with safe_open(str(checkpoint), framework="np") as handle:
+            raw = handle.metadata() or {}
+    except Exception as error:  # safetensors raises several types for damaged files
+        raise DamagedExportError(f"{checkpoint} is not a readable safetensors checkpoint: "
+                                 f"{str(error).strip().splitlines()[0]}") from None
+    if raw.get("format") != CHECKPOINT_FORMAT:
+        raise NotAnExportError(f"{checkpoint} is a safetensors file but not an fsml_nb checkpoint")
+    return {key: (value if key in ("format", "tensors_sha256") else json.loads(value)) for key, value in raw.items()}
 
 
-def _check_checkpoint_matches(export: ExportFolder, tensors_sha256: str) -> None:
+def _check_checkpoint_matches(export: ExportFolder, tensors_sha256: str,
+                              onnx_info: dict[str, dict[str, Any]]) -> None:
     for relative in (export.fp32_file, export.serving_file):
-        recorded = read_onnx_metadata(export.files[relative]).get("fsml.checkpoint_sha256")
+        recorded = onnx_info[relative].get("fsml.checkpoint_sha256")
         if recorded and recorded != tensors_sha256:  # older exports record "": the parity check below decides
             raise DamagedExportError(f"{export.folder / relative} was exported from another checkpoint (tensors "
                                      f"{str(recorded)[:12]}…, the checkpoint given has {tensors_sha256[:12]}…)")
@@ -271,15 +279,29 @@ def golden_inputs(store: Store, version_id: str, count: int = GOLDEN_COUNT) -> n
     return load_split(subset, split, store).inputs.numpy().astype(np.float32)
 
 
-def run_onnx(path: str | Path, inputs: np.ndarray) -> np.ndarray:
-    "The outputs of an ONNX file on `inputs` (CPU)."
+def _decoded(value: str) -> Any:
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError:
+        return value
+
+
+def onnx_outputs(path: str | Path, inputs: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
+    "The outputs of an ONNX file on `inputs` (CPU), and its fsml metadata, from one onnxruntime session."
     from fsml_nb.export import onnx_session
 
     try:
         session = onnx_session(path)
-        return session.run(None, {session.get_inputs()[0].name: inputs})[0]
+        outputs = session.run(None, {session.get_inputs()[0].name: inputs})[0]
+        metadata = session.get_modelmeta().custom_metadata_map
     except Exception as error:  # onnxruntime raises its own types for a damaged file
         raise DamagedExportError(f"{path} cannot be read by onnxruntime: {str(error).strip().splitlines()[0]}") from None
+    return outputs, {key: _decoded(value) for key, value in metadata.items()}
+
+
+def run_onnx(path: str | Path, inputs: np.ndarray) -> np.ndarray:
+    "The outputs of an ONNX file on `inputs` (CPU)."
+    return onnx_outputs(path, inputs)[0]
 
 # %% ../nbs/09_registry.ipynb #2bbc4c57
 def _variant_measure(report: dict[str, Any], relative: str, key: str) -> float:
@@ -298,38 +320,61 @@ def _check_agreement(what: str, outputs: np.ndarray, reference: np.ndarray, allo
                                  "measured: a file was altered or comes from another export; re-export the checkpoint")
 
 
-def _torch_model(checkpoint: Checkpoint):
-    "The checkpoint's model in eval mode, or None for a custom model without a spec."
-    from fsml_nb.train import build_model, check_architecture
+def _torch_model(checkpoint: Path, metadata: dict[str, Any]):
+    "The checkpoint's model in eval mode (only its weights are read), or None for a custom model without a spec."
+    from safetensors import safe_open
 
-    if checkpoint.model_spec is None:
+    from fsml_nb.train import ModelSpec, build_model, check_architecture
+
+    import torch
+
+    if not metadata.get("model_spec"):
         return None
-    model = build_model(checkpoint.model_spec)
-    weights = checkpoint.prefixed("model.")
-    check_architecture(model, weights, str(checkpoint.path))
-    model.load_state_dict(weights)
+    spec = ModelSpec.from_dict(metadata["model_spec"])
+    with torch.device("meta"):  # no time spent initialising weights that are replaced at once
+        model = build_model(spec)
+    with safe_open(str(checkpoint), framework="pt") as handle:
+        weights = {name.removeprefix("model."): handle.get_tensor(name) for name in handle.keys()
+                   if name.startswith("model.")}
+    check_architecture(model, weights, str(checkpoint))
+    model.load_state_dict(weights, assign=True)
+    if any(tensor.is_meta for tensor in [*model.parameters(), *model.buffers()]):  # state the weights do not hold
+        model = build_model(spec)
+        model.load_state_dict(weights)
     return model.eval()
 
 
-def golden_outputs(export: ExportFolder, inputs: np.ndarray,
-                   checkpoint: Checkpoint,  # the checkpoint, read
-                   ) -> tuple[np.ndarray, float]:
-    "The serving file's outputs on `inputs` and their tolerance, after checking every file agrees as export measured."
-    fp32 = run_onnx(export.files[export.fp32_file], inputs)
+@dataclass(frozen=True)
+class Golden:
+    "Golden outputs of the serving file, their tolerance, and the fsml metadata of each ONNX file run."
+    outputs: np.ndarray
+    atol: float
+    onnx_metadata: dict[str, dict[str, Any]]  # relative path -> metadata
+
+
+def golden_outputs(export: ExportFolder, inputs: np.ndarray, checkpoint: Path,
+                   metadata: dict[str, Any],  # the checkpoint's (`read_checkpoint_header`)
+                   ) -> Golden:
+    "The serving file's outputs on `inputs`, after checking every file agrees as export measured."
+    variants = {variant["path"]: variant for variant in export.report["variants"] if variant.get("path")}
+    with ThreadPoolExecutor(max_workers=len(variants), thread_name_prefix="fsml-golden") as pool:
+        runs = dict(zip(variants, pool.map(lambda relative: onnx_outputs(export.files[relative], inputs), variants),
+                        strict=True))
+    fp32 = runs[export.fp32_file][0]
+    onnx_metadata = {relative: run_metadata for relative, (_, run_metadata) in runs.items()}
     tight = 1e-3 * _scale(fp32)
     fp32_allowed = _variant_measure(export.report, export.fp32_file, "max_abs_logit_diff")
     outputs = fp32
-    for variant in export.report["variants"]:
-        relative = variant.get("path")
-        if relative is None or relative == export.fp32_file:
+    for relative, variant in variants.items():
+        if relative == export.fp32_file:
             continue
-        variant_outputs = run_onnx(export.files[relative], inputs)
+        variant_outputs = runs[relative][0]
         allowed = float(variant["parity"]["max_abs_logit_diff"])
         _check_agreement(f"the outputs of {relative} and {export.fp32_file}", variant_outputs, fp32,
                          2 * (allowed + fp32_allowed) + tight)
         if relative == export.serving_file:
             outputs = variant_outputs
-    model = _torch_model(checkpoint)
+    model = _torch_model(checkpoint, metadata)
     if model is not None:  # a custom model without a spec: the ONNX files are all we can run
         import torch
 
@@ -339,7 +384,7 @@ def golden_outputs(export: ExportFolder, inputs: np.ndarray,
                          2 * fp32_allowed + tight)
     served_allowed = _variant_measure(export.report, export.serving_file, "max_abs_logit_diff")
     atol = tight if export.serving_file == export.fp32_file else max(tight, served_allowed)
-    return outputs.astype(np.float32), atol
+    return Golden(outputs.astype(np.float32), atol, onnx_metadata)
 
 # %% ../nbs/09_registry.ipynb #90ee4d83
 def _git(root: Path, *arguments: str) -> subprocess.CompletedProcess:
@@ -413,24 +458,20 @@ def _npy(array: np.ndarray) -> bytes:
 # %% ../nbs/09_registry.ipynb #7ed80eb5
 @dataclass
 class Archive:
-    "What `register` stores: files by relative path, and the manifest naming them."
-    files: dict[str, bytes]
-    manifest: dict[str, Any]
+    "What `register` stores: files by relative path (on disk, or made here), and the manifest without its file list."
+    files: dict[str, Path | bytes]
+    description: dict[str, Any]  # every manifest key but "files", which the blob writes fill in
 
-    @property
-    def id(self) -> str:
-        return sha256_hex(manifest_bytes(self.manifest))
+    def manifest(self, entries: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        "The manifest, given each file's {'sha256', 'size'}."
+        return {**self.description, "files": entries}
 
 
 def build_archive(store: Store, export: ExportFolder, checkpoint: Path, name: str,
                   golden_count: int = GOLDEN_COUNT) -> Archive:
-    "Read and check an export folder and its checkpoint; the archive to store, with its manifest."
-    from fsml_nb.train import read_checkpoint
-
-    checkpoint_data = read_checkpoint(checkpoint)  # refuses a damaged checkpoint
-    metadata = _checkpoint_metadata(checkpoint)
-    tensors_sha256 = metadata["tensors_sha256"]
-    _check_checkpoint_matches(export, tensors_sha256)
+    "Check an export folder and its checkpoint; the archive to store (large files stay on disk until written)."
+    metadata = read_checkpoint_header(checkpoint)
+    tensors_sha256 = metadata.get("tensors_sha256", "")
     dataset_version_id = metadata.get("dataset_version")
     calibration_version_id = export.report.get("calibration_version") or dataset_version_id
     for what, version_id in (("trained on", dataset_version_id), ("exported with", calibration_version_id)):
@@ -441,28 +482,28 @@ def build_archive(store: Store, export: ExportFolder, checkpoint: Path, name: st
                                 f"which this store does not have ({store!r}); register it where that dataset "
                                 "version is, or import it here first") from None
     inputs = golden_inputs(store, calibration_version_id, golden_count)
-    outputs, atol = golden_outputs(export, inputs, checkpoint_data)
-    del checkpoint_data
+    golden = golden_outputs(export, inputs, checkpoint, metadata)
+    _check_checkpoint_matches(export, tensors_sha256, golden.onnx_metadata)
     code_bytes, code_info = source_archive(metadata.get("git_commit"))
     environment = environment_snapshot()
-    onnx_info = read_onnx_metadata(export.files[export.serving_file])
+    onnx_info = golden.onnx_metadata[export.serving_file]
     preprocessing = onnx_info.get("fsml.preprocessing") or {}
-    files = {relative: path.read_bytes() for relative, path in export.files.items()}
-    extra = {"checkpoint.safetensors": checkpoint.read_bytes(), "golden/inputs.npy": _npy(inputs),
-             "golden/outputs.npy": _npy(outputs), "code/source.tar.gz": code_bytes,
+    files: dict[str, Path | bytes] = dict(export.files)
+    extra = {"checkpoint.safetensors": checkpoint, "golden/inputs.npy": _npy(inputs),
+             "golden/outputs.npy": _npy(golden.outputs), "code/source.tar.gz": code_bytes,
              "environment.json": json.dumps(environment, indent=1, sort_keys=True).encode()}
     clashes = sorted(set(extra) & set(files))
     if clashes:
         raise NotAnExportError(f"{export.folder} holds {', '.join(clashes)}, a name the archive keeps for itself")
     files.update(extra)
-    manifest = {
+    description = {
         "format": MODEL_FORMAT, "name": name,
-        "files": {relative: {"sha256": sha256_hex(data), "size": len(data)} for relative, data in sorted(files.items())},
         "serving": {"file": export.serving_file, "fp32_file": export.fp32_file, "variant": export.variant,
                     "classes": list(onnx_info.get("fsml.classes") or metadata.get("classes") or []),
                     "input": {"shape": list(preprocessing.get("input_shape") or metadata.get("input_shape") or []),
                               "dtype": "float32", "preprocessing": preprocessing},
-                    "golden": {"inputs": "golden/inputs.npy", "outputs": "golden/outputs.npy", "atol": atol}},
+                    "golden": {"inputs": "golden/inputs.npy", "outputs": "golden/outputs.npy",
+                               "atol": golden.atol}},
         "training": {**_training_record(metadata, tensors_sha256), "checkpoint": "checkpoint.safetensors"},
         "dataset_version": dataset_version_id, "calibration_version": calibration_version_id,
         "export": {"report": "report.json", "recommended": export.variant,
@@ -473,17 +514,56 @@ def build_archive(store: Store, export: ExportFolder, checkpoint: Path, name: st
                         "torch": environment["packages"].get("torch"),
                         "onnxruntime": environment["packages"].get("onnxruntime")},
     }
-    for variant in manifest["export"]["metrics"].values():
+    for variant in description["export"]["metrics"].values():
         variant.pop("changed_items", None)  # item lists belong in report.json, not in every manifest
-    return Archive(files, manifest)
+    return Archive(files, description)
 
 # %% ../nbs/09_registry.ipynb #4c948d79
-def _checkpoint_metadata(checkpoint: Path) -> dict[str, Any]:
-    from safetensors import safe_open
+_BLOCK = 1 << 20  # bytes read and hashed at a time
 
-    with safe_open(str(checkpoint), framework="np") as handle:
-        raw = handle.metadata() or {}
-    return {key: (value if key in ("format", "tensors_sha256") else json.loads(value)) for key, value in raw.items()}
+
+def _blob_write_error(blobs: BlobStore, error: OSError) -> StoreError:
+    reason = "no space left on device" if error.errno == 28 else (error.strerror or str(error))
+    return StoreError(f"cannot write to the blob store at {blobs.url}: {reason}")
+
+
+def _file_sha256(path: str | Path) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def copy_and_hash(source: str | Path, target: str | Path, target_fs=None,  # fsspec filesystem of `target` (None: local)
+                  ) -> tuple[str, int]:
+    "Copy a local file to `target`; the SHA-256 and size of what was written."
+    if target_fs is None or "file" in target_fs.protocol or "local" in target_fs.protocol:
+        shutil.copyfile(source, target)  # in the kernel where the OS can (copy_file_range, sendfile)
+        return _file_sha256(target), os.path.getsize(target)  # hashed as written, read back from the page cache
+    digest, size = hashlib.sha256(), 0
+    with open(source, "rb") as reader, target_fs.open(target, "wb") as writer:
+        for block in iter(lambda: reader.read(_BLOCK), b""):
+            digest.update(block)
+            writer.write(block)
+            size += len(block)
+    return digest.hexdigest(), size
+
+
+def put_file(blobs: BlobStore, source: Path) -> tuple[str, int, bool]:
+    "Copy a file into the blob store, hashing what was written; its hash, size, and whether the blob was written."
+    folder = f"{blobs.root}/incoming"
+    temporary = f"{folder}/{uuid.uuid4().hex}{TEMPORARY_MARK}{uuid.uuid4().hex[:8]}"
+    try:
+        blobs.fs.makedirs(folder, exist_ok=True)
+        sha, size = copy_and_hash(source, temporary, None if blobs.is_local else blobs.fs)
+        if blobs.exists(sha):  # there already: put checks it (and repairs a damaged one)
+            return sha, size, blobs.put(source.read_bytes())[1]
+        blobs.fs.makedirs(blobs.path(sha).rsplit("/", 1)[0], exist_ok=True)
+        blobs.fs.mv(temporary, blobs.path(sha))
+        return sha, size, True
+    except OSError as error:
+        raise _blob_write_error(blobs, error) from None
+    finally:
+        if blobs.fs.exists(temporary):
+            blobs.fs.rm_file(temporary)
 
 # %% ../nbs/09_registry.ipynb #e253739b
 def _who(who: str | None) -> str:
@@ -507,52 +587,101 @@ def _event(connection: Connection, kind: str, name: str, version_id: str, alias:
                                                        created_at=utc_now()))
 
 # %% ../nbs/09_registry.ipynb #cc64023e
-def _insert_version(connection: Connection, registry: ModelRegistry, archive: Archive, who: str,
-                    reason: str) -> str:
+def _put(blobs: BlobStore, content: Path | bytes) -> tuple[str, int, bool]:
+    if isinstance(content, Path):
+        return put_file(blobs, content)
+    sha, is_new = blobs.put(content)
+    return sha, len(content), is_new
+
+
+class ArchiveWriter:
+    "Writes an archive's files into the blob store on worker threads; if registering fails, removes the new blobs."
+
+    def __init__(self, registry: ModelRegistry, workers: int = 4):
+        self.registry = registry
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fsml-register")
+        self.futures: dict[str, Future] = {}
+        self.written: list[str] = []  # blobs written outside the pool (the manifest)
+
+    def submit(self, relative: str, content: Path | bytes) -> None:
+        "Start writing one file (once per relative path)."
+        if relative not in self.futures:
+            self.futures[relative] = self.pool.submit(_put, self.registry.blobs, content)
+
+    def entries(self) -> dict[str, dict[str, Any]]:
+        "Wait for every write; each file's {'sha256', 'size'}."
+        results = {relative: future.result() for relative, future in sorted(self.futures.items())}
+        return {relative: {"sha256": sha, "size": size} for relative, (sha, size, _) in results.items()}
+
+    def put(self, data: bytes) -> str:
+        sha, is_new = self.registry.blobs.put(data)
+        if is_new:
+            self.written.append(sha)
+        return sha
+
+    def __enter__(self) -> ArchiveWriter:
+        return self
+
+    def __exit__(self, kind, error, traceback) -> None:
+        self.pool.shutdown(wait=True)
+        if error is not None:
+            new = [future.result()[0] for future in self.futures.values()
+                   if future.exception() is None and future.result()[2]]
+            remove_unreferenced_blobs(self.registry.store, new + self.written)
+
+# %% ../nbs/09_registry.ipynb #dd04b68f
+def _hold_archive(connection: Connection, blobs: BlobStore, archive: Archive, entries: dict[str, dict[str, Any]],
+                  version_id: str, manifest_data: bytes) -> None:
+    "Under the blob lock, write again any blob of the archive removed since it was written."
+    in_memory = {entries[relative]["sha256"]: content for relative, content in archive.files.items()
+                 if isinstance(content, bytes)}
+    hold_blobs(connection, blobs, {**in_memory, version_id: manifest_data})
+    for relative, content in archive.files.items():
+        if isinstance(content, Path) and not blobs.exists(entries[relative]["sha256"]):
+            put_file(blobs, content)
+
+
+def _insert_version(connection: Connection, registry: ModelRegistry, archive: Archive,
+                    entries: dict[str, dict[str, Any]], who: str, reason: str) -> str:
     "Add the rows of a new version (or nothing if it exists); return its id."
-    manifest_data = manifest_bytes(archive.manifest)
+    manifest = archive.manifest(entries)
+    manifest_data = manifest_bytes(manifest)
     version_id = sha256_hex(manifest_data)
-    hold_blobs(connection, registry.blobs, {**{entry["sha256"]: archive.files[path]
-                                               for path, entry in archive.manifest["files"].items()},
-                                            version_id: manifest_data})
-    name = archive.manifest["name"]
+    _hold_archive(connection, registry.blobs, archive, entries, version_id, manifest_data)
+    name = manifest["name"]
     _lock_model(connection, name)
     if connection.execute(select(model_versions.c.id).where(model_versions.c.id == version_id)).first():
         return version_id
     number = (connection.execute(select(func.max(model_versions.c.number))
                                  .where(model_versions.c.name == name)).scalar() or 0) + 1
     row = {"id": version_id, "name": name, "number": number, "manifest": manifest_data.decode(),
-           "dataset_version_id": archive.manifest.get("dataset_version"),
-           "calibration_version_id": archive.manifest.get("calibration_version"),
+           "dataset_version_id": manifest.get("dataset_version"),
+           "calibration_version_id": manifest.get("calibration_version"),
            "registered_by": who, "reason": reason, "created_at": utc_now()}
     check_lengths(model_versions, row, {"registered_by": "who"})
     connection.execute(model_versions.insert().values(**row))
     connection.execute(model_version_files.insert(), [
         {"version_id": version_id, "path": path, "sha256": entry["sha256"], "size": entry["size"]}
-        for path, entry in archive.manifest["files"].items()])
+        for path, entry in entries.items()])
     _event(connection, "registered", name, version_id)
     return version_id
 
 
-def _store_archive(registry: ModelRegistry, archive: Archive, who: str, reason: str) -> str:
-    written = []
-    try:
-        for data in [*archive.files.values(), manifest_bytes(archive.manifest)]:
-            sha, is_new = registry.blobs.put(data)
-            if is_new:
-                written.append(sha)
-        return transaction(registry.engine, lambda connection: _insert_version(connection, registry, archive, who,
-                                                                               reason))
-    except BaseException:
-        remove_unreferenced_blobs(registry.store, written)
-        raise
+def _commit_archive(writer: ArchiveWriter, archive: Archive, who: str, reason: str) -> str:
+    "Finish the writes, store the manifest and add the rows; the version id."
+    for relative, content in archive.files.items():
+        writer.submit(relative, content)
+    entries = writer.entries()
+    writer.put(manifest_bytes(archive.manifest(entries)))
+    registry = writer.registry
+    return transaction(registry.engine, lambda connection: _insert_version(connection, registry, archive, entries,
+                                                                           who, reason))
 
 # %% ../nbs/09_registry.ipynb #a82df7b5
 def _export_for_registry(store: Store, checkpoint: Path, work: Path) -> Path:
     from fsml_nb.export import export_checkpoint
-    from fsml_nb.train import read_checkpoint
 
-    metadata = read_checkpoint(checkpoint).metadata
+    metadata = read_checkpoint_header(checkpoint)
     version_id = metadata.get("dataset_version")
     try:
         store.resolve_version_id(version_id or "")
@@ -584,8 +713,12 @@ def register(self: ModelRegistry, path: str | Path,  # an export folder, or a ch
                 raise NotAnExportError(f"{path} is neither an export folder nor a .safetensors checkpoint")
             checkpoint, path = path, _export_for_registry(self.store, path, Path(work))
         export = read_export_folder(path)
-        archive = build_archive(self.store, export, export_checkpoint_path(export, checkpoint), name, golden_count)
-        version_id = _store_archive(self, archive, _who(who), reason)
+        checkpoint = export_checkpoint_path(export, checkpoint)
+        with ArchiveWriter(self) as writer:
+            for relative, file in {**export.files, "checkpoint.safetensors": checkpoint}.items():
+                writer.submit(relative, file)  # the large files are written while the export is checked
+            archive = build_archive(self.store, export, checkpoint, name, golden_count)
+            version_id = _commit_archive(writer, archive, _who(who), reason)
     return self.version(version_id)
 
 # %% ../nbs/09_registry.ipynb #b44f19c2
@@ -744,7 +877,7 @@ def promote(self: ModelRegistry, name: str,  # the registered model
             ) -> Promotion:
     "Point `alias` of model `name` at a version, and log the move."
     check_model_name(alias, "alias")
-    if isinstance(version_ref, int) or (isinstance(version_ref, str) and version_ref.isdigit()):
+    if isinstance(version_ref, int) or (isinstance(version_ref, str) and version_ref.isdigit() and len(version_ref) < 12):
         version_ref = f"{name}:{version_ref}"
     version = self.version(version_ref)
     if version.name != name:
@@ -856,18 +989,53 @@ def wait_for_events(self: ModelRegistry, event_id: int, timeout: float = 30.0,
         time.sleep(min(poll_seconds, max(0.0, deadline - time.monotonic())))
 
 # %% ../nbs/09_registry.ipynb #ef3a5150
-def _write_file(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "wb") as handle:
-        handle.write(data)
-
-
-def _blob_for(registry: ModelRegistry, version: ModelVersion, relative: str) -> bytes:
+def _open_blob(blobs: BlobStore, sha: str):
+    path = blobs.path(sha)
     try:
-        return registry.blobs.get(version.files[relative])
+        return open(path, "rb") if blobs.is_local else blobs.fs.open(path, "rb")
+    except FileNotFoundError:
+        raise BlobMissingError(f"blob {sha} is missing from the blob store at {blobs.url}") from None
+
+
+def stream_blob(blobs: BlobStore, sha: str, writer=None,  # a binary file to copy the blob into
+                ) -> int:
+    "Read a blob once, in blocks, hashing it (and copying it to `writer`); its size, or an error if it changed."
+    digest, size = hashlib.sha256(), 0
+    with _open_blob(blobs, sha) as reader:
+        for block in iter(lambda: reader.read(_BLOCK), b""):
+            digest.update(block)
+            if writer is not None:
+                writer.write(block)
+            size += len(block)
+    if digest.hexdigest() != sha:
+        raise BlobCorruptError(f"blob {sha} is corrupt: its bytes now hash to {digest.hexdigest()[:12]}…")
+    return size
+
+
+def _verified_blob(registry: ModelRegistry, version: ModelVersion, relative: str, writer=None) -> int:
+    try:
+        return stream_blob(registry.blobs, version.files[relative], writer)
     except (BlobCorruptError, BlobMissingError) as error:
         raise TamperedArchiveError(f"model version {version.ref} ({version.short_id}) is damaged on the file server: "
                                    f"{relative}: {error}") from None
+
+
+def _pull_file(registry: ModelRegistry, version: ModelVersion, relative: str, folder: Path) -> None:
+    target = folder / relative
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if not registry.blobs.is_local:
+        with open(target, "wb") as writer:
+            _verified_blob(registry, version, relative, writer)
+        return
+    sha = version.files[relative]
+    try:
+        copied = copy_and_hash(registry.blobs.path(sha), target)[0]  # the copy itself is what is checked
+    except FileNotFoundError:
+        copied = None
+    if copied != sha:
+        problem = "is missing" if copied is None else f"is corrupt: its bytes now hash to {copied[:12]}…"
+        raise TamperedArchiveError(f"model version {version.ref} ({version.short_id}) is damaged on the file server: "
+                                   f"{relative}: blob {sha} {problem}")
 
 
 @patch
@@ -888,8 +1056,8 @@ def pull(self: ModelRegistry, ref: str | ModelVersion,  # the version to pull
     folder.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
     try:
-        for relative in sorted(version.files):
-            _write_file(work / relative, _blob_for(self, version, relative))
+        with ThreadPoolExecutor(max_workers=4, thread_name_prefix="fsml-pull") as pool:
+            list(pool.map(lambda relative: _pull_file(self, version, relative, work), sorted(version.files)))
         (work / "manifest.json").write_bytes(manifest_bytes(version.manifest))
         (work / "version.json").write_text(json.dumps({
             "id": version.id, "name": version.name, "number": version.number,
@@ -901,16 +1069,6 @@ def pull(self: ModelRegistry, ref: str | ModelVersion,  # the version to pull
     return folder
 
 # %% ../nbs/09_registry.ipynb #5d390215
-def _hash_file(path: Path) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def load_pulled(folder: str | Path) -> ModelVersion:
     "A pulled folder as a `ModelVersion`, after re-hashing its manifest and every file."
     folder = Path(folder)
@@ -924,7 +1082,7 @@ def load_pulled(folder: str | Path) -> ModelVersion:
         path = folder / relative
         if not path.is_file():
             raise TamperedArchiveError(f"{path} is missing from the pulled model version; pull it again")
-        if _hash_file(path) != entry["sha256"]:
+        if _file_sha256(path) != entry["sha256"]:
             raise TamperedArchiveError(f"{path} was changed after it was pulled (its hash differs); pull it again")
     info = json.loads((folder / "version.json").read_text()) if (folder / "version.json").is_file() else {}
     number = info.get("number") if info.get("id") == version_id else None
@@ -1055,7 +1213,7 @@ def check(self: ModelRegistry, ref: str | ModelVersion) -> int:
     version = self.version(ref)
     if sha256_hex(_blob_for_manifest(self, version)) != version.id:
         raise TamperedArchiveError(f"the manifest blob of {version.ref} no longer hashes to its id")
-    return sum(len(_blob_for(self, version, relative)) for relative in sorted(version.files))
+    return sum(_verified_blob(self, version, relative) for relative in sorted(version.files))
 
 
 def _blob_for_manifest(registry: ModelRegistry, version: ModelVersion) -> bytes:

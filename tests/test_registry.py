@@ -347,3 +347,24 @@ def test_the_manifest_row_cannot_hide_a_changed_file_list(store: Store, exports)
                            {"sha": "0" * 64})
     with pytest.raises(TamperedArchiveError, match="file list .* was changed"):
         registry.version(version.id)
+
+
+def test_the_file_server_can_be_any_fsspec_url(tmp_path: Path, exports):
+    "The blob store behind a memory:// URL stands in for s3:// or a mounted share: register, pull, tamper."
+    import uuid
+
+    import fsspec
+
+    url = f"memory://fsml-registry-{uuid.uuid4().hex}"
+    with Store(f"sqlite:///{tmp_path}/fsml.db", url) as store:
+        small_mnist1d(store)
+        registry = ModelRegistry(store)
+        version = registry.register(exports["v1"], "mlp")
+        assert not store.blobs.is_local and store.blobs.exists(version.files["model.fp32.onnx"])
+        assert load_pulled(registry.pull(version, tmp_path / "pulled")).id == version.id
+        memory = fsspec.filesystem("memory")
+        memory.pipe_file(store.blobs.path(version.files["report.json"]), b"{}")
+        with pytest.raises(TamperedArchiveError, match="report.json"):
+            registry.pull(version, tmp_path / "again")
+        assert not (tmp_path / "again").exists()
+        memory.rm(url.removeprefix("memory://"), recursive=True)

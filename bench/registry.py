@@ -1,0 +1,230 @@
+"""Benchmark: the model registry against plain fsspec copies, and `alias_at` over a long history.
+
+    python bench/registry.py [--hidden 3500] [--repeats 3] [--promotions 10000]
+
+Trains an MNIST-1D MLP whose weights are about 50 MB (`--hidden 3500`: 12.4 M parameters) for a
+few steps, exports it (ONNX FP32, INT8 dynamic and static), then measures, in the same run:
+- register (archive every file as a blob, golden inputs, code and environment, rows) vs copying
+  the same files (export folder + checkpoint) with fsspec into a fresh folder: target <= 1.5x;
+- pull (every blob re-hashed, written to a temporary folder, renamed) vs copying the same blobs
+  with fsspec: target <= 1.5x;
+- `alias_at` over a log of 10,000 promotions, on SQLite and on PostgreSQL when it answers:
+  target <= 10 ms (median), with `promote` itself for scale;
+- with `--mlflow-python` (the Python of a separate virtual environment that has MLflow, or
+  FSML_BENCH_MLFLOW_PYTHON): MLflow's registry on the same files, SQLite backend, side by side
+  (register, set alias, resolve alias, download), run by bench/registry_mlflow.py.
+Each timing is the median of `--repeats` runs, each on a fresh store and folder.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import json
+import random
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+
+import fsspec
+
+from fsml_nb.core import utc_now
+from fsml_nb.data import import_mnist1d
+from fsml_nb.db import model_aliases, model_promotions, model_versions, registered_models, transaction
+from fsml_nb.export import export_checkpoint
+from fsml_nb.registry import MODEL_FORMAT, ModelRegistry, manifest_bytes
+from fsml_nb.store import Store, sha256_hex
+from fsml_nb.train import ModelSpec, TrainConfig, fit
+
+PG_URL = os.environ.get("FSML_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+SIDE_BY_SIDE: dict[str, float] = {}  # fsml_nb's timings of the operations MLflow is measured on
+
+
+def median_seconds(run: Callable[[int], object], repeats: int) -> float:
+    times = []
+    for repeat in range(repeats):
+        started = time.perf_counter()
+        run(repeat)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def fsspec_copy(files: dict[str, Path], destination: Path) -> None:
+    "Copy files (relative name -> path) into a new folder with fsspec, as a plain file-server copy would."
+    filesystem = fsspec.filesystem("file")
+    for relative, path in files.items():
+        target = destination / relative
+        filesystem.makedirs(str(target.parent), exist_ok=True)
+        filesystem.cp_file(str(path), str(target))
+
+
+def make_export(tmp: Path, hidden: int) -> tuple[Path, Path]:
+    with Store(f"sqlite:///{tmp}/source.db", str(tmp / "source-blobs")) as store:
+        version = import_mnist1d(store, num_samples=1000)
+        checkpoint = tmp / "big.safetensors"
+        fit(ModelSpec("python", "fsml_nb.repro:Mnist1dMLP", {"hidden": hidden}), version, store=store,
+            progress=False, checkpoint_path=checkpoint,
+            config=TrainConfig(max_steps=3, batch_size=100, optimizer="adam", lr=1e-3, weight_decay=0,
+                               schedule="constant", val_fraction=0))
+        export_checkpoint(checkpoint, tmp / "export", version, store=store, calibration_items=64)
+    return tmp / "export", checkpoint
+
+
+def fresh_store(tmp: Path, label: str) -> Store:
+    store = Store(f"sqlite:///{tmp}/{label}.db", str(tmp / f"{label}-blobs"))
+    import_mnist1d(store, num_samples=1000)
+    return store
+
+
+def bench_register_and_pull(tmp: Path, export: Path, checkpoint: Path, repeats: int) -> list[tuple]:
+    files = {path.relative_to(export).as_posix(): path for path in export.rglob("*") if path.is_file()}
+    files["checkpoint.safetensors"] = checkpoint
+    size = sum(path.stat().st_size for path in files.values())
+    stores = [fresh_store(tmp, f"register{repeat}") for repeat in range(repeats)]
+    versions = {}
+
+    def register(repeat: int) -> None:
+        versions[repeat] = ModelRegistry(stores[repeat]).register(export, "bench", reason="benchmark")
+
+    copy_seconds = median_seconds(lambda repeat: fsspec_copy(files, tmp / f"copy{repeat}"), repeats)
+    register_seconds = median_seconds(register, repeats)
+    archive_size = sum(entry["size"] for entry in versions[0].manifest["files"].values())
+    blob_files = {relative: Path(stores[0].blobs.path(sha)) for relative, sha in versions[0].files.items()}
+    pull_seconds = median_seconds(lambda repeat: ModelRegistry(stores[repeat]).pull("bench:1", tmp / f"pull{repeat}"),
+                                  repeats)
+    blob_copy_seconds = median_seconds(lambda repeat: fsspec_copy(blob_files, tmp / f"blobcopy{repeat}"), repeats)
+    SIDE_BY_SIDE.update({"register": register_seconds, "download": pull_seconds})
+    SIDE_BY_SIDE["set alias"] = median_seconds(
+        lambda repeat: ModelRegistry(stores[repeat]).promote("bench", 1, reason="bench"), repeats)
+    registry = ModelRegistry(stores[0])
+    SIDE_BY_SIDE["resolve alias"] = median_seconds(lambda _: registry.version("bench@champion"), 50)
+    for store in stores:
+        store.close()
+    return [("register vs fsspec copy of the export + checkpoint", f"{size / 1e6:.1f} MB ({archive_size / 1e6:.1f} "
+             "MB archived)", register_seconds, copy_seconds, 1.5),
+            ("pull (re-hash, temp folder, rename) vs fsspec copy of the blobs", f"{archive_size / 1e6:.1f} MB",
+             pull_seconds, blob_copy_seconds, 1.5)]
+
+
+def fake_version(name: str, tag: str) -> dict:
+    "A valid version row without files: its manifest hashes to its id, so `alias_at` can load it."
+    manifest = {"format": MODEL_FORMAT, "name": name, "files": {}, "serving": {"tag": tag}}
+    data = manifest_bytes(manifest)
+    return {"id": sha256_hex(data), "name": name, "number": int(tag), "manifest": data.decode(),
+            "registered_by": "bench", "reason": "", "created_at": utc_now()}
+
+
+def fill_history(store: Store, promotions: int) -> tuple[list, list[str]]:
+    start = utc_now() - timedelta(minutes=promotions + 10)
+    versions = [fake_version("history", str(number)) for number in (1, 2, 3)]
+    moments = [start + timedelta(minutes=index) for index in range(promotions)]
+    rows = [{"name": "history", "alias": "champion", "kind": "promote",
+             "from_version_id": versions[(index - 1) % 3]["id"] if index else None,
+             "to_version_id": versions[index % 3]["id"], "who": "bench", "reason": f"promotion {index}",
+             "gates": None, "metrics": {"accuracy": 90 + index % 10}, "created_at": moments[index]}
+            for index in range(promotions)]
+
+    def work(connection) -> None:
+        connection.execute(registered_models.insert().values(name="history", created_at=start))
+        connection.execute(model_versions.insert(), versions)
+        for begin in range(0, len(rows), 2000):
+            connection.execute(model_promotions.insert(), rows[begin:begin + 2000])
+        connection.execute(model_aliases.insert().values(name="history", alias="champion",
+                                                         version_id=rows[-1]["to_version_id"], promotion_id=promotions,
+                                                         updated_at=moments[-1]))
+    transaction(store.engine, work)
+    return moments, [version["id"] for version in versions]
+
+
+def bench_alias_at(store: Store, promotions: int, label: str) -> list[tuple]:
+    registry = ModelRegistry(store)
+    moments, ids = fill_history(store, promotions)
+    random.seed(0)
+    probes = [moments[random.randrange(len(moments))] + timedelta(seconds=30) for _ in range(300)]
+    for probe in probes[:20]:  # the answer is right, not only fast
+        index = max(i for i, moment in enumerate(moments) if moment <= probe)
+        assert registry.alias_at("history", "champion", probe).id == ids[index % 3]
+    timings = []
+    for probe in probes:
+        started = time.perf_counter()
+        registry.alias_at("history", "champion", probe)
+        timings.append(time.perf_counter() - started)
+    promote_timings = []
+    for turn in range(30):
+        started = time.perf_counter()
+        registry.promote("history", f"history:{1 + turn % 3}", reason="bench")
+        promote_timings.append(time.perf_counter() - started)
+    return [(f"alias_at over {promotions:,} promotions ({label}), median of {len(probes)}", "",
+             statistics.median(timings), None, 0.010),
+            (f"promote, one logged move ({label}), median of 30", "", statistics.median(promote_timings), None, None)]
+
+
+def bench_mlflow(python: str, tmp: Path, export: Path, checkpoint: Path, repeats: int) -> dict[str, float] | None:
+    "MLflow's timings on the same files, from its own virtual environment (None if it fails)."
+    files = tmp / "mlflow-files"
+    shutil.copytree(export, files)
+    shutil.copy(checkpoint, files / "checkpoint.safetensors")
+    script = Path(__file__).with_name("registry_mlflow.py")
+    result = subprocess.run([python, str(script), str(files), str(tmp / "mlflow-work"), "--repeats", str(repeats)],
+                            capture_output=True, text=True, timeout=1800)
+    if result.returncode != 0:
+        print(f"MLflow run failed: {(result.stderr.strip().splitlines() or ['?'])[-1]}")
+        return None
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def print_side_by_side(mlflow: dict[str, float]) -> None:
+    print(f"\n| operation, same files, SQLite | fsml_nb | MLflow {mlflow['mlflow']} | fsml_nb / MLflow |")
+    print("| --- | ---: | ---: | ---: |")
+    for operation in ("register", "set alias", "resolve alias", "download"):
+        ours, theirs = SIDE_BY_SIDE[operation], mlflow[operation]
+        print(f"| {operation} | {ours * 1000:.1f} ms | {theirs * 1000:.1f} ms | {ours / theirs:.2f}x |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--hidden", type=int, default=3500, help="MLP width: 3500 gives ~50 MB of weights")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--promotions", type=int, default=10_000)
+    parser.add_argument("--mlflow-python", default=os.environ.get("FSML_BENCH_MLFLOW_PYTHON"),
+                        help="python of a separate virtual environment with MLflow installed")
+    args = parser.parse_args()
+    results, mlflow = [], None
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        export, checkpoint = make_export(tmp, args.hidden)
+        weights_mb = (tmp / "export" / "model.fp32.onnx").stat().st_size / 1e6
+        print(f"model: MNIST-1D MLP, hidden {args.hidden}, ONNX FP32 {weights_mb:.1f} MB")
+        results += bench_register_and_pull(tmp, export, checkpoint, args.repeats)
+        if args.mlflow_python:
+            mlflow = bench_mlflow(args.mlflow_python, tmp, export, checkpoint, args.repeats)
+        with Store(f"sqlite:///{tmp}/history.db", str(tmp / "history-blobs")) as store:
+            results += bench_alias_at(store, args.promotions, "SQLite")
+        try:
+            from fsml_nb.testing import scratch_postgres_database
+            with scratch_postgres_database(PG_URL, prefix="fsml_bench") as url, Store(url, str(tmp / "pg-blobs")) as store:
+                results += bench_alias_at(store, args.promotions, "PostgreSQL")
+        except Exception as error:  # no server: say so and go on
+            print(f"PostgreSQL skipped: {str(error).splitlines()[0]}")
+    print("\n| measure | size | fsml_nb | baseline | ratio | target | met |\n| --- | --- | ---: | ---: | ---: | ---: | :---: |")
+    for label, size, seconds, baseline, target in results:
+        if baseline is not None:
+            ratio = seconds / baseline
+            print(f"| {label} | {size} | {seconds:.3f} s | {baseline:.3f} s | {ratio:.2f}x | <= {target}x | "
+                  f"{'yes' if ratio <= target else '**no**'} |")
+        elif target is not None:
+            print(f"| {label} | {size} | {seconds * 1000:.2f} ms | | | <= {target * 1000:.0f} ms | "
+                  f"{'yes' if seconds <= target else '**no**'} |")
+        else:
+            print(f"| {label} | {size} | {seconds * 1000:.2f} ms | | | | |")
+    if mlflow:
+        print_side_by_side(mlflow)
+    print(f"\nload average during the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+
+
+if __name__ == "__main__":
+    main()
