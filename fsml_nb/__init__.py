@@ -13,8 +13,8 @@ Modules:
 - `fsml_nb.store`: The SQL schema and its migrations, the content-addressed blob store, items, labels and immutable dataset versions that can be listed, shown, verified and diffed.
 - `fsml_nb.train`: A fit loop for timm models (built from scratch) and plain torch modules: AdamW and a schedule, fixed seeds, early stopping, metrics per epoch, a progress bar, and resumable checkpoints as safetensors that name their dataset version, config and code version."""
 
-from .core import install_missing_extra_hook
+from .core import install_missing_extra_hook as _install_missing_extra_hook
 
-install_missing_extra_hook()  # importing a module whose extra is missing names the extra to install
+_install_missing_extra_hook()  # importing a module whose extra is missing names the extra to install
 
 __version__ = "0.0.1"
