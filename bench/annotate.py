@@ -25,7 +25,8 @@ from pathlib import Path
 
 
 from fsml_nb.annotate import add_annotator, create_project, lease_next, submit_and_next
-from fsml_nb.store import LabelledItem, LabelSchema, NewItem, Store, scratch_postgres_database
+from fsml_nb.store import LabelledItem, LabelSchema, NewItem, Store
+from fsml_nb.testing import scratch_postgres_database
 
 SCHEMA = LabelSchema("single_label", ("cat", "dog"))
 

@@ -28,7 +28,8 @@ from pathlib import Path
 
 
 from fsml_nb.collect import CrawlConfig, Frontier, crawl_summary
-from fsml_nb.store import Store, scratch_postgres_database
+from fsml_nb.store import Store
+from fsml_nb.testing import scratch_postgres_database
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))

@@ -23,7 +23,9 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from fsml_nb.data import dataloader, image_to_tensor, import_digits, import_folder, load
-from fsml_nb.store import Entry, LabelSchema, Store, items, scratch_postgres_database
+from fsml_nb.db import items
+from fsml_nb.store import Entry, LabelSchema, Store
+from fsml_nb.testing import scratch_postgres_database
 
 
 class FolderDataset(Dataset):

@@ -19,7 +19,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any
 
 from fastcore.basics import patch
@@ -27,18 +27,18 @@ from sqlalchemy import and_, delete, func, insert, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
-from .core import FsmlError
-from .store import (BlobCorruptError, BlobMissingError, DatasetVersion, Entry, LabelSchema, Store, annotation_answers, annotation_guides,
-                           annotation_leases, annotation_projects, annotation_questions, annotation_skips,
-                           annotation_tasks, annotators, canonical_json, items)
+from .core import FsmlError, as_utc, utc_now
+from .db import (annotation_answers, annotation_guides, annotation_leases, annotation_projects,
+                        annotation_questions, annotation_skips, annotation_tasks, annotators, items)
+from .store import BlobCorruptError, BlobMissingError, DatasetVersion, Entry, LabelSchema, Store, canonical_json
 
 # %% auto #0
 __all__ = ['Suggester', 'APP_NOTEBOOK_CODE', 'AnnotationError', 'UnknownProjectError', 'AccessRefused', 'LeaseLostError',
-           'Project', 'utc_now', 'create_project', 'get_project', 'set_guide', 'add_annotator', 'annotator_for_token',
-           'Task', 'lease_next', 'Answer', 'submit', 'submit_and_next', 'undo_last', 'skip', 'Question',
-           'open_questions', 'Progress', 'progress', 'cohen_kappa', 'fleiss_kappa', 'Consensus', 'answers_by_item',
-           'consensus', 'AgreementReport', 'agreement', 'export_consensus', 'Suggestible', 'top_suggestion',
-           'AnnotationPanel', 'app_view', 'write_app_notebook']
+           'Project', 'create_project', 'get_project', 'set_guide', 'add_annotator', 'annotator_for_token', 'Task',
+           'lease_next', 'Answer', 'submit', 'submit_and_next', 'undo_last', 'skip', 'Question', 'open_questions',
+           'Progress', 'progress', 'cohen_kappa', 'fleiss_kappa', 'Consensus', 'answers_by_item', 'consensus',
+           'AgreementReport', 'agreement', 'export_consensus', 'Suggestible', 'top_suggestion', 'AnnotationPanel',
+           'app_view', 'write_app_notebook']
 
 # %% ../nbs/03_annotate.ipynb #ce44dbfe
 class AnnotationError(FsmlError):
@@ -67,10 +67,6 @@ class Project:
     guide: str
 
 
-def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
-
-
 @contextmanager
 def _locked(store: Store, project: str):
     "A write transaction that serialises the requests of one project (PG: advisory lock; SQLite: BEGIN IMMEDIATE)."
@@ -80,9 +76,6 @@ def _locked(store: Store, project: str):
             connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({key})")
         yield connection
 
-
-def _as_utc(moment: datetime) -> datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 # %% ../nbs/03_annotate.ipynb #262789d1
 def create_project(store: Store, name: str,
@@ -213,7 +206,7 @@ def _task(connection: Connection, project: str, sha: str, expires_at: datetime) 
     row = connection.execute(select(annotation_tasks.c.position, items.c.media_type)
                              .join(items, items.c.sha256 == annotation_tasks.c.item_sha256)
                              .where(annotation_tasks.c.project == project, annotation_tasks.c.item_sha256 == sha)).first()
-    return Task(project, sha, row.media_type, row.position, _as_utc(expires_at))
+    return Task(project, sha, row.media_type, row.position, as_utc(expires_at))
 
 
 def _held_lease(connection: Connection, project: str, annotator: str, now: datetime):
@@ -284,7 +277,7 @@ def _submit_in(connection: Connection, project: _Rules, annotator: str, item_sha
     if existing is not None:
         if existing.label == canonical_json(label):
             return Answer(project.name, item_sha256, annotator, label, existing.guide_version, existing.unsure,
-                          _as_utc(existing.created_at))
+                          as_utc(existing.created_at))
         raise AnnotationError(f"{annotator} already answered item {item_sha256[:12]} ({existing.label}); undo first")
     task = connection.execute(select(annotation_tasks.c.answer_count).where(
         annotation_tasks.c.project == project.name, annotation_tasks.c.item_sha256 == item_sha256)).first()
@@ -392,7 +385,7 @@ def open_questions(store: Store, project: str) -> list[Question]:
         rows = connection.execute(select(annotation_questions).where(
             annotation_questions.c.project == project, annotation_questions.c.resolved.is_(False))
             .order_by(annotation_questions.c.created_at, annotation_questions.c.id))
-        return [Question(row.item_sha256, row.annotator, row.question, row.guide_version, _as_utc(row.created_at))
+        return [Question(row.item_sha256, row.annotator, row.question, row.guide_version, as_utc(row.created_at))
                 for row in rows]
 
 # %% ../nbs/03_annotate.ipynb #489637c7
@@ -421,7 +414,7 @@ def progress(store: Store, project: str, annotator: str, now: datetime | None = 
             annotation_answers.c.created_at > now - timedelta(hours=1))).scalars().all()
     pace = 0.0
     if len(recent) >= 2:
-        span = (_as_utc(max(recent)) - _as_utc(min(recent))).total_seconds()
+        span = (as_utc(max(recent)) - as_utc(min(recent))).total_seconds()
         pace = 3600 * (len(recent) - 1) / span if span > 0 else 0.0
     return Progress(answered, details.task_count, complete, pace)
 

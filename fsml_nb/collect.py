@@ -39,8 +39,9 @@ from sqlalchemy.exc import DBAPIError
 from w3lib.url import canonicalize_url, safe_url_string, url_query_cleaner
 
 from .core import FsmlError, get_logger
-from .store import (MAX_URL_LENGTH, ItemSource, Store, add_item_source, canonical_json, crawl_hosts,
-                           crawl_urls, crawls, insert_item_row, item_sources, items, sha256_hex, utc_now)
+from .core import utc_now
+from .db import MAX_URL_LENGTH, crawl_hosts, crawl_urls, crawls, item_sources, items
+from .store import ItemSource, Store, add_item_source, canonical_json, insert_item_row, sha256_hex
 
 # %% auto #0
 __all__ = ['DEFAULT_PORTS', 'TRACKING_PARAMETERS', 'IMAGE_MEDIA_TYPES', 'HTML_MEDIA_TYPES', 'TEXT_MEDIA_TYPES', 'ACCEPT_KINDS',

@@ -14,6 +14,7 @@ import logging
 import os
 import sys
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from collections.abc import Callable
 from types import ModuleType
@@ -21,7 +22,7 @@ from types import ModuleType
 # %% auto #0
 __all__ = ['EXTRA_OF_IMPORT', 'DEFAULT_HOME', 'TORCHVISION_OP_SCHEMAS', 'FsmlError', 'MissingExtraError', 'missing_extra_error',
            'MissingExtraFinder', 'install_missing_extra_hook', 'Settings', 'get_settings', 'get_logger',
-           'ensure_torchvision_ops', 'import_timm', 'median_ms', 'ensure_home']
+           'ensure_torchvision_ops', 'import_timm', 'median_ms', 'ensure_home', 'utc_now', 'as_utc']
 
 # %% ../nbs/00_core.ipynb #55402411
 class FsmlError(Exception):
@@ -221,3 +222,13 @@ def ensure_home(settings: Settings | None = None) -> Path:
     except OSError as error:
         raise FsmlError(f"cannot create FSML_HOME at {settings.home}: {error.strerror}") from error
     return settings.home
+
+# %% ../nbs/00_core.ipynb #6e35183d
+def utc_now() -> datetime:
+    "The current time, in UTC."
+    return datetime.now(timezone.utc)
+
+
+def as_utc(moment: datetime) -> datetime:
+    "`moment` marked as UTC if it has no time zone (as SQLite returns it); unchanged otherwise."
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)

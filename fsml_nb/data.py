@@ -23,8 +23,9 @@ from sqlalchemy import select
 from torch.utils.data import DataLoader, Dataset
 
 from .core import FsmlError
+from .db import items, version_entries
 from .store import (BlobMissingError, BlobStore, DatasetVersion, LabelledItem, LabelSchema, NewItem, Store,
-                           items, sha256_hex, version_entries)
+                           sha256_hex)
 
 # %% auto #0
 __all__ = ['NPY_MEDIA_TYPE', 'DIGITS_SOURCE', 'DIGITS_LICENCE', 'DIGIT_CLASSES', 'MNIST1D_SOURCE', 'MNIST1D_LICENCE',

@@ -1,5 +1,5 @@
-"""The SQL schema and its migrations, the content-addressed blob store, items, labels and
-immutable dataset versions that can be listed, shown, verified and diffed.
+"""The content-addressed blob store, items, labels and immutable dataset versions that can
+be listed, shown, verified and diffed, with the imports that fill them safely.
 
 Docs: https://fsml-nb.github.io/fsml_nb/store.html.md"""
 
@@ -8,49 +8,44 @@ Docs: https://fsml-nb.github.io/fsml_nb/store.html.md"""
 # %% ../nbs/01_store.ipynb #1ee995c5
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import os
 import re
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import fsspec
-from sqlalchemy import (DDL, JSON, BigInteger, Boolean, Column, DateTime, Double, ForeignKey, Index, Integer, MetaData, String,
-                        Table, Text, create_engine, event, func, inspect, select)
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Connection, Engine, make_url
 from fastcore.basics import patch
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy import func, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
 
-from .core import FsmlError, Settings, get_logger, get_settings
+from .core import FsmlError, Settings, as_utc, get_logger, get_settings, utc_now
+from .db import (MAX_URL_LENGTH, check_lengths, dataset_version_names, dataset_version_seals, dataset_versions,
+                        display_db_url, insert_ignore, item_sources, items, labels, make_engine, normalize_db_url,
+                        reading, referenced_blobs, transaction, upgrade_schema, version_entries)
 
 # %% auto #0
-__all__ = ['LABEL_KINDS', 'SCHEMA_VERSION', 'metadata', 'schema_info', 'items', 'labels', 'dataset_versions', 'version_entries',
-           'IMMUTABLE_TABLES', 'MAX_URL_LENGTH', 'crawls', 'item_sources', 'crawl_hosts', 'crawl_urls',
-           'annotation_projects', 'annotation_guides', 'annotation_tasks', 'annotators', 'annotation_answers',
-           'annotation_leases', 'annotation_skips', 'annotation_questions', 'Migration', 'MIGRATIONS',
-           'MANIFEST_FORMAT', 'StoreError', 'DatabaseUnavailableError', 'SchemaTooNewError', 'BlobMissingError',
-           'BlobCorruptError', 'UnknownVersionError', 'ImmutableVersionError', 'InvalidVersionError', 'sha256_hex',
-           'BlobStore', 'LabelSchema', 'normalize_db_url', 'make_engine', 'scratch_postgres_database',
-           'stored_schema_version', 'upgrade_schema', 'canonical_json', 'Entry', 'manifest_id', 'DatasetVersion',
-           'Change', 'VersionDiff', 'diff_versions', 'utc_now', 'NewItem', 'Item', 'Store', 'VersionSummary',
-           'LabelledItem', 'VerifyReport', 'ItemSource', 'insert_item_row', 'add_item_source']
+__all__ = ['TEMPORARY_MARK', 'LABEL_KINDS', 'MANIFEST_FORMAT', 'StoreError', 'BlobMissingError', 'BlobCorruptError',
+           'UnknownVersionError', 'ImmutableVersionError', 'InvalidVersionError', 'CorruptVersionError', 'sha256_hex',
+           'BlobStore', 'LabelSchema', 'canonical_json', 'Entry', 'manifest_id', 'DatasetVersion', 'Change',
+           'VersionDiff', 'diff_versions', 'NewItem', 'Item', 'Store', 'hold_blobs', 'remove_unreferenced_blobs',
+           'VersionSummary', 'LabelledItem', 'VerifyReport', 'ItemSource', 'insert_item_row', 'add_item_source',
+           'GarbageReport']
 
 # %% ../nbs/01_store.ipynb #48d71657
 class StoreError(FsmlError):
-    "A problem with the database or blob store."
-
-class DatabaseUnavailableError(StoreError):
-    "The database URL does not answer."
-
-class SchemaTooNewError(StoreError):
-    "The database was written by a newer fsml_nb than this one."
+    "A problem with the blob store or the store's content."
 
 class BlobMissingError(StoreError):
     "An item's bytes are not in the blob store."
@@ -67,8 +62,12 @@ class ImmutableVersionError(StoreError):
 class InvalidVersionError(StoreError):
     "A dataset version's content is not valid (empty, duplicate items, labels that do not fit)."
 
+class CorruptVersionError(StoreError):
+    "A dataset version's stored rows no longer match its id."
+
 # %% ../nbs/01_store.ipynb #8a0fcdb1
 _SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
+TEMPORARY_MARK = ".tmp-"  # blobs being written are named <sha>.tmp-<random>
 
 
 def sha256_hex(data: bytes) -> str:
@@ -82,14 +81,32 @@ def _check_sha(sha: str) -> str:
     return sha
 
 
+def _open_filesystem(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    "The fsspec filesystem and root path of a blob URL, with one clear error for an unknown or missing backend."
+    try:
+        return fsspec.core.url_to_fs(url)
+    except ImportError as error:
+        raise StoreError(f"the blob URL {url} needs an fsspec backend that is not installed: {error}") from None
+    except ValueError as error:
+        raise StoreError(f"the blob URL {url} names no known fsspec protocol ({error})") from None
+
+
+def _write_error(url: str, error: OSError) -> StoreError:
+    reason = "no space left on device" if error.errno == errno.ENOSPC else (error.strerror or str(error))
+    return StoreError(f"cannot write to the blob store at {url}: {reason}")
+
+
 class BlobStore:
     "Content-addressed bytes over an fsspec filesystem."
 
     def __init__(self, url: str):  # local path or fsspec URL (s3://..., memory://...)
         self.url = str(url)
-        self.fs, self.root = fsspec.core.url_to_fs(self.url)
+        self.fs, self.root = _open_filesystem(self.url)
         self.is_local = "file" in self.fs.protocol or "local" in self.fs.protocol
-        self.fs.makedirs(self.root, exist_ok=True)
+        try:
+            self.fs.makedirs(self.root, exist_ok=True)
+        except OSError as error:
+            raise _write_error(self.url, error) from None
 
     def path(self, sha: str) -> str:
         "Where the blob with this hash lives."
@@ -99,46 +116,78 @@ class BlobStore:
     def exists(self, sha: str) -> bool:
         return self.fs.exists(self.path(sha))
 
-    def put(self, data: bytes) -> tuple[str, bool]:
-        "Store `data`; return its hash and whether it was new."
-        sha = sha256_hex(data)
-        path = self.path(sha)
-        if self.fs.exists(path):
-            return sha, False
-        self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-        if self.is_local:
-            temporary = f"{path}.tmp-{uuid.uuid4().hex}"
-            with open(temporary, "wb") as handle:
-                handle.write(data)
-            Path(temporary).replace(path)
-        else:
-            self.fs.pipe_file(path, data)
-        return sha, True
-
-    def get(self, sha: str) -> bytes:
-        "The bytes of blob `sha`, checked against the hash."
-        path = self.path(sha)
-        try:
-            if self.is_local:
-                with open(path, "rb") as handle:
-                    data = handle.read()
-            else:
-                data = self.fs.cat_file(path)
-        except FileNotFoundError:
-            raise BlobMissingError(f"blob {sha} is missing from the blob store at {self.url}") from None
-        actual = sha256_hex(data)
-        if actual != sha:
-            raise BlobCorruptError(f"blob {sha} is corrupt: its bytes now hash to {actual[:12]}… ({path})")
-        return data
-
-    def delete(self, sha: str) -> None:
-        "Remove a blob (used to undo a failed import, never for items a version names)."
-        path = self.path(sha)
-        if self.fs.exists(path):
-            self.fs.rm_file(path)
-
     def __repr__(self) -> str:
         return f"BlobStore({self.url!r})"
+
+# %% ../nbs/01_store.ipynb #331661ba
+@patch
+def _read(self: BlobStore, path: str) -> bytes:
+    if self.is_local:
+        with open(path, "rb") as handle:
+            return handle.read()
+    return self.fs.cat_file(path)
+
+
+@patch
+def get(self: BlobStore, sha: str) -> bytes:
+    "The bytes of blob `sha`, checked against the hash."
+    path = self.path(sha)
+    try:
+        data = self._read(path)
+    except FileNotFoundError:
+        raise BlobMissingError(f"blob {sha} is missing from the blob store at {self.url}") from None
+    actual = sha256_hex(data)
+    if actual != sha:
+        raise BlobCorruptError(f"blob {sha} is corrupt: its bytes now hash to {actual[:12]}… ({path})")
+    return data
+
+# %% ../nbs/01_store.ipynb #70484a7e
+@patch
+def _is_intact(self: BlobStore, path: str, sha: str) -> bool:
+    try:
+        return sha256_hex(self._read(path)) == sha
+    except FileNotFoundError:
+        return False
+
+
+@patch
+def _write(self: BlobStore, path: str, data: bytes) -> None:
+    try:
+        self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+        if not self.is_local:
+            self.fs.pipe_file(path, data)
+            return
+        temporary = f"{path}{TEMPORARY_MARK}{uuid.uuid4().hex}"
+        try:
+            with open(temporary, "wb") as handle:
+                handle.write(data)
+            os.replace(temporary, path)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+    except OSError as error:
+        raise _write_error(self.url, error) from None
+
+
+@patch
+def put(self: BlobStore, data: bytes) -> tuple[str, bool]:
+    "Store `data`; return its hash and whether the blob was written (new, or a damaged one repaired)."
+    sha = sha256_hex(data)
+    path = self.path(sha)
+    if self.fs.exists(path):
+        if self._is_intact(path, sha):
+            return sha, False
+        get_logger("store").warning("blob %s was damaged; rewriting it from the bytes given", sha)
+    self._write(path, data)
+    return sha, True
+
+
+@patch
+def delete(self: BlobStore, sha: str) -> None:
+    "Remove a blob (only for blobs no committed row names: see `Store.collect_garbage`)."
+    path = self.path(sha)
+    if self.fs.exists(path):
+        self.fs.rm_file(path)
 
 # %% ../nbs/01_store.ipynb #2db2bc91
 LABEL_KINDS = ("single_label", "multi_label", "bbox", "text")
@@ -191,477 +240,6 @@ class LabelSchema:
     def from_dict(cls, data: dict[str, Any]) -> LabelSchema:
         return cls(kind=data["kind"], classes=tuple(data.get("classes", ())))
 
-# %% ../nbs/01_store.ipynb #89561401
-SCHEMA_VERSION = 3  # bump together with a new entry in MIGRATIONS
-
-metadata = MetaData()
-
-schema_info = Table(
-    "fsml_schema", metadata,
-    Column("id", Integer, primary_key=True),
-    Column("version", Integer, nullable=False),
-)
-
-items = Table(
-    "items", metadata,
-    Column("sha256", String(64), primary_key=True),
-    Column("media_type", String(127), nullable=False),
-    Column("size", BigInteger, nullable=False),
-    Column("source_url", Text),
-    Column("licence", String(255)),
-    Column("collected_at", DateTime(timezone=True), nullable=False),
-    Column("meta", JSON, nullable=False),
-)
-
-labels = Table(
-    "labels", metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("item_sha256", String(64), ForeignKey("items.sha256"), nullable=False),
-    Column("source", String(255), nullable=False),
-    Column("label", Text, nullable=False),  # canonical JSON
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Index("labels_item_source", "item_sha256", "source", unique=True),
-)
-
-dataset_versions = Table(
-    "dataset_versions", metadata,
-    Column("id", String(64), primary_key=True),
-    Column("name", String(255), nullable=False, index=True),
-    Column("label_schema", Text, nullable=False),  # canonical JSON
-    Column("guide_version", String(255)),
-    Column("item_count", Integer, nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("meta", JSON, nullable=False),
-)
-
-version_entries = Table(
-    "version_entries", metadata,
-    Column("version_id", String(64), ForeignKey("dataset_versions.id"), primary_key=True),
-    Column("item_sha256", String(64), ForeignKey("items.sha256"), primary_key=True, index=True),
-    Column("label", Text, nullable=False),  # canonical JSON
-    Column("split", String(64), nullable=False),
-)
-
-# %% ../nbs/01_store.ipynb #83f20b33
-IMMUTABLE_TABLES = ("dataset_versions", "version_entries")
-
-_PG_REJECT_FUNCTION = """
-CREATE OR REPLACE FUNCTION fsml_reject_version_change() RETURNS trigger AS $$
-BEGIN
-    RAISE EXCEPTION 'dataset versions are immutable (%% on %%)', TG_OP, TG_TABLE_NAME;  -- %% escapes DDL formatting
-END $$ LANGUAGE plpgsql
-"""
-
-
-def _attach_immutability_triggers(table: Table) -> None:
-    for operation in ("UPDATE", "DELETE"):
-        trigger = f"{table.name}_no_{operation.lower()}"
-        event.listen(table, "after_create", DDL(
-            f"CREATE TRIGGER {trigger} BEFORE {operation} ON {table.name} "
-            f"BEGIN SELECT RAISE(ABORT, 'dataset versions are immutable ({operation} on {table.name})'); END"
-        ).execute_if(dialect="sqlite"))
-    event.listen(table, "after_create", DDL(_PG_REJECT_FUNCTION).execute_if(dialect="postgresql"))
-    event.listen(table, "after_create", DDL(
-        f"CREATE TRIGGER {table.name}_immutable BEFORE UPDATE OR DELETE ON {table.name} "
-        "FOR EACH ROW EXECUTE FUNCTION fsml_reject_version_change()"
-    ).execute_if(dialect="postgresql"))
-
-
-for _name in IMMUTABLE_TABLES:
-    _attach_immutability_triggers(metadata.tables[_name])
-
-# %% ../nbs/01_store.ipynb #d4732298
-MAX_URL_LENGTH = 2000  # longer URLs are refused: they must fit a unique index entry
-
-crawls = Table(
-    "crawls", metadata,
-    Column("id", String(64), primary_key=True),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("config", JSON, nullable=False),  # the rules of the latest run
-    Column("pages_started", Integer, nullable=False),  # first attempts at page or image URLs (max_pages)
-    Column("bytes_fetched", BigInteger, nullable=False),  # response bytes read (max_total_bytes)
-)
-
-item_sources = Table(
-    "item_sources", metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("item_sha256", String(64), ForeignKey("items.sha256"), nullable=False),
-    Column("url", Text, nullable=False),
-    Column("page_url", Text),  # the page the URL was found on (None for a start URL)
-    Column("fetched_at", DateTime(timezone=True), nullable=False),
-    Column("licence", String(255)),  # SPDX id or licence URL the source declares; None: unknown
-    Column("licence_evidence", Text),  # how we know, e.g. 'rel="license" on the page'
-    Column("headers", JSON, nullable=False),  # HTTP response headers that matter
-    Column("meta", JSON, nullable=False),  # alt text, page title, redirects, encoding...
-    Column("crawl_id", String(64), ForeignKey("crawls.id")),
-    Index("item_sources_item_url", "item_sha256", "url", unique=True),
-)
-
-crawl_hosts = Table(
-    "crawl_hosts", metadata,
-    Column("crawl_id", String(64), ForeignKey("crawls.id"), primary_key=True),
-    Column("host", String(255), primary_key=True),  # scheme://host:port, the unit of robots.txt and politeness
-    Column("next_allowed_at", Double, nullable=False),  # no request to the host may start before this
-    Column("robots_state", String(16)),  # None (not fetched yet), 'rules', 'allow_all', 'disallow_all'
-    Column("robots_txt", Text),
-    Column("robots_delay", Double, nullable=False),  # Crawl-delay / Request-rate of robots.txt, seconds
-)
-
-crawl_urls = Table(
-    "crawl_urls", metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),  # discovery order
-    Column("crawl_id", String(64), ForeignKey("crawls.id"), nullable=False),
-    Column("url", Text, nullable=False),  # canonical
-    Column("host", String(255), nullable=False),
-    Column("kind", String(16), nullable=False),  # 'robots', 'page' (a link) or 'asset' (an image on a page)
-    Column("depth", Integer, nullable=False),  # links followed from a start URL
-    Column("found_on", Text),  # the page (or redirect) that led here
-    Column("status", String(16), nullable=False),  # queued, leased, done, skipped, failed
-    Column("outcome", String(64)),  # why it ended so: stored, duplicate, robots, timeout, http_500...
-    Column("attempts", Integer, nullable=False),
-    Column("not_before", Double, nullable=False),  # retry backoff: not leased before this time
-    Column("lease_owner", String(255)),
-    Column("lease_expires", Double),
-    Column("http_status", Integer),
-    Column("size", BigInteger),  # bytes read
-    Column("item_sha256", String(64), ForeignKey("items.sha256")),
-    Column("discovered_at", DateTime(timezone=True), nullable=False),
-    Column("finished_at", DateTime(timezone=True)),
-    Column("meta", JSON, nullable=False),  # what the referring page said about the URL (alt text, licence)
-    Index("crawl_urls_crawl_url", "crawl_id", "url", unique=True),
-    Index("crawl_urls_crawl_host_status", "crawl_id", "host", "status"),
-    Index("crawl_urls_crawl_status", "crawl_id", "status"),
-)
-
-# %% ../nbs/01_store.ipynb #1ca6f244
-annotation_projects = Table(
-    "annotation_projects", metadata,
-    Column("name", String(255), primary_key=True),
-    Column("label_schema", Text, nullable=False),  # canonical JSON
-    Column("overlap", Integer, nullable=False),
-    Column("lease_seconds", Integer, nullable=False),
-    Column("source_version_id", String(64)),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-)
-
-annotation_guides = Table(
-    "annotation_guides", metadata,
-    Column("project", String(255), ForeignKey("annotation_projects.name"), primary_key=True),
-    Column("version", Integer, primary_key=True),
-    Column("text", Text, nullable=False),  # Markdown
-    Column("created_at", DateTime(timezone=True), nullable=False),
-)
-
-annotation_tasks = Table(
-    "annotation_tasks", metadata,
-    Column("project", String(255), ForeignKey("annotation_projects.name"), primary_key=True),
-    Column("item_sha256", String(64), ForeignKey("items.sha256"), primary_key=True),
-    Column("position", Integer, nullable=False),
-    Column("split", String(64), nullable=False),
-    Column("gold_label", Text),  # canonical JSON of a known answer, or None
-    Column("answer_count", Integer, nullable=False),  # kept by submit/undo: leasing skips full items cheaply
-    Index("annotation_tasks_order", "project", "position"),
-)
-
-annotators = Table(
-    "annotators", metadata,
-    Column("name", String(255), primary_key=True),
-    Column("token_sha256", String(64), nullable=False, unique=True),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-)
-
-annotation_answers = Table(
-    "annotation_answers", metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("project", String(255), ForeignKey("annotation_projects.name"), nullable=False),
-    Column("item_sha256", String(64), ForeignKey("items.sha256"), nullable=False),
-    Column("annotator", String(255), ForeignKey("annotators.name"), nullable=False),
-    Column("label", Text, nullable=False),  # canonical JSON
-    Column("guide_version", Integer, nullable=False),
-    Column("unsure", Boolean, nullable=False),
-    Column("seconds", Double),  # time the annotator spent on the item
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Index("annotation_answers_one_per_annotator", "project", "item_sha256", "annotator", unique=True),
-    Index("annotation_answers_by_annotator", "project", "annotator", "created_at"),
-)
-
-annotation_leases = Table(
-    "annotation_leases", metadata,
-    Column("project", String(255), ForeignKey("annotation_projects.name"), primary_key=True),
-    Column("item_sha256", String(64), ForeignKey("items.sha256"), primary_key=True),
-    Column("annotator", String(255), ForeignKey("annotators.name"), primary_key=True),
-    Column("expires_at", DateTime(timezone=True), nullable=False),
-)
-
-annotation_skips = Table(
-    "annotation_skips", metadata,
-    Column("project", String(255), ForeignKey("annotation_projects.name"), primary_key=True),
-    Column("item_sha256", String(64), ForeignKey("items.sha256"), primary_key=True),
-    Column("annotator", String(255), ForeignKey("annotators.name"), primary_key=True),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-)
-
-annotation_questions = Table(
-    "annotation_questions", metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("project", String(255), ForeignKey("annotation_projects.name"), nullable=False),
-    Column("item_sha256", String(64), ForeignKey("items.sha256"), nullable=False),
-    Column("annotator", String(255), ForeignKey("annotators.name"), nullable=False),
-    Column("question", Text, nullable=False),
-    Column("guide_version", Integer, nullable=False),
-    Column("resolved", Boolean, nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-)
-
-# %% ../nbs/01_store.ipynb #206784e1
-def normalize_db_url(url: str) -> str:
-    "Pick psycopg 3 for plain `postgresql://` URLs; leave others as they are."
-    for prefix in ("postgresql://", "postgres://"):
-        if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix):]
-    return url
-
-
-def _display_url(url: str) -> str:
-    return make_url(url).render_as_string(hide_password=True)
-
-
-def _configure_sqlite(engine: Engine) -> None:
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection, _record):
-        dbapi_connection.isolation_level = None  # let SQLAlchemy's BEGIN below start transactions
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=30000")
-        if engine.url.database not in (None, "", ":memory:"):
-            cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.close()
-
-    @event.listens_for(engine, "begin")
-    def _on_begin(connection):
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
-
-
-def make_engine(url: str) -> Engine:
-    "An engine for `url` (SQLite or PostgreSQL), checked to answer."
-    url = normalize_db_url(url)
-    try:
-        parsed = make_url(url)
-    except Exception as error:
-        raise DatabaseUnavailableError(f"not a database URL: {url!r} ({error})") from None
-    if parsed.get_backend_name() == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
-            folder = Path(parsed.database).expanduser().parent
-            try:
-                folder.mkdir(parents=True, exist_ok=True)
-            except OSError as error:
-                raise DatabaseUnavailableError(f"cannot create the folder {folder} for the SQLite database: "
-                                               f"{error.strerror}") from None
-        engine = create_engine(parsed, connect_args={"timeout": 30})
-        _configure_sqlite(engine)
-    elif parsed.get_backend_name() == "postgresql":
-        engine = create_engine(parsed, pool_pre_ping=True, connect_args={"connect_timeout": 5})
-    else:
-        raise DatabaseUnavailableError(f"unsupported database {parsed.get_backend_name()!r} in "
-                                       f"{_display_url(url)}; use sqlite:// or postgresql://")
-    try:
-        with engine.connect():
-            pass
-    except OperationalError as error:
-        engine.dispose()
-        reason = str(error.orig).strip().splitlines()[0] if error.orig else str(error)
-        raise DatabaseUnavailableError(f"cannot reach the database at {_display_url(url)}: {reason}") from None
-    return engine
-
-# %% ../nbs/01_store.ipynb #b831cad3
-@contextmanager
-def scratch_postgres_database(server_url: str, prefix: str = "fsml_scratch") -> Iterator[str]:
-    "Create an empty database on a PostgreSQL server; yield its URL; drop it afterwards."
-    url = normalize_db_url(server_url)
-    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(url, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 5})
-    try:
-        with admin.connect() as connection:
-            connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    except OperationalError as error:
-        admin.dispose()
-        reason = str(error.orig).strip().splitlines()[0] if error.orig else str(error)
-        raise DatabaseUnavailableError(f"cannot reach PostgreSQL at {_display_url(url)}: {reason}") from None
-    try:
-        yield make_url(url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as connection:
-            connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
-
-# %% ../nbs/01_store.ipynb #59642668
-Migration = Callable[["Operations"], None]  # noqa: F821  (alembic.operations.Operations)
-MIGRATIONS: dict[int, Migration] = {}  # target schema version -> step from the version before
-_PG_MIGRATION_LOCK = 0x66736D6C  # "fsml"
-
-
-def stored_schema_version(connection: Connection) -> int | None:
-    "The schema version stamped in the database, or None for an empty database."
-    tables = set(inspect(connection).get_table_names())
-    if schema_info.name not in tables:
-        if tables & set(metadata.tables):
-            raise StoreError(f"the database has fsml tables ({', '.join(sorted(tables & set(metadata.tables)))}) "
-                             "but no schema version; it was not made by fsml_nb")
-        return None
-    return connection.execute(select(schema_info.c.version)).scalar()
-
-
-def _stamp(connection: Connection, version: int) -> None:
-    if connection.execute(select(func.count()).select_from(schema_info)).scalar():
-        connection.execute(schema_info.update().values(version=version))
-    else:
-        connection.execute(schema_info.insert().values(id=1, version=version))
-
-
-def upgrade_schema(engine: Engine, target: int = SCHEMA_VERSION,
-                   migrations: dict[int, Migration] | None = None) -> int:
-    "Create or upgrade the database schema to `target`; return the version it had before (0 if new)."
-    from alembic.migration import MigrationContext
-    from alembic.operations import Operations
-
-    migrations = MIGRATIONS if migrations is None else migrations
-    with engine.begin() as connection:
-        if connection.dialect.name == "postgresql":
-            connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_PG_MIGRATION_LOCK})")
-        current = stored_schema_version(connection)
-        if current is None:
-            metadata.create_all(connection)
-            _stamp(connection, target)
-            return 0
-        if current > target:
-            raise SchemaTooNewError(
-                f"the database at {_display_url(str(engine.url))} has schema version {current}, newer than "
-                f"{target} which this fsml_nb knows; upgrade fsml_nb (pip install -U fsml_nb)")
-        operations = Operations(MigrationContext.configure(connection, opts={"render_as_batch": True}))
-        for version in range(current + 1, target + 1):
-            if version not in migrations:
-                raise StoreError(f"no migration step to schema version {version}")
-            get_logger("store").info("migrating the database to schema version %d", version)
-            migrations[version](operations)
-        if current != target:
-            _stamp(connection, target)
-        return current
-
-# %% ../nbs/01_store.ipynb #a240b7dc
-def _migrate_to_v2(ops: Operations) -> None:  # noqa: F821  (alembic.operations.Operations)
-    "Add item_sources, crawls, crawl_hosts and crawl_urls."
-    ops.create_table(
-        "crawls",
-        Column("id", String(64), primary_key=True),
-        Column("created_at", DateTime(timezone=True), nullable=False),
-        Column("config", JSON, nullable=False),
-        Column("pages_started", Integer, nullable=False),
-        Column("bytes_fetched", BigInteger, nullable=False))
-    ops.create_table(
-        "item_sources",
-        Column("id", Integer, primary_key=True, autoincrement=True),
-        Column("item_sha256", String(64), ForeignKey("items.sha256"), nullable=False),
-        Column("url", Text, nullable=False),
-        Column("page_url", Text),
-        Column("fetched_at", DateTime(timezone=True), nullable=False),
-        Column("licence", String(255)),
-        Column("licence_evidence", Text),
-        Column("headers", JSON, nullable=False),
-        Column("meta", JSON, nullable=False),
-        Column("crawl_id", String(64), ForeignKey("crawls.id")))
-    ops.create_index("item_sources_item_url", "item_sources", ["item_sha256", "url"], unique=True)
-    ops.create_table(
-        "crawl_hosts",
-        Column("crawl_id", String(64), ForeignKey("crawls.id"), primary_key=True),
-        Column("host", String(255), primary_key=True),
-        Column("next_allowed_at", Double, nullable=False),
-        Column("robots_state", String(16)),
-        Column("robots_txt", Text),
-        Column("robots_delay", Double, nullable=False))
-    ops.create_table(
-        "crawl_urls",
-        Column("id", Integer, primary_key=True, autoincrement=True),
-        Column("crawl_id", String(64), ForeignKey("crawls.id"), nullable=False),
-        Column("url", Text, nullable=False),
-        Column("host", String(255), nullable=False),
-        Column("kind", String(16), nullable=False),
-        Column("depth", Integer, nullable=False),
-        Column("found_on", Text),
-        Column("status", String(16), nullable=False),
-        Column("outcome", String(64)),
-        Column("attempts", Integer, nullable=False),
-        Column("not_before", Double, nullable=False),
-        Column("lease_owner", String(255)),
-        Column("lease_expires", Double),
-        Column("http_status", Integer),
-        Column("size", BigInteger),
-        Column("item_sha256", String(64), ForeignKey("items.sha256")),
-        Column("discovered_at", DateTime(timezone=True), nullable=False),
-        Column("finished_at", DateTime(timezone=True)),
-        Column("meta", JSON, nullable=False))
-    ops.create_index("crawl_urls_crawl_url", "crawl_urls", ["crawl_id", "url"], unique=True)
-    ops.create_index("crawl_urls_crawl_host_status", "crawl_urls", ["crawl_id", "host", "status"])
-    ops.create_index("crawl_urls_crawl_status", "crawl_urls", ["crawl_id", "status"])
-
-
-MIGRATIONS[2] = _migrate_to_v2
-
-# %% ../nbs/01_store.ipynb #544a6d12
-def _migrate_to_v3(ops: Operations) -> None:  # noqa: F821  (alembic.operations.Operations)
-    "Add the annotation tables."
-    ops.create_table(
-        "annotation_projects",
-        Column("name", String(255), primary_key=True), Column("label_schema", Text, nullable=False),
-        Column("overlap", Integer, nullable=False), Column("lease_seconds", Integer, nullable=False),
-        Column("source_version_id", String(64)), Column("created_at", DateTime(timezone=True), nullable=False))
-    ops.create_table(
-        "annotation_guides",
-        Column("project", String(255), ForeignKey("annotation_projects.name"), primary_key=True),
-        Column("version", Integer, primary_key=True), Column("text", Text, nullable=False),
-        Column("created_at", DateTime(timezone=True), nullable=False))
-    ops.create_table(
-        "annotation_tasks",
-        Column("project", String(255), ForeignKey("annotation_projects.name"), primary_key=True),
-        Column("item_sha256", String(64), ForeignKey("items.sha256"), primary_key=True),
-        Column("position", Integer, nullable=False), Column("split", String(64), nullable=False),
-        Column("gold_label", Text), Column("answer_count", Integer, nullable=False))
-    ops.create_index("annotation_tasks_order", "annotation_tasks", ["project", "position"])
-    ops.create_table(
-        "annotators",
-        Column("name", String(255), primary_key=True), Column("token_sha256", String(64), nullable=False, unique=True),
-        Column("created_at", DateTime(timezone=True), nullable=False))
-    ops.create_table(
-        "annotation_answers",
-        Column("id", Integer, primary_key=True, autoincrement=True),
-        Column("project", String(255), ForeignKey("annotation_projects.name"), nullable=False),
-        Column("item_sha256", String(64), ForeignKey("items.sha256"), nullable=False),
-        Column("annotator", String(255), ForeignKey("annotators.name"), nullable=False),
-        Column("label", Text, nullable=False), Column("guide_version", Integer, nullable=False),
-        Column("unsure", Boolean, nullable=False), Column("seconds", Double),
-        Column("created_at", DateTime(timezone=True), nullable=False))
-    ops.create_index("annotation_answers_one_per_annotator", "annotation_answers",
-                     ["project", "item_sha256", "annotator"], unique=True)
-    ops.create_index("annotation_answers_by_annotator", "annotation_answers", ["project", "annotator", "created_at"])
-    for name in ("annotation_leases", "annotation_skips"):
-        moment = "expires_at" if name == "annotation_leases" else "created_at"
-        ops.create_table(
-            name,
-            Column("project", String(255), ForeignKey("annotation_projects.name"), primary_key=True),
-            Column("item_sha256", String(64), ForeignKey("items.sha256"), primary_key=True),
-            Column("annotator", String(255), ForeignKey("annotators.name"), primary_key=True),
-            Column(moment, DateTime(timezone=True), nullable=False))
-    ops.create_table(
-        "annotation_questions",
-        Column("id", Integer, primary_key=True, autoincrement=True),
-        Column("project", String(255), ForeignKey("annotation_projects.name"), nullable=False),
-        Column("item_sha256", String(64), ForeignKey("items.sha256"), nullable=False),
-        Column("annotator", String(255), ForeignKey("annotators.name"), nullable=False),
-        Column("question", Text, nullable=False), Column("guide_version", Integer, nullable=False),
-        Column("resolved", Boolean, nullable=False), Column("created_at", DateTime(timezone=True), nullable=False))
-
-
-MIGRATIONS[3] = _migrate_to_v3
-
 # %% ../nbs/01_store.ipynb #11b8e5b1
 MANIFEST_FORMAT = "fsml.dataset_version/1"
 
@@ -678,14 +256,21 @@ class Entry(NamedTuple):
     split: str  # e.g. train, val, test
 
 
+def _manifest_digest(label_schema: LabelSchema, guide_version: str | None):
+    header = {"format": MANIFEST_FORMAT, "label_schema": label_schema.to_dict(), "guide_version": guide_version}
+    return hashlib.sha256(canonical_json(header).encode())
+
+
+def _manifest_line(sha: str, label_json: str, split: str) -> bytes:
+    "`canonical_json([sha, label, split])`, from a label already in canonical JSON (as stored)."
+    return f'\n["{sha}",{label_json},{json.dumps(split, ensure_ascii=False)}]'.encode()
+
+
 def manifest_id(entries: Iterable[Entry], label_schema: LabelSchema, guide_version: str | None) -> str:
     "The content hash that identifies a dataset version."
-    digest = hashlib.sha256()
-    header = {"format": MANIFEST_FORMAT, "label_schema": label_schema.to_dict(), "guide_version": guide_version}
-    digest.update(canonical_json(header).encode())
+    digest = _manifest_digest(label_schema, guide_version)
     for entry in sorted(entries, key=lambda entry: entry.item_sha256):
-        digest.update(b"\n")
-        digest.update(canonical_json([entry.item_sha256, entry.label, entry.split]).encode())
+        digest.update(_manifest_line(entry.item_sha256, canonical_json(entry.label), entry.split))
     return digest.hexdigest()
 
 # %% ../nbs/01_store.ipynb #f42c0698
@@ -779,15 +364,6 @@ def diff_versions(old: DatasetVersion, new: DatasetVersion) -> VersionDiff:
     )
 
 # %% ../nbs/01_store.ipynb #dd53573a
-def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-def _as_utc(moment: datetime) -> datetime:
-    "SQLite hands back naive datetimes; we store UTC, so say so."
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
-
-
 @dataclass(frozen=True)
 class NewItem:
     "Bytes to add to the store, with where they came from."
@@ -809,7 +385,7 @@ class Item:
     collected_at: datetime
     meta: dict[str, Any]
 
-
+# %% ../nbs/01_store.ipynb #0120be87
 class Store:
     "The fsml_nb data store: SQL database plus content-addressed blobs."
 
@@ -818,9 +394,13 @@ class Store:
                  settings: Settings | None = None):  # default: read from the environment
         settings = settings or get_settings()
         self.db_url = normalize_db_url(db_url or settings.db_url)
-        self.engine = make_engine(self.db_url)
-        self.previous_schema_version = upgrade_schema(self.engine)
         self.blobs = BlobStore(blob_url or settings.blob_url)
+        self.engine = make_engine(self.db_url)
+        try:
+            self.previous_schema_version = upgrade_schema(self.engine)  # 0 for a new database
+        except BaseException:
+            self.engine.dispose()
+            raise
 
     @property
     def dialect(self) -> str:
@@ -836,12 +416,10 @@ class Store:
         self.close()
 
     def __repr__(self) -> str:
-        return f"Store(db={_display_url(self.db_url)!r}, blobs={self.blobs.url!r})"
+        return f"Store(db={display_db_url(self.db_url)!r}, blobs={self.blobs.url!r})"
 
 # %% ../nbs/01_store.ipynb #7aa8645a
-def _insert_ignoring_duplicates(connection: Connection, table: Table):
-    dialect_insert = postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
-    return dialect_insert(table).on_conflict_do_nothing()
+_BLOB_LOCK = 0x666C6F62  # "flob": imports hold it shared while they commit, clean-ups alone
 
 
 def _chunks(values: Sequence, size: int = 5000) -> Iterator[Sequence]:
@@ -849,86 +427,121 @@ def _chunks(values: Sequence, size: int = 5000) -> Iterator[Sequence]:
         yield values[start:start + size]
 
 
+def hold_blobs(connection: Connection, blob_store: BlobStore, data_by_sha: dict[str, bytes]) -> None:
+    "In a write transaction: take the blob lock (shared) and rewrite any of these blobs removed meanwhile."
+    if connection.dialect.name == "postgresql":
+        connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock_shared({_BLOB_LOCK})")
+    for sha, data in data_by_sha.items():
+        if not blob_store.exists(sha):
+            blob_store.put(data)
+
+
+def remove_unreferenced_blobs(store: Store, shas: Sequence[str]) -> list[str]:
+    "Delete those of `shas` that no committed row names (under the blob lock, alone); return them."
+    def work(connection: Connection) -> list[str]:
+        if connection.dialect.name == "postgresql":
+            connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_BLOB_LOCK})")
+        unused = sorted(set(shas) - referenced_blobs(connection, shas))
+        for sha in unused:
+            store.blobs.delete(sha)
+        return unused
+    return transaction(store.engine, work) if shas else []
+
+
 @contextmanager
-def _undo_blobs_on_error(blob_store: BlobStore) -> Iterator[list[str]]:
-    "Collect the hashes of newly written blobs; delete them again if the block fails."
-    created: list[str] = []
+def _undo_blobs_on_error(store: Store) -> Iterator[list[str]]:
+    "Collect the hashes of blobs written by this block; if it fails, remove those no committed row names."
+    written: list[str] = []
     try:
-        yield created
+        yield written
     except BaseException:
-        for sha in created:
-            blob_store.delete(sha)
+        remove_unreferenced_blobs(store, written)
         raise
 
 # %% ../nbs/01_store.ipynb #589e6a5a
-def _add_items(store: Store, new_items: Sequence[NewItem], connection: Connection, created: list[str],
-               on_stored: Callable[[int], Any] | None = None) -> list[str]:
+def _write_item_blobs(store: Store, new_items: Sequence[NewItem], written: list[str],
+                      on_stored: Callable[[int], Any] | None = None) -> list[str]:
+    "Write every item's bytes to the blob store; return their hashes (new ones are added to `written`)."
     shas = []
-    rows = []
-    now = utc_now()
     for new_item in new_items:
         sha, is_new = store.blobs.put(new_item.data)
         if is_new:
-            created.append(sha)
+            written.append(sha)
         shas.append(sha)
         if on_stored is not None:
             on_stored(1)
-        rows.append({"sha256": sha, "media_type": new_item.media_type, "size": len(new_item.data),
-                     "source_url": new_item.source_url, "licence": new_item.licence, "collected_at": now,
-                     "meta": new_item.meta})
-    if rows:
-        connection.execute(_insert_ignoring_duplicates(connection, items), rows)
     return shas
 
 
+def _item_row(sha: str, new_item: NewItem, now: datetime) -> dict[str, Any]:
+    row = {"sha256": sha, "media_type": new_item.media_type, "size": len(new_item.data),
+           "source_url": new_item.source_url, "licence": new_item.licence, "collected_at": now, "meta": new_item.meta}
+    check_lengths(items, row, {"media_type": "the media type", "licence": "the licence"})
+    return row
+
+
+def _insert_items(connection: Connection, store: Store, shas: Sequence[str], new_items: Sequence[NewItem]) -> None:
+    "Insert the items' rows in hash order, after making sure their blobs are (still) there."
+    by_sha = dict(zip(shas, new_items, strict=True))
+    hold_blobs(connection, store.blobs, {sha: new_item.data for sha, new_item in by_sha.items()})
+    now = utc_now()
+    rows = [_item_row(sha, by_sha[sha], now) for sha in sorted(by_sha)]
+    for chunk in _chunks(rows):
+        connection.execute(insert_ignore(connection, items), list(chunk))
+
+# %% ../nbs/01_store.ipynb #02c09824
 @patch
 def add_items(self: Store, new_items: Sequence[NewItem]) -> list[str]:
     "Store the items' bytes and rows; return their hashes (existing content is reused)."
-    with _undo_blobs_on_error(self.blobs) as created, self.engine.begin() as connection:
-        return _add_items(self, new_items, connection, created)
+    with _undo_blobs_on_error(self) as written:
+        shas = _write_item_blobs(self, new_items, written)
+        transaction(self.engine, lambda connection: _insert_items(connection, self, shas, new_items))
+    return shas
 
 
 @patch
 def get_item(self: Store, sha: str) -> Item:
     "The stored row of one item."
-    with self.engine.connect() as connection:
+    with reading(self.engine) as connection:
         row = connection.execute(select(items).where(items.c.sha256 == _check_sha(sha))).mappings().first()
     if row is None:
         raise StoreError(f"no item {sha}")
-    return Item(**{**row, "collected_at": _as_utc(row["collected_at"])})
+    return Item(**{**row, "collected_at": as_utc(row["collected_at"])})
 
 
 @patch
 def item_count(self: Store) -> int:
-    with self.engine.connect() as connection:
+    "How many distinct items the store holds."
+    with reading(self.engine) as connection:
         return connection.execute(select(func.count()).select_from(items)).scalar()
 
-
+# %% ../nbs/01_store.ipynb #8e524643
 def _set_labels(connection: Connection, labelled: Sequence[tuple[str, Any]], source: str) -> None:
     "Record the current label of each (item, label) from `source`, replacing an older one."
     if not labelled:
         return
+    check_lengths(labels, {"source": source}, {"source": "the label source"})
     dialect_insert = postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
     statement = dialect_insert(labels)
     statement = statement.on_conflict_do_update(
         index_elements=["item_sha256", "source"],
         set_={"label": statement.excluded.label, "created_at": statement.excluded.created_at})
     now = utc_now()
-    connection.execute(statement, [{"item_sha256": sha, "source": source, "label": canonical_json(label),
-                                    "created_at": now} for sha, label in labelled])
+    rows = sorted({sha: canonical_json(label) for sha, label in labelled}.items())
+    connection.execute(statement, [{"item_sha256": sha, "source": source, "label": label, "created_at": now}
+                                   for sha, label in rows])
 
 
 @patch
 def set_labels(self: Store, labelled: Sequence[tuple[str, Any]], source: str) -> None:
     "Record labels for items from one source (an importer, an annotator, a consensus rule)."
-    with self.engine.begin() as connection:
-        _set_labels(connection, labelled, source)
+    transaction(self.engine, lambda connection: _set_labels(connection, labelled, source))
 
 
 @patch
 def labels_of(self: Store, sha: str) -> dict[str, Any]:
     "Every source's current label for one item."
-    with self.engine.connect() as connection:
+    with reading(self.engine) as connection:
         rows = connection.execute(select(labels.c.source, labels.c.label).where(labels.c.item_sha256 == sha))
         return {source: json.loads(label) for source, label in rows}
 
@@ -956,16 +569,32 @@ def _missing_items(connection: Connection, shas: Sequence[str]) -> list[str]:
         present.update(connection.execute(select(items.c.sha256).where(items.c.sha256.in_(chunk))).scalars())
     return [sha for sha in shas if sha not in present]
 
+# %% ../nbs/01_store.ipynb #83e1d4b0
+def _name_version(connection: Connection, version_id: str, name: str) -> None:
+    "Give a version a name (a version may have several; a name means the version it was given to last)."
+    check_lengths(dataset_version_names, {"name": name}, {"name": "the version name"})
+    dialect_insert = postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
+    statement = dialect_insert(dataset_version_names).values(name=name, version_id=version_id, created_at=utc_now())
+    connection.execute(statement.on_conflict_do_update(index_elements=["name", "version_id"],
+                                                       set_={"created_at": statement.excluded.created_at}))
+
 
 def _insert_version(connection: Connection, version: DatasetVersion) -> None:
-    connection.execute(dataset_versions.insert().values(
-        id=version.id, name=version.name, label_schema=canonical_json(version.label_schema.to_dict()),
-        guide_version=version.guide_version, item_count=len(version.entries), created_at=version.created_at,
-        meta=version.meta))
+    row = dict(id=version.id, name=version.name, label_schema=canonical_json(version.label_schema.to_dict()),
+               guide_version=version.guide_version, item_count=len(version.entries), created_at=version.created_at,
+               meta=version.meta)
+    check_lengths(dataset_versions, row, {"name": "the version name", "guide_version": "the guide version"})
+    connection.execute(dataset_versions.insert().values(**row))
     for chunk in _chunks(version.entries, 20000):
         connection.execute(version_entries.insert(), [
             {"version_id": version.id, "item_sha256": entry.item_sha256, "label": canonical_json(entry.label),
              "split": entry.split} for entry in chunk])
+    connection.execute(dataset_version_seals.insert().values(version_id=version.id, sealed_at=version.created_at))
+    _name_version(connection, version.id, version.name)
+
+# %% ../nbs/01_store.ipynb #893e2c2c
+def _version_exists(connection: Connection, version_id: str) -> bool:
+    return connection.execute(select(dataset_versions.c.id).where(dataset_versions.c.id == version_id)).first() is not None
 
 
 def _create_version(connection: Connection, entries: Sequence[Entry], label_schema: LabelSchema,
@@ -973,21 +602,21 @@ def _create_version(connection: Connection, entries: Sequence[Entry], label_sche
     entries = tuple(sorted((Entry(*entry) for entry in entries), key=lambda entry: entry.item_sha256))
     _check_entries(entries, label_schema)
     version_id = manifest_id(entries, label_schema, guide_version)
-    if connection.execute(select(dataset_versions.c.id).where(dataset_versions.c.id == version_id)).first():
-        return _load_version(connection, version_id)
-    version = DatasetVersion(id=version_id, name=name, label_schema=label_schema, guide_version=guide_version,
-                             entries=entries, created_at=utc_now(), meta=dict(meta))
-    try:
-        with connection.begin_nested():
-            _insert_version(connection, version)
-    except IntegrityError:
-        if connection.execute(select(dataset_versions.c.id).where(dataset_versions.c.id == version_id)).first():
-            return _load_version(connection, version_id)  # another process created the same version just now
-        missing = _missing_items(connection, [entry.item_sha256 for entry in entries])
-        if missing:
-            raise InvalidVersionError(f"{len(missing)} item(s) are not in the store, e.g. {missing[0]}") from None
-        raise
-    return version
+    if not _version_exists(connection, version_id):
+        version = DatasetVersion(id=version_id, name=name, label_schema=label_schema, guide_version=guide_version,
+                                 entries=entries, created_at=utc_now(), meta=dict(meta))
+        try:
+            with connection.begin_nested():
+                _insert_version(connection, version)
+            return version
+        except IntegrityError:
+            if not _version_exists(connection, version_id):  # else: another process created it just now
+                missing = _missing_items(connection, [entry.item_sha256 for entry in entries])
+                if missing:
+                    raise InvalidVersionError(f"{len(missing)} item(s) are not in the store, e.g. {missing[0]}") from None
+                raise
+    _name_version(connection, version_id, name)  # the same content under a new name answers to both
+    return _load_version(connection, version_id, name)
 
 
 @patch
@@ -997,61 +626,94 @@ def create_version(self: Store, entries: Sequence[Entry],  # (item_sha256, label
                    guide_version: str | None = None,  # the annotation guide the labels follow
                    meta: dict[str, Any] | None = None,  # free details, not part of the content
                    ) -> DatasetVersion:
-    "Create an immutable dataset version (or return the existing one with the same content)."
-    with self.engine.begin() as connection:
-        return _create_version(connection, entries, label_schema, name, guide_version, meta or {})
+    "Create an immutable dataset version (or name the existing one with the same content)."
+    return transaction(self.engine, lambda connection: _create_version(
+        connection, entries, label_schema, name, guide_version, meta or {}))
 
-# %% ../nbs/01_store.ipynb #83e1d4b0
-def _row_to_version(row, entries: tuple[Entry, ...]) -> DatasetVersion:
-    return DatasetVersion(id=row.id, name=row.name, label_schema=LabelSchema.from_dict(json.loads(row.label_schema)),
-                          guide_version=row.guide_version, entries=entries, created_at=_as_utc(row.created_at),
+# %% ../nbs/01_store.ipynb #b86edc3b
+def _row_to_version(row, entries: tuple[Entry, ...], name: str | None = None) -> DatasetVersion:
+    return DatasetVersion(id=row.id, name=name or row.name,
+                          label_schema=LabelSchema.from_dict(json.loads(row.label_schema)),
+                          guide_version=row.guide_version, entries=entries, created_at=as_utc(row.created_at),
                           meta=dict(row.meta or {}))
 
 
-def _load_version(connection: Connection, version_id: str) -> DatasetVersion:
+def _load_version(connection: Connection, version_id: str, name: str | None = None,
+                  check: bool = True,  # recompute the id from the rows read; raise if it differs
+                  ) -> DatasetVersion:
     row = connection.execute(select(dataset_versions).where(dataset_versions.c.id == version_id)).first()
     if row is None:
         raise UnknownVersionError(f"no dataset version {version_id!r}")
     rows = connection.execute(
         select(version_entries.c.item_sha256, version_entries.c.label, version_entries.c.split)
         .where(version_entries.c.version_id == version_id).order_by(version_entries.c.item_sha256))
-    entries = tuple(Entry(sha, json.loads(label), split) for sha, label, split in rows)
-    return _row_to_version(row, entries)
+    version = _row_to_version(row, (), name)
+    digest = _manifest_digest(version.label_schema, version.guide_version)
+    entries = []
+    for sha, label, split in rows:
+        digest.update(_manifest_line(sha, label, split))
+        entries.append(Entry(sha, json.loads(label), split))
+    if check and (len(entries) != row.item_count or digest.hexdigest() != version_id):
+        raise CorruptVersionError(
+            f"dataset version {version_id[:12]} was changed behind fsml_nb's back: its {len(entries)} stored "
+            f"entries (of {row.item_count}) no longer hash to its id; run `fsml version verify {version_id[:12]}`")
+    return replace(version, entries=tuple(entries))
 
-
-@patch
-def resolve_version_id(self: Store, ref: str) -> str:
-    "The full id of the version that `ref` (id, name or unique id prefix) names."
-    ref = str(ref).strip()
-    with self.engine.connect() as connection:
-        if connection.execute(select(dataset_versions.c.id).where(dataset_versions.c.id == ref)).first():
-            return ref
-        by_name = connection.execute(select(dataset_versions.c.id).where(dataset_versions.c.name == ref)
-                                     .order_by(dataset_versions.c.created_at.desc()).limit(1)).scalar()
-        if by_name:
-            return by_name
-        if len(ref) >= 4 and re.fullmatch(r"[0-9a-f]+", ref):
-            matches = list(connection.execute(select(dataset_versions.c.id)
-                                              .where(dataset_versions.c.id.startswith(ref))).scalars())
-            if len(matches) == 1:
-                return matches[0]
-            if len(matches) > 1:
-                raise UnknownVersionError(f"{ref!r} is ambiguous: it starts {len(matches)} version ids "
-                                          f"({', '.join(match[:12] for match in matches[:5])}); give more characters")
+# %% ../nbs/01_store.ipynb #166b781a
+def _resolve_in(connection: Connection, ref: str) -> tuple[str, str | None]:
+    "The id that `ref` names, and the name used (None when `ref` is an id or a prefix)."
+    if _version_exists(connection, ref):
+        return ref, None
+    by_name = connection.execute(select(dataset_version_names.c.version_id).where(dataset_version_names.c.name == ref)
+                                 .order_by(dataset_version_names.c.created_at.desc()).limit(1)).scalar()
+    if by_name:
+        return by_name, ref
+    if len(ref) >= 4 and re.fullmatch(r"[0-9a-f]+", ref):
+        matches = list(connection.execute(select(dataset_versions.c.id)
+                                          .where(dataset_versions.c.id.startswith(ref))).scalars())
+        if len(matches) == 1:
+            return matches[0], None
+        if len(matches) > 1:
+            raise UnknownVersionError(f"{ref!r} is ambiguous: it starts {len(matches)} version ids "
+                                      f"({', '.join(match[:12] for match in matches[:5])}); give more characters")
     raise UnknownVersionError(f"no dataset version {ref!r} (neither an id, a unique id prefix, nor a name); "
                               "`fsml versions` lists them")
 
 
 @patch
+def resolve_version_id(self: Store, ref: str) -> str:
+    "The full id of the version that `ref` (id, name or unique id prefix) names."
+    with reading(self.engine) as connection:
+        return _resolve_in(connection, str(ref).strip())[0]
+
+
+@patch
 def version(self: Store, ref: str | DatasetVersion) -> DatasetVersion:
-    "The dataset version named by `ref` (full id, name, or unique id prefix)."
+    "The dataset version named by `ref` (full id, name, or unique id prefix), checked against its id."
     if isinstance(ref, DatasetVersion):
         return ref
-    version_id = self.resolve_version_id(ref)
-    with self.engine.connect() as connection:
-        return _load_version(connection, version_id)
+    with reading(self.engine) as connection:
+        version_id, name = _resolve_in(connection, str(ref).strip())
+        return _load_version(connection, version_id, name)
 
 
+@patch
+def add_version_name(self: Store, ref: str | DatasetVersion, name: str) -> DatasetVersion:
+    "Give an existing version one more name; the name now means this version."
+    version_id = ref.id if isinstance(ref, DatasetVersion) else self.resolve_version_id(ref)
+    transaction(self.engine, lambda connection: _name_version(connection, version_id, name))
+    return self.version(name)
+
+
+@patch
+def version_names(self: Store, ref: str | DatasetVersion) -> list[str]:
+    "Every name a version answers to, oldest first."
+    version_id = ref.id if isinstance(ref, DatasetVersion) else self.resolve_version_id(ref)
+    with reading(self.engine) as connection:
+        return list(connection.execute(select(dataset_version_names.c.name).where(
+            dataset_version_names.c.version_id == version_id).order_by(dataset_version_names.c.created_at)).scalars())
+
+# %% ../nbs/01_store.ipynb #eb071ff0
 @dataclass(frozen=True)
 class VersionSummary:
     "A line of `Store.versions()`: a version without its entries."
@@ -1066,10 +728,10 @@ class VersionSummary:
 @patch
 def versions(self: Store) -> list[VersionSummary]:
     "All dataset versions, newest first."
-    with self.engine.connect() as connection:
+    with reading(self.engine) as connection:
         rows = connection.execute(select(dataset_versions).order_by(dataset_versions.c.created_at.desc()))
         return [VersionSummary(row.id, row.name, row.item_count, json.loads(row.label_schema)["kind"],
-                               row.guide_version, _as_utc(row.created_at)) for row in rows]
+                               row.guide_version, as_utc(row.created_at)) for row in rows]
 
 
 @patch
@@ -1086,6 +748,15 @@ class LabelledItem:
     split: str
 
 
+def _check_labels(labelled: Sequence[LabelledItem], label_schema: LabelSchema) -> None:
+    for position, record in enumerate(labelled):
+        try:
+            label_schema.check(record.label)
+        except InvalidVersionError as error:
+            where = record.item.source_url or f"item #{position}"
+            raise InvalidVersionError(f"{where}: {error}") from None
+
+
 @patch
 def import_version(self: Store, labelled: Sequence[LabelledItem],  # items with labels and splits
                    label_schema: LabelSchema, name: str,  # what the labels mean; the version's name
@@ -1093,22 +764,22 @@ def import_version(self: Store, labelled: Sequence[LabelledItem],  # items with 
                    guide_version: str | None = None, meta: dict[str, Any] | None = None,
                    progress: bool = False,  # show a progress bar while blobs are written
                    ) -> DatasetVersion:
-    "Add items, their labels and a dataset version of them in one transaction."
+    "Add items, their labels and a dataset version of them, all or nothing."
     from tqdm.auto import tqdm
 
-    for position, record in enumerate(labelled):
-        try:
-            label_schema.check(record.label)
-        except InvalidVersionError as error:
-            where = record.item.source_url or f"item #{position}"
-            raise InvalidVersionError(f"{where}: {error}") from None
-    with tqdm(total=len(labelled), desc=f"import {name}", unit="item", disable=not progress) as bar, \
-            _undo_blobs_on_error(self.blobs) as created, self.engine.begin() as connection:
-        shas = _add_items(self, [record.item for record in labelled], connection, created, on_stored=bar.update)
+    _check_labels(labelled, label_schema)
+    new_items = [record.item for record in labelled]
+
+    def commit(connection: Connection) -> DatasetVersion:
+        _insert_items(connection, self, shas, new_items)
         _set_labels(connection, [(sha, record.label) for sha, record in zip(shas, labelled, strict=True)], source)
         entries = [Entry(sha, record.label, record.split) for sha, record in zip(shas, labelled, strict=True)]
-        return _create_version(connection, entries, label_schema, name, guide_version,
-                               {"source": source, **(meta or {})})
+        return _create_version(connection, entries, label_schema, name, guide_version, {"source": source, **(meta or {})})
+
+    with _undo_blobs_on_error(self) as written:
+        with tqdm(total=len(labelled), desc=f"import {name}", unit="item", disable=not progress) as bar:
+            shas = _write_item_blobs(self, new_items, written, on_stored=bar.update)
+        return transaction(self.engine, commit)
 
 # %% ../nbs/01_store.ipynb #57e75b5b
 @dataclass(frozen=True)
@@ -1130,7 +801,9 @@ def verify_version(self: Store, ref: str | DatasetVersion, progress: bool = Fals
     "Check a version's manifest hash and every blob it names."
     from tqdm.auto import tqdm
 
-    version = self.version(ref)
+    version_id = ref.id if isinstance(ref, DatasetVersion) else self.resolve_version_id(ref)
+    with reading(self.engine) as connection:
+        version = _load_version(connection, version_id, check=False)
     manifest_ok = manifest_id(version.entries, version.label_schema, version.guide_version) == version.id
     missing, corrupt = [], []
     for entry in tqdm(version.entries, desc=f"verify {version.short_id}", disable=not progress, unit="item"):
@@ -1155,13 +828,14 @@ class ItemSource:
     meta: dict[str, Any] = field(default_factory=dict)  # alt text, page title, redirects...
     crawl_id: str | None = None
 
-
+# %% ../nbs/01_store.ipynb #6705db5a
 def insert_item_row(connection: Connection, sha: str, media_type: str, size: int, source_url: str | None = None,
                     licence: str | None = None, meta: dict[str, Any] | None = None) -> bool:
     "Insert an item's row unless that content is stored already; True if it was new."
-    result = connection.execute(_insert_ignoring_duplicates(connection, items).values(
-        sha256=_check_sha(sha), media_type=media_type, size=size, source_url=source_url, licence=licence,
-        collected_at=utc_now(), meta=meta or {}).returning(items.c.sha256))
+    row = dict(sha256=_check_sha(sha), media_type=media_type, size=size, source_url=source_url, licence=licence,
+               collected_at=utc_now(), meta=meta or {})
+    check_lengths(items, row, {"media_type": "the media type", "licence": "the licence"})
+    result = connection.execute(insert_ignore(connection, items).values(**row).returning(items.c.sha256))
     return result.first() is not None  # RETURNING, because PostgreSQL drivers may not count inserted rows
 
 
@@ -1169,7 +843,8 @@ def add_item_source(connection: Connection, sha: str, source: ItemSource) -> boo
     "Record where an item was found (once per URL); True if the source is new."
     if len(source.url) > MAX_URL_LENGTH:
         raise StoreError(f"source URL is {len(source.url)} characters long, over {MAX_URL_LENGTH}: {source.url[:80]}…")
-    result = connection.execute(_insert_ignoring_duplicates(connection, item_sources).values(
+    check_lengths(item_sources, {"licence": source.licence}, {"licence": "the licence"})
+    result = connection.execute(insert_ignore(connection, item_sources).values(
         item_sha256=_check_sha(sha), url=source.url, page_url=source.page_url,
         fetched_at=source.fetched_at or utc_now(), licence=source.licence, licence_evidence=source.licence_evidence,
         headers=dict(source.headers), meta=dict(source.meta), crawl_id=source.crawl_id).returning(item_sources.c.id))
@@ -1179,31 +854,35 @@ def add_item_source(connection: Connection, sha: str, source: ItemSource) -> boo
                            .values(licence=source.licence))
     return is_new
 
-
+# %% ../nbs/01_store.ipynb #73063420
 @patch
 def add_sourced_items(self: Store, sourced: Sequence[tuple[NewItem, ItemSource]]) -> list[tuple[str, bool]]:
     "Store items with where each was found; return each hash and whether its content was new."
-    results = []
-    with _undo_blobs_on_error(self.blobs) as created, self.engine.begin() as connection:
-        for new_item, source in sourced:
-            sha, blob_is_new = self.blobs.put(new_item.data)
-            if blob_is_new:
-                created.append(sha)
-            licence = new_item.licence or source.licence
+    new_items = [new_item for new_item, _ in sourced]
+
+    def commit(connection: Connection) -> list[tuple[str, bool]]:
+        hold_blobs(connection, self.blobs, {sha: new_item.data for sha, new_item in zip(shas, new_items, strict=True)})
+        results: dict[int, tuple[str, bool]] = {}
+        for position in sorted(range(len(shas)), key=lambda position: shas[position]):  # hash order: no deadlocks
+            (new_item, source), sha = sourced[position], shas[position]
             is_new = insert_item_row(connection, sha, new_item.media_type, len(new_item.data),
-                                     new_item.source_url or source.url, licence, new_item.meta)
+                                     new_item.source_url or source.url, new_item.licence or source.licence, new_item.meta)
             add_item_source(connection, sha, source)
-            results.append((sha, is_new))
-    return results
+            results[position] = (sha, is_new)
+        return [results[position] for position in range(len(shas))]
+
+    with _undo_blobs_on_error(self) as written:
+        shas = _write_item_blobs(self, new_items, written)
+        return transaction(self.engine, commit)
 
 
 @patch
 def sources_of(self: Store, sha: str) -> list[ItemSource]:
     "Every place an item was found, oldest first."
-    with self.engine.connect() as connection:
+    with reading(self.engine) as connection:
         rows = connection.execute(select(item_sources).where(item_sources.c.item_sha256 == _check_sha(sha))
                                   .order_by(item_sources.c.id)).mappings()
-        return [ItemSource(url=row["url"], page_url=row["page_url"], fetched_at=_as_utc(row["fetched_at"]),
+        return [ItemSource(url=row["url"], page_url=row["page_url"], fetched_at=as_utc(row["fetched_at"]),
                            licence=row["licence"], licence_evidence=row["licence_evidence"],
                            headers=dict(row["headers"] or {}), meta=dict(row["meta"] or {}), crawl_id=row["crawl_id"])
                 for row in rows]
@@ -1234,7 +913,7 @@ def licensed_items(self: Store, allowed_licences: Iterable[str] | None = None,  
     query = select(items.c.sha256, items.c.licence).where(items.c.licence.is_not(None))
     if allowed is not None:
         query = query.where(items.c.licence.in_(sorted(allowed)))
-    with self.engine.connect() as connection:
+    with reading(self.engine) as connection:
         return dict(connection.execute(query.order_by(items.c.sha256)).all())
 
 
@@ -1247,7 +926,7 @@ def create_licensed_version(self: Store, entries: Sequence[Entry],  # candidates
     "Create a dataset version of only the entries whose items have a known (allowed) licence."
     allowed = _allowed_set(allowed_licences)
     entries = [Entry(*entry) for entry in entries]
-    with self.engine.begin() as connection:
+    def work(connection: Connection) -> DatasetVersion:
         licences = _item_licences(connection, [entry.item_sha256 for entry in entries])
         kept = [entry for entry in entries if licences.get(entry.item_sha256)
                 and (allowed is None or licences[entry.item_sha256] in allowed)]
@@ -1258,3 +937,54 @@ def create_licensed_version(self: Store, entries: Sequence[Entry],  # candidates
                          "excluded_items": len(entries) - len(kept),
                          "licences": dict(sorted(Counter(licences[entry.item_sha256] for entry in kept).items()))}
         return _create_version(connection, kept, label_schema, name, guide_version, {**(meta or {}), **licensed_meta})
+    return transaction(self.engine, work)
+
+# %% ../nbs/01_store.ipynb #508a9bf3
+@dataclass(frozen=True)
+class GarbageReport:
+    "What `collect_garbage` found (and removed unless it was a dry run)."
+    orphans: tuple[str, ...]  # blob hashes no committed row names
+    temporary_files: tuple[str, ...]  # paths of interrupted writes
+    bytes: int  # their total size
+    removed: bool  # False for a dry run
+
+    def _repr_markdown_(self) -> str:
+        verb = "removed" if self.removed else "would remove (dry run)"
+        return (f"gc {verb}: {len(self.orphans)} orphan blob(s) and {len(self.temporary_files)} temporary file(s), "
+                f"{self.bytes:,} bytes")
+
+    __str__ = _repr_markdown_
+
+
+@patch
+def _blob_files(self: Store, min_age_seconds: float) -> tuple[dict[str, int], dict[str, int]]:
+    "Blob hashes and temporary paths under the root older than `min_age_seconds`, with their sizes."
+    blobs, temporary = {}, {}
+    cutoff = time.time() - min_age_seconds
+    for path, info in self.blobs.fs.find(self.blobs.root, detail=True).items():
+        modified = info.get("mtime") or info.get("created") or 0
+        modified = modified.timestamp() if isinstance(modified, datetime) else float(modified)
+        if modified > cutoff:
+            continue
+        name = path.rsplit("/", 1)[-1]
+        if TEMPORARY_MARK in name:
+            temporary[path] = info.get("size") or 0
+        elif _SHA256_PATTERN.match(name):
+            blobs[name] = info.get("size") or 0
+    return blobs, temporary
+
+
+@patch
+def collect_garbage(self: Store, dry_run: bool = True,  # only list what would go
+                    min_age_seconds: float = 3600.0,  # leave younger files alone (an import may be writing them)
+                    ) -> GarbageReport:
+    "Find (and unless `dry_run`, remove) blobs no committed row names, and interrupted writes."
+    blobs, temporary = self._blob_files(min_age_seconds)
+    with reading(self.engine) as connection:
+        orphans = sorted(set(blobs) - referenced_blobs(connection, list(blobs)))
+    if not dry_run:
+        orphans = remove_unreferenced_blobs(self, orphans)
+        for path in temporary:
+            self.blobs.fs.rm_file(path)
+    return GarbageReport(tuple(orphans), tuple(sorted(temporary)),
+                         sum(blobs[sha] for sha in orphans) + sum(temporary.values()), removed=not dry_run)

@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from fsml_nb.store import Store, normalize_db_url, scratch_postgres_database
+from fsml_nb.db import normalize_db_url
+from fsml_nb.store import Store
+from fsml_nb.testing import scratch_postgres_database
 
 PG_URL = os.environ.get("FSML_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 

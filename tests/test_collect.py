@@ -24,7 +24,8 @@ from sqlalchemy import create_engine, select, text
 from sqlalchemy.engine import make_url
 
 from fsml_nb.collect import (FINISHED, LIMIT_REACHED, CrawlConfig, Crawler, Frontier, crawl_summary, crawled_items)
-from fsml_nb.store import Entry, LabelSchema, Store, crawl_urls
+from fsml_nb.db import crawl_urls
+from fsml_nb.store import Entry, LabelSchema, Store
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fixture_site import CAP, CAT, FixtureSite  # noqa: E402

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import text
 
-from fsml_nb.store import SCHEMA_VERSION, Store, metadata
+from fsml_nb.db import SCHEMA_VERSION, metadata, missing_triggers
+from fsml_nb.store import Store
 
 SNAPSHOTS = sorted(Path(__file__).parent.glob("schemas/v*.sqlite.sql"), key=lambda path: int(path.name[1:].split(".")[0]))
 
@@ -30,9 +30,9 @@ def test_an_old_database_upgrades_in_place(snapshot: Path, tmp_path: Path):
         assert store.get_item("c" * 64).size == 1  # the data survived
         with store.engine.connect() as connection:
             differences = compare_metadata(MigrationContext.configure(connection), metadata)
-            triggers = {row[0] for row in connection.execute(text("SELECT name FROM sqlite_master WHERE type='trigger'"))}
+            absent = missing_triggers(connection)
     assert differences == [], f"upgrading {snapshot.name} does not give the current schema: {differences}"
-    assert len(triggers) == 4
+    assert absent == [], f"triggers missing after the upgrade: {absent}"
 
 
 def schema_sql(database: Path) -> set[tuple[str, str, str]]:

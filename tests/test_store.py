@@ -8,9 +8,9 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
-from fsml_nb.store import (SCHEMA_VERSION, DatabaseUnavailableError, Entry, InvalidVersionError, LabelledItem,
-                           LabelSchema, NewItem, SchemaTooNewError, Store, UnknownVersionError, manifest_id,
-                           schema_info)
+from fsml_nb.db import SCHEMA_VERSION, DatabaseUnavailableError, SchemaTooNewError, make_engine, schema_info
+from fsml_nb.store import (Entry, InvalidVersionError, LabelledItem, LabelSchema, NewItem, Store, UnknownVersionError,
+                           manifest_id)
 
 PETS = LabelSchema("single_label", ("cat", "dog"))
 
@@ -128,7 +128,6 @@ def test_a_database_from_a_newer_fsml_is_refused_untouched(db_url: str, tmp_path
 
 
 def _raw(db_url: str):
-    from fsml_nb.store import make_engine
     return make_engine(db_url).connect()
 
 

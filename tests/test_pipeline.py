@@ -1,0 +1,91 @@
+"""Pipelines with papermill really executing notebooks: run locks, Ctrl-C and resume, bad input."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from fsml_nb.db import pipeline_runs, reading, transaction
+from fsml_nb.pipeline import PipelineError, load_pipeline, pipeline_history, run_pipeline
+from fsml_nb.store import Store
+
+
+def step_notebook(path: Path, parameters: str, body: str) -> None:
+    cells = [{"cell_type": "code", "metadata": {"tags": ["parameters"]}, "source": parameters, "outputs": [],
+              "execution_count": None},
+             {"cell_type": "code", "metadata": {}, "source": body, "outputs": [], "execution_count": None}]
+    path.write_text(json.dumps({"cells": cells, "nbformat": 4, "nbformat_minor": 5, "metadata": {
+        "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}}))
+
+
+@pytest.fixture
+def slow_pipeline(tmp_path: Path) -> Path:
+    step_notebook(tmp_path / "first.ipynb", "size: int = 3",
+                  "from fsml_nb.pipeline import record_outputs\nrecord_outputs(numbers=list(range(size)))")
+    step_notebook(tmp_path / "slow.ipynb", "numbers: list = []\nseconds: float = 0.0",
+                  "import time\ntime.sleep(seconds)\nfrom fsml_nb.pipeline import record_outputs\n"
+                  "record_outputs(total=sum(numbers))")
+    (tmp_path / "slow.toml").write_text('name = "slow"\n[[steps]]\nname = "first"\nnotebook = "first.ipynb"\n'
+                                        '[[steps]]\nname = "slow"\nnotebook = "slow.ipynb"\nafter = ["first"]\n')
+    return tmp_path / "slow.toml"
+
+
+def test_a_live_run_locks_the_pipeline_and_a_dead_one_does_not(slow_pipeline: Path, tmp_path: Path):
+    with Store(f"sqlite:///{tmp_path}/fsml.db", str(tmp_path / "blobs")) as store:
+        run_pipeline(slow_pipeline, store=store, progress=False)
+        run_id = pipeline_history(store, "slow")[0].id
+        transaction(store.engine, lambda connection: connection.execute(
+            pipeline_runs.update().where(pipeline_runs.c.id == run_id)
+            .values(status="running", lease_owner="elsewhere:1", lease_expires=time.time() + 60)))
+        with pytest.raises(PipelineError, match="already running"):
+            run_pipeline(slow_pipeline, store=store, progress=False)
+        transaction(store.engine, lambda connection: connection.execute(  # the holder was killed: its lease lapses
+            pipeline_runs.update().where(pipeline_runs.c.id == run_id).values(lease_expires=time.time() - 1)))
+        again = run_pipeline(slow_pipeline, store=store, progress=False)
+        assert [step.status for step in again.steps] == ["cached", "cached"]
+        with reading(store.engine) as connection:
+            assert connection.execute(select(pipeline_runs.c.status).where(pipeline_runs.c.id == run_id)).scalar() \
+                == "interrupted"
+
+
+def test_ctrl_c_then_a_rerun_resumes_at_the_interrupted_step(slow_pipeline: Path, tmp_path: Path):
+    env = {**os.environ, "FSML_HOME": str(tmp_path / "home")}
+    script = f"from fsml_nb.pipeline import run_pipeline\nrun_pipeline({str(slow_pipeline)!r}, {{'seconds': 60.0}}, progress=False)"
+    process = subprocess.Popen([sys.executable, "-c", script], env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    with Store(f"sqlite:///{tmp_path}/home/fsml.db", str(tmp_path / "home/blobs")) as store:
+        while time.time() < deadline:  # wait until the first step is recorded and the slow one has started
+            history = pipeline_history(store, "slow")
+            if history and history[0].steps.get("first") == "done":
+                break
+            time.sleep(0.5)
+        time.sleep(3)
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=60)
+        assert process.returncode != 0
+        assert pipeline_history(store, "slow")[0].status == "interrupted"
+        resumed = run_pipeline(slow_pipeline, {"seconds": 0.0}, store=store, progress=False)
+        assert [step.status for step in resumed.steps] == ["cached", "done"]
+
+
+def test_bad_pipelines_are_one_clear_error(tmp_path: Path, slow_pipeline: Path):
+    (tmp_path / "noparams.ipynb").write_text(json.dumps({"cells": [], "nbformat": 4, "nbformat_minor": 5, "metadata": {}}))
+    (tmp_path / "noparams.toml").write_text('[[steps]]\nname = "a"\nnotebook = "noparams.ipynb"\n')
+    with Store(f"sqlite:///{tmp_path}/fsml.db", str(tmp_path / "blobs")) as store:
+        with pytest.raises(PipelineError, match="no cell tagged 'parameters'"):
+            run_pipeline(tmp_path / "noparams.toml", store=store)
+        with pytest.raises(PipelineError, match="no step takes parameter"):
+            run_pipeline(slow_pipeline, {"sise": 3}, store=store)
+        with pytest.raises(PipelineError, match="has no step 'nope'"):
+            run_pipeline(slow_pipeline, store=store, from_step="nope")
+        assert pipeline_history(store) == []  # nothing recorded as run
+    with pytest.raises(PipelineError, match="not valid TOML"):
+        (tmp_path / "broken.toml").write_text("[[steps]\n")
+        load_pipeline(tmp_path / "broken.toml")
