@@ -11,17 +11,25 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Annotated
+
 import typer
 
 from .core import FsmlError, get_settings
 from .store import DatasetVersion, Store, VersionDiff
 
 # %% auto #0
-__all__ = ['app', 'import_app', 'version_app', 'collect_app', 'annotate_app', 'repro_app', 'main', 'init',
-           'import_digits_command', 'import_mnist1d_command', 'import_folder_command', 'list_versions', 'show_version',
-           'diff_versions_command', 'verify_version_command', 'crawl_command', 'annotate_create',
-           'annotate_add_annotator', 'annotate_guide', 'annotate_status', 'annotate_export', 'annotate_serve',
-           'list_recipes', 'run_recipe', 'export_command', 'quickstart']
+__all__ = ['app', 'import_app', 'version_app', 'collect_app', 'annotate_app', 'repro_app', 'registry_app', 'serve_app',
+           'pipeline_app', 'eval_app', 'pages_app', 'VOILA_CULLING', 'main', 'init', 'import_digits_command',
+           'import_mnist1d_command', 'import_folder_command', 'list_versions', 'show_version', 'diff_versions_command',
+           'verify_version_command', 'gc_command', 'crawl_command', 'annotate_create', 'annotate_add_annotator',
+           'annotate_guide', 'annotate_status', 'annotate_export', 'annotate_serve', 'list_recipes', 'run_recipe',
+           'export_command', 'registry_register', 'registry_list', 'registry_show', 'registry_promote',
+           'registry_rollback', 'registry_history', 'registry_lineage', 'registry_pull', 'quickstart', 'serve_worker',
+           'serve_api', 'serve_up', 'serve_add_client', 'serve_remove_client', 'deploy_command', 'pipeline_run_command',
+           'pipeline_worker_command', 'pipeline_list_command', 'pipeline_status_command', 'pipeline_show_command',
+           'eval_run_command', 'eval_compare_command', 'eval_issues_command', 'pages_dashboard_command',
+           'pages_demo_command', 'pages_add_viewer_command', 'new_project_command', 'check_command']
 
 # %% ../nbs/13_cli.ipynb #acdfc9ac
 app = typer.Typer(help="fsml_nb: data store, dataset versions and (soon) the whole model loop.",
@@ -79,17 +87,27 @@ def import_mnist1d_command(name: str = typer.Option("mnist1d", help="name of the
 
 @import_app.command("folder")
 def import_folder_command(
-    path: Path = typer.Argument(..., help="folder with one sub-folder per class (optionally under train/val/test)"),
+    path: Path = typer.Argument(..., help="folder with one sub-folder per class (or split folders holding them)"),
     name: str | None = typer.Option(None, help="name of the version (default: the folder's name)"),
-    test_fraction: float = typer.Option(0.2, help="share of images put in test, by content hash, without split folders"),
-    val_fraction: float = typer.Option(0.0, help="share of images put in val, likewise"),
+    test_fraction: float = typer.Option(0.2, help="share of each class put in test, by content hash, without split folders"),
+    val_fraction: float = typer.Option(0.0, help="share of each class put in val, likewise"),
     licence: str | None = typer.Option(None, help="licence of the images, if known (e.g. CC-BY-4.0)"),
+    split_folders: bool | None = typer.Option(None, "--split-folders/--class-folders",
+                                              help="the top folders are splits (train/, test/...) holding class folders, "
+                                                   "or they are classes; needed when their names look like splits"),
+    follow_outside_links: bool = typer.Option(False, help="import what links pointing outside the folder point to"),
+    allow_empty_classes: bool = typer.Option(False, help="keep a class whose folder has no images in the schema"),
+    max_pixels: int | None = typer.Option(None, help="refuse images with more pixels (default: 50 million)"),
 ) -> None:
-    "Import a folder of images as a dataset version."
-    from fsml_nb.data import import_folder
+    "Import a folder of images as a dataset version, and print what was imported and skipped."
+    from fsml_nb.data import DEFAULT_MAX_PIXELS, import_folder
     with Store() as store:
-        _print_version(import_folder(path, store=store, name=name, test_fraction=test_fraction,
-                                     val_fraction=val_fraction, licence=licence, progress=True))
+        result = import_folder(path, store=store, name=name, test_fraction=test_fraction, val_fraction=val_fraction,
+                               licence=licence, split_folders=split_folders, follow_outside_links=follow_outside_links,
+                               allow_empty_classes=allow_empty_classes, max_pixels=max_pixels or DEFAULT_MAX_PIXELS,
+                               progress=True)
+    _print_version(result)
+    typer.echo("\n" + result.summary_markdown())
 
 # %% ../nbs/13_cli.ipynb #be922781
 @app.command("versions")
@@ -183,6 +201,26 @@ def verify_version_command(ref: str = typer.Argument(..., help="version id, uniq
     problems += [f"{len(report.missing)} missing blob(s), e.g. {report.missing[0]}"] if report.missing else []
     problems += [f"{len(report.corrupt)} corrupt blob(s), e.g. {report.corrupt[0]}"] if report.corrupt else []
     raise FsmlError(f"version {report.version_id[:12]} is damaged: " + "; ".join(problems))
+
+# %% ../nbs/13_cli.ipynb #dfe22d82
+@app.command("gc")
+def gc_command(apply: bool = typer.Option(False, "--apply", help="remove what is listed (default: only list it)"),
+               min_age: float = typer.Option(3600.0, "--min-age", min=0.0,
+                                             help="seconds; younger files are left alone (an import may be writing them)"),
+               as_json: bool = typer.Option(False, "--json", help="print JSON")) -> None:
+    "List (with --apply: remove) blobs no committed row names and files of interrupted writes."
+    from dataclasses import asdict
+    with Store() as store:
+        report = store.collect_garbage(dry_run=not apply, min_age_seconds=min_age)
+    if as_json:
+        typer.echo(json.dumps(asdict(report), indent=2))
+        return
+    for sha in report.orphans:
+        typer.echo(f"orphan     {sha}")
+    for path in report.temporary_files:
+        typer.echo(f"temporary  {path}")
+    typer.echo(f"{report}" + ("" if apply or not (report.orphans or report.temporary_files)
+                               else "; `fsml gc --apply` removes them"))
 
 # %% ../nbs/13_cli.ipynb #7c010938
 @collect_app.command("crawl")
@@ -369,6 +407,173 @@ def export_command(checkpoint: Path = typer.Argument(..., help="a .safetensors c
     typer.echo(report_markdown(report))
     typer.echo(f"\nartefacts and report.md/report.json in {out}")
 
+# %% ../nbs/13_cli.ipynb #ffeb4379
+registry_app = typer.Typer(help="Model registry: immutable versions, aliases and their history, lineage.",
+                           no_args_is_help=True)
+app.add_typer(registry_app, name="registry")
+
+
+def _model_version_json(version) -> dict:
+    return {"id": version.id, "name": version.name, "number": version.number, "ref": version.ref,
+            "created_at": version.created_at.isoformat() if version.created_at else None,
+            "serving": version.serving, "dataset_version": version.manifest.get("dataset_version"),
+            "files": version.files}
+
+
+def _promotion_json(line) -> dict:
+    return {"id": line.id, "name": line.name, "alias": line.alias, "kind": line.kind, "from": line.from_version_id,
+            "to": line.to_version_id, "who": line.who, "reason": line.reason, "gates": line.gates,
+            "metrics": line.metrics, "at": line.created_at.isoformat()}
+
+
+def _echo_json(value) -> None:
+    typer.echo(json.dumps(value, indent=2, default=str))
+
+
+def _registry():
+    from fsml_nb.registry import ModelRegistry
+    return ModelRegistry(Store())
+
+
+@registry_app.command("register")
+def registry_register(path: Path = typer.Argument(..., help="an export folder, or a checkpoint (exported first)"),
+                      name: str = typer.Option(..., help="the registered model's name"),
+                      reason: str = typer.Option("", help="why this version is registered"),
+                      who: str | None = typer.Option(None, help="who registers it (default: the OS user)"),
+                      checkpoint: Path | None = typer.Option(None, help="the export's checkpoint, if it moved"),
+                      as_json: bool = typer.Option(False, "--json", help="print JSON")) -> None:
+    "Store an export folder as a new immutable version of NAME (the same content gives the same version)."
+    registry = _registry()
+    with registry.store:
+        version = registry.register(path, name, reason=reason, who=who, checkpoint=checkpoint)
+    if as_json:
+        _echo_json(_model_version_json(version))
+    else:
+        typer.echo(f"{version.ref}  {version.id}  serves {version.serving['file']}")
+
+
+@registry_app.command("list")
+def registry_list(name: str | None = typer.Argument(None, help="a model: list its versions"),
+                  as_json: bool = typer.Option(False, "--json", help="print JSON")) -> None:
+    "List registered models (or one model's versions)."
+    registry = _registry()
+    with registry.store:
+        listing = registry.models() if name is None else [_model_version_json(v) for v in registry.versions(name)]
+        aliases = registry.aliases(name) if name else {}
+    if as_json:
+        _echo_json(listing)
+    elif name is None:
+        for model, info in listing.items():
+            named = ", ".join(f"{alias}->{version_id[:12]}" for alias, version_id in info["aliases"].items())
+            typer.echo(f"{model}  {info['versions']} version(s), latest {info['latest']}  {named}")
+    else:
+        for version in listing:
+            tags = ", ".join(alias for alias, version_id in aliases.items() if version_id == version["id"])
+            typer.echo(f"{version['ref']}  {version['id'][:12]}  {version['created_at']}  {tags}")
+
+
+@registry_app.command("show")
+def registry_show(ref: str = typer.Argument(..., help="name@alias, name:number, name, or an id (prefix)"),
+                  as_json: bool = typer.Option(False, "--json", help="print JSON")) -> None:
+    "Show a model version: its files and how it serves."
+    registry = _registry()
+    with registry.store:
+        version = registry.version(ref)
+    if as_json:
+        _echo_json({**_model_version_json(version), "manifest": version.manifest})
+        return
+    typer.echo(f"{version.ref}  {version.id}  registered {version.created_at}")
+    typer.echo(f"serves {version.serving['file']} ({version.serving['variant']}), input "
+               f"{version.serving['input']['shape']}, {len(version.serving['classes'])} classes")
+    for relative, sha in sorted(version.files.items()):
+        typer.echo(f"  {sha[:12]}  {relative}")
+
+
+@registry_app.command("promote")
+def registry_promote(name: str = typer.Argument(..., help="the registered model"),
+                     version: str = typer.Argument(..., help="its version: a number, name:number or an id"),
+                     alias: str = typer.Option("champion", help="the alias to move"),
+                     reason: str = typer.Option(..., help="why, for the promotion log"),
+                     who: str | None = typer.Option(None, help="who promotes (default: the OS user)"),
+                     metrics: str | None = typer.Option(None, help="metrics at the time, as a JSON object"),
+                     as_json: bool = typer.Option(False, "--json", help="print JSON")) -> None:
+    "Point an alias at a version, and log who, when, why."
+    parsed = json.loads(metrics) if metrics else None
+    registry = _registry()
+    with registry.store:
+        line = registry.promote(name, version, alias=alias, reason=reason, who=who, metrics=parsed)
+    if as_json:
+        _echo_json(_promotion_json(line))
+    else:
+        typer.echo(f"{name}@{alias}: {(line.from_version_id or '-')[:12]} -> {line.to_version_id[:12]}")
+
+
+@registry_app.command("rollback")
+def registry_rollback(name: str = typer.Argument(..., help="the registered model"),
+                      alias: str = typer.Option("champion", help="the alias to move back"),
+                      reason: str = typer.Option(..., help="why, for the promotion log"),
+                      who: str | None = typer.Option(None, help="who rolls back (default: the OS user)")) -> None:
+    "Move an alias back to the version it named before, and log it."
+    registry = _registry()
+    with registry.store:
+        line = registry.rollback(name, alias, reason=reason, who=who)
+    typer.echo(f"{name}@{alias}: {(line.from_version_id or '-')[:12]} -> {line.to_version_id[:12]} (rollback)")
+
+
+@registry_app.command("history")
+def registry_history(name: str = typer.Argument(..., help="the registered model"),
+                     alias: str | None = typer.Option(None, help="only this alias"),
+                     at: str | None = typer.Option(None, help="ISO time: print the version the alias named then"),
+                     as_json: bool = typer.Option(False, "--json", help="print JSON")) -> None:
+    "The promotion log of a model, or with --at, what an alias (default champion) named at a time."
+    from datetime import datetime
+
+    from fsml_nb.core import as_utc
+    registry = _registry()
+    with registry.store:
+        if at is not None:
+            try:
+                moment = as_utc(datetime.fromisoformat(at))
+            except ValueError:
+                raise FsmlError(f"--at {at!r} is not an ISO time (e.g. 2026-11-26T14:00:00+00:00)") from None
+            version = registry.alias_at(name, alias or "champion", moment)
+            if as_json:
+                _echo_json(_model_version_json(version))
+            else:
+                typer.echo(f"{name}@{alias or 'champion'} at {moment.isoformat()}: {version.ref}  {version.id}")
+            return
+        lines = registry.history(name, alias)
+    if as_json:
+        _echo_json([_promotion_json(line) for line in lines])
+        return
+    for line in lines:
+        typer.echo(f"{line.created_at.isoformat()}  {line.alias}  {line.kind}  {(line.from_version_id or '-')[:12]} -> "
+                   f"{line.to_version_id[:12]}  {line.who}: {line.reason}")
+
+
+@registry_app.command("lineage")
+def registry_lineage(ref: str = typer.Argument(..., help="name@alias, name:number, name, or an id (prefix)"),
+                     as_json: bool = typer.Option(False, "--json", help="print JSON")) -> None:
+    "Where a model version came from: training run, dataset version, annotation guide, sources."
+    registry = _registry()
+    with registry.store:
+        lineage = registry.lineage(ref)
+    if as_json:
+        _echo_json(lineage.to_dict())
+    else:
+        typer.echo(lineage._repr_markdown_())
+
+
+@registry_app.command("pull")
+def registry_pull(ref: str = typer.Argument(..., help="name@alias, name:number, name, or an id (prefix)"),
+                  folder: Path = typer.Argument(..., help="a new folder for the files")) -> None:
+    "Copy a version's files (each re-hashed) into a folder that serves on its own."
+    registry = _registry()
+    with registry.store:
+        version = registry.version(ref)
+        registry.pull(version, folder)
+    typer.echo(f"pulled {version.ref} ({version.id[:12]}) into {folder}")
+
 # %% ../nbs/13_cli.ipynb #a2e7d8f9
 @app.command()
 def quickstart(batch_size: int = typer.Option(32, help="size of the batch read back"),
@@ -402,3 +607,375 @@ def quickstart(batch_size: int = typer.Option(32, help="size of the batch read b
     typer.echo(f"exported to {folder / 'export'}: recommended {report.recommended} "
                f"(accuracy {choice.parity.accuracy:.2f}%, {choice.latency_ms['cpu b1']:.3f} ms at batch 1; "
                f"report.md there has the full table)")
+
+# %% ../nbs/13_cli.ipynb #57996ebb
+serve_app = typer.Typer(help="Serve models over HTTP through a queue and workers.", no_args_is_help=True)
+app.add_typer(serve_app, name="serve")
+
+
+def _worker_config(model: str, **options):
+    from fsml_nb.serve import WorkerConfig
+    return WorkerConfig(model, **{key: value for key, value in options.items() if value is not None})
+
+
+def _api_config(**options):
+    from fsml_nb.serve import ApiConfig
+    return ApiConfig.from_env(**{key: value for key, value in options.items() if value is not None})
+
+# %% ../nbs/13_cli.ipynb #55182790
+@serve_app.command("worker")
+def serve_worker(model: str = typer.Option(..., help="the model's name (its queue is PREFIX.NAME)"),
+                 folder: Path | None = typer.Option(None, help="a pulled model version folder to serve"),
+                 ref: str | None = typer.Option(None, help="a registry reference to serve and follow (NAME@champion)"),
+                 max_batch: int = typer.Option(1, help="jobs per batch at most"),
+                 max_wait_ms: float = typer.Option(0.0, help="wait this long for more jobs once one is there"),
+                 threads: int = typer.Option(1, help="ONNX Runtime threads"),
+                 queue_prefix: str = typer.Option("fsml.predict", help="queue name prefix"),
+                 lease_seconds: float = typer.Option(30.0, help="SQL brokers: lease length (heartbeats extend it)"),
+                 max_attempts: int = typer.Option(3, help="deliveries of a job before it is dead-lettered"),
+                 shadow_ref: str | None = typer.Option(None, help="a challenger to run on shadow jobs (NAME@challenger)"),
+                 name: str | None = typer.Option(None, help="worker name (default host-pid-random)"),
+                 cache: Path | None = typer.Option(None, help="where pulled versions go (default FSML_HOME/serve-cache)"),
+                 ) -> None:
+    "Take jobs from the model's queue and answer them until SIGTERM."
+    from fsml_nb.serve import run_worker, run_worker_from_registry
+    config = _worker_config(model, max_batch=max_batch, max_wait_ms=max_wait_ms, threads=threads,
+                            queue_prefix=queue_prefix, lease_seconds=lease_seconds, max_attempts=max_attempts, name=name)
+    if (folder is None) == (ref is None):
+        raise FsmlError("give exactly one of --folder (a pulled model folder) or --ref (a registry reference)")
+    if folder is not None:
+        served = run_worker(config, folder)
+    else:
+        served = run_worker_from_registry(config, ref, cache=cache, shadow_ref=shadow_ref)
+    typer.echo(f"worker stopped after {served} jobs")
+
+# %% ../nbs/13_cli.ipynb #30d25e0c
+@serve_app.command("api")
+def serve_api(host: str = typer.Option("127.0.0.1", help="address to listen on"),
+              port: int = typer.Option(8000, help="port"),
+              queue_prefix: str = typer.Option("fsml.predict", help="queue name prefix"),
+              max_queue: int = typer.Option(1000, help="jobs waiting in a queue before new ones get 503"),
+              timeout: float = typer.Option(30.0, help="seconds /v1/predict waits for its answer"),
+              max_body_bytes: int = typer.Option(10 * 1024 * 1024, help="largest request body"),
+              max_pixels: int = typer.Option(4_000_000, help="largest image, in pixels"),
+              shadow_fraction: float = typer.Option(0.0, help="share of requests the challenger also runs"),
+              no_token: bool = typer.Option(False, "--no-token", help="do not require client tokens (demo only)"),
+              ) -> None:
+    "Serve the HTTP API (POST /v1/predict, /v1/jobs, /healthz, /readyz, /metrics)."
+    from fsml_nb.serve import run_api
+    config = _api_config(queue_prefix=queue_prefix, max_queue=max_queue, request_timeout=timeout,
+                         max_body_bytes=max_body_bytes, max_pixels=max_pixels, shadow_fraction=shadow_fraction,
+                         require_token=not no_token)
+    run_api(config, host, port)
+
+# %% ../nbs/13_cli.ipynb #74de1eb7
+@serve_app.command("up")
+def serve_up(model: str = typer.Option(..., help="the model's name"),
+             workers: int = typer.Option(2, help="worker processes"),
+             folder: Path | None = typer.Option(None, help="a pulled model version folder to serve"),
+             ref: str | None = typer.Option(None, help="a registry reference to serve and follow (NAME@champion)"),
+             host: str = typer.Option("127.0.0.1"), port: int = typer.Option(8000),
+             max_batch: int = typer.Option(8, help="jobs per batch at most"),
+             max_wait_ms: float = typer.Option(0.0, help="wait this long for more jobs once one is there"),
+             queue_prefix: str = typer.Option("fsml.predict"),
+             shadow_fraction: float = typer.Option(0.0, help="share of requests the challenger also runs"),
+             shadow_ref: str | None = typer.Option(None, help="the challenger (NAME@challenger)"),
+             no_token: bool = typer.Option(False, "--no-token", help="do not require client tokens (demo only)"),
+             ) -> None:
+    "Run the API and N workers on this machine, under one supervisor, until SIGTERM."
+    from fsml_nb.serve import FSML_COMMAND, Supervisor, stop_on_signals
+    if (folder is None) == (ref is None):
+        raise FsmlError("give exactly one of --folder (a pulled model folder) or --ref (a registry reference)")
+    source = ["--folder", str(folder.absolute())] if folder else ["--ref", ref]
+    api = [*FSML_COMMAND, "serve", "api", "--host", host, "--port", str(port), "--queue-prefix", queue_prefix,
+           "--shadow-fraction", str(shadow_fraction)] + (["--no-token"] if no_token else [])
+    worker = [*FSML_COMMAND, "serve", "worker", "--model", model, *source, "--max-batch", str(max_batch),
+              "--max-wait-ms", str(max_wait_ms), "--queue-prefix", queue_prefix] + \
+        (["--shadow-ref", shadow_ref] if shadow_ref else [])
+    supervisor = Supervisor({"api": api, **{f"worker-{index + 1}": worker for index in range(workers)}})
+    stop_on_signals(supervisor.stop)
+    typer.echo(f"serving {model} on http://{host}:{port} with {workers} workers; SIGTERM or Ctrl-C stops")
+    supervisor.watch()
+
+# %% ../nbs/13_cli.ipynb #1a958c1f
+@serve_app.command("add-client")
+def serve_add_client(name: str = typer.Argument(..., help="the client's name")) -> None:
+    "Add an API client and print its token (shown once; stored hashed)."
+    from fsml_nb.db import open_database
+    from fsml_nb.serve import add_serve_client
+    engine = open_database(get_settings().db_url)
+    typer.echo(add_serve_client(engine, name))
+    engine.dispose()
+
+
+@serve_app.command("remove-client")
+def serve_remove_client(name: str = typer.Argument(..., help="the client's name")) -> None:
+    "Remove an API client; its token stops working."
+    from fsml_nb.db import open_database
+    from fsml_nb.serve import remove_serve_client
+    engine = open_database(get_settings().db_url)
+    remove_serve_client(engine, name)
+    engine.dispose()
+    typer.echo(f"removed {name}")
+
+# %% ../nbs/13_cli.ipynb #aaf42f84
+@app.command("deploy")
+def deploy_command(name: str = typer.Argument(..., help="the registered model"),
+                   version: str = typer.Argument(..., help="the version: a number, NAME:N, an id, or NAME@ALIAS"),
+                   alias: str = typer.Option("champion", help="the alias to move"),
+                   reason: str = typer.Option("", help="why, for the promotion log"),
+                   tolerance: float = typer.Option(0.5, help="accuracy points the version may lose vs the champion"),
+                   min_agreement: float = typer.Option(99.0, help="% agreement with the research model required"),
+                   latency_budget_ms: float | None = typer.Option(None, help="batch-1 CPU latency allowed (ms)"),
+                   wait: float = typer.Option(60.0, help="seconds the live workers have to serve the version"),
+                   as_json: bool = typer.Option(False, "--json", help="print JSON"),
+                   ) -> None:
+    "Gate, promote, wait for the workers, roll back if they do not follow."
+    from dataclasses import asdict
+
+    from fsml_nb.registry import ModelRegistry
+    from fsml_nb.serve import deploy
+    with Store() as store:
+        report = deploy(ModelRegistry(store), name, version, alias=alias, reason=reason, tolerance=tolerance,
+                        min_agreement=min_agreement, latency_budget_ms=latency_budget_ms, wait_seconds=wait)
+    typer.echo(json.dumps(asdict(report) | {"succeeded": report.succeeded}, indent=1) if as_json
+               else report._repr_markdown_())
+    if not report.succeeded:
+        raise typer.Exit(1)
+
+# %% ../nbs/13_cli.ipynb #7990efc4
+pipeline_app = typer.Typer(help="Run papermill pipelines: cached, resumable, with reports.", no_args_is_help=True)
+app.add_typer(pipeline_app, name="pipeline")
+
+
+def _pipeline_file(name: str) -> Path:
+    import os
+
+    candidate = Path(name)
+    if candidate.suffix == ".toml":
+        return candidate
+    folder = Path(os.environ.get("FSML_PIPELINES") or "pipelines")
+    path = folder / f"{name}.toml"
+    if not path.exists():
+        known = sorted(file.stem for file in folder.glob("*.toml")) if folder.is_dir() else []
+        raise FsmlError(f"no pipeline {name!r} in {folder.absolute()} (known: {', '.join(known) or 'none'})")
+    return path
+
+
+def _parse_assignments(assignments: list[str]) -> dict[str, object]:
+    from fsml_nb.pipeline import parse_cli_value
+
+    values = {}
+    for assignment in assignments:
+        key, equals, value = assignment.partition("=")
+        if not equals or not key.strip():
+            raise FsmlError(f"-p takes key=value, not {assignment!r}")
+        values[key.strip()] = parse_cli_value(value)
+    return values
+
+# %% ../nbs/13_cli.ipynb #c2ccad5b
+@pipeline_app.command("run")
+def pipeline_run_command(
+        name: Annotated[str, typer.Argument(help="pipeline name (pipelines/NAME.toml) or a .toml path")],
+        param: Annotated[list[str], typer.Option("-p", "--param", help="key=value, repeatable")] = [],  # noqa: B006
+        from_step: Annotated[str | None, typer.Option("--from", help="rerun this step and all after it")] = None,
+        force: Annotated[list[str], typer.Option("--force", help="rerun this step, repeatable")] = [],  # noqa: B006
+        dry_run: Annotated[bool, typer.Option("--dry-run", help="print the plan, run nothing")] = False,
+        executor: Annotated[str, typer.Option(help="local (papermill here) or queue (fsml pipeline worker)")] = "local",
+        queue: Annotated[str, typer.Option(help="the queue's name, with --executor queue")] = "fsml.pipeline",
+        ) -> None:
+    "Run a pipeline: cached steps are skipped, a failed or interrupted run resumes where it stopped."
+    from fsml_nb.pipeline import run_pipeline
+
+    run = run_pipeline(_pipeline_file(name), _parse_assignments(param), from_step=from_step, force=force,
+                       dry_run=dry_run, executor=executor, queue_name=queue)
+    typer.echo(str(run))
+
+
+@pipeline_app.command("worker")
+def pipeline_worker_command(
+        broker: Annotated[str | None, typer.Option(help="the broker (default: FSML_BROKER_URL)")] = None,
+        queue: Annotated[str, typer.Option(help="the queue's name")] = "fsml.pipeline") -> None:
+    "Take pipeline steps from the queue and run them, until SIGTERM or Ctrl-C (the current step finishes first)."
+    import signal
+    import threading
+
+    from fsml_nb.pipeline import pipeline_worker
+
+    stop = threading.Event()
+    for number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(number, lambda *_: stop.set())
+    typer.echo(f"pipeline worker: {pipeline_worker(broker_url=broker, stop=stop, queue=queue)} step(s) run")
+
+
+@pipeline_app.command("list")
+def pipeline_list_command() -> None:
+    "The pipelines under ./pipelines (or FSML_PIPELINES) and their steps."
+    import os
+
+    from fsml_nb.pipeline import load_pipeline
+
+    folder = Path(os.environ.get("FSML_PIPELINES") or "pipelines")
+    for path in sorted(folder.glob("*.toml")):
+        spec = load_pipeline(path)
+        typer.echo(f"{spec.name}: {' -> '.join(step.name for step in spec.steps)}")
+
+
+@pipeline_app.command("status")
+def pipeline_status_command(name: Annotated[str | None, typer.Argument(help="one pipeline")] = None,
+                            limit: Annotated[int, typer.Option(help="runs to show")] = 10) -> None:
+    "The latest runs and each step's status."
+    from fsml_nb.pipeline import pipeline_history
+
+    with Store() as store:
+        for run in pipeline_history(store, name, limit):
+            steps = ", ".join(f"{step} {status}" for step, status in run.steps.items())
+            typer.echo(f"{run.id[:12]}  {run.pipeline}  {run.status:<11} {run.started_at:%Y-%m-%d %H:%M}  {steps}")
+
+
+@pipeline_app.command("show")
+def pipeline_show_command(run: Annotated[str, typer.Argument(help="run id (or prefix)")],
+                          step: Annotated[str, typer.Argument(help="the step whose report to write")],
+                          out: Annotated[Path, typer.Option(help="where to write the report")] = Path("report.html"),
+                          ) -> None:
+    "Write a step's executed notebook (HTML, or .ipynb when OUT ends so) of a run."
+    from fsml_nb.pipeline import step_report
+
+    with Store() as store:
+        out.write_bytes(step_report(store, run, step, html=out.suffix != ".ipynb"))
+    typer.echo(f"wrote {out}")
+
+# %% ../nbs/13_cli.ipynb #99431cc1
+eval_app = typer.Typer(help="Evaluate models on dataset versions, compare them, find label issues.",
+                       no_args_is_help=True)
+app.add_typer(eval_app, name="eval")
+
+
+@eval_app.command("run")
+def eval_run_command(model: Annotated[str, typer.Argument(help="an .onnx file, an export folder, or a registry ref")],
+                     version: Annotated[str, typer.Argument(help="dataset version ref")],
+                     split: Annotated[str, typer.Option(help="which split")] = "test",
+                     as_json: Annotated[bool, typer.Option("--json", help="print the metrics as JSON")] = False) -> None:
+    "Score a split with a model, store every prediction, print the metrics."
+    from fsml_nb.evaluate import evaluate_model
+
+    with Store() as store:
+        target = model if Path(model).exists() else _registry_version(store, model)
+        run = evaluate_model(target, version, split, store=store)
+    typer.echo(json.dumps({"id": run.id, **run.metrics}) if as_json else str(run))
+
+
+def _registry_version(store: Store, ref: str):
+    from fsml_nb.registry import ModelRegistry
+
+    return ModelRegistry(store).version(ref)
+
+
+@eval_app.command("compare")
+def eval_compare_command(before: Annotated[str, typer.Argument(help="eval run id (or prefix)")],
+                         after: Annotated[str, typer.Argument(help="eval run id (or prefix)")]) -> None:
+    "Fixed and broken items, McNemar's exact test and per-class changes between two runs."
+    from fsml_nb.evaluate import compare_runs
+
+    with Store() as store:
+        typer.echo(str(compare_runs(store, before, after)))
+
+
+@eval_app.command("issues")
+def eval_issues_command(version: Annotated[str, typer.Argument(help="dataset version ref")],
+                        limit: Annotated[int, typer.Option(help="suspects to print")] = 50) -> None:
+    "Suspected label errors (Cleanlab on 5-fold out-of-sample scores of a baseline), worst first."
+    from fsml_nb.evaluate import find_label_issues, out_of_sample_probabilities
+
+    with Store() as store:
+        resolved = store.version(version)
+        issues = find_label_issues(resolved, *out_of_sample_probabilities(resolved, store))
+    typer.echo(f"{len(issues)} suspected label error(s) in {resolved.short_id}")
+    for issue in issues[:limit]:
+        typer.echo(f"{issue.item_sha256}  given {issue.given}  suggested {issue.suggested}  "
+                   f"quality {issue.label_quality:.3f}")
+
+# %% ../nbs/13_cli.ipynb #5a6f6351
+pages_app = typer.Typer(help="Dashboard and demo pages for stakeholders (Voila), and who may open them.",
+                        no_args_is_help=True)
+app.add_typer(pages_app, name="pages")
+
+VOILA_CULLING = ["--MappingKernelManager.cull_idle_timeout=120", "--MappingKernelManager.cull_interval=30",
+                 "--MappingKernelManager.cull_connected=True"]
+
+
+def _serve_page(name: str, code: str, host: str, port: int, environment: dict[str, str]) -> None:
+    import os
+    import subprocess
+    import sys
+
+    import nbformat
+
+    folder = get_settings().home / "apps"
+    folder.mkdir(parents=True, exist_ok=True)
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells = [nbformat.v4.new_code_cell(code)]
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(notebook, str(folder / f"{name}.ipynb"))
+    typer.echo(f"{name}: http://{host}:{port}/?token=VIEW_TOKEN (fsml pages add-viewer NAME makes one)")
+    command = [sys.executable, "-m", "voila", str(folder / f"{name}.ipynb"), "--no-browser", f"--port={port}",
+               f"--Voila.ip={host}", "--show_tracebacks=False", *VOILA_CULLING]
+    raise SystemExit(subprocess.call(command, env={**os.environ, **environment}))
+
+
+@pages_app.command("dashboard")
+def pages_dashboard_command(host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+                            port: Annotated[int, typer.Option(help="port to listen on")] = 8867) -> None:
+    "Serve the evaluation dashboard (metrics, confusion, wrong cases, comparisons)."
+    from fsml_nb.evaluate import DASHBOARD_NOTEBOOK_CODE
+
+    _serve_page("dashboard", DASHBOARD_NOTEBOOK_CODE, host, port, {})
+
+
+@pages_app.command("demo")
+def pages_demo_command(model: Annotated[str, typer.Option(help="registry ref or .onnx file")] = "digits@champion",
+                       serve_url: Annotated[str | None, typer.Option(help="send uploads to this serving API")] = None,
+                       host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+                       port: Annotated[int, typer.Option(help="port to listen on")] = 8868) -> None:
+    "Serve the demo page: upload an image or draw a digit, see the prediction and the model version."
+    from fsml_nb.evaluate import DEMO_NOTEBOOK_CODE
+
+    environment = {"FSML_DEMO_MODEL": model, **({"FSML_SERVE_URL": serve_url} if serve_url else {})}
+    _serve_page("demo", DEMO_NOTEBOOK_CODE, host, port, environment)
+
+
+@pages_app.command("add-viewer")
+def pages_add_viewer_command(name: Annotated[str, typer.Argument(help="who will open the pages")]) -> None:
+    "Register a viewer; print their token once (it is stored only as a hash)."
+    from fsml_nb.evaluate import add_viewer
+
+    with Store() as store:
+        typer.echo(add_viewer(store, name))
+
+# %% ../nbs/13_cli.ipynb #4269ee17
+@app.command("new")
+def new_project_command(folder: Annotated[Path, typer.Argument(help="the project's folder")],
+                        name: Annotated[str | None, typer.Option(help="project name (default: the folder's)")] = None,
+                        force: Annotated[bool, typer.Option("--force", help="overwrite existing files")] = False) -> None:
+    "Start a project: requirements card, annotation guide stub, pipeline and step notebooks, README."
+    from fsml_nb.card import init_project
+
+    for path in init_project(folder, name, force):
+        typer.echo(f"wrote {path}")
+
+
+@app.command("check")
+def check_command(ref: Annotated[str, typer.Argument(help="model version: NAME@ALIAS, NAME:N or id")],
+                  card: Annotated[Path, typer.Option(help="the requirements card")] = Path("requirements.toml"),
+                  as_json: Annotated[bool, typer.Option("--json", help="print the rows as JSON")] = False) -> None:
+    "Every constraint of the card: required, measured (and where), met or not."
+    from dataclasses import asdict
+
+    from fsml_nb.card import check_model, load_card
+
+    requirements = load_card(card)
+    with Store() as store:
+        result = check_model(store, ref, requirements)
+    typer.echo(json.dumps([asdict(row) for row in result.rows]) if as_json else str(result))
+    if not result.ok:
+        raise SystemExit(1)

@@ -38,6 +38,8 @@ EXTRA_OF_IMPORT: dict[str, str] = {  # top-level import name -> the extra of pyp
     "ipywidgets": "annotate", "ipyevents": "annotate", "jupyter_bbox_widget": "annotate", "voila": "annotate",
     "nbformat": "annotate", "IPython": "annotate",
     "httpx": "collect", "protego": "collect", "w3lib": "collect", "bs4": "collect",
+    "fastapi": "serve", "uvicorn": "serve", "pika": "serve", "prometheus_client": "serve",
+    "python_multipart": "serve",
     "matplotlib": "plot",
 }
 

@@ -10,9 +10,14 @@ Docs: https://fsml-nb.github.io/fsml_nb/data.html.md"""
 from __future__ import annotations
 
 import io
+import math
 import os
 import random
+import unicodedata
+import warnings
+from collections import defaultdict
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -22,20 +27,28 @@ from PIL import Image, UnidentifiedImageError
 from sqlalchemy import select
 from torch.utils.data import DataLoader, Dataset
 
-from .core import FsmlError
-from .db import items, version_entries
+from .core import FsmlError, utc_now
+from .db import items, reading, version_entries
 from .store import (BlobMissingError, BlobStore, DatasetVersion, LabelledItem, LabelSchema, NewItem, Store,
                            sha256_hex)
 
 # %% auto #0
-__all__ = ['NPY_MEDIA_TYPE', 'DIGITS_SOURCE', 'DIGITS_LICENCE', 'DIGIT_CLASSES', 'MNIST1D_SOURCE', 'MNIST1D_LICENCE',
-           'SPLIT_FOLDER_NAMES', 'image_to_tensor', 'decode_item', 'Compose', 'Normalize', 'Resize', 'encode_target',
-           'VersionDataset', 'load', 'dataloader', 'encode_png', 'import_digits', 'npy_bytes', 'generate_mnist1d',
-           'import_mnist1d', 'FolderImportError', 'DuplicateItemError', 'scan_image_folder', 'read_image_file',
-           'hash_split', 'import_folder']
+__all__ = ['NPY_MEDIA_TYPE', 'DEFAULT_MAX_DECODED_BYTES', 'DEFAULT_MAX_PIXELS', 'DIGITS_SOURCE', 'DIGITS_LICENCE',
+           'DIGIT_CLASSES', 'MNIST1D_SOURCE', 'MNIST1D_LICENCE', 'SPLIT_FOLDER_NAMES', 'SPLIT_LIKE_NAMES',
+           'HIDDEN_REASON', 'ItemTooLargeError', 'image_to_tensor', 'open_image', 'decode_item', 'Compose', 'Normalize',
+           'Resize', 'encode_target', 'VersionDataset', 'load', 'dataloader', 'encode_png', 'import_digits',
+           'npy_bytes', 'generate_mnist1d', 'import_mnist1d', 'FolderImportError', 'DuplicateItemError',
+           'check_display_name', 'SkippedPath', 'FolderScan', 'scan_image_folder', 'read_image_file',
+           'stratified_hash_splits', 'FolderImport', 'import_folder']
 
 # %% ../nbs/04_data.ipynb #1359165d
 NPY_MEDIA_TYPE = "application/x-npy"
+DEFAULT_MAX_DECODED_BYTES = 1 << 30  # 1 GiB of float32, e.g. a 9,000 x 9,000 RGB image
+DEFAULT_MAX_PIXELS = 50_000_000  # what an import accepts per image
+
+
+class ItemTooLargeError(FsmlError):
+    "An item has more pixels, or would decode to more memory, than allowed."
 
 
 def image_to_tensor(image: Image.Image) -> torch.Tensor:
@@ -52,13 +65,53 @@ def image_to_tensor(image: Image.Image) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(array)).float().div_(255)
 
 
-def decode_item(data: bytes, media_type: str) -> torch.Tensor:
+def _megapixels(pixels: float) -> str:
+    return f"{pixels / 1e6:g} megapixels"
+
+
+def open_image(data: bytes, item_name: str,  # the item or file, for the error message
+               max_pixels: int | None = None,  # refuse more pixels than this; None: only Pillow's own guard
+               ) -> Image.Image:
+    "Open image bytes lazily (header only); too many pixels is one `ItemTooLargeError`."
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            image = Image.open(io.BytesIO(data))
+        except Image.DecompressionBombError:
+            pillow_limit = 2 * (Image.MAX_IMAGE_PIXELS or 0)
+            ours = (f", over the limit of {_megapixels(max_pixels)} (max_pixels)"
+                    if max_pixels is not None and max_pixels < pillow_limit else "")
+            raise ItemTooLargeError(f"{item_name}: more than {_megapixels(pillow_limit)}, which Pillow refuses to "
+                                    f"open as a possible decompression bomb{ours}") from None
+    width, height = image.size
+    if max_pixels is not None and width * height > max_pixels:
+        image.close()
+        raise ItemTooLargeError(f"{item_name}: {width}x{height} pixels ({_megapixels(width * height)}), over the "
+                                f"limit of {_megapixels(max_pixels)} (max_pixels)")
+    return image
+
+
+def _check_decoded_size(shape: Sequence[int], max_decoded_bytes: int, item_name: str) -> None:
+    size = math.prod(shape) * 4  # float32
+    if size > max_decoded_bytes:
+        raise ItemTooLargeError(f"{item_name} decodes to {'x'.join(map(str, shape))} float32 ({size:,} bytes), "
+                                f"over the cap of {max_decoded_bytes:,} bytes (max_decoded_bytes)")
+
+
+def decode_item(data: bytes, media_type: str,
+                max_decoded_bytes: int = DEFAULT_MAX_DECODED_BYTES,  # refuse items that decode to more
+                item_name: str = "item",  # how errors name the item, e.g. its hash
+                ) -> torch.Tensor:
     "Decode an item's bytes into a tensor according to its media type."
     if media_type.startswith("image/"):
-        with Image.open(io.BytesIO(data)) as image:
+        with open_image(data, item_name) as image:
+            channels = 1 if image.mode in ("1", "L", "I;16", "I", "F") else 3
+            _check_decoded_size((channels, image.height, image.width), max_decoded_bytes, item_name)
             return image_to_tensor(image)
     if media_type == NPY_MEDIA_TYPE:
-        return torch.from_numpy(np.load(io.BytesIO(data), allow_pickle=False).astype(np.float32))
+        array = np.load(io.BytesIO(data), allow_pickle=False)  # no bigger than the bytes already in memory
+        _check_decoded_size(array.shape, max_decoded_bytes, item_name)
+        return torch.from_numpy(array.astype(np.float32))
     raise FsmlError(f"no decoder for media type {media_type!r}")
 
 # %% ../nbs/04_data.ipynb #7c1940db
@@ -109,9 +162,11 @@ class VersionDataset(Dataset):
 
     def __init__(self, version: DatasetVersion, split: str | None, blob_url: str,
                  media_types: dict[str, str],  # item hash -> media type
-                 transform: Callable[[torch.Tensor], Any] | None = None):
+                 transform: Callable[[torch.Tensor], Any] | None = None,
+                 max_decoded_bytes: int = DEFAULT_MAX_DECODED_BYTES):  # an item decoding to more is an error
         entries = version.entries_in(split)
         self.version_id, self.split, self.blob_url, self.transform = version.id, split, blob_url, transform
+        self.max_decoded_bytes = max_decoded_bytes
         self.classes = version.label_schema.classes
         self.shas = [entry.item_sha256 for entry in entries]
         self.media_types = [media_types[sha] for sha in self.shas]
@@ -128,8 +183,8 @@ class VersionDataset(Dataset):
         return len(self.shas)
 
     def __getitem__(self, index: int) -> tuple[Any, Any]:
-        data = self.blobs.get(self.shas[index])
-        sample = decode_item(data, self.media_types[index])
+        sha = self.shas[index]
+        sample = decode_item(self.blobs.get(sha), self.media_types[index], self.max_decoded_bytes, f"item {sha}")
         if self.transform is not None:
             sample = self.transform(sample)
         return sample, self.targets[index]
@@ -145,7 +200,7 @@ def _media_types(store: Store, version_id: str) -> dict[str, str]:
     query = (select(items.c.sha256, items.c.media_type)
              .join(version_entries, version_entries.c.item_sha256 == items.c.sha256)
              .where(version_entries.c.version_id == version_id))
-    with store.engine.connect() as connection:
+    with reading(store.engine) as connection:
         return dict(connection.execute(query).all())
 
 
@@ -154,11 +209,13 @@ def load(version: str | DatasetVersion,  # id, unique id prefix, name, or a Data
          store: Store | None = None,  # default: the store the settings name
          transform: Callable[[torch.Tensor], Any] | None = None,  # applied to each decoded sample
          check_blobs: bool = True,  # check up front that every blob exists (local blob stores)
+         max_decoded_bytes: int = DEFAULT_MAX_DECODED_BYTES,  # an item decoding to more is an error
          ) -> VersionDataset:
     "A torch Dataset over one split of a dataset version."
     store = store or Store()
     version = store.version(version)
-    dataset = VersionDataset(version, split, store.blobs.url, _media_types(store, version.id), transform)
+    dataset = VersionDataset(version, split, store.blobs.url, _media_types(store, version.id), transform,
+                             max_decoded_bytes)
     if check_blobs and store.blobs.is_local:
         missing = [sha for sha in dataset.shas if not os.path.exists(store.blobs.path(sha))]
         if missing:
@@ -250,7 +307,10 @@ def import_mnist1d(store: Store | None = None, name: str = "mnist1d", progress: 
                                 meta={"importer": "mnist1d", "overrides": overrides}, progress=progress)
 
 # %% ../nbs/04_data.ipynb #0f9e4a6f
-SPLIT_FOLDER_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
+SPLIT_FOLDER_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
+                      "dev": "val", "test": "test", "testing": "test"}  # other split folder names are kept as they are
+SPLIT_LIKE_NAMES = frozenset(SPLIT_FOLDER_NAMES) | {"holdout", "hold-out", "eval", "evaluation"}
+HIDDEN_REASON = "hidden (name starts with a dot)"
 
 
 class FolderImportError(FsmlError):
@@ -261,46 +321,152 @@ class DuplicateItemError(FolderImportError):
     "Two files of an import have the same content."
 
 
-def _visible(path: Path) -> bool:
-    return not path.name.startswith(".")
+def check_display_name(name: str, what: str) -> str:
+    "`name`, unless it is blank or holds a control or formatting character (newline, tab, bidi override)."
+    bad = sorted({repr(char)[1:-1] for char in name if unicodedata.category(char) in ("Cc", "Cf")})
+    if bad:
+        raise FolderImportError(f"{what} {name!r} contains a control character ({', '.join(bad)}); rename it")
+    if not name.strip():
+        raise FolderImportError(f"{what} {name!r} is blank")
+    return name
 
 
-def _class_files(class_folder: Path) -> list[Path]:
-    return sorted(path for path in class_folder.rglob("*")
-                  if path.is_file() and all(_visible(part) for part in path.relative_to(class_folder).parents)
-                  and _visible(path))
+@dataclass(frozen=True)
+class SkippedPath:
+    "A path an import left out, and why."
+    path: str  # relative to the imported folder; folders end with "/"
+    reason: str
 
 
-def scan_image_folder(root: Path) -> list[tuple[Path, str, str | None]]:
-    "The (file, class, split or None) of every file under `root`."
+@dataclass
+class FolderScan:
+    "What `scan_image_folder` found under a folder, and what it left out."
+    root: Path
+    real_root: Path  # with links resolved: what "inside the folder" means
+    files: list[tuple[Path, str, str | None]] = field(default_factory=list)  # (file, class, split or None)
+    class_folders: dict[str, list[str]] = field(default_factory=dict)  # class -> its folders (relative)
+    empty_folders: list[str] = field(default_factory=list)  # class folders without a file (relative)
+    skipped: list[SkippedPath] = field(default_factory=list)
+    outside_links: list[str] = field(default_factory=list)  # "link -> target", refused or followed
+    split_folders: list[str] = field(default_factory=list)
+
+    def relative(self, path: Path) -> str:
+        return path.relative_to(self.root).as_posix()
+
+    def flattened(self) -> dict[str, tuple[str, int]]:
+        "Each sub-folder of a class folder that held files: (its class, how many files)."
+        found: dict[str, tuple[str, int]] = {}
+        for file, class_name, _ in self.files:
+            parts = self.relative(file).split("/")
+            depth = 2 if self.split_folders else 1
+            if len(parts) > depth + 1:
+                folder = "/".join(parts[: depth + 1]) + "/"
+                found[folder] = (class_name, found.get(folder, (class_name, 0))[1] + 1)
+        return found
+
+# %% ../nbs/04_data.ipynb #8f5946a9
+def _children(folder: Path, scan: FolderScan, follow_outside_links: bool,
+              ancestors: frozenset[Path],  # resolved folders from the root down to `folder`: a link to one is a loop
+              ) -> tuple[list[Path], list[Path]]:
+    "The sub-folders and files of `folder` to import; what is left out goes into `scan`."
+    try:
+        entries = sorted(folder.iterdir())
+    except OSError as error:
+        raise FolderImportError(f"cannot read {folder}: {error.strerror or error}") from None
+    folders, files = [], []
+    for entry in entries:
+        shown = scan.relative(entry) + ("/" if entry.is_dir() else "")
+        if entry.name.startswith("."):
+            scan.skipped.append(SkippedPath(shown, HIDDEN_REASON))
+            continue
+        if entry.is_symlink():
+            target = entry.resolve()
+            if not target.exists():
+                scan.skipped.append(SkippedPath(shown, f"a broken link (to {target})"))
+                continue
+            if not target.is_relative_to(scan.real_root):
+                scan.outside_links.append(f"{shown} -> {target}")
+                if not follow_outside_links:
+                    continue
+        if entry.is_dir():
+            if entry.resolve() in ancestors:
+                scan.skipped.append(SkippedPath(shown, "a link back to a folder above it (a loop)"))
+            else:
+                folders.append(entry)
+        elif entry.is_file():
+            files.append(entry)
+        else:
+            scan.skipped.append(SkippedPath(shown, "not a regular file (a pipe, socket or device)"))
+    return folders, files
+
+
+def _files_under(folder: Path, scan: FolderScan, follow_outside_links: bool, ancestors: frozenset[Path]) -> list[Path]:
+    "Every file under `folder`, sub-folders included."
+    folders, files = _children(folder, scan, follow_outside_links, ancestors)
+    for sub_folder in folders:
+        files += _files_under(sub_folder, scan, follow_outside_links, ancestors | {sub_folder.resolve()})
+    return files
+
+
+def _no_loose_files(folder: Path, files: list[Path], hint: str) -> None:
+    if files:
+        raise FolderImportError(f"{folder} has files outside any class folder ({', '.join(file.name for file in files[:5])}"
+                                f"{', ...' if len(files) > 5 else ''}); {hint}")
+
+
+def scan_image_folder(root: Path,  # the folder to import
+                      split_folders: bool | None = None,  # see `import_folder`
+                      follow_outside_links: bool = False,  # follow links that point outside `root`
+                      ) -> FolderScan:
+    "Every file under `root` with its class and split, and what was left out and why."
     if not root.is_dir():
         raise FolderImportError(f"{root} is not a folder")
-    children = sorted(filter(_visible, root.iterdir()))
-    loose = [child.name for child in children if child.is_file()]
-    if loose:
-        raise FolderImportError(f"{root} has files outside any class folder ({', '.join(loose[:5])}); "
-                                "put each image in a sub-folder named after its class")
-    folders = [child for child in children if child.is_dir()]
-    explicit_splits = bool(folders) and all(folder.name.lower() in SPLIT_FOLDER_NAMES for folder in folders)
-    found = []
-    for split_folder in folders if explicit_splits else [root]:
-        split = SPLIT_FOLDER_NAMES[split_folder.name.lower()] if explicit_splits else None
-        for class_folder in sorted(filter(_visible, split_folder.iterdir())):
-            if class_folder.is_file():
-                raise FolderImportError(f"{class_folder} is outside any class folder")
-            found.extend((path, class_folder.name, split) for path in _class_files(class_folder))
-    if not found:
-        raise FolderImportError(f"no images found in {root}; expected one sub-folder per class, each with images")
-    return found
+    scan = FolderScan(root, root.resolve())
+    top = frozenset({scan.real_root})
+    folders, loose = _children(root, scan, follow_outside_links, top)
+    _no_loose_files(root, loose, "put each image in a sub-folder named after its class")
+    split_like = sorted(folder.name for folder in folders if folder.name.lower() in SPLIT_LIKE_NAMES)
+    if split_folders is None and split_like:
+        raise FolderImportError(
+            f"{root} has folders named like splits ({', '.join(split_like)}); say what they are: split_folders=True "
+            "(fsml import folder --split-folders) reads them as splits holding class folders, split_folders=False "
+            "(--class-folders) as classes")
+    for split_folder in folders if split_folders else [root]:
+        split, class_folders = None, folders
+        if split_folders:
+            split = SPLIT_FOLDER_NAMES.get(split_folder.name.lower()) or check_display_name(split_folder.name,
+                                                                                             "split folder name")
+            scan.split_folders.append(f"{split_folder.name}/")
+            class_folders, loose = _children(split_folder, scan, follow_outside_links, top | {split_folder.resolve()})
+            _no_loose_files(split_folder, loose, "with split_folders=True each split folder holds one folder per class")
+        for class_folder in class_folders:
+            class_name = check_display_name(class_folder.name, "class folder name")
+            files = _files_under(class_folder, scan, follow_outside_links, top | {class_folder.resolve()})
+            scan.class_folders.setdefault(class_name, []).append(scan.relative(class_folder) + "/")
+            if not files:
+                scan.empty_folders.append(scan.relative(class_folder) + "/")
+            scan.files += [(file, class_name, split) for file in files]
+    if scan.outside_links and not follow_outside_links:
+        raise FolderImportError(f"{len(scan.outside_links)} link(s) point outside {root}: "
+                                f"{', '.join(scan.outside_links[:5])}; remove them, or pass follow_outside_links=True "
+                                "(fsml import folder --follow-outside-links) to import what they point to")
+    return scan
 
-
-def read_image_file(path: Path) -> tuple[bytes, str]:
+# %% ../nbs/04_data.ipynb #80c88bf0
+def read_image_file(path: Path,  # the file
+                    max_pixels: int | None = DEFAULT_MAX_PIXELS,  # refuse images with more pixels
+                    ) -> tuple[bytes, str]:
     "The bytes and media type of an image file, after decoding it fully."
-    data = path.read_bytes()
     try:
-        with Image.open(io.BytesIO(data)) as image:
+        data = path.read_bytes()
+    except OSError as error:
+        raise FolderImportError(f"{path}: cannot read it ({error.strerror or error})") from None
+    try:
+        with open_image(data, str(path), max_pixels) as image:
             image.load()
             media_type = Image.MIME.get(image.format or "", "")
+    except ItemTooLargeError as error:
+        raise FolderImportError(str(error)) from None
     except UnidentifiedImageError:
         raise FolderImportError(f"{path}: not an image") from None
     except (OSError, SyntaxError, ValueError) as error:
@@ -310,21 +476,103 @@ def read_image_file(path: Path) -> tuple[bytes, str]:
     return data, media_type
 
 
-def hash_split(sha: str, test_fraction: float, val_fraction: float = 0.0) -> str:
-    "A split chosen by an item's content hash: stable however the folder grows."
-    position = int(sha[:8], 16) / 16 ** 8
-    if position < test_fraction:
-        return "test"
-    return "val" if position < test_fraction + val_fraction else "train"
+def _share(count: int, fraction: float) -> int:
+    return math.floor(count * fraction + 0.5)
 
-# %% ../nbs/04_data.ipynb #80c88bf0
-def _read_all(found: list[tuple[Path, str, str | None]], progress: bool) -> list[tuple[Path, bytes, str]]:
+
+def stratified_hash_splits(labels: dict[str, str],  # item sha256 -> its class
+                           test_fraction: float, val_fraction: float = 0.0) -> dict[str, str]:
+    "Each item's split: within each class the lowest hashes go to test, the next to val, the rest to train."
+    by_class: dict[str, list[str]] = defaultdict(list)
+    for sha, class_name in labels.items():
+        by_class[class_name].append(sha)
+    splits = {}
+    for shas in by_class.values():
+        held_out = min(_share(len(shas), test_fraction + val_fraction), len(shas) - 1)  # keep one to train on
+        test_count = min(_share(len(shas), test_fraction), held_out)
+        for rank, sha in enumerate(sorted(shas)):
+            splits[sha] = "test" if rank < test_count else "val" if rank < held_out else "train"
+    return splits
+
+# %% ../nbs/04_data.ipynb #bc209342
+def _cell(text: str) -> str:
+    "Text for one Markdown table cell or list line: control characters escaped, pipes too."
+    return "".join(repr(char)[1:-1] if unicodedata.category(char)[0] == "C" else char for char in text).replace("|", "\\|")
+
+
+def _code(text: str) -> str:
+    fence = "``" if "`" in text else "`"
+    return f"{fence}{_cell(text)}{fence}"
+
+
+def _plural(count: int, noun: str, nouns: str | None = None) -> str:
+    return f"{count} {noun if count == 1 else nouns or noun + 's'}"
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class FolderImport(DatasetVersion):
+    "The dataset version an `import_folder` made (use it wherever a version goes), with a summary of the import."
+    root: str = ""  # the imported folder
+    requested_name: str = ""  # the name asked for (`name` is the version's stored name)
+    split_rule: str = ""  # how the splits were decided
+    skipped: tuple[SkippedPath, ...] = ()  # what was left out, and why
+    notes: tuple[str, ...] = ()  # what else to know: flattened folders, empty classes, an existing version
+    already_existed: bool = False  # the same content was already a version: nothing new was stored
+
+    @property
+    def version(self) -> DatasetVersion:
+        "The plain dataset version, as the store holds it."
+        return DatasetVersion(**{field.name: getattr(self, field.name) for field in fields(DatasetVersion)})
+
+    def __eq__(self, other: object) -> bool:  # equal to the version it is, summary aside
+        return self.version == (other.version if isinstance(other, FolderImport) else other)
+
+    __hash__ = DatasetVersion.__hash__
+
+    def summary_markdown(self, max_skipped: int = 20) -> str:
+        "The summary: items per class and split, what was skipped and why, and notes."
+        counts = self.label_counts()
+        splits = sorted(counts)
+        lines = [f"Imported {_code(self.root)} as dataset version `{self.short_id}` **{_cell(self.name)}**: "
+                 f"{_plural(len(self.entries), 'item')}, {_plural(len(self.label_schema.classes), 'class', 'classes')}; "
+                 f"splits from {self.split_rule}.", "",
+                 "| class | " + " | ".join(splits) + " | total |", "| --- |" + " ---: |" * (len(splits) + 1)]
+        for class_name in self.label_schema.classes:
+            row = [counts[split].get(class_name, 0) for split in splits]
+            lines.append(f"| {_cell(class_name)} | " + " | ".join(map(str, row)) + f" | {sum(row)} |")
+        totals = [sum(counts[split].values()) for split in splits]
+        lines.append("| **total** | " + " | ".join(map(str, totals)) + f" | {sum(totals)} |")
+        if self.skipped:
+            lines += ["", f"Skipped {_plural(len(self.skipped), 'path')}:"]
+            lines += [f"- {_code(skipped.path)}: {skipped.reason}" for skipped in self.skipped[:max_skipped]]
+            if len(self.skipped) > max_skipped:
+                lines.append(f"- and {len(self.skipped) - max_skipped} more")
+        if self.notes:
+            lines += ["", "Notes:"] + [f"- {_cell(note)}" for note in self.notes]
+        return "\n".join(lines)
+
+    def _repr_markdown_(self) -> str:
+        return self.summary_markdown()
+
+# %% ../nbs/04_data.ipynb #ee1b9c8d
+def _existing_version_note(store: Store, version: DatasetVersion, name: str) -> str:
+    "Say that the content was already a version, and the names it answers to (the store gave it `name` too)."
+    others = [other for other in store.version_names(version) if other != name]
+    stored = f"this content is already stored as version {version.short_id}"
+    if not others:
+        return f"{stored} named {name!r}: nothing new was stored"
+    return (f"{stored} named {', '.join(map(repr, others))}: nothing new was stored, and {name!r} is now one more "
+            "name for it")
+
+# %% ../nbs/04_data.ipynb #67fa1934
+def _read_all(found: list[tuple[Path, str, str | None]], max_pixels: int | None,
+              progress: bool) -> list[tuple[Path, bytes, str]]:
     from tqdm.auto import tqdm
 
     problems, read = [], []
     for path, _, _ in tqdm(found, desc="check images", unit="file", disable=not progress):
         try:
-            read.append((path, *read_image_file(path)))
+            read.append((path, *read_image_file(path, max_pixels)))
         except FolderImportError as error:
             problems.append(str(error))
     if problems:
@@ -348,25 +596,77 @@ def _check_duplicates(read: list[tuple[Path, bytes, str]]) -> list[str]:
     return shas
 
 
-def import_folder(path: str | Path,  # a folder with one sub-folder per class (optionally under train/val/test)
+def _empty_classes(scan: FolderScan, allow_empty_classes: bool) -> list[str]:
+    "The classes without any file: an error unless allowed."
+    if not scan.files:
+        raise FolderImportError(f"no images found in {scan.root}; expected one sub-folder per class, each with images")
+    found = {class_name for _, class_name, _ in scan.files}
+    empty = sorted(set(scan.class_folders) - found)
+    if empty and not allow_empty_classes:
+        raise FolderImportError(f"{len(empty)} class folder(s) have no images: {', '.join(empty)}; add images, remove "
+                                "the folder, or pass allow_empty_classes=True (fsml import folder "
+                                "--allow-empty-classes) to keep the class in the schema without items")
+    return empty
+
+
+def _scan_notes(scan: FolderScan, empty_classes: list[str], splits: dict[str, str], labels: dict[str, str],
+                test_fraction: float) -> list[str]:
+    "What the summary says besides the counts: flattened folders, empty classes and folders, followed links."
+    notes = [f"{folder} ({_plural(count, 'file')}) flattened into class {class_name}"
+             for folder, (class_name, count) in scan.flattened().items()]
+    if empty_classes:
+        notes.append(f"classes with no items, kept in the schema (allow_empty_classes): {', '.join(empty_classes)}")
+    empty_elsewhere = [folder for folder in scan.empty_folders if folder.rstrip("/").split("/")[-1] not in empty_classes]
+    if empty_elsewhere:
+        notes.append(f"empty class folders (their class has items in another split): {', '.join(empty_elsewhere)}")
+    if scan.outside_links:
+        notes.append(f"followed {len(scan.outside_links)} link(s) pointing outside the folder "
+                     f"(follow_outside_links): {', '.join(scan.outside_links[:5])}")
+    if not scan.split_folders and test_fraction > 0:
+        no_test = sorted(set(labels.values()) - {labels[sha] for sha, split in splits.items() if split == "test"})
+        if no_test:
+            notes.append(f"too few items for a test item in class(es): {', '.join(no_test)}")
+    return notes
+
+
+def import_folder(path: str | Path,  # a folder with one sub-folder per class (or split folders holding them)
                   store: Store | None = None, name: str | None = None,  # default name: the folder's name
                   test_fraction: float = 0.2, val_fraction: float = 0.0,  # used when there are no split folders
                   licence: str | None = None,  # the licence of all images, if known
-                  progress: bool = False) -> DatasetVersion:
-    "Import a folder of images (one sub-folder per class) as a dataset version."
+                  split_folders: bool | None = None,  # True: top folders are splits (train/, test/...) holding class
+                                                      # folders; False: they are classes; None: refuse split-like names
+                  follow_outside_links: bool = False,  # import what links pointing outside the folder point to
+                  allow_empty_classes: bool = False,  # keep a class whose folder has no images, without items
+                  max_pixels: int | None = DEFAULT_MAX_PIXELS,  # refuse an image with more pixels than this
+                  progress: bool = False) -> FolderImport:
+    "Import a folder of images (one sub-folder per class) as a dataset version, with a summary."
     root = Path(path).expanduser().absolute()
-    if not 0 <= test_fraction + val_fraction < 1:
-        raise FolderImportError("test_fraction + val_fraction must be in [0, 1)")
-    found = scan_image_folder(root)
-    read = _read_all(found, progress)
+    if not (test_fraction >= 0 and val_fraction >= 0 and test_fraction + val_fraction < 1):
+        raise FolderImportError("test_fraction and val_fraction must be >= 0, and their sum below 1")
+    name = check_display_name(name or root.name, "version name")
+    scan = scan_image_folder(root, split_folders, follow_outside_links)
+    empty_classes = _empty_classes(scan, allow_empty_classes)
+    read = _read_all(scan.files, max_pixels, progress)
     shas = _check_duplicates(read)
-    classes = tuple(sorted({class_name for _, class_name, _ in found}))
+    labels = {sha: class_name for sha, (_, class_name, _) in zip(shas, scan.files, strict=True)}
+    hashed = stratified_hash_splits(labels, test_fraction, val_fraction)
     labelled = [LabelledItem(NewItem(data, media_type, source_url=file.as_uri(), licence=licence,
-                                     meta={"path": str(file.relative_to(root))}),
-                             class_name, split or hash_split(sha, test_fraction, val_fraction))
-                for (file, data, media_type), (_, class_name, split), sha in zip(read, found, shas, strict=True)]
+                                     meta={"path": scan.relative(file)}),
+                             class_name, split or hashed[sha])
+                for (file, data, media_type), (_, class_name, split), sha in zip(read, scan.files, shas, strict=True)]
+    split_rule = (f"split folders ({', '.join(scan.split_folders)})" if scan.split_folders else
+                  f"content hash, stratified by class (test {test_fraction:.0%}"
+                  + (f", val {val_fraction:.0%})" if val_fraction else ")"))
     store = store or Store()
-    return store.import_version(labelled, LabelSchema("single_label", classes), name or root.name,
-                                source=f"import:folder:{root}", progress=progress,
-                                meta={"importer": "folder", "path": str(root), "test_fraction": test_fraction,
-                                      "val_fraction": val_fraction})
+    started = utc_now()
+    version = store.import_version(labelled, LabelSchema("single_label", tuple(sorted(scan.class_folders))), name,
+                                   source=f"import:folder:{root}", progress=progress,
+                                   meta={"importer": "folder", "path": str(root), "test_fraction": test_fraction,
+                                         "val_fraction": val_fraction, "split_folders": bool(scan.split_folders)})
+    notes = _scan_notes(scan, empty_classes, hashed, labels, test_fraction)
+    already_existed = version.created_at < started
+    if already_existed:
+        notes.append(_existing_version_note(store, version, name))
+    return FolderImport(**{field.name: getattr(version, field.name) for field in fields(DatasetVersion)},
+                        root=str(root), requested_name=name, split_rule=split_rule, skipped=tuple(scan.skipped),
+                        notes=tuple(notes), already_existed=already_existed)

@@ -28,15 +28,16 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
-from .core import FsmlError, as_utc, utc_now
+from .core import FsmlError, as_utc, get_settings, utc_now
 from .db import pipeline_runs, pipeline_steps, reading, transaction
 from .store import Store, canonical_json
 
 # %% auto #0
-__all__ = ['OUTPUTS_VARIABLE', 'CACHE_PACKAGES', 'RUN_LEASE_SECONDS', 'PipelineError', 'StepParameter', 'notebook_parameters',
-           'parse_cli_value', 'check_parameter', 'PipelineStep', 'PipelineSpec', 'load_pipeline', 'record_outputs',
-           'notebook_source_hash', 'package_versions', 'step_cache_key', 'StepPlan', 'StepResult', 'execute_step',
-           'StepFailedError', 'PipelineRun', 'run_pipeline', 'RunSummary', 'pipeline_history', 'step_report']
+__all__ = ['OUTPUTS_VARIABLE', 'CACHE_PACKAGES', 'RUN_LEASE_SECONDS', 'PIPELINE_QUEUE', 'PipelineError', 'StepParameter',
+           'notebook_parameters', 'parse_cli_value', 'check_parameter', 'PipelineStep', 'PipelineSpec', 'load_pipeline',
+           'record_outputs', 'notebook_source_hash', 'package_versions', 'step_cache_key', 'StepPlan', 'StepResult',
+           'execute_step', 'StepFailedError', 'PipelineRun', 'run_pipeline', 'StepQueue', 'pipeline_worker',
+           'RunSummary', 'pipeline_history', 'step_report']
 
 # %% ../nbs/12_pipeline.ipynb #dc590b53
 class PipelineError(FsmlError):
@@ -198,7 +199,15 @@ def _parse_step(raw: Any, folder: Path, pipeline: str, position: int) -> Pipelin
     notebook = (folder / raw["notebook"]).resolve()
     if not notebook.exists():
         raise PipelineError(f"pipeline {pipeline}: step {raw['name']}'s notebook {notebook} does not exist")
-    return PipelineStep(raw["name"], notebook, tuple(raw.get("after", ())), dict(raw.get("params", {})))
+    params = {key: _relative_path(value, folder) for key, value in dict(raw.get("params", {})).items()}
+    return PipelineStep(raw["name"], notebook, tuple(raw.get("after", ())), params)
+
+
+def _relative_path(value: Any, folder: Path) -> Any:
+    "A string starting with ./ or ../ is a path relative to the pipeline file: made absolute."
+    if isinstance(value, str) and value.startswith(("./", "../")):
+        return str((folder / value).resolve())
+    return value
 
 
 def load_pipeline(path: Path | str) -> PipelineSpec:
@@ -410,6 +419,7 @@ def execute_step(store: Store, step: PipelineStep, parameters: dict[str, Any], w
                  progress: bool = False) -> StepResult:
     "Run one step notebook with papermill; keep its executed copy in the blob store."
     import papermill
+    from nbclient.exceptions import DeadKernelError
 
     started = time.perf_counter()
     executed = workdir / f"{step.name}.ipynb"
@@ -423,6 +433,9 @@ def execute_step(store: Store, step: PipelineStep, parameters: dict[str, Any], w
                                    kernel_name="python3", cwd=str(step.notebook.parent), log_output=False)
     except papermill.PapermillExecutionError as failure:
         error = failure
+    except DeadKernelError:
+        error = papermill.PapermillExecutionError(-1, -1, "the kernel died (out of memory, or a crash in native code)",
+                                                  "DeadKernelError", "the kernel died", [])
     finally:
         if previous is None:
             os.environ.pop(OUTPUTS_VARIABLE, None)
@@ -479,10 +492,15 @@ class PipelineRun:
     __str__ = _repr_markdown_
 
 
-def _record_step(store: Store, run_id: str, plan: StepPlan, result: StepResult) -> None:
+def _this_process() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _record_step(store: Store, run_id: str, step: str, status: str, cache_key: str | None, parameters: dict[str, Any],
+                 result: StepResult) -> None:
     transaction(store.engine, lambda connection: connection.execute(pipeline_steps.insert().values(
-        run_id=run_id, step=result.step, status=result.status, cache_key=plan.cache_key, parameters=plan.parameters,
-        outputs=result.outputs, report_sha=result.report_sha, html_sha=result.html_sha, seconds=result.seconds,
+        run_id=run_id, step=step, status=status, cache_key=cache_key, parameters=parameters, outputs=result.outputs,
+        report_sha=result.report_sha, html_sha=result.html_sha, seconds=result.seconds, worker=_this_process(),
         finished_at=utc_now())))
 
 
@@ -527,6 +545,9 @@ def run_pipeline(spec: PipelineSpec | Path | str,  # a loaded spec or the path o
                  force: Sequence[str] = (),  # rerun these steps even on a cache hit
                  dry_run: bool = False,  # plan and print, run nothing
                  progress: bool = True,  # progress bars for the steps
+                 executor: str = "local",  # local: papermill here; queue: each step a job for `fsml pipeline worker`
+                 broker_url: str | None = None,  # the queue for executor="queue" (default: FSML_BROKER_URL)
+                 queue_name: str = "fsml.pipeline",  # the queue's name on that broker
                  ) -> PipelineRun:
     "Run a pipeline's steps in order, reusing cached results and stopping at the first failure."
     from tqdm.auto import tqdm
@@ -536,13 +557,16 @@ def run_pipeline(spec: PipelineSpec | Path | str,  # a loaded spec or the path o
     declared = {step.name: notebook_parameters(step.notebook) for step in spec.steps}
     _check_overrides(spec, overrides, declared)
     forced = _forced_steps(spec, from_step, force)
+    if executor not in ("local", "queue"):
+        raise PipelineError(f"executor must be 'local' or 'queue', not {executor!r}")
     owns_store = store is None
     store = store or Store()
     started = time.perf_counter()
     try:
         if dry_run:
             return _dry_run(store, spec, declared, overrides, forced, started)
-        run_id = _start_run(store, spec, overrides, executor="local")
+        run_id = _start_run(store, spec, overrides, executor=executor)
+        queue = StepQueue(broker_url or get_settings().broker_url, queue_name) if executor == "queue" else None
         results: list[StepResult] = []
         upstream: dict[str, Any] = {}
         status = "failed"
@@ -555,13 +579,17 @@ def run_pipeline(spec: PipelineSpec | Path | str,  # a loaded spec or the path o
                                       package_versions())
                     if plan.action == "cached":
                         result = StepResult(step.name, "cached", plan.cached_outputs or {}, 0.0)
+                    elif queue is not None:
+                        result = queue.run(store, run_id, step, plan)  # a worker records it
                     else:
                         try:
                             result = execute_step(store, step, plan.parameters, Path(workdir), progress=False)
                         except StepFailedError as failure:
-                            _record_step(store, run_id, plan, failure.result)
+                            _record_step(store, run_id, step.name, "failed", plan.cache_key, plan.parameters,
+                                         failure.result)
                             raise
-                    _record_step(store, run_id, plan, result)
+                    if queue is None or result.status == "cached":
+                        _record_step(store, run_id, step.name, result.status, plan.cache_key, plan.parameters, result)
                     results.append(result)
                     upstream.update(result.outputs)
             status = "done"
@@ -570,6 +598,8 @@ def run_pipeline(spec: PipelineSpec | Path | str,  # a loaded spec or the path o
             raise
         finally:
             _finish_run(store, run_id, status)
+            if queue is not None:
+                queue.close()
         return PipelineRun(run_id, spec.name, status, tuple(results), time.perf_counter() - started)
     finally:
         if owns_store:
@@ -593,6 +623,113 @@ def _dry_run(store: Store, spec: PipelineSpec, declared: Mapping[str, Mapping[st
         else:
             blocked = True
     return PipelineRun("dry-run", spec.name, "dry-run", tuple(plans), time.perf_counter() - started)
+
+# %% ../nbs/12_pipeline.ipynb #10adf8ac
+PIPELINE_QUEUE = "fsml.pipeline"
+
+
+def _step_row(store: Store, run_id: str, step: str):
+    with reading(store.engine) as connection:
+        return connection.execute(select(pipeline_steps).where(pipeline_steps.c.run_id == run_id,
+                                                               pipeline_steps.c.step == step)).first()
+
+
+class StepQueue:
+    "The runner's side of the step queue: publish a step, wait for a worker to record it."
+
+    def __init__(self, broker_url: str, queue: str = PIPELINE_QUEUE):
+        from fsml_nb.serve import broker_kind, open_broker
+
+        self.url, self.kind, self.queue = broker_url, broker_kind(broker_url), queue
+        self.broker = open_broker(broker_url, lease_seconds=60.0) if self.kind == "sql" else None
+
+    def publish(self, job: dict[str, Any]) -> None:
+        "Put one step job on the queue (RabbitMQ: persistent, with publisher confirms)."
+        if self.broker is not None:
+            self.broker.publish(self.queue, job)
+            return
+        import pika
+
+        from fsml_nb.serve import _rabbit_connect, declare_rabbit_queue
+        connection = _rabbit_connect(self.url)
+        try:
+            channel = connection.channel()
+            channel.confirm_delivery()
+            declare_rabbit_queue(channel, self.queue, 3)
+            channel.basic_publish("", self.queue, json.dumps(job).encode(), pika.BasicProperties(delivery_mode=2))
+        finally:
+            connection.close()
+
+    def run(self, store: Store, run_id: str, step: PipelineStep, plan: StepPlan, poll_seconds: float = 0.5) -> StepResult:
+        "Queue the step and wait until a worker has recorded it; raise `StepFailedError` if it failed."
+        self.publish({"id": f"{run_id}:{step.name}", "run_id": run_id, "step": step.name,
+                      "notebook": str(step.notebook), "parameters": plan.parameters, "cache_key": plan.cache_key})
+        while (row := _step_row(store, run_id, step.name)) is None:
+            time.sleep(poll_seconds)
+        result = StepResult(step.name, row.status, dict(row.outputs), row.seconds or 0.0, row.report_sha, row.html_sha)
+        if row.status == "failed":
+            raise StepFailedError(result, f"step {step.name} failed on worker {row.worker}: "
+                                          f"{result.outputs.get('error', 'see its report')}")
+        return result
+
+    def close(self) -> None:
+        if self.broker is not None:
+            self.broker.close()
+
+# %% ../nbs/12_pipeline.ipynb #536661b6
+def _run_job(store: Store, job: dict[str, Any], broker, delivery, owner: str) -> None:
+    "Run one step job (unless a worker before us recorded it), keeping the job alive meanwhile."
+    if _step_row(store, job["run_id"], job["step"]) is not None:
+        return  # delivered again after a worker recorded it and died before acknowledging
+    step = PipelineStep(job["step"], Path(job["notebook"]))
+    outcome: dict[str, Any] = {}
+
+    def work() -> None:
+        with tempfile.TemporaryDirectory(prefix="fsml-pipeline-worker-") as workdir:
+            try:
+                outcome["result"] = execute_step(store, step, job["parameters"], Path(workdir))
+            except StepFailedError as failure:
+                outcome["result"] = StepResult(failure.result.step, "failed", {"error": str(failure)},
+                                               failure.result.seconds, failure.result.report_sha, failure.result.html_sha)
+            except Exception as error:  # noqa: BLE001  (the step's error is recorded for the runner)
+                outcome["result"] = StepResult(job["step"], "failed", {"error": f"{type(error).__name__}: {error}"}, 0.0)
+
+    runner = threading.Thread(target=work, name=f"fsml-step-{job['step']}")
+    runner.start()
+    while runner.is_alive():
+        broker.heartbeat(owner, [delivery])
+        broker.ping()  # RabbitMQ: answer the connection's heartbeats while the notebook runs
+        runner.join(1.0)
+    result = outcome["result"]
+    _record_step(store, job["run_id"], job["step"], result.status, job.get("cache_key"), job["parameters"], result)
+
+
+def pipeline_worker(store: Store | None = None, broker_url: str | None = None,
+                    stop: threading.Event | None = None,  # set it to stop after the current step
+                    max_jobs: int | None = None,  # stop after this many steps (tests)
+                    queue: str = PIPELINE_QUEUE,  # the queue's name (the runner's `queue_name`)
+                    ) -> int:
+    "Take step jobs from the queue and run them until stopped; return how many it ran."
+    from fsml_nb.serve import open_broker
+
+    owns_store = store is None
+    store = store or Store()
+    broker = open_broker(broker_url or get_settings().broker_url, lease_seconds=60.0)
+    owner, done = f"pipeline-{_this_process()}", 0
+    stop = stop or threading.Event()
+    try:
+        while not stop.is_set() and (max_jobs is None or done < max_jobs):
+            if getattr(broker, "kind", "") == "sql":
+                broker.reclaim(queue)
+            for delivery in broker.take(queue, owner, limit=1, idle_seconds=1.0):
+                _run_job(store, delivery.job, broker, delivery, owner)
+                broker.finish(owner, delivery, {"id": delivery.request_id, "status": "recorded"})
+                done += 1
+        return done
+    finally:
+        broker.close()
+        if owns_store:
+            store.close()
 
 # %% ../nbs/12_pipeline.ipynb #500fbba1
 @dataclass(frozen=True)

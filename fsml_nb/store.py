@@ -183,11 +183,22 @@ def put(self: BlobStore, data: bytes) -> tuple[str, bool]:
 
 
 @patch
+def _remove(self: BlobStore, path: str) -> None:
+    "Remove one file of the blob store; one clear error if the store refuses (read-only)."
+    try:
+        self.fs.rm_file(path)
+    except FileNotFoundError:
+        pass
+    except OSError as error:
+        raise _write_error(self.url, error) from None
+
+
+@patch
 def delete(self: BlobStore, sha: str) -> None:
     "Remove a blob (only for blobs no committed row names: see `Store.collect_garbage`)."
     path = self.path(sha)
     if self.fs.exists(path):
-        self.fs.rm_file(path)
+        self._remove(path)
 
 # %% ../nbs/01_store.ipynb #2db2bc91
 LABEL_KINDS = ("single_label", "multi_label", "bbox", "text")
@@ -985,6 +996,6 @@ def collect_garbage(self: Store, dry_run: bool = True,  # only list what would g
     if not dry_run:
         orphans = remove_unreferenced_blobs(self, orphans)
         for path in temporary:
-            self.blobs.fs.rm_file(path)
+            self.blobs._remove(path)
     return GarbageReport(tuple(orphans), tuple(sorted(temporary)),
                          sum(blobs[sha] for sha in orphans) + sum(temporary.values()), removed=not dry_run)

@@ -65,3 +65,18 @@ def store(db_url: str, tmp_path: Path) -> Iterator[Store]:
     "An empty store on each backend, with a local blob folder."
     with Store(db_url, str(tmp_path / "blobs")) as opened:
         yield opened
+
+
+RABBIT_URL = os.environ.get("FSML_TEST_RABBIT_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_url() -> str:
+    "The URL of a reachable RabbitMQ, or skip/fail."
+    import pika
+
+    try:
+        pika.BlockingConnection(pika.URLParameters(RABBIT_URL)).close()
+    except Exception as error:  # any failure to connect means: no server for these tests
+        skip_or_fail(f"RabbitMQ is not reachable at {RABBIT_URL}: {type(error).__name__} {error}")
+    return RABBIT_URL

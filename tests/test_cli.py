@@ -3,9 +3,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -76,3 +79,185 @@ def test_listing_does_not_import_torch(tmp_path: Path):
     code = "import sys; from fsml_nb.cli import main\ntry: main(['versions'])\nexcept SystemExit: pass\nprint('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert result.stdout.strip().splitlines()[-1] == "False", result.stdout + result.stderr
+
+
+# --- issue 9 §3.7 and §3.8: errors are one line, nothing half-written; `fsml gc` -------------------------------
+
+PROGRESS_BAR = re.compile(r"^[^|]*: *\d+%\|.*\| \d+/\d+ \[")  # tqdm's line, e.g. "import pets: 75%|███  | 3/4 [00:00<..."
+
+
+def one_error_line(result: subprocess.CompletedProcess, *expected: str) -> str:
+    "Assert `result` failed with a single `fsml: error:` line containing each of `expected`; return it."
+    lines = [line for line in result.stderr.splitlines() if line.strip() and not PROGRESS_BAR.match(line)]
+    assert result.returncode == 1, (result.returncode, result.stdout, result.stderr)
+    assert len(lines) == 1 and lines[0].startswith("fsml: error:"), result.stderr
+    message = lines[0]
+    assert "Traceback" not in message and all(words in message for words in expected), message
+    return message
+
+
+def image_folder(root: Path, count: int = 3, side: int = 4, noise: bool = False) -> Path:
+    "A folder of `count` distinct PNG images in two class folders."
+    import numpy as np
+    from PIL import Image
+
+    generator = np.random.default_rng(0)
+    for index in range(count):
+        (root / ("cat" if index % 2 else "dog")).mkdir(parents=True, exist_ok=True)
+        pixels = generator.integers(0, 256, (side, side, 3), dtype=np.uint8) if noise else \
+            np.full((side, side, 3), index, dtype=np.uint8)
+        Image.fromarray(pixels).save(root / ("cat" if index % 2 else "dog") / f"{index}.png", compress_level=0)
+    return root
+
+
+def files_under(folder: Path) -> list[Path]:
+    return [path for path in folder.rglob("*") if path.is_file()]
+
+
+@pytest.mark.parametrize("url, expected", [
+    ("postgresql://bob:s3cretpw@127.0.0.1:notaport/fsml", "not a database URL"),
+    ("postgresql://bob:s3cretpw@127.0.0.1:5432:5432/fsml", "not a database URL"),
+    ("postgresql://bob:s3cretpw@[127.0.0.1/fsml", "cannot reach the database"),
+])
+def test_a_malformed_database_url_never_prints_its_password(url: str, expected: str, tmp_path: Path):
+    env = {**os.environ, "FSML_HOME": str(tmp_path), "FSML_DB_URL": url}
+    message = one_error_line(fsml("versions", env=env), expected)
+    assert "s3cretpw" not in message and "***@" in message
+
+
+@pytest.mark.parametrize("contents", [b"", b"not a database\n" * 50])
+def test_a_damaged_sqlite_file_is_one_line(contents: bytes, tmp_path: Path):
+    path = tmp_path / "fsml.db"
+    path.write_bytes(contents)
+    env = {**os.environ, "FSML_HOME": str(tmp_path), "FSML_DB_URL": f"sqlite:///{path}"}
+    one_error_line(fsml("versions", env=env), str(path))
+    assert path.read_bytes() == contents
+
+
+@pytest.mark.parametrize("blob_url, expected", [("s3://fsml-bucket/blobs", "s3fs"),
+                                                ("nosuchprotocol://bucket/blobs", "nosuchprotocol")])
+def test_an_unusable_blob_url_is_one_line(blob_url: str, expected: str, tmp_path: Path):
+    env = {**os.environ, "FSML_HOME": str(tmp_path), "FSML_DB_URL": f"sqlite:///{tmp_path}/fsml.db",
+           "FSML_BLOB_URL": blob_url}
+    one_error_line(fsml("versions", env=env), blob_url, expected)
+
+
+def mount_or_skip(*arguments: str) -> None:
+    "Run `mount ARGUMENTS`, or skip the test where that is not allowed (it needs root: CAP_SYS_ADMIN)."
+    if os.geteuid() != 0 or subprocess.run(["mount", *arguments], capture_output=True).returncode != 0:
+        pytest.skip("this test mounts a file system, which needs root (CAP_SYS_ADMIN)")
+
+
+@contextmanager
+def mounted_tmpfs(folder: Path, options: str) -> Iterator[None]:
+    "A tmpfs at `folder`: a small one is a real full disk, a read-only one a real read-only folder, even for root."
+    folder.mkdir(parents=True, exist_ok=True)
+    mount_or_skip("-t", "tmpfs", "-o", options, "tmpfs", str(folder))
+    try:
+        yield
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+@contextmanager
+def made_read_only(folder: Path) -> Iterator[None]:
+    "`folder`, with what it holds, read-only (a read-only bind mount of it over itself)."
+    mount_or_skip("--bind", str(folder), str(folder))
+    try:
+        mount_or_skip("-o", "remount,ro,bind", str(folder))
+        yield
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+def test_a_read_only_blob_folder_is_one_line(cli_env: dict[str, str], tmp_path: Path):
+    folder = image_folder(tmp_path / "pets")
+    with mounted_tmpfs(tmp_path / "blobs", "ro,size=1m"):
+        one_error_line(fsml("import", "folder", str(folder), env=cli_env), "cannot write to the blob store",
+                       "Read-only file system")
+    assert json.loads(fsml("versions", "--json", env=cli_env).stdout) == []
+
+
+def test_a_full_disk_is_one_line_and_leaves_no_temporary_file(cli_env: dict[str, str], tmp_path: Path):
+    folder = image_folder(tmp_path / "noise", count=4, side=300, noise=True)  # 4 x 270 kB, the disk holds 1 MB
+    with mounted_tmpfs(tmp_path / "blobs", "size=1m"):
+        one_error_line(fsml("import", "folder", str(folder), env=cli_env), "no space left on device")
+        assert files_under(tmp_path / "blobs") == []  # no .tmp-* file, and no blob of the failed import
+    assert json.loads(fsml("versions", "--json", env=cli_env).stdout) == []
+
+
+def test_values_longer_than_their_column_are_one_line(cli_env: dict[str, str], tmp_path: Path):
+    folder = image_folder(tmp_path / "pets")
+    one_error_line(fsml("import", "folder", str(folder), "--name", "n" * 300, env=cli_env),
+                   "the version name is 300 characters long, over the limit of 255")
+    deep = tmp_path / ("d" * 100) / ("e" * 100) / ("f" * 60)  # the folder's path names the labels' source
+    image_folder(deep)
+    one_error_line(fsml("import", "folder", str(deep), "--name", "deep", env=cli_env), "the label source is",
+                   "over the limit of 255")
+    assert json.loads(fsml("versions", "--json", env=cli_env).stdout) == []
+    assert files_under(tmp_path / "blobs") == []
+
+
+def test_gc_lists_then_removes_orphans_and_temporary_files_only(cli_env: dict[str, str], tmp_path: Path):
+    from fsml_nb.store import NewItem, Store
+
+    folder = image_folder(tmp_path / "pets")
+    assert fsml("import", "folder", str(folder), env=cli_env).returncode == 0
+    with Store(cli_env["FSML_DB_URL"], cli_env["FSML_BLOB_URL"]) as store:
+        kept = {path.name for path in files_under(tmp_path / "blobs")}
+        orphan, _ = store.blobs.put(b"bytes no row names")
+        temporary = Path(store.blobs.path(orphan) + ".tmp-5a5a5a")
+        temporary.write_bytes(b"an interrupted write")
+        named = store.add_items([NewItem(b"an item in no version is still named by its row", "text/plain")])[0]
+
+    young = json.loads(fsml("gc", "--json", env=cli_env).stdout)
+    assert (young["orphans"], young["temporary_files"], young["removed"]) == ([], [], False)  # younger than 1 h
+
+    listed = fsml("gc", "--min-age", "0", env=cli_env)
+    assert listed.returncode == 0 and orphan in listed.stdout and str(temporary) in listed.stdout
+    assert "dry run" in listed.stdout and temporary.exists() and Path(store.blobs.path(orphan)).exists()
+
+    removed = json.loads(fsml("gc", "--min-age", "0", "--apply", "--json", env=cli_env).stdout)
+    assert (removed["orphans"], removed["temporary_files"], removed["removed"]) == ([orphan], [str(temporary)], True)
+    left = {path.name for path in files_under(tmp_path / "blobs")}
+    assert left == kept | {named}
+    assert fsml("version", "verify", "pets", env=cli_env).returncode == 0
+
+
+def test_gc_on_a_read_only_blob_folder_is_one_line(cli_env: dict[str, str], tmp_path: Path):
+    from fsml_nb.store import Store
+
+    with Store(cli_env["FSML_DB_URL"], cli_env["FSML_BLOB_URL"]) as store:
+        orphan, _ = store.blobs.put(b"bytes no row names")
+        orphan_path = Path(store.blobs.path(orphan))
+    with made_read_only(tmp_path / "blobs"):
+        one_error_line(fsml("gc", "--min-age", "0", "--apply", env=cli_env), "cannot write to the blob store",
+                       "Read-only file system")
+    assert orphan_path.exists()
+
+
+def test_a_full_disk_under_the_database_is_one_line_never_called_damage(cli_env: dict[str, str], tmp_path: Path):
+    "Creating the schema, or committing an import, on a full disk: one line; the file is not 'damaged'."
+    from fsml_nb.db import DatabaseError, DatabaseDamagedError
+    from fsml_nb.store import LabelledItem, LabelSchema, NewItem, Store
+
+    database = tmp_path / "database"
+    env = {**cli_env, "FSML_DB_URL": f"sqlite:///{database}/fsml.db"}
+    with mounted_tmpfs(database, "size=64k"):  # too small for the schema
+        message = one_error_line(fsml("versions", env=env), "database or disk is full")
+        assert "damaged" not in message
+    with mounted_tmpfs(database, "size=2m"):
+        with Store(env["FSML_DB_URL"], env["FSML_BLOB_URL"]) as store:
+            with open(database / "filler", "wb") as filler, pytest.raises(OSError):
+                while True:
+                    filler.write(b"\0" * 65536)
+                    filler.flush()
+            records = [LabelledItem(NewItem(f"item {index}".encode(), "text/plain"), "cat", "train")
+                       for index in range(50)]
+            with pytest.raises(DatabaseError, match="no disk space left") as caught:
+                store.import_version(records, LabelSchema("single_label", ("cat",)), "full", source="test")
+            assert "\n" not in str(caught.value) and not isinstance(caught.value, DatabaseDamagedError)
+            assert files_under(tmp_path / "blobs") == []  # the failed import's blobs are gone again
+            (database / "filler").unlink()
+            assert store.versions() == [] and store.item_count() == 0
+            store.import_version(records, LabelSchema("single_label", ("cat",)), "full", source="test")

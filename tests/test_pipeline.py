@@ -89,3 +89,45 @@ def test_bad_pipelines_are_one_clear_error(tmp_path: Path, slow_pipeline: Path):
     with pytest.raises(PipelineError, match="not valid TOML"):
         (tmp_path / "broken.toml").write_text("[[steps]\n")
         load_pipeline(tmp_path / "broken.toml")
+
+
+@pytest.fixture(params=["sqlite", "rabbitmq"])
+def step_broker(request, tmp_path: Path):
+    "A broker URL for the step queue and a queue name of this test's own (deleted afterwards on RabbitMQ)."
+    import uuid
+
+    queue = f"fsml.test.pipeline.{uuid.uuid4().hex[:10]}"
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/queue.db", queue
+        return
+    url = request.getfixturevalue("rabbitmq_url")
+    yield url, queue
+    from fsml_nb.serve import delete_rabbit_queue
+    delete_rabbit_queue(url, queue)
+
+
+def test_steps_run_on_two_queue_workers(slow_pipeline: Path, tmp_path: Path, step_broker):
+    broker_url, queue = step_broker
+    home = tmp_path / "home"
+    env = {**os.environ, "FSML_HOME": str(home), "FSML_BROKER_URL": broker_url}
+    fsml = [sys.executable, "-c", "import sys; from fsml_nb.cli import main; main(sys.argv[1:])"]
+    with Store(f"sqlite:///{home}/fsml.db", str(home / "blobs")) as store:
+        workers = [subprocess.Popen([*fsml, "pipeline", "worker", "--queue", queue], env=env) for _ in range(2)]
+        try:
+            run = run_pipeline(slow_pipeline, {"size": 5}, store=store, progress=False, executor="queue",
+                               broker_url=broker_url, queue_name=queue)
+            again = run_pipeline(slow_pipeline, {"size": 5, "seconds": 0.5}, store=store, progress=False,
+                                 executor="queue", broker_url=broker_url, queue_name=queue)
+        finally:
+            for process in workers:
+                process.send_signal(signal.SIGTERM)  # a worker stops after its current step
+            for process in workers:
+                assert process.wait(timeout=120) == 0
+        assert run.outputs["total"] == 10
+        assert [step.status for step in again.steps] == ["cached", "done"]  # a changed parameter reran one step
+        with reading(store.engine) as connection:
+            from fsml_nb.db import pipeline_steps
+            ran_by = set(connection.execute(select(pipeline_steps.c.worker).where(
+                pipeline_steps.c.status == "done")).scalars())
+        assert ran_by <= {f"{__import__('socket').gethostname()}:{process.pid}" for process in workers}
+        assert len(ran_by) >= 1

@@ -148,6 +148,30 @@ CREATE TABLE dataset_versions (
 	meta JSON NOT NULL, 
 	PRIMARY KEY (id)
 );
+CREATE TABLE eval_predictions (
+	run_id VARCHAR(32) NOT NULL, 
+	item_sha256 VARCHAR(64) NOT NULL, 
+	target INTEGER NOT NULL, 
+	predicted INTEGER NOT NULL, 
+	confidence DOUBLE NOT NULL, 
+	loss DOUBLE NOT NULL, 
+	scores JSON NOT NULL, 
+	PRIMARY KEY (run_id, item_sha256), 
+	FOREIGN KEY(run_id) REFERENCES eval_runs (id), 
+	FOREIGN KEY(item_sha256) REFERENCES items (sha256)
+);
+CREATE TABLE eval_runs (
+	id VARCHAR(32) NOT NULL, 
+	model_id VARCHAR(64) NOT NULL, 
+	model_name VARCHAR(255) NOT NULL, 
+	dataset_version_id VARCHAR(64) NOT NULL, 
+	split VARCHAR(64) NOT NULL, 
+	classes JSON NOT NULL, 
+	metrics JSON NOT NULL, 
+	created_at DATETIME NOT NULL, 
+	PRIMARY KEY (id), 
+	FOREIGN KEY(dataset_version_id) REFERENCES dataset_versions (id)
+);
 CREATE TABLE fsml_schema (
 	id INTEGER NOT NULL, 
 	version INTEGER NOT NULL, 
@@ -187,6 +211,133 @@ CREATE TABLE labels (
 	PRIMARY KEY (id), 
 	FOREIGN KEY(item_sha256) REFERENCES items (sha256)
 );
+CREATE TABLE model_aliases (
+	name VARCHAR(255) NOT NULL, 
+	alias VARCHAR(255) NOT NULL, 
+	version_id VARCHAR(64) NOT NULL, 
+	promotion_id INTEGER NOT NULL, 
+	updated_at DATETIME NOT NULL, 
+	PRIMARY KEY (name, alias), 
+	FOREIGN KEY(name) REFERENCES registered_models (name), 
+	FOREIGN KEY(version_id) REFERENCES model_versions (id)
+);
+CREATE TABLE model_promotions (
+	id INTEGER NOT NULL, 
+	name VARCHAR(255) NOT NULL, 
+	alias VARCHAR(255) NOT NULL, 
+	kind VARCHAR(16) NOT NULL, 
+	from_version_id VARCHAR(64), 
+	to_version_id VARCHAR(64) NOT NULL, 
+	who VARCHAR(255) NOT NULL, 
+	reason TEXT NOT NULL, 
+	gates JSON, 
+	metrics JSON, 
+	created_at DATETIME NOT NULL, 
+	PRIMARY KEY (id), 
+	FOREIGN KEY(name) REFERENCES registered_models (name), 
+	FOREIGN KEY(from_version_id) REFERENCES model_versions (id), 
+	FOREIGN KEY(to_version_id) REFERENCES model_versions (id)
+);
+CREATE TABLE model_version_files (
+	version_id VARCHAR(64) NOT NULL, 
+	path VARCHAR(1000) NOT NULL, 
+	sha256 VARCHAR(64) NOT NULL, 
+	size BIGINT NOT NULL, 
+	PRIMARY KEY (version_id, path), 
+	FOREIGN KEY(version_id) REFERENCES model_versions (id)
+);
+CREATE TABLE model_versions (
+	id VARCHAR(64) NOT NULL, 
+	name VARCHAR(255) NOT NULL, 
+	number INTEGER NOT NULL, 
+	manifest TEXT NOT NULL, 
+	dataset_version_id VARCHAR(64), 
+	calibration_version_id VARCHAR(64), 
+	registered_by VARCHAR(255) NOT NULL, 
+	reason TEXT NOT NULL, 
+	created_at DATETIME NOT NULL, 
+	PRIMARY KEY (id), 
+	FOREIGN KEY(name) REFERENCES registered_models (name), 
+	FOREIGN KEY(dataset_version_id) REFERENCES dataset_versions (id), 
+	FOREIGN KEY(calibration_version_id) REFERENCES dataset_versions (id)
+);
+CREATE TABLE pipeline_runs (
+	id VARCHAR(32) NOT NULL, 
+	pipeline VARCHAR(255) NOT NULL, 
+	spec_path TEXT NOT NULL, 
+	parameters JSON NOT NULL, 
+	executor VARCHAR(16) NOT NULL, 
+	status VARCHAR(16) NOT NULL, 
+	lease_owner VARCHAR(255), 
+	lease_expires DOUBLE, 
+	started_at DATETIME NOT NULL, 
+	finished_at DATETIME, 
+	PRIMARY KEY (id)
+);
+CREATE TABLE pipeline_steps (
+	id INTEGER NOT NULL, 
+	run_id VARCHAR(32) NOT NULL, 
+	step VARCHAR(255) NOT NULL, 
+	status VARCHAR(16) NOT NULL, 
+	cache_key VARCHAR(64), 
+	parameters JSON NOT NULL, 
+	outputs JSON NOT NULL, 
+	report_sha VARCHAR(64), 
+	html_sha VARCHAR(64), 
+	seconds DOUBLE, 
+	worker VARCHAR(255), 
+	finished_at DATETIME NOT NULL, 
+	PRIMARY KEY (id), 
+	FOREIGN KEY(run_id) REFERENCES pipeline_runs (id)
+);
+CREATE TABLE registered_models (
+	name VARCHAR(255) NOT NULL, 
+	created_at DATETIME NOT NULL, 
+	PRIMARY KEY (name)
+);
+CREATE TABLE registry_events (
+	id INTEGER NOT NULL, 
+	kind VARCHAR(32) NOT NULL, 
+	name VARCHAR(255) NOT NULL, 
+	alias VARCHAR(255), 
+	version_id VARCHAR(64) NOT NULL, 
+	created_at DATETIME NOT NULL, 
+	PRIMARY KEY (id)
+);
+CREATE TABLE serve_clients (
+	name VARCHAR(255) NOT NULL, 
+	token_sha256 VARCHAR(64) NOT NULL, 
+	created_at DATETIME NOT NULL, 
+	PRIMARY KEY (name), 
+	UNIQUE (token_sha256)
+);
+CREATE TABLE serve_workers (
+	name VARCHAR(255) NOT NULL, 
+	model_name VARCHAR(255) NOT NULL, 
+	queue VARCHAR(255) NOT NULL, 
+	version_id VARCHAR(64), 
+	status VARCHAR(16) NOT NULL, 
+	message TEXT, 
+	host VARCHAR(255) NOT NULL, 
+	pid INTEGER NOT NULL, 
+	started_at DATETIME NOT NULL, 
+	heartbeat_at DOUBLE NOT NULL, 
+	PRIMARY KEY (name)
+);
+CREATE TABLE served_predictions (
+	request_id VARCHAR(64) NOT NULL, 
+	role VARCHAR(16) NOT NULL, 
+	model_name VARCHAR(255) NOT NULL, 
+	model_version VARCHAR(64), 
+	input_sha256 VARCHAR(64), 
+	label VARCHAR(255), 
+	scores JSON, 
+	error TEXT, 
+	worker VARCHAR(255), 
+	latency_ms DOUBLE, 
+	created_at DATETIME NOT NULL, 
+	PRIMARY KEY (request_id, role)
+);
 CREATE TABLE version_entries (
 	version_id VARCHAR(64) NOT NULL, 
 	item_sha256 VARCHAR(64) NOT NULL, 
@@ -196,6 +347,13 @@ CREATE TABLE version_entries (
 	FOREIGN KEY(version_id) REFERENCES dataset_versions (id), 
 	FOREIGN KEY(item_sha256) REFERENCES items (sha256)
 );
+CREATE TABLE viewers (
+	name VARCHAR(255) NOT NULL, 
+	token_sha256 VARCHAR(64) NOT NULL, 
+	created_at DATETIME NOT NULL, 
+	PRIMARY KEY (name), 
+	UNIQUE (token_sha256)
+);
 CREATE INDEX annotation_answers_by_annotator ON annotation_answers (project, annotator, created_at);
 CREATE UNIQUE INDEX annotation_answers_one_per_annotator ON annotation_answers (project, item_sha256, annotator);
 CREATE INDEX annotation_tasks_order ON annotation_tasks (project, position);
@@ -203,10 +361,21 @@ CREATE INDEX crawl_urls_crawl_host_status ON crawl_urls (crawl_id, host, status)
 CREATE INDEX crawl_urls_crawl_status ON crawl_urls (crawl_id, status);
 CREATE UNIQUE INDEX crawl_urls_crawl_url ON crawl_urls (crawl_id, url);
 CREATE INDEX dataset_version_names_by_version ON dataset_version_names (version_id);
+CREATE INDEX eval_runs_by_model ON eval_runs (model_id, created_at);
+CREATE INDEX eval_runs_by_version ON eval_runs (dataset_version_id, created_at);
 CREATE UNIQUE INDEX item_sources_item_url ON item_sources (item_sha256, url);
 CREATE INDEX ix_dataset_versions_name ON dataset_versions (name);
 CREATE INDEX ix_version_entries_item_sha256 ON version_entries (item_sha256);
 CREATE UNIQUE INDEX labels_item_source ON labels (item_sha256, source);
+CREATE INDEX model_promotions_by_alias_time ON model_promotions (name, alias, created_at, id);
+CREATE INDEX model_version_files_by_sha256 ON model_version_files (sha256);
+CREATE INDEX model_versions_by_dataset_version ON model_versions (dataset_version_id);
+CREATE UNIQUE INDEX model_versions_name_number ON model_versions (name, number);
+CREATE INDEX pipeline_runs_by_pipeline ON pipeline_runs (pipeline, started_at);
+CREATE INDEX pipeline_steps_by_key ON pipeline_steps (step, cache_key);
+CREATE INDEX pipeline_steps_by_run ON pipeline_steps (run_id);
+CREATE INDEX served_predictions_by_time ON served_predictions (created_at);
+CREATE INDEX served_predictions_by_version ON served_predictions (model_version, created_at);
 CREATE TRIGGER dataset_version_seals_no_delete BEFORE DELETE ON dataset_version_seals BEGIN SELECT RAISE(ABORT, 'dataset versions are immutable (DELETE on dataset_version_seals)'); END;
 CREATE TRIGGER dataset_version_seals_no_update BEFORE UPDATE ON dataset_version_seals BEGIN SELECT RAISE(ABORT, 'dataset versions are immutable (UPDATE on dataset_version_seals)'); END;
 CREATE TRIGGER dataset_versions_no_delete BEFORE DELETE ON dataset_versions BEGIN SELECT RAISE(ABORT, 'dataset versions are immutable (DELETE on dataset_versions)'); END;

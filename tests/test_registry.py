@@ -1,0 +1,348 @@
+"""The model registry on SQLite and PostgreSQL: register, promote, roll back, pull, lineage,
+concurrent promotions, and every bad input leaving nothing half-registered."""
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sqlalchemy import func, select, text
+
+from fsml_nb.annotate import add_annotator, create_project, export_consensus, set_guide, submit
+from fsml_nb.core import utc_now
+from fsml_nb.data import import_mnist1d
+from fsml_nb.db import model_version_files, model_versions, reading, registered_models, registry_events
+from fsml_nb.export import export_checkpoint
+from fsml_nb.registry import (DamagedExportError, GateFailedError, ModelRegistry, NoPromotionYetError,
+                              NotAnExportError, RegistryError, TamperedArchiveError, UnknownAliasError,
+                              UnknownModelVersionError, WrongModelError, load_pulled, run_onnx)
+from fsml_nb.store import Store
+from fsml_nb.train import ModelSpec, TrainConfig, fit
+
+SAMPLES = 400  # a small MNIST-1D: 320 train, 80 test
+MLP = ModelSpec("python", "fsml_nb.repro:Mnist1dMLP")
+
+
+def small_mnist1d(store: Store):
+    return import_mnist1d(store, name="mnist1d-small", num_samples=SAMPLES)
+
+
+def consensus_version(store: Store):
+    "An annotation project over the small MNIST-1D, labelled by one annotator, exported (deterministic)."
+    base = small_mnist1d(store)
+    create_project(store, "relabel", base, overlap=1, guide="# Guide v1\n\nLabel the digit.")
+    set_guide(store, "relabel", "# Guide v2\n\nLabel the digit; 0 and 6 look alike.")
+    add_annotator(store, "ana")
+    at = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    for entry in base.entries:
+        submit(store, "relabel", "ana", entry.item_sha256, entry.label, now=at)
+    return export_consensus(store, "relabel", name="relabel-consensus")
+
+
+def train_and_export(store: Store, version, folder: Path, name: str, steps: int) -> Path:
+    checkpoint = folder / f"{name}.safetensors"
+    fit(MLP, version, store=store, progress=False, checkpoint_path=checkpoint,
+        config=TrainConfig(max_steps=steps, batch_size=64, optimizer="adam", lr=1e-2, weight_decay=0,
+                           schedule="constant", val_fraction=0))
+    export_checkpoint(checkpoint, folder / f"{name}-export", version, store=store, calibration_items=64)
+    return folder / f"{name}-export"
+
+
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory) -> dict[str, Path]:
+    "Three export folders made once: two runs on the small MNIST-1D, one on an annotation consensus of it."
+    folder = tmp_path_factory.mktemp("exports")
+    with Store(f"sqlite:///{folder}/source.db", str(folder / "blobs")) as store:
+        base = small_mnist1d(store)
+        made = {"v1": train_and_export(store, base, folder, "v1", 40),
+                "v2": train_and_export(store, base, folder, "v2", 80)}
+        made["annotated"] = train_and_export(store, consensus_version(store), folder, "annotated", 40)
+    return made
+
+
+def rows(store: Store, table) -> int:
+    with reading(store.engine) as connection:
+        return connection.execute(select(func.count()).select_from(table)).scalar()
+
+
+def blob_files(store: Store) -> set[str]:
+    return {path.name for path in Path(store.blobs.root).rglob("*") if path.is_file()}
+
+
+def test_register_promote_roll_back_and_ask_what_was_live(store: Store, exports):
+    small_mnist1d(store)
+    registry = ModelRegistry(store)
+    first = registry.register(exports["v1"], "mlp", reason="baseline", who="ana")
+    assert (first.number, first.name) == (1, "mlp")
+    assert registry.register(exports["v1"], "mlp", who="ben").id == first.id  # identical content: one version
+    second = registry.register(exports["v2"], "mlp", reason="longer", who="ana")
+    assert second.number == 2 and rows(store, model_versions) == 2
+    assert registry.version("mlp").id == second.id and registry.version("mlp:1").id == first.id
+    assert registry.version(first.id[:8]).id == first.id
+
+    manifest = first.manifest
+    assert manifest["serving"]["file"] in first.files and manifest["serving"]["input"]["shape"] == [40]
+    assert len(manifest["serving"]["classes"]) == 10 and manifest["serving"]["golden"]["atol"] > 0
+    assert {"checkpoint.safetensors", "code/source.tar.gz", "environment.json", "golden/inputs.npy",
+            "report.json", "model.fp32.onnx"} <= set(first.files)
+
+    registry.promote("mlp", 1, reason="first", who="ana", metrics={"accuracy": 50.0})
+    registry.promote("mlp", "mlp:2", reason="better", who="ana", gates={"beats v1": {"passed": True}})
+    between = utc_now()
+    assert registry.version("mlp@champion").id == second.id
+    rollback = registry.rollback("mlp", "champion", reason="v2 misbehaves", who="ben")
+    assert (rollback.kind, rollback.from_version_id, rollback.to_version_id) == ("rollback", second.id, first.id)
+    assert registry.version("mlp@champion").id == first.id
+    assert registry.alias_at("mlp", "champion", between).id == second.id
+    assert registry.alias_at("mlp", "champion", utc_now()).id == first.id
+
+    log = registry.history("mlp", "champion")
+    assert [(line.kind, line.who) for line in log] == [("promote", "ana"), ("promote", "ana"), ("rollback", "ben")]
+    assert log[0].metrics == {"accuracy": 50.0} and log[1].gates == {"beats v1": {"passed": True}}
+    assert all(earlier.created_at <= later.created_at for earlier, later in zip(log, log[1:], strict=False))
+    events = registry.events_after(0)
+    assert [event.kind for event in events] == ["registered", "registered", "promoted", "promoted", "rolled_back"]
+    assert registry.events_after(events[2].id) == events[3:]
+    assert registry.latest_event_id() == events[-1].id
+    assert registry.models() == {"mlp": {"versions": 2, "latest": 2, "aliases": {"champion": first.id}}}
+
+
+def test_pull_rehashes_and_a_pulled_folder_serves_alone(store: Store, exports, tmp_path: Path):
+    small_mnist1d(store)
+    registry = ModelRegistry(store)
+    version = registry.register(exports["v1"], "mlp")
+    folder = registry.pull("mlp:1", tmp_path / "pulled")
+    pulled = load_pulled(folder)
+    assert (pulled.id, pulled.number, pulled.files) == (version.id, 1, version.files)
+    golden = pulled.serving["golden"]
+    outputs = run_onnx(pulled.path(pulled.serving["file"]), np.load(pulled.path(golden["inputs"])))
+    np.testing.assert_allclose(outputs, np.load(pulled.path(golden["outputs"])), atol=golden["atol"])
+    assert registry.pull(version, folder) == folder  # the same version there already: nothing to do
+    assert registry.check(version) == sum(entry["size"] for entry in version.manifest["files"].values())
+
+    (folder / pulled.serving["file"]).write_bytes(b"not the model")
+    with pytest.raises(TamperedArchiveError, match="was changed after it was pulled"):
+        load_pulled(folder)
+    with pytest.raises(RegistryError, match="exists already"):
+        registry.pull(version, folder)
+
+
+def test_a_tampered_archive_is_refused_and_nothing_is_left_half_written(store: Store, exports, tmp_path: Path):
+    small_mnist1d(store)
+    registry = ModelRegistry(store)
+    version = registry.register(exports["v1"], "mlp")
+    blob = Path(store.blobs.path(version.files["model.fp32.onnx"]))
+    blob.write_bytes(blob.read_bytes()[:-10] + b"0123456789")
+    with pytest.raises(TamperedArchiveError, match="model.fp32.onnx.*is corrupt"):
+        registry.pull("mlp:1", tmp_path / "out" / "pulled")
+    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == []  # no temporary folder left either
+    with pytest.raises(TamperedArchiveError):
+        registry.check(version)
+
+    edited = json.dumps({**version.manifest, "name": "other"}, sort_keys=True, separators=(",", ":"))
+    with store.engine.begin() as connection:  # a manifest edited in the database
+        connection.execute(model_versions.update().values(manifest=edited))
+    with pytest.raises(TamperedArchiveError, match="no longer hashes to its id"):
+        registry.version("mlp:1")
+
+
+def test_every_bad_input_is_one_clear_error_and_nothing_is_half_registered(store: Store, exports, tmp_path: Path):
+    registry = ModelRegistry(store)
+    before = blob_files(store)
+    with pytest.raises(RegistryError, match="which this store does not have"):
+        registry.register(exports["v1"], "mlp")  # the dataset version is not in this store
+    with pytest.raises(RegistryError, match="which this store does not have"):
+        registry.register(exports["v1"].with_name("v1.safetensors"), "mlp")  # the same, from the checkpoint
+    assert blob_files(store) == before and rows(store, model_versions) == 0
+    small_mnist1d(store)
+    before = blob_files(store)
+
+    broken = tmp_path / "broken"
+    shutil.copytree(exports["v2"], broken)
+    (broken / "model.int8-dynamic.onnx").unlink()
+    with pytest.raises(DamagedExportError, match="misses model.int8-dynamic.onnx"):
+        registry.register(broken, "mlp")
+    (broken / "model.int8-dynamic.onnx").write_bytes((exports["v2"] / "model.int8-dynamic.onnx").read_bytes() + b"!")
+    with pytest.raises(DamagedExportError, match="the file was altered"):
+        registry.register(broken, "mlp")  # a byte more than export wrote
+    shutil.copy(exports["v1"] / "model.int8-dynamic.onnx", broken / "model.int8-dynamic.onnx")
+    with pytest.raises(DamagedExportError, match="differ by up to"):
+        registry.register(broken, "mlp")  # v1's file: the same size, other weights
+    shutil.rmtree(broken)
+    shutil.copytree(exports["v2"], broken)
+    fp32 = bytearray((broken / "model.fp32.onnx").read_bytes())
+    middle = len(fp32) // 2
+    fp32[middle:middle + 4096] = np.full(1024, 1e4, dtype=np.float32).tobytes()  # same size, other weights
+    (broken / "model.fp32.onnx").write_bytes(bytes(fp32))
+    with pytest.raises(DamagedExportError, match="differ by up to|cannot be read"):
+        registry.register(broken, "mlp")
+    (broken / "report.json").unlink()
+    with pytest.raises(NotAnExportError, match="has no report.json"):
+        registry.register(broken, "mlp")
+    with pytest.raises(NotAnExportError, match="does not exist"):
+        registry.register(tmp_path / "nowhere", "mlp")
+    moved = tmp_path / "moved"
+    shutil.copytree(exports["v1"], moved)
+    report = json.loads((moved / "report.json").read_text())
+    (moved / "report.json").write_text(json.dumps({**report, "checkpoint": "/no/such/checkpoint.safetensors"}))
+    with pytest.raises(NotAnExportError, match="pass it with checkpoint=PATH"):
+        registry.register(moved, "mlp")
+    with pytest.raises(RegistryError, match="is not valid"):
+        registry.register(exports["v1"], "my model")
+    assert blob_files(store) == before
+    assert (rows(store, model_versions), rows(store, model_version_files), rows(store, registry_events)) == (0, 0, 0)
+
+    registry.register(moved, "mlp", checkpoint=exports["v1"].with_name("v1.safetensors"))  # the checkpoint given
+    registry.register(exports["v2"], "other")
+    with pytest.raises(WrongModelError, match="belongs to model 'other', not 'mlp'"):
+        registry.promote("mlp", "other:1")
+    with pytest.raises(UnknownAliasError, match="has no alias 'staging'"):
+        registry.version("mlp@staging")
+    with pytest.raises(UnknownAliasError, match="has no alias 'staging'"):
+        registry.rollback("mlp", "staging")
+    with pytest.raises(UnknownModelVersionError, match="has no version '9'"):
+        registry.promote("mlp", 9)
+    with pytest.raises(GateFailedError, match="accuracy failed"):
+        registry.promote("mlp", 1, gates={"accuracy": {"passed": False, "value": 3.0}})
+    registry.promote("mlp", 1, reason="first")
+    with pytest.raises(RegistryError, match="nothing to roll back to"):
+        registry.rollback("mlp")
+    with pytest.raises(NoPromotionYetError, match="did not exist yet"):
+        registry.alias_at("mlp", "champion", utc_now() - timedelta(days=1))
+    with pytest.raises(UnknownAliasError, match="has no alias 'staging'"):
+        registry.alias_at("mlp", "staging", utc_now())
+    assert len(registry.history("mlp")) == 1
+
+
+def _promote_many(db_url: str, blob_url: str, who: str, times: int) -> None:
+    with Store(db_url, blob_url) as store:
+        registry = ModelRegistry(store)
+        for turn in range(times):
+            registry.promote("mlp", 1 + turn % 2, alias="champion", reason=f"{who} turn {turn}", who=who)
+
+
+def test_concurrent_promotions_of_one_alias_are_serialised_and_all_logged(store: Store, exports):
+    small_mnist1d(store)
+    registry = ModelRegistry(store)
+    registry.register(exports["v1"], "mlp")
+    registry.register(exports["v2"], "mlp")
+    threads = [threading.Thread(target=_promote_many, args=(store.db_url, store.blobs.url, f"thread{n}", 3))
+               for n in range(3)]
+    context = multiprocessing.get_context("spawn")
+    processes = [context.Process(target=_promote_many, args=(store.db_url, store.blobs.url, f"process{n}", 3))
+                 for n in range(2)]
+    for worker in [*threads, *processes]:
+        worker.start()
+    for worker in [*threads, *processes]:
+        worker.join(timeout=120)
+    assert all(process.exitcode == 0 for process in processes)
+    log = registry.history("mlp", "champion")
+    assert len(log) == 15 and len({line.id for line in log}) == 15
+    assert log[0].from_version_id is None
+    for earlier, later in zip(log, log[1:], strict=False):
+        assert later.from_version_id == earlier.to_version_id  # each move saw the one before it
+        assert later.created_at >= earlier.created_at
+    assert registry.version("mlp@champion").id == log[-1].to_version_id
+    with reading(store.engine) as connection:
+        assert connection.execute(select(func.count()).select_from(registered_models)).scalar() == 1
+
+
+def test_lineage_both_ways_reaches_the_guide_and_the_items(store: Store, exports):
+    consensus = consensus_version(store)
+    registry = ModelRegistry(store)
+    version = registry.register(exports["annotated"], "relabelled")
+    other = registry.register(exports["v1"], "mlp")
+    lineage = registry.lineage("relabelled")
+    assert lineage.dataset["id"] == consensus.id and lineage.dataset["name"] == "relabel-consensus"
+    assert lineage.annotation["project"] == "relabel"
+    assert [guide["version"] for guide in lineage.annotation["guides"]] == [2]  # answers were given under v2
+    assert lineage.annotation["guides"][0]["title"] == "# Guide v2"
+    assert lineage.annotation["source_version"] == other.manifest["dataset_version"]
+    assert lineage.sources["licences"] == {"Apache-2.0": SAMPLES} and "github.com" in lineage.sources["hosts"]
+    assert lineage.training["config"]["max_steps"] == 40 and lineage.training["code"]["file"] == "code/source.tar.gz"
+    assert "relabel" in lineage._repr_markdown_()
+    json.dumps(lineage.to_dict())  # JSON-able for the CLI
+
+    assert [found.id for found in registry.models_using_dataset(consensus.id)] == [version.id]
+    item = consensus.entries[0].item_sha256  # in the base version too: both models used it
+    assert {found.id for found in registry.models_using_item(item)} == {version.id, other.id}
+    assert registry.models_using_item("f" * 64) == []
+
+
+def test_registry_blobs_survive_garbage_collection(store: Store, exports, tmp_path: Path):
+    small_mnist1d(store)
+    registry = ModelRegistry(store)
+    version = registry.register(exports["v1"], "mlp")
+    report = store.collect_garbage(dry_run=False, min_age_seconds=0)
+    assert report.orphans == ()
+    assert registry.check(version) > 0
+    load_pulled(registry.pull(version, tmp_path / "after-gc"))
+
+
+def test_registering_a_checkpoint_exports_it_first(tmp_path: Path, exports):
+    with Store(f"sqlite:///{tmp_path}/fsml.db", str(tmp_path / "blobs")) as store:
+        small_mnist1d(store)
+        registry = ModelRegistry(store)
+        version = registry.register(exports["v1"].with_name("v1.safetensors"), "from-checkpoint")
+        assert version.serving["file"].endswith(".onnx") and "report.json" in version.files
+        assert not list(Path(tempfile_root()).glob("fsml-register-*/export"))
+
+
+def tempfile_root() -> str:
+    import tempfile
+    return tempfile.gettempdir()
+
+
+def fsml(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    command = shutil.which("fsml", path=str(Path(sys.executable).parent)) or "fsml"
+    return subprocess.run([command, *args], env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_the_registry_from_the_shell(db_url: str, exports, tmp_path: Path):
+    env = {key: value for key, value in os.environ.items() if not key.startswith("FSML_")}
+    env.update(FSML_HOME=str(tmp_path / "home"), FSML_DB_URL=db_url, FSML_BLOB_URL=str(tmp_path / "blobs"))
+    with Store(db_url, str(tmp_path / "blobs")) as store:
+        small_mnist1d(store)
+    registered = fsml("registry", "register", str(exports["v1"]), "--name", "mlp", "--reason", "r", "--json", env=env)
+    assert registered.returncode == 0, registered.stderr
+    version_id = json.loads(registered.stdout)["id"]
+    promoted = fsml("registry", "promote", "mlp", "1", "--reason", "baseline", "--who", "ana", env=env)
+    assert promoted.returncode == 0, promoted.stderr
+    at = fsml("registry", "history", "mlp", "--at", utc_now().isoformat(), "--json", env=env)
+    assert json.loads(at.stdout)["id"] == version_id
+    history = json.loads(fsml("registry", "history", "mlp", "--json", env=env).stdout)
+    assert [(line["who"], line["reason"]) for line in history] == [("ana", "baseline")]
+    listed = json.loads(fsml("registry", "list", "--json", env=env).stdout)
+    assert listed["mlp"]["aliases"] == {"champion": version_id}
+    shown = json.loads(fsml("registry", "show", "mlp@champion", "--json", env=env).stdout)
+    assert shown["manifest"]["serving"]["file"] in shown["files"]
+    lineage = json.loads(fsml("registry", "lineage", version_id[:8], "--json", env=env).stdout)
+    assert lineage["dataset"]["name"] == "mnist1d-small"
+    pulled = fsml("registry", "pull", "mlp@champion", str(tmp_path / "pulled"), env=env)
+    assert pulled.returncode == 0 and load_pulled(tmp_path / "pulled").id == version_id
+    for args, message in [(("registry", "show", "mlp@staging"), "has no alias 'staging'"),
+                          (("registry", "history", "mlp", "--at", "yesterday"), "is not an ISO time"),
+                          (("registry", "rollback", "mlp", "--reason", "x"), "nothing to roll back to"),
+                          (("registry", "register", str(tmp_path), "--name", "x"), "has no report.json")]:
+        failed = fsml(*args, env=env)
+        assert failed.returncode == 1 and message in failed.stderr, failed.stderr
+        assert len(failed.stderr.strip().splitlines()) == 1
+
+
+def test_the_manifest_row_cannot_hide_a_changed_file_list(store: Store, exports):
+    small_mnist1d(store)
+    registry = ModelRegistry(store)
+    version = registry.register(exports["v1"], "mlp")
+    with store.engine.begin() as connection:
+        connection.execute(text("UPDATE model_version_files SET sha256 = :sha WHERE path = 'report.json'"),
+                           {"sha": "0" * 64})
+    with pytest.raises(TamperedArchiveError, match="file list .* was changed"):
+        registry.version(version.id)

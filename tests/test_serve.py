@@ -1,0 +1,510 @@
+"""Serving end to end on real brokers (SQLite, PostgreSQL, RabbitMQ): predictions through workers in their own
+processes, bad requests, broker faults, kill -9 under load, dead letters, batching, hot reload, deploy."""
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+from sqlalchemy import select
+
+from conftest import skip_or_fail
+from fsml_nb.db import open_database, reading, served_predictions, serve_workers
+from fsml_nb.serve import (FSML_COMMAND, ApiConfig, RabbitBroker, ServedModel, ServeWorker, SqlBroker, WorkerConfig,
+                           add_serve_client, create_app, delete_rabbit_queue, live_workers, new_job,
+                           write_linear_model_folder)
+
+ROOT = Path(__file__).resolve().parents[1]
+RABBIT_URL = os.environ.get("FSML_TEST_RABBIT_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
+MODEL = "bright"
+WEIGHTS = np.tile(np.arange(10, dtype=np.float32), (64, 1)) / 64  # bright images are "9", black ones tie at "0"
+
+
+def png(width: int = 8, height: int = 8, value: int = 255) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("L", (width, height), value).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="session")
+def rabbit_url() -> str:
+    "The URL of a reachable RabbitMQ, or skip/fail."
+    import pika
+
+    try:
+        pika.BlockingConnection(pika.URLParameters(RABBIT_URL)).close()
+    except Exception as error:  # any failure to connect means: no server for these tests
+        skip_or_fail(f"RabbitMQ is not reachable at 127.0.0.1:5672: {type(error).__name__} {error}")
+    return RABBIT_URL
+
+
+@pytest.fixture
+def prefix(request) -> Iterator[str]:
+    "A queue prefix of this test's own; its RabbitMQ queues are deleted afterwards."
+    name = f"fsml.test.{uuid.uuid4().hex[:10]}"
+    yield name
+    if "rabbit_url" in request.fixturenames or getattr(request.node, "callspec", None) and \
+            request.node.callspec.params.get("broker_url") == "rabbitmq":
+        try:
+            delete_rabbit_queue(RABBIT_URL, f"{name}.{MODEL}")
+        except Exception:  # RabbitMQ not reachable: nothing was declared
+            pass
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "rabbitmq"])
+def broker_url(request, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/queue.db"
+    if request.param == "postgresql":
+        return request.getfixturevalue("postgres_url")
+    return request.getfixturevalue("rabbit_url")
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    return write_linear_model_folder(tmp_path / "bright-v1", WEIGHTS)
+
+
+@pytest.fixture
+def db_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path}/fsml.db"
+
+
+@pytest.fixture
+def token(db_url: str) -> str:
+    engine = open_database(db_url)
+    try:
+        return add_serve_client(engine, "tests")
+    finally:
+        engine.dispose()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextmanager
+def api_server(config: ApiConfig) -> Iterator[str]:
+    "The API under uvicorn in a thread; its base URL."
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(config), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline, "the API did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(30)
+
+
+def worker_env(tmp_path: Path, db_url: str, broker_url: str) -> dict[str, str]:
+    return {**os.environ, "FSML_HOME": str(tmp_path / "home"), "FSML_DB_URL": db_url, "FSML_BROKER_URL": broker_url,
+            "FSML_BLOB_URL": str(tmp_path / "blobs"), "PYTHONPATH": str(ROOT)}
+
+
+def start_worker(env: dict[str, str], prefix: str, name: str, *options: str, command: list[str] = FSML_COMMAND,
+                 folder: Path | None = None) -> subprocess.Popen:
+    source = ["--folder", str(folder)] if folder else []
+    return subprocess.Popen([*command, "serve", "worker", "--model", MODEL, *source, "--queue-prefix", prefix,
+                             "--name", name, *options], env=env)
+
+
+def wait_live(db_url: str, names: set[str], timeout: float = 60.0) -> None:
+    engine = open_database(db_url)
+    deadline = time.monotonic() + timeout
+    try:
+        while not names <= set(live_workers(engine, MODEL)):
+            assert time.monotonic() < deadline, f"workers {names} did not come up"
+            time.sleep(0.1)
+    finally:
+        engine.dispose()
+
+
+def stop(process: subprocess.Popen) -> int:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+    try:
+        return process.wait(30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        return process.wait()
+
+
+def stored_rows(db_url: str, role: str = "served") -> list:
+    engine = open_database(db_url)
+    with reading(engine) as connection:
+        rows = connection.execute(select(served_predictions).where(served_predictions.c.role == role)).mappings().all()
+    engine.dispose()
+    return rows
+
+
+async def _load(base_url: str, token: str, bodies: list, concurrency: int, during=None) -> list[tuple[int, dict]]:
+    "POST every body to /v1/predict, `concurrency` at a time; answers in the bodies' order. `during(answered)` runs."
+    results: list = [None] * len(bodies)
+    answered = 0
+    limit = asyncio.Semaphore(concurrency)
+    async with httpx.AsyncClient(base_url=base_url, timeout=120, headers={"Authorization": f"Bearer {token}"}) as client:
+        async def one(index, body):
+            nonlocal answered
+            async with limit:
+                response = await (client.post("/v1/predict", json=body) if isinstance(body, list)
+                                  else client.post("/v1/predict", content=body))
+                results[index] = (response.status_code, response.json())
+                answered += 1
+                if during:
+                    await asyncio.to_thread(during, answered)
+        await asyncio.gather(*(one(index, body) for index, body in enumerate(bodies)))
+    return results
+
+
+def load(base_url: str, token: str, bodies: list, concurrency: int = 8, during=None) -> list[tuple[int, dict]]:
+    return asyncio.run(_load(base_url, token, bodies, concurrency, during))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 1. predictions through each broker, answered by a worker process, stored with the version
+def test_predict_through_each_broker(broker_url: str, db_url: str, token: str, folder: Path, prefix: str,
+                                     tmp_path: Path):
+    env = worker_env(tmp_path, db_url, broker_url)
+    worker = start_worker(env, prefix, "w1", folder=folder)
+    try:
+        wait_live(db_url, {"w1"})
+        with api_server(ApiConfig(db_url, broker_url, queue_prefix=prefix)) as base:
+            headers = {"Authorization": f"Bearer {token}"}
+            image = httpx.post(f"{base}/v1/predict?model={MODEL}", content=png(), headers=headers, timeout=60)
+            array = httpx.post(f"{base}/v1/predict", json=np.zeros((1, 8, 8)).tolist(), headers=headers, timeout=60)
+            upload = httpx.post(f"{base}/v1/predict", files={"file": ("x.png", png(16, 16), "image/png")},
+                                headers=headers, timeout=60)
+            queued = httpx.post(f"{base}/v1/jobs", content=png(), headers=headers).json()
+            deadline = time.monotonic() + 30
+            while (job := httpx.get(f"{base}/v1/jobs/{queued['request_id']}", headers=headers).json())["status"] \
+                    not in ("done", "failed"):
+                assert time.monotonic() < deadline, job
+                time.sleep(0.05)
+            assert httpx.get(f"{base}/healthz").json() == {"status": "ok"}
+            assert httpx.get(f"{base}/readyz").status_code == 200
+            metrics = httpx.get(f"{base}/metrics").text
+        assert image.status_code == 200, image.text
+        answer = image.json()
+        version = ServedModel.load(folder).version_id
+        assert (answer["label"], answer["model_version"], answer["worker"]) == ("9", version, "w1")
+        assert len(answer["scores"]) == 10 and len(answer["request_id"]) == 32
+        assert array.json()["label"] == "0" and upload.json()["label"] == "9"
+        assert job["status"] == "done" and job["label"] == "9"
+        assert f'fsml_serve_requests_total{{model="{MODEL}",outcome="ok"}} 3.0' in metrics
+        rows = {row["request_id"]: row for row in stored_rows(db_url)}
+        assert rows[answer["request_id"]]["model_version"] == version and rows[answer["request_id"]]["worker"] == "w1"
+        assert len(rows) == 4
+    finally:
+        assert stop(worker) == 0  # SIGTERM: drains and exits cleanly
+    engine = open_database(db_url)
+    with reading(engine) as connection:
+        assert connection.execute(select(serve_workers.c.status).where(serve_workers.c.name == "w1")).scalar() == "stopped"
+    engine.dispose()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 2. clear errors for bad requests
+@pytest.fixture
+def running_worker(db_url: str, tmp_path: Path, folder: Path, prefix: str) -> Iterator[ServeWorker]:
+    "A worker in a thread of this process, on the SQLite broker."
+    worker = ServeWorker(db_url, f"sqlite:///{tmp_path}/queue.db", ServedModel.load(folder),
+                         WorkerConfig(MODEL, queue_prefix=prefix, name="in-process", max_batch=8))
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    wait_live(db_url, {"in-process"})
+    yield worker
+    worker.stop()
+    thread.join(30)
+
+
+def test_bad_requests_get_one_clear_error_each(running_worker, db_url: str, token: str, tmp_path: Path, prefix: str):
+    config = ApiConfig(db_url, f"sqlite:///{tmp_path}/queue.db", queue_prefix=prefix, max_body_bytes=200_000,
+                       max_pixels=1_000_000)
+    headers = {"Authorization": f"Bearer {token}"}
+    with api_server(config) as base:
+        def post(content=None, **kwargs):
+            return httpx.post(f"{base}/v1/predict", content=content, **{"headers": headers, **kwargs})
+        cases = {
+            "not an image": (post(b"%PDF-1.4 definitely not an image"), 415, "not an image"),
+            "huge image": (post(png(2000, 2000, 0)), 413, "over the limit of 1,000,000"),
+            "huge body": (post(b"\0" * 300_000), 413, "over the limit of 200,000 bytes"),
+            "no token": (post(png(), headers={}), 401, "token is required"),
+            "wrong token": (post(png(), headers={"Authorization": "Bearer guessed"}), 401, "not valid"),
+            "unknown model": (httpx.post(f"{base}/v1/predict?model=nope", content=png(), headers=headers), 404,
+                              "unknown model 'nope'"),
+            "wrong shape": (post(json=[[1.0, 2.0]]), 422, "has shape [1, 2]; this model takes [1, 8, 8]"),
+            "bad json": (post(b"{", headers={**headers, "content-type": "application/json"}), 400, "not valid JSON"),
+        }
+        for case, (response, status, text) in cases.items():
+            assert response.status_code == status and text in response.json()["error"], (case, response.text)
+        assert post(png()).status_code == 200  # and good requests still work
+
+
+def test_a_full_queue_answers_503_with_retry_after(db_url: str, token: str, tmp_path: Path, folder: Path,
+                                                   prefix: str):
+    broker = f"sqlite:///{tmp_path}/queue.db"
+    idle = ServeWorker(db_url, broker, ServedModel.load(folder), WorkerConfig(MODEL, queue_prefix=prefix, name="idle"))
+    idle.status = "ready"
+    idle.write_heartbeat()  # live, but takes no jobs: the queue only grows
+    with api_server(ApiConfig(db_url, broker, queue_prefix=prefix, max_queue=2, retry_after_seconds=3)) as base:
+        headers = {"Authorization": f"Bearer {token}"}
+        accepted = [httpx.post(f"{base}/v1/jobs", content=png(), headers=headers).status_code for _ in range(2)]
+        refused = httpx.post(f"{base}/v1/jobs", content=png(), headers=headers)
+    assert accepted == [202, 202]
+    assert refused.status_code == 503 and refused.headers["retry-after"] == "3"
+    assert "holds 2 jobs, its limit is 2" in refused.json()["error"]
+    assert SqlBroker(broker).depth(f"{prefix}.{MODEL}") == 2  # the refused job was not queued
+
+
+@pytest.mark.parametrize("unreachable", ["amqp://guest:guest@127.0.0.1:1/%2F", "postgresql://postgres@127.0.0.1:1/x"])
+def test_an_unreachable_broker_makes_the_api_not_ready(unreachable: str, db_url: str, token: str, tmp_path: Path,
+                                                       folder: Path, prefix: str):
+    idle = ServeWorker(db_url, f"sqlite:///{tmp_path}/queue.db", ServedModel.load(folder),
+                       WorkerConfig(MODEL, queue_prefix=prefix, name="idle"))
+    idle.status = "ready"
+    idle.write_heartbeat()
+    with api_server(ApiConfig(db_url, unreachable, queue_prefix=prefix)) as base:
+        ready = httpx.get(f"{base}/readyz")
+        predict = httpx.post(f"{base}/v1/predict", content=png(), headers={"Authorization": f"Bearer {token}"})
+    assert ready.status_code == 503 and any("unavailable" in problem for problem in ready.json()["problems"])
+    assert predict.status_code == 503 and "unavailable" in predict.json()["error"] and predict.headers["retry-after"]
+    worker = subprocess.run([*FSML_COMMAND, "serve", "worker", "--model", MODEL, "--folder", str(folder)],
+                            env=worker_env(tmp_path, db_url, unreachable), capture_output=True, text=True, timeout=60)
+    assert worker.returncode == 1 and worker.stderr.startswith("fsml: error: the broker at"), worker.stderr
+    assert "unavailable" in worker.stderr and "Traceback" not in worker.stderr
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 3. dynamic batching
+def test_sql_broker_batches_up_to_the_limit_and_waits_only_when_asked(tmp_path: Path):
+    broker = SqlBroker(f"sqlite:///{tmp_path}/queue.db")
+    for _ in range(5):
+        broker.publish("q", new_job(MODEL, "array", [0]))
+    assert len(broker.take("q", "w", limit=3)) == 3
+    assert len(broker.take("q", "w", limit=3)) == 2
+    broker.publish("q", new_job(MODEL, "array", [0]))
+    started = time.monotonic()
+    assert len(broker.take("q", "w", limit=4, wait_seconds=0.0)) == 1
+    assert time.monotonic() - started < 0.5  # no wait for company at low load
+    broker.publish("q", new_job(MODEL, "array", [0]))
+    threading.Timer(0.05, lambda: broker.publish("q", new_job(MODEL, "array", [0]))).start()
+    assert len(broker.take("q", "w", limit=4, wait_seconds=0.5)) == 2  # waited, and the second joined
+
+
+def test_rabbit_broker_batches_up_to_the_prefetch(rabbit_url: str, prefix: str):
+    from fsml_nb.serve import RabbitClient
+
+    queue = f"{prefix}.{MODEL}"
+    client = RabbitClient(rabbit_url, on_reply=lambda reply: None)
+    worker = RabbitBroker(rabbit_url)
+    try:
+        for _ in range(5):
+            client.publish(queue, new_job(MODEL, "array", [0]))
+        first = worker.take(queue, "w", limit=3, wait_seconds=0.5)
+        assert len(first) == 3 and [delivery.attempt for delivery in first] == [1, 1, 1]
+        worker.finish_many("w", [(delivery, {"request_id": delivery.request_id}) for delivery in first])
+        second = worker.take(queue, "w", limit=3, wait_seconds=0.2)
+        assert len(second) == 2
+        worker.finish_many("w", [(delivery, {"request_id": delivery.request_id}) for delivery in second])
+        assert client.depth(queue) == 0
+    finally:
+        worker.close()
+        client.close()
+
+
+def test_a_batching_worker_answers_like_one_that_does_not(running_worker, db_url: str, token: str, tmp_path: Path,
+                                                          prefix: str):
+    values = list(range(0, 256, 8)) * 3
+    with api_server(ApiConfig(db_url, f"sqlite:///{tmp_path}/queue.db", queue_prefix=prefix)) as base:
+        results = load(base, token, [png(value=value) for value in values], concurrency=16)
+    assert [status for status, _ in results] == [200] * len(values)
+    model = running_worker.model
+    alone = [str(model.run(np.full((1, 1, 8, 8), value / 255, np.float32))[0].argmax()) for value in values]
+    assert [answer["label"] for _, answer in results] == alone  # batched answers equal one-at-a-time answers
+    assert {answer["model_version"] for _, answer in results} == {model.version_id}
+    assert running_worker.batches < running_worker.served  # some batches held several jobs
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 4. kill -9 under load, and poison inputs
+@pytest.mark.parametrize("broker_kind", ["sqlite", "rabbitmq"])
+def test_kill_9_of_a_worker_under_load_loses_no_request(broker_kind: str, db_url: str, token: str, folder: Path,
+                                                         prefix: str, tmp_path: Path, request):
+    broker = f"sqlite:///{tmp_path}/queue.db" if broker_kind == "sqlite" else request.getfixturevalue("rabbit_url")
+    env = worker_env(tmp_path, db_url, broker)
+    workers = [start_worker(env, prefix, f"k{index}", "--max-batch", "4", "--lease-seconds", "2", folder=folder)
+               for index in range(2)]
+    killed = []
+
+    def kill_one(answered: int) -> None:
+        if answered >= 40 and not killed:
+            workers[0].send_signal(signal.SIGKILL)
+            killed.append(answered)
+    try:
+        wait_live(db_url, {"k0", "k1"})
+        with api_server(ApiConfig(db_url, broker, queue_prefix=prefix)) as base:
+            results = load(base, token, [png(value=index % 256) for index in range(240)], concurrency=16,
+                           during=kill_one)
+    finally:
+        for worker in workers:
+            stop(worker)
+    assert killed and workers[0].returncode == -signal.SIGKILL
+    failed = [(status, answer) for status, answer in results if status != 200]
+    assert len(results) == 240 and failed == []
+    assert len(stored_rows(db_url)) == 240  # each request stored once, even those delivered twice
+
+
+POISON_WORKER = [sys.executable, "-c", """
+import os, sys
+import numpy as np
+from fsml_nb import serve
+run = serve.ServedModel.run
+def crash_on_poison(self, inputs):
+    if np.any(inputs == 666):
+        os._exit(9)  # dies in the middle of the batch, as a segfault in native code would
+    return run(self, inputs)
+serve.ServedModel.run = crash_on_poison
+from fsml_nb.cli import main
+main(sys.argv[1:])
+"""]
+
+
+@pytest.mark.parametrize("broker_kind", ["sqlite", "rabbitmq"])
+def test_a_poison_input_is_dead_lettered_and_its_client_told(broker_kind: str, db_url: str, token: str,
+                                                             folder: Path, prefix: str, tmp_path: Path, request):
+    broker = f"sqlite:///{tmp_path}/queue.db" if broker_kind == "sqlite" else request.getfixturevalue("rabbit_url")
+    env = worker_env(tmp_path, db_url, broker)
+    options = ("--max-attempts", "2", "--lease-seconds", "1")
+    started = [start_worker(env, prefix, "p0", *options, command=POISON_WORKER, folder=folder)]
+    wait_live(db_url, {"p0"})
+    answer: dict = {}
+    with api_server(ApiConfig(db_url, broker, queue_prefix=prefix, max_attempts=2, lease_seconds=1,
+                              live_seconds=30)) as base:
+        headers = {"Authorization": f"Bearer {token}"}
+        poison = threading.Thread(target=lambda: answer.update(response=httpx.post(
+            f"{base}/v1/predict", json=np.full((1, 8, 8), 666.0).tolist(), headers=headers, timeout=120)))
+        poison.start()
+        deadline = time.monotonic() + 90
+        while poison.is_alive():  # a supervisor's job: start a worker again each time one dies
+            assert time.monotonic() < deadline, "the poison request got no answer"
+            if started[-1].poll() is not None:
+                started.append(start_worker(env, prefix, f"p{len(started)}", *options, command=POISON_WORKER,
+                                            folder=folder))
+            time.sleep(0.1)
+        wait_live(db_url, {f"p{len(started) - 1}"})
+        healthy = httpx.post(f"{base}/v1/predict", content=png(), headers=headers, timeout=60)
+    for worker in started:
+        stop(worker)
+    response = answer["response"]
+    assert response.status_code == 500 and "moved to the dead letters" in response.json()["error"], response.text
+    assert len(started) - 1 == 2  # two attempts, each killed a worker; then no more
+    assert healthy.status_code == 200 and healthy.json()["label"] == "9"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 5. hot swap under load; a version failing its golden check is refused
+def test_a_swap_under_load_fails_no_request(running_worker, db_url: str, token: str, tmp_path: Path, prefix: str):
+    darker = write_linear_model_folder(tmp_path / "dark", WEIGHTS[:, ::-1].copy())
+    tampered = write_linear_model_folder(tmp_path / "tampered", WEIGHTS)
+    np.save(tampered / "golden" / "outputs.npy", np.load(tampered / "golden" / "outputs.npy") + 1)
+    first = running_worker.model.version_id
+    swapped = []
+
+    def swap(answered: int) -> None:
+        if answered >= 100 and not swapped:
+            swapped.append(running_worker.swap_model(darker, "dark-v2"))
+    with api_server(ApiConfig(db_url, f"sqlite:///{tmp_path}/queue.db", queue_prefix=prefix)) as base:
+        results = load(base, token, [png()] * 300, concurrency=8, during=swap)
+        refused = running_worker.swap_model(tampered, "tampered-v3")
+        time.sleep(1.5)  # a heartbeat writes the message
+        ready = httpx.get(f"{base}/readyz").json()
+    assert swapped == [True] and [status for status, _ in results if status != 200] == []
+    versions = [answer["model_version"] for _, answer in results]
+    assert set(versions) == {first, "dark-v2"}
+    labels = {answer["model_version"]: answer["label"] for _, answer in results}
+    assert labels == {first: "9", "dark-v2": "0"}  # each answer is wholly from the version it names
+    assert refused is False and running_worker.model.version_id == "dark-v2"
+    assert any("fails its golden check" in message for message in ready["models"][MODEL]["messages"])
+
+
+def test_the_shadow_challenger_is_stored_never_returned(db_url: str, token: str, tmp_path: Path, folder: Path,
+                                                        prefix: str):
+    challenger = ServedModel.load(write_linear_model_folder(tmp_path / "dark", WEIGHTS[:, ::-1].copy()), "dark-v2")
+    broker = f"sqlite:///{tmp_path}/queue.db"
+    worker = ServeWorker(db_url, broker, ServedModel.load(folder, "bright-v1"),
+                         WorkerConfig(MODEL, queue_prefix=prefix, name="shadowed"), shadow=challenger)
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    wait_live(db_url, {"shadowed"})
+    with api_server(ApiConfig(db_url, broker, queue_prefix=prefix, shadow_fraction=1.0)) as base:
+        results = load(base, token, [png()] * 5)
+    worker.stop()
+    thread.join(30)
+    assert {(answer["model_version"], answer["label"]) for _, answer in results} == {("bright-v1", "9")}
+    shadow = stored_rows(db_url, "shadow")
+    assert len(shadow) == 5 and {(row["model_version"], row["label"]) for row in shadow} == {("dark-v2", "0")}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 7. fsml serve up: one supervisor, an API and two workers
+def test_serve_up_restarts_a_killed_worker_and_stops_on_sigterm(db_url: str, token: str, folder: Path,
+                                                                 prefix: str, tmp_path: Path):
+    port = free_port()
+    env = worker_env(tmp_path, db_url, f"sqlite:///{tmp_path}/queue.db")
+    supervisor = subprocess.Popen([*FSML_COMMAND, "serve", "up", "--model", MODEL, "--folder", str(folder),
+                                   "--workers", "2", "--port", str(port), "--queue-prefix", prefix], env=env)
+    base = f"http://127.0.0.1:{port}"
+    engine = open_database(db_url)
+    try:
+        deadline = time.monotonic() + 90
+        while len(live_workers(engine, MODEL)) < 2 or _status(f"{base}/readyz") != 200:
+            assert time.monotonic() < deadline and supervisor.poll() is None, "serve up did not become ready"
+            time.sleep(0.2)
+        answer = httpx.post(f"{base}/v1/predict", content=png(), headers={"Authorization": f"Bearer {token}"},
+                            timeout=60)
+        assert answer.status_code == 200 and answer.json()["label"] == "9"
+        original = set(live_workers(engine, MODEL))
+        with reading(engine) as connection:
+            pids = connection.execute(select(serve_workers.c.pid)).scalars().all()
+        os.kill(pids[0], signal.SIGKILL)
+        deadline = time.monotonic() + 90
+        while not (set(live_workers(engine, MODEL, live_seconds=2)) - original) or \
+                len(live_workers(engine, MODEL, live_seconds=2)) < 2:
+            assert time.monotonic() < deadline, "the killed worker was not started again"
+            time.sleep(0.2)
+    finally:
+        supervisor.send_signal(signal.SIGTERM)
+        code = supervisor.wait(60)
+        engine.dispose()
+    assert code == 0
+    assert _status(f"{base}/healthz") is None  # the API is gone too
+
+
+def _status(url: str) -> int | None:
+    try:
+        return httpx.get(url, timeout=2).status_code
+    except httpx.HTTPError:
+        return None
