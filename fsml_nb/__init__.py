@@ -20,4 +20,8 @@ Modules:
 - `fsml_nb.testing`: Helpers for tests and benchmarks: scratch PostgreSQL databases that are created empty and dropped afterwards, so no test ever writes into a shared database.
 - `fsml_nb.train`: A fit loop for timm models (built from scratch) and plain torch modules: AdamW and a schedule, fixed seeds, early stopping, metrics per epoch, a progress bar, and resumable checkpoints as safetensors that name their dataset version, config and code version."""
 
+from .core import install_missing_extra_hook as _install_missing_extra_hook
+
+_install_missing_extra_hook()  # importing a module whose extra is missing names the extra to install
+
 __version__ = "0.0.1"

@@ -691,7 +691,7 @@ def registry_pull(ref: str = typer.Argument(..., help="name@alias, name:number, 
 # %% ../nbs/13_cli.ipynb #a2e7d8f9
 @app.command()
 def quickstart(batch_size: int = typer.Option(32, help="size of the batch read back"),
-               epochs: int = typer.Option(5, help="training epochs (0: stop after reading a batch)"),
+               epochs: int = typer.Option(3, help="training epochs (0: stop after reading a batch)"),
                model: str = typer.Option("resnet10t", help="timm model to train from scratch"),
                out: Path | None = typer.Option(None, help="folder for the checkpoint and export "
                                                        "(default: FSML_HOME/quickstart/<time>)")) -> None:

@@ -20,12 +20,93 @@ from collections.abc import Callable
 from types import ModuleType
 
 # %% auto #0
-__all__ = ['DEFAULT_HOME', 'TORCHVISION_OP_SCHEMAS', 'FsmlError', 'Settings', 'get_settings', 'get_logger',
+__all__ = ['EXTRA_OF_IMPORT', 'DEFAULT_HOME', 'TORCHVISION_OP_SCHEMAS', 'FsmlError', 'MissingExtraError', 'missing_extra_error',
+           'MissingExtraFinder', 'install_missing_extra_hook', 'Settings', 'get_settings', 'get_logger',
            'ensure_torchvision_ops', 'import_timm', 'median_ms', 'ensure_home', 'utc_now', 'as_utc']
 
 # %% ../nbs/00_core.ipynb #55402411
 class FsmlError(Exception):
     "Base class of the errors fsml_nb raises for bad input or a bad environment."
+
+# %% ../nbs/00_core.ipynb #7f2dab13
+EXTRA_OF_IMPORT: dict[str, str] = {  # top-level import name -> the extra of pyproject.toml that installs it
+    "psycopg": "postgres",
+    "sklearn": "datasets", "mnist1d": "datasets",
+    "timm": "train", "torchvision": "train", "safetensors": "train",
+    "torch_pruning": "compress",
+    "onnx": "export", "onnxruntime": "export", "onnxscript": "export",
+    "ipywidgets": "annotate", "anywidget": "annotate", "jupyter_bbox_widget": "annotate", "voila": "annotate",
+    "nbformat": "annotate", "IPython": "annotate",
+    "httpx": "collect", "protego": "collect", "w3lib": "collect", "bs4": "collect",
+    "fastapi": "serve", "uvicorn": "serve", "pika": "serve", "prometheus_client": "serve",
+    "python_multipart": "serve",
+    "matplotlib": "plot",
+    "papermill": "pipeline", "nbconvert": "pipeline", "nbclient": "pipeline", "ipykernel": "pipeline",
+    "cleanlab": "evaluate", "scipy": "evaluate", "pandas": "evaluate",
+}
+
+# %% ../nbs/00_core.ipynb #c18a32ab
+class MissingExtraError(FsmlError, ModuleNotFoundError):
+    "An optional dependency is not installed; the message names the extra that brings it."
+
+
+def missing_extra_error(name: str, # the module that could not be imported (`sklearn.datasets`)
+                        importer: str = "fsml_nb", # the fsml_nb module that imported it
+                       ) -> MissingExtraError | None:
+    "The error to raise when `name` is missing, or None when no extra brings it."
+    top = name.partition(".")[0]
+    extra = EXTRA_OF_IMPORT.get(top)
+    if extra is None:
+        return None
+    return MissingExtraError(f"{importer} needs {top}: pip install 'fsml_nb[{extra}]'", name=top)
+
+# %% ../nbs/00_core.ipynb #7ca13f3f
+def _is_import_machinery(frame) -> bool:
+    module = frame.f_globals.get("__name__", "")
+    return module == "importlib" or module.startswith(("importlib.", "_frozen_importlib"))
+
+
+def _fsml_module(frame) -> str | None:
+    module = frame.f_globals.get("__name__", "") if frame is not None else ""
+    return module if module == "fsml_nb" or module.startswith("fsml_nb.") else None
+
+
+def _importing_module(frame) -> str | None:
+    "The fsml_nb module whose `import` statement is running above `frame`, or None."
+    loading = False
+    while frame is not None and _is_import_machinery(frame):
+        loading = loading or frame.f_code.co_name == "_find_and_load"
+        frame = frame.f_back
+    importer = _fsml_module(frame)
+    if not loading or importer is None:
+        return None
+    while importer == "fsml_nb.core" and _fsml_module(frame.f_back):  # core's helpers import for their caller
+        frame = frame.f_back
+        importer = _fsml_module(frame)
+    return importer
+
+
+class MissingExtraFinder:
+    "A last-resort import finder: a missing optional package imported by fsml_nb raises `MissingExtraError`."
+
+    def find_spec(self, name: str, path=None, target=None):
+        if path is not None or name not in EXTRA_OF_IMPORT:
+            return None
+        importer = _importing_module(sys._getframe(1))
+        if importer is None:
+            return None
+        position = sys.meta_path.index(self) if self in sys.meta_path else len(sys.meta_path)
+        for finder in sys.meta_path[position + 1:]:  # finders added after the hook still get their turn
+            spec = finder.find_spec(name, path, target) if hasattr(finder, "find_spec") else None
+            if spec is not None:
+                return spec
+        raise missing_extra_error(name, importer)
+
+
+def install_missing_extra_hook() -> None:
+    "Append `MissingExtraFinder` to `sys.meta_path` once (`fsml_nb/__init__.py` calls this)."
+    if not any(isinstance(finder, MissingExtraFinder) for finder in sys.meta_path):
+        sys.meta_path.append(MissingExtraFinder())
 
 # %% ../nbs/00_core.ipynb #a06f429f
 DEFAULT_HOME = "~/.fsml"
@@ -116,6 +197,8 @@ def import_timm() -> ModuleType:
     ensure_torchvision_ops()
     try:
         return importlib.import_module("timm")
+    except MissingExtraError:
+        raise
     except ImportError as error:
         raise FsmlError(f"timm is not importable ({error}); install it with `pip install 'fsml_nb[train]'`") from error
 
