@@ -30,7 +30,7 @@ echo "== ruff"
 "$venv/bin/ruff" check fsml_nb tests bench
 
 echo "== nbdev-test"
-"$venv/bin/nbdev-test" --n-workers 2 --timing
+"$venv/bin/nbdev-test" --n-workers 2 --timing --skip-folder-re "^([_.]|apps$)"  # apps: run by their browser tests
 
 echo "== pytest"
 "$venv/bin/pytest" -q "$@"
