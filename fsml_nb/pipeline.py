@@ -239,7 +239,8 @@ def load_pipeline(path: Path | str) -> PipelineSpec:
         missing = [parent for parent in step.after if parent not in names]
         if missing:
             raise PipelineError(f"pipeline {name}: step {step.name} runs after unknown step(s) {missing}")
-    return PipelineSpec(name, path.resolve(), dict(raw.get("params", {})), _topological(steps, name))
+    params = {key: _relative_path(value, path.parent) for key, value in dict(raw.get("params", {})).items()}
+    return PipelineSpec(name, path.resolve(), params, _topological(steps, name))
 
 # %% ../nbs/12_pipeline.ipynb #a5809de6
 OUTPUTS_VARIABLE = "FSML_STEP_OUTPUTS"

@@ -468,7 +468,9 @@ class Archive:
 
 
 def build_archive(store: Store, export: ExportFolder, checkpoint: Path, name: str,
-                  golden_count: int = GOLDEN_COUNT) -> Archive:
+                  golden_count: int = GOLDEN_COUNT,
+                  card: Path | None = None,  # the project's requirements.toml, kept in the archive
+                  ) -> Archive:
     "Check an export folder and its checkpoint; the archive to store (large files stay on disk until written)."
     metadata = read_checkpoint_header(checkpoint)
     tensors_sha256 = metadata.get("tensors_sha256", "")
@@ -492,6 +494,10 @@ def build_archive(store: Store, export: ExportFolder, checkpoint: Path, name: st
     extra = {"checkpoint.safetensors": checkpoint, "golden/inputs.npy": _npy(inputs),
              "golden/outputs.npy": _npy(golden.outputs), "code/source.tar.gz": code_bytes,
              "environment.json": json.dumps(environment, indent=1, sort_keys=True).encode()}
+    if card is not None:
+        from fsml_nb.card import load_card
+        load_card(card)  # a card with a wrong field is refused before anything is stored
+        extra["requirements.toml"] = Path(card).read_bytes()
     clashes = sorted(set(extra) & set(files))
     if clashes:
         raise NotAnExportError(f"{export.folder} holds {', '.join(clashes)}, a name the archive keeps for itself")
@@ -514,6 +520,8 @@ def build_archive(store: Store, export: ExportFolder, checkpoint: Path, name: st
                         "torch": environment["packages"].get("torch"),
                         "onnxruntime": environment["packages"].get("onnxruntime")},
     }
+    if card is not None:  # the promise the version was made against: its hash is part of the version's id
+        description["requirements"] = {"file": "requirements.toml", "sha256": sha256_hex(extra["requirements.toml"])}
     for variant in description["export"]["metrics"].values():
         variant.pop("changed_items", None)  # item lists belong in report.json, not in every manifest
     return Archive(files, description)
@@ -701,6 +709,7 @@ def register(self: ModelRegistry, path: str | Path,  # an export folder, or a ch
              who: str | None = None,  # default: the OS user
              checkpoint: str | Path | None = None,  # the export's checkpoint, if not where report.json says
              golden_count: int = GOLDEN_COUNT,  # inputs kept with their outputs for parity checks on load
+             card: str | Path | None = None,  # the requirements card (requirements.toml) the version answers to
              ) -> ModelVersion:
     "Store an export folder as an immutable model version of `name`; the version (an existing one if identical)."
     check_model_name(name)
@@ -717,7 +726,8 @@ def register(self: ModelRegistry, path: str | Path,  # an export folder, or a ch
         with ArchiveWriter(self) as writer:
             for relative, file in {**export.files, "checkpoint.safetensors": checkpoint}.items():
                 writer.submit(relative, file)  # the large files are written while the export is checked
-            archive = build_archive(self.store, export, checkpoint, name, golden_count)
+            archive = build_archive(self.store, export, checkpoint, name, golden_count,
+                                    Path(card) if card is not None else None)
             version_id = _commit_archive(writer, archive, _who(who), reason)
     return self.version(version_id)
 

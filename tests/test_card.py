@@ -1,0 +1,78 @@
+"""The requirements card as a contract: kept with each model version, read by deploy's gates."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fsml_nb.card import CardError, load_card
+from fsml_nb.data import import_mnist1d
+from fsml_nb.export import export_checkpoint
+from fsml_nb.registry import ModelRegistry
+from fsml_nb.serve import deploy
+from fsml_nb.store import Store
+from fsml_nb.train import ModelSpec, TrainConfig, fit
+
+CARD = """
+[problem]
+summary = "Tell the ten MNIST-1D classes apart."
+[metric]
+name = "accuracy"
+minimum = 0.2
+dataset_version = "mnist1d-card"
+split = "test"
+[latency]
+p95 = "{latency}"
+batch = 1
+"""
+
+
+@pytest.fixture(scope="module")
+def registered(tmp_path_factory):
+    "A store with one exported MNIST-1D model; the store's folder and the export folder."
+    folder = tmp_path_factory.mktemp("card")
+    with Store(f"sqlite:///{folder}/fsml.db", str(folder / "blobs")) as store:
+        version = import_mnist1d(store, name="mnist1d-card", num_samples=400)
+        checkpoint = folder / "mlp.safetensors"
+        fit(ModelSpec("python", "fsml_nb.repro:Mnist1dMLP"), version, store=store, progress=False,
+            checkpoint_path=checkpoint, config=TrainConfig(max_steps=40, val_fraction=0))
+        export_checkpoint(checkpoint, folder / "export", version, store=store, calibration_items=64)
+    return folder
+
+
+def card_file(folder: Path, latency: str) -> Path:
+    path = folder / f"card-{latency.replace(' ', '')}.toml"
+    path.write_text(CARD.format(latency=latency))
+    return path
+
+
+def test_the_card_is_kept_with_the_version_and_gates_the_deploy(registered: Path):
+    with Store(f"sqlite:///{registered}/fsml.db", str(registered / "blobs")) as store:
+        registry = ModelRegistry(store)
+        loose, tight = card_file(registered, "5 s"), card_file(registered, "0.0001 ms")
+        version = registry.register(registered / "export", "mlp", card=loose)
+        assert version.manifest["requirements"]["sha256"] == load_card(loose).sha256
+        assert (registry.pull(version.id, registered / "pulled") / "requirements.toml").read_text() == loose.read_text()
+        refused = deploy(registry, "mlp", version.id, card=load_card(tight), wait_seconds=0,
+                         evaluation={"id": "e" * 32, "metrics": {"accuracy": 0.5}})
+        assert not refused.promoted
+        assert not refused.gates["card latency p95"]["passed"]
+        assert "card latency p95" in refused.message
+        below = deploy(registry, "mlp", version.id, card=load_card(loose), wait_seconds=0,
+                       evaluation={"id": "e" * 32, "metrics": {"accuracy": 0.1}})
+        assert not below.promoted and not below.gates["card metric"]["passed"]
+        accepted = deploy(registry, "mlp", version.id, card=load_card(loose), wait_seconds=0,
+                          evaluation={"id": "e" * 32, "metrics": {"accuracy": 0.5}})
+        assert accepted.promoted
+        assert registry.aliases("mlp")["champion"] == version.id
+
+
+def test_a_card_with_a_wrong_field_is_refused_before_anything_is_stored(registered: Path):
+    bad = registered / "bad.toml"
+    bad.write_text(CARD.format(latency="5 ms").replace("minimum", "minimun"))
+    with Store(f"sqlite:///{registered}/fsml.db", str(registered / "blobs")) as store:
+        registry = ModelRegistry(store)
+        before = len(registry.models())
+        with pytest.raises(CardError, match="unknown field 'minimun'"):
+            registry.register(registered / "export", "other", card=bad)
+        assert len(registry.models()) == before
