@@ -99,7 +99,7 @@ def timm_spec(name: str, num_classes: int, in_chans: int = 3, small_input: bool 
     return ModelSpec("timm", name, {"num_classes": num_classes, "in_chans": in_chans, **kwargs},
                      ("small_input",) if small_input else ())
 
-# %% ../nbs/05_train.ipynb #12d94ad7
+# %% ../nbs/05_train.ipynb #cfef39d8
 ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {}
 BUILTIN_ARCHITECTURE_MODULES = ("fsml_nb.repro",)  # fsml_nb's own models; imported on a miss, named here only
 
@@ -162,7 +162,7 @@ def wants_small_input(input_shape: tuple[int, ...]) -> bool:
     "Whether images of `input_shape` (C, H, W) should get the small-input stem."
     return len(input_shape) == 3 and min(input_shape[1:]) <= SMALL_INPUT_MAX_SIDE
 
-# %% ../nbs/05_train.ipynb #b00320d3
+# %% ../nbs/05_train.ipynb #9a15dd17
 _SIZE_FIELDS = {nn.Linear: ("in_features", "out_features"), nn.Conv1d: ("in_channels", "out_channels", "groups"),
                 nn.Conv2d: ("in_channels", "out_channels", "groups"), nn.BatchNorm1d: ("num_features",),
                 nn.BatchNorm2d: ("num_features",)}
@@ -199,7 +199,7 @@ def apply_layer_sizes(model: nn.Module, layer_sizes: dict[str, dict[str, int]]) 
         setattr(model.get_submodule(parent_name) if parent_name else model, child, _resized(module, sizes))
     return model
 
-# %% ../nbs/05_train.ipynb #0bf1d6e5
+# %% ../nbs/05_train.ipynb #7c6f2ff3
 def _build_timm(name: str, kwargs: dict[str, Any]) -> nn.Module:
     timm = import_timm()
     if not timm.is_model(name):
@@ -577,7 +577,7 @@ def _restore(checkpoint: Checkpoint, model: nn.Module, optimizer: torch.optim.Op
     state.best_weights = best or None
     torch.set_rng_state(checkpoint.tensors["rng.torch"])
 
-# %% ../nbs/05_train.ipynb #5cd9e07f
+# %% ../nbs/05_train.ipynb #f7f9b042
 def _evaluate_now(model, state: _RunState, val: Split | None, config: TrainConfig, epoch: float, lr: float,
                   started: float) -> dict[str, float]:
     row = {"epoch": round(epoch, 3), "step": state.step, "lr": lr, "seconds": round(time.perf_counter() - started, 2)}
@@ -597,7 +597,7 @@ def _evaluate_now(model, state: _RunState, val: Split | None, config: TrainConfi
     state.history.append(row)
     return row
 
-# %% ../nbs/05_train.ipynb #3dd4419f
+# %% ../nbs/05_train.ipynb #2964c8af
 class TrainWarning(UserWarning):
     "Something about a training run that its result alone would not show."
 
@@ -628,7 +628,7 @@ def near_chance_note(accuracy: float, targets: torch.Tensor, classes: int, margi
             f"these {len(targets)} test items): the model has not learnt. Look at result.plot(); try more epochs, "
             "another model, or more data")
 
-# %% ../nbs/05_train.ipynb #61c0a33c
+# %% ../nbs/05_train.ipynb #8760af0c
 THREADS_SETTINGS = ("FSML_THREADS", "OMP_NUM_THREADS")
 SHORT_STEP_SECONDS = 0.25  # steps longer than this use every thread without measuring
 
@@ -675,7 +675,7 @@ def choose_threads(step: Callable[[], object],  # one training step; called a fe
     chosen = 1 if one <= many else every
     return chosen, f"{chosen} (measured {one:.1f} ms/step with 1 thread, {many:.1f} ms with {every})"
 
-# %% ../nbs/05_train.ipynb #f5db6f0f
+# %% ../nbs/05_train.ipynb #db20c0ee
 def training_step(model: nn.Module, optimizer: torch.optim.Optimizer,
                   loss_function: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
                   inputs: torch.Tensor, targets: torch.Tensor) -> tuple[float, int, int]:
@@ -704,7 +704,7 @@ def add_unlabelled(train: Split, unlabelled: torch.Tensor | None, loss: Callable
                  torch.cat([train.targets, torch.full((len(unlabelled),), -1, dtype=torch.long)]),
                  train.shas + [""] * len(unlabelled))
 
-# %% ../nbs/05_train.ipynb #bfc127d0
+# %% ../nbs/05_train.ipynb #28b98cf3
 def checkpoint_metadata(model: nn.Module, spec: ModelSpec | None, version: DatasetVersion, input_shape: list[int],
                         config: TrainConfig, state: _RunState, optimizer: torch.optim.Optimizer,
                         notes: list[str]) -> dict[str, Any]:
@@ -727,7 +727,7 @@ def default_checkpoint_path(model_name: str, version: DatasetVersion) -> Path:
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-%f")
     return get_settings().home / "checkpoints" / f"{safe_name}-{version.short_id}-{stamp}.safetensors"
 
-# %% ../nbs/05_train.ipynb #ee9a8551
+# %% ../nbs/05_train.ipynb #e9aba00a
 def _stem_note(name: str, shape: tuple[int, ...], small: bool, adaptable: bool) -> str:
     size = "x".join(str(side) for side in shape[1:])
     if small and adaptable:
@@ -756,6 +756,51 @@ def model_for_data(model: nn.Module | ModelSpec | str, version: DatasetVersion, 
     if not isinstance(model, nn.Module):
         raise TrainError(f"model must be a torch module, a ModelSpec or a timm name, not {type(model).__name__}")
     return model, model_spec_of(model), []
+
+# %% ../nbs/05_train.ipynb #b1c64eb2
+@dataclass(frozen=True)
+class _Plan:
+    steps_per_epoch: int
+    total_steps: int
+    eval_every: int
+    stop_at: int  # this process stops here (until_step), the run may go on later
+
+    @classmethod
+    def of(cls, train_size: int, config: TrainConfig, until_step: int | None) -> _Plan:
+        steps_per_epoch = math.ceil(train_size / config.batch_size)
+        total = config.max_steps or config.epochs * steps_per_epoch
+        return cls(steps_per_epoch, total, config.eval_every_steps or steps_per_epoch, min(total, until_step or total))
+
+
+def _run_steps(model: nn.Module, optimizer: torch.optim.Optimizer, loss_function, train: Split, val: Split | None,
+               config: TrainConfig, state: _RunState, plan: _Plan, started: float,
+               on_evaluation: Callable[[], None], bar) -> bool:
+    "Train from `state.step` to `plan.stop_at`, evaluating on schedule; return True if early stopping fired."
+    model.train()
+    while state.step < plan.stop_at:
+        epoch = state.step // plan.steps_per_epoch
+        order = torch.randperm(len(train), generator=torch.Generator().manual_seed(config.seed * 1_000_003 + epoch))
+        for start in range((state.step % plan.steps_per_epoch) * config.batch_size, len(train), config.batch_size):
+            batch = order[start:start + config.batch_size]
+            learning_rate = config.lr * _lr_factor(state.step, plan.total_steps, config)
+            for group in optimizer.param_groups:  # the schedule is a pure function of the step: resumable
+                group["lr"] = learning_rate
+            loss_sum, correct, labelled = training_step(model, optimizer, loss_function, train.inputs[batch],
+                                                        train.targets[batch])
+            state.step += 1
+            state.running_loss += loss_sum
+            state.running_correct += correct
+            state.running_seen += labelled
+            bar.update(1)
+            if state.step % plan.eval_every == 0 or state.step == plan.total_steps:
+                row = _evaluate_now(model, state, val, config, state.step / plan.steps_per_epoch, learning_rate, started)
+                bar.set_postfix({key: f"{row[key]:.3g}" for key in ("train_loss", "val_accuracy") if key in row})
+                on_evaluation()
+                if config.patience is not None and state.evaluations_without_improvement >= config.patience:
+                    return True
+            if state.step >= plan.stop_at:
+                break
+    return False
 
 # %% ../nbs/05_train.ipynb #209441f2
 def _say(notes: list[str], message: str, progress: bool) -> None:
@@ -823,9 +868,7 @@ def fit(model: nn.Module | ModelSpec | str,  # a module, a spec, or a timm model
     model, spec, train, val, test = _prepare(model, version, store, config, transform, unlabelled, loss, notes,
                                              progress)
     optimizer = _make_optimizer(model, config)
-    steps_per_epoch = math.ceil(len(train) / config.batch_size)
-    total_steps = config.max_steps or config.epochs * steps_per_epoch
-    eval_every = config.eval_every_steps or steps_per_epoch
+    plan = _Plan.of(len(train), config, until_step)
     state = _RunState()
     if resume is not None:
         checkpoint = read_checkpoint(resume)
@@ -849,37 +892,12 @@ def fit(model: nn.Module | ModelSpec | str,  # a module, a spec, or a timm model
     torch.set_num_threads(chosen_threads)
     started = time.perf_counter()
     try:
-        model.train()
-        bar = tqdm(total=total_steps, initial=state.step, desc=f"fit {type(model).__name__}", unit="step",
-                   disable=not progress, leave=False)
-        stop_at = min(total_steps, until_step or total_steps)
-        stopped_early = False
-        while state.step < stop_at and not stopped_early:
-            epoch = state.step // steps_per_epoch
-            order = torch.randperm(len(train), generator=torch.Generator().manual_seed(config.seed * 1_000_003 + epoch))
-            for start in range((state.step % steps_per_epoch) * config.batch_size, len(train), config.batch_size):
-                batch = order[start:start + config.batch_size]
-                learning_rate = config.lr * _lr_factor(state.step, total_steps, config)
-                for group in optimizer.param_groups:  # the schedule is a pure function of the step: resumable
-                    group["lr"] = learning_rate
-                loss_sum, correct, labelled = training_step(model, optimizer, loss_function, train.inputs[batch],
-                                                            train.targets[batch])
-                state.step += 1
-                state.running_loss += loss_sum
-                state.running_correct += correct
-                state.running_seen += labelled
-                bar.update(1)
-                if state.step % eval_every == 0 or state.step == total_steps:
-                    row = _evaluate_now(model, state, val, config, state.step / steps_per_epoch, learning_rate, started)
-                    bar.set_postfix({key: f"{row[key]:.3g}" for key in ("train_loss", "val_accuracy") if key in row})
-                    if config.patience is not None and state.evaluations_without_improvement >= config.patience:
-                        stopped_early = True
-                    write_checkpoint()
-                if state.step >= stop_at or stopped_early:
-                    break
-        bar.close()
-        finished = state.step >= total_steps or stopped_early
-        if not finished and state.step % eval_every:
+        with tqdm(total=plan.total_steps, initial=state.step, desc=f"fit {type(model).__name__}", unit="step",
+                  disable=not progress, leave=False) as bar:
+            stopped_early = _run_steps(model, optimizer, loss_function, train, val, config, state, plan, started,
+                                       write_checkpoint, bar)
+        finished = state.step >= plan.total_steps or stopped_early
+        if not finished and state.step % plan.eval_every:
             write_checkpoint()  # interrupted between evaluations: keep the exact state to resume from
         if finished and state.best_weights is not None:
             model.load_state_dict(state.best_weights)  # early stopping keeps the best weights
