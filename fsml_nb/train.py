@@ -37,7 +37,7 @@ from .store import DatasetVersion, Store
 
 # %% auto #0
 __all__ = ['SPEC_SOURCES', 'ARCHITECTURES', 'BUILTIN_ARCHITECTURE_MODULES', 'ADAPTERS', 'SMALL_INPUT_MAX_SIDE',
-           'CHECKPOINT_FORMAT', 'THREADS_SETTINGS', 'SHORT_STEP_SECONDS', 'TrainError', 'UnknownModelError',
+           'CHECKPOINT_FORMAT', 'THREADS_SETTINGS', 'SMALL_MODEL_PARAMETERS', 'TrainError', 'UnknownModelError',
            'IncompatibleDataError', 'CheckpointError', 'ModelSpec', 'timm_spec', 'register_architecture',
            'registered_spec', 'has_resnet_stem', 'adapt_small_input', 'wants_small_input', 'layer_sizes_of',
            'apply_layer_sizes', 'build_model', 'model_spec_of', 'TrainConfig', 'Split', 'load_split', 'training_splits',
@@ -99,7 +99,7 @@ def timm_spec(name: str, num_classes: int, in_chans: int = 3, small_input: bool 
     return ModelSpec("timm", name, {"num_classes": num_classes, "in_chans": in_chans, **kwargs},
                      ("small_input",) if small_input else ())
 
-# %% ../nbs/05_train.ipynb #cfef39d8
+# %% ../nbs/05_train.ipynb #599f4f66
 ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {}
 BUILTIN_ARCHITECTURE_MODULES = ("fsml_nb.repro",)  # fsml_nb's own models; imported on a miss, named here only
 
@@ -162,7 +162,7 @@ def wants_small_input(input_shape: tuple[int, ...]) -> bool:
     "Whether images of `input_shape` (C, H, W) should get the small-input stem."
     return len(input_shape) == 3 and min(input_shape[1:]) <= SMALL_INPUT_MAX_SIDE
 
-# %% ../nbs/05_train.ipynb #9a15dd17
+# %% ../nbs/05_train.ipynb #75658dbf
 _SIZE_FIELDS = {nn.Linear: ("in_features", "out_features"), nn.Conv1d: ("in_channels", "out_channels", "groups"),
                 nn.Conv2d: ("in_channels", "out_channels", "groups"), nn.BatchNorm1d: ("num_features",),
                 nn.BatchNorm2d: ("num_features",)}
@@ -199,7 +199,7 @@ def apply_layer_sizes(model: nn.Module, layer_sizes: dict[str, dict[str, int]]) 
         setattr(model.get_submodule(parent_name) if parent_name else model, child, _resized(module, sizes))
     return model
 
-# %% ../nbs/05_train.ipynb #7c6f2ff3
+# %% ../nbs/05_train.ipynb #0f11dd7c
 def _build_timm(name: str, kwargs: dict[str, Any]) -> nn.Module:
     timm = import_timm()
     if not timm.is_model(name):
@@ -577,7 +577,7 @@ def _restore(checkpoint: Checkpoint, model: nn.Module, optimizer: torch.optim.Op
     state.best_weights = best or None
     torch.set_rng_state(checkpoint.tensors["rng.torch"])
 
-# %% ../nbs/05_train.ipynb #f7f9b042
+# %% ../nbs/05_train.ipynb #bfeed155
 def _evaluate_now(model, state: _RunState, val: Split | None, config: TrainConfig, epoch: float, lr: float,
                   started: float) -> dict[str, float]:
     row = {"epoch": round(epoch, 3), "step": state.step, "lr": lr, "seconds": round(time.perf_counter() - started, 2)}
@@ -597,7 +597,7 @@ def _evaluate_now(model, state: _RunState, val: Split | None, config: TrainConfi
     state.history.append(row)
     return row
 
-# %% ../nbs/05_train.ipynb #2964c8af
+# %% ../nbs/05_train.ipynb #6d9b6d90
 class TrainWarning(UserWarning):
     "Something about a training run that its result alone would not show."
 
@@ -628,9 +628,9 @@ def near_chance_note(accuracy: float, targets: torch.Tensor, classes: int, margi
             f"these {len(targets)} test items): the model has not learnt. Look at result.plot(); try more epochs, "
             "another model, or more data")
 
-# %% ../nbs/05_train.ipynb #8760af0c
+# %% ../nbs/05_train.ipynb #4f98497d
 THREADS_SETTINGS = ("FSML_THREADS", "OMP_NUM_THREADS")
-SHORT_STEP_SECONDS = 0.25  # steps longer than this use every thread without measuring
+SMALL_MODEL_PARAMETERS = 2_000_000  # models up to this size get their thread count measured
 
 
 def available_threads() -> int:
@@ -647,6 +647,7 @@ def _seconds_per_step(step: Callable[[], object], threads: int) -> float:
 
 def choose_threads(step: Callable[[], object],  # one training step; called a few times on a copy of the model
                    requested: int | None = None,  # a count asked for by the caller
+                   parameters: int = 0,  # the model's size: above SMALL_MODEL_PARAMETERS, all threads unmeasured
                    trials: int = 3) -> tuple[int, str]:
     "The intra-op thread count for a run, and why it was chosen."
     if requested is not None:
@@ -660,12 +661,13 @@ def choose_threads(step: Callable[[], object],  # one training step; called a fe
                 raise TrainError(f"{setting}={value!r} is not a positive whole number of threads")
             return int(value), f"{value} from {setting}"
     every = available_threads()
+    if every == 1 or parameters > SMALL_MODEL_PARAMETERS:
+        return every, f"all {every} ({parameters:,} parameters: big enough for threads to pay)"
     previous = torch.get_num_threads()
     try:
-        first = _seconds_per_step(step, every)  # also the warm-up
-        if every == 1 or first > SHORT_STEP_SECONDS:
-            return every, f"all {every} (a step takes {first * 1000:.0f} ms: long enough for threads to pay)"
         timings = {1: [], every: []}
+        for threads in timings:
+            _seconds_per_step(step, threads)  # warm-up
         for _ in range(trials):
             for threads in timings:
                 timings[threads].append(_seconds_per_step(step, threads))
@@ -675,7 +677,7 @@ def choose_threads(step: Callable[[], object],  # one training step; called a fe
     chosen = 1 if one <= many else every
     return chosen, f"{chosen} (measured {one:.1f} ms/step with 1 thread, {many:.1f} ms with {every})"
 
-# %% ../nbs/05_train.ipynb #db20c0ee
+# %% ../nbs/05_train.ipynb #82d5c764
 def training_step(model: nn.Module, optimizer: torch.optim.Optimizer,
                   loss_function: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
                   inputs: torch.Tensor, targets: torch.Tensor) -> tuple[float, int, int]:
@@ -704,7 +706,7 @@ def add_unlabelled(train: Split, unlabelled: torch.Tensor | None, loss: Callable
                  torch.cat([train.targets, torch.full((len(unlabelled),), -1, dtype=torch.long)]),
                  train.shas + [""] * len(unlabelled))
 
-# %% ../nbs/05_train.ipynb #28b98cf3
+# %% ../nbs/05_train.ipynb #194a2796
 def checkpoint_metadata(model: nn.Module, spec: ModelSpec | None, version: DatasetVersion, input_shape: list[int],
                         config: TrainConfig, state: _RunState, optimizer: torch.optim.Optimizer,
                         notes: list[str]) -> dict[str, Any]:
@@ -727,7 +729,7 @@ def default_checkpoint_path(model_name: str, version: DatasetVersion) -> Path:
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-%f")
     return get_settings().home / "checkpoints" / f"{safe_name}-{version.short_id}-{stamp}.safetensors"
 
-# %% ../nbs/05_train.ipynb #e9aba00a
+# %% ../nbs/05_train.ipynb #f030b87e
 def _stem_note(name: str, shape: tuple[int, ...], small: bool, adaptable: bool) -> str:
     size = "x".join(str(side) for side in shape[1:])
     if small and adaptable:
@@ -757,7 +759,7 @@ def model_for_data(model: nn.Module | ModelSpec | str, version: DatasetVersion, 
         raise TrainError(f"model must be a torch module, a ModelSpec or a timm name, not {type(model).__name__}")
     return model, model_spec_of(model), []
 
-# %% ../nbs/05_train.ipynb #b1c64eb2
+# %% ../nbs/05_train.ipynb #ea2005f4
 @dataclass(frozen=True)
 class _Plan:
     steps_per_epoch: int
@@ -880,7 +882,8 @@ def fit(model: nn.Module | ModelSpec | str,  # a module, a spec, or a timm model
     loss_function = loss or (lambda logits, targets, _inputs: cross_entropy(logits, targets))
     if checkpoint_path is None:
         checkpoint_path = default_checkpoint_path(spec.name if spec else type(model).__name__, version)
-    chosen_threads, why = choose_threads(_thread_probe(model, train, config, loss_function), threads)
+    size = sum(parameter.numel() for parameter in model.parameters())
+    chosen_threads, why = choose_threads(_thread_probe(model, train, config, loss_function), threads, size)
     _say(notes, f"torch threads: {why}", progress)
 
     def write_checkpoint() -> None:
