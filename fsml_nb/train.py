@@ -99,7 +99,7 @@ def timm_spec(name: str, num_classes: int, in_chans: int = 3, small_input: bool 
     return ModelSpec("timm", name, {"num_classes": num_classes, "in_chans": in_chans, **kwargs},
                      ("small_input",) if small_input else ())
 
-# %% ../nbs/05_train.ipynb #599f4f66
+# %% ../nbs/05_train.ipynb #d8a74944
 ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {}
 BUILTIN_ARCHITECTURE_MODULES = ("fsml_nb.repro",)  # fsml_nb's own models; imported on a miss, named here only
 
@@ -162,7 +162,7 @@ def wants_small_input(input_shape: tuple[int, ...]) -> bool:
     "Whether images of `input_shape` (C, H, W) should get the small-input stem."
     return len(input_shape) == 3 and min(input_shape[1:]) <= SMALL_INPUT_MAX_SIDE
 
-# %% ../nbs/05_train.ipynb #75658dbf
+# %% ../nbs/05_train.ipynb #cb268fb0
 _SIZE_FIELDS = {nn.Linear: ("in_features", "out_features"), nn.Conv1d: ("in_channels", "out_channels", "groups"),
                 nn.Conv2d: ("in_channels", "out_channels", "groups"), nn.BatchNorm1d: ("num_features",),
                 nn.BatchNorm2d: ("num_features",)}
@@ -199,7 +199,7 @@ def apply_layer_sizes(model: nn.Module, layer_sizes: dict[str, dict[str, int]]) 
         setattr(model.get_submodule(parent_name) if parent_name else model, child, _resized(module, sizes))
     return model
 
-# %% ../nbs/05_train.ipynb #0f11dd7c
+# %% ../nbs/05_train.ipynb #260be1b6
 def _build_timm(name: str, kwargs: dict[str, Any]) -> nn.Module:
     timm = import_timm()
     if not timm.is_model(name):
@@ -577,7 +577,7 @@ def _restore(checkpoint: Checkpoint, model: nn.Module, optimizer: torch.optim.Op
     state.best_weights = best or None
     torch.set_rng_state(checkpoint.tensors["rng.torch"])
 
-# %% ../nbs/05_train.ipynb #bfeed155
+# %% ../nbs/05_train.ipynb #e0432912
 def _evaluate_now(model, state: _RunState, val: Split | None, config: TrainConfig, epoch: float, lr: float,
                   started: float) -> dict[str, float]:
     row = {"epoch": round(epoch, 3), "step": state.step, "lr": lr, "seconds": round(time.perf_counter() - started, 2)}
@@ -597,7 +597,7 @@ def _evaluate_now(model, state: _RunState, val: Split | None, config: TrainConfi
     state.history.append(row)
     return row
 
-# %% ../nbs/05_train.ipynb #6d9b6d90
+# %% ../nbs/05_train.ipynb #96a0408b
 class TrainWarning(UserWarning):
     "Something about a training run that its result alone would not show."
 
@@ -628,7 +628,7 @@ def near_chance_note(accuracy: float, targets: torch.Tensor, classes: int, margi
             f"these {len(targets)} test items): the model has not learnt. Look at result.plot(); try more epochs, "
             "another model, or more data")
 
-# %% ../nbs/05_train.ipynb #4f98497d
+# %% ../nbs/05_train.ipynb #e1f88983
 THREADS_SETTINGS = ("FSML_THREADS", "OMP_NUM_THREADS")
 SMALL_MODEL_PARAMETERS = 2_000_000  # models up to this size get their thread count measured
 
@@ -677,7 +677,7 @@ def choose_threads(step: Callable[[], object],  # one training step; called a fe
     chosen = 1 if one <= many else every
     return chosen, f"{chosen} (measured {one:.1f} ms/step with 1 thread, {many:.1f} ms with {every})"
 
-# %% ../nbs/05_train.ipynb #82d5c764
+# %% ../nbs/05_train.ipynb #04c1b931
 def training_step(model: nn.Module, optimizer: torch.optim.Optimizer,
                   loss_function: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
                   inputs: torch.Tensor, targets: torch.Tensor) -> tuple[float, int, int]:
@@ -706,12 +706,12 @@ def add_unlabelled(train: Split, unlabelled: torch.Tensor | None, loss: Callable
                  torch.cat([train.targets, torch.full((len(unlabelled),), -1, dtype=torch.long)]),
                  train.shas + [""] * len(unlabelled))
 
-# %% ../nbs/05_train.ipynb #194a2796
+# %% ../nbs/05_train.ipynb #1bea2923
 def checkpoint_metadata(model: nn.Module, spec: ModelSpec | None, version: DatasetVersion, input_shape: list[int],
                         config: TrainConfig, state: _RunState, optimizer: torch.optim.Optimizer,
-                        notes: list[str]) -> dict[str, Any]:
+                        notes: list[str], threads: int | None = None) -> dict[str, Any]:
     "The JSON metadata of a run's checkpoint."
-    return {"model_spec": spec.to_dict() if spec else None,
+    return {"model_spec": spec.to_dict() if spec else None, "threads": threads,
             "model_class": f"{type(model).__module__}.{type(model).__qualname__}",
             "dataset_version": version.id, "classes": list(version.label_schema.classes),
             "input_shape": input_shape, "config": config.to_dict(), "history": state.history, "notes": notes,
@@ -729,7 +729,7 @@ def default_checkpoint_path(model_name: str, version: DatasetVersion) -> Path:
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-%f")
     return get_settings().home / "checkpoints" / f"{safe_name}-{version.short_id}-{stamp}.safetensors"
 
-# %% ../nbs/05_train.ipynb #f030b87e
+# %% ../nbs/05_train.ipynb #621eead5
 def _stem_note(name: str, shape: tuple[int, ...], small: bool, adaptable: bool) -> str:
     size = "x".join(str(side) for side in shape[1:])
     if small and adaptable:
@@ -759,7 +759,7 @@ def model_for_data(model: nn.Module | ModelSpec | str, version: DatasetVersion, 
         raise TrainError(f"model must be a torch module, a ModelSpec or a timm name, not {type(model).__name__}")
     return model, model_spec_of(model), []
 
-# %% ../nbs/05_train.ipynb #ea2005f4
+# %% ../nbs/05_train.ipynb #e2bdfc4f
 @dataclass(frozen=True)
 class _Plan:
     steps_per_epoch: int
@@ -878,6 +878,7 @@ def fit(model: nn.Module | ModelSpec | str,  # a module, a spec, or a timm model
             raise CheckpointError(f"{resume} was trained on version {checkpoint.metadata.get('dataset_version', '?')[:12]}, "
                                   f"not {version.short_id}")
         _restore(checkpoint, model, optimizer, state)
+        threads = threads or checkpoint.metadata.get("threads")  # the same threads give the same numbers
     cross_entropy = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing, ignore_index=-1)
     loss_function = loss or (lambda logits, targets, _inputs: cross_entropy(logits, targets))
     if checkpoint_path is None:
@@ -889,7 +890,7 @@ def fit(model: nn.Module | ModelSpec | str,  # a module, a spec, or a timm model
     def write_checkpoint() -> None:
         if checkpoint_path is not False:
             save_checkpoint(checkpoint_path, _checkpoint_tensors(model, optimizer, state), checkpoint_metadata(
-                model, spec, version, list(train.inputs.shape[1:]), config, state, optimizer, notes))
+                model, spec, version, list(train.inputs.shape[1:]), config, state, optimizer, notes, chosen_threads))
 
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(chosen_threads)
