@@ -133,7 +133,7 @@ def test_extra_execution_providers_get_their_own_latency_columns(exported, monke
         assert {"CPU b1", "CPU b32"} <= set(report.variant(name).latency_ms)
     assert "CPU b1" not in report.variant("torch-fp32").latency_ms
     markdown = (folder / "gpu-out" / "report.md").read_text()
-    assert "CPU b1 ms (x torch)" in markdown and "no CUDA or TensorRT" not in markdown
+    assert "CPU b1 ms [IQR] (x torch)" in markdown and "no CUDA or TensorRT" not in markdown
 
 
 def _variant(name: str, b1: tuple[float, float, float], drop: float = 0.0, max_diff: float = 0.0,
