@@ -1,6 +1,6 @@
 """Benchmark: the full reproduction tables, the distillation study and the pruning study.
 
-    python bench/repro.py [--only mnist1d,digits,distill,prune] [--out bench/out]
+    python bench/repro.py [--only mnist1d,digits,distill,prune,threads,stem] [--out bench/out]
 
 Prints Markdown tables:
 1. `mnist1d`: every row of Greydanus & Kobak's table over 3 seeds, with the wall time of the
@@ -12,25 +12,36 @@ Prints Markdown tables:
 4. pruning: the digits timm ResNet-18 and the reference MNIST-1D CNN, each pruned to 50% of
    its parameters and fine-tuned (target: <= 1 point of accuracy lost), with parameters,
    MACs and latency.
+5. `threads` (issue 9 section 4; not in the default run): the MNIST-1D table in a quick mode
+   (`--steps` steps per row, default 600 instead of 6,000, one seed) timed quiet and with one
+   busy process (a pure-Python loop holding a core) beside it, with torch's default thread
+   count and with fit's choice (target: fit's choice busy within 2.5x of quiet).
+6. `stem` (issue 17.1; not in the default run): a 3-class folder of drawn shapes (60 images
+   per class) at 32x32 and 64x64, ResNet-18 with the small-input and the standard stem, and
+   `fit(name, version)` with no other argument (the stem it picks); accuracy and time.
 """
 from __future__ import annotations
 
 import argparse
+import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
 
-from fsml_nb.compress import distillation_study, measure, prune_to_ratio, reports_to_markdown
+import numpy as np
 import torch
+from PIL import Image, ImageDraw
 
-from fsml_nb.data import generate_mnist1d, import_digits, import_mnist1d
+from fsml_nb.compress import distillation_study, measure, prune_to_ratio, reports_to_markdown
+from fsml_nb.data import generate_mnist1d, import_digits, import_folder, import_mnist1d
 from fsml_nb.repro import MNIST1D_TRAINING, RECIPES, reproduce, save_report, to_markdown
 from fsml_nb.store import Store
-from fsml_nb.train import ModelSpec, fit, training_splits
+from fsml_nb.train import SMALL_INPUT_MAX_SIDE, available_threads, fit, registered_spec, timm_spec, training_splits
 
-REFERENCE_CNN = ModelSpec("python", "fsml_nb.repro:Mnist1dCNN")
-SMALL_CNN = ModelSpec("python", "fsml_nb.repro:Mnist1dCNN", {"channels": 8})
+REFERENCE_CNN = registered_spec("mnist1d-cnn")
+SMALL_CNN = registered_spec("mnist1d-cnn", channels=8)
 
 
 def run_recipe(name: str, store: Store, out: Path | None) -> None:
@@ -43,7 +54,8 @@ def run_recipe(name: str, store: Store, out: Path | None) -> None:
 
 def run_distillation(store: Store) -> None:
     version = import_mnist1d(store)
-    teacher = fit(REFERENCE_CNN, version, store=store, config=MNIST1D_TRAINING, progress=False).model
+    teacher = fit(REFERENCE_CNN, version, store=store, config=MNIST1D_TRAINING, checkpoint_path=False,
+                  progress=False).model
     transfer = torch.from_numpy(generate_mnist1d(seed=1042)["x"]).float()  # new signals; their labels are not used
     study = distillation_study(SMALL_CNN, teacher, version, store, MNIST1D_TRAINING, seeds=(0, 1, 2),
                                temperature=4.0, alpha=0.9, unlabelled=transfer)
@@ -56,7 +68,7 @@ def prune_and_report(title: str, model, version, store: Store, test, fine_tune) 
     before = measure(model, test, title)
     pruned = prune_to_ratio(model, test.inputs, ratio=0.5)
     after_pruning = measure(pruned, test, "pruned to 50% of parameters")
-    tuned = fit(pruned, version, store=store, config=fine_tune, progress=False).model
+    tuned = fit(pruned, version, store=store, config=fine_tune, checkpoint_path=False, progress=False).model
     after_tuning = measure(tuned, test, "pruned + fine-tuned")
     print(f"### Structured pruning of the {title} to 50% of its parameters\n")
     print(reports_to_markdown([before, after_pruning, after_tuning]))
@@ -69,19 +81,88 @@ def run_pruning(store: Store) -> None:
     digits = import_digits(store)
     row = RECIPES["digits"].rows[0]
     _, _, digits_test = training_splits(digits, store, row.config)
-    resnet = fit(row.model, digits, store=store, config=row.config, progress=False).model
+    resnet = fit(row.model, digits, store=store, config=row.config, checkpoint_path=False, progress=False).model
     prune_and_report("digits ResNet-18 (timm)", resnet, digits, store, digits_test,
                      replace(row.config, epochs=5, lr=5e-4, warmup_steps=0))
     version = import_mnist1d(store)
     _, _, test = training_splits(version, store, MNIST1D_TRAINING)
-    cnn = fit(REFERENCE_CNN, version, store=store, config=MNIST1D_TRAINING, progress=False).model
+    cnn = fit(REFERENCE_CNN, version, store=store, config=MNIST1D_TRAINING, checkpoint_path=False, progress=False).model
     prune_and_report("MNIST-1D CNN", cnn, version, store, test, MNIST1D_TRAINING)
+
+
+def busy_process() -> subprocess.Popen:
+    "Another program holding one core, as on a laptop that is never idle."
+    return subprocess.Popen([sys.executable, "-c", "while True: pass"])
+
+
+def run_threads(store: Store, steps: int) -> None:
+    "The MNIST-1D table (quick mode) quiet and beside a busy process, torch's default threads vs fit's choice."
+    recipe = RECIPES["mnist1d"]
+    quick = replace(recipe, seeds=(0,), rows=tuple(
+        replace(row, config=replace(row.config, max_steps=steps, eval_every_steps=steps)) for row in recipe.rows))
+    import_mnist1d(store)
+    every = available_threads()
+    policies = {f"torch default ({torch.get_num_threads()} threads)": torch.get_num_threads(), "fit's choice": None}
+    seconds: dict[tuple[str, str], float] = {}
+    for condition in ("quiet", "busy"):
+        neighbour = busy_process() if condition == "busy" else None
+        try:
+            for policy, threads in policies.items():
+                seconds[policy, condition] = reproduce(quick, store=store, threads=threads, progress=False).seconds
+        finally:
+            if neighbour is not None:
+                neighbour.kill()
+                neighbour.wait()
+    print(f"### MNIST-1D table, quick mode ({steps} steps per row, 1 seed), {every} cores\n")
+    print("| threads | quiet (s) | one busy process (s) | busy / quiet |\n| --- | ---: | ---: | ---: |")
+    for policy in policies:
+        quiet, busy = seconds[policy, "quiet"], seconds[policy, "busy"]
+        print(f"| {policy} | {quiet:.1f} | {busy:.1f} | {busy / quiet:.2f}x |")
+    ratio = seconds["fit's choice", "busy"] / seconds["fit's choice", "quiet"]
+    print(f"\nfit's choice, busy / quiet: {ratio:.2f}x (target <= 2.5x): {'met' if ratio <= 2.5 else '**not met**'}\n")
+
+
+def draw_shapes_folder(root: Path, side: int, per_class: int = 60, seed: int = 0) -> Path:
+    "A folder of circles, squares and triangles (dark on light, random place, size and noise), one sub-folder each."
+    rng = np.random.default_rng(seed)
+    for shape in ("circle", "square", "triangle"):
+        (root / shape).mkdir(parents=True)
+        for index in range(per_class):
+            image = Image.new("RGB", (side, side), tuple(int(v) for v in rng.integers(150, 256, 3)))
+            draw, colour = ImageDraw.Draw(image), tuple(int(v) for v in rng.integers(0, 100, 3))
+            radius = rng.uniform(0.15, 0.35) * side
+            x, y = rng.uniform(radius, side - radius, 2)
+            if shape == "circle":
+                draw.ellipse([x - radius, y - radius, x + radius, y + radius], fill=colour)
+            elif shape == "square":
+                draw.rectangle([x - radius, y - radius, x + radius, y + radius], fill=colour)
+            else:
+                draw.polygon([(x, y - radius), (x - radius, y + radius), (x + radius, y + radius)], fill=colour)
+            noisy = np.asarray(image).astype(np.int16) + rng.normal(0, 12, (side, side, 3)).astype(np.int16)
+            Image.fromarray(noisy.clip(0, 255).astype(np.uint8)).save(root / shape / f"{index}.png")
+    return root
+
+
+def run_stem(store: Store, folder: Path) -> None:
+    "ResNet-18 on drawn shapes at two sizes with each stem, and with fit's own choice."
+    print(f"### ResNet-18 on a 3-class shapes folder (60 per class), every default (SMALL_INPUT_MAX_SIDE = "
+          f"{SMALL_INPUT_MAX_SIDE})\n")
+    print("| size | stem | test accuracy (%) | seconds |\n| --- | --- | ---: | ---: |")
+    for side in (32, 64):
+        version = import_folder(draw_shapes_folder(folder / f"shapes{side}", side), store=store)
+        for stem, model in (("small-input", timm_spec("resnet18", 3, small_input=True)),
+                            ("standard", timm_spec("resnet18", 3)), ("fit's choice", "resnet18")):
+            result = fit(model, version, store=store, checkpoint_path=False, progress=False)
+            chosen = f" ({result.notes[0].split(': ')[1].split(' (')[0]})" if stem == "fit's choice" else ""
+            print(f"| {side}x{side} | {stem}{chosen} | {result.test_accuracy:.1f} | {result.seconds:.0f} |", flush=True)
+    print()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", default="mnist1d,digits,distill,prune")
     parser.add_argument("--out", type=Path, default=None, help="also save each recipe's report.md/json/png here")
+    parser.add_argument("--steps", type=int, default=600, help="steps per row in the threads benchmark's quick mode")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         store = Store(f"sqlite:///{tmp}/fsml.db", f"{tmp}/blobs")
@@ -93,6 +174,10 @@ def main() -> None:
                 run_distillation(store)
             elif part == "prune":
                 run_pruning(store)
+            elif part == "threads":
+                run_threads(store, args.steps)
+            elif part == "stem":
+                run_stem(store, Path(tmp))
             else:
                 raise SystemExit(f"unknown part {part!r}")
             print(f"({part}: {time.perf_counter() - started:.0f} s)\n", flush=True)

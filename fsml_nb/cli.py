@@ -717,6 +717,10 @@ def quickstart(batch_size: int = typer.Option(32, help="size of the batch read b
         typer.echo(f"trained {model} on {version.short_id}: test accuracy {result.test_accuracy:.2f}% "
                    f"({result.seconds:.0f} s) -> {checkpoint}")
         report = export_checkpoint(checkpoint, folder / "export", version, store=store)
+    if report.recommended is None:
+        typer.echo(f"exported to {folder / 'export'}: no recommendation ({report.notes[0]}); report.md there has "
+                   "the full table")
+        return
     choice = report.variant(report.recommended)
     typer.echo(f"exported to {folder / 'export'}: recommended {report.recommended} "
                f"(accuracy {choice.parity.accuracy:.2f}%, {choice.latency_ms['cpu b1']:.3f} ms at batch 1; "

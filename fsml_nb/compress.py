@@ -18,12 +18,13 @@ from torch import nn
 
 from .core import FsmlError, median_ms
 from .store import DatasetVersion, Store
-from .train import ModelSpec, Split, TrainConfig, TrainResult, evaluate, fit, training_splits
+from .train import (ModelSpec, Split, TrainConfig, TrainResult, build_model, check_architecture, evaluate, fit,
+                           layer_sizes_of, model_spec_of, training_splits)
 
 # %% auto #0
 __all__ = ['CompressError', 'count_parameters', 'count_macs', 'latency_ms', 'ModelReport', 'measure', 'reports_to_markdown',
-           'DistillationLoss', 'distill', 'DistillationStudy', 'distillation_study', 'prune_to_ratio', 'fold_batchnorm',
-           'count_batchnorms', 'replace_head']
+           'DistillationLoss', 'distill', 'DistillationStudy', 'distillation_study', 'resized_spec', 'prune_to_ratio',
+           'fold_batchnorm', 'count_batchnorms', 'replace_head']
 
 # %% ../nbs/07_compress.ipynb #a1372fd6
 class CompressError(FsmlError):
@@ -100,7 +101,8 @@ class DistillationLoss:
         return self.alpha * self.temperature ** 2 * soft + (1 - self.alpha) * hard
 
 
-def distill(student: nn.Module | ModelSpec, teacher: nn.Module, version: str | DatasetVersion,
+def distill(student: nn.Module | ModelSpec | str,  # a module, a spec, or a timm model name (built for the data)
+            teacher: nn.Module, version: str | DatasetVersion,
             store: Store | None = None, config: TrainConfig | None = None, temperature: float = 4.0,
             alpha: float = 0.9, unlabelled: torch.Tensor | None = None,  # a transfer set without labels
             **fit_kwargs) -> TrainResult:
@@ -144,16 +146,43 @@ def distillation_study(student: ModelSpec, teacher: nn.Module, version: DatasetV
     "Train the student alone and distilled (also with a transfer set, if given) with each seed; same config."
     _, _, test = training_splits(version, store, config)
     alone, distilled, transfer = [], [], []
+    quiet = {"store": store, "checkpoint_path": False, "progress": False}  # a study keeps numbers, not checkpoints
     for seed in seeds:
         seeded = replace(config, seed=seed)
-        alone.append(fit(student, version, store=store, config=seeded, progress=False).test_accuracy)
-        distilled.append(distill(student, teacher, version, store=store, config=seeded, temperature=temperature,
-                                 alpha=alpha, progress=False).test_accuracy)
+        alone.append(fit(student, version, config=seeded, **quiet).test_accuracy)
+        distilled.append(distill(student, teacher, version, config=seeded, temperature=temperature, alpha=alpha,
+                                 **quiet).test_accuracy)
         if unlabelled is not None:
-            transfer.append(distill(student, teacher, version, store=store, config=seeded, temperature=temperature,
-                                    alpha=alpha, unlabelled=unlabelled, progress=False).test_accuracy)
+            transfer.append(distill(student, teacher, version, config=seeded, temperature=temperature, alpha=alpha,
+                                    unlabelled=unlabelled, **quiet).test_accuracy)
     return DistillationStudy(evaluate(teacher, test)["accuracy"], alone, distilled, transfer or None,
                              0 if unlabelled is None else len(unlabelled))
+
+# %% ../nbs/07_compress.ipynb #93248ec8
+def resized_spec(spec: ModelSpec, model: nn.Module) -> ModelSpec:
+    "`spec` plus the sizes of every layer of `model` that differs from a fresh build of `spec`'s architecture."
+    with torch.random.fork_rng(devices=[]):  # building the base must not move the caller's random state
+        base = dict(build_model(replace(spec, layer_sizes={})).named_modules())
+    sizes = {}
+    for name, module in model.named_modules():
+        kept = layer_sizes_of(module)
+        if kept is not None and (name not in base or layer_sizes_of(base[name]) != kept):
+            sizes[name] = kept
+    resized = replace(spec, layer_sizes=sizes)
+    with torch.random.fork_rng(devices=[]):
+        rebuilt = build_model(resized)
+    try:
+        check_architecture(rebuilt, model.state_dict(), "the changed model")
+    except FsmlError as error:
+        raise CompressError(f"the changed {type(model).__name__} cannot be described by a spec: {error}") from None
+    return resized
+
+
+def _with_resized_spec(model: nn.Module) -> nn.Module:
+    spec = model_spec_of(model)
+    if spec is not None:
+        model.fsml_model_spec = resized_spec(spec, model)
+    return model
 
 # %% ../nbs/07_compress.ipynb #7f1da283
 def _classifier(model: nn.Module) -> nn.Module:
@@ -184,7 +213,7 @@ def prune_to_ratio(model: nn.Module, example_inputs: torch.Tensor, ratio: float 
     if count_parameters(pruned) > ratio * original:
         raise CompressError(f"could only prune {type(model).__name__} to {count_parameters(pruned) / original:.2f} "
                             f"of its parameters, not {ratio}")
-    return pruned
+    return _with_resized_spec(pruned)
 
 # %% ../nbs/07_compress.ipynb #c4825cee
 def fold_batchnorm(model: nn.Module, example_inputs: torch.Tensor, atol: float = 1e-4) -> nn.Module:
@@ -213,11 +242,11 @@ def replace_head(model: nn.Module, num_classes: int) -> nn.Module:
     model = copy.deepcopy(model)
     if hasattr(model, "reset_classifier"):
         model.reset_classifier(num_classes)
-        return model
+        return _with_resized_spec(model)
     old = _classifier(model)
     for parent in model.modules():
         for name, child in parent.named_children():
             if child is old:
                 setattr(parent, name, nn.Linear(old.in_features, num_classes, bias=old.bias is not None))
-                return model
+                return _with_resized_spec(model)
     raise CompressError("could not find where the classifier sits in the model")

@@ -10,11 +10,15 @@ Docs: https://fsml-nb.github.io/fsml_nb/export.html.md"""
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
+import statistics
 import tempfile
+import time
 import warnings
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,15 +27,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from .core import FsmlError, get_logger, median_ms
+from .core import FsmlError, get_logger
 from .store import DatasetVersion, Store
 from .train import Split, load_model, read_checkpoint
 
 # %% auto #0
-__all__ = ['log', 'DEFAULT_OPSET', 'CALIBRATION_METHODS', 'ExportError', 'preprocessing_of', 'export_onnx', 'onnx_metadata',
-           'SplitReader', 'quantize_dynamic_int8', 'quantize_static_int8', 'onnx_session', 'OnnxRunner', 'TorchRunner',
-           'Parity', 'batched_logits', 'parity', 'diverging_layers', 'median_latency_ms', 'Variant', 'ExportReport',
-           'export_checkpoint', 'report_markdown', 'report_json']
+__all__ = ['log', 'DEFAULT_OPSET', 'CALIBRATION_METHODS', 'PAIRED_Z', 'ExportError', 'preprocessing_of', 'export_onnx',
+           'onnx_metadata', 'SplitReader', 'quantize_dynamic_int8', 'quantize_static_int8', 'onnx_session',
+           'OnnxRunner', 'TorchRunner', 'wilson_interval', 'drop_interval', 'Parity', 'batched_logits', 'parity',
+           'diverging_layers', 'Latency', 'measure_latency', 'Variant', 'ExportReport', 'export_checkpoint',
+           'report_markdown', 'report_json']
 
 # %% ../nbs/08_export.ipynb #0a6d7831
 class ExportError(FsmlError):
@@ -62,7 +67,7 @@ def _unsupported_operator(message: str) -> str | None:
 
 def _export_with(model: nn.Module, example: torch.Tensor, path: Path, opset: int, dynamo: bool) -> None:
     arguments: dict[str, Any] = {"input_names": ["input"], "output_names": ["logits"], "opset_version": opset,
-                                 "dynamo": dynamo}
+                                 "dynamo": dynamo, "verbose": False}  # no "[torch.onnx] ..." progress lines
     if dynamo:
         arguments["dynamic_shapes"] = ({0: torch.export.Dim("batch", min=1, max=65536)},)
         arguments["external_data"] = False  # one self-contained file (fine below ONNX's 2 GB limit)
@@ -150,11 +155,25 @@ def _add_metadata(path: Path, metadata: dict[str, Any]) -> None:
     onnx.save(proto, str(path))
 
 
+@contextmanager
+def _preprocessed(fp32_path: str | Path, out_path: str | Path):
+    "onnxruntime's quantization pre-processing (shape inference, graph clean-up) into a file removed afterwards."
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    prepared = Path(out_path).with_name(Path(out_path).stem + ".pre.onnx")
+    try:
+        quant_pre_process(str(fp32_path), str(prepared))
+        yield prepared
+    finally:
+        prepared.unlink(missing_ok=True)
+
+
 def quantize_dynamic_int8(fp32_path: str | Path, out_path: str | Path) -> Path:
     "Dynamic INT8: weights quantized, activations at run time."
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(str(fp32_path), str(out_path), weight_type=QuantType.QInt8)
+    with _preprocessed(fp32_path, out_path) as prepared:
+        quantize_dynamic(str(prepared), str(out_path), weight_type=QuantType.QInt8)
     _add_metadata(Path(out_path), {**onnx_metadata(fp32_path), "fsml.quantization": "dynamic-int8"})
     return Path(out_path)
 
@@ -163,20 +182,17 @@ def quantize_static_int8(fp32_path: str | Path, out_path: str | Path, calibratio
                          method: str = "minmax") -> Path:
     "Static INT8 (QDQ, per-channel weights) calibrated on `calibration`."
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     if method not in CALIBRATION_METHODS:
         raise ExportError(f"unknown calibration method {method!r}; expected one of {', '.join(CALIBRATION_METHODS)}")
     if len(calibration) == 0:
         raise ExportError("the calibration split is empty")
-    prepared = Path(out_path).with_name(Path(out_path).stem + ".pre.onnx")
-    quant_pre_process(str(fp32_path), str(prepared))
     calibrate = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                  "percentile": CalibrationMethod.Percentile}[method]
-    quantize_static(str(prepared), str(out_path), SplitReader(calibration.inputs), quant_format=QuantFormat.QDQ,
-                    per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                    calibrate_method=calibrate, extra_options={"CalibMaxIntermediateOutputs": 64})
-    prepared.unlink(missing_ok=True)
+    with _preprocessed(fp32_path, out_path) as prepared:
+        quantize_static(str(prepared), str(out_path), SplitReader(calibration.inputs), quant_format=QuantFormat.QDQ,
+                        per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        calibrate_method=calibrate, extra_options={"CalibMaxIntermediateOutputs": 64})
     _add_metadata(Path(out_path), {**onnx_metadata(fp32_path), "fsml.quantization": f"static-int8-qdq-{method}",
                                    "fsml.calibration_version": calibration_version,
                                    "fsml.calibration_items": len(calibration)})
@@ -212,6 +228,29 @@ class TorchRunner:
             return self.model(inputs).numpy()
 
 # %% ../nbs/08_export.ipynb #e8c5b77d
+def wilson_interval(successes: int, trials: int, z: float = 1.96) -> tuple[float, float]:
+    "Wilson score interval of a proportion."
+    if trials == 0:
+        return 0.0, 1.0
+    rate = successes / trials
+    centre = (rate + z * z / (2 * trials)) / (1 + z * z / trials)
+    half = z * math.sqrt(rate * (1 - rate) / trials + z * z / (4 * trials * trials)) / (1 + z * z / trials)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+PAIRED_Z = 2.2414  # two-sided 97.5% for each of the two counts: 95% together
+
+
+def drop_interval(reference_right: np.ndarray, variant_right: np.ndarray) -> tuple[float, float, float]:
+    "Accuracy drop of a variant against the reference on the same items, in points, with a 95% interval."
+    items = len(reference_right)
+    lost = int((reference_right & ~variant_right).sum())
+    gained = int((~reference_right & variant_right).sum())
+    lost_low, lost_high = wilson_interval(lost, items, PAIRED_Z)
+    gained_low, gained_high = wilson_interval(gained, items, PAIRED_Z)
+    return (100 * (lost - gained) / max(1, items), 100 * (lost_low - gained_high), 100 * (lost_high - gained_low))
+
+
 @dataclass
 class Parity:
     "How one variant compares with torch FP32 on a split."
@@ -221,21 +260,31 @@ class Parity:
     max_abs_logit_diff: float
     mean_abs_logit_diff: float
     changed_items: list[str] = field(default_factory=list)
+    items: int = 0  # evaluation items
+    drop: float = 0.0  # accuracy points lost against torch FP32 (negative: gained)
+    drop_interval: tuple[float, float] = (0.0, 0.0)  # 95% interval of the drop
+    logit_tolerance: float = math.inf  # max_abs_logit_diff above this is flagged
+
+    @property
+    def beyond_tolerance(self) -> bool:
+        return self.max_abs_logit_diff > self.logit_tolerance
 
 
 def batched_logits(runner, inputs: torch.Tensor, batch_size: int = 256) -> np.ndarray:
     return np.concatenate([runner(inputs[start:start + batch_size]) for start in range(0, len(inputs), batch_size)])
 
 
-def parity(variant: str, logits: np.ndarray, reference: np.ndarray, split: Split) -> Parity:
+def parity(variant: str, logits: np.ndarray, reference: np.ndarray, split: Split,
+           logit_tolerance: float = math.inf) -> Parity:
     "Compare a variant's logits with torch's on a split."
     predictions, reference_predictions = logits.argmax(1), reference.argmax(1)
     targets = split.targets.numpy()
     difference = np.abs(logits - reference)
     changed = [sha for sha, a, b in zip(split.shas, predictions, reference_predictions, strict=True) if a != b]
+    drop, low, high = drop_interval(reference_predictions == targets, predictions == targets)
     return Parity(variant, float(100 * (predictions == targets).mean()),
                   float(100 * (predictions == reference_predictions).mean()), float(difference.max()),
-                  float(difference.mean()), changed)
+                  float(difference.mean()), changed, len(targets), drop, (low, high), logit_tolerance)
 
 # %% ../nbs/08_export.ipynb #d60fdab7
 def diverging_layers(fp32_path: Path, int8_path: Path, calibration: Split, workdir: Path, top: int = 5
@@ -258,9 +307,33 @@ def diverging_layers(fp32_path: Path, int8_path: Path, calibration: Split, workd
     return sorted(scored, key=lambda item: item[1])[:top]
 
 # %% ../nbs/08_export.ipynb #9f0c1d32
-def median_latency_ms(runner, inputs: torch.Tensor, repeats: int = 50, warmup: int = 5) -> float:
-    "Median milliseconds per call of `runner(inputs)`."
-    return median_ms(lambda: runner(inputs), repeats=repeats, warmup=warmup)
+@dataclass(frozen=True)
+class Latency:
+    "Milliseconds per call: median and interquartile range of repeated calls."
+    median: float
+    q1: float
+    q3: float
+
+    @property
+    def relative_spread(self) -> float:
+        "Interquartile range as a fraction of the median."
+        return (self.q3 - self.q1) / self.median if self.median > 0 else math.inf
+
+    def overlaps(self, other: Latency) -> bool:
+        return self.q1 <= other.q3 and other.q1 <= self.q3
+
+
+def measure_latency(runner, inputs: torch.Tensor, repeats: int = 50, warmup: int = 5) -> Latency:
+    "Latency of `runner(inputs)` over `repeats` timed calls after `warmup` untimed ones."
+    for _ in range(warmup):
+        runner(inputs)
+    samples = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        runner(inputs)
+        samples.append((time.perf_counter() - started) * 1000)
+    q1, median, q3 = statistics.quantiles(samples, n=4, method="inclusive")
+    return Latency(median, q1, q3)
 
 # %% ../nbs/08_export.ipynb #abbd44c2
 @dataclass
@@ -270,7 +343,12 @@ class Variant:
     path: str | None  # None for torch
     size_bytes: int
     parity: Parity
-    latency_ms: dict[str, float]  # "cpu b1", "cpu b32", and GPU providers where present
+    latency_ms: dict[str, float]  # median: "cpu b1", "cpu b32", and GPU providers where present
+    latency_iqr_ms: dict[str, tuple[float, float]] = field(default_factory=dict)  # interquartile range per key
+
+    def latency(self, key: str) -> Latency:
+        low, high = self.latency_iqr_ms.get(key, (self.latency_ms[key], self.latency_ms[key]))
+        return Latency(self.latency_ms[key], low, high)
 
 
 @dataclass
@@ -283,9 +361,11 @@ class ExportReport:
     budget: float
     serving_batch: int
     variants: list[Variant]
-    recommended: str
+    recommended: str | None  # None: the measurements could not support a choice (see notes)
     notes: list[str]
     diverging_layers: list[tuple[str, float]]
+    evaluation_items: int = 0
+    max_latency_spread: float = 0.5
 
     def variant(self, name: str) -> Variant:
         return next(variant for variant in self.variants if variant.name == name)
@@ -322,31 +402,62 @@ def _split_of(version: DatasetVersion, split: str, store: Store) -> Split:
 
 
 def _measure_variant(name: str, runner, path: Path | None, size: int, test: Split, reference: np.ndarray,
-                     gpu_paths: dict[str, Path]) -> Variant:
+                     gpu_paths: dict[str, Path], logit_tolerance: float) -> Variant:
     logits = reference if path is None else batched_logits(runner, test.inputs)
     batch32 = test.inputs[:32] if len(test) >= 32 else test.inputs.repeat(32 // len(test) + 1, *[1] * (test.inputs.ndim - 1))[:32]
-    latency = {"cpu b1": median_latency_ms(runner, test.inputs[:1]), "cpu b32": median_latency_ms(runner, batch32)}
-    for provider, onnx_path in gpu_paths.items():
-        gpu_runner = OnnxRunner(onnx_path, provider)
-        latency[f"{provider.removesuffix('ExecutionProvider')} b1"] = median_latency_ms(gpu_runner, test.inputs[:1])
-        latency[f"{provider.removesuffix('ExecutionProvider')} b32"] = median_latency_ms(gpu_runner, batch32)
-    return Variant(name, str(path) if path else None, size, parity(name, logits, reference, test), latency)
+    runners = {"cpu": runner, **{provider.removesuffix("ExecutionProvider"): OnnxRunner(onnx_path, provider)
+                                 for provider, onnx_path in gpu_paths.items()}}
+    latency = {f"{device} b{len(batch)}": measure_latency(timed, batch)
+               for device, timed in runners.items() for batch in (test.inputs[:1], batch32)}
+    return Variant(name, str(path) if path else None, size, parity(name, logits, reference, test, logit_tolerance),
+                   {key: value.median for key, value in latency.items()},
+                   {key: (value.q1, value.q3) for key, value in latency.items()})
 
 
-def _recommend(variants: list[Variant], budget: float, serving_batch: int) -> tuple[str, list[str]]:
-    key = f"cpu b{serving_batch}"
+def _fastest(eligible: list[Variant], key: str) -> Variant:
+    return min(eligible, key=lambda v: v.latency_ms[key])
+
+
+def _recommend(variants: list[Variant], budget: float, serving_batch: int, max_spread: float = 0.5
+               ) -> tuple[str | None, list[str]]:
+    "The fastest eligible variant at the serving batch, or None when the latency spread forbids a choice; notes."
+    key, other_batch = f"cpu b{serving_batch}", 32 if serving_batch == 1 else 1
     baseline = variants[0]
-    allowed = [v for v in variants if baseline.parity.accuracy - v.parity.accuracy <= budget]
-    choice = min(allowed, key=lambda v: v.latency_ms[key])
-    notes = []
+    eligible = [v for v in variants if v.parity.drop <= budget]
+    notes = [f"evaluated on {baseline.parity.items} items: one item is {100 / max(1, baseline.parity.items):.2f} "
+             "accuracy points"]
+    for variant in variants[1:]:
+        low, high = variant.parity.drop_interval
+        if variant in eligible and high > budget:
+            notes.append(f"{variant.name}: drop {variant.parity.drop:+.2f} points, 95% interval [{low:+.2f}, {high:+.2f}]"
+                         f": this evaluation set is too small to confirm it is within the {budget}-point budget")
+        if variant not in eligible:
+            notes.append(f"{variant.name} loses {variant.parity.drop:.2f} points (> budget {budget}), so it is not eligible")
+        if variant.parity.beyond_tolerance:
+            notes.append(f"{variant.name}: max |logit difference| {variant.parity.max_abs_logit_diff:.3g} is beyond its "
+                         f"tolerance {variant.parity.logit_tolerance:.3g}")
+    noisy = [v for v in eligible if v.latency(key).relative_spread > max_spread]
+    if noisy:
+        worst = max(noisy, key=lambda v: v.latency(key).relative_spread)
+        notes.insert(0, f"no recommendation: at batch {serving_batch} the latency of {worst.name} spreads over "
+                        f"{100 * worst.latency(key).relative_spread:.0f}% of its median (interquartile range; the limit "
+                        f"is {100 * max_spread:.0f}%), too much for the variants to be compared. Rerun on a quieter "
+                        "machine")
+        return None, notes
+    choice = _fastest(eligible, key)
+    runner_up = min((v for v in eligible if v is not choice), key=lambda v: v.latency_ms[key], default=None)
+    if runner_up is not None and choice.latency(key).overlaps(runner_up.latency(key)):
+        notes.append(f"{choice.name} and {runner_up.name} overlap within their spreads at batch {serving_batch}: "
+                     "the difference between them is within noise")
     fp32 = next((v for v in variants if v.name == "onnx-fp32"), None)
     for variant in variants:
         if variant.name.startswith("onnx-int8") and fp32 and variant.latency_ms[key] > fp32.latency_ms[key]:
             notes.append(f"{variant.name} is slower than onnx-fp32 at batch {serving_batch} on this machine "
                          f"({variant.latency_ms[key]:.3f} vs {fp32.latency_ms[key]:.3f} ms): INT8 does not pay here")
-        if baseline.parity.accuracy - variant.parity.accuracy > budget:
-            notes.append(f"{variant.name} loses {baseline.parity.accuracy - variant.parity.accuracy:.2f} points "
-                         f"(> budget {budget}), so it is not eligible")
+    other = _fastest(eligible, f"cpu b{other_batch}")
+    if other is not choice:
+        notes.append(f"chosen for batch size {serving_batch}; at batch size {other_batch} {other.name} would be the "
+                     "fastest eligible variant")
     return choice.name, notes
 
 # %% ../nbs/08_export.ipynb #beb0e648
@@ -358,7 +469,12 @@ def export_checkpoint(checkpoint: str | Path,  # a safetensors checkpoint writte
                       method: str = "minmax",  # static INT8 calibration: minmax | entropy | percentile
                       budget: float = 0.5,  # accuracy points a variant may lose vs torch FP32
                       serving_batch: int = 1,  # 1 or 32: which latency decides
-                      calibration_items: int = 512, opset: int = DEFAULT_OPSET) -> ExportReport:
+                      calibration_items: int = 512, opset: int = DEFAULT_OPSET,
+                      fp32_logit_tolerance: float = 1e-3,  # flag ONNX FP32 logits further than this from torch's
+                      int8_logit_tolerance: float = 0.1,  # flag INT8 logits further than this x torch's largest |logit|
+                      max_latency_spread: float = 0.5,  # no recommendation when a latency's IQR exceeds this x its median
+                      model: nn.Module | None = None,  # for a checkpoint of a custom module without a model spec
+                      ) -> ExportReport:
     "Export a checkpoint to ONNX FP32, INT8 dynamic and INT8 static; measure them all; recommend one."
     store = store or Store()
     out_dir = Path(out_dir)
@@ -367,7 +483,8 @@ def export_checkpoint(checkpoint: str | Path,  # a safetensors checkpoint writte
     if serving_batch not in (1, 32):
         raise ExportError("serving_batch must be 1 or 32")
     checkpoint_data = read_checkpoint(checkpoint)
-    model = load_model(checkpoint)
+    model = load_model(checkpoint, model=model)
+    tolerances = {"fp32": fp32_logit_tolerance, "int8": int8_logit_tolerance, "spread": max_latency_spread}
     version = store.version(calibration)
     calibration_split_data = _split_of(version, calibration_split, store)
     _check_calibration(version, checkpoint_data.metadata, calibration_split_data, calibration_split)
@@ -379,7 +496,7 @@ def export_checkpoint(checkpoint: str | Path,  # a safetensors checkpoint writte
     work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
     try:
         report = _export_all(model, checkpoint_data, Path(checkpoint), version, calibration_subset, test, work,
-                             method, budget, serving_batch, opset, calibration_split)
+                             method, budget, serving_batch, opset, calibration_split, tolerances)
         _write_reports(report, work)
         os.replace(work, out_dir)
     except BaseException:
@@ -393,7 +510,7 @@ def export_checkpoint(checkpoint: str | Path,  # a safetensors checkpoint writte
 # %% ../nbs/08_export.ipynb #a34f095c
 def _export_all(model, checkpoint_data, checkpoint_path: Path, version: DatasetVersion, calibration: Split,
                 test: Split, work: Path, method: str, budget: float, serving_batch: int, opset: int,
-                calibration_split: str) -> ExportReport:
+                calibration_split: str, tolerances: dict[str, float]) -> ExportReport:
     metadata = {"fsml.preprocessing": preprocessing_of(checkpoint_data.metadata),
                 "fsml.classes": checkpoint_data.metadata.get("classes", []),
                 "fsml.dataset_version": checkpoint_data.metadata.get("dataset_version"),
@@ -409,11 +526,13 @@ def _export_all(model, checkpoint_data, checkpoint_path: Path, version: DatasetV
     reference = batched_logits(torch_runner, test.inputs)
     gpu = _gpu_providers()
     torch_size = sum(t.numel() * t.element_size() for t in model.state_dict().values())
-    variants = [_measure_variant("torch-fp32", torch_runner, None, torch_size, test, reference, {})]
+    int8_tolerance = tolerances["int8"] * float(np.abs(reference).max())
+    variants = [_measure_variant("torch-fp32", torch_runner, None, torch_size, test, reference, {}, math.inf)]
     for name, path in paths.items():
+        tolerance = int8_tolerance if "int8" in name else tolerances["fp32"]
         variants.append(_measure_variant(name, OnnxRunner(path), path, path.stat().st_size, test, reference,
-                                         {provider: path for provider in gpu}))
-    recommended, notes = _recommend(variants, budget, serving_batch)
+                                         {provider: path for provider in gpu}, tolerance))
+    recommended, notes = _recommend(variants, budget, serving_batch, tolerances["spread"])
     static = next(v for v in variants if v.name == "onnx-int8-static")
     layers = diverging_layers(paths["onnx-fp32"], paths["onnx-int8-static"], calibration, work) \
         if variants[0].parity.accuracy - static.parity.accuracy > 0 or static.parity.agreement < 100 else []
@@ -421,33 +540,46 @@ def _export_all(model, checkpoint_data, checkpoint_path: Path, version: DatasetV
         notes.append("no CUDA or TensorRT execution provider in this onnxruntime: CPU figures only")
     return ExportReport(str(checkpoint_path), checkpoint_data.metadata.get("dataset_version", ""), version.id,
                         f"{method} on {calibration_split} ({len(calibration)} items)", budget, serving_batch,
-                        variants, recommended, notes, layers)
+                        variants, recommended, notes, layers, len(test), tolerances["spread"])
 
 # %% ../nbs/08_export.ipynb #a1b805b1
+def _latency_cell(variant: Variant, base: Variant, key: str) -> str:
+    if key not in variant.latency_ms:
+        return "-"
+    latency = variant.latency(key)
+    ratio = f" ({latency.median / base.latency_ms[key]:.2f}x)" if key in base.latency_ms else ""
+    return f"{latency.median:.3f} [{latency.q1:.3f}-{latency.q3:.3f}]{ratio}"
+
+
+def _parity_cells(p: Parity) -> str:
+    flag = " **beyond tolerance**" if p.beyond_tolerance else ""
+    low, high = p.drop_interval
+    return (f"{p.accuracy:.2f} | {p.drop:+.2f} [{low:+.1f}, {high:+.1f}] | {p.agreement:.2f} | "
+            f"{p.max_abs_logit_diff:.2e}{flag} | {p.mean_abs_logit_diff:.2e} | {len(p.changed_items)}")
+
+
+def _recommendation_line(report: ExportReport) -> str:
+    if report.recommended is None:
+        return f"**No recommendation for batch size {report.serving_batch}**: see the first note."
+    return (f"**Recommended for batch size {report.serving_batch}: `{report.recommended}`**: the fastest at batch "
+            f"{report.serving_batch} (`serving_batch`) within {report.budget} accuracy points of torch FP32.")
+
+
 def report_markdown(report: ExportReport) -> str:
     "The parity and latency table with the recommendation."
     base = report.variants[0]
-    latency_keys = list(base.latency_ms) + [key for v in report.variants for key in v.latency_ms
-                                            if key not in base.latency_ms]
-    latency_keys = list(dict.fromkeys(latency_keys))
-    header = ("| variant | accuracy (%) | agreement (%) | max abs logit diff | mean abs logit diff | changed | size (KB) | "
-              + " | ".join(f"{key} ms (x torch)" for key in latency_keys) + " |")
+    latency_keys = list(dict.fromkeys(key for v in report.variants for key in v.latency_ms))
+    header = ("| variant | accuracy (%) | drop (points, 95% interval) | agreement (%) | max abs logit diff | "
+              "mean abs logit diff | changed | size (KB) | "
+              + " | ".join(f"{key} ms [IQR] (x torch)" for key in latency_keys) + " |")
     lines = [f"### Export of `{Path(report.checkpoint).name}`", "",
-             f"Evaluated on dataset version `{report.calibration_version[:12]}`; static INT8 calibrated with "
-             f"{report.calibration_method}.", "", header,
-             "|" + " --- |" + " ---: |" * (6 + len(latency_keys))]
+             f"Evaluated on {report.evaluation_items} items of dataset version `{report.calibration_version[:12]}`; "
+             f"static INT8 calibrated with {report.calibration_method}. Latency: median [interquartile range].", "",
+             header, "|" + " --- |" + " ---: |" * (7 + len(latency_keys))]
     for variant in report.variants:
-        p = variant.parity
-        cells = []
-        for key in latency_keys:
-            value = variant.latency_ms.get(key)
-            ratio = f" ({value / base.latency_ms[key]:.2f}x)" if value is not None and key in base.latency_ms else ""
-            cells.append("-" if value is None else f"{value:.3f}{ratio}")
-        lines.append(f"| {variant.name} | {p.accuracy:.2f} | {p.agreement:.2f} | {p.max_abs_logit_diff:.2e} | "
-                     f"{p.mean_abs_logit_diff:.2e} | {len(p.changed_items)} | {variant.size_bytes / 1024:.1f} | "
-                     + " | ".join(cells) + " |")
-    lines += ["", f"**Recommended: `{report.recommended}`** — the fastest at batch {report.serving_batch} within "
-              f"{report.budget} accuracy points of torch FP32."]
+        lines.append(f"| {variant.name} | {_parity_cells(variant.parity)} | {variant.size_bytes / 1024:.1f} | "
+                     + " | ".join(_latency_cell(variant, base, key) for key in latency_keys) + " |")
+    lines += ["", _recommendation_line(report)]
     lines += [f"- {note}" for note in report.notes]
     if report.diverging_layers:
         lines += ["", "Static INT8: activations that diverge most from FP32 (SQNR, dB; lower is worse):"]

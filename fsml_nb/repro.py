@@ -22,13 +22,13 @@ from torch import nn
 
 from .core import FsmlError
 from .store import DatasetVersion, Store
-from .train import ModelSpec, TrainConfig, fit, timm_spec
+from .train import ModelSpec, TrainConfig, fit, register_architecture, registered_spec, timm_spec
 
 # %% auto #0
-__all__ = ['RECIPES', 'MNIST1D_PAPER', 'MNIST1D_SOURCE', 'MNIST1D_TRAINING', 'OPTDIGITS_PAPER', 'QUICK_STEPS',
-           'UnknownRecipeError', 'Paper', 'RecipeRow', 'Recipe', 'register_recipe', 'get_recipe', 'Mnist1dLinear',
-           'Mnist1dMLP', 'Mnist1dCNN', 'Mnist1dGRU', 'RowResult', 'ReproReport', 'reproduce', 'to_markdown', 'to_json',
-           'plot_report', 'save_report']
+__all__ = ['RECIPES', 'MNIST1D_PAPER', 'MNIST1D_SOURCE', 'MNIST1D_TRAINING', 'MNIST1D_ARCHITECTURES', 'OPTDIGITS_PAPER',
+           'QUICK_STEPS', 'UnknownRecipeError', 'Paper', 'RecipeRow', 'Recipe', 'register_recipe', 'get_recipe',
+           'Mnist1dLinear', 'Mnist1dMLP', 'Mnist1dCNN', 'Mnist1dGRU', 'RowResult', 'ReproReport', 'reproduce',
+           'to_markdown', 'to_json', 'plot_report', 'save_report']
 
 # %% ../nbs/06_repro.ipynb #fb35df7e
 class UnknownRecipeError(FsmlError):
@@ -149,15 +149,20 @@ MNIST1D_TRAINING = TrainConfig(max_steps=6000, batch_size=100, optimizer="adam",
                                schedule="constant", val_fraction=0.0, eval_every_steps=1000)
 
 
-def _mnist1d_row(name: str, builder: str, reported: float) -> RecipeRow:
-    return RecipeRow(name, ModelSpec("python", f"fsml_nb.repro:{builder}"), MNIST1D_TRAINING, reported,
-                     MNIST1D_SOURCE)
+MNIST1D_ARCHITECTURES = {"mnist1d-linear": Mnist1dLinear, "mnist1d-mlp": Mnist1dMLP, "mnist1d-cnn": Mnist1dCNN,
+                         "mnist1d-gru": Mnist1dGRU}
+for _name, _builder in MNIST1D_ARCHITECTURES.items():
+    register_architecture(_name, _builder)  # checkpoints name them; loading never imports what a file names
+
+
+def _mnist1d_row(name: str, architecture: str, reported: float) -> RecipeRow:
+    return RecipeRow(name, registered_spec(architecture), MNIST1D_TRAINING, reported, MNIST1D_SOURCE)
 
 
 register_recipe(Recipe(
     name="mnist1d", paper=MNIST1D_PAPER, dataset="mnist1d", tolerance=3.0, seeds=(0, 1, 2),
-    rows=(_mnist1d_row("logistic regression", "Mnist1dLinear", 32.0), _mnist1d_row("MLP", "Mnist1dMLP", 68.0),
-          _mnist1d_row("CNN", "Mnist1dCNN", 94.0), _mnist1d_row("GRU", "Mnist1dGRU", 91.0)),
+    rows=(_mnist1d_row("logistic regression", "mnist1d-linear", 32.0), _mnist1d_row("MLP", "mnist1d-mlp", 68.0),
+          _mnist1d_row("CNN", "mnist1d-cnn", 94.0), _mnist1d_row("GRU", "mnist1d-gru", 91.0)),
     notes="Settings of the reference notebooks/mnist1d-classification.ipynb: Adam 1e-2, batch 100, 6000 steps."))
 
 # %% ../nbs/06_repro.ipynb #52ae7988
@@ -234,6 +239,7 @@ def reproduce(recipe: str | Recipe,  # a registered name or a Recipe
               seeds: tuple[int, ...] | None = None,  # default: the recipe's seeds
               quick: bool = False,  # a few steps per row: checks the machinery, not the numbers
               rows: list[str] | None = None,  # only these rows (by name)
+              threads: int | None = None,  # torch threads per run; default: fit's choice (setting, else measured)
               progress: bool = True) -> ReproReport:
     "Train every row of a recipe with every seed; return the side-by-side report."
     from tqdm.auto import tqdm
@@ -255,7 +261,9 @@ def reproduce(recipe: str | Recipe,  # a registered name or a Recipe
                 config = replace(row.config, seed=seed)
                 if quick:
                     config = replace(config, max_steps=QUICK_STEPS, eval_every_steps=QUICK_STEPS)
-                accuracies.append(fit(row.model, version, store=store, config=config, progress=False).test_accuracy)
+                result = fit(row.model, version, store=store, config=config, checkpoint_path=False, threads=threads,
+                             progress=False)
+                accuracies.append(result.test_accuracy)
                 bar.update(1)
             report.rows.append(RowResult(row.name, row.reported, row.source, accuracies,
                                          time.perf_counter() - row_started))
@@ -297,6 +305,10 @@ def plot_report(report: ReproReport):
 
     figure, axis = plt.subplots(figsize=(7, 0.6 + 0.6 * len(report.rows)))
     positions = range(len(report.rows))
+    for position, row in enumerate(report.rows):
+        axis.fill_betweenx([position - 0.45, position + 0.45], row.reported - report.tolerance,
+                           row.reported + report.tolerance, color="#f2c14e", alpha=0.35, linewidth=0,
+                           label=f"paper ± {report.tolerance:g} (tolerance)" if position == 0 else None)
     axis.barh([p + 0.2 for p in positions], [row.reported for row in report.rows], height=0.4, label="paper",
               color="#bbbbbb")
     axis.barh([p - 0.2 for p in positions], [row.mean for row in report.rows], height=0.4, label="ours",

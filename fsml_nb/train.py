@@ -15,29 +15,36 @@ import hashlib
 import importlib
 import json
 import math
+import os
 import random
 import subprocess
 import time
-from dataclasses import asdict, dataclass, field, fields
+import warnings
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime, timezone
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch import nn
 
 import fsml_nb
-from .core import FsmlError, import_timm
+from .core import FsmlError, get_settings, import_timm
 from .data import load
 from .store import DatasetVersion, Store
 
 # %% auto #0
-__all__ = ['ADAPTERS', 'CHECKPOINT_FORMAT', 'TrainError', 'UnknownModelError', 'IncompatibleDataError', 'CheckpointError',
-           'ModelSpec', 'timm_spec', 'adapt_small_input', 'build_model', 'TrainConfig', 'Split', 'load_split',
-           'training_splits', 'git_commit', 'tensors_digest', 'save_checkpoint', 'Checkpoint', 'read_checkpoint',
-           'check_architecture', 'load_model', 'TrainResult', 'evaluate', 'fit']
+__all__ = ['SPEC_SOURCES', 'ARCHITECTURES', 'BUILTIN_ARCHITECTURE_MODULES', 'ADAPTERS', 'SMALL_INPUT_MAX_SIDE',
+           'CHECKPOINT_FORMAT', 'THREADS_SETTINGS', 'SMALL_MODEL_PARAMETERS', 'TrainError', 'UnknownModelError',
+           'IncompatibleDataError', 'CheckpointError', 'ModelSpec', 'timm_spec', 'register_architecture',
+           'registered_spec', 'has_resnet_stem', 'adapt_small_input', 'wants_small_input', 'layer_sizes_of',
+           'apply_layer_sizes', 'build_model', 'model_spec_of', 'TrainConfig', 'Split', 'load_split', 'training_splits',
+           'git_commit', 'tensors_digest', 'metadata_digest', 'save_checkpoint', 'Checkpoint', 'read_checkpoint',
+           'check_architecture', 'load_model', 'TrainResult', 'evaluate', 'TrainWarning', 'check_trainable',
+           'chance_accuracy', 'near_chance_note', 'available_threads', 'choose_threads', 'training_step',
+           'add_unlabelled', 'checkpoint_metadata', 'default_checkpoint_path', 'model_for_data', 'fit']
 
 # %% ../nbs/05_train.ipynb #782e0a8f
 class TrainError(FsmlError):
@@ -53,20 +60,38 @@ class CheckpointError(TrainError):
     "A checkpoint is missing, corrupt, or for another model."
 
 # %% ../nbs/05_train.ipynb #d83ae7b8
+SPEC_SOURCES = ("timm", "registered")
+
+
 @dataclass(frozen=True)
 class ModelSpec:
-    "How to build a model: `source` 'timm' (a timm name) or 'python' ('module:function'), kwargs and adapters."
-    source: str
+    "How to build a model: a timm name or a registered architecture, its kwargs, adapters and pruned layer sizes."
+    source: str  # "timm" or "registered"
     name: str
     kwargs: dict[str, Any] = field(default_factory=dict)
     adapters: tuple[str, ...] = ()
+    layer_sizes: dict[str, dict[str, int]] = field(default_factory=dict)  # module name -> sizes kept by pruning
 
     def to_dict(self) -> dict[str, Any]:
-        return {"source": self.source, "name": self.name, "kwargs": self.kwargs, "adapters": list(self.adapters)}
+        data = {"source": self.source, "name": self.name, "kwargs": self.kwargs, "adapters": list(self.adapters)}
+        return {**data, "layer_sizes": self.layer_sizes} if self.layer_sizes else data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelSpec:
-        return cls(data["source"], data["name"], dict(data.get("kwargs", {})), tuple(data.get("adapters", ())))
+        "Read a spec from JSON data, refusing anything but plain names, numbers and the known sources."
+        if not isinstance(data, dict) or data.get("source") not in SPEC_SOURCES or not isinstance(data.get("name"), str):
+            source = data.get("source") if isinstance(data, dict) else data
+            raise UnknownModelError(f"refusing model source {source!r}: a checkpoint may only name a timm model or an "
+                                    "architecture registered in code (register_architecture), never code to import")
+        kwargs, adapters, sizes = data.get("kwargs", {}), data.get("adapters", []), data.get("layer_sizes", {})
+        if not (isinstance(kwargs, dict) and isinstance(adapters, list) and _plain_layer_sizes(sizes)):
+            raise UnknownModelError(f"malformed model spec for {data['name']!r}")
+        return cls(data["source"], data["name"], dict(kwargs), tuple(adapters), sizes)
+
+
+def _plain_layer_sizes(sizes: Any) -> bool:
+    return isinstance(sizes, dict) and all(
+        isinstance(layer, dict) and all(isinstance(v, int) and v > 0 for v in layer.values()) for layer in sizes.values())
 
 
 def timm_spec(name: str, num_classes: int, in_chans: int = 3, small_input: bool = False, **kwargs: Any) -> ModelSpec:
@@ -74,26 +99,107 @@ def timm_spec(name: str, num_classes: int, in_chans: int = 3, small_input: bool 
     return ModelSpec("timm", name, {"num_classes": num_classes, "in_chans": in_chans, **kwargs},
                      ("small_input",) if small_input else ())
 
+# %% ../nbs/05_train.ipynb #d8a74944
+ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {}
+BUILTIN_ARCHITECTURE_MODULES = ("fsml_nb.repro",)  # fsml_nb's own models; imported on a miss, named here only
+
+
+def register_architecture(name: str, builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+    "Allow checkpoints to name `builder` (a class or function returning a module) as `name`."
+    if not isinstance(name, str) or not name or ":" in name:
+        raise TrainError(f"an architecture name is a plain non-empty string without ':', not {name!r}")
+    known = ARCHITECTURES.get(name, builder)
+    if getattr(known, "__qualname__", None) != getattr(builder, "__qualname__", None):  # a redefinition replaces
+        raise TrainError(f"architecture {name!r} is registered already (to {ARCHITECTURES[name].__qualname__})")
+    ARCHITECTURES[name] = builder
+    return builder
+
+
+def registered_spec(name: str, **kwargs: Any) -> ModelSpec:
+    "A spec for an architecture registered with `register_architecture`."
+    return ModelSpec("registered", name, kwargs)
+
+
+def _registered_builder(name: str) -> Callable[..., nn.Module]:
+    if name not in ARCHITECTURES:
+        for module in BUILTIN_ARCHITECTURE_MODULES:
+            importlib.import_module(module)
+    if name not in ARCHITECTURES:
+        close = difflib.get_close_matches(name, ARCHITECTURES, n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise UnknownModelError(f"no registered architecture {name!r}{hint} (known: {', '.join(sorted(ARCHITECTURES))}); "
+                                "register it in your code: fsml_nb.train.register_architecture(name, builder)")
+    return ARCHITECTURES[name]
+
 # %% ../nbs/05_train.ipynb #bfec2258
+def has_resnet_stem(model: nn.Module) -> bool:
+    "Whether `model` has the ResNet-style stem (`conv1`) that `adapt_small_input` changes."
+    stem = getattr(model, "conv1", None)
+    return isinstance(stem, nn.Conv2d) or (isinstance(stem, nn.Sequential) and isinstance(stem[0], nn.Conv2d))
+
+
 def adapt_small_input(model: nn.Module) -> nn.Module:
     "Keep full resolution in a ResNet-style stem: 3x3 stride-1 first conv, no max-pool."
-    stem = getattr(model, "conv1", None)
-    if isinstance(stem, nn.Conv2d):
-        model.conv1 = nn.Conv2d(stem.in_channels, stem.out_channels, 3, stride=1, padding=1, bias=stem.bias is not None)
-    elif isinstance(stem, nn.Sequential) and isinstance(stem[0], nn.Conv2d):
-        first = stem[0]
-        stem[0] = nn.Conv2d(first.in_channels, first.out_channels, 3, stride=1, padding=1, bias=first.bias is not None)
-    else:
+    if not has_resnet_stem(model):
         raise TrainError(f"the small_input adapter needs a ResNet-style stem (conv1); {type(model).__name__} has none. "
                          "Resize the inputs instead (fsml_nb.data.Resize)")
+    stem = model.conv1
+    if isinstance(stem, nn.Conv2d):
+        model.conv1 = nn.Conv2d(stem.in_channels, stem.out_channels, 3, stride=1, padding=1, bias=stem.bias is not None)
+    else:
+        first = stem[0]
+        stem[0] = nn.Conv2d(first.in_channels, first.out_channels, 3, stride=1, padding=1, bias=first.bias is not None)
     if isinstance(getattr(model, "maxpool", None), nn.Module):
         model.maxpool = nn.Identity()
     return model
 
 
 ADAPTERS = {"small_input": adapt_small_input}
+SMALL_INPUT_MAX_SIDE = 32  # measured: see the table above
 
 
+def wants_small_input(input_shape: tuple[int, ...]) -> bool:
+    "Whether images of `input_shape` (C, H, W) should get the small-input stem."
+    return len(input_shape) == 3 and min(input_shape[1:]) <= SMALL_INPUT_MAX_SIDE
+
+# %% ../nbs/05_train.ipynb #cb268fb0
+_SIZE_FIELDS = {nn.Linear: ("in_features", "out_features"), nn.Conv1d: ("in_channels", "out_channels", "groups"),
+                nn.Conv2d: ("in_channels", "out_channels", "groups"), nn.BatchNorm1d: ("num_features",),
+                nn.BatchNorm2d: ("num_features",)}
+
+
+def layer_sizes_of(module: nn.Module) -> dict[str, int] | None:
+    "The sizes of a layer that pruning can shrink, or None for layers without any."
+    names = _SIZE_FIELDS.get(type(module))
+    return None if names is None else {name: getattr(module, name) for name in names}
+
+
+def _resized(module: nn.Module, sizes: dict[str, int]) -> nn.Module:
+    "A fresh layer of the same kind and settings as `module`, with `sizes`."
+    if isinstance(module, nn.Linear):
+        return nn.Linear(sizes["in_features"], sizes["out_features"], bias=module.bias is not None)
+    if isinstance(module, (nn.Conv1d, nn.Conv2d)):
+        return type(module)(sizes["in_channels"], sizes["out_channels"], module.kernel_size, module.stride,
+                            module.padding, module.dilation, sizes["groups"], module.bias is not None, module.padding_mode)
+    return type(module)(sizes["num_features"], module.eps, module.momentum, module.affine, module.track_running_stats)
+
+
+def apply_layer_sizes(model: nn.Module, layer_sizes: dict[str, dict[str, int]]) -> nn.Module:
+    "Replace each named layer by one of the recorded sizes (weights are loaded afterwards)."
+    for name, sizes in layer_sizes.items():
+        try:
+            module = model.get_submodule(name)
+        except AttributeError:
+            raise UnknownModelError(f"the spec resizes layer {name!r}, which {type(model).__name__} does not have") from None
+        expected = layer_sizes_of(module)
+        if expected is None or set(expected) != set(sizes):
+            raise UnknownModelError(f"the spec resizes layer {name!r} ({type(module).__name__}) with {sorted(sizes)}; "
+                                    f"layers that can be resized: {', '.join(t.__name__ for t in _SIZE_FIELDS)}")
+        parent_name, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent_name) if parent_name else model, child, _resized(module, sizes))
+    return model
+
+# %% ../nbs/05_train.ipynb #260be1b6
 def _build_timm(name: str, kwargs: dict[str, Any]) -> nn.Module:
     timm = import_timm()
     if not timm.is_model(name):
@@ -103,28 +209,27 @@ def _build_timm(name: str, kwargs: dict[str, Any]) -> nn.Module:
     return timm.create_model(name, pretrained=False, **kwargs)
 
 
-def _build_python(name: str, kwargs: dict[str, Any]) -> nn.Module:
-    module_name, _, function_name = name.partition(":")
-    try:
-        builder = getattr(importlib.import_module(module_name), function_name)
-    except (ImportError, AttributeError, ValueError):
-        raise UnknownModelError(f"no model builder {name!r} (expected 'package.module:function')") from None
-    return builder(**kwargs)
-
-
 def build_model(spec: ModelSpec) -> nn.Module:
-    "Build the model a spec describes, adapters applied."
+    "Build the model a spec describes (adapters and pruned sizes applied); never imports what a spec names."
     if spec.source == "timm":
         model = _build_timm(spec.name, spec.kwargs)
-    elif spec.source == "python":
-        model = _build_python(spec.name, spec.kwargs)
+    elif spec.source == "registered":
+        model = _registered_builder(spec.name)(**spec.kwargs)
     else:
-        raise UnknownModelError(f"unknown model source {spec.source!r}; expected 'timm' or 'python'")
+        raise UnknownModelError(f"unknown model source {spec.source!r}; expected {' or '.join(SPEC_SOURCES)}")
     for adapter in spec.adapters:
         if adapter not in ADAPTERS:
             raise UnknownModelError(f"unknown adapter {adapter!r}; known: {', '.join(ADAPTERS)}")
         model = ADAPTERS[adapter](model)
+    model = apply_layer_sizes(model, spec.layer_sizes)
+    model.fsml_model_spec = spec  # so that fit, pruning and export know how to build it again
     return model
+
+
+def model_spec_of(model: nn.Module) -> ModelSpec | None:
+    "The spec a model was built from (by `build_model` or `load_model`), if any."
+    spec = getattr(model, "fsml_model_spec", None)
+    return spec if isinstance(spec, ModelSpec) else None
 
 # %% ../nbs/05_train.ipynb #de8b06e0
 @dataclass(frozen=True)
@@ -207,7 +312,7 @@ def training_splits(version: DatasetVersion, store: Store, config: TrainConfig, 
     return train, val, test
 
 # %% ../nbs/05_train.ipynb #cd18bbd8
-CHECKPOINT_FORMAT = "fsml.checkpoint/1"
+CHECKPOINT_FORMAT = "fsml.checkpoint/2"  # 2: metadata covered by checkpoint_sha256; builders by allow-list
 
 
 def git_commit() -> str | None:
@@ -229,6 +334,15 @@ def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
+def metadata_digest(text_metadata: dict[str, str]) -> str:
+    "SHA-256 over every metadata entry (as stored), the tensors' hash among them."
+    digest = hashlib.sha256()
+    for key in sorted(text_metadata):
+        if key != "checkpoint_sha256":
+            digest.update(json.dumps([key, text_metadata[key]]).encode())
+    return digest.hexdigest()
+
+
 def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, Any]) -> Path:
     "Write tensors and JSON-able metadata atomically as a safetensors checkpoint."
     from safetensors.torch import save_file
@@ -238,6 +352,7 @@ def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], metadata
     tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in tensors.items()}
     text_metadata = {key: json.dumps(value) for key, value in metadata.items()}
     text_metadata.update({"format": CHECKPOINT_FORMAT, "tensors_sha256": tensors_digest(tensors)})
+    text_metadata["checkpoint_sha256"] = metadata_digest(text_metadata)
     temporary = path.with_name(path.name + ".tmp")
     save_file(tensors, str(temporary), metadata=text_metadata)
     temporary.replace(path)
@@ -274,12 +389,26 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
     except Exception as error:  # safetensors raises several types for damaged files
         raise CheckpointError(f"{path} is not a readable safetensors checkpoint (truncated or corrupt): "
                               f"{str(error).splitlines()[0]}") from None
-    if raw_metadata.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path} is a safetensors file but not an fsml_nb checkpoint")
+    _check_format(path, raw_metadata.get("format"))
     if tensors_digest(tensors) != raw_metadata.get("tensors_sha256"):
         raise CheckpointError(f"{path} is corrupt: its tensors no longer match the hash recorded when it was saved")
-    metadata = {key: json.loads(value) for key, value in raw_metadata.items() if key not in ("format", "tensors_sha256")}
+    if metadata_digest(raw_metadata) != raw_metadata.get("checkpoint_sha256"):
+        raise CheckpointError(f"{path} was changed after it was saved: its metadata (classes, model spec, dataset "
+                              "version, ...) no longer matches the checkpoint's hash")
+    hashes = ("tensors_sha256", "checkpoint_sha256")  # plain hex; every other entry is JSON
+    metadata = {key: value if key in hashes else json.loads(value) for key, value in raw_metadata.items()
+                if key != "format"}
     return Checkpoint(path, tensors, metadata)
+
+
+def _check_format(path: Path, found: str | None) -> None:
+    if found == CHECKPOINT_FORMAT:
+        return
+    if found and found.startswith("fsml.checkpoint/"):
+        raise CheckpointError(f"{path} is an fsml_nb checkpoint of format {found}, whose metadata is not covered by a "
+                              f"hash and whose model spec may import code; this fsml_nb reads {CHECKPOINT_FORMAT}: "
+                              "retrain it (or re-save it from the process that trained it)")
+    raise CheckpointError(f"{path} is a safetensors file but not an fsml_nb checkpoint")
 
 # %% ../nbs/05_train.ipynb #80b95f52
 def check_architecture(model: nn.Module, weights: dict[str, torch.Tensor], source: str) -> None:
@@ -301,12 +430,14 @@ def check_architecture(model: nn.Module, weights: dict[str, torch.Tensor], sourc
 
 
 def load_model(path: str | Path, model: nn.Module | None = None) -> nn.Module:
-    "The model of a checkpoint, rebuilt from its spec (or loaded into `model`), in eval mode."
+    "The model of a checkpoint, rebuilt from its declarative spec (or loaded into `model`), in eval mode."
     checkpoint = read_checkpoint(path)
     if model is None:
         if checkpoint.model_spec is None:
-            raise CheckpointError(f"{path} holds a custom model ({checkpoint.metadata.get('model_class')}); "
-                                  "pass an instance: load_model(path, model=MyModel())")
+            raise CheckpointError(f"{path} holds a custom model ({checkpoint.metadata.get('model_class')}) without a "
+                                  "model spec; pass an instance (load_model(path, model=MyModel()), "
+                                  "export_checkpoint(..., model=MyModel())) or register its architecture "
+                                  "(register_architecture) and train from registered_spec(name)")
         model = build_model(checkpoint.model_spec)
     weights = checkpoint.prefixed("model.")
     check_architecture(model, weights, str(path))
@@ -324,6 +455,8 @@ class TrainResult:
     version_id: str
     checkpoint: Path | None
     seconds: float
+    notes: list[str] = field(default_factory=list)  # what fit chose or noticed (stem, threads, chance, ...)
+    threads: int | None = None  # torch intra-op threads the run used
 
     @property
     def test_accuracy(self) -> float | None:
@@ -444,19 +577,7 @@ def _restore(checkpoint: Checkpoint, model: nn.Module, optimizer: torch.optim.Op
     state.best_weights = best or None
     torch.set_rng_state(checkpoint.tensors["rng.torch"])
 
-# %% ../nbs/05_train.ipynb #14b97488
-def _resolve_model(model: nn.Module | ModelSpec | str, version: DatasetVersion, train: Split
-                   ) -> tuple[nn.Module, ModelSpec | None]:
-    if isinstance(model, str):
-        small = train.inputs.ndim == 4 and min(train.inputs.shape[-2:]) < 32
-        model = timm_spec(model, len(version.label_schema.classes), in_chans=train.inputs.shape[1], small_input=small)
-    if isinstance(model, ModelSpec):
-        return build_model(model), model
-    if not isinstance(model, nn.Module):
-        raise TrainError(f"model must be a torch module, a ModelSpec or a timm name, not {type(model).__name__}")
-    return model, None
-
-
+# %% ../nbs/05_train.ipynb #e0432912
 def _evaluate_now(model, state: _RunState, val: Split | None, config: TrainConfig, epoch: float, lr: float,
                   started: float) -> dict[str, float]:
     row = {"epoch": round(epoch, 3), "step": state.step, "lr": lr, "seconds": round(time.perf_counter() - started, 2)}
@@ -476,18 +597,268 @@ def _evaluate_now(model, state: _RunState, val: Split | None, config: TrainConfi
     state.history.append(row)
     return row
 
+# %% ../nbs/05_train.ipynb #96a0408b
+class TrainWarning(UserWarning):
+    "Something about a training run that its result alone would not show."
+
+
+def check_trainable(version: DatasetVersion, labelled: Split, split: str) -> None:
+    "Raise IncompatibleDataError unless `labelled` (the training items) has at least two classes."
+    classes = version.label_schema.classes
+    if len(labelled) == 0:
+        raise IncompatibleDataError(f"version {version.short_id} has no items in its {split!r} split")
+    present = sorted(set(labelled.targets.tolist()))
+    if len(classes) < 2 or len(present) < 2:
+        raise IncompatibleDataError(f"version {version.short_id} has only one class ({classes[present[0]]!r}) in its "
+                                    f"{split!r} split; a classifier needs at least two")
+
+
+def chance_accuracy(targets: torch.Tensor, classes: int) -> float:
+    "Accuracy (%) of a model that knows nothing: the most frequent class's share, at least 100/classes."
+    most_frequent = torch.bincount(targets, minlength=classes).max().item() if len(targets) else 0
+    return max(100.0 * most_frequent / max(1, len(targets)), 100.0 / classes)
+
+
+def near_chance_note(accuracy: float, targets: torch.Tensor, classes: int, margin: float = 10.0) -> str | None:
+    "A warning text when `accuracy` is within `margin` points of chance, else None."
+    chance = chance_accuracy(targets, classes)
+    if accuracy > chance + margin:
+        return None
+    return (f"test accuracy {accuracy:.1f}% is chance for {classes} classes (knowing nothing scores {chance:.1f}% on "
+            f"these {len(targets)} test items): the model has not learnt. Look at result.plot(); try more epochs, "
+            "another model, or more data")
+
+# %% ../nbs/05_train.ipynb #e1f88983
+THREADS_SETTINGS = ("FSML_THREADS", "OMP_NUM_THREADS")
+SMALL_MODEL_PARAMETERS = 2_000_000  # models up to this size get their thread count measured
+
+
+def available_threads() -> int:
+    "The cores this process may run on."
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def _seconds_per_step(step: Callable[[], object], threads: int) -> float:
+    torch.set_num_threads(threads)
+    started = time.perf_counter()
+    step()
+    return time.perf_counter() - started
+
+
+def choose_threads(step: Callable[[], object],  # one training step; called a few times on a copy of the model
+                   requested: int | None = None,  # a count asked for by the caller
+                   parameters: int = 0,  # the model's size: above SMALL_MODEL_PARAMETERS, all threads unmeasured
+                   trials: int = 3) -> tuple[int, str]:
+    "The intra-op thread count for a run, and why it was chosen."
+    if requested is not None:
+        if requested < 1:
+            raise TrainError(f"threads must be at least 1, not {requested}")
+        return requested, f"{requested} as asked"
+    for setting in THREADS_SETTINGS:
+        value = os.environ.get(setting, "").strip()
+        if value:
+            if not value.isdigit() or int(value) < 1:
+                raise TrainError(f"{setting}={value!r} is not a positive whole number of threads")
+            return int(value), f"{value} from {setting}"
+    every = available_threads()
+    if every == 1 or parameters > SMALL_MODEL_PARAMETERS:
+        return every, f"all {every} ({parameters:,} parameters: big enough for threads to pay)"
+    previous = torch.get_num_threads()
+    try:
+        timings = {1: [], every: []}
+        for threads in timings:
+            _seconds_per_step(step, threads)  # warm-up
+        for _ in range(trials):
+            for threads in timings:
+                timings[threads].append(_seconds_per_step(step, threads))
+    finally:
+        torch.set_num_threads(previous)
+    one, many = (min(timings[t]) * 1000 for t in (1, every))
+    chosen = 1 if one <= many else every
+    return chosen, f"{chosen} (measured {one:.1f} ms/step with 1 thread, {many:.1f} ms with {every})"
+
+# %% ../nbs/05_train.ipynb #04c1b931
+def training_step(model: nn.Module, optimizer: torch.optim.Optimizer,
+                  loss_function: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+                  inputs: torch.Tensor, targets: torch.Tensor) -> tuple[float, int, int]:
+    "One optimizer step; return the loss times the labelled items, the correct and the labelled counts."
+    logits = model(inputs)
+    batch_loss = loss_function(logits, targets, inputs)
+    optimizer.zero_grad(set_to_none=True)
+    batch_loss.backward()
+    optimizer.step()
+    labelled = targets >= 0
+    correct = (logits.argmax(-1)[labelled] == targets[labelled]).sum().item()
+    return batch_loss.item() * int(labelled.sum()), correct, int(labelled.sum())
+
+
+def add_unlabelled(train: Split, unlabelled: torch.Tensor | None, loss: Callable | None) -> Split:
+    "The training split with `unlabelled` inputs appended (target -1), checked against the loss and shapes."
+    if unlabelled is None or not len(unlabelled):
+        return train
+    if loss is None:
+        raise TrainError("unlabelled inputs need a loss that learns from them (e.g. compress.DistillationLoss); "
+                         "cross-entropy would ignore them")
+    if tuple(unlabelled.shape[1:]) != tuple(train.inputs.shape[1:]):
+        raise IncompatibleDataError(f"unlabelled inputs have shape {tuple(unlabelled.shape[1:])}, the version's "
+                                    f"{tuple(train.inputs.shape[1:])}")
+    return Split(torch.cat([train.inputs, unlabelled.float()]),
+                 torch.cat([train.targets, torch.full((len(unlabelled),), -1, dtype=torch.long)]),
+                 train.shas + [""] * len(unlabelled))
+
+# %% ../nbs/05_train.ipynb #1bea2923
+def checkpoint_metadata(model: nn.Module, spec: ModelSpec | None, version: DatasetVersion, input_shape: list[int],
+                        config: TrainConfig, state: _RunState, optimizer: torch.optim.Optimizer,
+                        notes: list[str], threads: int | None = None) -> dict[str, Any]:
+    "The JSON metadata of a run's checkpoint."
+    return {"model_spec": spec.to_dict() if spec else None, "threads": threads,
+            "model_class": f"{type(model).__module__}.{type(model).__qualname__}",
+            "dataset_version": version.id, "classes": list(version.label_schema.classes),
+            "input_shape": input_shape, "config": config.to_dict(), "history": state.history, "notes": notes,
+            "param_groups": optimizer.state_dict()["param_groups"],
+            "run": {"step": state.step, "best_val_loss": state.best_val_loss,
+                    "without_improvement": state.evaluations_without_improvement,
+                    "running": [state.running_loss, state.running_correct, state.running_seen]},
+            "fsml_nb_version": fsml_nb.__version__, "git_commit": git_commit(), "torch_version": torch.__version__,
+            "saved_at": datetime.now(timezone.utc).isoformat()}
+
+
+def default_checkpoint_path(model_name: str, version: DatasetVersion) -> Path:
+    "Where `fit` writes a checkpoint when not told: FSML_HOME/checkpoints/<model>-<version>-<time>.safetensors."
+    safe_name = "".join(c if c.isalnum() or c in "-_." else "-" for c in model_name)[:60]
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-%f")
+    return get_settings().home / "checkpoints" / f"{safe_name}-{version.short_id}-{stamp}.safetensors"
+
+# %% ../nbs/05_train.ipynb #621eead5
+def _stem_note(name: str, shape: tuple[int, ...], small: bool, adaptable: bool) -> str:
+    size = "x".join(str(side) for side in shape[1:])
+    if small and adaptable:
+        return (f"{name}: small-input stem (3x3 stride-1 first convolution, no max-pool) for {size} inputs "
+                f"(sides <= {SMALL_INPUT_MAX_SIDE} px)")
+    if small:
+        return f"{name}: standard stem; it is not ResNet-style, so {size} inputs are downsampled early (see data.Resize)"
+    return f"{name}: standard ImageNet stem for {size} inputs"
+
+
+def model_for_data(model: nn.Module | ModelSpec | str, version: DatasetVersion, train: Split
+                   ) -> tuple[nn.Module, ModelSpec | None, list[str]]:
+    "The model to train, its spec (None for a module without one), and notes on what was chosen."
+    if isinstance(model, str):
+        shape = tuple(train.inputs.shape[1:])
+        spec = timm_spec(model, len(version.label_schema.classes), in_chans=shape[0])
+        built = build_model(spec)
+        small, adaptable = wants_small_input(shape), has_resnet_stem(built)
+        if small and adaptable:
+            spec = replace(spec, adapters=("small_input",))
+            built = adapt_small_input(built)  # same RNG use as build_model(spec): adapters run after creation
+            built.fsml_model_spec = spec
+        return built, spec, [_stem_note(model, shape, small, adaptable)]
+    if isinstance(model, ModelSpec):
+        return build_model(model), model, []
+    if not isinstance(model, nn.Module):
+        raise TrainError(f"model must be a torch module, a ModelSpec or a timm name, not {type(model).__name__}")
+    return model, model_spec_of(model), []
+
+# %% ../nbs/05_train.ipynb #e2bdfc4f
+@dataclass(frozen=True)
+class _Plan:
+    steps_per_epoch: int
+    total_steps: int
+    eval_every: int
+    stop_at: int  # this process stops here (until_step), the run may go on later
+
+    @classmethod
+    def of(cls, train_size: int, config: TrainConfig, until_step: int | None) -> _Plan:
+        steps_per_epoch = math.ceil(train_size / config.batch_size)
+        total = config.max_steps or config.epochs * steps_per_epoch
+        return cls(steps_per_epoch, total, config.eval_every_steps or steps_per_epoch, min(total, until_step or total))
+
+
+def _run_steps(model: nn.Module, optimizer: torch.optim.Optimizer, loss_function, train: Split, val: Split | None,
+               config: TrainConfig, state: _RunState, plan: _Plan, started: float,
+               on_evaluation: Callable[[], None], bar) -> bool:
+    "Train from `state.step` to `plan.stop_at`, evaluating on schedule; return True if early stopping fired."
+    model.train()
+    while state.step < plan.stop_at:
+        epoch = state.step // plan.steps_per_epoch
+        order = torch.randperm(len(train), generator=torch.Generator().manual_seed(config.seed * 1_000_003 + epoch))
+        for start in range((state.step % plan.steps_per_epoch) * config.batch_size, len(train), config.batch_size):
+            batch = order[start:start + config.batch_size]
+            learning_rate = config.lr * _lr_factor(state.step, plan.total_steps, config)
+            for group in optimizer.param_groups:  # the schedule is a pure function of the step: resumable
+                group["lr"] = learning_rate
+            loss_sum, correct, labelled = training_step(model, optimizer, loss_function, train.inputs[batch],
+                                                        train.targets[batch])
+            state.step += 1
+            state.running_loss += loss_sum
+            state.running_correct += correct
+            state.running_seen += labelled
+            bar.update(1)
+            if state.step % plan.eval_every == 0 or state.step == plan.total_steps:
+                row = _evaluate_now(model, state, val, config, state.step / plan.steps_per_epoch, learning_rate, started)
+                bar.set_postfix({key: f"{row[key]:.3g}" for key in ("train_loss", "val_accuracy") if key in row})
+                on_evaluation()
+                if config.patience is not None and state.evaluations_without_improvement >= config.patience:
+                    return True
+            if state.step >= plan.stop_at:
+                break
+    return False
+
 # %% ../nbs/05_train.ipynb #209441f2
+def _say(notes: list[str], message: str, progress: bool) -> None:
+    notes.append(message)
+    if progress:
+        print(f"fit: {message}")
+
+
+def _warn(notes: list[str], message: str) -> None:
+    notes.append(message)
+    warnings.warn(message, TrainWarning, stacklevel=3)
+
+
+def _thread_probe(model: nn.Module, train: Split, config: TrainConfig, loss_function) -> Callable[[], object]:
+    "One training step on copies, leaving the model, its optimizer and every RNG as they were."
+    probe = copy.deepcopy(model).train()
+    optimizer = _make_optimizer(probe, config)
+    batch = slice(0, config.batch_size)
+
+    def step() -> None:
+        with torch.random.fork_rng(devices=[]):
+            training_step(probe, optimizer, loss_function, train.inputs[batch], train.targets[batch])
+    return step
+
+
+def _prepare(model, version: DatasetVersion, store: Store, config: TrainConfig, transform, unlabelled, loss,
+             notes: list[str], progress: bool) -> tuple[nn.Module, ModelSpec | None, Split, Split | None, Split | None]:
+    "Load and check the splits, then build (or take) the model and check it fits them."
+    train, val, test = training_splits(version, store, config, transform)
+    check_trainable(version, train if val is None else Split(torch.cat([train.inputs, val.inputs]),
+                                                             torch.cat([train.targets, val.targets]), []),
+                    config.train_split)
+    if test is None:
+        _warn(notes, f"version {version.short_id} has no {config.test_split!r} split "
+                     f"(it has {', '.join(version.split_counts())}): no test accuracy will be reported")
+    train = add_unlabelled(train, unlabelled, loss)
+    _seed_everything(config.seed)
+    model, spec, model_notes = model_for_data(model, version, train)
+    for note in model_notes:
+        _say(notes, note, progress)
+    _check_model_fits(model, train, version.label_schema.classes, version)
+    return model, spec, train, val, test
+
+
 def fit(model: nn.Module | ModelSpec | str,  # a module, a spec, or a timm model name (built for the data)
         version: str | DatasetVersion,  # the dataset version to train on (id, prefix, name or object)
         store: Store | None = None,
         config: TrainConfig | None = None,
         transform=None,  # applied to each decoded sample (deterministic: samples are decoded once)
-        checkpoint_path: str | Path | None = None,  # written at every evaluation and at the end
+        checkpoint_path: str | Path | Literal[False] | None = None,  # default: under FSML_HOME/checkpoints; False: none
         resume: str | Path | None = None,  # a checkpoint of this run to go on from
         until_step: int | None = None,  # stop this process early at this step (the run can be resumed)
         loss: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,  # (logits, targets, inputs) -> loss; default cross-entropy
         unlabelled: torch.Tensor | None = None,  # extra inputs without labels (target -1), e.g. a distillation transfer set
-        progress: bool = True,
+        threads: int | None = None,  # torch threads; default: FSML_THREADS / OMP_NUM_THREADS, else measured
+        progress: bool = True,  # a progress bar, and what fit chose printed
         ) -> TrainResult:
     "Train a model on a dataset version; return the model, its history and test metrics."
     from tqdm.auto import tqdm
@@ -495,24 +866,11 @@ def fit(model: nn.Module | ModelSpec | str,  # a module, a spec, or a timm model
     store = store or Store()
     config = config or TrainConfig()
     version = store.version(version)
-    train, val, test = training_splits(version, store, config, transform)
-    if unlabelled is not None and len(unlabelled):
-        if loss is None:
-            raise TrainError("unlabelled inputs need a loss that learns from them (e.g. compress.DistillationLoss); "
-                             "cross-entropy would ignore them")
-        if tuple(unlabelled.shape[1:]) != tuple(train.inputs.shape[1:]):
-            raise IncompatibleDataError(f"unlabelled inputs have shape {tuple(unlabelled.shape[1:])}, the version's "
-                                        f"{tuple(train.inputs.shape[1:])}")
-        train = Split(torch.cat([train.inputs, unlabelled.float()]),
-                      torch.cat([train.targets, torch.full((len(unlabelled),), -1, dtype=torch.long)]),
-                      train.shas + [""] * len(unlabelled))
-    _seed_everything(config.seed)
-    model, spec = _resolve_model(model, version, train)
-    _check_model_fits(model, train, version.label_schema.classes, version)
+    notes: list[str] = []
+    model, spec, train, val, test = _prepare(model, version, store, config, transform, unlabelled, loss, notes,
+                                             progress)
     optimizer = _make_optimizer(model, config)
-    steps_per_epoch = math.ceil(len(train) / config.batch_size)
-    total_steps = config.max_steps or config.epochs * steps_per_epoch
-    eval_every = config.eval_every_steps or steps_per_epoch
+    plan = _Plan.of(len(train), config, until_step)
     state = _RunState()
     if resume is not None:
         checkpoint = read_checkpoint(resume)
@@ -520,67 +878,45 @@ def fit(model: nn.Module | ModelSpec | str,  # a module, a spec, or a timm model
             raise CheckpointError(f"{resume} was trained on version {checkpoint.metadata.get('dataset_version', '?')[:12]}, "
                                   f"not {version.short_id}")
         _restore(checkpoint, model, optimizer, state)
+        threads = threads or checkpoint.metadata.get("threads")  # the same threads give the same numbers
     cross_entropy = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing, ignore_index=-1)
     loss_function = loss or (lambda logits, targets, _inputs: cross_entropy(logits, targets))
+    if checkpoint_path is None:
+        checkpoint_path = default_checkpoint_path(spec.name if spec else type(model).__name__, version)
+    size = sum(parameter.numel() for parameter in model.parameters())
+    chosen_threads, why = choose_threads(_thread_probe(model, train, config, loss_function), threads, size)
+    _say(notes, f"torch threads: {why}", progress)
 
     def write_checkpoint() -> None:
-        if checkpoint_path is None:
-            return
-        save_checkpoint(checkpoint_path, _checkpoint_tensors(model, optimizer, state), {
-            "model_spec": spec.to_dict() if spec else None,
-            "model_class": f"{type(model).__module__}.{type(model).__qualname__}",
-            "dataset_version": version.id, "classes": list(version.label_schema.classes),
-            "input_shape": list(train.inputs.shape[1:]), "config": config.to_dict(), "history": state.history,
-            "param_groups": optimizer.state_dict()["param_groups"],
-            "run": {"step": state.step, "best_val_loss": state.best_val_loss,
-                    "without_improvement": state.evaluations_without_improvement,
-                    "running": [state.running_loss, state.running_correct, state.running_seen]},
-            "fsml_nb_version": fsml_nb.__version__, "git_commit": git_commit(), "torch_version": torch.__version__,
-            "saved_at": datetime.now(timezone.utc).isoformat()})
+        if checkpoint_path is not False:
+            save_checkpoint(checkpoint_path, _checkpoint_tensors(model, optimizer, state), checkpoint_metadata(
+                model, spec, version, list(train.inputs.shape[1:]), config, state, optimizer, notes, chosen_threads))
 
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(chosen_threads)
     started = time.perf_counter()
-    model.train()
-    bar = tqdm(total=total_steps, initial=state.step, desc=f"fit {type(model).__name__}", unit="step",
-               disable=not progress, leave=False)
-    stop_at = min(total_steps, until_step or total_steps)
-    stopped_early = False
-    while state.step < stop_at and not stopped_early:
-        epoch = state.step // steps_per_epoch
-        order = torch.randperm(len(train), generator=torch.Generator().manual_seed(config.seed * 1_000_003 + epoch))
-        for start in range((state.step % steps_per_epoch) * config.batch_size, len(train), config.batch_size):
-            batch = order[start:start + config.batch_size]
-            inputs, targets = train.inputs[batch], train.targets[batch]
-            learning_rate = config.lr * _lr_factor(state.step, total_steps, config)
-            for group in optimizer.param_groups:  # the schedule is a pure function of the step: resumable
-                group["lr"] = learning_rate
-            logits = model(inputs)
-            batch_loss = loss_function(logits, targets, inputs)
-            optimizer.zero_grad(set_to_none=True)
-            batch_loss.backward()
-            optimizer.step()
-            state.step += 1
-            state.running_loss += batch_loss.item() * int((targets >= 0).sum())
-            labelled = targets >= 0
-            state.running_correct += (logits.argmax(-1)[labelled] == targets[labelled]).sum().item()
-            state.running_seen += int(labelled.sum())
-            bar.update(1)
-            if state.step % eval_every == 0 or state.step == total_steps:
-                row = _evaluate_now(model, state, val, config, state.step / steps_per_epoch, learning_rate, started)
-                bar.set_postfix({key: f"{row[key]:.3g}" for key in ("train_loss", "val_accuracy") if key in row})
-                if config.patience is not None and state.evaluations_without_improvement >= config.patience:
-                    stopped_early = True
-                write_checkpoint()
-            if state.step >= stop_at or stopped_early:
-                break
-    bar.close()
-    finished = state.step >= total_steps or stopped_early
-    if not finished and state.step % eval_every:
-        write_checkpoint()  # interrupted between evaluations: keep the exact state to resume from
-    if finished and state.best_weights is not None:
-        model.load_state_dict(state.best_weights)  # early stopping keeps the best weights
-    model.eval()
-    test_metrics = evaluate(model, test) if (test is not None and finished) else None
+    try:
+        with tqdm(total=plan.total_steps, initial=state.step, desc=f"fit {type(model).__name__}", unit="step",
+                  disable=not progress, leave=False) as bar:
+            stopped_early = _run_steps(model, optimizer, loss_function, train, val, config, state, plan, started,
+                                       write_checkpoint, bar)
+        finished = state.step >= plan.total_steps or stopped_early
+        if not finished and state.step % plan.eval_every:
+            write_checkpoint()  # interrupted between evaluations: keep the exact state to resume from
+        if finished and state.best_weights is not None:
+            model.load_state_dict(state.best_weights)  # early stopping keeps the best weights
+        model.eval()
+        test_metrics = evaluate(model, test) if (test is not None and finished) else None
+    finally:
+        torch.set_num_threads(previous_threads)
+    if test_metrics is not None:
+        chance = near_chance_note(test_metrics["accuracy"], test.targets, len(version.label_schema.classes))
+        if chance:
+            _warn(notes, chance)
     if finished:
         write_checkpoint()
-    return TrainResult(model, state.history, test_metrics, config, version.id,
-                       Path(checkpoint_path) if checkpoint_path else None, time.perf_counter() - started)
+    saved = Path(checkpoint_path) if checkpoint_path is not False else None
+    if saved is not None:
+        _say(notes, f"checkpoint written to {saved}", progress)
+    return TrainResult(model, state.history, test_metrics, config, version.id, saved, time.perf_counter() - started,
+                       notes, chosen_threads)

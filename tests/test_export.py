@@ -1,17 +1,24 @@
 """Export: the parity arithmetic, and every bad input leaving nothing behind."""
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torch import nn
 
+from fsml_nb.compress import prune_to_ratio
 from fsml_nb.data import import_digits, import_folder
-from fsml_nb.export import ExportError, export_checkpoint, onnx_metadata, parity
+from fsml_nb.export import (ExportError, Parity, Variant, _recommend, drop_interval, export_checkpoint, onnx_metadata,
+                            parity)
 from fsml_nb.store import Store
-from fsml_nb.train import CheckpointError, Split, TrainConfig, fit, timm_spec
+from fsml_nb.train import CheckpointError, Split, TrainConfig, fit, load_model, model_spec_of, save_checkpoint, timm_spec
 
 
 def test_parity_counts_agreement_differences_and_changed_items():
@@ -22,6 +29,19 @@ def test_parity_counts_agreement_differences_and_changed_items():
     assert result.accuracy == 50.0  # right on items a and b
     assert result.agreement == 75.0 and result.changed_items == ["c" * 64]
     assert result.max_abs_logit_diff == 3.0 and result.mean_abs_logit_diff == pytest.approx(3.75 / 8)
+    assert result.items == 4 and result.drop == 25.0  # item c: right in torch, wrong in the variant
+    low, high = result.drop_interval
+    assert low < -25 and high > 25  # four items cannot say much
+    assert not result.beyond_tolerance and parity("v", variant, reference, split, logit_tolerance=1.0).beyond_tolerance
+
+
+def test_the_drop_interval_narrows_with_more_items():
+    widths = []
+    for items in (34, 340, 3400):
+        drop, low, high = drop_interval(np.ones(items, dtype=bool), np.ones(items, dtype=bool))
+        assert drop == 0 and low < 0 < high
+        widths.append(high - low)
+    assert widths[0] > 15 and widths[0] > widths[1] > widths[2]
 
 
 @pytest.fixture(scope="module")
@@ -36,9 +56,21 @@ def exported(tmp_path_factory):
     store.close()
 
 
-def test_a_timm_checkpoint_exports_every_variant(exported):
+def test_a_timm_checkpoint_exports_every_variant_quietly(exported, capfd):
     store, digits, checkpoint, folder = exported
+    capfd.readouterr()
     report = export_checkpoint(checkpoint, folder / "out", digits, store=store, method="percentile", calibration_items=64)
+    console = "".join(capfd.readouterr())
+    assert "[torch.onnx]" not in console and "pre-processing" not in console, console
+    assert report.evaluation_items == 360 and all(v.parity.items == 360 for v in report.variants)
+    for variant in report.variants:
+        for key in ("cpu b1", "cpu b32"):
+            q1, q3 = variant.latency_iqr_ms[key]
+            assert q1 <= variant.latency_ms[key] <= q3
+    markdown = (folder / "out" / "report.md").read_text()
+    assert "Evaluated on 360 items" in markdown and "drop (points, 95% interval)" in markdown
+    assert "cpu b1 ms [IQR] (x torch)" in markdown
+    assert ("Recommended for batch size 1:" in markdown) != ("No recommendation for batch size 1" in markdown)
     fp32 = report.variant("onnx-fp32")
     assert fp32.parity.agreement >= 99.9 and fp32.parity.max_abs_logit_diff <= 1e-4
     static = report.variant("onnx-int8-static")
@@ -46,7 +78,7 @@ def test_a_timm_checkpoint_exports_every_variant(exported):
     metadata = onnx_metadata(static.path)
     assert metadata["fsml.calibration_version"] == digits.id and metadata["fsml.quantization"].endswith("percentile")
     assert metadata["fsml.preprocessing"]["input_shape"] == [1, 8, 8] and metadata["fsml.classes"][3] == "3"
-    assert report.recommended in {variant.name for variant in report.variants}
+    assert report.recommended is None or report.recommended in {variant.name for variant in report.variants}
 
 
 def _listing(folder: Path) -> list[str]:
@@ -101,4 +133,93 @@ def test_extra_execution_providers_get_their_own_latency_columns(exported, monke
         assert {"CPU b1", "CPU b32"} <= set(report.variant(name).latency_ms)
     assert "CPU b1" not in report.variant("torch-fp32").latency_ms
     markdown = (folder / "gpu-out" / "report.md").read_text()
-    assert "CPU b1 ms (x torch)" in markdown and "no CUDA or TensorRT" not in markdown
+    assert "CPU b1 ms [IQR] (x torch)" in markdown and "no CUDA or TensorRT" not in markdown
+
+
+def _variant(name: str, b1: tuple[float, float, float], drop: float = 0.0, max_diff: float = 0.0,
+             tolerance: float = float("inf"), items: int = 1000) -> Variant:
+    b32 = tuple(10 * value for value in b1)
+    interval = drop_interval(np.ones(items, dtype=bool), np.arange(items) >= round(drop * items / 100))[1:]
+    check = Parity(name, 90 - drop, 100.0, max_diff, max_diff / 2, [], items, drop, interval, tolerance)
+    return Variant(name, None, 1, check, {"cpu b1": b1[1], "cpu b32": b32[1]},
+                   {"cpu b1": (b1[0], b1[2]), "cpu b32": (b32[0], b32[2])})
+
+
+def test_the_choice_is_refused_when_latency_spreads_too_much():
+    calm = [_variant("torch-fp32", (0.9, 1.0, 1.1)), _variant("onnx-fp32", (0.45, 0.5, 0.55)),
+            _variant("onnx-int8-static", (0.3, 0.4, 0.5), drop=0.2, max_diff=36.8, tolerance=3.0)]
+    choice, notes = _recommend(calm, budget=0.5, serving_batch=1)
+    assert choice == "onnx-int8-static"
+    assert any("onnx-int8-static: max |logit difference| 36.8 is beyond its tolerance 3" in note for note in notes)
+    busy = [calm[0], _variant("onnx-fp32", (0.05, 0.5, 3.0)), calm[2]]
+    choice, notes = _recommend(busy, budget=0.5, serving_batch=1)
+    assert choice is None and "no recommendation: at batch 1 the latency of onnx-fp32 spreads over 590%" in notes[0]
+    assert _recommend(busy, budget=0.5, serving_batch=1, max_spread=10.0)[0] == "onnx-int8-static"
+
+
+def test_a_small_evaluation_set_is_said_to_be_small():
+    few = [_variant("torch-fp32", (0.9, 1.0, 1.1), items=34), _variant("onnx-int8-static", (0.3, 0.4, 0.5), items=34)]
+    choice, notes = _recommend(few, budget=0.5, serving_batch=32)
+    assert notes[0] == "evaluated on 34 items: one item is 2.94 accuracy points"
+    assert any("too small to confirm it is within the 0.5-point budget" in note for note in notes)
+
+
+def test_a_pruned_checkpoint_loads_and_exports_like_any_other(exported):
+    store, digits, checkpoint, folder = exported
+    model = load_model(checkpoint)
+    pruned = prune_to_ratio(model, digits_inputs(store, digits), ratio=0.5)
+    spec = model_spec_of(pruned)
+    assert spec.layer_sizes and spec.name == "resnet10t"
+    tuned = fit(pruned, digits, store=store, config=TrainConfig(max_steps=2, val_fraction=0),
+                checkpoint_path=folder / "pruned.safetensors", progress=False)
+    rebuilt = load_model(tuned.checkpoint)  # from the declared sizes alone
+    sample = digits_inputs(store, digits)[:4]
+    assert torch.equal(rebuilt(sample), tuned.model.eval()(sample))
+    report = export_checkpoint(tuned.checkpoint, folder / "pruned-out", digits, store=store, calibration_items=32)
+    assert report.variant("onnx-fp32").parity.agreement >= 99.9
+
+
+def digits_inputs(store, digits) -> torch.Tensor:
+    from fsml_nb.train import load_split
+
+    return load_split(digits, "test", store).inputs
+
+
+def test_a_custom_module_checkpoint_exports_when_given_its_model(exported, tmp_path: Path):
+    store, digits, _, folder = exported
+    result = fit(nn.Sequential(nn.Flatten(), nn.Linear(64, 10)), digits, store=store, progress=False,
+                 config=TrainConfig(max_steps=2, val_fraction=0), checkpoint_path=tmp_path / "mlp.safetensors")
+    with pytest.raises(CheckpointError, match="export_checkpoint\\(..., model=MyModel\\(\\)\\)"):
+        export_checkpoint(result.checkpoint, tmp_path / "no", digits, store=store)
+    report = export_checkpoint(result.checkpoint, tmp_path / "yes", digits, store=store, calibration_items=32,
+                               model=nn.Sequential(nn.Flatten(), nn.Linear(64, 10)))
+    assert report.variant("onnx-fp32").parity.agreement >= 99.9
+
+
+def test_fsml_export_refuses_a_checkpoint_that_names_code(tmp_path: Path):
+    marker = tmp_path / "payload-ran"
+    (tmp_path / "fsml_cli_payload.py").write_text(f"from pathlib import Path\nPath({str(marker)!r}).write_text('x')\n"
+                                                  "def run(**kwargs):\n    return None\n")
+    crafted = save_checkpoint(tmp_path / "crafted.safetensors", {"model.weight": torch.zeros(2, 2)},
+                              {"model_spec": {"source": "python", "name": "fsml_cli_payload:run"}, "input_shape": [2]})
+    fsml = shutil.which("fsml", path=str(Path(sys.executable).parent)) or "fsml"
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("FSML_")}, "FSML_HOME": str(tmp_path / "home"),
+           "PYTHONPATH": os.pathsep.join([str(tmp_path), str(Path(__file__).parents[1])])}
+    result = subprocess.run([fsml, "export", str(crafted), "--calib", "digits"], env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 1 and result.stderr.startswith("fsml: error: refusing model source 'python'")
+    assert len(result.stderr.strip().splitlines()) == 1 and not marker.exists()
+
+
+def test_the_export_benchmark_keeps_its_artefacts_when_asked(tmp_path: Path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_export", Path(__file__).parents[1] / "bench" / "export.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    with bench.kept_or_temporary(tmp_path / "keep") as kept:
+        (kept / "model.onnx").write_text("x")
+    assert (tmp_path / "keep" / "model.onnx").exists()
+    with bench.kept_or_temporary(None) as temporary:
+        (temporary / "model.onnx").write_text("x")
+    assert not temporary.exists()
