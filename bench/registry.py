@@ -38,7 +38,8 @@ from fsml_nb.db import model_aliases, model_promotions, model_versions, register
 from fsml_nb.export import export_checkpoint
 from fsml_nb.registry import MODEL_FORMAT, ModelRegistry, manifest_bytes
 from fsml_nb.store import Store, sha256_hex
-from fsml_nb.train import ModelSpec, TrainConfig, fit
+import fsml_nb.repro  # noqa: F401  (registers the MNIST-1D architectures)
+from fsml_nb.train import TrainConfig, fit, registered_spec
 
 PG_URL = os.environ.get("FSML_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 SIDE_BY_SIDE: dict[str, float] = {}  # fsml_nb's timings of the operations MLflow is measured on
@@ -66,7 +67,7 @@ def make_export(tmp: Path, hidden: int) -> tuple[Path, Path]:
     with Store(f"sqlite:///{tmp}/source.db", str(tmp / "source-blobs")) as store:
         version = import_mnist1d(store, num_samples=1000)
         checkpoint = tmp / "big.safetensors"
-        fit(ModelSpec("python", "fsml_nb.repro:Mnist1dMLP", {"hidden": hidden}), version, store=store,
+        fit(registered_spec("mnist1d-mlp", hidden=hidden), version, store=store,
             progress=False, checkpoint_path=checkpoint,
             config=TrainConfig(max_steps=3, batch_size=100, optimizer="adam", lr=1e-3, weight_decay=0,
                                schedule="constant", val_fraction=0))

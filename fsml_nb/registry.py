@@ -251,7 +251,8 @@ def read_checkpoint_header(checkpoint: Path) -> dict[str, Any]:
                                  f"{str(error).strip().splitlines()[0]}") from None
     if raw.get("format") != CHECKPOINT_FORMAT:
         raise NotAnExportError(f"{checkpoint} is a safetensors file but not an fsml_nb checkpoint")
-    return {key: (value if key in ("format", "tensors_sha256") else json.loads(value)) for key, value in raw.items()}
+    plain = ("format", "tensors_sha256", "checkpoint_sha256")  # plain text; every other entry is JSON
+    return {key: (value if key in plain else json.loads(value)) for key, value in raw.items()}
 
 
 def _check_checkpoint_matches(export: ExportFolder, tensors_sha256: str,

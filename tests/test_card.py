@@ -11,7 +11,8 @@ from fsml_nb.export import export_checkpoint
 from fsml_nb.registry import ModelRegistry
 from fsml_nb.serve import deploy
 from fsml_nb.store import Store
-from fsml_nb.train import ModelSpec, TrainConfig, fit
+import fsml_nb.repro  # noqa: F401  (registers the MNIST-1D architectures)
+from fsml_nb.train import TrainConfig, fit, registered_spec
 
 CARD = """
 [problem]
@@ -34,7 +35,7 @@ def registered(tmp_path_factory):
     with Store(f"sqlite:///{folder}/fsml.db", str(folder / "blobs")) as store:
         version = import_mnist1d(store, name="mnist1d-card", num_samples=400)
         checkpoint = folder / "mlp.safetensors"
-        fit(ModelSpec("python", "fsml_nb.repro:Mnist1dMLP"), version, store=store, progress=False,
+        fit(registered_spec("mnist1d-mlp"), version, store=store, progress=False,
             checkpoint_path=checkpoint, config=TrainConfig(max_steps=40, val_fraction=0))
         export_checkpoint(checkpoint, folder / "export", version, store=store, calibration_items=64)
     return folder

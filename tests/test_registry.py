@@ -25,10 +25,11 @@ from fsml_nb.registry import (DamagedExportError, GateFailedError, ModelRegistry
                               NotAnExportError, RegistryError, TamperedArchiveError, UnknownAliasError,
                               UnknownModelVersionError, WrongModelError, load_pulled, run_onnx)
 from fsml_nb.store import Store
-from fsml_nb.train import ModelSpec, TrainConfig, fit
+import fsml_nb.repro  # noqa: F401  (registers the MNIST-1D architectures)
+from fsml_nb.train import TrainConfig, fit, registered_spec
 
 SAMPLES = 400  # a small MNIST-1D: 320 train, 80 test
-MLP = ModelSpec("python", "fsml_nb.repro:Mnist1dMLP")
+MLP = registered_spec("mnist1d-mlp")  # fsml_nb.repro registers the MNIST-1D architectures
 
 
 def small_mnist1d(store: Store):
