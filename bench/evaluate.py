@@ -23,7 +23,7 @@ from torch import nn
 
 from fsml_nb.data import encode_png, import_digits
 from fsml_nb.evaluate import evaluate_model, load_classifier
-from fsml_nb.export import _add_metadata, export_onnx
+from fsml_nb.export import export_onnx
 from fsml_nb.store import LabelledItem, NewItem, Store
 
 
@@ -46,8 +46,7 @@ def many_digits(store: Store, count: int):
 def exported_model(folder: Path, classes: list[str]) -> Path:
     network = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(16 * 64, 10)).eval()
     path = folder / "model.onnx"
-    export_onnx(network, torch.zeros(1, 1, 8, 8), path)
-    _add_metadata(path, {"fsml.classes": classes, "fsml.preprocessing": {"input_shape": [1, 8, 8]}})
+    export_onnx(network, torch.zeros(1, 1, 8, 8), path, metadata={"fsml.classes": classes, "fsml.preprocessing": {"input_shape": [1, 8, 8]}})
     return path
 
 

@@ -12,7 +12,7 @@ from fsml_nb.annotate import add_annotator, export_consensus, lease_next, submit
 from fsml_nb.data import import_digits
 from fsml_nb.evaluate import (EvaluationError, apply_relabels, compare_runs, evaluate_model, find_label_issues,
                               out_of_sample_probabilities, send_to_relabel)
-from fsml_nb.export import _add_metadata, export_onnx
+from fsml_nb.export import export_onnx
 from fsml_nb.store import DatasetVersion, Entry, Store
 from fsml_nb.train import TrainConfig, fit
 
@@ -22,8 +22,7 @@ def train_mlp(store: Store, version: DatasetVersion, folder: Path, name: str) ->
     network = nn.Sequential(nn.Flatten(), nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10))
     fit(network, version, store=store, config=TrainConfig(max_steps=1500, lr=2e-3, seed=0, val_fraction=0.0))
     path = folder / f"{name}.onnx"
-    export_onnx(network.eval(), torch.zeros(1, 1, 8, 8), path)
-    _add_metadata(path, {"fsml.classes": list(version.label_schema.classes), "fsml.preprocessing": {"input_shape": [1, 8, 8]}})
+    export_onnx(network.eval(), torch.zeros(1, 1, 8, 8), path, metadata={"fsml.classes": list(version.label_schema.classes), "fsml.preprocessing": {"input_shape": [1, 8, 8]}})
     return path
 
 

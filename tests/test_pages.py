@@ -18,7 +18,7 @@ from torch import nn
 
 from fsml_nb.data import import_digits
 from fsml_nb.evaluate import add_viewer, evaluate_model
-from fsml_nb.export import _add_metadata, export_onnx
+from fsml_nb.export import export_onnx
 from fsml_nb.store import Store
 from fsml_nb.train import TrainConfig, fit
 
@@ -30,8 +30,7 @@ def mlp_onnx(store: Store, version, folder: Path, steps: int) -> Path:
     network = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
     fit(network, version, store=store, config=TrainConfig(max_steps=steps, lr=3e-3, val_fraction=0.0))
     path = folder / f"mlp-{steps}.onnx"
-    export_onnx(network.eval(), torch.zeros(1, 1, 8, 8), path)
-    _add_metadata(path, {"fsml.classes": list(version.label_schema.classes), "fsml.preprocessing": {"input_shape": [1, 8, 8]}})
+    export_onnx(network.eval(), torch.zeros(1, 1, 8, 8), path, metadata={"fsml.classes": list(version.label_schema.classes), "fsml.preprocessing": {"input_shape": [1, 8, 8]}})
     return path
 
 
