@@ -192,6 +192,27 @@ def for_readers(notebook):
     return notebook
 
 
+PAGE_LINK = re.compile(r"\]\((?P<page>[\w.-]+)\.(?:ipynb|md)(?P<anchor>#[^)\s]*)?\)")
+
+
+def link_pages(notebook, at_root: bool, pages: set[str]):
+    "Markdown links to other pages (`02_collect.ipynb`, `guide.md`) pointed at their URLs in the site."
+    prefix = "" if at_root else "../"
+
+    def url(match: re.Match) -> str:
+        page = match.group("page")
+        if page not in pages:
+            print(f"  warning: a link to {match.group(0)[2:-1]} names no page of this build", flush=True)
+            return match.group(0)
+        target = prefix if page == "index" else f"{prefix}{page}/"
+        return f"]({target or './'}{match.group('anchor') or ''})"
+
+    for cell in notebook.cells:
+        if cell.cell_type == "markdown":
+            cell.source = PAGE_LINK.sub(url, cell.source)
+    return notebook
+
+
 def title_of(notebook, fallback: str) -> str:
     "The page title: the notebook's first `# heading`."
     for cell in notebook.cells:
@@ -237,8 +258,10 @@ def main() -> None:
             executed[path] = notebook
             print(f"  {path.name:28} {seconds:6.1f} s", flush=True)
     nav = []
+    built = {"index" if module == "index" else path.stem for module, path in pages} | {"cli"} | {
+        Path(name).stem for _, name in GUIDES if (ROOT / "docs" / name).exists()}
     for module, path in pages:
-        notebook = for_readers(executed[path])
+        notebook = link_pages(for_readers(executed[path]), module == "index", built)
         page = "index.ipynb" if module == "index" else f"{path.stem}.ipynb"
         nbformat.write(notebook, BUILD / "docs" / page)
         nav.append((title_of(notebook, module), page))

@@ -144,3 +144,16 @@ def test_cli_reference_lists_every_command_help(site_url, chromium_path):  # noq
         navigation = page.locator("nav.md-nav--primary").inner_text()
         assert navigation.index("Core") < navigation.index("Data"), "module pages are not in lifecycle order"
         browser.close()
+
+
+def test_links_between_pages_point_at_site_urls():
+    builder = load_builder()
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(
+        "See [collect](02_collect.ipynb#crawler), the [guide](guide.md), the [tour](index.ipynb) "
+        "and [a page being written](09_registry.ipynb).")])
+    pages = {"index", "02_collect", "guide"}
+    test_eq(builder.link_pages(notebook, at_root=True, pages=pages).cells[0].source,
+            "See [collect](02_collect/#crawler), the [guide](guide/), the [tour](./) "
+            "and [a page being written](09_registry.ipynb).")
+    notebook.cells[0].source = "[tour](index.ipynb), [guide](guide.md)"
+    test_eq(builder.link_pages(notebook, at_root=False, pages=pages).cells[0].source, "[tour](../), [guide](../guide/)")
