@@ -18,7 +18,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from fastcore.test import test_eq
+from fastcore import test as fastcore_test
 from test_annotate import chromium_path, launch_chromium  # noqa: F401  (chromium_path is a fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,8 +44,8 @@ def test_pages_follow_the_lifecycle_and_tolerate_missing_modules(tmp_path, monke
     (tmp_path / "apps").mkdir()
     write_notebook(tmp_path / "apps" / "annotate.ipynb", "#| default_exp apps_annotate")
     monkeypatch.setattr(builder, "NBS", tmp_path)
-    test_eq([module for module, _ in builder.ordered_pages()], ["index", "core", "train", "testing", "extra"])
-    test_eq([module for module, _ in builder.ordered_pages(["train", "core"])], ["core", "train"])
+    fastcore_test.test_eq([module for module, _ in builder.ordered_pages()], ["index", "core", "train", "testing", "extra"])
+    fastcore_test.test_eq([module for module, _ in builder.ordered_pages(["train", "core"])], ["core", "train"])
     with pytest.raises(SystemExit, match="no notebook exports serve"):
         builder.ordered_pages(["serve"])
 
@@ -56,10 +56,10 @@ def test_slow_cells_are_shown_but_not_run_and_hidden_cells_are_dropped():
         "#| slow\nreproduce_everything()", "#| eval: false\nserve_forever()", "#| hide\nsetup()",
         "#| echo: false\nshow_doc(fit)", "#|export\ndef fit(): pass", "print('shown')")])
     marked = builder.mark_cells(notebook, {"slow", "cuda"})
-    test_eq([cell.metadata.get("tags", []) for cell in marked.cells],
+    fastcore_test.test_eq([cell.metadata.get("tags", []) for cell in marked.cells],
             [[builder.SKIP_TAG], [builder.SKIP_TAG], [], [builder.REMOVE_INPUT_TAG], [], []])
     shown = builder.for_readers(marked)
-    test_eq([cell.source for cell in shown.cells],
+    fastcore_test.test_eq([cell.source for cell in shown.cells],
             ["reproduce_everything()", "serve_forever()", "show_doc(fit)", "def fit(): pass", "print('shown')"])
 
 
@@ -106,8 +106,8 @@ def test_module_page_shows_executed_outputs_and_a_plot(site_url, chromium_path):
         browser = launch_chromium(playwright, chromium_path)
         page = browser.new_page()
         response = page.goto(f"{site_url}/04_data/")
-        test_eq(response.status, 200)
-        test_eq(page.locator("h1").first.inner_text().strip(), "Data")
+        fastcore_test.test_eq(response.status, 200)
+        fastcore_test.test_eq(page.locator("h1").first.inner_text().strip(), "Data")
         outputs = page.locator(".jp-OutputArea-output")
         assert outputs.count() > 10, f"only {outputs.count()} outputs on the data page"
         # printed results of the worked examples, as the kernel returned them at build time
@@ -136,7 +136,7 @@ def test_cli_reference_lists_every_command_help(site_url, chromium_path):  # noq
     with sync_playwright() as playwright:
         browser = launch_chromium(playwright, chromium_path)
         page = browser.new_page()
-        test_eq(page.goto(f"{site_url}/cli/").status, 200)
+        fastcore_test.test_eq(page.goto(f"{site_url}/cli/").status, 200)
         text = page.locator("article").inner_text()
         for name in group.list_commands(typer.Context(group)):
             assert f"Usage: fsml {name}" in text, f"no --help of `fsml {name}` on the CLI reference page"
@@ -152,8 +152,8 @@ def test_links_between_pages_point_at_site_urls():
         "See [collect](02_collect.ipynb#crawler), the [guide](guide.md), the [tour](index.ipynb) "
         "and [a page being written](09_registry.ipynb).")])
     pages = {"index", "02_collect", "guide"}
-    test_eq(builder.link_pages(notebook, at_root=True, pages=pages).cells[0].source,
+    fastcore_test.test_eq(builder.link_pages(notebook, at_root=True, pages=pages).cells[0].source,
             "See [collect](02_collect/#crawler), the [guide](guide/), the [tour](./) "
             "and [a page being written](09_registry.ipynb).")
     notebook.cells[0].source = "[tour](index.ipynb), [guide](guide.md)"
-    test_eq(builder.link_pages(notebook, at_root=False, pages=pages).cells[0].source, "[tour](../), [guide](../guide/)")
+    fastcore_test.test_eq(builder.link_pages(notebook, at_root=False, pages=pages).cells[0].source, "[tour](../), [guide](../guide/)")
