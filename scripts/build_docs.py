@@ -6,7 +6,7 @@ Steps:
 1. find the module notebooks (nbs/*.ipynb, not nbs/apps/ or nbs/pipeline/) and order them by
    LIFECYCLE, the module each one exports (`#| default_exp`); missing modules are skipped and
    modules not in the list come last, so notebooks being written elsewhere never break the build;
-2. execute each one with nbclient, as nbdev-test does (working directory nbs/), except cells
+2. execute each one with execnb, as nbdev-test does (working directory nbs/), except cells
    flagged with a test flag from [tool.nbdev] tst_flags (`#| slow`, `#| cuda`) and `#| eval: false`
    cells, which are shown but not run;
 3. turn nbdev directives into what a reader should see (hidden cells dropped, `#|` lines removed,
@@ -20,6 +20,7 @@ Outputs exist only in the built site, never in the committed notebooks: the sync
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import re
 import shutil
@@ -41,7 +42,7 @@ BUILD = ROOT / "_docs_build"  # MkDocs' docs_dir: generated, gitignored
 LIFECYCLE = ["core", "db", "store", "collect", "annotate", "data", "train", "repro", "compress", "export",
              "registry", "serve", "evaluate", "pipeline", "cli", "testing"]
 GUIDES = [("From notebook to production worker", "guide.md")]
-SKIP_TAG = "skip-execution"  # nbclient leaves cells with this tag unexecuted
+SKIP_TAG = "skip-execution"  # the build leaves cells with this tag unexecuted (the name nbclient also honours)
 REMOVE_INPUT_TAG = "remove_input"  # mkdocs-jupyter hides these cells' source (mkdocs.yml)
 QUARTO_ATTRIBUTES = re.compile(r'\{target="_blank"[^}]*\}')
 DIRECTIVE = re.compile(r"^\s*#\|\s*([\w-]+)\s*:?\s*(.*?)\s*$")
@@ -135,7 +136,7 @@ def with_show_docs(path: Path):
 
     from nbdev.processors import NBProcessor, add_show_docs, nb2dict
 
-    processor = NBProcessor(path, add_show_docs)
+    processor = NBProcessor(path, add_show_docs, rm_directives=False)  # keep `#|` lines: the build reads them
     processor.process()
     notebook = nbformat.reads(json.dumps(nb2dict(processor.nb)), as_version=4)
     for cell in notebook.cells:
@@ -146,28 +147,26 @@ def with_show_docs(path: Path):
 
 
 def execute(path: Path, flags: set[str], timeout: int) -> tuple[Path, object, float]:
-    "Run one notebook as nbdev-test would, in its folder; return it with its outputs and the seconds taken."
-    from nbclient import NotebookClient
+    "Run one notebook as nbdev-test does (execnb, in its folder, a fresh FSML_HOME); return it with outputs."
+    import json
 
-    notebook = mark_cells(with_show_docs(path), flags)
+    from execnb.shell import CaptureShell, dict2nb, nb2dict
+
+    notebook = dict2nb(json.loads(nbformat.writes(mark_cells(with_show_docs(path), flags))))
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="fsml-docs-") as home:
-        env_overrides = {"FSML_HOME": home, "MPLBACKEND": "module://matplotlib_inline.backend_inline",
-                         "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-        saved = {name: os.environ.get(name) for name in [*env_overrides, "FSML_DB_URL", "FSML_BLOB_URL", "FSML_BROKER_URL"]}
-        os.environ.update(env_overrides)
-        for name in ("FSML_DB_URL", "FSML_BLOB_URL", "FSML_BROKER_URL"):
+        os.environ["FSML_HOME"] = home  # this process runs this one notebook only (max_tasks_per_child=1)
+        for name in ("FSML_DB_URL", "FSML_BLOB_URL", "FSML_BROKER_URL", "MPLBACKEND"):
             os.environ.pop(name, None)
-        try:
-            NotebookClient(notebook, timeout=timeout, kernel_name="python3",
-                           resources={"metadata": {"path": str(path.parent)}}).execute()
-        finally:
-            for name, value in saved.items():
-                if value is None:
-                    os.environ.pop(name, None)
-                else:
-                    os.environ[name] = value
-    return path, notebook, time.perf_counter() - started
+        os.chdir(path.parent)
+        sys.path.insert(0, str(ROOT))  # this checkout's fsml_nb, as nbdev-test finds it
+        shell = CaptureShell(path, mpl_format="png")
+        shell.run_all(notebook, exc_stop=True, cell_timeout=timeout,
+                      preproc=lambda cell: SKIP_TAG in cell.get("metadata", {}).get("tags", []))
+    executed = nbformat.reads(json.dumps(nb2dict(notebook)), as_version=4)
+    for cell in executed.cells:  # execnb's timings are numbers where nbformat's schema wants timestamps
+        cell.metadata.pop("execution", None)
+    return path, executed, time.perf_counter() - started
 
 
 def for_readers(notebook):
@@ -187,7 +186,8 @@ def for_readers(notebook):
             if markdown is not None:  # show_doc's source links carry Quarto-only attributes
                 output["data"]["text/markdown"] = QUARTO_ATTRIBUTES.sub("", markdown)
         cell.source = strip_directives(cell.source)
-        kept.append(cell)
+        if cell.source.strip() or cell.get("outputs"):
+            kept.append(cell)
     notebook.cells = kept
     return notebook
 
@@ -236,12 +236,15 @@ def write_nav(pages: list[tuple[str, str]], guides: list[tuple[str, str]]) -> No
 
 
 def main() -> None:
+    global BUILD  # --build-dir
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--site-dir", default=str(ROOT / "_site"), help="where the HTML goes")
     parser.add_argument("--only", help="comma-separated modules to build (default: every notebook)")
     parser.add_argument("--workers", type=int, default=2, help="notebooks executed at once")
+    parser.add_argument("--build-dir", default=str(BUILD), help="where the executed pages go before rendering")
     parser.add_argument("--timeout", type=int, default=600, help="seconds one cell may run")
     arguments = parser.parse_args()
+    BUILD = Path(arguments.build_dir).resolve()
 
     started = time.perf_counter()
     pages = ordered_pages(arguments.only.split(",") if arguments.only else None)
@@ -250,7 +253,9 @@ def main() -> None:
     (BUILD / "docs").mkdir(parents=True)
     flags = test_flags()
     print(f"executing {len(pages)} notebooks ({arguments.workers} at a time; skipped flags: {' '.join(sorted(flags))})", flush=True)
-    with ProcessPoolExecutor(arguments.workers) as pool:
+    # one fresh process per notebook (like nbdev-test's workers): no state leaks from one page to the next
+    with ProcessPoolExecutor(arguments.workers, mp_context=multiprocessing.get_context("spawn"),
+                             max_tasks_per_child=1) as pool:
         futures = [pool.submit(execute, path, flags, arguments.timeout) for _, path in pages]
         executed = {}
         for future in futures:

@@ -78,7 +78,7 @@ def docs_site(tmp_path_factory) -> Path:
     site = tmp_path_factory.mktemp("site")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     subprocess.run([sys.executable, str(ROOT / "scripts" / "build_docs.py"), "--only", "core,data",
-                    "--site-dir", str(site)], check=True, cwd=ROOT, env=env, timeout=1200)
+                    "--site-dir", str(site), "--build-dir", str(tmp_path_factory.mktemp("build"))], check=True, cwd=ROOT, env=env, timeout=1200)
     return site
 
 
@@ -157,3 +157,18 @@ def test_links_between_pages_point_at_site_urls():
             "and [a page being written](09_registry.ipynb).")
     notebook.cells[0].source = "[tour](index.ipynb), [guide](guide.md)"
     fastcore_test.test_eq(builder.link_pages(notebook, at_root=False, pages=pages).cells[0].source, "[tour](../), [guide](../guide/)")
+
+
+def test_show_docs_are_added_and_directives_survive(tmp_path):
+    builder = load_builder()
+    write_notebook(tmp_path / "00_x.ipynb", "#| default_exp x", "#| hide\nsetup = 1", "#| export\ndef area(side): return side * side",
+                   "#| slow\narea(10**9)")
+    notebook = builder.mark_cells(builder.with_show_docs(tmp_path / "00_x.ipynb"), {"slow"})
+    sources = [cell.source for cell in notebook.cells]
+    assert sources[0].startswith("#| hide") and "def show_doc" in sources[0]  # the helper, hidden
+    fastcore_test.test_eq(sources[1:], ["#| default_exp x", "#| hide\nsetup = 1", "#| export\ndef area(side): return side * side",
+                                        "#| echo: false\nshow_doc(area)", "#| slow\narea(10**9)"])
+    fastcore_test.test_eq(notebook.cells[-1].metadata.tags, [builder.SKIP_TAG])
+    shown = builder.for_readers(notebook)
+    fastcore_test.test_eq([cell.source for cell in shown.cells], ["def area(side): return side * side", "show_doc(area)",
+                                                                  "area(10**9)"])
