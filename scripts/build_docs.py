@@ -1,6 +1,6 @@
 """Build the documentation site: execute the module notebooks, render them with MkDocs.
 
-Usage: python scripts/build_docs.py [--site-dir _site] [--only core,data] [--workers 2]
+Usage: python scripts/build_docs.py [--site-dir _site] [--only core,data] [--workers 2] [--build-dir _docs_build]
 
 Steps:
 1. find the module notebooks (nbs/*.ipynb, not nbs/apps/ or nbs/pipeline/) and order them by
@@ -153,6 +153,8 @@ def execute(path: Path, flags: set[str], timeout: int) -> tuple[Path, object, fl
     from execnb.shell import CaptureShell, dict2nb, nb2dict
 
     notebook = dict2nb(json.loads(nbformat.writes(mark_cells(with_show_docs(path), flags))))
+    if "fork" in multiprocessing.get_all_start_methods():  # a spawned worker defaults to spawn; libraries that
+        multiprocessing.set_start_method("fork", force=True)  # share globals with a Pool (cleanlab) need fork
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="fsml-docs-") as home:
         os.environ["FSML_HOME"] = home  # this process runs this one notebook only (max_tasks_per_child=1)
@@ -228,8 +230,8 @@ def write_nav(pages: list[tuple[str, str]], guides: list[tuple[str, str]]) -> No
     import yaml
 
     config = {"INHERIT": str(ROOT / "mkdocs.yml"), "docs_dir": str(BUILD / "docs"),
-              "nav": [{title: page} for title, page in pages[:1]]
-              + [{"Modules": [{title: page} for title, page in pages[1:]]}]
+              "nav": [{"Home: the tour": page} for _, page in pages if page == "index.ipynb"]
+              + [{"Modules": [{title: page} for title, page in pages if page != "index.ipynb"]}]
               + [{"Guides": [{title: page} for title, page in guides]}]
               + [{"CLI reference": "cli.md"}]}
     (BUILD / "mkdocs.yml").write_text(yaml.safe_dump(config, sort_keys=False))

@@ -42,7 +42,6 @@ def reference_markdown() -> str:
     paths = command_paths(typer.main.get_command(app))
     lines = ["# CLI reference", "",
              "Every `fsml` command's `--help`, generated from the typer app when the site is built.", ""]
-    lines += [f"- [`fsml {' '.join(path)}`](#{anchor(path)})" for path in paths[1:]]
     for path in paths:
         lines += ["", f'## fsml {" ".join(path)} {{#{anchor(path)}}}'.replace("fsml  {", "fsml {"), "",
                   "```text", help_text(path), "```"]
