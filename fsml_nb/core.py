@@ -43,6 +43,7 @@ EXTRA_OF_IMPORT: dict[str, str] = {  # top-level import name -> the extra of pyp
     "matplotlib": "plot",
     "papermill": "pipeline", "nbconvert": "pipeline", "nbclient": "pipeline", "ipykernel": "pipeline",
     "cleanlab": "evaluate", "scipy": "evaluate", "pandas": "evaluate",
+    "mkdocs": "docs", "material": "docs", "mkdocs_jupyter": "docs", "execnb": "docs",  # scripts/build-docs.sh
 }
 
 # %% ../nbs/00_core.ipynb #c18a32ab
