@@ -223,7 +223,7 @@ def read_export_folder(folder: str | Path) -> ExportFolder:
     fp32 = _variant_file(report, "onnx-fp32")
     if fp32 is None:
         raise DamagedExportError(f"report.json in {folder} names no onnx-fp32 file; re-export the checkpoint")
-    recommended = report.get("recommended", "onnx-fp32")
+    recommended = report.get("recommended") or "onnx-fp32"  # export declined to choose (timings too noisy): FP32
     serving = _variant_file(report, recommended) or fp32
     return ExportFolder(folder, report, files, serving, fp32, recommended)
 
