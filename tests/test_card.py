@@ -14,6 +14,8 @@ from fsml_nb.store import Store
 import fsml_nb.repro  # noqa: F401  (registers the MNIST-1D architectures)
 from fsml_nb.train import TrainConfig, fit, registered_spec
 
+REPORTS: dict = {}  # the fixture's export report, for the recommendation test
+
 CARD = """
 [problem]
 summary = "Tell the ten MNIST-1D classes apart."
@@ -37,7 +39,7 @@ def registered(tmp_path_factory):
         checkpoint = folder / "mlp.safetensors"
         fit(registered_spec("mnist1d-mlp"), version, store=store, progress=False,
             checkpoint_path=checkpoint, config=TrainConfig(max_steps=40, val_fraction=0))
-        export_checkpoint(checkpoint, folder / "export", version, store=store, calibration_items=64)
+        REPORTS["export"] = export_checkpoint(checkpoint, folder / "export", version, store=store, calibration_items=64)
     return folder
 
 
@@ -77,3 +79,22 @@ def test_a_card_with_a_wrong_field_is_refused_before_anything_is_stored(register
         with pytest.raises(CardError, match="unknown field 'minimun'"):
             registry.register(registered / "export", "other", card=bad)
         assert len(registry.models()) == before
+
+
+def test_the_export_recommends_only_variants_within_the_cards_latency(registered: Path):
+    "With a budget between the measured FP32 and INT8 latencies, only the faster INT8 file can be chosen."
+    from fsml_nb.export import _recommend
+
+    report = REPORTS["export"]
+    latency = {variant.name: variant.latency_ms["cpu b1"] for variant in report.variants}
+    onnx = {name: value for name, value in latency.items() if name.startswith("onnx")}
+    fastest = min(onnx, key=onnx.get)
+    slower = [name for name in onnx if onnx[name] > onnx[fastest]]
+    budget = (onnx[fastest] + min(onnx[name] for name in slower)) / 2 if slower else onnx[fastest] * 1.01
+    choice, notes = _recommend(report.variants, budget=100.0, serving_batch=1, max_spread=float("inf"),
+                               latency_budget_ms=budget)
+    assert choice == fastest and onnx[choice] <= budget
+    assert all(any(name in note and "over the card's latency budget" in note for note in notes) for name in slower)
+    none, why = _recommend(report.variants, budget=100.0, serving_batch=1, max_spread=float("inf"),
+                           latency_budget_ms=min(onnx.values()) / 10)
+    assert none is None and "meets the latency budget" in why[0]
