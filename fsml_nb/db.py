@@ -25,20 +25,19 @@ from sqlalchemy.exc import DatabaseError as SQLDatabaseError
 from .core import FsmlError, get_logger
 
 # %% auto #0
-__all__ = ['READ_ONLY', 'SQLITE_HEADER', 'T', 'RETRYABLE_SQLSTATES', 'QUEUED', 'LEASED', 'DONE', 'FAILED', 'DEAD',
-           'SCHEMA_VERSION', 'metadata', 'schema_info', 'items', 'labels', 'dataset_versions', 'version_entries',
-           'dataset_version_seals', 'dataset_version_names', 'IMMUTABLE_TABLES', 'MAX_URL_LENGTH', 'crawls',
-           'item_sources', 'licence_claims', 'crawl_hosts', 'crawl_urls', 'annotation_projects', 'annotation_guides',
-           'annotation_tasks', 'annotators', 'annotation_answers', 'annotation_skips', 'annotation_questions',
-           'annotation_slots', 'annotation_offers', 'annotation_members', 'pipeline_runs', 'pipeline_steps',
-           'eval_runs', 'eval_predictions', 'viewers', 'BLOB_REFERENCES', 'registered_models', 'model_versions',
-           'model_version_files', 'model_aliases', 'model_promotions', 'registry_events', 'serve_clients',
-           'serve_workers', 'served_predictions', 'Migration', 'MIGRATIONS', 'V4_STEPS', 'DatabaseError',
-           'DatabaseUnavailableError', 'DatabaseDamagedError', 'SchemaTooNewError', 'ValueTooLongError',
-           'normalize_db_url', 'display_db_url', 'reading', 'make_engine', 'is_retryable', 'transaction',
-           'insert_ignore', 'check_lengths', 'lease_columns', 'lease_rows', 'extend_lease', 'complete_lease',
-           'release_lease', 'reclaim_expired', 'missing_triggers', 'install_triggers', 'referenced_blobs',
-           'stored_schema_version', 'upgrade_schema', 'open_database']
+__all__ = ['READ_ONLY', 'T', 'RETRYABLE_SQLSTATES', 'QUEUED', 'LEASED', 'DONE', 'FAILED', 'DEAD', 'SCHEMA_VERSION', 'metadata',
+           'schema_info', 'items', 'labels', 'dataset_versions', 'version_entries', 'dataset_version_seals',
+           'dataset_version_names', 'IMMUTABLE_TABLES', 'MAX_URL_LENGTH', 'crawls', 'item_sources', 'licence_claims',
+           'crawl_hosts', 'crawl_urls', 'annotation_projects', 'annotation_guides', 'annotation_tasks', 'annotators',
+           'annotation_answers', 'annotation_skips', 'annotation_questions', 'annotation_slots', 'annotation_offers',
+           'annotation_members', 'pipeline_runs', 'pipeline_steps', 'eval_runs', 'eval_predictions', 'viewers',
+           'BLOB_REFERENCES', 'registered_models', 'model_versions', 'model_version_files', 'model_aliases',
+           'model_promotions', 'registry_events', 'serve_clients', 'serve_workers', 'served_predictions', 'Migration',
+           'MIGRATIONS', 'V4_STEPS', 'DatabaseError', 'DatabaseUnavailableError', 'DatabaseDamagedError',
+           'SchemaTooNewError', 'ValueTooLongError', 'normalize_db_url', 'display_db_url', 'reading', 'make_engine',
+           'is_retryable', 'transaction', 'insert_ignore', 'check_lengths', 'lease_columns', 'lease_rows',
+           'extend_lease', 'complete_lease', 'release_lease', 'reclaim_expired', 'missing_triggers', 'install_triggers',
+           'referenced_blobs', 'stored_schema_version', 'upgrade_schema', 'open_database']
 
 # %% ../nbs/01_db.ipynb #2eda7dbb
 class DatabaseError(FsmlError):
@@ -101,9 +100,6 @@ def reading(engine: Engine) -> Iterator[Connection]:
         yield connection
 
 # %% ../nbs/01_db.ipynb #eb1be52d
-SQLITE_HEADER = b"SQLite format 3\x00"
-
-
 def _check_sqlite_file(path: Path, wait_seconds: float = 1.0) -> None:
     "Refuse a file that is not a SQLite database (a 0-byte file too), before anything writes to it."
     if not path.exists():
@@ -115,11 +111,9 @@ def _check_sqlite_file(path: Path, wait_seconds: float = 1.0) -> None:
     if size == 0:
         raise DatabaseDamagedError(f"the database file {path} is empty (0 bytes), not a database; fsml_nb will "
                                    "not start a new store over it: restore it from a backup, or delete it to start afresh")
-    with open(path, "rb") as handle:
-        header = handle.read(len(SQLITE_HEADER))
-    if header != SQLITE_HEADER:
-        raise DatabaseDamagedError(f"the file {path} is not a SQLite database (its first bytes are not the SQLite "
-                                   "header); point FSML_DB_URL at the right file")
+    # The header is left to SQLite itself: opening and closing the file from Python would drop every POSIX lock
+    # this process's SQLite connections hold on it (fcntl semantics), and they would stop seeing other processes'
+    # commits. SQLite refuses a file that is not a database with "file is not a database" (see _sqlite_failure).
 
 
 def _reason(error: Exception) -> str:
@@ -137,6 +131,9 @@ def _sqlite_failure(engine: Engine, error: SQLDatabaseError) -> DatabaseError:
     "One line for a SQLite error; 'damaged' only when SQLite says so (a full disk or a lock is not damage)."
     if isinstance(error, OperationalError):  # disk full, locked too long, cannot open: the file itself is fine
         return DatabaseError(f"cannot use the SQLite database {engine.url.database}: {_reason(error)}")
+    if "file is not a database" in _reason(error):
+        return DatabaseDamagedError(f"the file {engine.url.database} is not a SQLite database ({_reason(error)}); "
+                                    "point FSML_DB_URL at the right file")
     return DatabaseDamagedError(f"the SQLite database {engine.url.database} is damaged ({_reason(error)}); "
                                 "restore it from a backup")
 
