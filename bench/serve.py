@@ -38,8 +38,8 @@ RABBIT_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def digits_folder(work: Path) -> Path:
-    "Train, register and pull the digits model; the pulled folder."
+def digits_folder(work: Path, model: str, steps: int) -> Path:
+    "Train, register and pull a timm model on digits; the pulled folder."
     from fsml_nb.data import import_digits
     from fsml_nb.registry import ModelRegistry
     from fsml_nb.store import Store
@@ -48,8 +48,8 @@ def digits_folder(work: Path) -> Path:
     store = Store(f"sqlite:///{work}/fsml.db", str(work / "blobs"))
     digits = import_digits(store)
     checkpoint = work / "digits.safetensors"
-    fit(timm_spec("resnet10t", 10, in_chans=1, small_input=True), digits, store=store, progress=False,
-        config=TrainConfig(max_steps=100, batch_size=64, val_fraction=0), checkpoint_path=checkpoint)
+    fit(timm_spec(model, 10, in_chans=1, small_input=True), digits, store=store, progress=False,
+        config=TrainConfig(max_steps=steps, batch_size=64, val_fraction=0), checkpoint_path=checkpoint)
     registry = ModelRegistry(store)
     version = registry.register(checkpoint, "digits", reason="bench/serve.py")
     folder = registry.pull(version, work / "pulled")
@@ -181,9 +181,13 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0, help="length of each measurement")
     parser.add_argument("--brokers", default="sqlite,rabbitmq")
     parser.add_argument("--workers", default="1,2")
+    parser.add_argument("--model", default="resnet10t", help="timm model trained on digits")
+    parser.add_argument("--steps", type=int, default=100, help="training steps")
     arguments = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="fsml-bench-serve-"))
-    folder = digits_folder(work)
+    folder = digits_folder(work, arguments.model, arguments.steps)
+    print(f"model: timm {arguments.model} trained {arguments.steps} steps on digits, serving file "
+          f"{ServedModel.load(folder).folder.name}/{__import__('json').loads((folder / 'manifest.json').read_text())['serving']['file']}")
     db_url = f"sqlite:///{work}/fsml.db"
     token = add_serve_client(open_database(db_url), "bench")
     body = png()
