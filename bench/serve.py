@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
+import json
 import os
 import signal
 import socket
@@ -186,8 +187,9 @@ def main() -> None:
     arguments = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="fsml-bench-serve-"))
     folder = digits_folder(work, arguments.model, arguments.steps)
-    print(f"model: timm {arguments.model} trained {arguments.steps} steps on digits, serving file "
-          f"{ServedModel.load(folder).folder.name}/{__import__('json').loads((folder / 'manifest.json').read_text())['serving']['file']}")
+    serving = json.loads((folder / "manifest.json").read_text())["serving"]
+    print(f"model: timm {arguments.model} trained {arguments.steps} steps on digits; serving {serving['file']} "
+          f"({serving.get('variant')})")
     db_url = f"sqlite:///{work}/fsml.db"
     token = add_serve_client(open_database(db_url), "bench")
     body = png()
