@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 from PIL import Image
 from sqlalchemy import select
+from sqlalchemy.engine import Engine
 
 from conftest import skip_or_fail
 from fsml_nb.db import open_database, reading, served_predictions, serve_workers
@@ -32,6 +33,19 @@ ROOT = Path(__file__).resolve().parents[1]
 RABBIT_URL = os.environ.get("FSML_TEST_RABBIT_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
 MODEL = "bright"
 WEIGHTS = np.tile(np.arange(10, dtype=np.float32), (64, 1)) / 64  # bright images are "9", black ones tie at "0"
+
+
+ENGINES: dict[str, Engine] = {}
+
+
+def engine_of(db_url: str) -> Engine:
+    """One engine per database for this test process, shared with the in-process API and workers.
+
+    Opening a second engine on a SQLite file that this process has open drops the process's locks on it
+    (fsml_nb.db's file check closes a file descriptor), after which other processes' writes are not seen."""
+    if db_url not in ENGINES:
+        ENGINES[db_url] = open_database(db_url)
+    return ENGINES[db_url]
 
 
 def png(width: int = 8, height: int = 8, value: int = 255) -> bytes:
@@ -86,11 +100,7 @@ def db_url(tmp_path: Path) -> str:
 
 @pytest.fixture
 def token(db_url: str) -> str:
-    engine = open_database(db_url)
-    try:
-        return add_serve_client(engine, "tests")
-    finally:
-        engine.dispose()
+    return add_serve_client(engine_of(db_url), "tests")
 
 
 def free_port() -> int:
@@ -105,7 +115,8 @@ def api_server(config: ApiConfig) -> Iterator[str]:
     import uvicorn
 
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(config), host="127.0.0.1", port=port, log_level="warning"))
+    app = create_app(config, engine_of(config.db_url))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -134,14 +145,10 @@ def start_worker(env: dict[str, str], prefix: str, name: str, *options: str, com
 
 
 def wait_live(db_url: str, names: set[str], timeout: float = 180.0, model: str = MODEL) -> None:
-    engine = open_database(db_url)
     deadline = time.monotonic() + timeout
-    try:
-        while not names <= set(live_workers(engine, model)):
-            assert time.monotonic() < deadline, f"workers {names} did not come up"
-            time.sleep(0.1)
-    finally:
-        engine.dispose()
+    while not names <= set(live_workers(engine_of(db_url), model)):
+        assert time.monotonic() < deadline, f"workers {names} did not come up"
+        time.sleep(0.1)
 
 
 def stop(process: subprocess.Popen) -> int:
@@ -155,11 +162,8 @@ def stop(process: subprocess.Popen) -> int:
 
 
 def stored_rows(db_url: str, role: str = "served") -> list:
-    engine = open_database(db_url)
-    with reading(engine) as connection:
-        rows = connection.execute(select(served_predictions).where(served_predictions.c.role == role)).mappings().all()
-    engine.dispose()
-    return rows
+    with reading(engine_of(db_url)) as connection:
+        return connection.execute(select(served_predictions).where(served_predictions.c.role == role)).mappings().all()
 
 
 async def _load(base_url: str, token: str, bodies: list, concurrency: int, during=None) -> list[tuple[int, dict]]:
@@ -221,10 +225,8 @@ def test_predict_through_each_broker(broker_url: str, db_url: str, token: str, f
         assert len(rows) == 4
     finally:
         assert stop(worker) == 0  # SIGTERM: drains and exits cleanly
-    engine = open_database(db_url)
-    with reading(engine) as connection:
+    with reading(engine_of(db_url)) as connection:
         assert connection.execute(select(serve_workers.c.status).where(serve_workers.c.name == "w1")).scalar() == "stopped"
-    engine.dispose()
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -233,7 +235,7 @@ def test_predict_through_each_broker(broker_url: str, db_url: str, token: str, f
 def running_worker(db_url: str, tmp_path: Path, folder: Path, prefix: str) -> Iterator[ServeWorker]:
     "A worker in a thread of this process, on the SQLite broker."
     worker = ServeWorker(db_url, f"sqlite:///{tmp_path}/queue.db", ServedModel.load(folder),
-                         WorkerConfig(MODEL, queue_prefix=prefix, name="in-process", max_batch=8))
+                         WorkerConfig(MODEL, queue_prefix=prefix, name="in-process", max_batch=8), engine=engine_of(db_url))
     thread = threading.Thread(target=worker.run, daemon=True)
     thread.start()
     wait_live(db_url, {"in-process"})
@@ -268,7 +270,8 @@ def test_bad_requests_get_one_clear_error_each(running_worker, db_url: str, toke
 def test_a_full_queue_answers_503_with_retry_after(db_url: str, token: str, tmp_path: Path, folder: Path,
                                                    prefix: str):
     broker = f"sqlite:///{tmp_path}/queue.db"
-    idle = ServeWorker(db_url, broker, ServedModel.load(folder), WorkerConfig(MODEL, queue_prefix=prefix, name="idle"))
+    idle = ServeWorker(db_url, broker, ServedModel.load(folder), WorkerConfig(MODEL, queue_prefix=prefix, name="idle"),
+                       engine=engine_of(db_url))
     idle.status = "ready"
     idle.write_heartbeat()  # live, but takes no jobs: the queue only grows
     with api_server(ApiConfig(db_url, broker, queue_prefix=prefix, max_queue=2, retry_after_seconds=3)) as base:
@@ -285,7 +288,7 @@ def test_a_full_queue_answers_503_with_retry_after(db_url: str, token: str, tmp_
 def test_an_unreachable_broker_makes_the_api_not_ready(unreachable: str, db_url: str, token: str, tmp_path: Path,
                                                        folder: Path, prefix: str):
     idle = ServeWorker(db_url, f"sqlite:///{tmp_path}/queue.db", ServedModel.load(folder),
-                       WorkerConfig(MODEL, queue_prefix=prefix, name="idle"))
+                       WorkerConfig(MODEL, queue_prefix=prefix, name="idle"), engine=engine_of(db_url))
     idle.status = "ready"
     idle.write_heartbeat()
     with api_server(ApiConfig(db_url, unreachable, queue_prefix=prefix)) as base:
@@ -461,7 +464,8 @@ def test_the_shadow_challenger_is_stored_never_returned(db_url: str, token: str,
     challenger = ServedModel.load(write_linear_model_folder(tmp_path / "dark", WEIGHTS[:, ::-1].copy()), "dark-v2")
     broker = f"sqlite:///{tmp_path}/queue.db"
     worker = ServeWorker(db_url, broker, ServedModel.load(folder, "bright-v1"),
-                         WorkerConfig(MODEL, queue_prefix=prefix, name="shadowed"), shadow=challenger)
+                         WorkerConfig(MODEL, queue_prefix=prefix, name="shadowed"), shadow=challenger,
+                         engine=engine_of(db_url))
     thread = threading.Thread(target=worker.run, daemon=True)
     thread.start()
     wait_live(db_url, {"shadowed"})
@@ -483,7 +487,7 @@ def test_serve_up_restarts_a_killed_worker_and_stops_on_sigterm(db_url: str, tok
     supervisor = subprocess.Popen([*FSML_COMMAND, "serve", "up", "--model", MODEL, "--folder", str(folder),
                                    "--workers", "2", "--port", str(port), "--queue-prefix", prefix], env=env)
     base = f"http://127.0.0.1:{port}"
-    engine = open_database(db_url)
+    engine = engine_of(db_url)
     try:
         deadline = time.monotonic() + 90
         while len(live_workers(engine, MODEL)) < 2 or _status(f"{base}/readyz") != 200:
@@ -504,7 +508,6 @@ def test_serve_up_restarts_a_killed_worker_and_stops_on_sigterm(db_url: str, tok
     finally:
         supervisor.send_signal(signal.SIGTERM)
         code = supervisor.wait(60)
-        engine.dispose()
     assert code == 0
     assert _status(f"{base}/healthz") is None  # the API is gone too
 
@@ -546,8 +549,8 @@ def test_a_promotion_reloads_running_workers_without_a_failed_request(digits_reg
 
     registry, (first, second), folder = digits_registry
     db_url = f"sqlite:///{folder}/fsml.db"
-    engine = open_database(db_url)
-    token = add_serve_client(engine, f"deploy-{prefix}")
+    ENGINES[db_url] = registry.engine  # the store's engine: the only one of this process on that file
+    token = add_serve_client(registry.engine, f"deploy-{prefix}")
     env = {**worker_env(tmp_path, db_url, f"sqlite:///{tmp_path}/queue.db"), "FSML_BLOB_URL": str(folder / "blobs")}
     workers = [start_worker(env, prefix, f"r{index}", "--ref", "digits@champion", "--max-batch", "4", model="digits")
                for index in range(2)]
@@ -579,4 +582,3 @@ def test_a_promotion_reloads_running_workers_without_a_failed_request(digits_reg
     assert late.promoted and late.rolled_back and "no live worker" in late.message
     last = registry.history("digits", "champion")[-1]
     assert last.kind == "rollback" and last.to_version_id == second.id and "no live worker" in last.reason
-    engine.dispose()
