@@ -127,7 +127,7 @@ def free_port() -> int:
 
 
 def serve(work: Path, folder: Path, broker: str, workers: int, batch: int, wait_ms: float, seconds: float,
-          body: bytes, token: str, db_url: str, base_p50: float) -> dict[str, float]:
+          body: bytes, token: str, db_url: str, base_p50: float, engine) -> dict[str, float]:
     prefix = f"fsml.bench.{uuid.uuid4().hex[:8]}"
     broker_url = RABBIT_URL if broker == "rabbitmq" else f"sqlite:///{work}/queue-{prefix}.db"
     env = {**os.environ, "FSML_HOME": str(work / "home"), "FSML_DB_URL": db_url, "FSML_BROKER_URL": broker_url,
@@ -140,7 +140,6 @@ def serve(work: Path, folder: Path, broker: str, workers: int, batch: int, wait_
                                     "--queue-prefix", prefix, "--max-batch", str(batch), "--max-wait-ms", str(wait_ms),
                                     "--name", name], env=env) for name in names]
     base = f"http://127.0.0.1:{port}"
-    engine = open_database(db_url)
     try:
         deadline = time.monotonic() + 180
         while not set(names) <= set(live_workers(engine, "digits")) or _ready(base) != 200:
@@ -165,7 +164,6 @@ def serve(work: Path, folder: Path, broker: str, workers: int, batch: int, wait_
                 process.wait(30)
             except subprocess.TimeoutExpired:
                 process.kill()
-        engine.dispose()
         if broker == "rabbitmq":
             delete_rabbit_queue(RABBIT_URL, f"{prefix}.digits")
 
@@ -191,7 +189,8 @@ def main() -> None:
     print(f"model: timm {arguments.model} trained {arguments.steps} steps on digits; serving {serving['file']} "
           f"({serving.get('variant')})")
     db_url = f"sqlite:///{work}/fsml.db"
-    token = add_serve_client(open_database(db_url), "bench")
+    engine = open_database(db_url)  # the only engine of this process on that file (see fsml_nb.serve)
+    token = add_serve_client(engine, "bench")
     body = png()
     base = baseline(folder, arguments.seconds)
     print(f"\nIn-process ONNX Runtime, batch 1 (baseline): {base['throughput']:.0f} inferences/s, p50 {base['p50']:.3f} ms"
@@ -203,7 +202,7 @@ def main() -> None:
         for workers in (int(count) for count in arguments.workers.split(",")):
             for batch, wait_ms, label in ((1, 0.0, "off"), (16, 2.0, "on (16, 2 ms)")):
                 row = serve(work, folder, broker, workers, batch, wait_ms, arguments.seconds, body, token, db_url,
-                            base["p50"])
+                            base["p50"], engine)
                 cells = [" / ".join(f"{value:.1f}" for value in row[key]) for key in ("p@50", "p@90")]
                 print(f"| {broker} | {workers} | {label} | {row['throughput']:.0f} "
                       f"({row['throughput'] / base['throughput']:.2f}x) | {row['added_p50']:.2f} | {cells[0]} | "
