@@ -1,0 +1,214 @@
+"""Benchmark: serving the digits model over HTTP -> queue -> workers, against in-process ONNX Runtime.
+
+    python bench/serve.py [--seconds 3] [--brokers sqlite,rabbitmq] [--workers 1,2]
+
+Trains the digits timm ResNet briefly, registers and pulls it (the folder a worker serves), then
+measures in the same run:
+- the baseline: in-process ONNX Runtime at batch 1 (throughput, p50);
+- the full path (`fsml serve api` + N `fsml serve worker` processes on 127.0.0.1) for each broker,
+  1 and 2 workers, batching off (max batch 1) and on (max batch 16, wait 2 ms): the maximum
+  throughput (closed loop, 32 requests in flight), then p50/p95/p99 at 50% and 90% of it (paced
+  arrivals), and the added p50 at low load (one request at a time, minus the baseline's p50).
+Targets (issue 12): with batching, served throughput >= 1.0x the in-process batch-1 loop; added p50
+at low load <= 3 ms (RabbitMQ), <= 5 ms (SQLite). Load loops are bounded and stay on 127.0.0.1.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import numpy as np
+from PIL import Image
+
+from fsml_nb.db import open_database
+from fsml_nb.serve import FSML_COMMAND, ServedModel, add_serve_client, delete_rabbit_queue, live_workers
+
+RABBIT_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def digits_folder(work: Path, model: str, steps: int) -> Path:
+    "Train, register and pull a timm model on digits; the pulled folder."
+    from fsml_nb.data import import_digits
+    from fsml_nb.registry import ModelRegistry
+    from fsml_nb.store import Store
+    from fsml_nb.train import TrainConfig, fit, timm_spec
+
+    store = Store(f"sqlite:///{work}/fsml.db", str(work / "blobs"))
+    digits = import_digits(store)
+    checkpoint = work / "digits.safetensors"
+    fit(timm_spec(model, 10, in_chans=1, small_input=True), digits, store=store, progress=False,
+        config=TrainConfig(max_steps=steps, batch_size=64, val_fraction=0), checkpoint_path=checkpoint)
+    registry = ModelRegistry(store)
+    version = registry.register(checkpoint, "digits", reason="bench/serve.py")
+    folder = registry.pull(version, work / "pulled")
+    store.close()
+    return folder
+
+
+def percentiles(latencies: list[float]) -> tuple[float, float, float]:
+    ordered = sorted(latencies)
+    pick = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))]  # noqa: E731
+    return pick(0.50), pick(0.95), pick(0.99)
+
+
+def baseline(folder: Path, seconds: float) -> dict[str, float]:
+    "In-process ONNX Runtime, batch 1, one thread (as each worker runs it)."
+    model = ServedModel.load(folder, threads=1)
+    sample = np.random.default_rng(0).random((1, *model.input_shape), dtype=np.float32)
+    latencies, deadline = [], time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        started = time.perf_counter()
+        model.run(sample)
+        latencies.append((time.perf_counter() - started) * 1000)
+    p50, p95, p99 = percentiles(latencies)
+    return {"throughput": len(latencies) / seconds, "p50": p50, "p95": p95, "p99": p99}
+
+
+def png() -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray((np.random.default_rng(1).random((8, 8)) * 255).astype(np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+async def closed_loop(base: str, token: str, body: bytes, seconds: float, concurrency: int) -> tuple[float, list, int]:
+    "Requests with `concurrency` in flight for `seconds`: (throughput, latencies ms, failures)."
+    latencies, failures = [], 0
+    deadline = time.perf_counter() + seconds
+    async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=60,
+                                 limits=httpx.Limits(max_connections=concurrency)) as client:
+        async def loop():
+            nonlocal failures
+            while time.perf_counter() < deadline:
+                started = time.perf_counter()
+                response = await client.post("/v1/predict", content=body)
+                latencies.append((time.perf_counter() - started) * 1000)
+                failures += response.status_code != 200
+        started = time.perf_counter()
+        await asyncio.gather(*(loop() for _ in range(concurrency)))
+    return len(latencies) / (time.perf_counter() - started), latencies, failures
+
+
+async def paced(base: str, token: str, body: bytes, seconds: float, rate: float) -> tuple[list, int]:
+    "Requests started at `rate` per second (evenly spaced) for `seconds`: (latencies ms, failures)."
+    latencies, failures = [], 0
+    async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=60,
+                                 limits=httpx.Limits(max_connections=256)) as client:
+        async def one():
+            nonlocal failures
+            started = time.perf_counter()
+            response = await client.post("/v1/predict", content=body)
+            latencies.append((time.perf_counter() - started) * 1000)
+            failures += response.status_code != 200
+        tasks, start = [], time.perf_counter()
+        for index in range(max(1, int(rate * seconds))):
+            await asyncio.sleep(max(0.0, start + index / rate - time.perf_counter()))
+            tasks.append(asyncio.create_task(one()))
+        await asyncio.gather(*tasks)
+    return latencies, failures
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def serve(work: Path, folder: Path, broker: str, workers: int, batch: int, wait_ms: float, seconds: float,
+          body: bytes, token: str, db_url: str, base_p50: float, engine) -> dict[str, float]:
+    prefix = f"fsml.bench.{uuid.uuid4().hex[:8]}"
+    broker_url = RABBIT_URL if broker == "rabbitmq" else f"sqlite:///{work}/queue-{prefix}.db"
+    env = {**os.environ, "FSML_HOME": str(work / "home"), "FSML_DB_URL": db_url, "FSML_BROKER_URL": broker_url,
+           "PYTHONPATH": str(ROOT)}
+    port = free_port()
+    processes = [subprocess.Popen([*FSML_COMMAND, "serve", "api", "--port", str(port), "--queue-prefix", prefix,
+                                   "--max-queue", "100000"], env=env)]
+    names = [f"bench-{prefix}-{index}" for index in range(workers)]
+    processes += [subprocess.Popen([*FSML_COMMAND, "serve", "worker", "--model", "digits", "--folder", str(folder),
+                                    "--queue-prefix", prefix, "--max-batch", str(batch), "--max-wait-ms", str(wait_ms),
+                                    "--name", name], env=env) for name in names]
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while not set(names) <= set(live_workers(engine, "digits")) or _ready(base) != 200:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the servers did not come up")
+            time.sleep(0.2)
+        asyncio.run(closed_loop(base, token, body, 1.0, 4))  # warm up
+        low, _, _ = asyncio.run(closed_loop(base, token, body, seconds, 1))
+        _, low_latencies, _ = asyncio.run(closed_loop(base, token, body, seconds, 1))
+        throughput, _, failed = asyncio.run(closed_loop(base, token, body, seconds, 32))
+        row = {"throughput": throughput, "added_p50": percentiles(low_latencies)[0] - base_p50, "failed": failed}
+        for share in (0.5, 0.9):
+            latencies, failures = asyncio.run(paced(base, token, body, seconds, share * throughput))
+            row[f"p@{int(share * 100)}"] = percentiles(latencies)
+            row["failed"] += failures
+        return row
+    finally:
+        for process in processes:
+            process.send_signal(signal.SIGTERM)
+        for process in processes:
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        if broker == "rabbitmq":
+            delete_rabbit_queue(RABBIT_URL, f"{prefix}.digits")
+
+
+def _ready(base: str) -> int | None:
+    try:
+        return httpx.get(f"{base}/readyz", timeout=2).status_code
+    except httpx.HTTPError:
+        return None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=3.0, help="length of each measurement")
+    parser.add_argument("--brokers", default="sqlite,rabbitmq")
+    parser.add_argument("--workers", default="1,2")
+    parser.add_argument("--model", default="resnet10t", help="timm model trained on digits")
+    parser.add_argument("--steps", type=int, default=100, help="training steps")
+    arguments = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="fsml-bench-serve-"))
+    folder = digits_folder(work, arguments.model, arguments.steps)
+    serving = json.loads((folder / "manifest.json").read_text())["serving"]
+    print(f"model: timm {arguments.model} trained {arguments.steps} steps on digits; serving {serving['file']} "
+          f"({serving.get('variant')})")
+    db_url = f"sqlite:///{work}/fsml.db"
+    engine = open_database(db_url)  # the only engine of this process on that file (see fsml_nb.serve)
+    token = add_serve_client(engine, "bench")
+    body = png()
+    base = baseline(folder, arguments.seconds)
+    print(f"\nIn-process ONNX Runtime, batch 1 (baseline): {base['throughput']:.0f} inferences/s, p50 {base['p50']:.3f} ms"
+          f", p95 {base['p95']:.3f} ms, p99 {base['p99']:.3f} ms\n")
+    print("| broker | workers | batching | max req/s (x baseline) | added p50 at low load (ms) | "
+          "p50/p95/p99 at 50% (ms) | p50/p95/p99 at 90% (ms) | failed |")
+    print("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |")
+    for broker in arguments.brokers.split(","):
+        for workers in (int(count) for count in arguments.workers.split(",")):
+            for batch, wait_ms, label in ((1, 0.0, "off"), (16, 2.0, "on (16, 2 ms)")):
+                row = serve(work, folder, broker, workers, batch, wait_ms, arguments.seconds, body, token, db_url,
+                            base["p50"], engine)
+                cells = [" / ".join(f"{value:.1f}" for value in row[key]) for key in ("p@50", "p@90")]
+                print(f"| {broker} | {workers} | {label} | {row['throughput']:.0f} "
+                      f"({row['throughput'] / base['throughput']:.2f}x) | {row['added_p50']:.2f} | {cells[0]} | "
+                      f"{cells[1]} | {row['failed']} |", flush=True)
+    print(f"\nmachine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end; python {sys.version.split()[0]}")
+
+
+if __name__ == "__main__":
+    main()
