@@ -64,10 +64,11 @@ def _recommended_file(folder: Path) -> Path:
     if not report.exists():
         raise EvaluationError(f"{folder} is not an export folder (no report.json); give an .onnx file or a model version")
     data = json.loads(report.read_text())
+    wanted = data.get("recommended") or "onnx-fp32"  # no recommendation (noisy timings): the FP32 file, as the registry
     for variant in data.get("variants", []):
-        if variant.get("name") == data.get("recommended") and variant.get("path"):
+        if variant.get("name") == wanted and variant.get("path"):
             return folder / variant["path"]
-    raise EvaluationError(f"the export report in {folder} names no file for its recommended variant")
+    raise EvaluationError(f"the export report in {folder} names no file for variant {wanted}")
 
 
 def _model_file(model: Any, store: Store | None) -> tuple[Path, str | None]:
