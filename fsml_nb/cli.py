@@ -20,18 +20,18 @@ from .store import DatasetVersion, Store, VersionDiff
 
 # %% auto #0
 __all__ = ['app', 'import_app', 'version_app', 'collect_app', 'annotate_app', 'repro_app', 'registry_app', 'serve_app',
-           'pipeline_app', 'eval_app', 'pages_app', 'PageKernels', 'PageCulling', 'main', 'init',
-           'import_digits_command', 'import_mnist1d_command', 'import_folder_command', 'list_versions', 'show_version',
-           'diff_versions_command', 'verify_version_command', 'gc_command', 'crawl_command', 'collect_version',
-           'annotate_create', 'annotate_add_annotator', 'annotate_reissue_token', 'annotate_disable', 'annotate_enable',
-           'annotate_remove_annotator', 'annotate_add_member', 'annotate_remove_member', 'annotate_members',
-           'annotate_guide', 'annotate_status', 'annotate_export', 'annotate_serve', 'list_recipes', 'run_recipe',
-           'export_command', 'registry_register', 'registry_list', 'registry_show', 'registry_promote',
+           'pipeline_app', 'eval_app', 'pages_app', 'PageKernels', 'PageCulling', 'dashboard_app', 'demo_app', 'main',
+           'init', 'import_digits_command', 'import_mnist1d_command', 'import_folder_command', 'list_versions',
+           'show_version', 'diff_versions_command', 'verify_version_command', 'gc_command', 'crawl_command',
+           'collect_version', 'annotate_create', 'annotate_add_annotator', 'annotate_reissue_token', 'annotate_disable',
+           'annotate_enable', 'annotate_remove_annotator', 'annotate_add_member', 'annotate_remove_member',
+           'annotate_members', 'annotate_guide', 'annotate_status', 'annotate_export', 'annotate_serve', 'list_recipes',
+           'run_recipe', 'export_command', 'registry_register', 'registry_list', 'registry_show', 'registry_promote',
            'registry_rollback', 'registry_history', 'registry_lineage', 'registry_pull', 'quickstart', 'serve_worker',
            'serve_api', 'serve_up', 'serve_add_client', 'serve_remove_client', 'deploy_command', 'pipeline_run_command',
            'pipeline_worker_command', 'pipeline_list_command', 'pipeline_status_command', 'pipeline_show_command',
            'eval_run_command', 'eval_compare_command', 'eval_issues_command', 'pages_dashboard_command',
-           'pages_demo_command', 'pages_add_viewer_command', 'new_project_command', 'check_command']
+           'pages_demo_command', 'pages_add_viewer_command', 'check_command']
 
 # %% ../nbs/13_cli.ipynb #acdfc9ac
 app = typer.Typer(help="fsml_nb: data store, dataset versions and (soon) the whole model loop.",
@@ -57,8 +57,15 @@ def main(argv: list[str] | None = None) -> None:
 
 # %% ../nbs/13_cli.ipynb #1e80bf41
 @app.command()
-def init() -> None:
-    "Create (or upgrade) the store that the settings name, and say where it is."
+def init(folder: Annotated[Path | None, typer.Argument(help="scaffold a new project here (card, guide, pipeline)")] = None,
+         name: Annotated[str | None, typer.Option(help="project name (default: the folder's)")] = None,
+         force: Annotated[bool, typer.Option("--force", help="overwrite the project's files")] = False) -> None:
+    "Create (or upgrade) the store the settings name; with FOLDER, also scaffold a project there."
+    if folder is not None:
+        from fsml_nb.card import init_project
+
+        for path in init_project(folder, name, force):
+            typer.echo(f"wrote {path}")
     settings = get_settings()
     with Store(settings=settings) as store:
         typer.echo(f"database: {store!r}")
@@ -1078,6 +1085,14 @@ def pages_demo_command(model: Annotated[str, typer.Option(help="registry ref or 
     _serve_page("demo", DEMO_NOTEBOOK_CODE, host, port, environment, max_kernels, cull_after)
 
 
+dashboard_app = typer.Typer(help="The evaluation dashboard (Voila).", no_args_is_help=True)
+demo_app = typer.Typer(help="The demo page (Voila).", no_args_is_help=True)
+app.add_typer(dashboard_app, name="dashboard")
+app.add_typer(demo_app, name="demo")
+dashboard_app.command("serve")(pages_dashboard_command)  # `fsml dashboard serve` is `fsml pages dashboard`
+demo_app.command("serve")(pages_demo_command)  # `fsml demo serve` is `fsml pages demo`
+
+
 @pages_app.command("add-viewer")
 def pages_add_viewer_command(name: Annotated[str, typer.Argument(help="who will open the pages")]) -> None:
     "Register a viewer; print their token once (it is stored only as a hash)."
@@ -1087,17 +1102,6 @@ def pages_add_viewer_command(name: Annotated[str, typer.Argument(help="who will 
         typer.echo(add_viewer(store, name))
 
 # %% ../nbs/13_cli.ipynb #4269ee17
-@app.command("new")
-def new_project_command(folder: Annotated[Path, typer.Argument(help="the project's folder")],
-                        name: Annotated[str | None, typer.Option(help="project name (default: the folder's)")] = None,
-                        force: Annotated[bool, typer.Option("--force", help="overwrite existing files")] = False) -> None:
-    "Start a project: requirements card, annotation guide stub, pipeline and step notebooks, README."
-    from fsml_nb.card import init_project
-
-    for path in init_project(folder, name, force):
-        typer.echo(f"wrote {path}")
-
-
 @app.command("check")
 def check_command(ref: Annotated[str, typer.Argument(help="model version: NAME@ALIAS, NAME:N or id")],
                   card: Annotated[Path, typer.Option(help="the requirements card")] = Path("requirements.toml"),
