@@ -276,7 +276,13 @@ def _latest_evaluation(store, model_version, card: RequirementsCard) -> tuple[di
 
     if not card.metric:
         return None, ""
-    version = store.version(card.metric.get("dataset_version") or model_version.manifest.get("dataset_version"))
+    from fsml_nb.store import UnknownVersionError
+
+    reference = card.metric.get("dataset_version") or model_version.manifest.get("dataset_version")
+    try:
+        version = store.version(reference)
+    except UnknownVersionError as error:
+        raise CardError(f"metric.dataset_version: {error}") from None
     split = card.metric.get("split", "test")
     runs = [run for run in eval_runs_of(store, model_version.id, version.id) if run.split == split]
     made_now = not runs

@@ -420,21 +420,27 @@ def _fastest(eligible: list[Variant], key: str) -> Variant:
 
 def _recommend(variants: list[Variant], budget: float, serving_batch: int, max_spread: float = 0.5,
                latency_budget_ms: float | None = None,  # a requirements card's latency budget at the serving batch
+               size_budget_mib: float | None = None,  # a card's memory budget per model: a file larger cannot fit
                ) -> tuple[str | None, list[str]]:
     "The fastest eligible variant at the serving batch, or None when the latency spread forbids a choice; notes."
     key, other_batch = f"cpu b{serving_batch}", 32 if serving_batch == 1 else 1
     baseline = variants[0]
     eligible = [v for v in variants if v.parity.drop <= budget]
-    if latency_budget_ms is not None:
-        over = [v for v in eligible if v.name != "torch-fp32" and v.latency_ms[key] > latency_budget_ms]
-        eligible = [v for v in eligible if v not in over]
+    baseline_note = []
+    if latency_budget_ms is not None or size_budget_mib is not None:
+        slow = [v for v in eligible if v.name != "torch-fp32" and latency_budget_ms is not None
+                and v.latency_ms[key] > latency_budget_ms]
+        large = [v for v in eligible if v.name != "torch-fp32" and size_budget_mib is not None
+                 and v.size_bytes / 2**20 > size_budget_mib]
+        eligible = [v for v in eligible if v not in slow and v not in large]
         if not [v for v in eligible if v.name != "torch-fp32"]:
-            return None, [f"no recommendation: no ONNX variant within the accuracy budget meets the latency budget "
-                          f"of {latency_budget_ms:g} ms at batch {serving_batch} (the requirements card)"]
+            return None, ["no recommendation: no ONNX variant within the accuracy budget meets the requirements "
+                          f"card's budgets (latency {latency_budget_ms} ms at batch {serving_batch}, "
+                          f"size {size_budget_mib} MiB)"]
         baseline_note = [f"{v.name} ({v.latency_ms[key]:.3f} ms) is over the card's latency budget of "
-                         f"{latency_budget_ms:g} ms, so it is not eligible" for v in over]
-    else:
-        baseline_note = []
+                         f"{latency_budget_ms:g} ms, so it is not eligible" for v in slow]
+        baseline_note += [f"{v.name} ({v.size_bytes / 2**20:.1f} MiB) is larger than the card's memory budget of "
+                          f"{size_budget_mib:g} MiB, so it is not eligible" for v in large]
     notes = [f"evaluated on {baseline.parity.items} items: one item is {100 / max(1, baseline.parity.items):.2f} "
              "accuracy points", *baseline_note]
     for variant in variants[1:]:
@@ -486,6 +492,7 @@ def export_checkpoint(checkpoint: str | Path,  # a safetensors checkpoint writte
                       max_latency_spread: float = 0.5,  # no recommendation when a latency's IQR exceeds this x its median
                       model: nn.Module | None = None,  # for a checkpoint of a custom module without a model spec
                       latency_budget_ms: float | None = None,  # only variants this fast at serving_batch (card)
+                      size_budget_mib: float | None = None,  # only files this small (a card's memory per model)
                       ) -> ExportReport:
     "Export a checkpoint to ONNX FP32, INT8 dynamic and INT8 static; measure them all; recommend one."
     store = store or Store()
@@ -497,7 +504,7 @@ def export_checkpoint(checkpoint: str | Path,  # a safetensors checkpoint writte
     checkpoint_data = read_checkpoint(checkpoint)
     model = load_model(checkpoint, model=model)
     tolerances = {"fp32": fp32_logit_tolerance, "int8": int8_logit_tolerance, "spread": max_latency_spread,
-                  "latency": latency_budget_ms}
+                  "latency": latency_budget_ms, "size": size_budget_mib}
     version = store.version(calibration)
     calibration_split_data = _split_of(version, calibration_split, store)
     _check_calibration(version, checkpoint_data.metadata, calibration_split_data, calibration_split)
@@ -545,7 +552,8 @@ def _export_all(model, checkpoint_data, checkpoint_path: Path, version: DatasetV
         tolerance = int8_tolerance if "int8" in name else tolerances["fp32"]
         variants.append(_measure_variant(name, OnnxRunner(path), path, path.stat().st_size, test, reference,
                                          {provider: path for provider in gpu}, tolerance))
-    recommended, notes = _recommend(variants, budget, serving_batch, tolerances["spread"], tolerances.get("latency"))
+    recommended, notes = _recommend(variants, budget, serving_batch, tolerances["spread"], tolerances.get("latency"),
+                                    tolerances.get("size"))
     static = next(v for v in variants if v.name == "onnx-int8-static")
     layers = diverging_layers(paths["onnx-fp32"], paths["onnx-int8-static"], calibration, work) \
         if variants[0].parity.accuracy - static.parity.accuracy > 0 or static.parity.agreement < 100 else []
