@@ -98,3 +98,13 @@ def test_the_export_recommends_only_variants_within_the_cards_latency(registered
     none, why = _recommend(report.variants, budget=100.0, serving_batch=1, max_spread=float("inf"),
                            latency_budget_ms=min(onnx.values()) / 10)
     assert none is None and "budgets" in why[0]
+
+
+def test_a_card_naming_an_unknown_dataset_version_names_the_field(registered: Path):
+    from fsml_nb.card import check_model, parse_card
+
+    with Store(f"sqlite:///{registered}/fsml.db", str(registered / "blobs")) as store:
+        version = ModelRegistry(store).register(registered / "export", "mlp")
+        card = parse_card(CARD.format(latency="5 ms").replace('"mnist1d-card"', '"no-such-version"'))
+        with pytest.raises(CardError, match=r"metric\.dataset_version: no dataset version 'no-such-version'"):
+            check_model(store, version.id, card)
