@@ -153,8 +153,8 @@ def test_annotator_management(store: Store):
     add_annotator(store, "once")  # the name is free again
 
 
-def test_a_v4_database_moves_its_leases_and_answers_into_slots(tmp_path: Path):
-    "The v7 step: k slots per item, answered ones done, live leases kept with their owner, members for all."
+def test_a_v3_database_moves_its_leases_and_answers_into_slots(tmp_path: Path):
+    "The v4 step: k slots per item, answered ones done, live leases kept with their owner, members for all."
     import sqlite3
 
     from fsml_nb.db import DONE, LEASED, QUEUED, annotation_members, annotation_offers, annotation_slots
@@ -163,7 +163,7 @@ def test_a_v4_database_moves_its_leases_and_answers_into_slots(tmp_path: Path):
     a, b = "a" * 64, "b" * 64
     soon = (utc_now() + timedelta(seconds=100)).replace(tzinfo=None).isoformat(sep=" ")
     with sqlite3.connect(database) as connection:
-        connection.executescript((ROOT / "tests/schemas/v4.sqlite.sql").read_text())
+        connection.executescript((ROOT / "tests/schemas/v3.sqlite.sql").read_text())  # the last released schema
         for sha in (a, b):
             connection.execute("INSERT INTO items (sha256, media_type, size, collected_at, meta) "
                                "VALUES (?, 'text/plain', 1, '2026-01-01 00:00:00', '{}')", (sha,))
@@ -313,6 +313,9 @@ def test_an_annotator_labels_in_the_browser(chromium_path: str, voila_app):
         page.keyboard.type(question)  # digits, s and u go into the box, not to the hotkeys
         wait_for(lambda: page.input_value(".fsml-question input") == question, what="the typed question")
         assert page.get_attribute(".fsml-item-id", "data-item") == first  # "s" did not skip
+        # Known race (see the closing note): ipywidgets syncs the text box per keystroke, and an Enter sent within a
+        # few ms of the last key can reach the kernel first. People type slower than Playwright; give it 0.5 s.
+        page.wait_for_timeout(500)
         page.keyboard.press("Enter")  # Enter in the question box submits
         wait_for(lambda: first in answers())
         assert answers()[first][0][:3] == ("fay", "dog", True)
