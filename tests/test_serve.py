@@ -23,14 +23,13 @@ from PIL import Image
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
-from conftest import skip_or_fail
+from conftest import RABBIT_URL
 from fsml_nb.db import open_database, reading, served_predictions, serve_workers
 from fsml_nb.serve import (FSML_COMMAND, ApiConfig, RabbitBroker, ServedModel, ServeWorker, SqlBroker, WorkerConfig,
                            add_serve_client, create_app, delete_rabbit_queue, live_workers, new_job,
                            write_linear_model_folder)
 
 ROOT = Path(__file__).resolve().parents[1]
-RABBIT_URL = os.environ.get("FSML_TEST_RABBIT_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
 MODEL = "bright"
 WEIGHTS = np.tile(np.arange(10, dtype=np.float32), (64, 1)) / 64  # bright images are "9", black ones tie at "0"
 
@@ -42,7 +41,7 @@ def engine_of(db_url: str) -> Engine:
     """One engine per database for this test process, shared with the in-process API and workers.
 
     Opening a second engine on a SQLite file that this process has open drops the process's locks on it
-    (fsml_nb.db's file check closes a file descriptor), after which other processes' writes are not seen."""
+    (an earlier fsml_nb.db file check closed a file descriptor; the db module no longer opens the file itself)."""
     if db_url not in ENGINES:
         ENGINES[db_url] = open_database(db_url)
     return ENGINES[db_url]
@@ -55,15 +54,9 @@ def png(width: int = 8, height: int = 8, value: int = 255) -> bytes:
 
 
 @pytest.fixture(scope="session")
-def rabbit_url() -> str:
-    "The URL of a reachable RabbitMQ, or skip/fail."
-    import pika
-
-    try:
-        pika.BlockingConnection(pika.URLParameters(RABBIT_URL)).close()
-    except Exception as error:  # any failure to connect means: no server for these tests
-        skip_or_fail(f"RabbitMQ is not reachable at 127.0.0.1:5672: {type(error).__name__} {error}")
-    return RABBIT_URL
+def rabbit_url(rabbitmq_url: str) -> str:
+    "The URL of a reachable RabbitMQ (conftest's `rabbitmq_url`), or skip/fail."
+    return rabbitmq_url
 
 
 @pytest.fixture
