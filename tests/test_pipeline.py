@@ -25,6 +25,11 @@ def step_notebook(path: Path, parameters: str, body: str) -> None:
         "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}}))
 
 
+def clean_environment() -> dict[str, str]:
+    "This process's environment without FSML_* settings (an earlier test may have left some behind)."
+    return {key: value for key, value in os.environ.items() if not key.startswith("FSML_")}
+
+
 @pytest.fixture
 def slow_pipeline(tmp_path: Path) -> Path:
     step_notebook(tmp_path / "first.ipynb", "size: int = 3",
@@ -56,15 +61,16 @@ def test_a_live_run_locks_the_pipeline_and_a_dead_one_does_not(slow_pipeline: Pa
 
 
 def test_ctrl_c_then_a_rerun_resumes_at_the_interrupted_step(slow_pipeline: Path, tmp_path: Path):
-    env = {**os.environ, "FSML_HOME": str(tmp_path / "home")}
+    env = {**clean_environment(), "FSML_HOME": str(tmp_path / "home")}
     script = f"from fsml_nb.pipeline import run_pipeline\nrun_pipeline({str(slow_pipeline)!r}, {{'seconds': 60.0}}, progress=False)"
-    process = subprocess.Popen([sys.executable, "-c", script], env=env, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen([sys.executable, "-c", script], env=env, stderr=subprocess.DEVNULL, cwd=tmp_path)
     deadline = time.time() + 120
     with Store(f"sqlite:///{tmp_path}/home/fsml.db", str(tmp_path / "home/blobs")) as store:
-        while time.time() < deadline:  # wait until the first step is recorded and the slow one has started
+        while True:  # wait until the first step is recorded and the slow one has started
             history = pipeline_history(store, "slow")
             if history and history[0].steps.get("first") == "done":
                 break
+            assert time.time() < deadline and process.poll() is None, "the run never recorded its first step here"
             time.sleep(0.5)
         time.sleep(3)
         for _ in range(3):  # as a person would: Ctrl-C, and again if a kernel was starting and swallowed it
@@ -115,10 +121,11 @@ def step_broker(request, tmp_path: Path):
 def test_steps_run_on_two_queue_workers(slow_pipeline: Path, tmp_path: Path, step_broker):
     broker_url, queue = step_broker
     home = tmp_path / "home"
-    env = {**os.environ, "FSML_HOME": str(home), "FSML_BROKER_URL": broker_url}
+    env = {**clean_environment(), "FSML_HOME": str(home), "FSML_BROKER_URL": broker_url}
     fsml = [sys.executable, "-c", "import sys; from fsml_nb.cli import main; main(sys.argv[1:])"]
     with Store(f"sqlite:///{home}/fsml.db", str(home / "blobs")) as store:
-        workers = [subprocess.Popen([*fsml, "pipeline", "worker", "--queue", queue], env=env) for _ in range(2)]
+        workers = [subprocess.Popen([*fsml, "pipeline", "worker", "--queue", queue], env=env, cwd=tmp_path)
+                   for _ in range(2)]
         try:
             run = run_pipeline(slow_pipeline, {"size": 5}, store=store, progress=False, executor="queue",
                                broker_url=broker_url, queue_name=queue)
