@@ -434,10 +434,12 @@ def test_a_swap_under_load_fails_no_request(running_worker, db_url: str, token: 
     np.save(tampered / "golden" / "outputs.npy", np.load(tampered / "golden" / "outputs.npy") + 1)
     first = running_worker.model.version_id
     swapped = []
+    once = threading.Lock()  # the load's threads all call `during`: only one of them swaps
 
     def swap(answered: int) -> None:
-        if answered >= 100 and not swapped:
-            swapped.append(running_worker.swap_model(darker, "dark-v2"))
+        with once:
+            if answered >= 100 and not swapped:
+                swapped.append(running_worker.swap_model(darker, "dark-v2"))
     with api_server(ApiConfig(db_url, f"sqlite:///{tmp_path}/queue.db", queue_prefix=prefix)) as base:
         results = load(base, token, [png()] * 300, concurrency=8, during=swap)
         refused = running_worker.swap_model(tampered, "tampered-v3")
@@ -549,10 +551,13 @@ def test_a_promotion_reloads_running_workers_without_a_failed_request(digits_reg
                for index in range(2)]
     report = {}
 
+    once = threading.Lock()  # the load's threads all call `during`: only one of them deploys
+
     def deploy_once(answered: int) -> None:
-        if answered >= 30 and not report:
-            report["deploy"] = deploy(registry, "digits", "2", min_agreement=90.0, tolerance=100.0, wait_seconds=90,
-                                      reason="test")  # the gates' arithmetic is tested in the notebook
+        with once:
+            if answered >= 30 and not report:
+                report["deploy"] = deploy(registry, "digits", "2", min_agreement=90.0, tolerance=100.0,
+                                          wait_seconds=90, reason="test")  # gates' arithmetic: see the notebook
     try:
         wait_live(db_url, {"r0", "r1"}, model="digits")
         config = ApiConfig(db_url, f"sqlite:///{tmp_path}/queue.db", queue_prefix=prefix)
