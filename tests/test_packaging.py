@@ -102,6 +102,14 @@ def requirement_closure(distributions: set[str]) -> set[str]:
     return seen
 
 
+def is_installed(distribution: str) -> bool:
+    try:
+        metadata.distribution(distribution)
+        return True
+    except metadata.PackageNotFoundError:
+        return False
+
+
 # ---------------------------------------------------------------- fast checks
 
 
@@ -120,12 +128,17 @@ def test_every_module_level_import_is_declared():
 
 def test_the_extras_map_agrees_with_pyproject():
     extras = {name: requirement_names(reqs) for name, reqs in PROJECT["optional-dependencies"].items()}
+    # An extra not installed here (docs: scripts/build-docs.sh installs it) has no metadata to follow;
+    # the packaging check installs every extra into a fresh environment and imports its names there.
+    checkable = {extra for extra in EXTRAS if all(is_installed(name) for name in extras[extra])}
+    assert checkable >= set(EXTRAS) - {"docs"}, f"the dev environment lacks extras {set(EXTRAS) - checkable}"
     for name, extra in EXTRA_OF_IMPORT.items():
         assert extra in EXTRAS, f"EXTRA_OF_IMPORT[{name!r}] names {extra!r}, which pyproject.toml does not define"
-        assert providers(name) & requirement_closure(extras[extra]), f"fsml_nb[{extra}] does not install {name}"
+        if extra in checkable:
+            assert providers(name) & requirement_closure(extras[extra]), f"fsml_nb[{extra}] does not install {name}"
     mapped = set().union(*(providers(name) for name in EXTRA_OF_IMPORT))
     base = requirement_names(PROJECT["dependencies"])
-    for extra in EXTRAS:
+    for extra in sorted(checkable):
         unmapped = extras[extra] - base - mapped
         assert not unmapped, f"fsml_nb[{extra}]: {unmapped} has no import name in EXTRA_OF_IMPORT"
     assert extras_to_import("fsml_nb.collect") == {"collect"}
