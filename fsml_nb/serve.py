@@ -530,22 +530,27 @@ class RabbitBroker:
         attempt = int((properties.headers or {}).get("x-delivery-count", 0)) + 1
         self.buffer.append(Delivery(job["id"], job, attempt, method.delivery_tag, properties.reply_to))
 
-    def _pump(self, seconds: float) -> None:
-        import pika
+    def _lost(self, error: BaseException) -> BrokerUnavailableError:
+        return BrokerUnavailableError(f"lost the broker at {display_db_url(self.url)}: {type(error).__name__}")
 
+    def _pump(self, seconds: float) -> None:
         try:
             self.connection.process_data_events(time_limit=max(0.0, seconds))
-        except pika.exceptions.AMQPError as error:
-            raise BrokerUnavailableError(f"lost the broker at {display_db_url(self.url)}: "
-                                         f"{type(error).__name__}") from None
+        except Exception as error:  # a cut connection raises pika's errors, OSError, even ValueError from its timers
+            raise self._lost(error) from None
 
     def take(self, queue: str, owner: str, limit: int = 1, wait_seconds: float = 0.0,
              idle_seconds: float = 0.1) -> list[Delivery]:
         "Up to `limit` messages of `queue`; an empty list when none came within `idle_seconds`."
         if queue not in self.consuming:
-            declare_rabbit_queue(self.channel, queue, self.max_attempts)
-            self.channel.basic_qos(prefetch_count=limit)
-            self.channel.basic_consume(queue, self._on_message, auto_ack=False)
+            try:
+                declare_rabbit_queue(self.channel, queue, self.max_attempts)
+                self.channel.basic_qos(prefetch_count=limit)
+                self.channel.basic_consume(queue, self._on_message, auto_ack=False)
+            except BrokerUnavailableError:
+                raise
+            except Exception as error:  # the connection was cut
+                raise self._lost(error) from None
             self.consuming.add(queue)
         deadline = time.monotonic() + idle_seconds
         while not self.buffer and time.monotonic() < deadline:
@@ -571,7 +576,7 @@ class RabbitBroker:
                     self.channel.basic_publish("", delivery.reply_to, json.dumps(reply).encode(),
                                                pika.BasicProperties(correlation_id=delivery.request_id))
                 self.channel.basic_ack(delivery.tag)
-        except pika.exceptions.AMQPError as error:
+        except Exception as error:  # the connection was cut: the messages come back, their answers are stored
             raise BrokerUnavailableError(f"lost the broker while replying: {type(error).__name__}") from None
 
     def finish(self, owner: str, delivery: Delivery, reply: dict[str, Any]) -> None:
@@ -579,8 +584,11 @@ class RabbitBroker:
 
     def release(self, owner: str, deliveries: Sequence[Delivery]) -> None:
         "Give messages back to the queue (a worker that stops)."
-        for delivery in list(deliveries) + self.buffer:
-            self.channel.basic_nack(delivery.tag, requeue=True)
+        try:
+            for delivery in list(deliveries) + self.buffer:
+                self.channel.basic_nack(delivery.tag, requeue=True)
+        except Exception:  # the connection is gone: RabbitMQ gives its unacknowledged messages back itself
+            pass
         self.buffer = []
 
     def reclaim(self, queue: str) -> int:
@@ -598,16 +606,22 @@ class RabbitBroker:
 
 # %% ../nbs/10_serve.ipynb #483ebd38
 class RabbitClient:
-    "The API process's connection to RabbitMQ, owned by one thread."
+    "The API process's connection to RabbitMQ, owned by one thread, which reconnects after an outage."
     kind = "rabbitmq"
 
     def __init__(self, url: str, on_reply: Callable[[dict[str, Any]], None],
                  on_dead: Callable[[dict[str, Any], dict[str, Any]], None] | None = None,
-                 max_attempts: int = 3, **_ignored: Any):
+                 max_attempts: int = 3,
+                 on_reconnect: Callable[[], None] | None = None,  # called (in a thread) each time the connection is back
+                 reply_expires_seconds: float = 300.0,  # the reply queue outlives a lost connection this long
+                 **_ignored: Any):
         self.url, self.on_reply, self.on_dead, self.max_attempts = url, on_reply, on_dead, max_attempts
+        self.on_reconnect, self.reply_expires_seconds = on_reconnect, reply_expires_seconds
+        self.reply_queue = f"fsml.reply.{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.connection = None
         self.error: str | None = None
         self.declared: set[str] = set()
+        self.calls: set[Future] = set()  # calls waiting for the connection's thread: failed at once if it is lost
         self.stopping = threading.Event()
         self.ready = threading.Event()
         self.thread = threading.Thread(target=self._run, name="fsml-rabbit", daemon=True)
@@ -615,24 +629,43 @@ class RabbitClient:
         self.ready.wait(10)  # connected, or the reason why not (it keeps trying)
 
     def _run(self) -> None:
-        import pika
-
+        connected_before = False
         while not self.stopping.is_set():
             try:
                 self._connect()
                 self.error = None
                 self.ready.set()
+                if connected_before and self.on_reconnect is not None:
+                    threading.Thread(target=self.on_reconnect, name="fsml-rabbit-recover", daemon=True).start()
+                connected_before = True
                 while not self.stopping.is_set():
                     self.connection.process_data_events(time_limit=0.2)
-            except (pika.exceptions.AMQPError, BrokerUnavailableError, OSError) as error:
-                self.error = str(error) if isinstance(error, BrokerUnavailableError) else \
-                    f"lost the broker at {display_db_url(self.url)}: {type(error).__name__}"
-                self.connection, self.declared = None, set()
-                self.ready.set()
-                log.warning("%s; reconnecting", self.error)
+            except Exception as error:  # a cut connection raises pika's errors, OSError, even ValueError from its timers
+                self._lost(error)
                 self.stopping.wait(1.0)
         if self.connection is not None and self.connection.is_open:
-            self.connection.close()
+            try:
+                self.channel.queue_delete(self.reply_queue)
+                self.connection.close()
+            except Exception:  # the broker went away as we stopped: the queue expires on its own
+                pass
+
+    def _lost(self, error: BaseException) -> None:
+        "Note why the broker is unavailable and fail the calls waiting for it (this thread only)."
+        self.error = str(error) if isinstance(error, BrokerUnavailableError) else \
+            f"lost the broker at {display_db_url(self.url)}: {type(error).__name__}"
+        connection, self.connection, self.declared = self.connection, None, set()
+        try:
+            if connection is not None and connection.is_open:
+                connection.close()
+        except Exception:  # closing what is already gone
+            pass
+        waiting, self.calls = self.calls, set()
+        for call in waiting:
+            if not call.done():
+                call.set_exception(BrokerUnavailableError(self.error))
+        self.ready.set()
+        log.warning("%s; reconnecting", self.error)
 
     def _connect(self) -> None:
         import pika
@@ -640,7 +673,9 @@ class RabbitClient:
         connection = _rabbit_connect(self.url)
         channel = connection.channel()
         channel.confirm_delivery()
-        self.reply_queue = channel.queue_declare("", exclusive=True, auto_delete=True).method.queue
+        # a named queue that outlives the connection: replies sent during an outage wait for the API to come back
+        channel.queue_declare(self.reply_queue, durable=True, arguments={
+            "x-queue-type": "classic", "x-expires": int(self.reply_expires_seconds * 1000)})
         channel.basic_consume(self.reply_queue, self._on_reply_message, auto_ack=True)
         self.connection, self.channel, self.pika = connection, channel, pika
 
@@ -665,24 +700,35 @@ class RabbitClient:
         return count
 
     def _call(self, work: Callable[[], Any], timeout: float = 10.0) -> Any:
-        "Run `work` on the connection's thread; wait for its result."
+        "Run `work` on the connection's thread; wait for its result (a lost connection fails it at once)."
         connection = self.connection
         if connection is None or self.error:
             raise BrokerUnavailableError(self.error or f"not connected to the broker at {display_db_url(self.url)}")
         result: Future = Future()
 
         def run() -> None:
+            self.calls.discard(result)
+            if result.done():  # failed already: the connection was lost meanwhile
+                return
             try:
                 result.set_result(work())
             except BaseException as error:  # handed to the waiting thread
                 result.set_exception(error)
         try:
+            self.calls.add(result)
             connection.add_callback_threadsafe(run)
             return result.result(timeout)
         except FutureTimeout:
             raise BrokerUnavailableError(f"the broker did not answer within {timeout:g} s") from None
+        except BrokerUnavailableError:
+            raise
         except self.pika.exceptions.AMQPError as error:
             raise BrokerUnavailableError(f"the broker refused the job: {type(error).__name__}") from None
+        except Exception as error:  # the connection was cut (pika raises OSError, ValueError, ...)
+            raise BrokerUnavailableError(f"lost the broker at {display_db_url(self.url)}: "
+                                         f"{type(error).__name__}") from None
+        finally:
+            self.calls.discard(result)
 
     def publish(self, queue: str, job: dict[str, Any]) -> None:
         "Publish a job; return once RabbitMQ confirmed it."
@@ -1190,7 +1236,7 @@ class ServeApi:
             self.broker = SqlReplies(config, self.board)
         else:
             self.broker = RabbitClient(config.broker_url, on_reply=self.board.resolve, on_dead=self._store_dead,
-                                       max_attempts=config.max_attempts)
+                                       max_attempts=config.max_attempts, on_reconnect=self._recover_replies)
         self.champion_of = config.champion_of
         if self.champion_of is None and config.follow_registry:
             self.champion_of = registry_champions(self.engine)
@@ -1207,6 +1253,15 @@ class ServeApi:
 
     def _store_dead(self, job: dict[str, Any], reply: dict[str, Any]) -> None:
         store_predictions(self.engine, [prediction_row(job, reply)])
+
+    def _recover_replies(self) -> None:
+        "After a broker outage: answer the waiting requests whose predictions were stored meanwhile."
+        try:
+            pending = self.board.pending()
+            for reply in (stored_replies(self.engine, pending) if pending else {}).values():
+                self.board.resolve(reply)
+        except (FsmlError, SQLAlchemyError) as error:
+            log.warning("cannot look up the stored replies after the outage: %s", str(error).splitlines()[0])
 
     def authenticate(self, authorization: str | None) -> str | None:
         "The client's name; HttpError 401 without a valid token (when tokens are required)."

@@ -580,3 +580,160 @@ def test_a_promotion_reloads_running_workers_without_a_failed_request(digits_reg
     assert late.promoted and late.rolled_back and "no live worker" in late.message
     last = registry.history("digits", "champion")[-1]
     assert last.kind == "rollback" and last.to_version_id == second.id and "no live worker" in last.reason
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 8. the broker connection drops mid-run and comes back (a real TCP proxy cut and restored; the servers keep running)
+class TcpProxy:
+    "A TCP forwarder from a local port to `upstream`; `cut()` closes every connection and refuses new ones."
+
+    def __init__(self, upstream: tuple[str, int]):
+        self.upstream, self.port = upstream, free_port()
+        self.lock = threading.Lock()
+        self.sockets: set[socket.socket] = set()
+        self.listener: socket.socket | None = None
+        self.restore()
+
+    def restore(self) -> None:
+        "Listen again on the same port."
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(64)
+        self.listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def cut(self) -> None:
+        "Stop listening and reset every forwarded connection."
+        listener, self.listener = self.listener, None
+        try:
+            listener.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked in accept(); close() alone would not
+        except OSError:
+            pass
+        listener.close()
+        with self.lock:
+            for each in self.sockets:
+                try:
+                    each.shutdown(socket.SHUT_RDWR)
+                except OSError:  # closed already
+                    pass
+                each.close()
+            self.sockets.clear()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:  # cut
+                return
+            try:
+                server = socket.create_connection(self.upstream, timeout=5)
+                server.settimeout(None)
+            except OSError:
+                client.close()
+                continue
+            with self.lock:
+                self.sockets |= {client, server}
+            for source, target in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(source, target), daemon=True).start()
+
+    def _pump(self, source: socket.socket, target: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                target.sendall(data)
+        except OSError:
+            pass
+        for each in (source, target):
+            try:
+                each.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        if self.listener is not None:
+            self.cut()
+
+
+def _proxied(url: str, port: int) -> tuple[str, tuple[str, int]]:
+    "The URL through a proxy on `port`, and the (host, port) it forwards to."
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url.replace("amqp://", "postgresql://", 1))  # only to read the host and port
+    upstream = (parsed.host or "127.0.0.1", parsed.port or (5672 if url.startswith("amqp") else 5432))
+    return url.replace(f"@{parsed.host}:{upstream[1]}", f"@127.0.0.1:{port}", 1), upstream
+
+
+@pytest.mark.parametrize("broker_kind", ["postgresql", "rabbitmq"])
+def test_a_broker_outage_mid_run_is_reported_and_survived(broker_kind: str, db_url: str, token: str, folder: Path,
+                                                          prefix: str, tmp_path: Path, request):
+    direct = request.getfixturevalue("postgres_url" if broker_kind == "postgresql" else "rabbit_url")
+    proxy = TcpProxy(_proxied(direct, 1)[1])
+    broker, _ = _proxied(direct, proxy.port)
+    env = worker_env(tmp_path, db_url, broker)
+    worker = start_worker(env, prefix, "o1", "--max-batch", "4", "--lease-seconds", "2", folder=folder)
+    headers = {"Authorization": f"Bearer {token}"}
+    timeout = 8.0
+    accepted: list[str] = []  # request ids the API accepted: each must end up answered and stored
+    try:
+        wait_live(db_url, {"o1"})
+        with api_server(ApiConfig(db_url, broker, queue_prefix=prefix, request_timeout=timeout, lease_seconds=2)) as base:
+            assert httpx.post(f"{base}/v1/predict", content=png(), headers=headers, timeout=30).status_code == 200
+            outcomes: list = []
+            running = threading.Event()
+            running.set()
+
+            def traffic() -> None:  # predictions and queued jobs, before, during and after the outage
+                while running.is_set():
+                    started = time.monotonic()
+                    try:
+                        answer = httpx.post(f"{base}/v1/predict", content=png(), headers=headers, timeout=60)
+                        queued = httpx.post(f"{base}/v1/jobs", content=png(), headers=headers, timeout=60)
+                    except httpx.HTTPError as error:
+                        outcomes.append(("transport", str(error), time.monotonic() - started))
+                        continue
+                    outcomes.append((answer.status_code, answer.json(), time.monotonic() - started))
+                    if answer.status_code in (200, 504):  # 504: accepted, still queued (its id says where)
+                        accepted.append(answer.json()["request_id"])
+                    if queued.status_code == 202:
+                        accepted.append(queued.json()["request_id"])
+                    time.sleep(0.02)
+            load_thread = threading.Thread(target=traffic, daemon=True)
+            load_thread.start()
+            time.sleep(1.0)
+            proxy.cut()
+            time.sleep(1.5)  # both sides notice
+            started = time.monotonic()
+            ready = httpx.get(f"{base}/readyz", timeout=30)
+            refused = httpx.post(f"{base}/v1/predict", content=png(), headers=headers, timeout=30)
+            refused_seconds = time.monotonic() - started
+            time.sleep(1.0)
+            proxy.restore()
+            deadline = time.monotonic() + 60
+            while httpx.get(f"{base}/readyz", timeout=30).status_code != 200:
+                assert time.monotonic() < deadline, httpx.get(f"{base}/readyz", timeout=30).text
+                time.sleep(0.2)
+            back = httpx.post(f"{base}/v1/predict", content=png(), headers=headers, timeout=30)
+            time.sleep(1.0)
+            running.clear()
+            load_thread.join(90)
+            deadline = time.monotonic() + 60
+            while not set(accepted) <= {row["request_id"] for row in stored_rows(db_url)}:
+                assert time.monotonic() < deadline, "accepted jobs were lost"
+                time.sleep(0.2)
+            finished = [httpx.get(f"{base}/v1/jobs/{request_id}", headers=headers).json()["status"]
+                        for request_id in accepted]
+    finally:
+        stop(worker)
+        proxy.close()
+    assert ready.status_code == 503 and any("broker" in problem for problem in ready.json()["problems"]), ready.text
+    assert refused.status_code == 503 and "broker" in refused.json()["error"] and refused.headers["retry-after"]
+    assert refused_seconds < timeout, refused_seconds  # a clear error at once, not a wait for the timeout
+    assert back.status_code == 200 and back.json()["label"] == "9", back.text
+    statuses = {status for status, _, _ in outcomes}
+    assert statuses <= {200, 503, 504}, outcomes
+    assert 200 in statuses and 503 in statuses
+    assert max(seconds for _, _, seconds in outcomes) < 2 * timeout + 5  # never a hang past the request timeout
+    assert all(status == 503 and "broker" in answer["error"] for status, answer, _ in outcomes if status != 200 and
+               status != 504)
+    assert finished == ["done"] * len(accepted) and len(accepted) > 4
+    assert worker.returncode == 0  # the same worker process served before and after the outage
