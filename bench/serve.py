@@ -1,9 +1,10 @@
-"""Benchmark: serving the digits model over HTTP -> queue -> workers, against in-process ONNX Runtime.
+"""Benchmark: serving models over HTTP -> queue -> workers, against in-process ONNX Runtime.
 
     python bench/serve.py [--seconds 3] [--brokers sqlite,rabbitmq] [--workers 1,2]
 
-Trains the digits timm ResNet briefly, registers and pulls it (the folder a worker serves), then
-measures in the same run:
+Trains the digits timm ResNet briefly, and timm's ResNet-18 (random init, a few steps) on digits drawn
+64x64 RGB, registers and pulls each (exported by fsml_nb.export: the folder a worker serves), then
+measures, for each model in the same run:
 - the baseline: in-process ONNX Runtime at batch 1 (throughput, p50);
 - the full path (`fsml serve api` + N `fsml serve worker` processes on 127.0.0.1) for each broker,
   1 and 2 workers, batching off (max batch 1) and on (max batch 16, wait 2 ms): the maximum
@@ -58,6 +59,35 @@ def digits_folder(work: Path, model: str, steps: int) -> Path:
     return folder
 
 
+def rgb64_folder(work: Path, steps: int) -> Path:
+    "Train timm's ResNet-18 (3 channels, 10 classes) briefly on digits drawn as 64x64 RGB; register, pull; the folder."
+    from sklearn.datasets import load_digits
+
+    from fsml_nb.data import encode_png
+    from fsml_nb.registry import ModelRegistry
+    from fsml_nb.store import LabelledItem, LabelSchema, NewItem, Store
+    from fsml_nb.train import TrainConfig, fit, timm_spec
+
+    store = Store(f"sqlite:///{work}/fsml-rgb64.db", str(work / "blobs-rgb64"))
+    digits = load_digits()
+    tints = np.random.default_rng(0).uniform(0.3, 1.0, (len(digits.images), 3))  # each image its own colour
+    grey = np.kron(digits.images / 16, np.ones((8, 8)))  # 8x8 -> 64x64
+    pixels = np.round(grey[..., None] * tints[:, None, None, :] * 255).astype(np.uint8)
+    labelled = [LabelledItem(NewItem(encode_png(pixels[index]), "image/png", source_url="sklearn:digits (64x64 RGB)"),
+                             str(digits.target[index]), "test" if index % 5 == 0 else "train")
+                for index in range(len(pixels))]
+    version = store.import_version(labelled, LabelSchema("single_label", tuple(str(digit) for digit in range(10))),
+                                   "digits-rgb64", source="bench/serve.py")
+    checkpoint = work / "resnet18-rgb64.safetensors"
+    fit(timm_spec("resnet18", 10, in_chans=3), version, store=store, progress=False,
+        config=TrainConfig(max_steps=steps, batch_size=32, val_fraction=0), checkpoint_path=checkpoint)
+    registry = ModelRegistry(store)
+    registered = registry.register(checkpoint, "resnet18-rgb64", reason="bench/serve.py")
+    folder = registry.pull(registered, work / "pulled-rgb64")
+    store.close()
+    return folder
+
+
 def percentiles(latencies: list[float]) -> tuple[float, float, float]:
     ordered = sorted(latencies)
     pick = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))]  # noqa: E731
@@ -77,9 +107,10 @@ def baseline(folder: Path, seconds: float) -> dict[str, float]:
     return {"throughput": len(latencies) / seconds, "p50": p50, "p95": p95, "p99": p99}
 
 
-def png() -> bytes:
+def png(shape: tuple[int, ...] = (8, 8)) -> bytes:
+    "A PNG of random pixels: (height, width) grey or (height, width, 3) RGB."
     buffer = io.BytesIO()
-    Image.fromarray((np.random.default_rng(1).random((8, 8)) * 255).astype(np.uint8)).save(buffer, format="PNG")
+    Image.fromarray((np.random.default_rng(1).random(shape) * 255).astype(np.uint8)).save(buffer, format="PNG")
     return buffer.getvalue()
 
 
@@ -126,7 +157,7 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def serve(work: Path, folder: Path, broker: str, workers: int, batch: int, wait_ms: float, seconds: float,
+def serve(work: Path, model: str, folder: Path, broker: str, workers: int, batch: int, wait_ms: float, seconds: float,
           body: bytes, token: str, db_url: str, base_p50: float, engine) -> dict[str, float]:
     prefix = f"fsml.bench.{uuid.uuid4().hex[:8]}"
     broker_url = RABBIT_URL if broker == "rabbitmq" else f"sqlite:///{work}/queue-{prefix}.db"
@@ -136,13 +167,13 @@ def serve(work: Path, folder: Path, broker: str, workers: int, batch: int, wait_
     processes = [subprocess.Popen([*FSML_COMMAND, "serve", "api", "--port", str(port), "--queue-prefix", prefix,
                                    "--max-queue", "100000"], env=env)]
     names = [f"bench-{prefix}-{index}" for index in range(workers)]
-    processes += [subprocess.Popen([*FSML_COMMAND, "serve", "worker", "--model", "digits", "--folder", str(folder),
+    processes += [subprocess.Popen([*FSML_COMMAND, "serve", "worker", "--model", model, "--folder", str(folder),
                                     "--queue-prefix", prefix, "--max-batch", str(batch), "--max-wait-ms", str(wait_ms),
                                     "--name", name], env=env) for name in names]
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 180
-        while not set(names) <= set(live_workers(engine, "digits")) or _ready(base) != 200:
+        while not set(names) <= set(live_workers(engine, model)) or _ready(base) != 200:
             if time.monotonic() > deadline:
                 raise RuntimeError("the servers did not come up")
             time.sleep(0.2)
@@ -165,7 +196,7 @@ def serve(work: Path, folder: Path, broker: str, workers: int, batch: int, wait_
             except subprocess.TimeoutExpired:
                 process.kill()
         if broker == "rabbitmq":
-            delete_rabbit_queue(RABBIT_URL, f"{prefix}.digits")
+            delete_rabbit_queue(RABBIT_URL, f"{prefix}.{model}")
 
 
 def _ready(base: str) -> int | None:
@@ -180,33 +211,46 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0, help="length of each measurement")
     parser.add_argument("--brokers", default="sqlite,rabbitmq")
     parser.add_argument("--workers", default="1,2")
+    parser.add_argument("--models", default="digits,resnet18-rgb64")
     parser.add_argument("--model", default="resnet10t", help="timm model trained on digits")
-    parser.add_argument("--steps", type=int, default=100, help="training steps")
+    parser.add_argument("--steps", type=int, default=100, help="training steps (digits model)")
+    parser.add_argument("--rgb64-steps", type=int, default=5, help="training steps (ResNet-18 at 64x64 RGB)")
     arguments = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="fsml-bench-serve-"))
-    folder = digits_folder(work, arguments.model, arguments.steps)
-    serving = json.loads((folder / "manifest.json").read_text())["serving"]
-    print(f"model: timm {arguments.model} trained {arguments.steps} steps on digits; serving {serving['file']} "
-          f"({serving.get('variant')})")
     db_url = f"sqlite:///{work}/fsml.db"
+    models = {}
+    for model in arguments.models.split(","):
+        if model == "digits":
+            folder = digits_folder(work, arguments.model, arguments.steps)
+            models[model] = (folder, png((8, 8)), f"timm {arguments.model} trained {arguments.steps} steps on digits "
+                             "(8x8 grey)")
+        elif model == "resnet18-rgb64":
+            folder = rgb64_folder(work, arguments.rgb64_steps)
+            models[model] = (folder, png((64, 64, 3)), f"timm resnet18 (3 channels, 10 classes) trained "
+                             f"{arguments.rgb64_steps} steps on digits drawn 64x64 RGB")
+        else:
+            raise SystemExit(f"unknown model {model!r}: digits or resnet18-rgb64")
     engine = open_database(db_url)  # the only engine of this process on that file (see fsml_nb.serve)
     token = add_serve_client(engine, "bench")
-    body = png()
-    base = baseline(folder, arguments.seconds)
-    print(f"\nIn-process ONNX Runtime, batch 1 (baseline): {base['throughput']:.0f} inferences/s, p50 {base['p50']:.3f} ms"
-          f", p95 {base['p95']:.3f} ms, p99 {base['p99']:.3f} ms\n")
-    print("| broker | workers | batching | max req/s (x baseline) | added p50 at low load (ms) | "
-          "p50/p95/p99 at 50% (ms) | p50/p95/p99 at 90% (ms) | failed |")
-    print("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |")
-    for broker in arguments.brokers.split(","):
-        for workers in (int(count) for count in arguments.workers.split(",")):
-            for batch, wait_ms, label in ((1, 0.0, "off"), (16, 2.0, "on (16, 2 ms)")):
-                row = serve(work, folder, broker, workers, batch, wait_ms, arguments.seconds, body, token, db_url,
-                            base["p50"], engine)
-                cells = [" / ".join(f"{value:.1f}" for value in row[key]) for key in ("p@50", "p@90")]
-                print(f"| {broker} | {workers} | {label} | {row['throughput']:.0f} "
-                      f"({row['throughput'] / base['throughput']:.2f}x) | {row['added_p50']:.2f} | {cells[0]} | "
-                      f"{cells[1]} | {row['failed']} |", flush=True)
+    for model, (folder, body, about) in models.items():
+        serving = json.loads((folder / "manifest.json").read_text())["serving"]
+        base = baseline(folder, arguments.seconds)
+        print(f"\n## {model}: {about}; serving {serving['file']} ({serving.get('variant')})")
+        print(f"In-process ONNX Runtime, batch 1 (baseline): {base['throughput']:.0f} inferences/s, "
+              f"p50 {base['p50']:.3f} ms, p95 {base['p95']:.3f} ms, p99 {base['p99']:.3f} ms "
+              f"(load average {os.getloadavg()[0]:.1f})\n")
+        print("| broker | workers | batching | max req/s (x baseline) | added p50 at low load (ms) | "
+              "p50/p95/p99 at 50% (ms) | p50/p95/p99 at 90% (ms) | failed | load avg |")
+        print("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+        for broker in arguments.brokers.split(","):
+            for workers in (int(count) for count in arguments.workers.split(",")):
+                for batch, wait_ms, label in ((1, 0.0, "off"), (16, 2.0, "on (16, 2 ms)")):
+                    row = serve(work, model, folder, broker, workers, batch, wait_ms, arguments.seconds, body, token,
+                                db_url, base["p50"], engine)
+                    cells = [" / ".join(f"{value:.1f}" for value in row[key]) for key in ("p@50", "p@90")]
+                    print(f"| {broker} | {workers} | {label} | {row['throughput']:.0f} "
+                          f"({row['throughput'] / base['throughput']:.2f}x) | {row['added_p50']:.2f} | {cells[0]} | "
+                          f"{cells[1]} | {row['failed']} | {os.getloadavg()[0]:.1f} |", flush=True)
     print(f"\nmachine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end; python {sys.version.split()[0]}")
 
 
