@@ -44,16 +44,17 @@ from .db import (DEAD, DONE, LEASED, QUEUED, DatabaseError, complete_lease, disp
                  release_lease, serve_clients, serve_workers, served_predictions, transaction)
 
 # %% auto #0
-__all__ = ['log', 'DEFAULT_MAX_PIXELS', 'broker_metadata', 'serve_jobs', 'ERROR_STATUS', 'TOKEN_CACHE_SECONDS', 'PREDICT_BODY',
-           'FSML_COMMAND', 'ServeError', 'BrokerUnavailableError', 'ModelLoadError', 'PredictionInputError',
-           'write_linear_model_folder', 'folder_version_id', 'ServedModel', 'image_size', 'image_input', 'array_input',
-           'answer_of', 'Delivery', 'new_job', 'dead_letter_reply', 'input_sha256', 'SqlBroker', 'declare_rabbit_queue',
-           'delete_rabbit_queue', 'RabbitBroker', 'RabbitClient', 'broker_kind', 'open_broker', 'add_serve_client',
-           'remove_serve_client', 'client_of_token', 'WorkerConfig', 'queue_name', 'store_predictions',
-           'stored_replies', 'reply_of_row', 'ServeWorker', 'predict_jobs', 'prediction_row', 'ApiConfig',
-           'registry_champions', 'ReplyBoard', 'SqlReplies', 'HttpError', 'ServeApi', 'read_request_input', 'BodyLimit',
-           'create_app', 'stop_on_signals', 'run_worker', 'run_api', 'Supervisor', 'RegistryFollower',
-           'run_worker_from_registry', 'DeployReport', 'deploy_gates', 'live_workers', 'card_gates', 'deploy']
+__all__ = ['log', 'DEFAULT_MAX_PIXELS', 'broker_metadata', 'serve_jobs', 'ERROR_STATUS', 'DEPTH_RECHECK_SECONDS',
+           'TOKEN_CACHE_SECONDS', 'PREDICT_BODY', 'FSML_COMMAND', 'ServeError', 'BrokerUnavailableError',
+           'ModelLoadError', 'PredictionInputError', 'write_linear_model_folder', 'folder_version_id', 'ServedModel',
+           'image_size', 'image_input', 'array_input', 'answer_of', 'Delivery', 'new_job', 'dead_letter_reply',
+           'input_sha256', 'SqlBroker', 'declare_rabbit_queue', 'delete_rabbit_queue', 'RabbitBroker', 'RabbitClient',
+           'broker_kind', 'open_broker', 'add_serve_client', 'remove_serve_client', 'client_of_token', 'WorkerConfig',
+           'queue_name', 'store_predictions', 'stored_replies', 'reply_of_row', 'ServeWorker', 'predict_jobs',
+           'prediction_row', 'ApiConfig', 'registry_champions', 'ReplyBoard', 'SqlReplies', 'HttpError', 'ServeApi',
+           'read_request_input', 'BodyLimit', 'create_app', 'stop_on_signals', 'run_worker', 'run_api', 'Supervisor',
+           'RegistryFollower', 'run_worker_from_registry', 'DeployReport', 'deploy_gates', 'live_workers', 'card_gates',
+           'deploy']
 
 # %% ../nbs/10_serve.ipynb #2bb43f11
 class ServeError(FsmlError):
@@ -271,6 +272,12 @@ class Delivery:
     attempt: int  # 1 the first time
     tag: Any = None  # the broker's handle (RabbitMQ delivery tag)
     reply_to: str | None = None  # where the reply goes (RabbitMQ)
+    redelivered: bool = False  # the broker delivered it before (its answer may be stored already)
+
+    @property
+    def maybe_answered(self) -> bool:
+        "Whether an earlier delivery may have been answered (and its answer stored) already."
+        return self.attempt > 1 or self.redelivered
 
 
 def new_job(model: str, input_kind: str, data: Any, shadow: bool = False, request_id: str | None = None
@@ -323,9 +330,11 @@ class SqlBroker:
     def __init__(self, url: str,
                  lease_seconds: float = 30.0,  # a job comes back this long after its worker's last heartbeat
                  max_attempts: int = 3,  # leases of one job before it goes to the dead letters
-                 poll_seconds: float = 0.002,  # how often an idle worker looks for work
+                 poll_seconds: float = 0.002,  # PostgreSQL: how often a waiting worker or API looks again
+                 probe_seconds: float = 0.0005,  # SQLite: how often it checks (cheaply) whether anything was committed
                  ):
         self.url, self.lease_seconds, self.max_attempts, self.poll_seconds = url, lease_seconds, max_attempts, poll_seconds
+        self.probe_seconds, self._probe = probe_seconds, None
         try:
             self.engine = make_engine(url)
             if self.engine.dialect.name == "sqlite":
@@ -333,6 +342,9 @@ class SqlBroker:
             broker_metadata.create_all(self.engine)
         except (DatabaseError, SQLAlchemyError) as error:
             raise BrokerUnavailableError(f"the broker at {display_db_url(url)} is unavailable: {error}") from None
+        if self.engine.dialect.name == "sqlite" and self.engine.url.database not in (None, "", ":memory:"):
+            import sqlite3  # a connection of its own, for PRAGMA data_version: it changes when another one commits
+            self._probe = sqlite3.connect(self.engine.url.database, isolation_level=None, check_same_thread=False)
 
     def _run(self, work: Callable, write: bool = True):
         try:
@@ -360,7 +372,28 @@ class SqlBroker:
         return self._run(lambda connection: connection.execute(
             select(func.count()).where(serve_jobs.c.queue == queue, serve_jobs.c.status == QUEUED)).scalar(), write=False)
 
+    def data_version(self) -> int | None:
+        "A number that changes whenever another connection commits to the broker (SQLite), or None (PostgreSQL)."
+        if self._probe is None:
+            return None
+        try:
+            return self._probe.execute("PRAGMA data_version").fetchone()[0]
+        except Exception as error:  # sqlite3's own errors
+            raise BrokerUnavailableError(f"the broker at {display_db_url(self.url)} failed: {error}") from None
+
+    def wait_for_commit(self, since: int | None,  # a `data_version` read before looking
+                        seconds: float) -> None:
+        "Wait until another connection commits after `since`, or `seconds` pass (PostgreSQL: one poll interval)."
+        if since is None:
+            time.sleep(max(0.0, min(self.poll_seconds, seconds)))
+            return
+        deadline = time.monotonic() + seconds
+        while self.data_version() == since and time.monotonic() < deadline:
+            time.sleep(self.probe_seconds)
+
     def close(self) -> None:
+        if self._probe is not None:
+            self._probe.close()
         self.engine.dispose()
 
 # %% ../nbs/10_serve.ipynb #33230161
@@ -382,15 +415,17 @@ def take(self: SqlBroker, queue: str, owner: str,
     waiting = (serve_jobs.c.queue == queue, serve_jobs.c.status == QUEUED)
     first_deadline = time.monotonic() + idle_seconds
     while True:
+        seen = self.data_version()  # before looking: a job queued after the look changes it
         queued = self._run(lambda connection: connection.execute(select(serve_jobs.c.id).where(*waiting).limit(1))
                            .first(), write=False)
         taken = self._lease(queue, owner, limit) if queued else []
         if taken or time.monotonic() >= first_deadline:
             break
-        time.sleep(self.poll_seconds)
+        self.wait_for_commit(seen, first_deadline - time.monotonic())
     deadline = time.monotonic() + wait_seconds
     while taken and len(taken) < limit and time.monotonic() < deadline:
-        time.sleep(min(self.poll_seconds, max(0.0, deadline - time.monotonic())))
+        seen = self.data_version()
+        self.wait_for_commit(seen, deadline - time.monotonic())
         taken += self._lease(queue, owner, limit - len(taken))
     return taken
 
@@ -528,7 +563,8 @@ class RabbitBroker:
             self.channel.basic_reject(method.delivery_tag, requeue=False)  # not a job: straight to the dead letters
             return
         attempt = int((properties.headers or {}).get("x-delivery-count", 0)) + 1
-        self.buffer.append(Delivery(job["id"], job, attempt, method.delivery_tag, properties.reply_to))
+        self.buffer.append(Delivery(job["id"], job, attempt, method.delivery_tag, properties.reply_to,
+                                    bool(method.redelivered)))
 
     def _lost(self, error: BaseException) -> BrokerUnavailableError:
         return BrokerUnavailableError(f"lost the broker at {display_db_url(self.url)}: {type(error).__name__}")
@@ -966,7 +1002,8 @@ def prediction_row(job: dict[str, Any], reply: dict[str, Any], role: str = "serv
 def process(self: ServeWorker, deliveries: Sequence[Delivery]) -> None:
     "Answer a batch of deliveries: stored answers first, then the model; store, reply, acknowledge."
     model = self.model
-    known = stored_replies(self.engine, [delivery.request_id for delivery in deliveries])
+    delivered_before = [delivery.request_id for delivery in deliveries if delivery.maybe_answered]
+    known = stored_replies(self.engine, delivered_before) if delivered_before else {}
     fresh = [delivery for delivery in deliveries if delivery.request_id not in known]
     replies = dict(known)
     if fresh:
@@ -1169,23 +1206,24 @@ class SqlReplies:
         while not self.stopping.is_set():
             try:
                 broker = self._connect()
+                seen = broker.data_version()  # before looking: a reply stored after the look changes it
                 pending = self.board.pending()
-                for reply in broker.replies(pending).values():
+                replies = broker.replies(pending)
+                for reply in replies.values():
                     self.board.resolve(reply)
                 if time.monotonic() - last_reclaim > 1.0:
                     last_reclaim = time.monotonic()
                     for queue in list(self.queues):
                         broker.reclaim(queue)
                 self.error = None
+                if len(replies) < len(pending):  # some still wait: look again once something is committed
+                    broker.wait_for_commit(seen, 0.05)
+                else:
+                    self.board.changed.wait(0.05)
+                    self.board.changed.clear()
             except BrokerUnavailableError as error:
                 self.error = str(error)
                 self.stopping.wait(1.0)
-                continue
-            if pending:
-                time.sleep(0.001)
-            else:
-                self.board.changed.wait(0.05)
-                self.board.changed.clear()
 
     def publish(self, queue: str, job: dict[str, Any]) -> None:
         self.queues.add(queue)
@@ -1232,6 +1270,8 @@ class ServeApi:
         self.engine = engine or open_database(config.db_url)
         self.board = ReplyBoard()
         self._models: tuple[float, dict[str, list[dict[str, Any]]]] = (0.0, {})
+        self._depths: dict[str, tuple[float, int, int]] = {}  # queue -> (read at, depth read, published since)
+        self._depth_lock = threading.Lock()
         if broker_kind(config.broker_url) == "sql":
             self.broker = SqlReplies(config, self.board)
         else:
@@ -1307,6 +1347,29 @@ def check_model(self: ServeApi, model: str) -> str:
     return queue_name(self.config.queue_prefix, model)
 
 # %% ../nbs/10_serve.ipynb #07ce784a
+DEPTH_RECHECK_SECONDS = 0.25
+
+
+@patch
+def enqueue(self: ServeApi, model: str, queue: str, job: dict[str, Any]) -> None:
+    "Publish `job` unless the queue is at its limit (HttpError 503); blocking: call it in a thread."
+    limit = self.config.max_queue
+    with self._depth_lock:
+        read_at, depth, since = self._depths.get(queue, (-DEPTH_RECHECK_SECONDS, 0, 0))
+        known = time.monotonic() - read_at < DEPTH_RECHECK_SECONDS and depth + since < limit // 2
+        if known:
+            self._depths[queue] = (read_at, depth, since + 1)
+    if not known:
+        depth = self.broker.depth(queue)
+        with self._depth_lock:
+            self._depths[queue] = (time.monotonic(), depth, 0 if depth >= limit else 1)
+        if depth >= limit:
+            self.requests.labels(model, "queue_full").inc()
+            raise HttpError(503, f"the queue of {model!r} holds {depth} jobs, its limit is {limit}; try again shortly",
+                            retry_after=self.config.retry_after_seconds)
+    self.broker.publish(queue, job)
+
+# %% ../nbs/10_serve.ipynb #31594db2
 @patch
 async def submit(self: ServeApi, model: str, input_kind: str, data: Any,
                  request_id: str | None = None) -> dict[str, Any]:
@@ -1315,12 +1378,7 @@ async def submit(self: ServeApi, model: str, input_kind: str, data: Any,
     shadow = self.config.shadow_fraction > 0 and random.random() < self.config.shadow_fraction
     job = new_job(model, input_kind, data, shadow=shadow, request_id=request_id)
     try:
-        depth = await asyncio.to_thread(self.broker.depth, queue)
-        if depth >= self.config.max_queue:
-            self.requests.labels(model, "queue_full").inc()
-            raise HttpError(503, f"the queue of {model!r} holds {depth} jobs, its limit is {self.config.max_queue}; "
-                                 "try again shortly", retry_after=self.config.retry_after_seconds)
-        await asyncio.to_thread(self.broker.publish, queue, job)
+        await asyncio.to_thread(self.enqueue, model, queue, job)
     except BrokerUnavailableError as error:
         self.requests.labels(model, "broker_unavailable").inc()
         raise HttpError(503, str(error), retry_after=self.config.retry_after_seconds) from None
