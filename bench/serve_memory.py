@@ -94,17 +94,16 @@ def main() -> None:
                                                  arguments.requests // 10)})
         while marks:
             served = done() if done else published - broker.depth(queue)
-            if published < arguments.requests and published - served < arguments.window:
-                for _ in range(min(200, arguments.requests - published)):
-                    broker.publish(queue, new_job(model, "image", images[published % len(images)]))
-                    published += 1
-                continue
-            if served >= marks[0]:
+            if served >= marks[0]:  # checked on every turn, so each reading is taken near its mark
                 label = "after warm-up" if marks[0] == arguments.warmup else ""
                 rows.append((label, served, rss_mib(worker.pid), time.perf_counter() - started))
                 marks.pop(0)
+            elif published < arguments.requests and published - served < arguments.window:
+                for _ in range(min(100, arguments.requests - published)):
+                    broker.publish(queue, new_job(model, "image", images[published % len(images)]))
+                    published += 1
             else:
-                time.sleep(0.05)
+                time.sleep(0.02)
     finally:
         worker.send_signal(signal.SIGTERM)
         try:
