@@ -884,7 +884,10 @@ function render({ model, el }) {
     if (model.get("scope") !== "page" && !inside) return;
     event.preventDefault();
     event.stopPropagation();
-    model.send({ key: event.key, target: { tagName: (target && target.tagName) || "" } });
+    const message = { key: event.key, target: { tagName: (target && target.tagName) || "" } };
+    const question = panel.querySelector(".fsml-question input");
+    if (event.key === "Enter" && question) message.question = question.value;  // the box's text as it is now
+    model.send(message);
   };
   document.addEventListener("keydown", onKey, true);
   return () => document.removeEventListener("keydown", onKey, true);
@@ -931,7 +934,8 @@ class AnnotationPanel:
         self.suggestion = widgets.HTML()
         self.label_input = self._make_label_input(widgets)
         self.unsure = widgets.Checkbox(description="unsure (U)", indent=False)
-        self.question = widgets.Text(placeholder="your question for the guide (with 'unsure')")
+        self.question = widgets.Text(placeholder="your question for the guide (with 'unsure')",
+                                     continuous_update=False)  # synced on Enter (with the key) and when left
         self.question.add_class("fsml-question")
         self.submit_button = widgets.Button(description="Submit (Enter)", button_style="primary")
         self.undo_button = widgets.Button(description="Undo (Backspace)")
@@ -1139,8 +1143,10 @@ def on_skip(self: AnnotationPanel) -> None:
 
 @patch
 def on_key(self: AnnotationPanel, event: dict[str, Any]) -> None:
-    "Act on a key press from the browser (`{'key': ..., 'target': {'tagName': ...}}`)."
+    "Act on a key press from the browser (`{'key': ..., 'target': {'tagName': ...}, 'question': ...}`)."
     key, target = event.get("key", ""), event.get("target", {}).get("tagName", "")
+    if key == "Enter" and isinstance(event.get("question"), str):
+        self.question.value = event["question"]  # newer than the box's own sync, which may still be on its way
     if target == "TEXTAREA" or (target in ("INPUT", "SELECT") and key != "Enter"):
         return  # typing a question or a transcription
     if key.isdigit() and self.project.label_schema.kind == "single_label":
