@@ -497,23 +497,35 @@ def _slot_for_answer(connection: Connection, rules: _Rules, annotator: str, item
     return slot["id"]
 
 
+def _complete_held(connection: Connection, project: str, annotator: str, item_sha256: str) -> bool:
+    "Answer the slot of the item leased to the annotator, in one statement; False if they hold none."
+    slots = annotation_slots.c
+    held = (select(slots.id).where(slots.project == project, slots.item_sha256 == item_sha256,
+                                   slots.lease_owner == annotator, slots.status == LEASED)
+            .limit(1).scalar_subquery())  # a lease that ran out but nobody took over still counts
+    return complete_lease(connection, annotation_slots, held, annotator)
+
+
 def _submit_in(connection: Connection, rules: _Rules, annotator: str, item_sha256: str, label: Any,
                unsure: bool, question: str | None, seconds: float | None, now: datetime) -> Answer:
     try:
         rules.label_schema.check(label)
     except FsmlError as error:
         raise AnnotationError(str(error)) from None
-    existing = connection.execute(select(annotation_answers).where(
-        annotation_answers.c.project == rules.name, annotation_answers.c.item_sha256 == item_sha256,
-        annotation_answers.c.annotator == annotator)).first()
-    if existing is not None:
-        if existing.label == canonical_json(label):
-            return Answer(rules.name, item_sha256, annotator, label, existing.guide_version, existing.unsure,
-                          as_utc(existing.created_at))
-        raise AnnotationError(f"{annotator} already answered item {item_sha256[:12]} ({existing.label}); undo first")
-    slot = _slot_for_answer(connection, rules, annotator, item_sha256, now)
-    if not complete_lease(connection, annotation_slots, slot, annotator):
-        raise LeaseLostError(f"your lease on item {item_sha256[:12]} expired and other annotators took it")
+    # The usual case first, in one statement: the item is leased to the annotator (so not answered by them yet).
+    if not _complete_held(connection, rules.name, annotator, item_sha256):
+        existing = connection.execute(select(annotation_answers).where(
+            annotation_answers.c.project == rules.name, annotation_answers.c.item_sha256 == item_sha256,
+            annotation_answers.c.annotator == annotator)).first()
+        if existing is not None:
+            if existing.label == canonical_json(label):
+                return Answer(rules.name, item_sha256, annotator, label, existing.guide_version, existing.unsure,
+                              as_utc(existing.created_at))
+            raise AnnotationError(f"{annotator} already answered item {item_sha256[:12]} ({existing.label}); "
+                                  "undo first")
+        slot = _slot_for_answer(connection, rules, annotator, item_sha256, now)
+        if not complete_lease(connection, annotation_slots, slot, annotator):
+            raise LeaseLostError(f"your lease on item {item_sha256[:12]} expired and other annotators took it")
     connection.execute(insert(annotation_answers).values(
         project=rules.name, item_sha256=item_sha256, annotator=annotator, label=canonical_json(label),
         guide_version=rules.guide_version, unsure=unsure, seconds=seconds, created_at=now))
