@@ -12,6 +12,7 @@ import getpass
 import hashlib
 import io
 import json
+import mmap
 import os
 import re
 import shutil
@@ -629,23 +630,24 @@ def _file_sha256(path: str | Path) -> str:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
-def copy_hashing(reader, writer,  # binary files: `reader` is read once, its bytes go to `writer`
-                 block: int = _COPY_BLOCK) -> tuple[str, int]:
-    "Copy `reader` into `writer` in one pass, hashing each block while a helper thread writes it; (SHA-256, size)."
-    digest, size = hashlib.sha256(), 0
-    buffers, turn, pending = (bytearray(block), bytearray(block)), 0, None
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fsml-copy") as pool:
-        while count := reader.readinto(buffers[turn]):
-            view = memoryview(buffers[turn])[:count]
+def copy_hashing(data: memoryview,  # the bytes to copy (a memory map of the source file)
+                 writer,  # a binary file to write them to
+                 block: int = _COPY_BLOCK) -> str:
+    "Write `data` to `writer` block by block on a helper thread while hashing each block here; its SHA-256."
+    digest, pending, chunk = hashlib.sha256(), None, None
+    try:
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fsml-copy") as pool:
+            for start in range(0, len(data), block):
+                chunk = data[start:start + block]
+                if pending is not None:
+                    pending.result()  # the block before is written: writes stay in order
+                pending = pool.submit(writer.write, chunk)
+                digest.update(chunk)  # hashlib and the write both release the GIL: they run side by side
             if pending is not None:
-                pending.result()  # the block before is written: writes stay in order and its buffer is free again
-            pending = pool.submit(writer.write, view)
-            digest.update(view)  # hashlib and the write both release the GIL: they run side by side
-            size += count
-            turn ^= 1
-        if pending is not None:
-            pending.result()
-    return digest.hexdigest(), size
+                pending.result()
+    finally:
+        chunk = pending = None  # no view of the memory map outlives the copy
+    return digest.hexdigest()
 
 
 def copy_and_hash(source: str | Path, target: str | Path, target_fs=None,  # fsspec filesystem of `target` (None: local)
@@ -653,7 +655,18 @@ def copy_and_hash(source: str | Path, target: str | Path, target_fs=None,  # fss
     "Copy a local file to `target`, hashing its bytes in the same pass; the SHA-256 and size of what was written."
     opener = open if target_fs is None else target_fs.open
     with open(source, "rb") as reader, opener(target, "wb") as writer:
-        return copy_hashing(reader, writer)
+        size = os.fstat(reader.fileno()).st_size
+        if size == 0:
+            return hashlib.sha256().hexdigest(), 0
+        mapped = mmap.mmap(reader.fileno(), 0, access=mmap.ACCESS_READ)  # read once, by the hash and the write
+        try:
+            mapped.madvise(mmap.MADV_SEQUENTIAL)
+            return copy_hashing(memoryview(mapped), writer), size
+        finally:
+            try:
+                mapped.close()
+            except BufferError:  # an error's traceback still holds a view: the map closes when that goes
+                pass
 
 
 def put_file(blobs: BlobStore, source: Path) -> tuple[str, int, bool]:
