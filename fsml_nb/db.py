@@ -27,17 +27,18 @@ from .core import FsmlError, get_logger
 # %% auto #0
 __all__ = ['READ_ONLY', 'T', 'RETRYABLE_SQLSTATES', 'QUEUED', 'LEASED', 'DONE', 'FAILED', 'DEAD', 'SCHEMA_VERSION', 'metadata',
            'schema_info', 'items', 'labels', 'dataset_versions', 'version_entries', 'dataset_version_seals',
-           'dataset_version_names', 'IMMUTABLE_TABLES', 'MAX_URL_LENGTH', 'crawls', 'item_sources', 'licence_claims',
-           'crawl_hosts', 'crawl_urls', 'annotation_projects', 'annotation_guides', 'annotation_tasks', 'annotators',
-           'annotation_answers', 'annotation_skips', 'annotation_questions', 'annotation_slots', 'annotation_offers',
-           'annotation_members', 'pipeline_runs', 'pipeline_steps', 'eval_runs', 'eval_predictions', 'viewers',
-           'BLOB_REFERENCES', 'registered_models', 'model_versions', 'model_version_files', 'model_aliases',
-           'model_promotions', 'registry_events', 'serve_clients', 'serve_workers', 'served_predictions', 'Migration',
-           'MIGRATIONS', 'V4_STEPS', 'DatabaseError', 'DatabaseUnavailableError', 'DatabaseDamagedError',
-           'SchemaTooNewError', 'ValueTooLongError', 'normalize_db_url', 'display_db_url', 'reading', 'make_engine',
-           'is_retryable', 'transaction', 'insert_ignore', 'check_lengths', 'lease_columns', 'lease_rows',
-           'extend_lease', 'complete_lease', 'release_lease', 'reclaim_expired', 'missing_triggers', 'install_triggers',
-           'referenced_blobs', 'stored_schema_version', 'upgrade_schema', 'open_database']
+           'dataset_version_names', 'IMMUTABLE_TABLES', 'REGISTRY_WRITE_ONCE', 'MAX_URL_LENGTH', 'crawls',
+           'item_sources', 'licence_claims', 'crawl_hosts', 'crawl_urls', 'annotation_projects', 'annotation_guides',
+           'annotation_tasks', 'annotators', 'annotation_answers', 'annotation_skips', 'annotation_questions',
+           'annotation_slots', 'annotation_offers', 'annotation_members', 'pipeline_runs', 'pipeline_steps',
+           'eval_runs', 'eval_predictions', 'viewers', 'BLOB_REFERENCES', 'registered_models', 'model_versions',
+           'model_version_files', 'model_aliases', 'model_promotions', 'registry_events', 'serve_clients',
+           'serve_workers', 'served_predictions', 'Migration', 'MIGRATIONS', 'V4_STEPS', 'DatabaseError',
+           'DatabaseUnavailableError', 'DatabaseDamagedError', 'SchemaTooNewError', 'ValueTooLongError',
+           'normalize_db_url', 'display_db_url', 'reading', 'make_engine', 'is_retryable', 'transaction',
+           'insert_ignore', 'check_lengths', 'lease_columns', 'lease_rows', 'extend_lease', 'complete_lease',
+           'release_lease', 'reclaim_expired', 'missing_triggers', 'install_triggers', 'referenced_blobs',
+           'stored_schema_version', 'upgrade_schema', 'open_database']
 
 # %% ../nbs/01_db.ipynb #2eda7dbb
 class DatabaseError(FsmlError):
@@ -376,6 +377,9 @@ dataset_version_names = Table(
 
 # %% ../nbs/01_db.ipynb #42d71d68
 IMMUTABLE_TABLES = ("dataset_versions", "version_entries", "dataset_version_seals")
+REGISTRY_WRITE_ONCE = {"model_versions": "model versions are immutable",  # table -> what its refusal says
+                       "model_version_files": "model versions are immutable",
+                       "model_promotions": "the promotion log is append-only"}
 _PG_FUNCTIONS = {
     "fsml_reject_version_change": """
 CREATE OR REPLACE FUNCTION fsml_reject_version_change() RETURNS trigger AS $$
@@ -389,6 +393,11 @@ BEGIN
         RAISE EXCEPTION 'dataset versions are immutable (INSERT into sealed version %%)', NEW.version_id;
     END IF;
     RETURN NEW;
+END $$ LANGUAGE plpgsql""",
+    "fsml_reject_registry_change": """
+CREATE OR REPLACE FUNCTION fsml_reject_registry_change() RETURNS trigger AS $$
+BEGIN
+    RAISE EXCEPTION '%% (%% on %%)', TG_ARGV[0], TG_OP, TG_TABLE_NAME;  -- the trigger names what is refused
 END $$ LANGUAGE plpgsql""",
 }
 
@@ -404,6 +413,11 @@ def _sqlite_triggers() -> dict[str, str]:
         "CREATE TRIGGER version_entries_sealed BEFORE INSERT ON version_entries "
         "WHEN EXISTS (SELECT 1 FROM dataset_version_seals WHERE version_id = NEW.version_id) "
         "BEGIN SELECT RAISE(ABORT, 'dataset versions are immutable (INSERT into a sealed version)'); END")
+    for table, what in REGISTRY_WRITE_ONCE.items():
+        for operation in ("UPDATE", "DELETE"):
+            triggers[f"{table}_no_{operation.lower()}"] = (
+                f"CREATE TRIGGER {table}_no_{operation.lower()} BEFORE {operation} ON {table} "
+                f"BEGIN SELECT RAISE(ABORT, '{what} ({operation} on {table})'); END")
     return triggers
 
 
@@ -417,6 +431,13 @@ def _postgres_triggers() -> dict[str, tuple[str, str]]:
                                                    "FOR EACH STATEMENT EXECUTE FUNCTION fsml_reject_version_change()")
     triggers["version_entries_sealed"] = ("version_entries", "CREATE TRIGGER version_entries_sealed BEFORE INSERT "
                                           "ON version_entries FOR EACH ROW EXECUTE FUNCTION fsml_reject_sealed_insert()")
+    for table, what in REGISTRY_WRITE_ONCE.items():
+        triggers[f"{table}_immutable"] = (table, f"CREATE TRIGGER {table}_immutable BEFORE UPDATE OR DELETE ON "
+                                                 f"{table} FOR EACH ROW EXECUTE FUNCTION "
+                                                 f"fsml_reject_registry_change('{what}')")
+        triggers[f"{table}_no_truncate"] = (table, f"CREATE TRIGGER {table}_no_truncate BEFORE TRUNCATE ON {table} "
+                                                   f"FOR EACH STATEMENT EXECUTE FUNCTION "
+                                                   f"fsml_reject_registry_change('{what}')")
     return triggers
 
 # %% ../nbs/01_db.ipynb #4be3fe90

@@ -12,6 +12,7 @@ import getpass
 import hashlib
 import io
 import json
+import mmap
 import os
 import re
 import shutil
@@ -23,7 +24,7 @@ import uuid
 from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
@@ -48,9 +49,9 @@ __all__ = ['log', 'MODEL_FORMAT', 'GOLDEN_COUNT', 'RegistryError', 'NotAnExportE
            'UnknownModelVersionError', 'UnknownAliasError', 'WrongModelError', 'NoPromotionYetError', 'GateFailedError',
            'TamperedArchiveError', 'ModelVersion', 'Promotion', 'RegistryEvent', 'ModelRegistry', 'check_model_name',
            'ExportFolder', 'read_export_folder', 'export_checkpoint_path', 'read_checkpoint_header', 'golden_inputs',
-           'onnx_outputs', 'run_onnx', 'Golden', 'golden_outputs', 'source_archive', 'environment_snapshot',
-           'manifest_bytes', 'Archive', 'build_archive', 'copy_and_hash', 'put_file', 'ArchiveWriter', 'stream_blob',
-           'load_pulled', 'ModelLineage']
+           'onnx_outputs', 'run_onnx', 'golden_atol', 'Golden', 'golden_outputs', 'source_archive',
+           'environment_snapshot', 'manifest_bytes', 'Archive', 'build_archive', 'copy_hashing', 'copy_and_hash',
+           'put_file', 'ArchiveWriter', 'stream_blob', 'load_pulled', 'ModelLineage']
 
 # %% ../nbs/09_registry.ipynb #5e5c79cc
 class RegistryError(FsmlError):
@@ -180,6 +181,11 @@ class ExportFolder:
     fp32_file: str
     variant: str  # the recommended variant
 
+    @property
+    def recorded(self) -> bool:
+        "Whether export recorded file hashes, golden outputs and ONNX metadata (register copies, runs nothing)."
+        return all(self.report.get(key) for key in ("files", "golden", "onnx_metadata", "checkpoint_file"))
+
 
 def _folder_files(folder: Path) -> dict[str, Path]:
     found = {}
@@ -220,6 +226,13 @@ def read_export_folder(folder: str | Path) -> ExportFolder:
         if size != variant.get("size_bytes"):
             raise DamagedExportError(f"{folder / relative} has {size} bytes, but export wrote "
                                      f"{variant.get('size_bytes')}: the file was altered; re-export the checkpoint")
+    for relative, entry in (report.get("files") or {}).items():
+        if relative not in files:
+            raise DamagedExportError(f"{folder} misses {relative}, which report.json lists; re-export the checkpoint")
+        size = files[relative].stat().st_size
+        if size != entry.get("size"):
+            raise DamagedExportError(f"{folder / relative} has {size} bytes, but export wrote {entry.get('size')}: "
+                                     "the file was altered; re-export the checkpoint")
     fp32 = _variant_file(report, "onnx-fp32")
     if fp32 is None:
         raise DamagedExportError(f"report.json in {folder} names no onnx-fp32 file; re-export the checkpoint")
@@ -314,6 +327,14 @@ def _scale(outputs: np.ndarray) -> float:
     return max(1.0, float(np.abs(outputs).max()))
 
 
+def golden_atol(export: ExportFolder, fp32_outputs: np.ndarray) -> float:
+    "How far the serving file's outputs may be from the golden ones: 1e-3 of the largest FP32 logit (INT8: what export measured)."
+    tight = 1e-3 * _scale(fp32_outputs)
+    if export.serving_file == export.fp32_file:
+        return tight
+    return max(tight, _variant_measure(export.report, export.serving_file, "max_abs_logit_diff"))
+
+
 def _check_agreement(what: str, outputs: np.ndarray, reference: np.ndarray, allowed: float) -> None:
     difference = float(np.abs(outputs - reference).max())
     if not difference <= allowed:  # NaN too
@@ -383,9 +404,7 @@ def golden_outputs(export: ExportFolder, inputs: np.ndarray, checkpoint: Path,
             reference = model(torch.from_numpy(inputs)).numpy()
         _check_agreement(f"{export.fp32_file} and the checkpoint's torch model", fp32, reference,
                          2 * fp32_allowed + tight)
-    served_allowed = _variant_measure(export.report, export.serving_file, "max_abs_logit_diff")
-    atol = tight if export.serving_file == export.fp32_file else max(tight, served_allowed)
-    return Golden(outputs.astype(np.float32), atol, onnx_metadata)
+    return Golden(outputs.astype(np.float32), golden_atol(export, fp32), onnx_metadata)
 
 # %% ../nbs/09_registry.ipynb #90ee4d83
 def _git(root: Path, *arguments: str) -> subprocess.CompletedProcess:
@@ -462,19 +481,30 @@ class Archive:
     "What `register` stores: files by relative path (on disk, or made here), and the manifest without its file list."
     files: dict[str, Path | bytes]
     description: dict[str, Any]  # every manifest key but "files", which the blob writes fill in
+    expected: dict[str, str] = field(default_factory=dict)  # relative path -> the SHA-256 export recorded
 
     def manifest(self, entries: dict[str, dict[str, Any]]) -> dict[str, Any]:
         "The manifest, given each file's {'sha256', 'size'}."
         return {**self.description, "files": entries}
 
+    def check_recorded(self, entries: dict[str, dict[str, Any]]) -> None:
+        "Raise `DamagedExportError` if a file written does not hash to what export recorded."
+        for relative, expected in self.expected.items():
+            found = entries[relative]["sha256"]
+            if found == expected:
+                continue
+            if relative == "checkpoint.safetensors":
+                raise DamagedExportError(f"{self.files[relative]} is not the checkpoint the export was made from "
+                                         f"(its SHA-256 is {found[:12]}…, report.json records {expected[:12]}…); "
+                                         "pass the right one with checkpoint=PATH, or re-export")
+            raise DamagedExportError(f"{self.files[relative]} is not the file export wrote (its SHA-256 is "
+                                     f"{found[:12]}…, report.json records {expected[:12]}…): the file was altered; "
+                                     "re-export the checkpoint")
 
-def build_archive(store: Store, export: ExportFolder, checkpoint: Path, name: str,
-                  golden_count: int = GOLDEN_COUNT,
-                  card: Path | None = None,  # the project's requirements.toml, kept in the archive
-                  ) -> Archive:
-    "Check an export folder and its checkpoint; the archive to store (large files stay on disk until written)."
-    metadata = read_checkpoint_header(checkpoint)
-    tensors_sha256 = metadata.get("tensors_sha256", "")
+# %% ../nbs/09_registry.ipynb #8303d8ab
+def _dataset_versions(store: Store, export: ExportFolder, checkpoint: Path,
+                      metadata: dict[str, Any]) -> tuple[str | None, str | None]:
+    "The dataset versions the checkpoint was trained on and the export calibrated with, both in this store."
     dataset_version_id = metadata.get("dataset_version")
     calibration_version_id = export.report.get("calibration_version") or dataset_version_id
     for what, version_id in (("trained on", dataset_version_id), ("exported with", calibration_version_id)):
@@ -484,16 +514,21 @@ def build_archive(store: Store, export: ExportFolder, checkpoint: Path, name: st
             raise RegistryError(f"the checkpoint {checkpoint.name} was {what} dataset version {str(version_id)[:12]}, "
                                 f"which this store does not have ({store!r}); register it where that dataset "
                                 "version is, or import it here first") from None
-    inputs = golden_inputs(store, calibration_version_id, golden_count)
-    golden = golden_outputs(export, inputs, checkpoint, metadata)
-    _check_checkpoint_matches(export, tensors_sha256, golden.onnx_metadata)
+    return dataset_version_id, calibration_version_id
+
+
+def _assemble(export: ExportFolder, checkpoint: Path, name: str, metadata: dict[str, Any],
+              versions: tuple[str | None, str | None], onnx_info: dict[str, Any],
+              golden: dict[str, Any],  # the manifest's serving.golden: inputs, outputs, atol
+              golden_files: dict[str, bytes],  # golden files made here (none when export wrote them)
+              card: Path | None) -> Archive:
+    "The archive of a checked export: its files, the checkpoint, code, environment and card, and the description."
+    tensors_sha256 = metadata.get("tensors_sha256", "")
     code_bytes, code_info = source_archive(metadata.get("git_commit"))
     environment = environment_snapshot()
-    onnx_info = golden.onnx_metadata[export.serving_file]
     preprocessing = onnx_info.get("fsml.preprocessing") or {}
     files: dict[str, Path | bytes] = dict(export.files)
-    extra = {"checkpoint.safetensors": checkpoint, "golden/inputs.npy": _npy(inputs),
-             "golden/outputs.npy": _npy(golden.outputs), "code/source.tar.gz": code_bytes,
+    extra = {"checkpoint.safetensors": checkpoint, **golden_files, "code/source.tar.gz": code_bytes,
              "environment.json": json.dumps(environment, indent=1, sort_keys=True).encode()}
     if card is not None:
         from fsml_nb.card import load_card
@@ -509,10 +544,9 @@ def build_archive(store: Store, export: ExportFolder, checkpoint: Path, name: st
                     "classes": list(onnx_info.get("fsml.classes") or metadata.get("classes") or []),
                     "input": {"shape": list(preprocessing.get("input_shape") or metadata.get("input_shape") or []),
                               "dtype": "float32", "preprocessing": preprocessing},
-                    "golden": {"inputs": "golden/inputs.npy", "outputs": "golden/outputs.npy",
-                               "atol": golden.atol}},
+                    "golden": golden},
         "training": {**_training_record(metadata, tensors_sha256), "checkpoint": "checkpoint.safetensors"},
-        "dataset_version": dataset_version_id, "calibration_version": calibration_version_id,
+        "dataset_version": versions[0], "calibration_version": versions[1],
         "export": {"report": "report.json", "recommended": export.variant,
                    "metrics": {variant["name"]: variant["parity"] | {"latency_ms": variant["latency_ms"]}
                                for variant in export.report.get("variants", [])}},
@@ -528,7 +562,62 @@ def build_archive(store: Store, export: ExportFolder, checkpoint: Path, name: st
     return Archive(files, description)
 
 # %% ../nbs/09_registry.ipynb #4c948d79
+def _recorded_archive(store: Store, export: ExportFolder, checkpoint: Path, name: str,
+                      card: Path | None) -> Archive:
+    "The archive of an export that recorded its files' hashes and golden outputs: nothing is run."
+    metadata = read_checkpoint_header(checkpoint)
+    versions = _dataset_versions(store, export, checkpoint, metadata)
+    onnx_metadata = export.report["onnx_metadata"]
+    if not {export.fp32_file, export.serving_file} <= set(onnx_metadata):
+        raise DamagedExportError(f"report.json in {export.folder} records no metadata for {export.serving_file}; "
+                                 "re-export the checkpoint")
+    _check_checkpoint_matches(export, metadata.get("tensors_sha256", ""), onnx_metadata)
+    recorded, listed = export.report["golden"], export.report["files"]
+    serving = next(v["name"] for v in export.report["variants"] if v.get("path") == export.serving_file)
+    wanted = {"inputs": recorded.get("inputs"), "outputs": (recorded.get("outputs") or {}).get(serving),
+              "fp32": (recorded.get("outputs") or {}).get("onnx-fp32")}
+    unlisted = sorted(str(relative) for relative in wanted.values() if relative not in listed)
+    if unlisted:
+        raise DamagedExportError(f"report.json in {export.folder} names golden files it does not list "
+                                 f"({', '.join(unlisted)}); re-export the checkpoint")
+    fp32_outputs = np.load(export.files[wanted["fp32"]], allow_pickle=False)
+    golden = {"inputs": wanted["inputs"], "outputs": wanted["outputs"], "atol": golden_atol(export, fp32_outputs)}
+    archive = _assemble(export, checkpoint, name, metadata, versions, onnx_metadata[export.serving_file], golden, {},
+                        card)
+    archive.expected = {**{relative: entry["sha256"] for relative, entry in listed.items()},
+                        "checkpoint.safetensors": export.report["checkpoint_file"]["sha256"]}
+    return archive
+
+
+def _run_archive(store: Store, export: ExportFolder, checkpoint: Path, name: str, golden_count: int,
+                 card: Path | None) -> Archive:
+    "The archive of an older export: every file is run on golden inputs made here, and checked against the others."
+    metadata = read_checkpoint_header(checkpoint)
+    versions = _dataset_versions(store, export, checkpoint, metadata)
+    inputs = golden_inputs(store, versions[1], golden_count)
+    golden = golden_outputs(export, inputs, checkpoint, metadata)
+    _check_checkpoint_matches(export, metadata.get("tensors_sha256", ""), golden.onnx_metadata)
+    return _assemble(export, checkpoint, name, metadata, versions, golden.onnx_metadata[export.serving_file],
+                     {"inputs": "golden/inputs.npy", "outputs": "golden/outputs.npy", "atol": golden.atol},
+                     {"golden/inputs.npy": _npy(inputs), "golden/outputs.npy": _npy(golden.outputs)}, card)
+
+
+def build_archive(store: Store, export: ExportFolder, checkpoint: Path, name: str,
+                  golden_count: int | None = None,  # older exports only (default 16); a current one keeps its own
+                  card: Path | None = None,  # the project's requirements.toml, kept in the archive
+                  ) -> Archive:
+    "Check an export folder and its checkpoint; the archive to store (large files stay on disk until written)."
+    if not export.recorded:
+        return _run_archive(store, export, checkpoint, name, golden_count or GOLDEN_COUNT, card)
+    kept = export.report["golden"].get("count")
+    if golden_count is not None and golden_count != kept:
+        raise RegistryError(f"{export.folder} keeps the {kept} golden inputs export recorded; golden_count applies "
+                            "only to older exports, which are run at register time")
+    return _recorded_archive(store, export, checkpoint, name, card)
+
+# %% ../nbs/09_registry.ipynb #551c1968
 _BLOCK = 1 << 20  # bytes read and hashed at a time
+_COPY_BLOCK = 4 << 20  # bytes copied and hashed at a time
 
 
 def _blob_write_error(blobs: BlobStore, error: OSError) -> StoreError:
@@ -541,19 +630,43 @@ def _file_sha256(path: str | Path) -> str:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
+def copy_hashing(data: memoryview,  # the bytes to copy (a memory map of the source file)
+                 writer,  # a binary file to write them to
+                 block: int = _COPY_BLOCK) -> str:
+    "Write `data` to `writer` block by block on a helper thread while hashing each block here; its SHA-256."
+    digest, pending, chunk = hashlib.sha256(), None, None
+    try:
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fsml-copy") as pool:
+            for start in range(0, len(data), block):
+                chunk = data[start:start + block]
+                if pending is not None:
+                    pending.result()  # the block before is written: writes stay in order
+                pending = pool.submit(writer.write, chunk)
+                digest.update(chunk)  # hashlib and the write both release the GIL: they run side by side
+            if pending is not None:
+                pending.result()
+    finally:
+        chunk = pending = None  # no view of the memory map outlives the copy
+    return digest.hexdigest()
+
+
 def copy_and_hash(source: str | Path, target: str | Path, target_fs=None,  # fsspec filesystem of `target` (None: local)
                   ) -> tuple[str, int]:
-    "Copy a local file to `target`; the SHA-256 and size of what was written."
-    if target_fs is None or "file" in target_fs.protocol or "local" in target_fs.protocol:
-        shutil.copyfile(source, target)  # in the kernel where the OS can (copy_file_range, sendfile)
-        return _file_sha256(target), os.path.getsize(target)  # hashed as written, read back from the page cache
-    digest, size = hashlib.sha256(), 0
-    with open(source, "rb") as reader, target_fs.open(target, "wb") as writer:
-        for block in iter(lambda: reader.read(_BLOCK), b""):
-            digest.update(block)
-            writer.write(block)
-            size += len(block)
-    return digest.hexdigest(), size
+    "Copy a local file to `target`, hashing its bytes in the same pass; the SHA-256 and size of what was written."
+    opener = open if target_fs is None else target_fs.open
+    with open(source, "rb") as reader, opener(target, "wb") as writer:
+        size = os.fstat(reader.fileno()).st_size
+        if size == 0:
+            return hashlib.sha256().hexdigest(), 0
+        mapped = mmap.mmap(reader.fileno(), 0, access=mmap.ACCESS_READ)  # read once, by the hash and the write
+        try:
+            mapped.madvise(mmap.MADV_SEQUENTIAL)
+            return copy_hashing(memoryview(mapped), writer), size
+        finally:
+            try:
+                mapped.close()
+            except BufferError:  # an error's traceback still holds a view: the map closes when that goes
+                pass
 
 
 def put_file(blobs: BlobStore, source: Path) -> tuple[str, int, bool]:
@@ -562,7 +675,7 @@ def put_file(blobs: BlobStore, source: Path) -> tuple[str, int, bool]:
     temporary = f"{folder}/{uuid.uuid4().hex}{TEMPORARY_MARK}{uuid.uuid4().hex[:8]}"
     try:
         blobs.fs.makedirs(folder, exist_ok=True)
-        sha, size = copy_and_hash(source, temporary, None if blobs.is_local else blobs.fs)
+        sha, size = copy_and_hash(source, temporary, None if blobs.is_local else blobs.fs)  # one pass: copied, hashed
         if blobs.exists(sha):  # there already: put checks it (and repairs a damaged one)
             return sha, size, blobs.put(source.read_bytes())[1]
         blobs.fs.makedirs(blobs.path(sha).rsplit("/", 1)[0], exist_ok=True)
@@ -681,6 +794,7 @@ def _commit_archive(writer: ArchiveWriter, archive: Archive, who: str, reason: s
     for relative, content in archive.files.items():
         writer.submit(relative, content)
     entries = writer.entries()
+    archive.check_recorded(entries)  # a file that is not what export wrote: refused, its new blobs removed
     writer.put(manifest_bytes(archive.manifest(entries)))
     registry = writer.registry
     return transaction(registry.engine, lambda connection: _insert_version(connection, registry, archive, entries,
@@ -709,7 +823,7 @@ def register(self: ModelRegistry, path: str | Path,  # an export folder, or a ch
              reason: str = "",  # why this version is registered
              who: str | None = None,  # default: the OS user
              checkpoint: str | Path | None = None,  # the export's checkpoint, if not where report.json says
-             golden_count: int = GOLDEN_COUNT,  # inputs kept with their outputs for parity checks on load
+             golden_count: int | None = None,  # older exports only: inputs run and kept (default 16)
              card: str | Path | None = None,  # the requirements card (requirements.toml) the version answers to
              ) -> ModelVersion:
     "Store an export folder as an immutable model version of `name`; the version (an existing one if identical)."
