@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import getpass
 import hashlib
+import itertools
 import io
 import json
-import mmap
 import os
 import re
 import shutil
@@ -630,43 +630,35 @@ def _file_sha256(path: str | Path) -> str:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
-def copy_hashing(data: memoryview,  # the bytes to copy (a memory map of the source file)
-                 writer,  # a binary file to write them to
-                 block: int = _COPY_BLOCK) -> str:
-    "Write `data` to `writer` block by block on a helper thread while hashing each block here; its SHA-256."
-    digest, pending, chunk = hashlib.sha256(), None, None
-    try:
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fsml-copy") as pool:
-            for start in range(0, len(data), block):
-                chunk = data[start:start + block]
-                if pending is not None:
-                    pending.result()  # the block before is written: writes stay in order
-                pending = pool.submit(writer.write, chunk)
-                digest.update(chunk)  # hashlib and the write both release the GIL: they run side by side
+def copy_hashing(reader,  # a binary file to copy from
+                 writer,  # a binary file to write to
+                 block: int = _COPY_BLOCK) -> tuple[str, int]:
+    "Copy `reader` to `writer`, writing each block on a helper thread while the next is read and hashed; SHA-256 and size."
+    digest, size, pending = hashlib.sha256(), 0, None
+    buffers = (memoryview(bytearray(block)), memoryview(bytearray(block)))  # one is written while the other fills
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fsml-copy") as pool:
+        for turn in itertools.count():
+            # this buffer's last write finished before the previous block's write was submitted
+            count = reader.readinto(buffers[turn % 2])
+            if not count:
+                break
+            chunk = buffers[turn % 2][:count]
+            digest.update(chunk)  # hashlib and the write both release the GIL: they run side by side
             if pending is not None:
-                pending.result()
-    finally:
-        chunk = pending = None  # no view of the memory map outlives the copy
-    return digest.hexdigest()
+                pending.result()  # the block before is written: writes stay in order
+            pending = pool.submit(writer.write, chunk)
+            size += count
+        if pending is not None:
+            pending.result()
+    return digest.hexdigest(), size
 
 
 def copy_and_hash(source: str | Path, target: str | Path, target_fs=None,  # fsspec filesystem of `target` (None: local)
                   ) -> tuple[str, int]:
     "Copy a local file to `target`, hashing its bytes in the same pass; the SHA-256 and size of what was written."
     opener = open if target_fs is None else target_fs.open
-    with open(source, "rb") as reader, opener(target, "wb") as writer:
-        size = os.fstat(reader.fileno()).st_size
-        if size == 0:
-            return hashlib.sha256().hexdigest(), 0
-        mapped = mmap.mmap(reader.fileno(), 0, access=mmap.ACCESS_READ)  # read once, by the hash and the write
-        try:
-            mapped.madvise(mmap.MADV_SEQUENTIAL)
-            return copy_hashing(memoryview(mapped), writer), size
-        finally:
-            try:
-                mapped.close()
-            except BufferError:  # an error's traceback still holds a view: the map closes when that goes
-                pass
+    with open(source, "rb", buffering=0) as reader, opener(target, "wb") as writer:
+        return copy_hashing(reader, writer)
 
 
 def put_file(blobs: BlobStore, source: Path) -> tuple[str, int, bool]:
