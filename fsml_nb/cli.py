@@ -16,7 +16,7 @@ from typing import Annotated
 import typer
 
 from .core import FsmlError, get_settings
-from .store import DatasetVersion, Store, VersionDiff
+from .store import DatasetVersion, Store
 
 # %% auto #0
 __all__ = ['app', 'import_app', 'version_app', 'collect_app', 'annotate_app', 'repro_app', 'registry_app', 'serve_app',
@@ -109,14 +109,14 @@ def import_folder_command(
     max_pixels: int | None = typer.Option(None, help="refuse images with more pixels (default: 50 million)"),
 ) -> None:
     "Import a folder of images as a dataset version, and print what was imported and skipped."
-    from fsml_nb.data import DEFAULT_MAX_PIXELS, import_folder
+    from fsml_nb.data import IMPORT_MAX_PIXELS, import_folder
     with Store() as store:
         result = import_folder(path, store=store, name=name, test_fraction=test_fraction, val_fraction=val_fraction,
                                licence=licence, split_folders=split_folders, follow_outside_links=follow_outside_links,
-                               allow_empty_classes=allow_empty_classes, max_pixels=max_pixels or DEFAULT_MAX_PIXELS,
+                               allow_empty_classes=allow_empty_classes, max_pixels=max_pixels or IMPORT_MAX_PIXELS,
                                progress=True)
     _print_version(result)
-    typer.echo("\n" + result.summary_markdown())
+    typer.echo("\n" + result._repr_markdown_())
 
 # %% ../nbs/13_cli.ipynb #be922781
 @app.command("versions")
@@ -163,22 +163,6 @@ def show_version(ref: str = typer.Argument(..., help="version id, unique id pref
         typer.echo(f"  {split:8} {sum(counts.values()):>7}   " + "  ".join(f"{label}:{n}" for label, n in counts.items()))
 
 
-def _diff_lines(changes: VersionDiff, limit: int) -> list[str]:
-    lines = [f"{changes.old_id[:12]} -> {changes.new_id[:12]}: "
-             + ", ".join(f"{count} {what}" for what, count in changes.summary().items())]
-    if changes.schema_changed:
-        lines.append("  the label schema changed")
-    if changes.guide_changed:
-        lines.append("  the guide version changed")
-    for sign, entries in (("+", changes.added), ("-", changes.removed)):
-        lines += [f"  {sign} {entry.item_sha256[:12]}  {entry.label}  [{entry.split}]" for entry in entries[:limit]]
-    lines += [f"  ~ {change.item_sha256[:12]}  label {change.before} -> {change.after}"
-              for change in changes.relabelled[:limit]]
-    lines += [f"  > {change.item_sha256[:12]}  split {change.before} -> {change.after}"
-              for change in changes.moved[:limit]]
-    return lines
-
-
 @version_app.command("diff")
 def diff_versions_command(old: str = typer.Argument(..., help="the older version"),
                           new: str = typer.Argument(..., help="the newer version"),
@@ -195,7 +179,7 @@ def diff_versions_command(old: str = typer.Argument(..., help="the older version
                                "relabelled": [c._asdict() for c in changes.relabelled],
                                "moved": [c._asdict() for c in changes.moved]}, indent=2))
         return
-    typer.echo("\n".join(_diff_lines(changes, limit)))
+    typer.echo(changes._repr_markdown_(limit))
 
 
 @version_app.command("verify")
@@ -495,14 +479,14 @@ def run_recipe(name: str = typer.Argument(..., help="recipe name, see `fsml repr
                out: Path | None = typer.Option(None, help="folder for report.md, report.json and report.png"),
                check: bool = typer.Option(False, help="exit 1 unless every row is within tolerance")) -> None:
     "Train every row of a recipe over several seeds and print paper vs ours."
-    from fsml_nb.repro import reproduce, save_report, to_markdown
+    from fsml_nb.repro import reproduce, save_report
     try:
         seed_list = tuple(int(seed) for seed in seeds.split(",")) if seeds else None
     except ValueError:
         raise FsmlError(f"--seeds takes comma-separated integers, not {seeds!r}") from None
     with Store() as store:
         report = reproduce(name, store=store, seeds=seed_list, quick=quick)
-    typer.echo(to_markdown(report))
+    typer.echo(report._repr_markdown_())
     if out:
         save_report(report, out)
         typer.echo(f"\nreport written to {out}")
@@ -520,12 +504,12 @@ def export_command(checkpoint: Path = typer.Argument(..., help="a .safetensors c
                    out: Path | None = typer.Option(None, help="output folder (default: CHECKPOINT-export beside it)"),
                    ) -> None:
     "Export a checkpoint to ONNX (FP32, INT8 dynamic, INT8 static), measure parity and latency, recommend one."
-    from fsml_nb.export import export_checkpoint, report_markdown
+    from fsml_nb.export import export_checkpoint
     out = out or checkpoint.with_name(checkpoint.stem + "-export")
     with Store() as store:
         report = export_checkpoint(checkpoint, out, calib, store=store, method=method, budget=budget,
                                    serving_batch=serving_batch)
-    typer.echo(report_markdown(report))
+    typer.echo(report._repr_markdown_())
     typer.echo(f"\nartefacts and report.md/report.json in {out}")
 
 # %% ../nbs/13_cli.ipynb #ffeb4379
@@ -603,11 +587,7 @@ def registry_show(ref: str = typer.Argument(..., help="name@alias, name:number, 
     if as_json:
         _echo_json({**_model_version_json(version), "manifest": version.manifest})
         return
-    typer.echo(f"{version.ref}  {version.id}  registered {version.created_at}")
-    typer.echo(f"serves {version.serving['file']} ({version.serving['variant']}), input "
-               f"{version.serving['input']['shape']}, {len(version.serving['classes'])} classes")
-    for relative, sha in sorted(version.files.items()):
-        typer.echo(f"  {sha[:12]}  {relative}")
+    typer.echo(version._repr_markdown_())
 
 
 @registry_app.command("promote")

@@ -33,18 +33,18 @@ from .store import (BlobMissingError, BlobStore, DatasetVersion, LabelledItem, L
                            sha256_hex)
 
 # %% auto #0
-__all__ = ['NPY_MEDIA_TYPE', 'DEFAULT_MAX_DECODED_BYTES', 'DEFAULT_MAX_PIXELS', 'DIGITS_SOURCE', 'DIGITS_LICENCE',
-           'DIGIT_CLASSES', 'MNIST1D_SOURCE', 'MNIST1D_LICENCE', 'SPLIT_FOLDER_NAMES', 'SPLIT_LIKE_NAMES',
-           'HIDDEN_REASON', 'ItemTooLargeError', 'image_to_tensor', 'open_image', 'decode_item', 'Compose', 'Normalize',
-           'Resize', 'encode_target', 'VersionDataset', 'load', 'dataloader', 'encode_png', 'import_digits',
-           'npy_bytes', 'generate_mnist1d', 'import_mnist1d', 'FolderImportError', 'DuplicateItemError',
-           'check_display_name', 'SkippedPath', 'FolderScan', 'scan_image_folder', 'read_image_file',
-           'stratified_hash_splits', 'FolderImport', 'import_folder']
+__all__ = ['NPY_MEDIA_TYPE', 'DEFAULT_MAX_DECODED_BYTES', 'IMPORT_MAX_PIXELS', 'DIGITS_SOURCE', 'DIGITS_LICENCE', 'DIGIT_CLASSES',
+           'MNIST1D_SOURCE', 'MNIST1D_LICENCE', 'SPLIT_FOLDER_NAMES', 'SPLIT_LIKE_NAMES', 'HIDDEN_REASON',
+           'ItemTooLargeError', 'image_to_tensor', 'open_image', 'decode_item', 'Compose', 'Normalize', 'Resize',
+           'encode_target', 'VersionDataset', 'load', 'dataloader', 'encode_png', 'import_digits', 'npy_bytes',
+           'generate_mnist1d', 'import_mnist1d', 'FolderImportError', 'DuplicateItemError', 'check_display_name',
+           'SkippedPath', 'FolderScan', 'scan_image_folder', 'read_image_file', 'stratified_hash_splits',
+           'FolderImport', 'import_folder']
 
 # %% ../nbs/04_data.ipynb #1359165d
 NPY_MEDIA_TYPE = "application/x-npy"
 DEFAULT_MAX_DECODED_BYTES = 1 << 30  # 1 GiB of float32, e.g. a 9,000 x 9,000 RGB image
-DEFAULT_MAX_PIXELS = 50_000_000  # what an import accepts per image
+IMPORT_MAX_PIXELS = 50_000_000  # what an import accepts per image
 
 
 class ItemTooLargeError(FsmlError):
@@ -454,7 +454,7 @@ def scan_image_folder(root: Path,  # the folder to import
 
 # %% ../nbs/04_data.ipynb #80c88bf0
 def read_image_file(path: Path,  # the file
-                    max_pixels: int | None = DEFAULT_MAX_PIXELS,  # refuse images with more pixels
+                    max_pixels: int | None = IMPORT_MAX_PIXELS,  # refuse images with more pixels
                     ) -> tuple[bytes, str]:
     "The bytes and media type of an image file, after decoding it fully."
     try:
@@ -529,8 +529,8 @@ class FolderImport(DatasetVersion):
 
     __hash__ = DatasetVersion.__hash__
 
-    def summary_markdown(self, max_skipped: int = 20) -> str:
-        "The summary: items per class and split, what was skipped and why, and notes."
+    def _repr_markdown_(self, max_skipped: int = 20) -> str:
+        "The summary (as a notebook and `fsml import folder` show it): items per class and split, skips, notes."
         counts = self.label_counts()
         splits = sorted(counts)
         lines = [f"Imported {_code(self.root)} as dataset version `{self.short_id}` **{_cell(self.name)}**: "
@@ -550,9 +550,6 @@ class FolderImport(DatasetVersion):
         if self.notes:
             lines += ["", "Notes:"] + [f"- {_cell(note)}" for note in self.notes]
         return "\n".join(lines)
-
-    def _repr_markdown_(self) -> str:
-        return self.summary_markdown()
 
 # %% ../nbs/04_data.ipynb #ee1b9c8d
 def _existing_version_note(store: Store, version: DatasetVersion, name: str) -> str:
@@ -637,7 +634,7 @@ def import_folder(path: str | Path,  # a folder with one sub-folder per class (o
                                                       # folders; False: they are classes; None: refuse split-like names
                   follow_outside_links: bool = False,  # import what links pointing outside the folder point to
                   allow_empty_classes: bool = False,  # keep a class whose folder has no images, without items
-                  max_pixels: int | None = DEFAULT_MAX_PIXELS,  # refuse an image with more pixels than this
+                  max_pixels: int | None = IMPORT_MAX_PIXELS,  # refuse an image with more pixels than this
                   progress: bool = False) -> FolderImport:
     "Import a folder of images (one sub-folder per class) as a dataset version, with a summary."
     root = Path(path).expanduser().absolute()

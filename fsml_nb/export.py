@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from fastcore.basics import patch
 from torch import nn
 
 from .core import FsmlError, get_logger
@@ -32,17 +33,17 @@ from .store import DatasetVersion, Store
 from .train import Split, load_model, read_checkpoint
 
 # %% auto #0
-__all__ = ['log', 'DEFAULT_OPSET', 'CALIBRATION_METHODS', 'PAIRED_Z', 'ExportError', 'preprocessing_of', 'export_onnx',
-           'onnx_metadata', 'SplitReader', 'quantize_dynamic_int8', 'quantize_static_int8', 'onnx_session',
-           'OnnxRunner', 'TorchRunner', 'wilson_interval', 'drop_interval', 'Parity', 'batched_logits', 'parity',
-           'diverging_layers', 'Latency', 'measure_latency', 'Variant', 'ExportReport', 'export_checkpoint',
-           'report_markdown', 'report_json']
+__all__ = ['DEFAULT_OPSET', 'CALIBRATION_METHODS', 'PAIRED_Z', 'ExportError', 'preprocessing_of', 'export_onnx', 'onnx_metadata',
+           'SplitReader', 'quantize_dynamic_int8', 'quantize_static_int8', 'onnx_session', 'OnnxRunner', 'TorchRunner',
+           'wilson_interval', 'drop_interval', 'Parity', 'batched_logits', 'parity', 'diverging_layers', 'Latency',
+           'measure_latency', 'Variant', 'ExportReport', 'export_checkpoint', 'report_json']
 
 # %% ../nbs/08_export.ipynb #0a6d7831
 class ExportError(FsmlError):
     "A model cannot be exported or quantized as asked."
 
-log = get_logger("export")
+# %% ../nbs/08_export.ipynb #4031dcf1
+log = get_logger("export")  # not in __all__: `log` is every module's own
 
 # %% ../nbs/08_export.ipynb #b6b4f7c7
 def preprocessing_of(checkpoint_metadata: dict[str, Any]) -> dict[str, Any]:
@@ -586,8 +587,10 @@ def _recommendation_line(report: ExportReport) -> str:
             f"{report.serving_batch} (`serving_batch`) within {report.budget} accuracy points of torch FP32.")
 
 
-def report_markdown(report: ExportReport) -> str:
-    "The parity and latency table with the recommendation."
+@patch
+def _repr_markdown_(self: ExportReport) -> str:
+    "The parity and latency table with the recommendation (how a notebook shows the report)."
+    report = self
     base = report.variants[0]
     latency_keys = list(dict.fromkeys(key for v in report.variants for key in v.latency_ms))
     header = ("| variant | accuracy (%) | drop (points, 95% interval) | agreement (%) | max abs logit diff | "
@@ -616,5 +619,5 @@ def report_json(report: ExportReport) -> dict[str, Any]:
 
 
 def _write_reports(report: ExportReport, folder: Path) -> None:
-    (folder / "report.md").write_text(report_markdown(report) + "\n")
+    (folder / "report.md").write_text(report._repr_markdown_() + "\n")
     (folder / "report.json").write_text(json.dumps(report_json(report), indent=2))

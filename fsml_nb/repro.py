@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from fastcore.basics import patch
 from torch import nn
 
 from .core import FsmlError
@@ -25,10 +26,10 @@ from .store import DatasetVersion, Store
 from .train import ModelSpec, TrainConfig, fit, register_architecture, registered_spec, timm_spec
 
 # %% auto #0
-__all__ = ['RECIPES', 'MNIST1D_PAPER', 'MNIST1D_SOURCE', 'MNIST1D_TRAINING', 'MNIST1D_ARCHITECTURES', 'OPTDIGITS_PAPER',
+__all__ = ['RECIPES', 'MNIST1D_PAPER', 'MNIST1D_TABLE_SOURCE', 'MNIST1D_TRAINING', 'MNIST1D_ARCHITECTURES', 'OPTDIGITS_PAPER',
            'QUICK_STEPS', 'UnknownRecipeError', 'Paper', 'RecipeRow', 'Recipe', 'register_recipe', 'get_recipe',
            'Mnist1dLinear', 'Mnist1dMLP', 'Mnist1dCNN', 'Mnist1dGRU', 'RowResult', 'ReproReport', 'reproduce',
-           'to_markdown', 'to_json', 'plot_report', 'save_report']
+           'to_json', 'plot_report', 'save_report']
 
 # %% ../nbs/06_repro.ipynb #fb35df7e
 class UnknownRecipeError(FsmlError):
@@ -144,7 +145,7 @@ class Mnist1dGRU(nn.Module):
 # %% ../nbs/06_repro.ipynb #03151a4d
 MNIST1D_PAPER = Paper("Scaling Down Deep Learning with MNIST-1D", "Sam Greydanus, Dmitry Kobak", 2024,
                       "https://arxiv.org/abs/2011.14439")
-MNIST1D_SOURCE = "github.com/greydanus/mnist1d README, table 'Comparing MNIST and MNIST-1D' (row MNIST-1D)"
+MNIST1D_TABLE_SOURCE = "github.com/greydanus/mnist1d README, table 'Comparing MNIST and MNIST-1D' (row MNIST-1D)"
 MNIST1D_TRAINING = TrainConfig(max_steps=6000, batch_size=100, optimizer="adam", lr=1e-2, weight_decay=0.0,
                                schedule="constant", val_fraction=0.0, eval_every_steps=1000)
 
@@ -156,7 +157,7 @@ for _name, _builder in MNIST1D_ARCHITECTURES.items():
 
 
 def _mnist1d_row(name: str, architecture: str, reported: float) -> RecipeRow:
-    return RecipeRow(name, registered_spec(architecture), MNIST1D_TRAINING, reported, MNIST1D_SOURCE)
+    return RecipeRow(name, registered_spec(architecture), MNIST1D_TRAINING, reported, MNIST1D_TABLE_SOURCE)
 
 
 register_recipe(Recipe(
@@ -271,9 +272,10 @@ def reproduce(recipe: str | Recipe,  # a registered name or a Recipe
     return report
 
 # %% ../nbs/06_repro.ipynb #bf0ac1f9
-def to_markdown(report: ReproReport) -> str:
-    "The side-by-side table as Markdown."
-    paper = report.paper
+@patch
+def _repr_markdown_(self: ReproReport) -> str:
+    "The side-by-side table as Markdown (how a notebook shows the report)."
+    report, paper = self, self.paper
     lines = [f"### {paper.title} ({paper.authors}, {paper.year})", "",
              f"Recipe `{report.recipe}`, dataset version `{report.version_id[:12]}`"
              + (" — **quick run: checks the machinery, not the numbers**" if report.quick else ""), "",
@@ -288,7 +290,7 @@ def to_markdown(report: ReproReport) -> str:
               f"Wall time: {report.seconds:.0f} s."]
     return "\n".join(line for line in lines if line is not None)
 
-
+# %% ../nbs/06_repro.ipynb #bef46f60
 def to_json(report: ReproReport) -> dict[str, Any]:
     "The report as JSON-able data."
     return {"recipe": report.recipe, "paper": asdict(report.paper), "version_id": report.version_id,
@@ -298,7 +300,7 @@ def to_json(report: ReproReport) -> dict[str, Any]:
                       "accuracies": row.accuracies, "mean": row.mean, "std": row.std, "delta": row.delta,
                       "within": report.within(row), "seconds": round(row.seconds, 2)} for row in report.rows]}
 
-
+# %% ../nbs/06_repro.ipynb #1ddc2265
 def plot_report(report: ReproReport):
     "Paper vs ours per row, with the seeds' spread and the tolerance band."
     import matplotlib.pyplot as plt
@@ -320,12 +322,12 @@ def plot_report(report: ReproReport):
     figure.tight_layout()
     return figure
 
-
+# %% ../nbs/06_repro.ipynb #0c90a704
 def save_report(report: ReproReport, folder: str | Path) -> Path:
     "Write report.md, report.json and report.png into `folder`."
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "report.md").write_text(to_markdown(report) + "\n")
+    (folder / "report.md").write_text(report._repr_markdown_() + "\n")
     (folder / "report.json").write_text(json.dumps(to_json(report), indent=2))
     plot_report(report).savefig(folder / "report.png", dpi=100)
     return folder

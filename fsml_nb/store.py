@@ -374,6 +374,26 @@ def diff_versions(old: DatasetVersion, new: DatasetVersion) -> VersionDiff:
         guide_changed=old.guide_version != new.guide_version,
     )
 
+# %% ../nbs/01_store.ipynb #c37bc6b3
+@patch
+def _repr_markdown_(self: VersionDiff,
+                    limit: int = 10,  # items listed per kind of change
+                    ) -> str:
+    "The counts, then up to `limit` items per kind of change (how a notebook and `fsml version diff` show it)."
+    lines = [f"### `{self.old_id[:12]}` -> `{self.new_id[:12]}`: "
+             + ", ".join(f"{count} {what}" for what, count in self.summary().items())]
+    if self.schema_changed:
+        lines.append("- the label schema changed")
+    if self.guide_changed:
+        lines.append("- the guide version changed")
+    for sign, entries in (("+", self.added), ("-", self.removed)):
+        lines += [f"- `{sign} {entry.item_sha256[:12]}` {entry.label} [{entry.split}]" for entry in entries[:limit]]
+    lines += [f"- `~ {change.item_sha256[:12]}` label {change.before} -> {change.after}"
+              for change in self.relabelled[:limit]]
+    lines += [f"- `> {change.item_sha256[:12]}` split {change.before} -> {change.after}"
+              for change in self.moved[:limit]]
+    return "\n".join(lines)
+
 # %% ../nbs/01_store.ipynb #dd53573a
 @dataclass(frozen=True)
 class NewItem:
