@@ -34,7 +34,7 @@ __all__ = ['app', 'import_app', 'version_app', 'collect_app', 'annotate_app', 'r
            'pages_demo_command', 'pages_add_viewer_command', 'check_command']
 
 # %% ../nbs/13_cli.ipynb #acdfc9ac
-app = typer.Typer(help="fsml_nb: data store, dataset versions and (soon) the whole model loop.",
+app = typer.Typer(help="fsml_nb: the whole model loop: collect, annotate, version, train, export, register, serve, evaluate.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 import_app = typer.Typer(help="Import data as a new dataset version.", no_args_is_help=True)
 version_app = typer.Typer(help="Show, compare and verify dataset versions.", no_args_is_help=True)

@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader, Dataset
 from .core import FsmlError, utc_now
 from .db import items, reading, version_entries
 from .store import (BlobMissingError, BlobStore, DatasetVersion, LabelledItem, LabelSchema, NewItem, Store,
-                           sha256_hex)
+                           sha256_hex, store_for_call)
 
 # %% auto #0
 __all__ = ['NPY_MEDIA_TYPE', 'DEFAULT_MAX_DECODED_BYTES', 'IMPORT_MAX_PIXELS', 'DIGITS_SOURCE', 'DIGITS_LICENCE', 'DIGIT_CLASSES',
@@ -204,6 +204,7 @@ def _media_types(store: Store, version_id: str) -> dict[str, str]:
         return dict(connection.execute(query).all())
 
 
+@store_for_call
 def load(version: str | DatasetVersion,  # id, unique id prefix, name, or a DatasetVersion
          split: str | None = None,  # e.g. "train"; None for every split
          store: Store | None = None,  # default: the store the settings name
@@ -212,7 +213,6 @@ def load(version: str | DatasetVersion,  # id, unique id prefix, name, or a Data
          max_decoded_bytes: int = DEFAULT_MAX_DECODED_BYTES,  # an item decoding to more is an error
          ) -> VersionDataset:
     "A torch Dataset over one split of a dataset version."
-    store = store or Store()
     version = store.version(version)
     dataset = VersionDataset(version, split, store.blobs.url, _media_types(store, version.id), transform,
                              max_decoded_bytes)
@@ -245,13 +245,13 @@ def encode_png(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+@store_for_call
 def import_digits(store: Store | None = None, name: str = "digits", test_fraction: float = 0.2, seed: int = 0,
                   progress: bool = False) -> DatasetVersion:
     "Import scikit-learn's digits as a dataset version (stratified train/test split)."
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
-    store = store or Store()
     digits = load_digits()
     pixels = np.round(digits.images * (255 / 16)).astype(np.uint8)
     indexes = np.arange(len(pixels))
@@ -292,10 +292,10 @@ def generate_mnist1d(**overrides: Any) -> dict[str, np.ndarray]:
         random.setstate(python_state)
 
 
+@store_for_call
 def import_mnist1d(store: Store | None = None, name: str = "mnist1d", progress: bool = False,
                    **overrides: Any) -> DatasetVersion:
     "Generate MNIST-1D and import it as a dataset version with its own train/test split."
-    store = store or Store()
     data = generate_mnist1d(**overrides)
     labelled = []
     for split, signals, targets in (("train", data["x"], data["y"]), ("test", data["x_test"], data["y_test"])):
@@ -626,6 +626,7 @@ def _scan_notes(scan: FolderScan, empty_classes: list[str], splits: dict[str, st
     return notes
 
 
+@store_for_call
 def import_folder(path: str | Path,  # a folder with one sub-folder per class (or split folders holding them)
                   store: Store | None = None, name: str | None = None,  # default name: the folder's name
                   test_fraction: float = 0.2, val_fraction: float = 0.0,  # used when there are no split folders
@@ -654,7 +655,6 @@ def import_folder(path: str | Path,  # a folder with one sub-folder per class (o
     split_rule = (f"split folders ({', '.join(scan.split_folders)})" if scan.split_folders else
                   f"content hash, stratified by class (test {test_fraction:.0%}"
                   + (f", val {val_fraction:.0%})" if val_fraction else ")"))
-    store = store or Store()
     started = utc_now()
     version = store.import_version(labelled, LabelSchema("single_label", tuple(sorted(scan.class_folders))), name,
                                    source=f"import:folder:{root}", progress=progress,

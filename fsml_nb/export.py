@@ -29,7 +29,7 @@ from fastcore.basics import patch
 from torch import nn
 
 from .core import FsmlError, get_logger
-from .store import DatasetVersion, Store
+from .store import DatasetVersion, Store, store_for_call
 from .train import Split, load_model, read_checkpoint
 
 # %% auto #0
@@ -479,6 +479,7 @@ def _recommend(variants: list[Variant], budget: float, serving_batch: int, max_s
     return choice.name, notes
 
 # %% ../nbs/08_export.ipynb #beb0e648
+@store_for_call
 def export_checkpoint(checkpoint: str | Path,  # a safetensors checkpoint written by fsml_nb.train.fit
                       out_dir: str | Path,  # where the artefacts and reports go (must not exist yet)
                       calibration: str | DatasetVersion,  # the dataset version to calibrate and evaluate on
@@ -496,7 +497,6 @@ def export_checkpoint(checkpoint: str | Path,  # a safetensors checkpoint writte
                       size_budget_mib: float | None = None,  # only files this small (a card's memory per model)
                       ) -> ExportReport:
     "Export a checkpoint to ONNX FP32, INT8 dynamic and INT8 static; measure them all; recommend one."
-    store = store or Store()
     out_dir = Path(out_dir)
     if out_dir.exists():
         raise ExportError(f"{out_dir} exists already; choose a new folder (exports are never overwritten)")

@@ -22,7 +22,7 @@ from fastcore.basics import patch
 from torch import nn
 
 from .core import FsmlError
-from .store import DatasetVersion, Store
+from .store import DatasetVersion, Store, store_for_call
 from .train import ModelSpec, TrainConfig, fit, register_architecture, registered_spec, timm_spec
 
 # %% auto #0
@@ -235,6 +235,7 @@ def _import_dataset(name: str, store: Store) -> DatasetVersion:
 QUICK_STEPS = 20
 
 
+@store_for_call
 def reproduce(recipe: str | Recipe,  # a registered name or a Recipe
               store: Store | None = None,
               seeds: tuple[int, ...] | None = None,  # default: the recipe's seeds
@@ -246,7 +247,6 @@ def reproduce(recipe: str | Recipe,  # a registered name or a Recipe
     from tqdm.auto import tqdm
 
     recipe = get_recipe(recipe)
-    store = store or Store()
     version = _import_dataset(recipe.dataset, store)
     seeds = tuple(seeds or recipe.seeds)
     selected = [row for row in recipe.rows if rows is None or row.name in rows]

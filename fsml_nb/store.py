@@ -9,7 +9,9 @@ Docs: https://fsml-nb.github.io/fsml_nb/store.html.md"""
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
+import inspect
 import json
 import os
 import re
@@ -39,9 +41,9 @@ from .db import (MAX_URL_LENGTH, check_lengths, dataset_version_names, dataset_v
 __all__ = ['TEMPORARY_MARK', 'LABEL_KINDS', 'MANIFEST_FORMAT', 'StoreError', 'BlobMissingError', 'BlobCorruptError',
            'UnknownVersionError', 'ImmutableVersionError', 'InvalidVersionError', 'CorruptVersionError', 'sha256_hex',
            'BlobStore', 'LabelSchema', 'canonical_json', 'Entry', 'manifest_id', 'DatasetVersion', 'Change',
-           'VersionDiff', 'diff_versions', 'NewItem', 'Item', 'Store', 'hold_blobs', 'remove_unreferenced_blobs',
-           'VersionSummary', 'LabelledItem', 'VerifyReport', 'ItemSource', 'insert_item_row', 'add_item_source',
-           'GarbageReport']
+           'VersionDiff', 'diff_versions', 'NewItem', 'Item', 'Store', 'opened_store', 'store_for_call', 'hold_blobs',
+           'remove_unreferenced_blobs', 'VersionSummary', 'LabelledItem', 'VerifyReport', 'ItemSource',
+           'insert_item_row', 'add_item_source', 'GarbageReport']
 
 # %% ../nbs/01_store.ipynb #48d71657
 class StoreError(FsmlError):
@@ -448,6 +450,32 @@ class Store:
 
     def __repr__(self) -> str:
         return f"Store(db={display_db_url(self.db_url)!r}, blobs={self.blobs.url!r})"
+
+# %% ../nbs/01_store.ipynb #b105ed1d
+@contextmanager
+def opened_store(store: Store | None = None,  # used as it is, and left open (its owner closes it)
+                 ) -> Iterator[Store]:
+    "`store` itself, or a `Store()` from the settings that is closed when the block ends."
+    if store is not None:
+        yield store
+        return
+    with Store() as opened:
+        yield opened
+
+# %% ../nbs/01_store.ipynb #4e2fca9e
+def store_for_call(function: Callable) -> Callable:
+    "Wrap `function(..., store: Store | None = None)` so that, given no store, it runs with `opened_store()`."
+    signature = inspect.signature(function)
+    if "store" not in signature.parameters:
+        raise TypeError(f"{function.__qualname__} has no `store` parameter")
+
+    @functools.wraps(function)
+    def call(*args, **kwargs):
+        bound = signature.bind(*args, **kwargs)
+        with opened_store(bound.arguments.get("store")) as store:
+            bound.arguments["store"] = store
+            return function(*bound.args, **bound.kwargs)
+    return call
 
 # %% ../nbs/01_store.ipynb #7aa8645a
 _BLOB_LOCK = 0x666C6F62  # "flob": imports hold it shared while they commit, clean-ups alone
