@@ -35,7 +35,7 @@ __all__ = ['RECIPES', 'MNIST1D_PAPER', 'MNIST1D_TABLE_SOURCE', 'MNIST1D_TRAINING
 class UnknownRecipeError(FsmlError):
     "No reproduction recipe of that name."
 
-
+# %% ../nbs/06_repro.ipynb #9d26b0b0
 @dataclass(frozen=True)
 class Paper:
     "A citation."
@@ -44,7 +44,7 @@ class Paper:
     year: int
     url: str
 
-
+# %% ../nbs/06_repro.ipynb #0ebe0c65
 @dataclass(frozen=True)
 class RecipeRow:
     "One row of a paper's table: a model, its training config, and the accuracy the paper reports."
@@ -54,7 +54,7 @@ class RecipeRow:
     reported: float  # test accuracy in percent, as published
     source: str  # where exactly the reported number is published
 
-
+# %% ../nbs/06_repro.ipynb #2acf0879
 @dataclass(frozen=True)
 class Recipe:
     "A paper's table, the data, the settings, and a tolerance in accuracy points."
@@ -67,16 +67,16 @@ class Recipe:
     minimum: float | None = None  # an absolute target every row's mean must also reach
     notes: str = ""
 
-
+# %% ../nbs/06_repro.ipynb #bfe193a9
 RECIPES: dict[str, Recipe] = {}
 
-
+# %% ../nbs/06_repro.ipynb #a78d9f42
 def register_recipe(recipe: Recipe) -> Recipe:
     "Add a recipe to the registry (`fsml repro run NAME` finds it there)."
     RECIPES[recipe.name] = recipe
     return recipe
 
-
+# %% ../nbs/06_repro.ipynb #0b2f0c3f
 def get_recipe(name: str | Recipe) -> Recipe:
     "A registered recipe by name."
     if isinstance(name, Recipe):
@@ -97,7 +97,7 @@ class Mnist1dLinear(nn.Module):
     def forward(self, signal: torch.Tensor) -> torch.Tensor:
         return self.linear(signal)
 
-
+# %% ../nbs/06_repro.ipynb #481cec54
 class Mnist1dMLP(nn.Module):
     "The reference MLP: 100 hidden units, a residual second layer."
     def __init__(self, length: int = 40, classes: int = 10, hidden: int = 100):
@@ -110,7 +110,7 @@ class Mnist1dMLP(nn.Module):
         hidden = hidden + self.linear2(hidden).relu()
         return self.linear3(hidden)
 
-
+# %% ../nbs/06_repro.ipynb #95f1b50b
 class Mnist1dCNN(nn.Module):
     "The reference CNN: three strided 1-D convolutions (25 channels) and a linear head."
     def __init__(self, length: int = 40, classes: int = 10, channels: int = 25):
@@ -130,7 +130,7 @@ class Mnist1dCNN(nn.Module):
     def forward(self, signal: torch.Tensor) -> torch.Tensor:
         return self.linear(self.features(signal))
 
-
+# %% ../nbs/06_repro.ipynb #69bb0791
 class Mnist1dGRU(nn.Module):
     "The reference GRU: bidirectional, 6 hidden units, all time steps into a linear head."
     def __init__(self, length: int = 40, classes: int = 10, hidden: int = 6):
@@ -201,7 +201,7 @@ class RowResult:
     def delta(self) -> float:
         return self.mean - self.reported
 
-
+# %% ../nbs/06_repro.ipynb #c2f451b9
 @dataclass
 class ReproReport:
     "A paper's table beside ours."
@@ -231,10 +231,10 @@ def _import_dataset(name: str, store: Store) -> DatasetVersion:
         raise UnknownRecipeError(f"recipe dataset {name!r} has no importer; known: {', '.join(importers)}")
     return importers[name](store)
 
-
+# %% ../nbs/06_repro.ipynb #f5d98971
 QUICK_STEPS = 20
 
-
+# %% ../nbs/06_repro.ipynb #467a66f6
 @store_for_call
 def reproduce(recipe: str | Recipe,  # a registered name or a Recipe
               store: Store | None = None,
