@@ -34,9 +34,9 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from fsml_nb.compress import distillation_study, measure, prune_to_ratio, reports_to_markdown
+from fsml_nb.compress import ModelComparison, distillation_study, measure, prune_to_ratio
 from fsml_nb.data import generate_mnist1d, import_digits, import_folder, import_mnist1d
-from fsml_nb.repro import MNIST1D_TRAINING, RECIPES, reproduce, save_report, to_markdown
+from fsml_nb.repro import MNIST1D_TRAINING, RECIPES, reproduce, save_report
 from fsml_nb.store import Store
 from fsml_nb.train import SMALL_INPUT_MAX_SIDE, available_threads, fit, registered_spec, timm_spec, training_splits
 
@@ -46,7 +46,7 @@ SMALL_CNN = registered_spec("mnist1d-cnn", channels=8)
 
 def run_recipe(name: str, store: Store, out: Path | None) -> None:
     report = reproduce(name, store=store)
-    print(to_markdown(report))
+    print(report._repr_markdown_())
     print(f"\nall rows within tolerance: {report.all_within}\n")
     if out:
         save_report(report, out / name)
@@ -60,7 +60,7 @@ def run_distillation(store: Store) -> None:
     study = distillation_study(SMALL_CNN, teacher, version, store, MNIST1D_TRAINING, seeds=(0, 1, 2),
                                temperature=4.0, alpha=0.9, unlabelled=transfer)
     print("### Distillation on MNIST-1D: CNN (25 channels) teacher, CNN (8 channels) student, T=4, alpha=0.9\n")
-    print(study.to_markdown())
+    print(study._repr_markdown_())
     print(f"\ndistilled (with transfer set) - alone: {study.gain:+.2f} points (target >= 0)\n")
 
 
@@ -71,7 +71,7 @@ def prune_and_report(title: str, model, version, store: Store, test, fine_tune) 
     tuned = fit(pruned, version, store=store, config=fine_tune, checkpoint_path=False, progress=False).model
     after_tuning = measure(tuned, test, "pruned + fine-tuned")
     print(f"### Structured pruning of the {title} to 50% of its parameters\n")
-    print(reports_to_markdown([before, after_pruning, after_tuning]))
+    print(ModelComparison((before, after_pruning, after_tuning))._repr_markdown_())
     print(f"\naccuracy change after fine-tuning: {after_tuning.accuracy - before.accuracy:+.2f} points "
           "(target >= -1)\n")
 

@@ -52,18 +52,18 @@ from .store import (DatasetVersion, Entry, ItemSource, LabelSchema, Store, add_i
 __all__ = ['DEFAULT_PORTS', 'TRACKING_PARAMETERS', 'IMAGE_MEDIA_TYPES', 'HTML_MEDIA_TYPES', 'TEXT_MEDIA_TYPES', 'ACCEPT_KINDS',
            'DEFAULT_USER_AGENT', 'RULE_OUTCOMES', 'CRAWL_OPTIONS', 'ROBOTS_BYTES', 'BLOCKED_HOST_OUTCOMES',
            'LICENCE_META_NAMES', 'KNOWN', 'UNKNOWN', 'CONFLICT', 'KEPT_HEADERS', 'TRANSIENT_STATUSES',
-           'ACCEPT_ENCODING', 'DECODED_PIECE', 'ROBOTS_REDIRECTS', 'ROBOTS_REQUEST', 'ACCEPT_HEADER', 'DONE', 'SKIPPED',
-           'FAILED', 'QUEUED', 'LEASED', 'FINISHED', 'LIMIT_REACHED', 'HOST_CANDIDATES', 'MIN_POLL_SECONDS',
-           'MAX_POLL_SECONDS', 'URL_CANDIDATES', 'NO_CLAIM', 'IMAGE_FORMATS', 'SKIP_OUTCOMES', 'CollectError',
-           'CrawlConfigError', 'UnknownCrawlError', 'OffLimitsRequestError', 'PrivateAddressError', 'canonical_url',
-           'origin', 'crawl_option', 'scope_entry', 'is_public_address', 'resolve_host', 'private_address',
-           'CrawlConfig', 'parse_size', 'RobotsPolicy', 'licence_from_url', 'licence_from_name', 'Licence',
-           'declared_licence', 'combined_licence', 'robots_directives', 'Link', 'ParsedPage', 'parse_page', 'Fetched',
-           'retry_after_seconds', 'UnsupportedEncodingError', 'decoded_stream', 'fetch', 'PinnedBackend',
-           'pin_connections', 'make_client', 'default_crawl_id', 'NewUrl', 'enqueue', 'lease_owner_name',
-           'lease_owner_is_dead', 'Frontier', 'Lease', 'Wait', 'item_licences', 'Completion', 'BadImageError',
-           'check_image', 'handle', 'CrawlSummary', 'crawl_summary', 'CrawlTerminated', 'sigterm_as_interrupt',
-           'Crawler', 'CrawledItem', 'crawled_items', 'PageClaim', 'page_claims', 'licensed_crawl_version']
+           'ACCEPT_ENCODING', 'DECODED_PIECE', 'ROBOTS_REDIRECTS', 'ROBOTS_REQUEST', 'ACCEPT_HEADER', 'SKIPPED',
+           'FINISHED', 'LIMIT_REACHED', 'HOST_CANDIDATES', 'MIN_POLL_SECONDS', 'MAX_POLL_SECONDS', 'URL_CANDIDATES',
+           'NO_CLAIM', 'IMAGE_FORMATS', 'SKIP_OUTCOMES', 'CollectError', 'CrawlConfigError', 'UnknownCrawlError',
+           'OffLimitsRequestError', 'PrivateAddressError', 'canonical_url', 'origin', 'crawl_option', 'scope_entry',
+           'is_public_address', 'resolve_host', 'private_address', 'CrawlConfig', 'parse_size', 'RobotsPolicy',
+           'licence_from_url', 'licence_from_name', 'Licence', 'declared_licence', 'combined_licence',
+           'robots_directives', 'Link', 'ParsedPage', 'parse_page', 'Fetched', 'retry_after_seconds',
+           'UnsupportedEncodingError', 'decoded_stream', 'fetch', 'PinnedBackend', 'pin_connections', 'make_client',
+           'default_crawl_id', 'NewUrl', 'enqueue', 'lease_owner_name', 'lease_owner_is_dead', 'Frontier', 'Lease',
+           'Wait', 'item_licences', 'Completion', 'BadImageError', 'check_image', 'handle', 'CrawlSummary',
+           'crawl_summary', 'CrawlTerminated', 'sigterm_as_interrupt', 'Crawler', 'CrawledItem', 'crawled_items',
+           'PageClaim', 'page_claims', 'licensed_crawl_version']
 
 # %% ../nbs/02_collect.ipynb #073ba3d2
 class CollectError(FsmlError):
@@ -880,7 +880,9 @@ def make_client(config: CrawlConfig, connections: int = 8,
                         event_hooks={"request": [_guard(config)]}, transport=transport)
 
 # %% ../nbs/02_collect.ipynb #cbc66452
-DONE, SKIPPED, FAILED, QUEUED, LEASED = "done", "skipped", "failed", "queued", "leased"
+from .db import DONE, FAILED, LEASED, QUEUED  # noqa: E402 (a URL's status uses the job queue's words; not re-exported)
+
+SKIPPED = "skipped"
 _log = get_logger("collect")
 
 
@@ -1574,6 +1576,13 @@ def crawl_summary(store: Store, crawl_id: str, stop_reason: str | None = None) -
         queued=sum(by_status.get(QUEUED, Counter()).values()) + sum(by_status.get(LEASED, Counter()).values()),
         items=item_count, licensed_items=licensed, stop_reason=stop_reason, unreachable_hosts=unreachable,
         licence_conflicts=conflicts)
+
+# %% ../nbs/02_collect.ipynb #8522df13
+@patch
+def _repr_markdown_(self: CrawlSummary) -> str:
+    "The summary as a notebook shows it: the crawl and why it stopped, then one bullet per line of `lines()`."
+    first, *rest = self.lines()
+    return "\n".join([f"### {first}", *(f"- {line.strip()}" for line in rest)])
 
 # %% ../nbs/02_collect.ipynb #0539826d
 class CrawlTerminated(KeyboardInterrupt):

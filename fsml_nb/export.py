@@ -26,24 +26,26 @@ from typing import Any
 
 import numpy as np
 import torch
+from fastcore.basics import patch
 from torch import nn
 
 from .core import FsmlError, get_logger
-from .store import DatasetVersion, Store
+from .store import DatasetVersion, Store, store_for_call
 from .train import Split, load_model, read_checkpoint
 
 # %% auto #0
-__all__ = ['log', 'DEFAULT_OPSET', 'CALIBRATION_METHODS', 'PAIRED_Z', 'GOLDEN_COUNT', 'ExportError', 'preprocessing_of',
-           'export_onnx', 'onnx_metadata', 'SplitReader', 'quantize_dynamic_int8', 'quantize_static_int8',
-           'onnx_session', 'OnnxRunner', 'TorchRunner', 'wilson_interval', 'drop_interval', 'Parity', 'batched_logits',
-           'parity', 'diverging_layers', 'Latency', 'measure_latency', 'write_golden', 'file_entry', 'file_entries',
-           'Variant', 'ExportReport', 'export_checkpoint', 'report_markdown', 'report_json']
+__all__ = ['DEFAULT_OPSET', 'CALIBRATION_METHODS', 'PAIRED_Z', 'GOLDEN_COUNT', 'ExportError', 'preprocessing_of', 'export_onnx',
+           'onnx_metadata', 'SplitReader', 'quantize_dynamic_int8', 'quantize_static_int8', 'onnx_session',
+           'OnnxRunner', 'TorchRunner', 'wilson_interval', 'drop_interval', 'Parity', 'batched_logits', 'parity',
+           'diverging_layers', 'Latency', 'measure_latency', 'write_golden', 'file_entry', 'file_entries', 'Variant',
+           'ExportReport', 'export_checkpoint', 'report_json']
 
 # %% ../nbs/08_export.ipynb #0a6d7831
 class ExportError(FsmlError):
     "A model cannot be exported or quantized as asked."
 
-log = get_logger("export")
+# %% ../nbs/08_export.ipynb #4031dcf1
+log = get_logger("export")  # not in __all__: `log` is every module's own
 
 # %% ../nbs/08_export.ipynb #b6b4f7c7
 def preprocessing_of(checkpoint_metadata: dict[str, Any]) -> dict[str, Any]:
@@ -515,6 +517,7 @@ def _recommend(variants: list[Variant], budget: float, serving_batch: int, max_s
     return choice.name, notes
 
 # %% ../nbs/08_export.ipynb #beb0e648
+@store_for_call
 def export_checkpoint(checkpoint: str | Path,  # a safetensors checkpoint written by fsml_nb.train.fit
                       out_dir: str | Path,  # where the artefacts and reports go (must not exist yet)
                       calibration: str | DatasetVersion,  # the dataset version to calibrate and evaluate on
@@ -532,7 +535,6 @@ def export_checkpoint(checkpoint: str | Path,  # a safetensors checkpoint writte
                       size_budget_mib: float | None = None,  # only files this small (a card's memory per model)
                       ) -> ExportReport:
     "Export a checkpoint to ONNX FP32, INT8 dynamic and INT8 static; measure them all; recommend one."
-    store = store or Store()
     out_dir = Path(out_dir)
     if out_dir.exists():
         raise ExportError(f"{out_dir} exists already; choose a new folder (exports are never overwritten)")
@@ -627,8 +629,10 @@ def _recommendation_line(report: ExportReport) -> str:
             f"{report.serving_batch} (`serving_batch`) within {report.budget} accuracy points of torch FP32.")
 
 
-def report_markdown(report: ExportReport) -> str:
-    "The parity and latency table with the recommendation."
+@patch
+def _repr_markdown_(self: ExportReport) -> str:
+    "The parity and latency table with the recommendation (how a notebook shows the report)."
+    report = self
     base = report.variants[0]
     latency_keys = list(dict.fromkeys(key for v in report.variants for key in v.latency_ms))
     header = ("| variant | accuracy (%) | drop (points, 95% interval) | agreement (%) | max abs logit diff | "
@@ -658,6 +662,6 @@ def report_json(report: ExportReport) -> dict[str, Any]:
 
 def _write_reports(report: ExportReport, folder: Path) -> None:
     "Write report.md, record every file's hash and size in `report.files`, then write report.json."
-    (folder / "report.md").write_text(report_markdown(report) + "\n")
+    (folder / "report.md").write_text(report._repr_markdown_() + "\n")
     report.files = file_entries(folder)
     (folder / "report.json").write_text(json.dumps(report_json(report), indent=2))

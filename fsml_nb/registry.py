@@ -45,13 +45,13 @@ from .store import (TEMPORARY_MARK, BlobCorruptError, BlobMissingError, BlobStor
                            UnknownVersionError, canonical_json, hold_blobs, remove_unreferenced_blobs, sha256_hex)
 
 # %% auto #0
-__all__ = ['log', 'MODEL_FORMAT', 'GOLDEN_COUNT', 'RegistryError', 'NotAnExportError', 'DamagedExportError',
-           'UnknownModelVersionError', 'UnknownAliasError', 'WrongModelError', 'NoPromotionYetError', 'GateFailedError',
-           'TamperedArchiveError', 'ModelVersion', 'Promotion', 'RegistryEvent', 'ModelRegistry', 'check_model_name',
-           'ExportFolder', 'read_export_folder', 'export_checkpoint_path', 'read_checkpoint_header', 'golden_inputs',
-           'onnx_outputs', 'run_onnx', 'golden_atol', 'Golden', 'golden_outputs', 'source_archive',
-           'environment_snapshot', 'manifest_bytes', 'Archive', 'build_archive', 'copy_hashing', 'copy_and_hash',
-           'put_file', 'ArchiveWriter', 'stream_blob', 'load_pulled', 'ModelLineage']
+__all__ = ['MODEL_FORMAT', 'GOLDEN_COUNT', 'RegistryError', 'NotAnExportError', 'DamagedExportError', 'UnknownModelVersionError',
+           'UnknownAliasError', 'WrongModelError', 'NoPromotionYetError', 'GateFailedError', 'TamperedArchiveError',
+           'ModelVersion', 'Promotion', 'RegistryEvent', 'ModelRegistry', 'check_model_name', 'ExportFolder',
+           'read_export_folder', 'export_checkpoint_path', 'read_checkpoint_header', 'golden_inputs', 'onnx_outputs',
+           'run_onnx', 'golden_atol', 'Golden', 'golden_outputs', 'source_archive', 'environment_snapshot',
+           'manifest_bytes', 'Archive', 'build_archive', 'copy_hashing', 'copy_and_hash', 'put_file', 'ArchiveWriter',
+           'stream_blob', 'load_pulled', 'ModelLineage']
 
 # %% ../nbs/09_registry.ipynb #5e5c79cc
 class RegistryError(FsmlError):
@@ -81,7 +81,8 @@ class GateFailedError(RegistryError):
 class TamperedArchiveError(RegistryError):
     "An archive's bytes (or its manifest) no longer match their hashes."
 
-log = get_logger("registry")
+# %% ../nbs/09_registry.ipynb #5c84cfe1
+log = get_logger("registry")  # not in __all__: `log` is every module's own
 
 # %% ../nbs/09_registry.ipynb #c2c4648d
 MODEL_FORMAT = "fsml.model/1"
@@ -119,6 +120,17 @@ class ModelVersion:
 
     def __repr__(self) -> str:
         return f"ModelVersion({self.ref}, {self.short_id}, {len(self.files)} files)"
+
+# %% ../nbs/09_registry.ipynb #3054e69a
+@patch
+def _repr_markdown_(self: ModelVersion) -> str:
+    "The version as a notebook and `fsml registry show` show it: what it serves, then its files."
+    serving = self.serving
+    return "\n".join([f"### `{self.ref}` `{self.id}`", "",
+                      f"Registered {self.created_at or '-'}; serves `{serving['file']}` ({serving['variant']}), "
+                      f"input {serving['input']['shape']}, {len(serving['classes'])} classes.", "",
+                      "| sha256 | file |", "| --- | --- |",
+                      *(f"| `{sha[:12]}` | {relative} |" for relative, sha in sorted(self.files.items()))])
 
 # %% ../nbs/09_registry.ipynb #9575dc5b
 @dataclass(frozen=True)

@@ -44,7 +44,7 @@ from .db import (DEAD, DONE, LEASED, QUEUED, DatabaseError, complete_lease, disp
                  release_lease, serve_clients, serve_workers, served_predictions, transaction)
 
 # %% auto #0
-__all__ = ['log', 'DEFAULT_MAX_PIXELS', 'broker_metadata', 'serve_jobs', 'ERROR_STATUS', 'TOKEN_CACHE_SECONDS', 'PREDICT_BODY',
+__all__ = ['DEFAULT_MAX_PIXELS', 'broker_metadata', 'serve_jobs', 'ERROR_STATUS', 'TOKEN_CACHE_SECONDS', 'PREDICT_BODY',
            'FSML_COMMAND', 'ServeError', 'BrokerUnavailableError', 'ModelLoadError', 'PredictionInputError',
            'write_linear_model_folder', 'folder_version_id', 'ServedModel', 'image_size', 'image_input', 'array_input',
            'answer_of', 'Delivery', 'new_job', 'dead_letter_reply', 'input_sha256', 'SqlBroker', 'declare_rabbit_queue',
@@ -68,7 +68,8 @@ class ModelLoadError(ServeError):
 class PredictionInputError(ServeError):
     "An input that the model cannot take."
 
-log = get_logger("serve")
+# %% ../nbs/10_serve.ipynb #3b68df5c
+log = get_logger("serve")  # not in __all__: `log` is every module's own
 
 # %% ../nbs/10_serve.ipynb #726146d1
 def write_linear_model_folder(folder: str | Path,  # created; must not exist

@@ -33,7 +33,7 @@ from torch import nn
 import fsml_nb
 from .core import FsmlError, get_settings, import_timm
 from .data import load
-from .store import DatasetVersion, Store
+from .store import DatasetVersion, Store, store_for_call
 
 # %% auto #0
 __all__ = ['SPEC_SOURCES', 'ARCHITECTURES', 'BUILTIN_ARCHITECTURE_MODULES', 'ADAPTERS', 'SMALL_INPUT_MAX_SIDE',
@@ -813,7 +813,7 @@ def _say(notes: list[str], message: str, progress: bool) -> None:
 
 def _warn(notes: list[str], message: str) -> None:
     notes.append(message)
-    warnings.warn(message, TrainWarning, stacklevel=3)
+    warnings.warn(message, TrainWarning, stacklevel=4)  # _warn, fit, store_for_call, the caller
 
 
 def _thread_probe(model: nn.Module, train: Split, config: TrainConfig, loss_function) -> Callable[[], object]:
@@ -847,6 +847,7 @@ def _prepare(model, version: DatasetVersion, store: Store, config: TrainConfig, 
     return model, spec, train, val, test
 
 
+@store_for_call
 def fit(model: nn.Module | ModelSpec | str,  # a module, a spec, or a timm model name (built for the data)
         version: str | DatasetVersion,  # the dataset version to train on (id, prefix, name or object)
         store: Store | None = None,
@@ -863,7 +864,6 @@ def fit(model: nn.Module | ModelSpec | str,  # a module, a spec, or a timm model
     "Train a model on a dataset version; return the model, its history and test metrics."
     from tqdm.auto import tqdm
 
-    store = store or Store()
     config = config or TrainConfig()
     version = store.version(version)
     notes: list[str] = []
