@@ -144,3 +144,64 @@ def test_steps_run_on_two_queue_workers(slow_pipeline: Path, tmp_path: Path, ste
                 pipeline_steps.c.status == "done")).scalars())
         assert ran_by <= {f"{__import__('socket').gethostname()}:{process.pid}" for process in workers}
         assert len(ran_by) >= 1
+
+
+REPOSITORY = Path(__file__).resolve().parent.parent
+
+
+def processes_with_environment(variable: str, value: str) -> list[int]:
+    "Process ids whose environment sets `variable` to `value` (a run's kernels and servers carry its FSML_HOME)."
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if f"{variable}={value}".encode() in (entry / "environ").read_bytes().split(b"\0"):
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+def interrupt(process: subprocess.Popen, ready, what: str, seconds: float = 600) -> None:
+    "Wait until `ready()` is true (the evidence that `what` is under way), then Ctrl-C the process as a person would."
+    deadline = time.time() + seconds
+    while not ready():
+        assert process.poll() is None, f"the run ended (exit {process.returncode}) before {what}"
+        assert time.time() < deadline, f"no sign of {what} within {seconds:.0f} s"
+        time.sleep(0.2)
+    for _ in range(3):  # Ctrl-C, and again if the first one landed where it was swallowed
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=30)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+    process.kill()
+    raise AssertionError(f"the run did not stop within 90 s of Ctrl-C during {what}")
+
+
+def test_ctrl_c_during_digits_training_then_the_next_run_starts_at_training(tmp_path: Path):
+    home = tmp_path / "home"
+    env = {**clean_environment(), "FSML_HOME": str(home), "FSML_PIPELINES": str(REPOSITORY / "pipelines")}
+    fsml = [sys.executable, "-c", "import sys; from fsml_nb.cli import main; main(sys.argv[1:])"]
+    run_digits = [*fsml, "pipeline", "run", "digits", "-p", "epochs=2"]
+    first = subprocess.Popen(run_digits, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # the evidence that training is under way: the checkpoint fit writes after its first epoch (of two)
+    interrupt(first, lambda: any((home / "models").glob("*-e2-s0.safetensors")), "the first epoch of training")
+    assert first.returncode != 0
+    assert processes_with_environment("FSML_HOME", str(home)) == []  # no kernel left behind
+    with Store(f"sqlite:///{home}/fsml.db", str(home / "blobs")) as store:
+        stopped = pipeline_history(store, "digits")[0]
+        assert (stopped.status, stopped.steps) == ("interrupted", {"import": "done"})  # train not recorded
+        plan = subprocess.run([*run_digits, "--dry-run"], env=env, cwd=tmp_path, capture_output=True, text=True,
+                              check=True).stdout
+        assert "| import | cached (planned)" in plan and "| train | run (planned)" in plan, plan
+        second = subprocess.Popen(run_digits, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL)
+        # stopped again once training has been recorded, so that the test does not export, serve and deploy
+        interrupt(second, lambda: pipeline_history(store, "digits")[0].steps.get("train") == "done", "the train step")
+        resumed = pipeline_history(store, "digits")[0]
+        assert resumed.id != stopped.id
+        assert (resumed.steps["import"], resumed.steps["train"]) == ("cached", "done")
+        assert list(resumed.steps)[:2] == ["import", "train"]
+    assert processes_with_environment("FSML_HOME", str(home)) == []
