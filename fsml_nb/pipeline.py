@@ -25,7 +25,7 @@ from importlib import metadata as package_metadata
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Text, cast, select
 from sqlalchemy.engine import Connection
 
 from .core import FsmlError, as_utc, get_settings, utc_now
@@ -38,7 +38,7 @@ __all__ = ['OUTPUTS_VARIABLE', 'CACHE_PACKAGES', 'RUN_LEASE_SECONDS', 'WARM_WITH
            'load_pipeline', 'record_outputs', 'notebook_source_hash', 'package_versions', 'step_cache_key', 'StepPlan',
            'step_imports', 'warm_modules', 'WarmKernel', 'KernelPool', 'StepResult', 'execute_step', 'StepFailedError',
            'PipelineRun', 'run_pipeline', 'StepQueue', 'pipeline_worker', 'RunSummary', 'pipeline_history',
-           'step_report']
+           'step_report', 'StepOrigin', 'step_origins']
 
 # %% ../nbs/12_pipeline.ipynb #dc590b53
 class PipelineError(FsmlError):
@@ -971,3 +971,59 @@ def step_report(store: Store, run_id: str, step: str, html: bool = False) -> byt
     if row is None or (row.html_sha if html else row.report_sha) is None:
         raise PipelineError(f"no report of step {step} in run {run_id}")
     return store.blobs.get(row.html_sha if html else row.report_sha)
+
+# %% ../nbs/12_pipeline.ipynb #2111b84f
+@dataclass(frozen=True)
+class StepOrigin:
+    "A pipeline step that produced a value (an id or a path), and where its executed notebook is kept."
+    run_id: str
+    pipeline: str
+    step: str
+    output: str  # the name the step recorded the value under
+    value: str
+    finished_at: Any
+    report: str | None  # the executed notebook (.ipynb) in the blob store
+    html: str | None  # the same, as HTML
+
+    @property
+    def show(self) -> str:
+        "The command that writes this step's report."
+        return f"fsml pipeline show {self.run_id[:12]} {self.step} --out {self.step}.html"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"run_id": self.run_id, "pipeline": self.pipeline, "step": self.step, "output": self.output,
+                "value": self.value, "finished_at": as_utc(self.finished_at).isoformat(), "report": self.report,
+                "html": self.html, "show": self.show}
+
+
+def _producers(connection: Connection, value: str) -> list[tuple[Any, str]]:
+    "Executed (not cached) step rows that recorded `value` as an output, oldest first, with the output's name."
+    needle = json.dumps(value)[1:-1]  # as it is written inside the stored JSON
+    rows = connection.execute(
+        select(pipeline_steps, pipeline_runs.c.pipeline).join(pipeline_runs, pipeline_runs.c.id == pipeline_steps.c.run_id)
+        .where(pipeline_steps.c.status == "done", cast(pipeline_steps.c.outputs, Text).contains(needle, autoescape=True))
+        .order_by(pipeline_steps.c.finished_at, pipeline_steps.c.id)).all()
+    return [(row, name) for row in rows for name, output in row.outputs.items() if output == value][:100]
+
+
+def step_origins(store: Store, value: str) -> list[StepOrigin]:
+    "The steps that produced `value` and, upstream, what they were given; oldest first, [] if no step made it."
+    found: list[StepOrigin] = []
+    with reading(store.engine) as connection:
+        first = _producers(connection, value)
+        queue, seen = ([(*first[0], value)] if first else []), {value}
+        while queue:
+            row, output, produced = queue.pop(0)
+            found.append(StepOrigin(row.run_id, row.pipeline, row.step, output, produced, row.finished_at,
+                                    row.report_sha and store.blobs.path(row.report_sha),
+                                    row.html_sha and store.blobs.path(row.html_sha)))
+            for given in row.parameters.values():
+                if not isinstance(given, str) or not given or given in seen:
+                    continue
+                seen.add(given)
+                candidates = [(other, name) for other, name in _producers(connection, given)
+                              if as_utc(other.finished_at) <= as_utc(row.finished_at)]
+                same_run = [(other, name) for other, name in candidates if other.run_id == row.run_id]
+                if same_run or candidates:
+                    queue.append((*(same_run or candidates)[-1], given))
+    return sorted(found, key=lambda origin: as_utc(origin.finished_at))
