@@ -474,8 +474,11 @@ class WarmKernel:
             self._client.stop_channels()
             self._client = None
         try:
-            if self.manager.has_kernel:
-                self.manager.shutdown_kernel(now=now)
+            if self.manager.has_kernel and now:
+                self.manager.shutdown_kernel(now=True)
+            elif self.manager.has_kernel:  # a shutdown request, without the interrupt `shutdown_kernel` sends first
+                self.manager.request_shutdown()
+                self.manager.finish_shutdown()  # killed if it has not exited within `shutdown_wait_time`
         except RuntimeError:
             pass  # it was gone already
         self.manager.cleanup_resources()

@@ -1196,7 +1196,7 @@ def lineage(self: ModelRegistry, ref: str | ModelVersion) -> ModelLineage:
         shas = [] if dataset is None else connection.execute(select(version_entries.c.item_sha256).where(
             version_entries.c.version_id == dataset["id"])).scalars().all()
         sources = _sources_of(connection, shas)
-    from .pipeline import step_origins  # a version registered by a pipeline: the steps that made it, their reports
+    from fsml_nb.pipeline import step_origins  # a version registered by a pipeline: the steps that made it, their reports
 
     made_by = tuple(origin.to_dict() for origin in step_origins(self.store, version.id))
     return ModelLineage(version, training, dataset, manifest.get("calibration_version"), annotation, sources, made_by)
