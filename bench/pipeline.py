@@ -10,7 +10,8 @@ Rows:
    a step of a pipeline run, where the runner started the step's kernel and its imports while the
    step before it ran (`KernelPool`). The pipeline figure is what the step adds to the run: from
    the end of the step before it to its own end (planning, cache lookup, the run, the records).
-   A resumed run (the trivial step cached) starts the train step's kernel only once it knows the
+   The same after a step that sleeps 3 s, about as long as the digits pipeline's import step, long
+   enough to hide the kernel's start. A resumed run (the trivial step cached) starts the train step's kernel only once it knows the
    step must run: nothing to hide its start behind.
 3. a whole run of the two-step pipeline (trivial step, then the train step): its overhead per step
    against calling both steps in process (the kernels' shutdown at the end of the run included);
@@ -85,7 +86,11 @@ def main() -> None:
             f'[[steps]]\nname = "s{index}"\nnotebook = "trivial.ipynb"\n' for index in range(3)))
         (folder / "two.toml").write_text('[[steps]]\nname = "trivial"\nnotebook = "trivial.ipynb"\n'
                                          '[[steps]]\nname = "train"\nnotebook = "train.ipynb"\nafter = ["trivial"]\n')
+        notebook(folder / "pause.ipynb", "seconds: float = 3.0", "import time\ntime.sleep(seconds)")
+        (folder / "paused.toml").write_text('[[steps]]\nname = "pause"\nnotebook = "pause.ipynb"\n'
+                                            '[[steps]]\nname = "train"\nnotebook = "train.ipynb"\nafter = ["pause"]\n')
         three, two = load_pipeline(folder / "three.toml"), load_pipeline(folder / "two.toml")
+        paused = load_pipeline(folder / "paused.toml")
         trivial_step, train_step = two.steps
         train_params = {"dataset_version": digits.id, "steps": 200}
         trivial_in = min(timed(lambda: exec(TRIVIAL, {"size": 1000})) for _ in range(args.repeats))
@@ -94,16 +99,17 @@ def main() -> None:
         train_in = min(timed(lambda: exec(TRAIN, dict(train_params))) for _ in range(args.repeats))
         train_cold = min(timed(lambda: execute_step(store, train_step, train_params, folder))
                          for _ in range(args.repeats))
-        runs = {"three": [], "two": [], "resume": []}
+        runs = {"three": [], "two": [], "resume": [], "paused": []}
         for _ in range(args.repeats):
             for name, spec, force in (("three", three, ["s0", "s1", "s2"]), ("two", two, ["trivial", "train"]),
-                                      ("resume", two, ["train"])):
-                run = run_pipeline(spec, {"dataset_version": digits.id} if spec is two else {}, store=store,
+                                      ("resume", two, ["train"]), ("paused", paused, ["pause", "train"])):
+                run = run_pipeline(spec, {"dataset_version": digits.id} if spec is not three else {}, store=store,
                                    progress=False, force=force)
                 runs[name].append((run.seconds, step_spans(store, run.id)))
         trivial_warm = min(min(spans["s1"], spans["s2"]) for _, spans in runs["three"])
         train_warm = min(spans["train"] for _, spans in runs["two"])
         train_resumed = min(spans["train"] for _, spans in runs["resume"])
+        train_paused = min(spans["train"] for _, spans in runs["paused"])
         two_run = min(seconds for seconds, _ in runs["two"])
         run_pipeline(three, store=store, progress=False)
         cached = min(timed(lambda: run_pipeline(three, store=store, progress=False)) for _ in range(args.repeats))
@@ -114,6 +120,8 @@ def main() -> None:
     for name, inside, cold, warm in (("trivial step", trivial_in, trivial_cold, trivial_warm),
                                      ("train step (200 steps of an MLP)", train_in, train_cold, train_warm)):
         print(f"| {name} | {inside:.2f} | {cold:.2f} | {cold - inside:.2f} | {warm:.2f} | {warm - inside:.2f} |")
+    print(f"| train step after a 3 s step (digits' import step: 3-6 s) | {train_in:.2f} | | | {train_paused:.2f} "
+          f"| {train_paused - train_in:.2f} |")
     print(f"| train step, resumed (the step before it cached: nothing to start its kernel behind) | {train_in:.2f} "
           f"| | | {train_resumed:.2f} | {train_resumed - train_in:.2f} |")
     print(f"| whole run: trivial step then train step, per step | {(trivial_in + train_in) / 2:.2f} | | "
