@@ -1229,13 +1229,14 @@ class ModelLineage:
     calibration_version: str | None
     annotation: dict[str, Any] | None
     sources: dict[str, Any]
+    pipeline: tuple[dict[str, Any], ...] = ()  # the pipeline steps that made it, with their reports (`StepOrigin`)
 
     def to_dict(self) -> dict[str, Any]:
         return {"version": {"id": self.version.id, "name": self.version.name, "number": self.version.number,
                             "created_at": self.version.created_at.isoformat() if self.version.created_at else None,
                             "files": self.version.files},
                 "training": self.training, "dataset": self.dataset, "calibration_version": self.calibration_version,
-                "annotation": self.annotation, "sources": self.sources}
+                "annotation": self.annotation, "sources": self.sources, "pipeline": list(self.pipeline)}
 
     def _repr_markdown_(self) -> str:
         version, training = self.version, self.training
@@ -1251,6 +1252,9 @@ class ModelLineage:
             guides = ", ".join(f"v{guide['version']}" for guide in self.annotation["guides"])
             lines.append(f"- **annotation**: project `{self.annotation['project']}`, guide {guides}")
         lines.append(f"- **sources**: licences {self.sources.get('licences')}, hosts {self.sources.get('hosts')}")
+        for step in self.pipeline:
+            lines.append(f"- **pipeline {step['pipeline']}**, run `{step['run_id'][:12]}`, step {step['step']} "
+                         f"({step['output']}): report {step['html'] or step['report']} (or `{step['show']}`)")
         return "\n".join(lines)
 
 # %% ../nbs/09_registry.ipynb #8a966c47
@@ -1298,7 +1302,7 @@ def _dataset_summary(store: Store, version_id: str | None) -> dict[str, Any] | N
 
 @patch
 def lineage(self: ModelRegistry, ref: str | ModelVersion) -> ModelLineage:
-    "Where a model version came from: training run, dataset version, annotation guide, item sources."
+    "Where a model version came from: training run, dataset version, annotation guide, item sources, pipeline steps."
     version = self.version(ref)
     manifest = version.manifest
     dataset = _dataset_summary(self.store, manifest.get("dataset_version"))
@@ -1310,7 +1314,10 @@ def lineage(self: ModelRegistry, ref: str | ModelVersion) -> ModelLineage:
         shas = [] if dataset is None else connection.execute(select(version_entries.c.item_sha256).where(
             version_entries.c.version_id == dataset["id"])).scalars().all()
         sources = _sources_of(connection, shas)
-    return ModelLineage(version, training, dataset, manifest.get("calibration_version"), annotation, sources)
+    from fsml_nb.pipeline import step_origins  # a version registered by a pipeline: the steps that made it, their reports
+
+    made_by = tuple(origin.to_dict() for origin in step_origins(self.store, version.id))
+    return ModelLineage(version, training, dataset, manifest.get("calibration_version"), annotation, sources, made_by)
 
 # %% ../nbs/09_registry.ipynb #1347f4f9
 def _versions_where(registry: ModelRegistry, condition) -> list[ModelVersion]:
