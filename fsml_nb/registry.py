@@ -45,7 +45,7 @@ from .store import (TEMPORARY_MARK, BlobCorruptError, BlobMissingError, BlobStor
                            UnknownVersionError, canonical_json, hold_blobs, remove_unreferenced_blobs, sha256_hex)
 
 # %% auto #0
-__all__ = ['MODEL_FORMAT', 'GOLDEN_COUNT', 'RegistryError', 'NotAnExportError', 'DamagedExportError', 'UnknownModelVersionError',
+__all__ = ['MODEL_FORMAT', 'RegistryError', 'NotAnExportError', 'DamagedExportError', 'UnknownModelVersionError',
            'UnknownAliasError', 'WrongModelError', 'NoPromotionYetError', 'GateFailedError', 'TamperedArchiveError',
            'ModelVersion', 'Promotion', 'RegistryEvent', 'ModelRegistry', 'check_model_name', 'ExportFolder',
            'read_export_folder', 'export_checkpoint_path', 'read_checkpoint_header', 'golden_inputs', 'onnx_outputs',
@@ -289,10 +289,10 @@ def _check_checkpoint_matches(export: ExportFolder, tensors_sha256: str,
                                      f"{str(recorded)[:12]}…, the checkpoint given has {tensors_sha256[:12]}…)")
 
 # %% ../nbs/09_registry.ipynb #18d5dd9c
-GOLDEN_COUNT = 16
+_LEGACY_GOLDEN_COUNT = 16  # golden inputs run for an export that recorded none (export records GOLDEN_COUNT)
 
 
-def golden_inputs(store: Store, version_id: str, count: int = GOLDEN_COUNT) -> np.ndarray:
+def golden_inputs(store: Store, version_id: str, count: int = _LEGACY_GOLDEN_COUNT) -> np.ndarray:
     "The first `count` inputs of a dataset version's evaluation split (test if it has one), decoded."
     from dataclasses import replace
 
@@ -620,7 +620,7 @@ def build_archive(store: Store, export: ExportFolder, checkpoint: Path, name: st
                   ) -> Archive:
     "Check an export folder and its checkpoint; the archive to store (large files stay on disk until written)."
     if not export.recorded:
-        return _run_archive(store, export, checkpoint, name, golden_count or GOLDEN_COUNT, card)
+        return _run_archive(store, export, checkpoint, name, golden_count or _LEGACY_GOLDEN_COUNT, card)
     kept = export.report["golden"].get("count")
     if golden_count is not None and golden_count != kept:
         raise RegistryError(f"{export.folder} keeps the {kept} golden inputs export recorded; golden_count applies "
