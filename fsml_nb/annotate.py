@@ -197,7 +197,7 @@ def set_guide(self: Project, text: str) -> int:
 
     return transaction(store.engine, add)
 
-# %% ../nbs/03_annotate.ipynb #05cc7916
+# %% ../nbs/03_annotate.ipynb #a75f1023
 def _token_digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -209,7 +209,7 @@ def _annotator_row(connection: Connection, name: str):
         raise UnknownAnnotatorError(f"no annotator {name!r}: add them with `fsml annotate add-annotator {name}`")
     return row
 
-
+# %% ../nbs/03_annotate.ipynb #2e563447
 class Annotators:
     "The store's annotators: who they are, their tokens, whether they may work."
 
@@ -225,7 +225,7 @@ def _store_annotators(self: Store) -> Annotators:
     "The store's annotators (`store.annotators.add('ana')`)."
     return Annotators(self)
 
-# %% ../nbs/03_annotate.ipynb #a75f1023
+# %% ../nbs/03_annotate.ipynb #1e9904f7
 @patch
 def add(self: Annotators, name: str,
         projects: Sequence[str] = (),  # projects they may label (more with `project.add_member`)
@@ -250,7 +250,7 @@ def add(self: Annotators, name: str,
         raise AnnotationError(f"an annotator named {name!r} exists already") from None
     return token
 
-
+# %% ../nbs/03_annotate.ipynb #c599f72d
 @patch
 def reissue_token(self: Annotators, name: str) -> str:
     "Give an annotator a new token; the old one stops working at once."
@@ -264,7 +264,7 @@ def reissue_token(self: Annotators, name: str) -> str:
     transaction(self.store.engine, reissue)
     return token
 
-
+# %% ../nbs/03_annotate.ipynb #f0ab070f
 def _release_all(connection: Connection, annotator: str, project: str | None = None) -> None:
     "Give every slot the annotator holds (in `project`, or anywhere) back to the queue."
     slots = annotation_slots.c

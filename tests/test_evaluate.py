@@ -45,10 +45,9 @@ def test_noise_is_found_relabelled_and_accuracy_recovers(tmp_path: Path):
         print(f"label issues: {len(found)} flagged, {len(flipped)} flipped, precision {precision:.2f}, recall {recall:.2f}")
         assert precision >= 0.7 and recall >= 0.7, (precision, recall)
 
-        send_to_relabel(store, noisy, sorted(found), "relabel", "flagged by cleanlab (5% injected noise)")
+        relabel = send_to_relabel(store, noisy, sorted(found), "relabel", "flagged by cleanlab (5% injected noise)")
         for annotator in ("ana", "bob"):
             store.annotators.add(annotator, projects=["relabel"])
-            relabel = store.project("relabel")
             while (task := relabel.lease_next(annotator)) is not None:
                 relabel.submit(annotator, task.item_sha256, truth[task.item_sha256])
         cleaned = apply_relabels(store, noisy, relabel.export_consensus())
