@@ -93,7 +93,8 @@ class Project:
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Project) and (other.store, other.name) == (self.store, self.name)
 
-    __hash__ = None
+    def __hash__(self) -> int:
+        return hash((id(self.store), self.name))
 
 # %% ../nbs/03_annotate.ipynb #745da2d7
 @patch
