@@ -302,11 +302,11 @@ def annotate_create(name: Annotated[str, typer.Argument(help="project name")],
                     member: Annotated[list[str], typer.Option(help="an annotator who may label it (repeat the option)")] = (),
                     ) -> None:
     "Create an annotation project."
-    from fsml_nb.annotate import create_project
+    import fsml_nb.annotate  # noqa: F401  (adds store.create_project)
     text = guide.read_text() if guide else "# Guide\n\nLabel each item."
     with Store() as store:
-        project = create_project(store, name, version, overlap=overlap, lease_seconds=lease, guide=text,
-                                 members=member)
+        project = store.create_project(name, version, overlap=overlap, lease_seconds=lease, guide=text,
+                                       members=member).info()
     typer.echo(f"project {project.name}: {project.task_count} items, overlap {project.overlap}, "
                f"labels {', '.join(project.label_schema.classes) or project.label_schema.kind}")
 
@@ -317,9 +317,9 @@ def annotate_add_annotator(name: Annotated[str, typer.Argument(help="the annotat
                            host: Annotated[str, typer.Option(help="host in the printed link")] = "127.0.0.1",
                            port: Annotated[int, typer.Option(help="port in the printed link")] = 8866) -> None:
     "Register an annotator and print their personal link (the token is shown only now)."
-    from fsml_nb.annotate import add_annotator
+    import fsml_nb.annotate  # noqa: F401  (adds store.annotators)
     with Store() as store:
-        token = add_annotator(store, name, projects=project)
+        token = store.annotators.add(name, projects=project)
     _print_link(name, token, host, port)
 
 
@@ -332,44 +332,44 @@ def annotate_reissue_token(name: Annotated[str, typer.Argument(help="the annotat
                            host: Annotated[str, typer.Option(help="host in the printed link")] = "127.0.0.1",
                            port: Annotated[int, typer.Option(help="port in the printed link")] = 8866) -> None:
     "Give an annotator a new token and link; the old one stops working."
-    from fsml_nb.annotate import reissue_token
+    import fsml_nb.annotate  # noqa: F401  (adds store.annotators)
     with Store() as store:
-        _print_link(name, reissue_token(store, name), host, port)
+        _print_link(name, store.annotators.reissue_token(name), host, port)
 
 
 @annotate_app.command("disable")
 def annotate_disable(name: Annotated[str, typer.Argument(help="the annotator's name")]) -> None:
     "Refuse an annotator's token (their answers stay; their items go back to the queue)."
-    from fsml_nb.annotate import disable_annotator
+    import fsml_nb.annotate  # noqa: F401  (adds store.annotators)
     with Store() as store:
-        disable_annotator(store, name)
+        store.annotators.disable(name)
     typer.echo(f"{name} is disabled")
 
 
 @annotate_app.command("enable")
 def annotate_enable(name: Annotated[str, typer.Argument(help="the annotator's name")]) -> None:
     "Let a disabled annotator back in with their token."
-    from fsml_nb.annotate import disable_annotator
+    import fsml_nb.annotate  # noqa: F401  (adds store.annotators)
     with Store() as store:
-        disable_annotator(store, name, disabled=False)
+        store.annotators.disable(name, disabled=False)
     typer.echo(f"{name} is enabled")
 
 
 @annotate_app.command("remove-annotator")
 def annotate_remove_annotator(name: Annotated[str, typer.Argument(help="the annotator's name")]) -> None:
     "Delete an annotator who never answered (one who did can only be disabled)."
-    from fsml_nb.annotate import remove_annotator
+    import fsml_nb.annotate  # noqa: F401  (adds store.annotators)
     with Store() as store:
-        remove_annotator(store, name)
+        store.annotators.remove(name)
     typer.echo(f"{name} is removed")
 
 
 @annotate_app.command("add-member")
 def annotate_add_member(project: Annotated[str, typer.Argument()], name: Annotated[str, typer.Argument(help="annotator")]) -> None:
     "Let an annotator label a project."
-    from fsml_nb.annotate import add_member
+    import fsml_nb.annotate  # noqa: F401  (adds store.project)
     with Store() as store:
-        add_member(store, project, name)
+        store.project(project).add_member(name)
     typer.echo(f"{name} may label {project}")
 
 
@@ -377,18 +377,18 @@ def annotate_add_member(project: Annotated[str, typer.Argument()], name: Annotat
 def annotate_remove_member(project: Annotated[str, typer.Argument()],
                            name: Annotated[str, typer.Argument(help="annotator")]) -> None:
     "Take a project away from an annotator (the items they hold in it go back to the queue)."
-    from fsml_nb.annotate import remove_member
+    import fsml_nb.annotate  # noqa: F401  (adds store.project)
     with Store() as store:
-        remove_member(store, project, name)
+        store.project(project).remove_member(name)
     typer.echo(f"{name} no longer labels {project}")
 
 
 @annotate_app.command("members")
 def annotate_members(project: Annotated[str, typer.Argument()]) -> None:
     "List the annotators who may label a project."
-    from fsml_nb.annotate import members
+    import fsml_nb.annotate  # noqa: F401  (adds store.project)
     with Store() as store:
-        typer.echo("\n".join(members(store, project)) or f"{project} has no members yet")
+        typer.echo("\n".join(store.project(project).members()) or f"{project} has no members yet")
 
 
 @annotate_app.command("guide")
@@ -396,20 +396,21 @@ def annotate_guide(project: Annotated[str, typer.Argument()],
                    guide: Annotated[Path, typer.Argument(help="Markdown file", exists=True, dir_okay=False,
                                                          readable=True)]) -> None:
     "Record a new version of a project's guide."
-    from fsml_nb.annotate import set_guide
+    import fsml_nb.annotate  # noqa: F401  (adds store.project)
     with Store() as store:
-        typer.echo(f"{project}: guide version {set_guide(store, project, guide.read_text())}")
+        typer.echo(f"{project}: guide version {store.project(project).set_guide(guide.read_text())}")
 
 
 @annotate_app.command("status")
 def annotate_status(project: Annotated[str, typer.Argument()]) -> None:
     "Progress, agreement and the review queue of a project."
-    from fsml_nb.annotate import agreement, get_project, open_questions, progress
+    import fsml_nb.annotate  # noqa: F401  (adds store.project)
     with Store() as store:
-        details = get_project(store, project)
-        report = agreement(store, project)
-        state = progress(store, project, "")
-        questions = open_questions(store, project)
+        handle = store.project(project)
+        details = handle.info()
+        report = handle.agreement()
+        state = handle.progress("")
+        questions = handle.open_questions()
     typer.echo(f"{details.name}: {state.complete}/{state.total} items complete (overlap {details.overlap}), "
                f"guide v{details.guide_version}")
     typer.echo(f"Fleiss' kappa: {report.fleiss:.3f}" if report.fleiss is not None else "Fleiss' kappa: -")
@@ -427,9 +428,9 @@ def annotate_status(project: Annotated[str, typer.Argument()]) -> None:
 def annotate_export(project: Annotated[str, typer.Argument()],
                     name: Annotated[str | None, typer.Option(help="name of the new version")] = None) -> None:
     "Make a dataset version of the consensus labels."
-    from fsml_nb.annotate import export_consensus
+    import fsml_nb.annotate  # noqa: F401  (adds store.project)
     with Store() as store:
-        _print_version(export_consensus(store, project, name))
+        _print_version(store.project(project).export_consensus(name))
 
 
 @annotate_app.command("serve")
@@ -444,11 +445,11 @@ def annotate_serve(project: Annotated[str, typer.Option(help="the project annota
     import subprocess
     import tempfile
 
-    from fsml_nb.annotate import get_project, write_app_notebook, write_voila_config
+    from fsml_nb.annotate import write_app_notebook, write_voila_config
     if max_kernels < 1 or cull_after < 1:
         raise typer.BadParameter("--max-kernels and --cull-after must be at least 1")
     with Store() as store:
-        get_project(store, project)
+        store.project(project)  # fails now, with the known names, if there is no such project
     folder = Path(tempfile.mkdtemp(prefix="fsml-annotate-"))
     write_app_notebook(folder / "annotate.ipynb")
     write_voila_config(folder / "voila.py", max_kernels=max_kernels, cull_after=cull_after)

@@ -552,10 +552,10 @@ def send_to_relabel(store: Store, version: DatasetVersion | str,
                     project: str,  # name of the annotation project to create
                     reason: str,  # why: shown in the project's guide
                     overlap: int = 2,
-                    annotators: Sequence[str] = (),  # who may relabel them (more with `annotate.add_member`)
+                    annotators: Sequence[str] = (),  # who may relabel them (more with `project.add_member`)
                     ) -> Any:
     "Create an annotation project over `items` of `version`, with `reason` in its guide."
-    from fsml_nb.annotate import create_project
+    import fsml_nb.annotate  # noqa: F401  (adds store.create_project)
 
     version = store.version(version)
     wanted = set(items)
@@ -570,7 +570,7 @@ def send_to_relabel(store: Store, version: DatasetVersion | str,
                                   meta={"relabel_of": version.id, "reason": reason})
     guide = (f"# Relabel\n\n{reason}\n\nThese items were flagged as possibly mislabelled in dataset version "
              f"`{version.short_id}`. Give the label you see; the old label is not shown on purpose.")
-    return create_project(store, project, subset, overlap=overlap, guide=guide, members=annotators)
+    return store.create_project(project, subset, overlap=overlap, guide=guide, members=annotators)
 
 
 def apply_relabels(store: Store, version: DatasetVersion | str,

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from fsml_nb.annotate import add_annotator, export_consensus, lease_next, submit
+import fsml_nb.annotate  # noqa: F401  (adds store.project and store.annotators)
 from fsml_nb.data import import_digits
 from fsml_nb.evaluate import (EvaluationError, apply_relabels, compare_runs, evaluate_model, find_label_issues,
                               out_of_sample_probabilities, send_to_relabel)
@@ -45,12 +45,12 @@ def test_noise_is_found_relabelled_and_accuracy_recovers(tmp_path: Path):
         print(f"label issues: {len(found)} flagged, {len(flipped)} flipped, precision {precision:.2f}, recall {recall:.2f}")
         assert precision >= 0.7 and recall >= 0.7, (precision, recall)
 
-        send_to_relabel(store, noisy, sorted(found), "relabel", "flagged by cleanlab (5% injected noise)")
+        relabel = send_to_relabel(store, noisy, sorted(found), "relabel", "flagged by cleanlab (5% injected noise)")
         for annotator in ("ana", "bob"):
-            add_annotator(store, annotator, projects=["relabel"])
-            while (task := lease_next(store, "relabel", annotator)) is not None:
-                submit(store, "relabel", annotator, task.item_sha256, truth[task.item_sha256])
-        cleaned = apply_relabels(store, noisy, export_consensus(store, "relabel"))
+            store.annotators.add(annotator, projects=["relabel"])
+            while (task := relabel.lease_next(annotator)) is not None:
+                relabel.submit(annotator, task.item_sha256, truth[task.item_sha256])
+        cleaned = apply_relabels(store, noisy, relabel.export_consensus())
         diff = store.diff(noisy, cleaned)
         assert {change.item_sha256 for change in diff.relabelled} == found & flipped
         assert not diff.added and not diff.removed

@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import DBAPIError
 
-from fsml_nb.annotate import add_annotator, create_project, export_consensus, set_guide, lease_next, submit
+import fsml_nb.annotate  # noqa: F401  (adds store.create_project and store.annotators)
 from fsml_nb.core import utc_now
 from fsml_nb.data import import_mnist1d
 from fsml_nb.db import (missing_triggers, model_version_files, model_versions, reading, registered_models,
@@ -41,14 +41,14 @@ def small_mnist1d(store: Store):
 def consensus_version(store: Store):
     "An annotation project over the small MNIST-1D, labelled by one annotator, exported (deterministic)."
     base = small_mnist1d(store)
-    create_project(store, "relabel", base, overlap=1, guide="# Guide v1\n\nLabel the digit.")
-    set_guide(store, "relabel", "# Guide v2\n\nLabel the digit; 0 and 6 look alike.")
-    add_annotator(store, "ana", projects=["relabel"])
+    relabel = store.create_project("relabel", base, overlap=1, guide="# Guide v1\n\nLabel the digit.")
+    relabel.set_guide("# Guide v2\n\nLabel the digit; 0 and 6 look alike.")
+    store.annotators.add("ana", projects=["relabel"])
     at = datetime(2026, 1, 1, tzinfo=timezone.utc)
     labels = {entry.item_sha256: entry.label for entry in base.entries}
-    while (task := lease_next(store, "relabel", "ana", now=at)) is not None:
-        submit(store, "relabel", "ana", task.item_sha256, labels[task.item_sha256], now=at)
-    return export_consensus(store, "relabel", name="relabel-consensus")
+    while (task := relabel.lease_next("ana", now=at)) is not None:
+        relabel.submit("ana", task.item_sha256, labels[task.item_sha256], now=at)
+    return relabel.export_consensus(name="relabel-consensus")
 
 
 def train_and_export(store: Store, version, folder: Path, name: str, steps: int) -> Path:
