@@ -29,7 +29,6 @@ import time
 import uuid
 from pathlib import Path
 
-import fsml_nb.annotate  # noqa: F401  (adds store.create_project, store.project, store.annotators)
 from fsml_nb.store import LabelledItem, LabelSchema, NewItem, Store
 from fsml_nb.testing import scratch_postgres_database
 

@@ -302,7 +302,6 @@ def annotate_create(name: Annotated[str, typer.Argument(help="project name")],
                     member: Annotated[list[str], typer.Option(help="an annotator who may label it (repeat the option)")] = (),
                     ) -> None:
     "Create an annotation project."
-    import fsml_nb.annotate  # noqa: F401  (adds store.create_project)
     text = guide.read_text() if guide else "# Guide\n\nLabel each item."
     with Store() as store:
         project = store.create_project(name, version, overlap=overlap, lease_seconds=lease, guide=text,
@@ -317,7 +316,6 @@ def annotate_add_annotator(name: Annotated[str, typer.Argument(help="the annotat
                            host: Annotated[str, typer.Option(help="host in the printed link")] = "127.0.0.1",
                            port: Annotated[int, typer.Option(help="port in the printed link")] = 8866) -> None:
     "Register an annotator and print their personal link (the token is shown only now)."
-    import fsml_nb.annotate  # noqa: F401  (adds store.annotators)
     with Store() as store:
         token = store.annotators.add(name, projects=project)
     _print_link(name, token, host, port)
@@ -332,7 +330,6 @@ def annotate_reissue_token(name: Annotated[str, typer.Argument(help="the annotat
                            host: Annotated[str, typer.Option(help="host in the printed link")] = "127.0.0.1",
                            port: Annotated[int, typer.Option(help="port in the printed link")] = 8866) -> None:
     "Give an annotator a new token and link; the old one stops working."
-    import fsml_nb.annotate  # noqa: F401  (adds store.annotators)
     with Store() as store:
         _print_link(name, store.annotators.reissue_token(name), host, port)
 
@@ -340,7 +337,6 @@ def annotate_reissue_token(name: Annotated[str, typer.Argument(help="the annotat
 @annotate_app.command("disable")
 def annotate_disable(name: Annotated[str, typer.Argument(help="the annotator's name")]) -> None:
     "Refuse an annotator's token (their answers stay; their items go back to the queue)."
-    import fsml_nb.annotate  # noqa: F401  (adds store.annotators)
     with Store() as store:
         store.annotators.disable(name)
     typer.echo(f"{name} is disabled")
@@ -349,7 +345,6 @@ def annotate_disable(name: Annotated[str, typer.Argument(help="the annotator's n
 @annotate_app.command("enable")
 def annotate_enable(name: Annotated[str, typer.Argument(help="the annotator's name")]) -> None:
     "Let a disabled annotator back in with their token."
-    import fsml_nb.annotate  # noqa: F401  (adds store.annotators)
     with Store() as store:
         store.annotators.disable(name, disabled=False)
     typer.echo(f"{name} is enabled")
@@ -358,7 +353,6 @@ def annotate_enable(name: Annotated[str, typer.Argument(help="the annotator's na
 @annotate_app.command("remove-annotator")
 def annotate_remove_annotator(name: Annotated[str, typer.Argument(help="the annotator's name")]) -> None:
     "Delete an annotator who never answered (one who did can only be disabled)."
-    import fsml_nb.annotate  # noqa: F401  (adds store.annotators)
     with Store() as store:
         store.annotators.remove(name)
     typer.echo(f"{name} is removed")
@@ -367,7 +361,6 @@ def annotate_remove_annotator(name: Annotated[str, typer.Argument(help="the anno
 @annotate_app.command("add-member")
 def annotate_add_member(project: Annotated[str, typer.Argument()], name: Annotated[str, typer.Argument(help="annotator")]) -> None:
     "Let an annotator label a project."
-    import fsml_nb.annotate  # noqa: F401  (adds store.project)
     with Store() as store:
         store.project(project).add_member(name)
     typer.echo(f"{name} may label {project}")
@@ -377,7 +370,6 @@ def annotate_add_member(project: Annotated[str, typer.Argument()], name: Annotat
 def annotate_remove_member(project: Annotated[str, typer.Argument()],
                            name: Annotated[str, typer.Argument(help="annotator")]) -> None:
     "Take a project away from an annotator (the items they hold in it go back to the queue)."
-    import fsml_nb.annotate  # noqa: F401  (adds store.project)
     with Store() as store:
         store.project(project).remove_member(name)
     typer.echo(f"{name} no longer labels {project}")
@@ -386,7 +378,6 @@ def annotate_remove_member(project: Annotated[str, typer.Argument()],
 @annotate_app.command("members")
 def annotate_members(project: Annotated[str, typer.Argument()]) -> None:
     "List the annotators who may label a project."
-    import fsml_nb.annotate  # noqa: F401  (adds store.project)
     with Store() as store:
         typer.echo("\n".join(store.project(project).members()) or f"{project} has no members yet")
 
@@ -396,7 +387,6 @@ def annotate_guide(project: Annotated[str, typer.Argument()],
                    guide: Annotated[Path, typer.Argument(help="Markdown file", exists=True, dir_okay=False,
                                                          readable=True)]) -> None:
     "Record a new version of a project's guide."
-    import fsml_nb.annotate  # noqa: F401  (adds store.project)
     with Store() as store:
         typer.echo(f"{project}: guide version {store.project(project).set_guide(guide.read_text())}")
 
@@ -404,7 +394,6 @@ def annotate_guide(project: Annotated[str, typer.Argument()],
 @annotate_app.command("status")
 def annotate_status(project: Annotated[str, typer.Argument()]) -> None:
     "Progress, agreement and the review queue of a project."
-    import fsml_nb.annotate  # noqa: F401  (adds store.project)
     with Store() as store:
         handle = store.project(project)
         details = handle.info()
@@ -428,7 +417,6 @@ def annotate_status(project: Annotated[str, typer.Argument()]) -> None:
 def annotate_export(project: Annotated[str, typer.Argument()],
                     name: Annotated[str | None, typer.Option(help="name of the new version")] = None) -> None:
     "Make a dataset version of the consensus labels."
-    import fsml_nb.annotate  # noqa: F401  (adds store.project)
     with Store() as store:
         _print_version(store.project(project).export_consensus(name))
 

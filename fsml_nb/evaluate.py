@@ -555,7 +555,6 @@ def send_to_relabel(store: Store, version: DatasetVersion | str,
                     annotators: Sequence[str] = (),  # who may relabel them (more with `project.add_member`)
                     ) -> Any:
     "Create an annotation project over `items` of `version`, with `reason` in its guide."
-    import fsml_nb.annotate  # noqa: F401  (adds store.create_project)
 
     version = store.version(version)
     wanted = set(items)

@@ -1047,3 +1047,6 @@ def collect_garbage(self: Store, dry_run: bool = True,  # only list what would g
             self.blobs._remove(path)
     return GarbageReport(tuple(orphans), tuple(sorted(temporary)),
                          sum(blobs[sha] for sha in orphans) + sum(temporary.values()), removed=not dry_run)
+
+# %% ../nbs/01_store.ipynb #473c075e
+import fsml_nb.annotate  # noqa: E402,F401  (after every name annotate imports from here is defined)

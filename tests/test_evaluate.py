@@ -8,7 +8,6 @@ import pytest
 import torch
 from torch import nn
 
-import fsml_nb.annotate  # noqa: F401  (adds store.project and store.annotators)
 from fsml_nb.data import import_digits
 from fsml_nb.evaluate import (EvaluationError, apply_relabels, compare_runs, evaluate_model, find_label_issues,
                               out_of_sample_probabilities, send_to_relabel)

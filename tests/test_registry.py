@@ -17,7 +17,6 @@ import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import DBAPIError
 
-import fsml_nb.annotate  # noqa: F401  (adds store.create_project and store.annotators)
 from fsml_nb.core import utc_now
 from fsml_nb.data import import_mnist1d
 from fsml_nb.db import (missing_triggers, model_version_files, model_versions, reading, registered_models,
