@@ -1164,7 +1164,9 @@ def page_query_string() -> str:
 
     try:
         from voila.utils import get_query_string
-    except ImportError:  # not under Voila
+    except ModuleNotFoundError as error:  # Voila not installed: not served by it
+        if error.name != "voila":
+            raise
         return os.environ.get("QUERY_STRING", "")
     return get_query_string() or ""
 

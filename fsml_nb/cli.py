@@ -470,11 +470,12 @@ def annotate_serve(project: str = typer.Option(..., help="the project annotators
         get_project(store, project)
     folder = Path(tempfile.mkdtemp(prefix="fsml-annotate-"))
     write_app_notebook(folder / "annotate.ipynb")
-    write_voila_config(folder / "voila.py", max_kernels=max_kernels, cull_after=cull_after, preheat=preheat)
+    (folder / "config").mkdir()  # not beside the notebook: a voila.py in a kernel's folder would shadow voila
+    write_voila_config(folder / "config" / "voila.py", max_kernels=max_kernels, cull_after=cull_after, preheat=preheat)
     typer.echo(f"serving project {project} on http://{host}:{port}/?token=... (Ctrl-C stops)")
     command = [sys.executable, "-m", "voila", str(folder / "annotate.ipynb"), "--no-browser", f"--port={port}",
                f"--Voila.ip={host}", "--Voila.tornado_settings={'allow_origin': ''}", "--show_tracebacks=False",
-               f"--Voila.config_file_paths=['{folder}']"]
+               f"--Voila.config_file_paths=['{folder / 'config'}']"]
     raise SystemExit(subprocess.call(command, env={**os.environ, **_voila_kernel_env(host),
                                                    "FSML_ANNOTATE_PROJECT": project}))
 
@@ -1127,11 +1128,12 @@ def _serve_page(name: str, code: str, host: str, port: int, environment: dict[st
     notebook.cells = [nbformat.v4.new_code_cell(code)]
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(notebook, str(folder / f"{name}.ipynb"))
-    write_voila_config(folder / "voila.py", max_kernels=max_kernels, cull_after=cull_after, preheat=preheat)
+    (folder / "config").mkdir()  # not beside the notebook: a voila.py in a kernel's folder would shadow voila
+    write_voila_config(folder / "config" / "voila.py", max_kernels=max_kernels, cull_after=cull_after, preheat=preheat)
     typer.echo(f"{name}: http://{host}:{port}/?token=VIEW_TOKEN (fsml pages add-viewer NAME makes one)")
     command = [sys.executable, "-m", "voila", str(folder / f"{name}.ipynb"), "--no-browser", f"--port={port}",
                f"--Voila.ip={host}", "--Voila.tornado_settings={'allow_origin': ''}", "--show_tracebacks=False",
-               f"--Voila.config_file_paths=['{folder}']"]
+               f"--Voila.config_file_paths=['{folder / 'config'}']"]
     raise SystemExit(subprocess.call(command, env={**os.environ, **_voila_kernel_env(host), **environment}))
 
 
