@@ -34,9 +34,9 @@ __all__ = ['DASHBOARD_NOTEBOOK_CODE', 'DEMO_NOTEBOOK_CODE', 'EvaluationError', '
            'eval_run', 'eval_runs_of', 'cases', 'plot_confusion', 'plot_reliability', 'item_thumbnail',
            'annotator_answers', 'EvalExplorer', 'RunComparison', 'mcnemar_exact', 'compare_runs',
            'out_of_sample_probabilities', 'LabelIssue', 'find_label_issues', 'send_to_relabel', 'apply_relabels',
-           'ProductionSample', 'sample_production', 'wilson_interval', 'ProductionGrade', 'grade_production',
-           'plot_production_accuracy', 'AccessDenied', 'add_viewer', 'viewer_for_token', 'run_plots_png', 'Dashboard',
-           'image_to_input', 'predict_image', 'Demo', 'DashboardPage', 'dashboard_view', 'DemoPage', 'demo_view']
+           'ProductionSample', 'sample_production', 'ProductionGrade', 'grade_production', 'plot_production_accuracy',
+           'AccessDenied', 'add_viewer', 'viewer_for_token', 'run_plots_png', 'Dashboard', 'image_to_input',
+           'predict_image', 'Demo', 'DashboardPage', 'dashboard_view', 'DemoPage', 'demo_view']
 
 # %% ../nbs/11_evaluate.ipynb #66bf4b0e
 class EvaluationError(FsmlError):
@@ -785,16 +785,6 @@ def sample_production(store: Store,
                             {"inputs not kept": len(rows) - len(kept), "not images": len(chosen) - len(images)})
 
 # %% ../nbs/11_evaluate.ipynb #d64f2b8d
-def wilson_interval(correct: int, total: int, z: float = 1.96) -> tuple[float, float]:
-    "The Wilson score interval of a proportion (95% for z = 1.96)."
-    if total == 0:
-        return 0.0, 1.0
-    share = correct / total
-    centre = (share + z * z / (2 * total)) / (1 + z * z / total)
-    half = z * np.sqrt(share * (1 - share) / total + z * z / (4 * total * total)) / (1 + z * z / total)
-    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
-
-
 @dataclass(frozen=True)
 class ProductionGrade:
     "Live accuracy of the sampled served predictions against the annotators' consensus."
@@ -820,6 +810,8 @@ class ProductionGrade:
 
 def _accuracy_table(frame, keys: list[str]):
     import pandas as pd
+
+    from fsml_nb.export import wilson_interval
 
     table = frame.groupby(keys, sort=True).agg(graded=("correct", "size"), correct=("correct", "sum")).reset_index()
     table["correct"] = table["correct"].astype(int)
