@@ -39,8 +39,9 @@ from .store import BlobCorruptError, BlobMissingError, DatasetVersion, Entry, La
 __all__ = ['Suggester', 'PANEL_KEYS', 'APP_NOTEBOOK_CODE', 'AnnotationError', 'UnknownProjectError', 'UnknownAnnotatorError',
            'AccessRefused', 'NotLeasedError', 'LeaseLostError', 'ProjectInfo', 'Project', 'Annotators', 'Task',
            'Answer', 'Question', 'Progress', 'Waiting', 'cohen_kappa', 'fleiss_kappa', 'Consensus', 'PairAgreement',
-           'AgreementReport', 'Suggestible', 'top_suggestion', 'hotkeys_widget', 'AnnotationPanel', 'app_view',
-           'write_app_notebook', 'voila_kernel_cap', 'write_voila_config']
+           'AgreementReport', 'Suggestible', 'top_suggestion', 'hotkeys_widget', 'AnnotationPanel', 'page_query_string',
+           'warm_up', 'app_view', 'write_app_notebook', 'pages_open', 'page_kernel_manager_class',
+           'refuse_pages_beyond_cap', 'write_voila_config']
 
 # %% ../nbs/03_annotate.ipynb #ce44dbfe
 class AnnotationError(FsmlError):
@@ -1260,6 +1261,28 @@ def on_key(self: AnnotationPanel, event: dict[str, Any]) -> None:
     elif key in ("u", "U") and self.task is not None:
         self.unsure.value = not self.unsure.value
 
+# %% ../nbs/03_annotate.ipynb #d4a3c652
+def page_query_string() -> str:
+    "The query string of the request this page serves; a preheated Voila kernel waits here until a request comes."
+    import os
+
+    try:
+        from voila.utils import get_query_string
+    except ModuleNotFoundError as error:  # Voila not installed: not served by it
+        if error.name != "voila":
+            raise
+        return os.environ.get("QUERY_STRING", "")
+    return get_query_string() or ""
+
+
+def warm_up(store: Store | None = None) -> Store:
+    "The work a page does before knowing its visitor: the widget libraries imported and the store opened."
+    import anywidget  # noqa: F401
+    import ipywidgets  # noqa: F401
+    import PIL.Image  # noqa: F401
+
+    return store or Store()
+
 # %% ../nbs/03_annotate.ipynb #a45361f7
 def app_view(query_string: str, project: str | None, store: Store | None = None, suggester: Suggester | None = None):
     "The widget the annotation web app shows for a request."
@@ -1283,8 +1306,9 @@ def app_view(query_string: str, project: str | None, store: Store | None = None,
 # %% ../nbs/03_annotate.ipynb #2db241ad
 APP_NOTEBOOK_CODE = """import os
 from IPython.display import display
-from fsml_nb.annotate import app_view
-display(app_view(os.environ.get("QUERY_STRING", ""), os.environ.get("FSML_ANNOTATE_PROJECT")))"""
+from fsml_nb.annotate import app_view, page_query_string, warm_up
+store = warm_up()  # before the request: a preheated kernel has done this when the visitor arrives
+display(app_view(page_query_string(), os.environ.get("FSML_ANNOTATE_PROJECT"), store))"""
 
 
 def write_app_notebook(path) -> None:
@@ -1297,24 +1321,88 @@ def write_app_notebook(path) -> None:
     nbformat.write(notebook, str(path))
 
 # %% ../nbs/03_annotate.ipynb #33da53ae
-def voila_kernel_cap(max_kernels: int):
-    "A Voila prelaunch hook that refuses a new page while `max_kernels` kernels run."
-    def refuse_beyond_cap(request_handler, notebook=None, cwd=None) -> None:
-        from tornado.web import HTTPError
+def pages_open(kernel_ids: Sequence[str],  # every kernel the manager runs
+               pools: dict[str, list] | None,  # Voila's pool: notebook -> tasks whose result names a kernel
+               starting_for_pool: set[str] = frozenset(),  # kernels being started for the pool
+               ) -> int:
+    "How many kernels serve pages: all of them but those waiting (or starting) in Voila's preheated pool."
+    pooled = set(starting_for_pool)
+    for pool in (pools or {}).values():
+        for task in pool:
+            if task.done() and not task.cancelled() and task.exception() is None:
+                pooled.add(task.result()["kernel_id"])
+    return len(set(kernel_ids) - pooled)
 
-        if len(request_handler.kernel_manager.list_kernel_ids()) >= max_kernels:
-            raise HTTPError(503, reason="Too many annotators at once: try again in a minute")
+# %% ../nbs/03_annotate.ipynb #5363c289
+def page_kernel_manager_class():
+    "Jupyter's kernel manager with the count of pages open and their cap (a class made on first use)."
+    import uuid
 
-    return refuse_beyond_cap
+    from jupyter_server.services.kernels.kernelmanager import AsyncMappingKernelManager
+    from traitlets import Int
+
+    class PageKernelManager(AsyncMappingKernelManager):
+        "Voila's kernel manager, counting the kernels that serve pages (preheated ones waiting do not count)."
+        max_pages = Int(50, config=True, help="pages open at once; more get 503")
+
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.starting_for_pool: set[str] = set()
+
+        async def start_kernel(self, *args, **kwargs):
+            if (kwargs.get("env") or {}).get("VOILA_PREHEAT") != "True":  # a kernel for a request
+                return await super().start_kernel(*args, **kwargs)
+            kernel_id = kwargs.pop("kernel_id", None) or str(uuid.uuid4())
+            self.starting_for_pool.add(kernel_id)
+            try:
+                return await super().start_kernel(*args, kernel_id=kernel_id, **kwargs)
+            finally:
+                self.starting_for_pool.discard(kernel_id)
+
+        def pages_open(self) -> int:
+            return pages_open(self.list_kernel_ids(), getattr(self, "_pools", None), self.starting_for_pool)
+
+    return PageKernelManager
 
 
-def write_voila_config(path, max_kernels: int = 50, cull_after: int = 300) -> None:
-    "Write the `voila.py` that `fsml annotate serve` uses: kernels of closed pages end, at most `max_kernels` run."
+def refuse_pages_beyond_cap() -> None:
+    "Make Voila answer 503 to a new page while `max_pages` pages are open (run in Voila's config file)."
+    import inspect
+
+    from tornado.web import HTTPError
+    from voila.handler import VoilaHandler
+
+    if getattr(VoilaHandler, "fsml_capped", False):
+        return
+    original = VoilaHandler.prepare
+
+    async def prepare(self):
+        result = original(self)
+        if inspect.isawaitable(result):
+            await result
+        manager = self.kernel_manager
+        if hasattr(manager, "pages_open") and manager.pages_open() >= manager.max_pages:
+            raise HTTPError(503, reason="Too many pages open at once: try again in a minute")
+
+    VoilaHandler.prepare = prepare
+    VoilaHandler.fsml_capped = True
+
+# %% ../nbs/03_annotate.ipynb #c5d462bf
+def write_voila_config(path, max_kernels: int = 50, cull_after: int = 300,
+                       preheat: int = 1,  # kernels started ahead of visitors (0: start one per request)
+                       ) -> None:
+    "Write the `voila.py` the page servers use: preheated kernels, those of closed pages ended, at most `max_kernels` pages."
     from pathlib import Path
 
+    if max_kernels < 1 or cull_after < 1 or preheat < 0:
+        raise FsmlError("max_kernels and cull_after must be at least 1, preheat at least 0")
     Path(path).write_text(
-        "from fsml_nb.annotate import voila_kernel_cap\n"
-        f"c.VoilaConfiguration.prelaunch_hook = voila_kernel_cap({int(max_kernels)})\n"
+        "from fsml_nb.annotate import page_kernel_manager_class, refuse_pages_beyond_cap\n"
+        "refuse_pages_beyond_cap()\n"
+        "c.VoilaConfiguration.multi_kernel_manager_class = page_kernel_manager_class()\n"
+        f"c.PageKernelManager.max_pages = {int(max_kernels)}\n"
+        f"c.VoilaConfiguration.preheat_kernel = {bool(preheat)}\n"
+        f"c.VoilaConfiguration.default_pool_size = {int(preheat)}\n"
         f"c.MappingKernelManager.cull_idle_timeout = {int(cull_after)}\n"
         f"c.MappingKernelManager.cull_interval = {max(1, min(60, int(cull_after) // 2))}\n"
         "c.MappingKernelManager.cull_connected = False  # an open page keeps its kernel\n")

@@ -20,18 +20,20 @@ from .store import DatasetVersion, Store
 
 # %% auto #0
 __all__ = ['app', 'import_app', 'version_app', 'collect_app', 'annotate_app', 'repro_app', 'registry_app', 'serve_app',
-           'pipeline_app', 'eval_app', 'pages_app', 'PageKernels', 'PageCulling', 'dashboard_app', 'demo_app', 'main',
-           'init', 'import_digits_command', 'import_mnist1d_command', 'import_folder_command', 'list_versions',
-           'show_version', 'diff_versions_command', 'verify_version_command', 'gc_command', 'crawl_command',
-           'collect_version', 'annotate_create', 'annotate_add_annotator', 'annotate_reissue_token', 'annotate_disable',
-           'annotate_enable', 'annotate_remove_annotator', 'annotate_add_member', 'annotate_remove_member',
-           'annotate_members', 'annotate_guide', 'annotate_status', 'annotate_export', 'annotate_serve', 'list_recipes',
-           'run_recipe', 'export_command', 'registry_register', 'registry_list', 'registry_show', 'registry_promote',
-           'registry_rollback', 'registry_history', 'registry_lineage', 'registry_pull', 'quickstart', 'serve_worker',
-           'serve_api', 'serve_up', 'serve_add_client', 'serve_remove_client', 'deploy_command', 'pipeline_run_command',
+           'pipeline_app', 'eval_app', 'grade_app', 'pages_app', 'PageKernels', 'PageCulling', 'PagePreheat',
+           'dashboard_app', 'demo_app', 'main', 'init', 'import_digits_command', 'import_mnist1d_command',
+           'import_folder_command', 'list_versions', 'show_version', 'diff_versions_command', 'verify_version_command',
+           'gc_command', 'crawl_command', 'collect_version', 'annotate_create', 'annotate_add_annotator',
+           'annotate_reissue_token', 'annotate_disable', 'annotate_enable', 'annotate_remove_annotator',
+           'annotate_add_member', 'annotate_remove_member', 'annotate_members', 'annotate_guide', 'annotate_status',
+           'annotate_export', 'annotate_serve', 'list_recipes', 'run_recipe', 'export_command', 'registry_register',
+           'registry_list', 'registry_show', 'registry_promote', 'registry_rollback', 'registry_history',
+           'registry_lineage', 'registry_pull', 'quickstart', 'serve_worker', 'serve_api', 'serve_up',
+           'serve_add_client', 'serve_remove_client', 'deploy_command', 'pipeline_run_command',
            'pipeline_worker_command', 'pipeline_list_command', 'pipeline_status_command', 'pipeline_show_command',
-           'eval_run_command', 'eval_compare_command', 'eval_issues_command', 'pages_dashboard_command',
-           'pages_demo_command', 'pages_add_viewer_command', 'check_command']
+           'eval_run_command', 'eval_compare_command', 'eval_issues_command', 'grade_sample_command',
+           'grade_report_command', 'pages_dashboard_command', 'pages_demo_command', 'pages_add_viewer_command',
+           'check_command']
 
 # %% ../nbs/13_cli.ipynb #acdfc9ac
 app = typer.Typer(help="fsml_nb: the whole model loop: collect, annotate, version, train, export, register, serve, evaluate.",
@@ -427,6 +429,7 @@ def annotate_serve(project: Annotated[str, typer.Option(help="the project annota
                    port: Annotated[int, typer.Option(help="port to listen on")] = 8866,
                    max_kernels: Annotated[int, typer.Option(help="pages open at once (a kernel each, ~80 MB); more wait")] = 50,
                    cull_after: Annotated[int, typer.Option(help="seconds after a page is closed before its kernel ends")] = 300,
+                   preheat: Annotated[int, typer.Option(help="kernels started ahead of visitors (0: one per request)")] = 1,
                    ) -> None:
     "Serve the annotation web app with Voila (annotators open http://HOST:PORT/?token=TOKEN)."
     import os
@@ -434,18 +437,25 @@ def annotate_serve(project: Annotated[str, typer.Option(help="the project annota
     import tempfile
 
     from fsml_nb.annotate import write_app_notebook, write_voila_config
-    if max_kernels < 1 or cull_after < 1:
-        raise typer.BadParameter("--max-kernels and --cull-after must be at least 1")
+    if max_kernels < 1 or cull_after < 1 or preheat < 0:
+        raise typer.BadParameter("--max-kernels and --cull-after must be at least 1, --preheat at least 0")
     with Store() as store:
         store.project(project)  # fails now, with the known names, if there is no such project
     folder = Path(tempfile.mkdtemp(prefix="fsml-annotate-"))
     write_app_notebook(folder / "annotate.ipynb")
-    write_voila_config(folder / "voila.py", max_kernels=max_kernels, cull_after=cull_after)
+    (folder / "config").mkdir()  # not beside the notebook: a voila.py in a kernel's folder would shadow voila
+    write_voila_config(folder / "config" / "voila.py", max_kernels=max_kernels, cull_after=cull_after, preheat=preheat)
     typer.echo(f"serving project {project} on http://{host}:{port}/?token=... (Ctrl-C stops)")
     command = [sys.executable, "-m", "voila", str(folder / "annotate.ipynb"), "--no-browser", f"--port={port}",
                f"--Voila.ip={host}", "--Voila.tornado_settings={'allow_origin': ''}", "--show_tracebacks=False",
-               f"--Voila.config_file_paths=['{folder}']"]
-    raise SystemExit(subprocess.call(command, env={**os.environ, "FSML_ANNOTATE_PROJECT": project}))
+               f"--Voila.config_file_paths=['{folder / 'config'}']"]
+    raise SystemExit(subprocess.call(command, env={**os.environ, **_voila_kernel_env(host),
+                                                   "FSML_ANNOTATE_PROJECT": project}))
+
+
+def _voila_kernel_env(host: str) -> dict[str, str]:
+    "Where a preheated kernel asks Voila for its request: the address Voila listens on (loopback for any)."
+    return {"VOILA_APP_IP": "127.0.0.1" if host in ("", "0.0.0.0", "::", "localhost") else host}
 
 # %% ../nbs/13_cli.ipynb #abdda620
 repro_app = typer.Typer(help="Reproduce published results (paper recipes).", no_args_is_help=True)
@@ -730,11 +740,14 @@ def serve_worker(model: Annotated[str, typer.Option(help="the model's name (its 
                  shadow_ref: Annotated[str | None, typer.Option(help="a challenger to run on shadow jobs (NAME@challenger)")] = None,
                  name: Annotated[str | None, typer.Option(help="worker name (default host-pid-random)")] = None,
                  cache: Annotated[Path | None, typer.Option(help="where pulled versions go (default FSML_HOME/serve-cache)")] = None,
+                 keep_inputs: Annotated[bool, typer.Option("--keep-inputs",
+                                                           help="keep each input in the blob store (to grade production later)")] = False,
                  ) -> None:
     "Take jobs from the model's queue and answer them until SIGTERM."
     from fsml_nb.serve import run_worker, run_worker_from_registry
     config = _worker_config(model, max_batch=max_batch, max_wait_ms=max_wait_ms, threads=threads,
-                            queue_prefix=queue_prefix, lease_seconds=lease_seconds, max_attempts=max_attempts, name=name)
+                            queue_prefix=queue_prefix, lease_seconds=lease_seconds, max_attempts=max_attempts, name=name,
+                            keep_inputs=keep_inputs)
     if (folder is None) == (ref is None):
         raise FsmlError("give exactly one of --folder (a pulled model folder) or --ref (a registry reference)")
     if folder is not None:
@@ -775,6 +788,8 @@ def serve_up(model: Annotated[str, typer.Option(help="the model's name")],
              shadow_fraction: Annotated[float, typer.Option(help="share of requests the challenger also runs")] = 0.0,
              shadow_ref: Annotated[str | None, typer.Option(help="the challenger (NAME@challenger)")] = None,
              no_token: Annotated[bool, typer.Option("--no-token", help="do not require client tokens (demo only)")] = False,
+             keep_inputs: Annotated[bool, typer.Option("--keep-inputs",
+                                                       help="workers keep each input in the blob store (to grade production)")] = False,
              ) -> None:
     "Run the API and N workers on this machine, under one supervisor, until SIGTERM."
     from fsml_nb.serve import FSML_COMMAND, Supervisor, stop_on_signals
@@ -785,7 +800,7 @@ def serve_up(model: Annotated[str, typer.Option(help="the model's name")],
            "--shadow-fraction", str(shadow_fraction)] + (["--no-token"] if no_token else [])
     worker = [*FSML_COMMAND, "serve", "worker", "--model", model, *source, "--max-batch", str(max_batch),
               "--max-wait-ms", str(max_wait_ms), "--queue-prefix", queue_prefix] + \
-        (["--shadow-ref", shadow_ref] if shadow_ref else [])
+        (["--shadow-ref", shadow_ref] if shadow_ref else []) + (["--keep-inputs"] if keep_inputs else [])
     supervisor = Supervisor({"api": api, **{f"worker-{index + 1}": worker for index in range(workers)}})
     stop_on_signals(supervisor.stop)
     typer.echo(f"serving {model} on http://{host}:{port} with {workers} workers; SIGTERM or Ctrl-C stops")
@@ -996,13 +1011,76 @@ def eval_issues_command(version: Annotated[str, typer.Argument(help="dataset ver
         typer.echo(f"{issue.item_sha256}  given {issue.given}  suggested {issue.suggested}  "
                    f"quality {issue.label_quality:.3f}")
 
+# %% ../nbs/13_cli.ipynb #e10d35a0
+grade_app = typer.Typer(help="Grade production: sample served predictions for annotators, then report live accuracy.",
+                        no_args_is_help=True)
+eval_app.add_typer(grade_app, name="grade-production")
+
+
+def _moment(text: str | None):
+    "An ISO date or date-time from the command line (UTC when no zone is given)."
+    from datetime import datetime
+
+    from fsml_nb.core import as_utc
+
+    if text is None:
+        return None
+    try:
+        return as_utc(datetime.fromisoformat(text))
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not an ISO date or date-time (e.g. 2026-11-23 or 2026-11-23T08:00)") \
+            from None
+
+
+@grade_app.command("sample")
+def grade_sample_command(
+        project: Annotated[str, typer.Argument(help="name of the annotation project to create")],
+        size: Annotated[int, typer.Option(help="served predictions to sample")] = 200,
+        model: Annotated[str | None, typer.Option(help="only this served model")] = None,
+        version: Annotated[list[str] | None, typer.Option(help="only this model version id (repeatable)")] = None,
+        since: Annotated[str | None, typer.Option(help="served at or after (ISO date or date-time, UTC)")] = None,
+        until: Annotated[str | None, typer.Option(help="served before (ISO date or date-time, UTC)")] = None,
+        seed: Annotated[int, typer.Option(help="the same seed and filters draw the same sample")] = 0,
+        overlap: Annotated[int, typer.Option(help="answers wanted per item")] = 2,
+        annotator: Annotated[list[str] | None, typer.Option(help="who may grade (repeatable)")] = None,
+        classes: Annotated[str | None, typer.Option(help="comma-separated classes, for versions not in the registry")] = None,
+) -> None:
+    "Sample served predictions (inputs kept by the workers) into an annotation project."
+    from fsml_nb.evaluate import sample_production
+
+    with Store() as store:
+        sample = sample_production(store, project, size, model, version or (), _moment(since), _moment(until), seed,
+                                   overlap, annotator or (), classes.split(",") if classes else None)
+    typer.echo(str(sample))
+
+
+@grade_app.command("report")
+def grade_report_command(project: Annotated[str, typer.Argument(help="the production sample's annotation project")],
+                         plot: Annotated[Path | None, typer.Option(help="also write the chart (PNG) here")] = None,
+                         as_json: Annotated[bool, typer.Option("--json", help="print the tables as JSON")] = False,
+                         ) -> None:
+    "Live accuracy per model version and ISO week, from the annotators' consensus."
+    from fsml_nb.evaluate import grade_production, plot_production_accuracy
+
+    with Store() as store:
+        grade = grade_production(store, project)
+    if plot is not None:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        plot_production_accuracy(grade)
+        plt.savefig(plot, dpi=100, bbox_inches="tight")
+    typer.echo(json.dumps({"by_week": grade.by_week.to_dict("records"), "by_version": grade.by_version.to_dict("records"),
+                           "pending": grade.pending}) if as_json else str(grade))
+
 # %% ../nbs/13_cli.ipynb #5a6f6351
 pages_app = typer.Typer(help="Dashboard and demo pages for stakeholders (Voila), and who may open them.",
                         no_args_is_help=True)
 app.add_typer(pages_app, name="pages")
 
 def _serve_page(name: str, code: str, host: str, port: int, environment: dict[str, str],
-                max_kernels: int, cull_after: int) -> None:
+                max_kernels: int, cull_after: int, preheat: int = 1) -> None:
     "Write the page's app notebook and serve it with Voila (kernels capped, those of closed pages ended)."
     import os
     import subprocess
@@ -1012,33 +1090,36 @@ def _serve_page(name: str, code: str, host: str, port: int, environment: dict[st
 
     from fsml_nb.annotate import write_voila_config
 
-    if max_kernels < 1 or cull_after < 1:
-        raise typer.BadParameter("--max-kernels and --cull-after must be at least 1")
+    if max_kernels < 1 or cull_after < 1 or preheat < 0:
+        raise typer.BadParameter("--max-kernels and --cull-after must be at least 1, --preheat at least 0")
     folder = Path(tempfile.mkdtemp(prefix=f"fsml-{name}-"))
     notebook = nbformat.v4.new_notebook()
     notebook.cells = [nbformat.v4.new_code_cell(code)]
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(notebook, str(folder / f"{name}.ipynb"))
-    write_voila_config(folder / "voila.py", max_kernels=max_kernels, cull_after=cull_after)
+    (folder / "config").mkdir()  # not beside the notebook: a voila.py in a kernel's folder would shadow voila
+    write_voila_config(folder / "config" / "voila.py", max_kernels=max_kernels, cull_after=cull_after, preheat=preheat)
     typer.echo(f"{name}: http://{host}:{port}/?token=VIEW_TOKEN (fsml pages add-viewer NAME makes one)")
     command = [sys.executable, "-m", "voila", str(folder / f"{name}.ipynb"), "--no-browser", f"--port={port}",
                f"--Voila.ip={host}", "--Voila.tornado_settings={'allow_origin': ''}", "--show_tracebacks=False",
-               f"--Voila.config_file_paths=['{folder}']"]
-    raise SystemExit(subprocess.call(command, env={**os.environ, **environment}))
+               f"--Voila.config_file_paths=['{folder / 'config'}']"]
+    raise SystemExit(subprocess.call(command, env={**os.environ, **_voila_kernel_env(host), **environment}))
 
 
 PageKernels = Annotated[int, typer.Option("--max-kernels", help="pages open at once (a kernel each); more wait")]
 PageCulling = Annotated[int, typer.Option("--cull-after", help="seconds after a page closes before its kernel ends")]
+PagePreheat = Annotated[int, typer.Option("--preheat", help="kernels started ahead of visitors (0: one per request)")]
 
 
 @pages_app.command("dashboard")
 def pages_dashboard_command(host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
                             port: Annotated[int, typer.Option(help="port to listen on")] = 8867,
-                            max_kernels: PageKernels = 20, cull_after: PageCulling = 300) -> None:
+                            max_kernels: PageKernels = 20, cull_after: PageCulling = 300,
+                            preheat: PagePreheat = 1) -> None:
     "Serve the evaluation dashboard (metrics, confusion, wrong cases, comparisons)."
     from fsml_nb.evaluate import DASHBOARD_NOTEBOOK_CODE
 
-    _serve_page("dashboard", DASHBOARD_NOTEBOOK_CODE, host, port, {}, max_kernels, cull_after)
+    _serve_page("dashboard", DASHBOARD_NOTEBOOK_CODE, host, port, {}, max_kernels, cull_after, preheat)
 
 
 @pages_app.command("demo")
@@ -1046,12 +1127,13 @@ def pages_demo_command(model: Annotated[str, typer.Option(help="registry ref or 
                        serve_url: Annotated[str | None, typer.Option(help="send uploads to this serving API")] = None,
                        host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
                        port: Annotated[int, typer.Option(help="port to listen on")] = 8868,
-                       max_kernels: PageKernels = 20, cull_after: PageCulling = 300) -> None:
+                       max_kernels: PageKernels = 20, cull_after: PageCulling = 300,
+                       preheat: PagePreheat = 1) -> None:
     "Serve the demo page: upload an image or draw a digit, see the prediction and the model version."
     from fsml_nb.evaluate import DEMO_NOTEBOOK_CODE
 
     environment = {"FSML_DEMO_MODEL": model, **({"FSML_SERVE_URL": serve_url} if serve_url else {})}
-    _serve_page("demo", DEMO_NOTEBOOK_CODE, host, port, environment, max_kernels, cull_after)
+    _serve_page("demo", DEMO_NOTEBOOK_CODE, host, port, environment, max_kernels, cull_after, preheat)
 
 
 dashboard_app = typer.Typer(help="The evaluation dashboard (Voila).", no_args_is_help=True)

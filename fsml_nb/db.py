@@ -851,6 +851,8 @@ served_predictions = Table(
     Index("served_predictions_by_version", "model_version", "created_at"),
     Index("served_predictions_by_time", "created_at"),
 )
+# inputs a worker kept (`keep_inputs`) are named by their prediction rows: `gc` leaves them
+BLOB_REFERENCES.append(served_predictions.c.input_sha256)
 
 # %% ../nbs/01_db.ipynb #5e31ac9a
 Migration = Callable[["Operations"], None]  # noqa: F821  (alembic.operations.Operations)

@@ -347,7 +347,8 @@ def test_kernels_of_closed_pages_end_and_their_number_is_capped(chromium_path: s
                              for child in child_processes(server.pid)), what="voila to start")
         voila_pid = next(child for child in child_processes(server.pid)
                          if b"voila" in Path(f"/proc/{child}/cmdline").read_bytes())
-        floor = len(kernel_processes(voila_pid))
+        floor = 1  # the preheated kernel waiting for a visitor (--preheat 1, the default), once started
+        wait_for(lambda: len(kernel_processes(voila_pid)) == floor, timeout=120, what="the preheated kernel")
         with sync_playwright() as playwright:
             browser = launch_chromium(playwright, chromium_path)
             pages = []
@@ -356,7 +357,8 @@ def test_kernels_of_closed_pages_end_and_their_number_is_capped(chromium_path: s
                 page.goto(f"{url}/?token={token}")
                 page.wait_for_selector(".fsml-annotation-panel", timeout=120_000)
                 pages.append(page)
-            assert len(kernel_processes(voila_pid)) == floor + 2
+            wait_for(lambda: len(kernel_processes(voila_pid)) == floor + 2, timeout=120,  # the pool refills
+                     what="two page kernels and the refilled pool")
             refused = browser.new_page()
             response = refused.goto(f"{url}/?token={token}")
             assert response.status == 503  # the cap: a third page at once is turned away
