@@ -29,7 +29,6 @@ import time
 import uuid
 from pathlib import Path
 
-from fsml_nb.annotate import add_annotator, create_project, lease_next, submit_and_next
 from fsml_nb.store import LabelledItem, LabelSchema, NewItem, Store
 from fsml_nb.testing import scratch_postgres_database
 
@@ -44,12 +43,13 @@ def annotator_worker(db_url: str, blob_url: str, project: str, name: str, pace: 
         with Store(db_url, blob_url) as store:
             ready.release()
             start.wait()
-            task = lease_next(store, project, name)
+            handle = store.project(project)
+            task = handle.lease_next(name)
             while task is not None:
                 if pace:
                     time.sleep(pause.uniform(0, 2 * pace))
                 began = time.perf_counter()
-                _, task = submit_and_next(store, project, name, task.item_sha256, "cat" if len(name) % 2 else "dog")
+                _, task = handle.submit_and_next(name, task.item_sha256, "cat" if len(name) % 2 else "dog")
                 timings.append((time.perf_counter() - began) * 1000)
     except Exception as failure:  # reported in the table, not lost in a hung run
         error = str(failure).splitlines()[0]
@@ -65,9 +65,9 @@ def run(db_url: str, blob_url: str, annotators: int, items: int, overlap: int, p
     with Store(db_url, blob_url) as store:
         version = store.import_version([LabelledItem(NewItem(f"{project} {i}".encode(), "text/plain"), "cat", "train")
                                         for i in range(items)], SCHEMA, project, source="bench")
-        create_project(store, project, version, overlap=overlap)
+        store.create_project(project, version, overlap=overlap)
         for name in names:
-            add_annotator(store, name, projects=[project])
+            store.annotators.add(name, projects=[project])
     context = multiprocessing.get_context("fork")  # no engine is open here: each child opens its own
     ready, start, queue = context.Semaphore(0), context.Event(), context.Queue()
     processes = [context.Process(target=annotator_worker,

@@ -23,7 +23,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from fsml_nb.data import import_digits, import_mnist1d
-from fsml_nb.export import ExportReport, export_checkpoint, report_markdown
+from fsml_nb.export import ExportReport, export_checkpoint
 from fsml_nb.repro import MNIST1D_TRAINING, RECIPES
 from fsml_nb.store import Store
 from fsml_nb.train import fit, registered_spec
@@ -76,7 +76,7 @@ def main() -> None:
         for name, version, latency_target in (("digits", digits, True), ("mnist1d", mnist1d, False)):
             report = export_checkpoint(tmp / f"{name}.safetensors", tmp / f"{name}-export", version, store=store,
                                        method=args.method)
-            print(report_markdown(report))
+            print(report._repr_markdown_())
             print("\n| target | met | measured |\n| --- | :---: | --- |")
             for label, met, measured in check_targets(report, latency_target):
                 print(f"| {label} | {'yes' if met else '**no**'} | {measured} |")

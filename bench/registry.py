@@ -4,8 +4,9 @@
 
 Trains an MNIST-1D MLP whose weights are about 50 MB (`--hidden 3500`: 12.4 M parameters) for a
 few steps, exports it (ONNX FP32, INT8 dynamic and static), then measures, in the same run:
-- register (archive every file as a blob, golden inputs, code and environment, rows) vs copying
-  the same files (export folder + checkpoint) with fsspec into a fresh folder: target <= 1.5x;
+- register (archive every file as a blob, each hashed as it is copied and compared with the hashes
+  export recorded, plus code, environment and rows; nothing is run) vs copying the same files
+  (export folder + checkpoint) with fsspec into a fresh folder: target <= 1.5x;
 - pull (every blob re-hashed, written to a temporary folder, renamed) vs copying the same blobs
   with fsspec: target <= 1.5x;
 - `alias_at` over a log of 10,000 promotions, on SQLite and on PostgreSQL when it answers:

@@ -16,13 +16,18 @@ Prints Markdown tables:
    (`--steps` steps per row, default 600 instead of 6,000, one seed) timed quiet and with one
    busy process (a pure-Python loop holding a core) beside it, with torch's default thread
    count and with fit's choice (target: fit's choice busy within 2.5x of quiet).
-6. `stem` (issue 17.1; not in the default run): a 3-class folder of drawn shapes (60 images
-   per class) at 32x32 and 64x64, ResNet-18 with the small-input and the standard stem, and
-   `fit(name, version)` with no other argument (the stem it picks); accuracy and time.
+6. `stem` (issue 17.1; not in the default run): a 3-class folder of drawn shapes (`--per-class`,
+   default 60 images per class) at `--sides` (default 32), ResNet-18 with each stem, trained with
+   the previous defaults (`TrainConfig()`, the baseline) and with every default (no config:
+   `fit` chooses one for the data); `fit(name, version)` with no other argument is the row of
+   the stem it picks. Accuracy on the folder's test split and on `--held-out` (default 200) more
+   images per class drawn the same way with another seed, with a 95% Wilson interval; time.
 """
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import subprocess
 import sys
 import tempfile
@@ -34,11 +39,12 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from fsml_nb.compress import distillation_study, measure, prune_to_ratio, reports_to_markdown
+from fsml_nb.compress import ModelComparison, distillation_study, measure, prune_to_ratio
 from fsml_nb.data import generate_mnist1d, import_digits, import_folder, import_mnist1d
-from fsml_nb.repro import MNIST1D_TRAINING, RECIPES, reproduce, save_report, to_markdown
+from fsml_nb.repro import MNIST1D_TRAINING, RECIPES, reproduce, save_report
 from fsml_nb.store import Store
-from fsml_nb.train import SMALL_INPUT_MAX_SIDE, available_threads, fit, registered_spec, timm_spec, training_splits
+from fsml_nb.train import (SMALL_INPUT_MAX_SIDE, Split, TrainConfig, available_threads, fit, load_split,
+                            registered_spec, timm_spec, training_splits)
 
 REFERENCE_CNN = registered_spec("mnist1d-cnn")
 SMALL_CNN = registered_spec("mnist1d-cnn", channels=8)
@@ -46,7 +52,7 @@ SMALL_CNN = registered_spec("mnist1d-cnn", channels=8)
 
 def run_recipe(name: str, store: Store, out: Path | None) -> None:
     report = reproduce(name, store=store)
-    print(to_markdown(report))
+    print(report._repr_markdown_())
     print(f"\nall rows within tolerance: {report.all_within}\n")
     if out:
         save_report(report, out / name)
@@ -60,7 +66,7 @@ def run_distillation(store: Store) -> None:
     study = distillation_study(SMALL_CNN, teacher, version, store, MNIST1D_TRAINING, seeds=(0, 1, 2),
                                temperature=4.0, alpha=0.9, unlabelled=transfer)
     print("### Distillation on MNIST-1D: CNN (25 channels) teacher, CNN (8 channels) student, T=4, alpha=0.9\n")
-    print(study.to_markdown())
+    print(study._repr_markdown_())
     print(f"\ndistilled (with transfer set) - alone: {study.gain:+.2f} points (target >= 0)\n")
 
 
@@ -71,7 +77,7 @@ def prune_and_report(title: str, model, version, store: Store, test, fine_tune) 
     tuned = fit(pruned, version, store=store, config=fine_tune, checkpoint_path=False, progress=False).model
     after_tuning = measure(tuned, test, "pruned + fine-tuned")
     print(f"### Structured pruning of the {title} to 50% of its parameters\n")
-    print(reports_to_markdown([before, after_pruning, after_tuning]))
+    print(ModelComparison((before, after_pruning, after_tuning))._repr_markdown_())
     print(f"\naccuracy change after fine-tuning: {after_tuning.accuracy - before.accuracy:+.2f} points "
           "(target >= -1)\n")
 
@@ -143,19 +149,56 @@ def draw_shapes_folder(root: Path, side: int, per_class: int = 60, seed: int = 0
     return root
 
 
-def run_stem(store: Store, folder: Path) -> None:
-    "ResNet-18 on drawn shapes at two sizes with each stem, and with fit's own choice."
-    print(f"### ResNet-18 on a 3-class shapes folder (60 per class), every default (SMALL_INPUT_MAX_SIDE = "
-          f"{SMALL_INPUT_MAX_SIDE})\n")
-    print("| size | stem | test accuracy (%) | seconds |\n| --- | --- | ---: | ---: |")
-    for side in (32, 64):
-        version = import_folder(draw_shapes_folder(folder / f"shapes{side}", side), store=store)
-        for stem, model in (("small-input", timm_spec("resnet18", 3, small_input=True)),
-                            ("standard", timm_spec("resnet18", 3)), ("fit's choice", "resnet18")):
-            result = fit(model, version, store=store, checkpoint_path=False, progress=False)
-            chosen = f" ({result.notes[0].split(': ')[1].split(' (')[0]})" if stem == "fit's choice" else ""
-            print(f"| {side}x{side} | {stem}{chosen} | {result.test_accuracy:.1f} | {result.seconds:.0f} |", flush=True)
+def wilson_interval(correct: int, total: int, z: float = 1.96) -> tuple[float, float]:
+    "95% Wilson score interval (%) for an accuracy of correct/total."
+    if total == 0:
+        return (0.0, 100.0)
+    share = correct / total
+    centre = (share + z * z / (2 * total)) / (1 + z * z / total)
+    half = z * math.sqrt(share * (1 - share) / total + z * z / (4 * total * total)) / (1 + z * z / total)
+    return (100 * (centre - half), 100 * (centre + half))
+
+
+def all_items(version, store: Store) -> Split:
+    "Every item of a version, whatever its split."
+    parts = [load_split(version, split, store) for split in version.split_counts()]
+    return Split(torch.cat([p.inputs for p in parts]), torch.cat([p.targets for p in parts]),
+                 [sha for p in parts for sha in p.shas])
+
+
+def run_stem(store: Store, folder: Path, sides: tuple[int, ...], per_class: int, held_out: int) -> None:
+    """ResNet-18 on a drawn-shapes folder: fit(name, version) with every default against the previous defaults
+    (TrainConfig(), the baseline) and against the other stem, scored on the folder's test split and on a larger
+    held-out folder drawn the same way (another seed)."""
+    print(f"### ResNet-18 on a 3-class shapes folder ({per_class} per class), scored on its test split and on "
+          f"{3 * held_out} more drawn images (SMALL_INPUT_MAX_SIDE = {SMALL_INPUT_MAX_SIDE}, load {load_average()})\n")
+    print("| size | run | stem | test split (%) | held-out (%) [95% CI] | epochs | seconds | time / baseline | load |\n"
+          "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | --- |")
+    for side in sides:
+        version = import_folder(draw_shapes_folder(folder / f"shapes{side}", side, per_class), store=store)
+        extra = all_items(import_folder(draw_shapes_folder(folder / f"more{side}", side, held_out, seed=1),
+                                        store=store), store)
+        test_items = version.split_counts()["test"]
+        fits_choice = "small-input" if side <= SMALL_INPUT_MAX_SIDE else "standard"
+        for stem in (fits_choice, "standard" if fits_choice == "small-input" else "small-input"):
+            model = "resnet18" if stem == fits_choice else timm_spec("resnet18", 3, small_input=stem == "small-input")
+            baseline = None
+            for label, config in (("previous defaults: TrainConfig() (baseline)", TrainConfig()),
+                                  ("every default" + (": fit(name, version)" if stem == fits_choice else ""), None)):
+                result = fit(model, version, store=store, config=config, checkpoint_path=False, progress=False)
+                with torch.no_grad():
+                    correct = int((result.model(extra.inputs).argmax(-1) == extra.targets).sum())
+                low, high = wilson_interval(correct, len(extra))
+                baseline = baseline or result.seconds
+                print(f"| {side}x{side} | {label} | {stem} | {result.test_accuracy:.1f} ({test_items}) "
+                      f"| {100 * correct / len(extra):.1f} [{low:.1f}, {high:.1f}] ({len(extra)}) "
+                      f"| {result.history[-1]['epoch']:g} | {result.seconds:.0f} | {result.seconds / baseline:.2f}x | {load_average()} |",
+                      flush=True)
     print()
+
+
+def load_average() -> str:
+    return " ".join(f"{value:.2f}" for value in os.getloadavg())
 
 
 def main() -> None:
@@ -163,6 +206,9 @@ def main() -> None:
     parser.add_argument("--only", default="mnist1d,digits,distill,prune")
     parser.add_argument("--out", type=Path, default=None, help="also save each recipe's report.md/json/png here")
     parser.add_argument("--steps", type=int, default=600, help="steps per row in the threads benchmark's quick mode")
+    parser.add_argument("--sides", default="32", help="image sides for the stem benchmark, e.g. 32,64")
+    parser.add_argument("--per-class", type=int, default=60, help="images per class in the stem benchmark's folder")
+    parser.add_argument("--held-out", type=int, default=200, help="more images per class to score the stem runs on")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         store = Store(f"sqlite:///{tmp}/fsml.db", f"{tmp}/blobs")
@@ -177,7 +223,8 @@ def main() -> None:
             elif part == "threads":
                 run_threads(store, args.steps)
             elif part == "stem":
-                run_stem(store, Path(tmp))
+                run_stem(store, Path(tmp), tuple(int(side) for side in args.sides.split(",")), args.per_class,
+                         args.held_out)
             else:
                 raise SystemExit(f"unknown part {part!r}")
             print(f"({part}: {time.perf_counter() - started:.0f} s)\n", flush=True)

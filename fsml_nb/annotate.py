@@ -37,13 +37,11 @@ from .store import BlobCorruptError, BlobMissingError, DatasetVersion, Entry, La
 
 # %% auto #0
 __all__ = ['Suggester', 'PANEL_KEYS', 'APP_NOTEBOOK_CODE', 'AnnotationError', 'UnknownProjectError', 'UnknownAnnotatorError',
-           'AccessRefused', 'NotLeasedError', 'LeaseLostError', 'Project', 'create_project', 'get_project', 'set_guide',
-           'add_annotator', 'reissue_token', 'disable_annotator', 'remove_annotator', 'add_member', 'remove_member',
-           'members', 'annotator_for_token', 'Task', 'lease_next', 'Answer', 'submit', 'submit_and_next', 'undo_last',
-           'skip', 'Question', 'open_questions', 'Progress', 'progress', 'Waiting', 'waiting_for_others', 'cohen_kappa',
-           'fleiss_kappa', 'Consensus', 'answers_by_item', 'consensus', 'PairAgreement', 'AgreementReport', 'agreement',
-           'export_consensus', 'Suggestible', 'top_suggestion', 'hotkeys_widget', 'AnnotationPanel', 'app_view',
-           'write_app_notebook', 'voila_kernel_cap', 'write_voila_config']
+           'AccessRefused', 'NotLeasedError', 'LeaseLostError', 'ProjectInfo', 'Project', 'Annotators', 'Task',
+           'Answer', 'Question', 'Progress', 'Waiting', 'cohen_kappa', 'fleiss_kappa', 'Consensus', 'PairAgreement',
+           'AgreementReport', 'Suggestible', 'top_suggestion', 'hotkeys_widget', 'AnnotationPanel', 'page_query_string',
+           'warm_up', 'app_view', 'write_app_notebook', 'pages_open', 'page_kernel_manager_class',
+           'refuse_pages_beyond_cap', 'write_voila_config']
 
 # %% ../nbs/03_annotate.ipynb #ce44dbfe
 class AnnotationError(FsmlError):
@@ -66,8 +64,8 @@ class LeaseLostError(AnnotationError):
 
 # %% ../nbs/03_annotate.ipynb #01d280b9
 @dataclass(frozen=True)
-class Project:
-    "An annotation project as stored."
+class ProjectInfo:
+    "An annotation project as stored, with its current guide."
     name: str
     label_schema: LabelSchema
     overlap: int
@@ -84,7 +82,56 @@ def _check_guide(text: str) -> str:
     return text
 
 # %% ../nbs/03_annotate.ipynb #262789d1
-def create_project(store: Store, name: str,
+class Project:
+    "An annotation project of a store: its methods are what annotators and leads do on it."
+
+    def __init__(self, store: Store, name: str):
+        self.store, self.name = store, name
+
+    def __repr__(self) -> str:
+        return f"Project({self.name!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Project) and (other.store, other.name) == (self.store, self.name)
+
+    def __hash__(self) -> int:
+        return hash((id(self.store), self.name))
+
+# %% ../nbs/03_annotate.ipynb #745da2d7
+@patch
+def info(self: Project) -> ProjectInfo:
+    "The project's settings, size and current guide."
+    store, name = self.store, self.name
+    with reading(store.engine) as connection:
+        row = connection.execute(select(annotation_projects).where(annotation_projects.c.name == name)).first()
+        if row is None:
+            known = connection.execute(select(annotation_projects.c.name)).scalars().all()
+            raise UnknownProjectError(f"no annotation project {name!r}; known: {', '.join(known) or 'none'}")
+        guide = connection.execute(select(annotation_guides.c.version, annotation_guides.c.text)
+                                   .where(annotation_guides.c.project == name)
+                                   .order_by(annotation_guides.c.version.desc()).limit(1)).first()
+        count = connection.execute(select(func.count()).select_from(annotation_tasks)
+                                   .where(annotation_tasks.c.project == name)).scalar()
+    return ProjectInfo(row.name, LabelSchema.from_dict(json.loads(row.label_schema)), row.overlap, row.lease_seconds,
+                       row.source_version_id, count, guide.version, guide.text)
+
+
+@patch
+def project(self: Store, name: str) -> Project:
+    "The annotation project `name` (UnknownProjectError if there is none)."
+    project = Project(self, name)
+    project.info()  # fails now, with the known names, rather than at the first request
+    return project
+
+
+@patch
+def project_names(self: Store) -> list[str]:
+    "The names of the store's annotation projects, sorted."
+    return _project_names(self)
+
+# %% ../nbs/03_annotate.ipynb #79130199
+@patch
+def create_project(self: Store, name: str,
                    version: DatasetVersion | str,  # the items to label: a dataset version (or its ref)
                    label_schema: LabelSchema | None = None,  # default: the version's schema
                    overlap: int = 2,  # independent answers wanted per item
@@ -94,6 +141,7 @@ def create_project(store: Store, name: str,
                    members: Sequence[str] = (),  # annotators who may label it (more with `add_member`)
                    ) -> Project:
     "Create an annotation project over a dataset version's items: `overlap` slots per item."
+    store = self
     version = store.version(version)
     label_schema = label_schema or version.label_schema
     if overlap < 1 or lease_seconds < 1:
@@ -126,7 +174,7 @@ def create_project(store: Store, name: str,
         if name in _project_names(store):
             raise AnnotationError(f"an annotation project named {name!r} exists already") from None
         raise
-    return get_project(store, name)
+    return Project(store, name)
 
 
 def _project_names(store: Store) -> list[str]:
@@ -134,27 +182,13 @@ def _project_names(store: Store) -> list[str]:
         return list(connection.execute(select(annotation_projects.c.name).order_by(annotation_projects.c.name))
                     .scalars())
 
-
-def get_project(store: Store, name: str) -> Project:
-    "A project with its current guide."
-    with reading(store.engine) as connection:
-        row = connection.execute(select(annotation_projects).where(annotation_projects.c.name == name)).first()
-        if row is None:
-            known = connection.execute(select(annotation_projects.c.name)).scalars().all()
-            raise UnknownProjectError(f"no annotation project {name!r}; known: {', '.join(known) or 'none'}")
-        guide = connection.execute(select(annotation_guides.c.version, annotation_guides.c.text)
-                                   .where(annotation_guides.c.project == name)
-                                   .order_by(annotation_guides.c.version.desc()).limit(1)).first()
-        count = connection.execute(select(func.count()).select_from(annotation_tasks)
-                                   .where(annotation_tasks.c.project == name)).scalar()
-    return Project(row.name, LabelSchema.from_dict(json.loads(row.label_schema)), row.overlap, row.lease_seconds,
-                   row.source_version_id, count, guide.version, guide.text)
-
-
-def set_guide(store: Store, project: str, text: str) -> int:
-    "Record a new version of a project's guide; return its number."
+# %% ../nbs/03_annotate.ipynb #86099219
+@patch
+def set_guide(self: Project, text: str) -> int:
+    "Record a new version of the project's guide; return its number."
     _check_guide(text)
-    get_project(store, project)
+    self.info()
+    store, project = self.store, self.name
 
     def add(connection: Connection) -> int:
         latest = connection.execute(select(func.max(annotation_guides.c.version))
@@ -165,7 +199,7 @@ def set_guide(store: Store, project: str, text: str) -> int:
 
     return transaction(store.engine, add)
 
-# %% ../nbs/03_annotate.ipynb #745da2d7
+# %% ../nbs/03_annotate.ipynb #a75f1023
 def _token_digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -177,16 +211,34 @@ def _annotator_row(connection: Connection, name: str):
         raise UnknownAnnotatorError(f"no annotator {name!r}: add them with `fsml annotate add-annotator {name}`")
     return row
 
+# %% ../nbs/03_annotate.ipynb #2e563447
+class Annotators:
+    "The store's annotators: who they are, their tokens, whether they may work."
 
-def add_annotator(store: Store, name: str,
-                  projects: Sequence[str] = (),  # projects they may label (more with `add_member`)
-                  ) -> str:
+    def __init__(self, store: Store):
+        self.store = store
+
+    def __repr__(self) -> str:
+        return "Annotators()"
+
+
+@patch(as_prop=True, nm="annotators")  # `annotators` itself is the table's name here
+def _store_annotators(self: Store) -> Annotators:
+    "The store's annotators (`store.annotators.add('ana')`)."
+    return Annotators(self)
+
+# %% ../nbs/03_annotate.ipynb #1e9904f7
+@patch
+def add(self: Annotators, name: str,
+        projects: Sequence[str] = (),  # projects they may label (more with `project.add_member`)
+        ) -> str:
     "Register an annotator; return their personal token (shown once, stored only as a hash)."
+    store = self.store
     if not name or not name.strip():
         raise AnnotationError("an annotator needs a name")
     name, token = name.strip(), secrets.token_urlsafe(24)
     for project in projects:
-        get_project(store, project)
+        store.project(project)
 
     def add(connection: Connection) -> None:
         now = utc_now()
@@ -200,8 +252,9 @@ def add_annotator(store: Store, name: str,
         raise AnnotationError(f"an annotator named {name!r} exists already") from None
     return token
 
-
-def reissue_token(store: Store, name: str) -> str:
+# %% ../nbs/03_annotate.ipynb #c599f72d
+@patch
+def reissue_token(self: Annotators, name: str) -> str:
     "Give an annotator a new token; the old one stops working at once."
     token = secrets.token_urlsafe(24)
 
@@ -210,10 +263,10 @@ def reissue_token(store: Store, name: str) -> str:
         connection.execute(update(annotators).where(annotators.c.name == name)
                            .values(token_sha256=_token_digest(token)))
 
-    transaction(store.engine, reissue)
+    transaction(self.store.engine, reissue)
     return token
 
-
+# %% ../nbs/03_annotate.ipynb #f0ab070f
 def _release_all(connection: Connection, annotator: str, project: str | None = None) -> None:
     "Give every slot the annotator holds (in `project`, or anywhere) back to the queue."
     slots = annotation_slots.c
@@ -227,7 +280,8 @@ def _release_all(connection: Connection, annotator: str, project: str | None = N
         _release(connection, slot_project, slot_ids, annotator)
 
 
-def disable_annotator(store: Store, name: str, disabled: bool = True) -> None:
+@patch
+def disable(self: Annotators, name: str, disabled: bool = True) -> None:
     "Refuse an annotator's token (their answers stay) and free their items; `disabled=False` lets them back."
     def change(connection: Connection) -> None:
         _annotator_row(connection, name)
@@ -236,10 +290,11 @@ def disable_annotator(store: Store, name: str, disabled: bool = True) -> None:
         if disabled:
             _release_all(connection, name)
 
-    transaction(store.engine, change)
+    transaction(self.store.engine, change)
 
 
-def remove_annotator(store: Store, name: str) -> None:
+@patch
+def remove(self: Annotators, name: str) -> None:
     "Delete an annotator who never answered (one who did can only be disabled: their answers are data)."
     def remove(connection: Connection) -> None:
         _annotator_row(connection, name)
@@ -253,24 +308,28 @@ def remove_annotator(store: Store, name: str) -> None:
             connection.execute(delete(table).where(table.c.annotator == name))
         connection.execute(delete(annotators).where(annotators.c.name == name))
 
-    transaction(store.engine, remove)
+    transaction(self.store.engine, remove)
 
-# %% ../nbs/03_annotate.ipynb #79130199
+# %% ../nbs/03_annotate.ipynb #2ba8c85b
 def _add_member_in(connection: Connection, project: str, annotator: str, now: datetime) -> None:
     _annotator_row(connection, annotator)
     connection.execute(insert_ignore(connection, annotation_members).values(project=project, annotator=annotator,
                                                                             added_at=now))
 
 
-def add_member(store: Store, project: str, annotator: str) -> None:
-    "Let an annotator label a project (their token then opens it)."
-    get_project(store, project)
-    transaction(store.engine, lambda connection: _add_member_in(connection, project, annotator, utc_now()))
+@patch
+def add_member(self: Project, annotator: str) -> None:
+    "Let an annotator label the project (their token then opens it)."
+    self.info()
+    project = self.name
+    transaction(self.store.engine, lambda connection: _add_member_in(connection, project, annotator, utc_now()))
 
 
-def remove_member(store: Store, project: str, annotator: str) -> None:
-    "Take a project away from an annotator; the items they hold in it go back to the queue."
-    get_project(store, project)
+@patch
+def remove_member(self: Project, annotator: str) -> None:
+    "Take the project away from an annotator; the items they hold in it go back to the queue."
+    self.info()
+    project = self.name
 
     def remove(connection: Connection) -> None:
         _annotator_row(connection, annotator)
@@ -278,13 +337,15 @@ def remove_member(store: Store, project: str, annotator: str) -> None:
                                                             annotation_members.c.annotator == annotator))
         _release_all(connection, annotator, project)
 
-    transaction(store.engine, remove)
+    transaction(self.store.engine, remove)
 
 
-def members(store: Store, project: str) -> list[str]:
-    "The annotators who may label a project."
-    get_project(store, project)
-    with reading(store.engine) as connection:
+@patch
+def members(self: Project) -> list[str]:
+    "The annotators who may label the project."
+    self.info()
+    project = self.name
+    with reading(self.store.engine) as connection:
         return list(connection.execute(select(annotation_members.c.annotator).where(
             annotation_members.c.project == project).order_by(annotation_members.c.annotator)).scalars())
 
@@ -305,10 +366,12 @@ def _check_access(connection: Connection, project: str, annotator: str) -> None:
                             f"(`fsml annotate add-member {project} {annotator}`)")
 
 
-def annotator_for_token(store: Store, token: str | None,
-                        project: str | None = None,  # also check the annotator may label this project
-                        ) -> str:
+@patch
+def for_token(self: Annotators, token: str | None,
+              project: str | None = None,  # also check the annotator may label this project
+              ) -> str:
     "The annotator a token belongs to, or AccessRefused."
+    store = self.store
     if not token:
         raise AccessRefused("no token given: open the link your project lead sent you (…?token=…)")
     with reading(store.engine) as connection:
@@ -449,12 +512,15 @@ def _lease_in(connection: Connection, rules: _Rules, annotator: str, now: dateti
     return _task(connection, rules.name, slot["item_sha256"], slot["position"], slot["lease_expires"])
 
 
-def lease_next(store: Store, project: str, annotator: str, now: datetime | None = None) -> Task | None:
+@patch
+def lease_next(self: Project, annotator: str, now: datetime | None = None) -> Task | None:
     "The next item for an annotator (None when nothing is open to them now)."
+    project = self.name
+
     def lease(connection: Connection) -> Task | None:
         return _lease_in(connection, _rules(connection, project, annotator), annotator, now or utc_now())
 
-    return transaction(store.engine, lease)
+    return transaction(self.store.engine, lease)
 
 # %% ../nbs/03_annotate.ipynb #1d5c9abe
 @dataclass(frozen=True)
@@ -497,23 +563,35 @@ def _slot_for_answer(connection: Connection, rules: _Rules, annotator: str, item
     return slot["id"]
 
 
+def _complete_held(connection: Connection, project: str, annotator: str, item_sha256: str) -> bool:
+    "Answer the slot of the item leased to the annotator, in one statement; False if they hold none."
+    slots = annotation_slots.c
+    held = (select(slots.id).where(slots.project == project, slots.item_sha256 == item_sha256,
+                                   slots.lease_owner == annotator, slots.status == LEASED)
+            .limit(1).scalar_subquery())  # a lease that ran out but nobody took over still counts
+    return complete_lease(connection, annotation_slots, held, annotator)
+
+
 def _submit_in(connection: Connection, rules: _Rules, annotator: str, item_sha256: str, label: Any,
                unsure: bool, question: str | None, seconds: float | None, now: datetime) -> Answer:
     try:
         rules.label_schema.check(label)
     except FsmlError as error:
         raise AnnotationError(str(error)) from None
-    existing = connection.execute(select(annotation_answers).where(
-        annotation_answers.c.project == rules.name, annotation_answers.c.item_sha256 == item_sha256,
-        annotation_answers.c.annotator == annotator)).first()
-    if existing is not None:
-        if existing.label == canonical_json(label):
-            return Answer(rules.name, item_sha256, annotator, label, existing.guide_version, existing.unsure,
-                          as_utc(existing.created_at))
-        raise AnnotationError(f"{annotator} already answered item {item_sha256[:12]} ({existing.label}); undo first")
-    slot = _slot_for_answer(connection, rules, annotator, item_sha256, now)
-    if not complete_lease(connection, annotation_slots, slot, annotator):
-        raise LeaseLostError(f"your lease on item {item_sha256[:12]} expired and other annotators took it")
+    # The usual case first, in one statement: the item is leased to the annotator (so not answered by them yet).
+    if not _complete_held(connection, rules.name, annotator, item_sha256):
+        existing = connection.execute(select(annotation_answers).where(
+            annotation_answers.c.project == rules.name, annotation_answers.c.item_sha256 == item_sha256,
+            annotation_answers.c.annotator == annotator)).first()
+        if existing is not None:
+            if existing.label == canonical_json(label):
+                return Answer(rules.name, item_sha256, annotator, label, existing.guide_version, existing.unsure,
+                              as_utc(existing.created_at))
+            raise AnnotationError(f"{annotator} already answered item {item_sha256[:12]} ({existing.label}); "
+                                  "undo first")
+        slot = _slot_for_answer(connection, rules, annotator, item_sha256, now)
+        if not complete_lease(connection, annotation_slots, slot, annotator):
+            raise LeaseLostError(f"your lease on item {item_sha256[:12]} expired and other annotators took it")
     connection.execute(insert(annotation_answers).values(
         project=rules.name, item_sha256=item_sha256, annotator=annotator, label=canonical_json(label),
         guide_version=rules.guide_version, unsure=unsure, seconds=seconds, created_at=now))
@@ -525,27 +603,33 @@ def _submit_in(connection: Connection, rules: _Rules, annotator: str, item_sha25
     return Answer(rules.name, item_sha256, annotator, label, rules.guide_version, unsure, now)
 
 # %% ../nbs/03_annotate.ipynb #0f44e163
-def submit(store: Store, project: str, annotator: str, item_sha256: str, label: Any, unsure: bool = False,
+@patch
+def submit(self: Project, annotator: str, item_sha256: str, label: Any, unsure: bool = False,
            question: str | None = None, seconds: float | None = None, now: datetime | None = None) -> Answer:
     "Record an annotator's answer to an item leased to them (idempotent)."
+    project = self.name
+
     def work(connection: Connection) -> Answer:
         return _submit_in(connection, _rules(connection, project, annotator), annotator, item_sha256, label, unsure,
                           question, seconds, now or utc_now())
 
-    return transaction(store.engine, work)
+    return transaction(self.store.engine, work)
 
 
-def submit_and_next(store: Store, project: str, annotator: str, item_sha256: str, label: Any, unsure: bool = False,
+@patch
+def submit_and_next(self: Project, annotator: str, item_sha256: str, label: Any, unsure: bool = False,
                     question: str | None = None, seconds: float | None = None,
                     now: datetime | None = None) -> tuple[Answer, Task | None]:
     "Submit an answer and lease the next item, in one transaction (what the panel does on Enter)."
+    project = self.name
+
     def work(connection: Connection) -> tuple[Answer, Task | None]:
         moment = now or utc_now()  # read once the transaction holds its lock
         rules = _rules(connection, project, annotator)
         answer = _submit_in(connection, rules, annotator, item_sha256, label, unsure, question, seconds, moment)
         return answer, _lease_in(connection, rules, annotator, moment, check_held=False)
 
-    return transaction(store.engine, work)
+    return transaction(self.store.engine, work)
 
 
 def _reopen_slot(connection: Connection, project: str, item_sha256: str, annotator: str, expires: float) -> None:
@@ -560,8 +644,11 @@ def _reopen_slot(connection: Connection, project: str, item_sha256: str, annotat
         status=LEASED, lease_owner=annotator, lease_expires=expires, attempts=slots.attempts + 1))
 
 
-def undo_last(store: Store, project: str, annotator: str, now: datetime | None = None) -> Task | None:
+@patch
+def undo_last(self: Project, annotator: str, now: datetime | None = None) -> Task | None:
     "Take back the annotator's latest answer and lease its item to them again; None if nothing to undo."
+    project = self.name
+
     def work(connection: Connection) -> Task | None:
         moment = now or utc_now()
         rules = _rules(connection, project, annotator)
@@ -582,11 +669,14 @@ def undo_last(store: Store, project: str, annotator: str, now: datetime | None =
             annotation_tasks.c.project == project, annotation_tasks.c.item_sha256 == latest.item_sha256)).scalar()
         return _task(connection, project, latest.item_sha256, position, expires, json.loads(latest.label))
 
-    return transaction(store.engine, work)
+    return transaction(self.store.engine, work)
 
 
-def skip(store: Store, project: str, annotator: str, item_sha256: str, now: datetime | None = None) -> Task | None:
+@patch
+def skip(self: Project, annotator: str, item_sha256: str, now: datetime | None = None) -> Task | None:
     "Skip an item of the project (never offered to this annotator again) and lease the next."
+    project = self.name
+
     def work(connection: Connection) -> Task | None:
         moment = now or utc_now()
         rules = _rules(connection, project, annotator)
@@ -601,7 +691,7 @@ def skip(store: Store, project: str, annotator: str, item_sha256: str, now: date
         _offer(connection, project, item_sha256, annotator, moment)  # never offered to them again
         return _lease_in(connection, rules, annotator, moment)
 
-    return transaction(store.engine, work)
+    return transaction(self.store.engine, work)
 
 # %% ../nbs/03_annotate.ipynb #6a024de3
 @dataclass(frozen=True)
@@ -614,9 +704,11 @@ class Question:
     created_at: datetime
 
 
-def open_questions(store: Store, project: str) -> list[Question]:
-    "Unresolved questions of a project, oldest first."
-    with reading(store.engine) as connection:
+@patch
+def open_questions(self: Project) -> list[Question]:
+    "Unresolved questions of the project, oldest first."
+    project = self.name
+    with reading(self.store.engine) as connection:
         rows = connection.execute(select(annotation_questions).where(
             annotation_questions.c.project == project, annotation_questions.c.resolved.is_(False))
             .order_by(annotation_questions.c.created_at, annotation_questions.c.id))
@@ -633,11 +725,12 @@ class Progress:
     items_per_hour: float  # this annotator, over their last hour of answers
 
 
-def progress(store: Store, project: str, annotator: str, now: datetime | None = None) -> Progress:
+@patch
+def progress(self: Project, annotator: str, now: datetime | None = None) -> Progress:
     "An annotator's progress and pace, and the project's."
-    details = get_project(store, project)
+    details, project = self.info(), self.name
     now = now or utc_now()
-    with reading(store.engine) as connection:
+    with reading(self.store.engine) as connection:
         answered = connection.execute(select(func.count()).select_from(annotation_answers).where(
             annotation_answers.c.project == project, annotation_answers.c.annotator == annotator)).scalar()
         per_item = (select(annotation_answers.c.item_sha256).where(annotation_answers.c.project == project)
@@ -661,10 +754,11 @@ class Waiting:
     next_return: datetime | None  # when the first of those leases runs out
 
 
-def waiting_for_others(store: Store, project: str, annotator: str) -> Waiting:
+@patch
+def waiting_for_others(self: Project, annotator: str) -> Waiting:
     "What an annotator with nothing to label waits for: items leased to others that may come back."
-    slots = annotation_slots.c
-    with reading(store.engine) as connection:
+    slots, project = annotation_slots.c, self.name
+    with reading(self.store.engine) as connection:
         count, first_expiry = connection.execute(
             select(func.count(func.distinct(slots.item_sha256)), func.min(slots.lease_expires))
             .where(slots.status == LEASED, slots.lease_owner != annotator, *_open_to(project, annotator))).one()
@@ -706,10 +800,12 @@ class Consensus:
     guide_versions: set[int]
 
 
-def answers_by_item(store: Store, project: str) -> dict[str, list[tuple[str, Any, bool, int]]]:
+@patch
+def answers_by_item(self: Project) -> dict[str, list[tuple[str, Any, bool, int]]]:
     "item -> [(annotator, label, unsure, guide version)]"
     grouped: dict[str, list[tuple[str, Any, bool, int]]] = defaultdict(list)
-    with reading(store.engine) as connection:
+    project = self.name
+    with reading(self.store.engine) as connection:
         rows = connection.execute(select(annotation_answers.c.item_sha256, annotation_answers.c.annotator,
                                          annotation_answers.c.label, annotation_answers.c.unsure,
                                          annotation_answers.c.guide_version)
@@ -719,11 +815,12 @@ def answers_by_item(store: Store, project: str) -> dict[str, list[tuple[str, Any
     return dict(grouped)
 
 
-def consensus(store: Store, project: str, min_agreement: float = 0.6) -> Consensus:
+@patch
+def consensus(self: Project, min_agreement: float = 0.6) -> Consensus:
     "Majority labels of the items with all k answers; ties, weak majorities and unsure flags go to review."
-    details = get_project(store, project)
+    details = self.info()
     labels, review, guides = {}, {}, set()
-    for sha, answers in answers_by_item(store, project).items():
+    for sha, answers in self.answers_by_item().items():
         if len(answers) < details.overlap:
             continue
         votes = Counter(canonical_json(label) for _, label, _, _ in answers).most_common()
@@ -778,17 +875,18 @@ def _pairwise_cohen(by_item: dict[str, list[tuple[str, Any, bool, int]]]) -> dic
             for pair, (a, b) in pairs.items()}
 
 
-def agreement(store: Store, project: str, min_agreement: float = 0.6) -> AgreementReport:
+@patch
+def agreement(self: Project, min_agreement: float = 0.6) -> AgreementReport:
     "Kappas (each pair with its item count), agreement with consensus and with gold."
-    details = get_project(store, project)
-    by_item = answers_by_item(store, project)
-    decided = consensus(store, project, min_agreement)
+    details, project = self.info(), self.name
+    by_item = self.answers_by_item()
+    decided = self.consensus(min_agreement)
     full = [answers for answers in by_item.values() if len(answers) == details.overlap]
     categories = sorted({canonical_json(label) for answers in full for _, label, _, _ in answers})
     table = [[sum(canonical_json(label) == category for _, label, _, _ in answers) for category in categories]
              for answers in full]
     fleiss = fleiss_kappa(table) if full and details.overlap >= 2 else None
-    with reading(store.engine) as connection:
+    with reading(self.store.engine) as connection:
         gold = {sha: json.loads(label) for sha, label in connection.execute(
             select(annotation_tasks.c.item_sha256, annotation_tasks.c.gold_label)
             .where(annotation_tasks.c.project == project, annotation_tasks.c.gold_label.is_not(None)))}
@@ -805,11 +903,12 @@ def agreement(store: Store, project: str, min_agreement: float = 0.6) -> Agreeme
                            {a: percent(f) for a, f in gold_hits.items()}, decided.review)
 
 # %% ../nbs/03_annotate.ipynb #c2768ba9
-def export_consensus(store: Store, project: str, name: str | None = None, min_agreement: float = 0.6
-                     ) -> DatasetVersion:
+@patch
+def export_consensus(self: Project, name: str | None = None, min_agreement: float = 0.6) -> DatasetVersion:
     "A new dataset version of the project's consensus labels (review items left out)."
-    details = get_project(store, project)
-    decided = consensus(store, project, min_agreement)
+    store, project = self.store, self.name
+    details = self.info()
+    decided = self.consensus(min_agreement)
     if not decided.labels:
         raise AnnotationError(f"project {project} has no item with a consensus label yet")
     with reading(store.engine) as connection:
@@ -884,7 +983,10 @@ function render({ model, el }) {
     if (model.get("scope") !== "page" && !inside) return;
     event.preventDefault();
     event.stopPropagation();
-    model.send({ key: event.key, target: { tagName: (target && target.tagName) || "" } });
+    const message = { key: event.key, target: { tagName: (target && target.tagName) || "" } };
+    const question = panel.querySelector(".fsml-question input");
+    if (event.key === "Enter" && question) message.question = question.value;  // the box's text as it is now
+    model.send(message);
   };
   document.addEventListener("keydown", onKey, true);
   return () => document.removeEventListener("keydown", onKey, true);
@@ -914,14 +1016,14 @@ def hotkeys_widget(scope: str = "page",  # "page": keys anywhere on the page; "p
 class AnnotationPanel:
     "An ipywidgets labelling panel for one annotator on one project."
 
-    def __init__(self, store: Store, project: str, annotator: str, suggester: Suggester | None = None,
+    def __init__(self, project: Project, annotator: str, suggester: Suggester | None = None,
                  hotkeys: str = "panel",  # "page" in the web app: keys work without pointing at the panel
                  refresh_seconds: float = 10.0,  # how often to look again while items are leased to others
                  ):
         import ipywidgets as widgets
 
-        self.store, self.project_name, self.annotator, self.suggester = store, project, annotator, suggester
-        self.project = get_project(store, project)
+        self.store, self.project, self.annotator, self.suggester = project.store, project, annotator, suggester
+        self.info = project.info()
         self.task: Task | None = None
         self.refresh_seconds, self._timer = refresh_seconds, None
         self.shown_at = time.monotonic()
@@ -931,7 +1033,8 @@ class AnnotationPanel:
         self.suggestion = widgets.HTML()
         self.label_input = self._make_label_input(widgets)
         self.unsure = widgets.Checkbox(description="unsure (U)", indent=False)
-        self.question = widgets.Text(placeholder="your question for the guide (with 'unsure')")
+        self.question = widgets.Text(placeholder="your question for the guide (with 'unsure')",
+                                     continuous_update=False)  # synced on Enter (with the key) and when left
         self.question.add_class("fsml-question")
         self.submit_button = widgets.Button(description="Submit (Enter)", button_style="primary")
         self.undo_button = widgets.Button(description="Undo (Backspace)")
@@ -942,8 +1045,8 @@ class AnnotationPanel:
         guide_output = widgets.Output()
         with guide_output:
             from IPython.display import Markdown, display
-            display(Markdown(self.project.guide))
-        self.guide = widgets.Accordion(children=[guide_output], titles=(f"Guide (v{self.project.guide_version})",))
+            display(Markdown(self.info.guide))
+        self.guide = widgets.Accordion(children=[guide_output], titles=(f"Guide (v{self.info.guide_version})",))
         self.guide.selected_index = None
         pixelated = widgets.HTML("<style>.fsml-annotation-panel img {image-rendering: pixelated;}</style>")
         self.hotkeys = hotkeys_widget(hotkeys)
@@ -953,10 +1056,10 @@ class AnnotationPanel:
                                     widgets.HBox([self.submit_button, self.undo_button, self.skip_button]),
                                     self.status, self.guide])
         self.widget.add_class("fsml-annotation-panel")
-        self.show(lease_next(store, project, annotator))
+        self.show(project.lease_next(annotator))
 
     def _make_label_input(self, widgets):
-        schema = self.project.label_schema
+        schema = self.info.label_schema
         if schema.kind == "single_label":
             options = [(f"{self.key_of(name)}: {name}" if self.key_of(name) not in ("", name) else name, name)
                        for name in schema.classes]
@@ -971,7 +1074,7 @@ class AnnotationPanel:
 # %% ../nbs/03_annotate.ipynb #5ec623b1
 @patch
 def class_for_key(self: AnnotationPanel, key: str) -> str | None:
-    classes = self.project.label_schema.classes
+    classes = self.info.label_schema.classes
     if key in classes:
         return key
     if all(not name.isdigit() for name in classes):
@@ -983,7 +1086,7 @@ def class_for_key(self: AnnotationPanel, key: str) -> str | None:
 @patch
 def key_of(self: AnnotationPanel, name: str) -> str:
     "The hotkey of a class ('' for none)."
-    classes = self.project.label_schema.classes
+    classes = self.info.label_schema.classes
     if name.isdigit() and len(name) == 1:
         return name
     if all(not other.isdigit() for other in classes) and classes.index(name) < 10:
@@ -1001,7 +1104,7 @@ def show(self: AnnotationPanel, task: Task | None) -> None:
             break
         except (BlobMissingError, BlobCorruptError) as error:
             message = f"item #{task.position + 1} was skipped: {error}"
-            task = skip(self.store, self.project_name, self.annotator, task.item_sha256)
+            task = self.project.skip(self.annotator, task.item_sha256)
     self.task = task
     self.shown_at = time.monotonic()
     self.unsure.value, self.question.value = False, ""
@@ -1009,7 +1112,7 @@ def show(self: AnnotationPanel, task: Task | None) -> None:
         self._show_nothing_left(message)
         return
     self.item_box.children = (_render_item(data, task.media_type),)
-    self.header.value = (f"<b>{self.project_name}</b> — {self.annotator} — "
+    self.header.value = (f"<b>{self.project.name}</b> — {self.annotator} — "
                          f"<span class='fsml-item-id' data-item='{task.item_sha256}'>item #{task.position + 1}</span>")
     self._reset_label_input(data)
     if task.earlier_label is not None:
@@ -1022,15 +1125,15 @@ def _show_nothing_left(self: AnnotationPanel, message: str = "") -> None:
     "The end of the queue: done, or waiting for items leased to others (and looking again by itself)."
     self.item_box.children = ()
     self.suggestion.value = ""
-    waiting = waiting_for_others(self.store, self.project_name, self.annotator)
+    waiting = self.project.waiting_for_others(self.annotator)
     if waiting.items:
-        self.header.value = (f"<b>{self.project_name}</b> — {self.annotator}: <b class='fsml-waiting'>nothing for "
+        self.header.value = (f"<b>{self.project.name}</b> — {self.annotator}: <b class='fsml-waiting'>nothing for "
                              f"you right now</b>: {waiting.items} item(s) are being labelled by others and come "
                              f"back here if they are not answered (the first at {waiting.next_return:%H:%M:%S} UTC). "
                              "This page looks again by itself.")
         self._check_again_later()
     else:
-        self.header.value = f"<b>{self.project_name}</b> — {self.annotator}: <b>nothing left to label. Thank you!</b>"
+        self.header.value = f"<b>{self.project.name}</b> — {self.annotator}: <b>nothing left to label. Thank you!</b>"
     self._refresh_progress(message)
 
 
@@ -1047,16 +1150,16 @@ def _check_again_later(self: AnnotationPanel) -> None:
 def check_again(self: AnnotationPanel) -> None:
     "While nothing is shown: lease an item if one came back (the timer calls this)."
     if self.task is None:
-        self.show(lease_next(self.store, self.project_name, self.annotator))
+        self.show(self.project.lease_next(self.annotator))
 
 
 @patch
 def _reset_label_input(self: AnnotationPanel, data: bytes) -> None:
-    kind = self.project.label_schema.kind
+    kind = self.info.label_schema.kind
     suggestion = top_suggestion(self.suggester, Suggestible(self.task.item_sha256, data, self.task.media_type))
     self.suggestion.value = f"suggestion: <b>{suggestion[0]}</b> ({suggestion[1]:.2f})" if suggestion else ""
     if kind == "single_label":
-        self.label_input.value = suggestion[0] if suggestion and suggestion[0] in self.project.label_schema.classes else None
+        self.label_input.value = suggestion[0] if suggestion and suggestion[0] in self.info.label_schema.classes else None
     elif kind == "multi_label":
         self.label_input.value = ()
     elif kind == "bbox":
@@ -1070,7 +1173,7 @@ def _reset_label_input(self: AnnotationPanel, data: bytes) -> None:
 @patch
 def _set_label(self: AnnotationPanel, label: Any) -> None:
     "Put a stored label back on the inputs (after an undo)."
-    kind = self.project.label_schema.kind
+    kind = self.info.label_schema.kind
     if kind == "multi_label":
         self.label_input.value = tuple(label)
     elif kind == "bbox":
@@ -1082,7 +1185,7 @@ def _set_label(self: AnnotationPanel, label: Any) -> None:
 
 @patch
 def current_label(self: AnnotationPanel) -> Any:
-    kind = self.project.label_schema.kind
+    kind = self.info.label_schema.kind
     if kind == "single_label":
         return self.label_input.value
     if kind == "multi_label":
@@ -1095,7 +1198,7 @@ def current_label(self: AnnotationPanel) -> Any:
 
 @patch
 def _refresh_progress(self: AnnotationPanel, message: str = "") -> None:
-    state = progress(self.store, self.project_name, self.annotator)
+    state = self.project.progress(self.annotator)
     self.status.value = (f"<span class='fsml-progress'>you: {state.answered} answered · "
                          f"{state.items_per_hour:.0f} items/hour · project: {state.complete}/{state.total} complete"
                          f"</span> <span class='fsml-message'>{message}</span>")
@@ -1110,20 +1213,20 @@ def on_submit(self: AnnotationPanel) -> None:
         self._refresh_progress("choose a label first")
         return
     try:
-        _, task = submit_and_next(self.store, self.project_name, self.annotator, self.task.item_sha256, label,
+        _, task = self.project.submit_and_next(self.annotator, self.task.item_sha256, label,
                                   unsure=self.unsure.value, question=self.question.value,
                                   seconds=time.monotonic() - self.shown_at)
     except AnnotationError as error:
         self._refresh_progress(f"not saved: {error}")
         if isinstance(error, LeaseLostError):
-            self.show(lease_next(self.store, self.project_name, self.annotator))
+            self.show(self.project.lease_next(self.annotator))
         return
     self.show(task)
 
 
 @patch
 def on_undo(self: AnnotationPanel) -> None:
-    task = undo_last(self.store, self.project_name, self.annotator)
+    task = self.project.undo_last(self.annotator)
     if task is None:
         self._refresh_progress("nothing to undo")
         return
@@ -1134,16 +1237,18 @@ def on_undo(self: AnnotationPanel) -> None:
 @patch
 def on_skip(self: AnnotationPanel) -> None:
     if self.task is not None:
-        self.show(skip(self.store, self.project_name, self.annotator, self.task.item_sha256))
+        self.show(self.project.skip(self.annotator, self.task.item_sha256))
 
 
 @patch
 def on_key(self: AnnotationPanel, event: dict[str, Any]) -> None:
-    "Act on a key press from the browser (`{'key': ..., 'target': {'tagName': ...}}`)."
+    "Act on a key press from the browser (`{'key': ..., 'target': {'tagName': ...}, 'question': ...}`)."
     key, target = event.get("key", ""), event.get("target", {}).get("tagName", "")
+    if key == "Enter" and isinstance(event.get("question"), str):
+        self.question.value = event["question"]  # newer than the box's own sync, which may still be on its way
     if target == "TEXTAREA" or (target in ("INPUT", "SELECT") and key != "Enter"):
         return  # typing a question or a transcription
-    if key.isdigit() and self.project.label_schema.kind == "single_label":
+    if key.isdigit() and self.info.label_schema.kind == "single_label":
         chosen = self.class_for_key(key)
         if chosen is not None:
             self.label_input.value = chosen
@@ -1155,6 +1260,28 @@ def on_key(self: AnnotationPanel, event: dict[str, Any]) -> None:
         self.on_skip()
     elif key in ("u", "U") and self.task is not None:
         self.unsure.value = not self.unsure.value
+
+# %% ../nbs/03_annotate.ipynb #d4a3c652
+def page_query_string() -> str:
+    "The query string of the request this page serves; a preheated Voila kernel waits here until a request comes."
+    import os
+
+    try:
+        from voila.utils import get_query_string
+    except ModuleNotFoundError as error:  # Voila not installed: not served by it
+        if error.name != "voila":
+            raise
+        return os.environ.get("QUERY_STRING", "")
+    return get_query_string() or ""
+
+
+def warm_up(store: Store | None = None) -> Store:
+    "The work a page does before knowing its visitor: the widget libraries imported and the store opened."
+    import anywidget  # noqa: F401
+    import ipywidgets  # noqa: F401
+    import PIL.Image  # noqa: F401
+
+    return store or Store()
 
 # %% ../nbs/03_annotate.ipynb #a45361f7
 def app_view(query_string: str, project: str | None, store: Store | None = None, suggester: Suggester | None = None):
@@ -1169,8 +1296,8 @@ def app_view(query_string: str, project: str | None, store: Store | None = None,
     try:
         if not project:
             raise AnnotationError("no project: the server was started without --project")
-        annotator = annotator_for_token(store, token, project)
-        return AnnotationPanel(store, project, annotator, suggester, hotkeys="page").widget
+        annotator = store.annotators.for_token(token, project)
+        return AnnotationPanel(store.project(project), annotator, suggester, hotkeys="page").widget
     except AnnotationError as error:
         from html import escape
         return widgets.HTML(f"<div class='fsml-refused' style='font-size:1.3em;padding:2em'>"
@@ -1179,8 +1306,9 @@ def app_view(query_string: str, project: str | None, store: Store | None = None,
 # %% ../nbs/03_annotate.ipynb #2db241ad
 APP_NOTEBOOK_CODE = """import os
 from IPython.display import display
-from fsml_nb.annotate import app_view
-display(app_view(os.environ.get("QUERY_STRING", ""), os.environ.get("FSML_ANNOTATE_PROJECT")))"""
+from fsml_nb.annotate import app_view, page_query_string, warm_up
+store = warm_up()  # before the request: a preheated kernel has done this when the visitor arrives
+display(app_view(page_query_string(), os.environ.get("FSML_ANNOTATE_PROJECT"), store))"""
 
 
 def write_app_notebook(path) -> None:
@@ -1193,24 +1321,88 @@ def write_app_notebook(path) -> None:
     nbformat.write(notebook, str(path))
 
 # %% ../nbs/03_annotate.ipynb #33da53ae
-def voila_kernel_cap(max_kernels: int):
-    "A Voila prelaunch hook that refuses a new page while `max_kernels` kernels run."
-    def refuse_beyond_cap(request_handler, notebook=None, cwd=None) -> None:
-        from tornado.web import HTTPError
+def pages_open(kernel_ids: Sequence[str],  # every kernel the manager runs
+               pools: dict[str, list] | None,  # Voila's pool: notebook -> tasks whose result names a kernel
+               starting_for_pool: set[str] = frozenset(),  # kernels being started for the pool
+               ) -> int:
+    "How many kernels serve pages: all of them but those waiting (or starting) in Voila's preheated pool."
+    pooled = set(starting_for_pool)
+    for pool in (pools or {}).values():
+        for task in pool:
+            if task.done() and not task.cancelled() and task.exception() is None:
+                pooled.add(task.result()["kernel_id"])
+    return len(set(kernel_ids) - pooled)
 
-        if len(request_handler.kernel_manager.list_kernel_ids()) >= max_kernels:
-            raise HTTPError(503, reason="Too many annotators at once: try again in a minute")
+# %% ../nbs/03_annotate.ipynb #5363c289
+def page_kernel_manager_class():
+    "Jupyter's kernel manager with the count of pages open and their cap (a class made on first use)."
+    import uuid
 
-    return refuse_beyond_cap
+    from jupyter_server.services.kernels.kernelmanager import AsyncMappingKernelManager
+    from traitlets import Int
+
+    class PageKernelManager(AsyncMappingKernelManager):
+        "Voila's kernel manager, counting the kernels that serve pages (preheated ones waiting do not count)."
+        max_pages = Int(50, config=True, help="pages open at once; more get 503")
+
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.starting_for_pool: set[str] = set()
+
+        async def start_kernel(self, *args, **kwargs):
+            if (kwargs.get("env") or {}).get("VOILA_PREHEAT") != "True":  # a kernel for a request
+                return await super().start_kernel(*args, **kwargs)
+            kernel_id = kwargs.pop("kernel_id", None) or str(uuid.uuid4())
+            self.starting_for_pool.add(kernel_id)
+            try:
+                return await super().start_kernel(*args, kernel_id=kernel_id, **kwargs)
+            finally:
+                self.starting_for_pool.discard(kernel_id)
+
+        def pages_open(self) -> int:
+            return pages_open(self.list_kernel_ids(), getattr(self, "_pools", None), self.starting_for_pool)
+
+    return PageKernelManager
 
 
-def write_voila_config(path, max_kernels: int = 50, cull_after: int = 300) -> None:
-    "Write the `voila.py` that `fsml annotate serve` uses: kernels of closed pages end, at most `max_kernels` run."
+def refuse_pages_beyond_cap() -> None:
+    "Make Voila answer 503 to a new page while `max_pages` pages are open (run in Voila's config file)."
+    import inspect
+
+    from tornado.web import HTTPError
+    from voila.handler import VoilaHandler
+
+    if getattr(VoilaHandler, "fsml_capped", False):
+        return
+    original = VoilaHandler.prepare
+
+    async def prepare(self):
+        result = original(self)
+        if inspect.isawaitable(result):
+            await result
+        manager = self.kernel_manager
+        if hasattr(manager, "pages_open") and manager.pages_open() >= manager.max_pages:
+            raise HTTPError(503, reason="Too many pages open at once: try again in a minute")
+
+    VoilaHandler.prepare = prepare
+    VoilaHandler.fsml_capped = True
+
+# %% ../nbs/03_annotate.ipynb #c5d462bf
+def write_voila_config(path, max_kernels: int = 50, cull_after: int = 300,
+                       preheat: int = 1,  # kernels started ahead of visitors (0: start one per request)
+                       ) -> None:
+    "Write the `voila.py` the page servers use: preheated kernels, those of closed pages ended, at most `max_kernels` pages."
     from pathlib import Path
 
+    if max_kernels < 1 or cull_after < 1 or preheat < 0:
+        raise FsmlError("max_kernels and cull_after must be at least 1, preheat at least 0")
     Path(path).write_text(
-        "from fsml_nb.annotate import voila_kernel_cap\n"
-        f"c.VoilaConfiguration.prelaunch_hook = voila_kernel_cap({int(max_kernels)})\n"
+        "from fsml_nb.annotate import page_kernel_manager_class, refuse_pages_beyond_cap\n"
+        "refuse_pages_beyond_cap()\n"
+        "c.VoilaConfiguration.multi_kernel_manager_class = page_kernel_manager_class()\n"
+        f"c.PageKernelManager.max_pages = {int(max_kernels)}\n"
+        f"c.VoilaConfiguration.preheat_kernel = {bool(preheat)}\n"
+        f"c.VoilaConfiguration.default_pool_size = {int(preheat)}\n"
         f"c.MappingKernelManager.cull_idle_timeout = {int(cull_after)}\n"
         f"c.MappingKernelManager.cull_interval = {max(1, min(60, int(cull_after) // 2))}\n"
         "c.MappingKernelManager.cull_connected = False  # an open page keeps its kernel\n")

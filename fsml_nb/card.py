@@ -126,7 +126,7 @@ def _check_metric(raw: dict[str, Any]) -> dict[str, Any]:
         raise CardError(f"metric.{bound} is a fraction between 0 and 1 (0.97 for 97%), not {metric[bound]!r}")
     return metric
 
-
+# %% ../nbs/14_card.ipynb #d65ea38c
 def parse_card(text: str, path: Path | None = None) -> RequirementsCard:
     "A requirements card from TOML text, every field checked."
     try:
@@ -150,7 +150,7 @@ def parse_card(text: str, path: Path | None = None) -> RequirementsCard:
         parse_quantity(throughput["minimum"], RATE_UNITS, "throughput.minimum") if "minimum" in throughput else None,
         _check_metric(raw))
 
-
+# %% ../nbs/14_card.ipynb #b9450895
 def load_card(path: str | Path) -> RequirementsCard:
     "Read and check `requirements.toml` (or any card file)."
     path = Path(path)
@@ -230,7 +230,7 @@ def _metric_row(card: RequirementsCard, evaluation: dict[str, Any] | None) -> Ch
     met = value <= card.metric[bound] if bound == "maximum" else value >= card.metric[bound]
     return CheckRow("metric", required, f"{value:.4f}", f"eval run {evaluation['id'][:12]}", met)
 
-
+# %% ../nbs/14_card.ipynb #369c966a
 def _budget_row(constraint: str, budget: float | None, unit: str, measured: float | None, where: str,
                 lower_is_better: bool = True) -> CheckRow | None:
     if budget is None:
@@ -241,7 +241,7 @@ def _budget_row(constraint: str, budget: float | None, unit: str, measured: floa
     met = measured <= budget if lower_is_better else measured >= budget
     return CheckRow(constraint, required, f"{measured:.3g} {unit}", where, met)
 
-
+# %% ../nbs/14_card.ipynb #8933c37b
 def check_card(card: RequirementsCard,
                evaluation: dict[str, Any] | None = None,  # {"id", "metrics"} of the model's eval run on the card's data
                latency_p95_ms: float | None = None, latency_where: str = "",
@@ -289,7 +289,7 @@ def _latest_evaluation(store, model_version, card: RequirementsCard) -> tuple[di
     run = runs[0] if runs else evaluate_model(model_version, version, split, store=store)
     return {"id": run.id, "metrics": run.metrics}, " (made now)" if made_now else ""
 
-
+# %% ../nbs/14_card.ipynb #415c93b0
 def check_model(store, ref: str, card: RequirementsCard) -> CardCheck:
     "Check a registered model version (`NAME@ALIAS`, `NAME:N` or id) against a requirements card."
     from fsml_nb.core import get_settings
@@ -375,10 +375,10 @@ The loop, from requirements to a production worker, with fsml_nb:
 3. `fsml check {name}@champion` prints every requirement with what was measured.
 """
 
-
+# %% ../nbs/14_card.ipynb #73cb9e58
 STEP_NAMES = ("import", "train", "export", "register", "evaluate")
 
-
+# %% ../nbs/14_card.ipynb #758165de
 def shipped_step_notebooks() -> Path | None:
     "The folder of fsml_nb's own step notebooks (nbs/pipeline of a checkout), if this install has it."
     import fsml_nb
@@ -386,7 +386,7 @@ def shipped_step_notebooks() -> Path | None:
     folder = Path(fsml_nb.__file__).resolve().parent.parent / "nbs" / "pipeline"
     return folder if (folder / "train.ipynb").exists() else None
 
-
+# %% ../nbs/14_card.ipynb #fbaad161
 def _pipeline_template(name: str) -> str:
     lines = [f"# The loop for {name}: `fsml pipeline run pipelines/{name}.toml`.", f'name = "{name}"', "",
              "[params]", "epochs = 10", ""]
@@ -396,7 +396,7 @@ def _pipeline_template(name: str) -> str:
         lines.append("")
     return "\n".join(lines)
 
-
+# %% ../nbs/14_card.ipynb #120e994b
 def init_project(folder: str | Path, name: str | None = None, force: bool = False) -> list[Path]:
     "Write a new project's card, guide stub, pipeline file, step notebooks and README; never overwrite without `force`."
     import shutil

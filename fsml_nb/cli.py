@@ -16,25 +16,27 @@ from typing import Annotated
 import typer
 
 from .core import FsmlError, get_settings
-from .store import DatasetVersion, Store, VersionDiff
+from .store import DatasetVersion, Store
 
 # %% auto #0
 __all__ = ['app', 'import_app', 'version_app', 'collect_app', 'annotate_app', 'repro_app', 'registry_app', 'serve_app',
-           'pipeline_app', 'eval_app', 'pages_app', 'PageKernels', 'PageCulling', 'dashboard_app', 'demo_app', 'main',
-           'init', 'import_digits_command', 'import_mnist1d_command', 'import_folder_command', 'list_versions',
-           'show_version', 'diff_versions_command', 'verify_version_command', 'gc_command', 'crawl_command',
-           'collect_version', 'annotate_create', 'annotate_add_annotator', 'annotate_reissue_token', 'annotate_disable',
-           'annotate_enable', 'annotate_remove_annotator', 'annotate_add_member', 'annotate_remove_member',
-           'annotate_members', 'annotate_guide', 'annotate_status', 'annotate_export', 'annotate_serve', 'list_recipes',
-           'run_recipe', 'export_command', 'registry_register', 'registry_list', 'registry_show', 'registry_promote',
-           'registry_rollback', 'registry_history', 'registry_lineage', 'registry_pull', 'quickstart', 'serve_worker',
-           'serve_api', 'serve_up', 'serve_add_client', 'serve_remove_client', 'deploy_command', 'pipeline_run_command',
+           'pipeline_app', 'eval_app', 'grade_app', 'pages_app', 'PageKernels', 'PageCulling', 'PagePreheat',
+           'dashboard_app', 'demo_app', 'main', 'init', 'import_digits_command', 'import_mnist1d_command',
+           'import_folder_command', 'list_versions', 'show_version', 'diff_versions_command', 'verify_version_command',
+           'gc_command', 'crawl_command', 'collect_version', 'annotate_create', 'annotate_add_annotator',
+           'annotate_reissue_token', 'annotate_disable', 'annotate_enable', 'annotate_remove_annotator',
+           'annotate_add_member', 'annotate_remove_member', 'annotate_members', 'annotate_guide', 'annotate_status',
+           'annotate_export', 'annotate_serve', 'list_recipes', 'run_recipe', 'export_command', 'registry_register',
+           'registry_list', 'registry_show', 'registry_promote', 'registry_rollback', 'registry_history',
+           'registry_lineage', 'registry_pull', 'quickstart', 'serve_worker', 'serve_api', 'serve_up',
+           'serve_add_client', 'serve_remove_client', 'deploy_command', 'pipeline_run_command',
            'pipeline_worker_command', 'pipeline_list_command', 'pipeline_status_command', 'pipeline_show_command',
-           'eval_run_command', 'eval_compare_command', 'eval_issues_command', 'pages_dashboard_command',
-           'pages_demo_command', 'pages_add_viewer_command', 'check_command']
+           'eval_run_command', 'eval_compare_command', 'eval_issues_command', 'grade_sample_command',
+           'grade_report_command', 'pages_dashboard_command', 'pages_demo_command', 'pages_add_viewer_command',
+           'check_command']
 
 # %% ../nbs/13_cli.ipynb #acdfc9ac
-app = typer.Typer(help="fsml_nb: data store, dataset versions and (soon) the whole model loop.",
+app = typer.Typer(help="fsml_nb: the whole model loop: collect, annotate, version, train, export, register, serve, evaluate.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 import_app = typer.Typer(help="Import data as a new dataset version.", no_args_is_help=True)
 version_app = typer.Typer(help="Show, compare and verify dataset versions.", no_args_is_help=True)
@@ -79,7 +81,7 @@ def _print_version(version: DatasetVersion) -> None:
 
 
 @import_app.command("digits")
-def import_digits_command(name: str = typer.Option("digits", help="name of the version")) -> None:
+def import_digits_command(name: Annotated[str, typer.Option(help="name of the version")] = "digits") -> None:
     "Import scikit-learn's 8x8 digits (stratified 80/20 train/test)."
     from fsml_nb.data import import_digits
     with Store() as store:
@@ -87,7 +89,7 @@ def import_digits_command(name: str = typer.Option("digits", help="name of the v
 
 
 @import_app.command("mnist1d")
-def import_mnist1d_command(name: str = typer.Option("mnist1d", help="name of the version")) -> None:
+def import_mnist1d_command(name: Annotated[str, typer.Option(help="name of the version")] = "mnist1d") -> None:
     "Generate MNIST-1D offline (4000 train / 1000 test) and import it."
     from fsml_nb.data import import_mnist1d
     with Store() as store:
@@ -96,31 +98,31 @@ def import_mnist1d_command(name: str = typer.Option("mnist1d", help="name of the
 
 @import_app.command("folder")
 def import_folder_command(
-    path: Path = typer.Argument(..., help="folder with one sub-folder per class (or split folders holding them)"),
-    name: str | None = typer.Option(None, help="name of the version (default: the folder's name)"),
-    test_fraction: float = typer.Option(0.2, help="share of each class put in test, by content hash, without split folders"),
-    val_fraction: float = typer.Option(0.0, help="share of each class put in val, likewise"),
-    licence: str | None = typer.Option(None, help="licence of the images, if known (e.g. CC-BY-4.0)"),
-    split_folders: bool | None = typer.Option(None, "--split-folders/--class-folders",
-                                              help="the top folders are splits (train/, test/...) holding class folders, "
-                                                   "or they are classes; needed when their names look like splits"),
-    follow_outside_links: bool = typer.Option(False, help="import what links pointing outside the folder point to"),
-    allow_empty_classes: bool = typer.Option(False, help="keep a class whose folder has no images in the schema"),
-    max_pixels: int | None = typer.Option(None, help="refuse images with more pixels (default: 50 million)"),
+    path: Annotated[Path, typer.Argument(help="folder with one sub-folder per class (or split folders holding them)")],
+    name: Annotated[str | None, typer.Option(help="name of the version (default: the folder's name)")] = None,
+    test_fraction: Annotated[float, typer.Option(help="share of each class put in test, by content hash, without split folders")] = 0.2,
+    val_fraction: Annotated[float, typer.Option(help="share of each class put in val, likewise")] = 0.0,
+    licence: Annotated[str | None, typer.Option(help="licence of the images, if known (e.g. CC-BY-4.0)")] = None,
+    split_folders: Annotated[bool | None, typer.Option("--split-folders/--class-folders",
+                                                       help="the top folders are splits (train/, test/...) holding class folders, "
+                                                            "or they are classes; needed when their names look like splits")] = None,
+    follow_outside_links: Annotated[bool, typer.Option(help="import what links pointing outside the folder point to")] = False,
+    allow_empty_classes: Annotated[bool, typer.Option(help="keep a class whose folder has no images in the schema")] = False,
+    max_pixels: Annotated[int | None, typer.Option(help="refuse images with more pixels (default: 50 million)")] = None,
 ) -> None:
     "Import a folder of images as a dataset version, and print what was imported and skipped."
-    from fsml_nb.data import DEFAULT_MAX_PIXELS, import_folder
+    from fsml_nb.data import IMPORT_MAX_PIXELS, import_folder
     with Store() as store:
         result = import_folder(path, store=store, name=name, test_fraction=test_fraction, val_fraction=val_fraction,
                                licence=licence, split_folders=split_folders, follow_outside_links=follow_outside_links,
-                               allow_empty_classes=allow_empty_classes, max_pixels=max_pixels or DEFAULT_MAX_PIXELS,
+                               allow_empty_classes=allow_empty_classes, max_pixels=max_pixels or IMPORT_MAX_PIXELS,
                                progress=True)
     _print_version(result)
-    typer.echo("\n" + result.summary_markdown())
+    typer.echo("\n" + result._repr_markdown_())
 
 # %% ../nbs/13_cli.ipynb #be922781
 @app.command("versions")
-def list_versions(as_json: bool = typer.Option(False, "--json", help="print JSON")) -> None:
+def list_versions(as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
     "List dataset versions, newest first."
     with Store() as store:
         summaries = store.versions()
@@ -146,8 +148,8 @@ def _version_dict(version: DatasetVersion) -> dict:
 
 
 @version_app.command("show")
-def show_version(ref: str = typer.Argument(..., help="version id, unique id prefix, or name"),
-                 as_json: bool = typer.Option(False, "--json", help="print JSON")) -> None:
+def show_version(ref: Annotated[str, typer.Argument(help="version id, unique id prefix, or name")],
+                 as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
     "Show a dataset version: schema, splits and label counts."
     with Store() as store:
         version = store.version(ref)
@@ -163,27 +165,11 @@ def show_version(ref: str = typer.Argument(..., help="version id, unique id pref
         typer.echo(f"  {split:8} {sum(counts.values()):>7}   " + "  ".join(f"{label}:{n}" for label, n in counts.items()))
 
 
-def _diff_lines(changes: VersionDiff, limit: int) -> list[str]:
-    lines = [f"{changes.old_id[:12]} -> {changes.new_id[:12]}: "
-             + ", ".join(f"{count} {what}" for what, count in changes.summary().items())]
-    if changes.schema_changed:
-        lines.append("  the label schema changed")
-    if changes.guide_changed:
-        lines.append("  the guide version changed")
-    for sign, entries in (("+", changes.added), ("-", changes.removed)):
-        lines += [f"  {sign} {entry.item_sha256[:12]}  {entry.label}  [{entry.split}]" for entry in entries[:limit]]
-    lines += [f"  ~ {change.item_sha256[:12]}  label {change.before} -> {change.after}"
-              for change in changes.relabelled[:limit]]
-    lines += [f"  > {change.item_sha256[:12]}  split {change.before} -> {change.after}"
-              for change in changes.moved[:limit]]
-    return lines
-
-
 @version_app.command("diff")
-def diff_versions_command(old: str = typer.Argument(..., help="the older version"),
-                          new: str = typer.Argument(..., help="the newer version"),
-                          limit: int = typer.Option(10, help="items to list per kind of change"),
-                          as_json: bool = typer.Option(False, "--json", help="print JSON")) -> None:
+def diff_versions_command(old: Annotated[str, typer.Argument(help="the older version")],
+                          new: Annotated[str, typer.Argument(help="the newer version")],
+                          limit: Annotated[int, typer.Option(help="items to list per kind of change")] = 10,
+                          as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
     "What changed between two versions: added, removed, relabelled and moved items."
     with Store() as store:
         changes = store.diff(old, new)
@@ -195,11 +181,11 @@ def diff_versions_command(old: str = typer.Argument(..., help="the older version
                                "relabelled": [c._asdict() for c in changes.relabelled],
                                "moved": [c._asdict() for c in changes.moved]}, indent=2))
         return
-    typer.echo("\n".join(_diff_lines(changes, limit)))
+    typer.echo(changes._repr_markdown_(limit))
 
 
 @version_app.command("verify")
-def verify_version_command(ref: str = typer.Argument(..., help="version id, unique id prefix, or name")) -> None:
+def verify_version_command(ref: Annotated[str, typer.Argument(help="version id, unique id prefix, or name")]) -> None:
     "Re-hash a version's manifest and every blob it names; exit 1 if anything is wrong."
     with Store() as store:
         report = store.verify_version(ref, progress=True)
@@ -213,10 +199,10 @@ def verify_version_command(ref: str = typer.Argument(..., help="version id, uniq
 
 # %% ../nbs/13_cli.ipynb #dfe22d82
 @app.command("gc")
-def gc_command(apply: bool = typer.Option(False, "--apply", help="remove what is listed (default: only list it)"),
-               min_age: float = typer.Option(3600.0, "--min-age", min=0.0,
-                                             help="seconds; younger files are left alone (an import may be writing them)"),
-               as_json: bool = typer.Option(False, "--json", help="print JSON")) -> None:
+def gc_command(apply: Annotated[bool, typer.Option("--apply", help="remove what is listed (default: only list it)")] = False,
+               min_age: Annotated[float, typer.Option("--min-age", min=0.0,
+                                                      help="seconds; younger files are left alone (an import may be writing them)")] = 3600.0,
+               as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
     "List (with --apply: remove) blobs no committed row names and files of interrupted writes."
     from dataclasses import asdict
     with Store() as store:
@@ -234,26 +220,26 @@ def gc_command(apply: bool = typer.Option(False, "--apply", help="remove what is
 # %% ../nbs/13_cli.ipynb #7c010938
 @collect_app.command("crawl")
 def crawl_command(
-    urls: list[str] = typer.Argument(..., help="start URLs"),
-    allow: list[str] = typer.Option([], "--allow", help="allowed domain, subdomains included (repeat); "
-                                    "default: the start URLs' hosts"),
-    include: list[str] = typer.Option([], "--include", help="regex a URL must match (repeat)"),
-    exclude: list[str] = typer.Option([], "--exclude", help="regex of URLs to skip (repeat)"),
-    accept: list[str] = typer.Option(["images"], "--accept", help="what to keep as items: images, text (repeat)"),
-    max_pages: int = typer.Option(100, help="URLs to fetch in the whole crawl, over all its runs"),
-    max_depth: int = typer.Option(3, help="links to follow from a start URL"),
-    max_response_bytes: str = typer.Option("10MiB", help="largest response kept, e.g. 500KB, 10MiB"),
-    max_total_bytes: str = typer.Option("1GiB", help="bytes to read in the whole crawl, or 'none'"),
-    delay: float = typer.Option(1.0, help="seconds between requests to one host (robots.txt may ask for more)"),
-    max_per_host: int = typer.Option(2, help="concurrent requests to one host when its delay is 0"),
-    workers: int = typer.Option(4, help="worker threads in this process"),
-    timeout: float = typer.Option(10.0, help="seconds for a whole response"),
-    retries: int = typer.Option(2, min=0, help="retries after a timeout, connection error, 429 or 5xx"),
-    allow_private_addresses: bool = typer.Option(False, "--allow-private-addresses",
-                                                 help="reach names that resolve to loopback, private or link-local "
-                                                      "addresses (a local site, an intranet)"),
-    crawl: str | None = typer.Option(None, "--crawl", help="crawl id to resume or share (default: from the URLs)"),
-    as_json: bool = typer.Option(False, "--json", help="print the summary as JSON"),
+    urls: Annotated[list[str], typer.Argument(help="start URLs")],
+    allow: Annotated[list[str], typer.Option("--allow", help="allowed domain, subdomains included (repeat); "
+                                             "default: the start URLs' hosts")] = (),
+    include: Annotated[list[str], typer.Option("--include", help="regex a URL must match (repeat)")] = (),
+    exclude: Annotated[list[str], typer.Option("--exclude", help="regex of URLs to skip (repeat)")] = (),
+    accept: Annotated[list[str], typer.Option("--accept", help="what to keep as items: images, text (repeat)")] = ("images",),
+    max_pages: Annotated[int, typer.Option(help="URLs to fetch in the whole crawl, over all its runs")] = 100,
+    max_depth: Annotated[int, typer.Option(help="links to follow from a start URL")] = 3,
+    max_response_bytes: Annotated[str, typer.Option(help="largest response kept, e.g. 500KB, 10MiB")] = "10MiB",
+    max_total_bytes: Annotated[str, typer.Option(help="bytes to read in the whole crawl, or 'none'")] = "1GiB",
+    delay: Annotated[float, typer.Option(help="seconds between requests to one host (robots.txt may ask for more)")] = 1.0,
+    max_per_host: Annotated[int, typer.Option(help="concurrent requests to one host when its delay is 0")] = 2,
+    workers: Annotated[int, typer.Option(help="worker threads in this process")] = 4,
+    timeout: Annotated[float, typer.Option(help="seconds for a whole response")] = 10.0,
+    retries: Annotated[int, typer.Option(min=0, help="retries after a timeout, connection error, 429 or 5xx")] = 2,
+    allow_private_addresses: Annotated[bool, typer.Option("--allow-private-addresses",
+                                                          help="reach names that resolve to loopback, private or link-local "
+                                                               "addresses (a local site, an intranet)")] = False,
+    crawl: Annotated[str | None, typer.Option("--crawl", help="crawl id to resume or share (default: from the URLs)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
 ) -> None:
     "Crawl from URLs within the rules, storing images (or pages) as items with their sources and licences."
     from dataclasses import asdict
@@ -290,10 +276,10 @@ def crawl_command(
 # %% ../nbs/13_cli.ipynb #d1963037
 @collect_app.command("version")
 def collect_version(
-    crawl: str = typer.Argument(..., help="the crawl's id (printed by `fsml collect crawl`)"),
-    name: str = typer.Option(..., "--name", help="name of the new dataset version"),
-    licence: list[str] = typer.Option([], "--licence", help="keep only these SPDX ids, e.g. CC-BY-4.0 (repeat)"),
-    split: str = typer.Option("train", help="the split every entry goes to"),
+    crawl: Annotated[str, typer.Argument(help="the crawl's id (printed by `fsml collect crawl`)")],
+    name: Annotated[str, typer.Option("--name", help="name of the new dataset version")],
+    licence: Annotated[list[str], typer.Option("--licence", help="keep only these SPDX ids, e.g. CC-BY-4.0 (repeat)")] = (),
+    split: Annotated[str, typer.Option(help="the split every entry goes to")] = "train",
 ) -> None:
     "Make a dataset version of a crawl's items with a known (allowed) licence, captioned with their alt text."
     from fsml_nb.collect import licensed_crawl_version
@@ -309,33 +295,31 @@ app.add_typer(annotate_app, name="annotate")
 
 
 @annotate_app.command("create")
-def annotate_create(name: str = typer.Argument(..., help="project name"),
-                    version: str = typer.Option(..., help="dataset version whose items to label"),
-                    overlap: int = typer.Option(2, help="independent answers per item"),
-                    lease: int = typer.Option(600, help="seconds before an unanswered item is handed out again"),
-                    guide: Path | None = typer.Option(None, help="Markdown file with the labelling guide",
-                                                      exists=True, dir_okay=False, readable=True),
-                    member: list[str] = typer.Option([], help="an annotator who may label it (repeat the option)"),
+def annotate_create(name: Annotated[str, typer.Argument(help="project name")],
+                    version: Annotated[str, typer.Option(help="dataset version whose items to label")],
+                    overlap: Annotated[int, typer.Option(help="independent answers per item")] = 2,
+                    lease: Annotated[int, typer.Option(help="seconds before an unanswered item is handed out again")] = 600,
+                    guide: Annotated[Path | None, typer.Option(help="Markdown file with the labelling guide",
+                                                               exists=True, dir_okay=False, readable=True)] = None,
+                    member: Annotated[list[str], typer.Option(help="an annotator who may label it (repeat the option)")] = (),
                     ) -> None:
     "Create an annotation project."
-    from fsml_nb.annotate import create_project
     text = guide.read_text() if guide else "# Guide\n\nLabel each item."
     with Store() as store:
-        project = create_project(store, name, version, overlap=overlap, lease_seconds=lease, guide=text,
-                                 members=member)
+        project = store.create_project(name, version, overlap=overlap, lease_seconds=lease, guide=text,
+                                       members=member).info()
     typer.echo(f"project {project.name}: {project.task_count} items, overlap {project.overlap}, "
                f"labels {', '.join(project.label_schema.classes) or project.label_schema.kind}")
 
 
 @annotate_app.command("add-annotator")
-def annotate_add_annotator(name: str = typer.Argument(..., help="the annotator's name"),
-                           project: list[str] = typer.Option([], help="a project they may label (repeat the option)"),
-                           host: str = typer.Option("127.0.0.1", help="host in the printed link"),
-                           port: int = typer.Option(8866, help="port in the printed link")) -> None:
+def annotate_add_annotator(name: Annotated[str, typer.Argument(help="the annotator's name")],
+                           project: Annotated[list[str], typer.Option(help="a project they may label (repeat the option)")] = (),
+                           host: Annotated[str, typer.Option(help="host in the printed link")] = "127.0.0.1",
+                           port: Annotated[int, typer.Option(help="port in the printed link")] = 8866) -> None:
     "Register an annotator and print their personal link (the token is shown only now)."
-    from fsml_nb.annotate import add_annotator
     with Store() as store:
-        token = add_annotator(store, name, projects=project)
+        token = store.annotators.add(name, projects=project)
     _print_link(name, token, host, port)
 
 
@@ -344,88 +328,80 @@ def _print_link(name: str, token: str, host: str, port: int) -> None:
 
 
 @annotate_app.command("reissue-token")
-def annotate_reissue_token(name: str = typer.Argument(..., help="the annotator's name"),
-                           host: str = typer.Option("127.0.0.1", help="host in the printed link"),
-                           port: int = typer.Option(8866, help="port in the printed link")) -> None:
+def annotate_reissue_token(name: Annotated[str, typer.Argument(help="the annotator's name")],
+                           host: Annotated[str, typer.Option(help="host in the printed link")] = "127.0.0.1",
+                           port: Annotated[int, typer.Option(help="port in the printed link")] = 8866) -> None:
     "Give an annotator a new token and link; the old one stops working."
-    from fsml_nb.annotate import reissue_token
     with Store() as store:
-        _print_link(name, reissue_token(store, name), host, port)
+        _print_link(name, store.annotators.reissue_token(name), host, port)
 
 
 @annotate_app.command("disable")
-def annotate_disable(name: str = typer.Argument(..., help="the annotator's name")) -> None:
+def annotate_disable(name: Annotated[str, typer.Argument(help="the annotator's name")]) -> None:
     "Refuse an annotator's token (their answers stay; their items go back to the queue)."
-    from fsml_nb.annotate import disable_annotator
     with Store() as store:
-        disable_annotator(store, name)
+        store.annotators.disable(name)
     typer.echo(f"{name} is disabled")
 
 
 @annotate_app.command("enable")
-def annotate_enable(name: str = typer.Argument(..., help="the annotator's name")) -> None:
+def annotate_enable(name: Annotated[str, typer.Argument(help="the annotator's name")]) -> None:
     "Let a disabled annotator back in with their token."
-    from fsml_nb.annotate import disable_annotator
     with Store() as store:
-        disable_annotator(store, name, disabled=False)
+        store.annotators.disable(name, disabled=False)
     typer.echo(f"{name} is enabled")
 
 
 @annotate_app.command("remove-annotator")
-def annotate_remove_annotator(name: str = typer.Argument(..., help="the annotator's name")) -> None:
+def annotate_remove_annotator(name: Annotated[str, typer.Argument(help="the annotator's name")]) -> None:
     "Delete an annotator who never answered (one who did can only be disabled)."
-    from fsml_nb.annotate import remove_annotator
     with Store() as store:
-        remove_annotator(store, name)
+        store.annotators.remove(name)
     typer.echo(f"{name} is removed")
 
 
 @annotate_app.command("add-member")
-def annotate_add_member(project: str = typer.Argument(...), name: str = typer.Argument(..., help="annotator")) -> None:
+def annotate_add_member(project: Annotated[str, typer.Argument()], name: Annotated[str, typer.Argument(help="annotator")]) -> None:
     "Let an annotator label a project."
-    from fsml_nb.annotate import add_member
     with Store() as store:
-        add_member(store, project, name)
+        store.project(project).add_member(name)
     typer.echo(f"{name} may label {project}")
 
 
 @annotate_app.command("remove-member")
-def annotate_remove_member(project: str = typer.Argument(...),
-                           name: str = typer.Argument(..., help="annotator")) -> None:
+def annotate_remove_member(project: Annotated[str, typer.Argument()],
+                           name: Annotated[str, typer.Argument(help="annotator")]) -> None:
     "Take a project away from an annotator (the items they hold in it go back to the queue)."
-    from fsml_nb.annotate import remove_member
     with Store() as store:
-        remove_member(store, project, name)
+        store.project(project).remove_member(name)
     typer.echo(f"{name} no longer labels {project}")
 
 
 @annotate_app.command("members")
-def annotate_members(project: str = typer.Argument(...)) -> None:
+def annotate_members(project: Annotated[str, typer.Argument()]) -> None:
     "List the annotators who may label a project."
-    from fsml_nb.annotate import members
     with Store() as store:
-        typer.echo("\n".join(members(store, project)) or f"{project} has no members yet")
+        typer.echo("\n".join(store.project(project).members()) or f"{project} has no members yet")
 
 
 @annotate_app.command("guide")
-def annotate_guide(project: str = typer.Argument(...),
-                   guide: Path = typer.Argument(..., help="Markdown file", exists=True, dir_okay=False,
-                                                readable=True)) -> None:
+def annotate_guide(project: Annotated[str, typer.Argument()],
+                   guide: Annotated[Path, typer.Argument(help="Markdown file", exists=True, dir_okay=False,
+                                                         readable=True)]) -> None:
     "Record a new version of a project's guide."
-    from fsml_nb.annotate import set_guide
     with Store() as store:
-        typer.echo(f"{project}: guide version {set_guide(store, project, guide.read_text())}")
+        typer.echo(f"{project}: guide version {store.project(project).set_guide(guide.read_text())}")
 
 
 @annotate_app.command("status")
-def annotate_status(project: str = typer.Argument(...)) -> None:
+def annotate_status(project: Annotated[str, typer.Argument()]) -> None:
     "Progress, agreement and the review queue of a project."
-    from fsml_nb.annotate import agreement, get_project, open_questions, progress
     with Store() as store:
-        details = get_project(store, project)
-        report = agreement(store, project)
-        state = progress(store, project, "")
-        questions = open_questions(store, project)
+        handle = store.project(project)
+        details = handle.info()
+        report = handle.agreement()
+        state = handle.progress("")
+        questions = handle.open_questions()
     typer.echo(f"{details.name}: {state.complete}/{state.total} items complete (overlap {details.overlap}), "
                f"guide v{details.guide_version}")
     typer.echo(f"Fleiss' kappa: {report.fleiss:.3f}" if report.fleiss is not None else "Fleiss' kappa: -")
@@ -440,39 +416,46 @@ def annotate_status(project: str = typer.Argument(...)) -> None:
 
 
 @annotate_app.command("export")
-def annotate_export(project: str = typer.Argument(...),
-                    name: str | None = typer.Option(None, help="name of the new version")) -> None:
+def annotate_export(project: Annotated[str, typer.Argument()],
+                    name: Annotated[str | None, typer.Option(help="name of the new version")] = None) -> None:
     "Make a dataset version of the consensus labels."
-    from fsml_nb.annotate import export_consensus
     with Store() as store:
-        _print_version(export_consensus(store, project, name))
+        _print_version(store.project(project).export_consensus(name))
 
 
 @annotate_app.command("serve")
-def annotate_serve(project: str = typer.Option(..., help="the project annotators label"),
-                   host: str = typer.Option("127.0.0.1", help="address to listen on"),
-                   port: int = typer.Option(8866, help="port to listen on"),
-                   max_kernels: int = typer.Option(50, help="pages open at once (a kernel each, ~80 MB); more wait"),
-                   cull_after: int = typer.Option(300, help="seconds after a page is closed before its kernel ends"),
+def annotate_serve(project: Annotated[str, typer.Option(help="the project annotators label")],
+                   host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+                   port: Annotated[int, typer.Option(help="port to listen on")] = 8866,
+                   max_kernels: Annotated[int, typer.Option(help="pages open at once (a kernel each, ~80 MB); more wait")] = 50,
+                   cull_after: Annotated[int, typer.Option(help="seconds after a page is closed before its kernel ends")] = 300,
+                   preheat: Annotated[int, typer.Option(help="kernels started ahead of visitors (0: one per request)")] = 1,
                    ) -> None:
     "Serve the annotation web app with Voila (annotators open http://HOST:PORT/?token=TOKEN)."
     import os
     import subprocess
     import tempfile
 
-    from fsml_nb.annotate import get_project, write_app_notebook, write_voila_config
-    if max_kernels < 1 or cull_after < 1:
-        raise typer.BadParameter("--max-kernels and --cull-after must be at least 1")
+    from fsml_nb.annotate import write_app_notebook, write_voila_config
+    if max_kernels < 1 or cull_after < 1 or preheat < 0:
+        raise typer.BadParameter("--max-kernels and --cull-after must be at least 1, --preheat at least 0")
     with Store() as store:
-        get_project(store, project)
+        store.project(project)  # fails now, with the known names, if there is no such project
     folder = Path(tempfile.mkdtemp(prefix="fsml-annotate-"))
     write_app_notebook(folder / "annotate.ipynb")
-    write_voila_config(folder / "voila.py", max_kernels=max_kernels, cull_after=cull_after)
+    (folder / "config").mkdir()  # not beside the notebook: a voila.py in a kernel's folder would shadow voila
+    write_voila_config(folder / "config" / "voila.py", max_kernels=max_kernels, cull_after=cull_after, preheat=preheat)
     typer.echo(f"serving project {project} on http://{host}:{port}/?token=... (Ctrl-C stops)")
     command = [sys.executable, "-m", "voila", str(folder / "annotate.ipynb"), "--no-browser", f"--port={port}",
                f"--Voila.ip={host}", "--Voila.tornado_settings={'allow_origin': ''}", "--show_tracebacks=False",
-               f"--Voila.config_file_paths=['{folder}']"]
-    raise SystemExit(subprocess.call(command, env={**os.environ, "FSML_ANNOTATE_PROJECT": project}))
+               f"--Voila.config_file_paths=['{folder / 'config'}']"]
+    raise SystemExit(subprocess.call(command, env={**os.environ, **_voila_kernel_env(host),
+                                                   "FSML_ANNOTATE_PROJECT": project}))
+
+
+def _voila_kernel_env(host: str) -> dict[str, str]:
+    "Where a preheated kernel asks Voila for its request: the address Voila listens on (loopback for any)."
+    return {"VOILA_APP_IP": "127.0.0.1" if host in ("", "0.0.0.0", "::", "localhost") else host}
 
 # %% ../nbs/13_cli.ipynb #abdda620
 repro_app = typer.Typer(help="Reproduce published results (paper recipes).", no_args_is_help=True)
@@ -489,20 +472,20 @@ def list_recipes() -> None:
 
 
 @repro_app.command("run")
-def run_recipe(name: str = typer.Argument(..., help="recipe name, see `fsml repro list`"),
-               seeds: str | None = typer.Option(None, help="comma-separated seeds (default: the recipe's)"),
-               quick: bool = typer.Option(False, help="a few steps per row: checks the machinery, not the numbers"),
-               out: Path | None = typer.Option(None, help="folder for report.md, report.json and report.png"),
-               check: bool = typer.Option(False, help="exit 1 unless every row is within tolerance")) -> None:
+def run_recipe(name: Annotated[str, typer.Argument(help="recipe name, see `fsml repro list`")],
+               seeds: Annotated[str | None, typer.Option(help="comma-separated seeds (default: the recipe's)")] = None,
+               quick: Annotated[bool, typer.Option(help="a few steps per row: checks the machinery, not the numbers")] = False,
+               out: Annotated[Path | None, typer.Option(help="folder for report.md, report.json and report.png")] = None,
+               check: Annotated[bool, typer.Option(help="exit 1 unless every row is within tolerance")] = False) -> None:
     "Train every row of a recipe over several seeds and print paper vs ours."
-    from fsml_nb.repro import reproduce, save_report, to_markdown
+    from fsml_nb.repro import reproduce, save_report
     try:
         seed_list = tuple(int(seed) for seed in seeds.split(",")) if seeds else None
     except ValueError:
         raise FsmlError(f"--seeds takes comma-separated integers, not {seeds!r}") from None
     with Store() as store:
         report = reproduce(name, store=store, seeds=seed_list, quick=quick)
-    typer.echo(to_markdown(report))
+    typer.echo(report._repr_markdown_())
     if out:
         save_report(report, out)
         typer.echo(f"\nreport written to {out}")
@@ -511,21 +494,21 @@ def run_recipe(name: str = typer.Argument(..., help="recipe name, see `fsml repr
 
 # %% ../nbs/13_cli.ipynb #8815870a
 @app.command("export")
-def export_command(checkpoint: Path = typer.Argument(..., help="a .safetensors checkpoint from fsml_nb.train.fit"),
-                   calib: str = typer.Option(..., help="dataset version to calibrate (its train split) and evaluate "
-                                                       "(its test split) on"),
-                   budget: float = typer.Option(0.5, help="accuracy points a variant may lose vs torch FP32"),
-                   method: str = typer.Option("minmax", help="static INT8 calibration: minmax, entropy or percentile"),
-                   serving_batch: int = typer.Option(1, help="batch size whose latency decides (1 or 32)"),
-                   out: Path | None = typer.Option(None, help="output folder (default: CHECKPOINT-export beside it)"),
+def export_command(checkpoint: Annotated[Path, typer.Argument(help="a .safetensors checkpoint from fsml_nb.train.fit")],
+                   calib: Annotated[str, typer.Option(help="dataset version to calibrate (its train split) and evaluate "
+                                                                "(its test split) on")],
+                   budget: Annotated[float, typer.Option(help="accuracy points a variant may lose vs torch FP32")] = 0.5,
+                   method: Annotated[str, typer.Option(help="static INT8 calibration: minmax, entropy or percentile")] = "minmax",
+                   serving_batch: Annotated[int, typer.Option(help="batch size whose latency decides (1 or 32)")] = 1,
+                   out: Annotated[Path | None, typer.Option(help="output folder (default: CHECKPOINT-export beside it)")] = None,
                    ) -> None:
     "Export a checkpoint to ONNX (FP32, INT8 dynamic, INT8 static), measure parity and latency, recommend one."
-    from fsml_nb.export import export_checkpoint, report_markdown
+    from fsml_nb.export import export_checkpoint
     out = out or checkpoint.with_name(checkpoint.stem + "-export")
     with Store() as store:
         report = export_checkpoint(checkpoint, out, calib, store=store, method=method, budget=budget,
                                    serving_batch=serving_batch)
-    typer.echo(report_markdown(report))
+    typer.echo(report._repr_markdown_())
     typer.echo(f"\nartefacts and report.md/report.json in {out}")
 
 # %% ../nbs/13_cli.ipynb #ffeb4379
@@ -557,12 +540,12 @@ def _registry():
 
 
 @registry_app.command("register")
-def registry_register(path: Path = typer.Argument(..., help="an export folder, or a checkpoint (exported first)"),
-                      name: str = typer.Option(..., help="the registered model's name"),
-                      reason: str = typer.Option("", help="why this version is registered"),
-                      who: str | None = typer.Option(None, help="who registers it (default: the OS user)"),
-                      checkpoint: Path | None = typer.Option(None, help="the export's checkpoint, if it moved"),
-                      as_json: bool = typer.Option(False, "--json", help="print JSON")) -> None:
+def registry_register(path: Annotated[Path, typer.Argument(help="an export folder, or a checkpoint (exported first)")],
+                      name: Annotated[str, typer.Option(help="the registered model's name")],
+                      reason: Annotated[str, typer.Option(help="why this version is registered")] = "",
+                      who: Annotated[str | None, typer.Option(help="who registers it (default: the OS user)")] = None,
+                      checkpoint: Annotated[Path | None, typer.Option(help="the export's checkpoint, if it moved")] = None,
+                      as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
     "Store an export folder as a new immutable version of NAME (the same content gives the same version)."
     registry = _registry()
     with registry.store:
@@ -574,8 +557,8 @@ def registry_register(path: Path = typer.Argument(..., help="an export folder, o
 
 
 @registry_app.command("list")
-def registry_list(name: str | None = typer.Argument(None, help="a model: list its versions"),
-                  as_json: bool = typer.Option(False, "--json", help="print JSON")) -> None:
+def registry_list(name: Annotated[str | None, typer.Argument(help="a model: list its versions")] = None,
+                  as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
     "List registered models (or one model's versions)."
     registry = _registry()
     with registry.store:
@@ -594,8 +577,8 @@ def registry_list(name: str | None = typer.Argument(None, help="a model: list it
 
 
 @registry_app.command("show")
-def registry_show(ref: str = typer.Argument(..., help="name@alias, name:number, name, or an id (prefix)"),
-                  as_json: bool = typer.Option(False, "--json", help="print JSON")) -> None:
+def registry_show(ref: Annotated[str, typer.Argument(help="name@alias, name:number, name, or an id (prefix)")],
+                  as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
     "Show a model version: its files and how it serves."
     registry = _registry()
     with registry.store:
@@ -603,21 +586,17 @@ def registry_show(ref: str = typer.Argument(..., help="name@alias, name:number, 
     if as_json:
         _echo_json({**_model_version_json(version), "manifest": version.manifest})
         return
-    typer.echo(f"{version.ref}  {version.id}  registered {version.created_at}")
-    typer.echo(f"serves {version.serving['file']} ({version.serving['variant']}), input "
-               f"{version.serving['input']['shape']}, {len(version.serving['classes'])} classes")
-    for relative, sha in sorted(version.files.items()):
-        typer.echo(f"  {sha[:12]}  {relative}")
+    typer.echo(version._repr_markdown_())
 
 
 @registry_app.command("promote")
-def registry_promote(name: str = typer.Argument(..., help="the registered model"),
-                     version: str = typer.Argument(..., help="its version: a number, name:number or an id"),
-                     alias: str = typer.Option("champion", help="the alias to move"),
-                     reason: str = typer.Option(..., help="why, for the promotion log"),
-                     who: str | None = typer.Option(None, help="who promotes (default: the OS user)"),
-                     metrics: str | None = typer.Option(None, help="metrics at the time, as a JSON object"),
-                     as_json: bool = typer.Option(False, "--json", help="print JSON")) -> None:
+def registry_promote(name: Annotated[str, typer.Argument(help="the registered model")],
+                     version: Annotated[str, typer.Argument(help="its version: a number, name:number or an id")],
+                     *, alias: Annotated[str, typer.Option(help="the alias to move")] = "champion",
+                     reason: Annotated[str, typer.Option(help="why, for the promotion log")],
+                     who: Annotated[str | None, typer.Option(help="who promotes (default: the OS user)")] = None,
+                     metrics: Annotated[str | None, typer.Option(help="metrics at the time, as a JSON object")] = None,
+                     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
     "Point an alias at a version, and log who, when, why."
     parsed = json.loads(metrics) if metrics else None
     registry = _registry()
@@ -630,10 +609,10 @@ def registry_promote(name: str = typer.Argument(..., help="the registered model"
 
 
 @registry_app.command("rollback")
-def registry_rollback(name: str = typer.Argument(..., help="the registered model"),
-                      alias: str = typer.Option("champion", help="the alias to move back"),
-                      reason: str = typer.Option(..., help="why, for the promotion log"),
-                      who: str | None = typer.Option(None, help="who rolls back (default: the OS user)")) -> None:
+def registry_rollback(name: Annotated[str, typer.Argument(help="the registered model")],
+                      *, alias: Annotated[str, typer.Option(help="the alias to move back")] = "champion",
+                      reason: Annotated[str, typer.Option(help="why, for the promotion log")],
+                      who: Annotated[str | None, typer.Option(help="who rolls back (default: the OS user)")] = None) -> None:
     "Move an alias back to the version it named before, and log it."
     registry = _registry()
     with registry.store:
@@ -642,10 +621,10 @@ def registry_rollback(name: str = typer.Argument(..., help="the registered model
 
 
 @registry_app.command("history")
-def registry_history(name: str = typer.Argument(..., help="the registered model"),
-                     alias: str | None = typer.Option(None, help="only this alias"),
-                     at: str | None = typer.Option(None, help="ISO time: print the version the alias named then"),
-                     as_json: bool = typer.Option(False, "--json", help="print JSON")) -> None:
+def registry_history(name: Annotated[str, typer.Argument(help="the registered model")],
+                     alias: Annotated[str | None, typer.Option(help="only this alias")] = None,
+                     at: Annotated[str | None, typer.Option(help="ISO time: print the version the alias named then")] = None,
+                     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
     "The promotion log of a model, or with --at, what an alias (default champion) named at a time."
     from datetime import datetime
 
@@ -673,8 +652,8 @@ def registry_history(name: str = typer.Argument(..., help="the registered model"
 
 
 @registry_app.command("lineage")
-def registry_lineage(ref: str = typer.Argument(..., help="name@alias, name:number, name, or an id (prefix)"),
-                     as_json: bool = typer.Option(False, "--json", help="print JSON")) -> None:
+def registry_lineage(ref: Annotated[str, typer.Argument(help="name@alias, name:number, name, or an id (prefix)")],
+                     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
     "Where a model version came from: training run, dataset version, annotation guide, sources."
     registry = _registry()
     with registry.store:
@@ -686,8 +665,8 @@ def registry_lineage(ref: str = typer.Argument(..., help="name@alias, name:numbe
 
 
 @registry_app.command("pull")
-def registry_pull(ref: str = typer.Argument(..., help="name@alias, name:number, name, or an id (prefix)"),
-                  folder: Path = typer.Argument(..., help="a new folder for the files")) -> None:
+def registry_pull(ref: Annotated[str, typer.Argument(help="name@alias, name:number, name, or an id (prefix)")],
+                  folder: Annotated[Path, typer.Argument(help="a new folder for the files")]) -> None:
     "Copy a version's files (each re-hashed) into a folder that serves on its own."
     registry = _registry()
     with registry.store:
@@ -697,11 +676,11 @@ def registry_pull(ref: str = typer.Argument(..., help="name@alias, name:number, 
 
 # %% ../nbs/13_cli.ipynb #a2e7d8f9
 @app.command()
-def quickstart(batch_size: int = typer.Option(32, help="size of the batch read back"),
-               epochs: int = typer.Option(3, help="training epochs (0: stop after reading a batch)"),
-               model: str = typer.Option("resnet10t", help="timm model to train from scratch"),
-               out: Path | None = typer.Option(None, help="folder for the checkpoint and export "
-                                                       "(default: FSML_HOME/quickstart/<time>)")) -> None:
+def quickstart(batch_size: Annotated[int, typer.Option(help="size of the batch read back")] = 32,
+               epochs: Annotated[int, typer.Option(help="training epochs (0: stop after reading a batch)")] = 3,
+               model: Annotated[str, typer.Option(help="timm model to train from scratch")] = "resnet10t",
+               out: Annotated[Path | None, typer.Option(help="folder for the checkpoint and export "
+                                                                "(default: FSML_HOME/quickstart/<time>)")] = None) -> None:
     "Import digits, read a batch, train a timm model, export it to ONNX/INT8 and recommend a variant."
     from datetime import datetime
 
@@ -749,23 +728,26 @@ def _api_config(**options):
 
 # %% ../nbs/13_cli.ipynb #55182790
 @serve_app.command("worker")
-def serve_worker(model: str = typer.Option(..., help="the model's name (its queue is PREFIX.NAME)"),
-                 folder: Path | None = typer.Option(None, help="a pulled model version folder to serve"),
-                 ref: str | None = typer.Option(None, help="a registry reference to serve and follow (NAME@champion)"),
-                 max_batch: int = typer.Option(1, help="jobs per batch at most"),
-                 max_wait_ms: float = typer.Option(0.0, help="wait this long for more jobs once one is there"),
-                 threads: int = typer.Option(1, help="ONNX Runtime threads"),
-                 queue_prefix: str = typer.Option("fsml.predict", help="queue name prefix"),
-                 lease_seconds: float = typer.Option(30.0, help="SQL brokers: lease length (heartbeats extend it)"),
-                 max_attempts: int = typer.Option(3, help="deliveries of a job before it is dead-lettered"),
-                 shadow_ref: str | None = typer.Option(None, help="a challenger to run on shadow jobs (NAME@challenger)"),
-                 name: str | None = typer.Option(None, help="worker name (default host-pid-random)"),
-                 cache: Path | None = typer.Option(None, help="where pulled versions go (default FSML_HOME/serve-cache)"),
+def serve_worker(model: Annotated[str, typer.Option(help="the model's name (its queue is PREFIX.NAME)")],
+                 folder: Annotated[Path | None, typer.Option(help="a pulled model version folder to serve")] = None,
+                 ref: Annotated[str | None, typer.Option(help="a registry reference to serve and follow (NAME@champion)")] = None,
+                 max_batch: Annotated[int, typer.Option(help="jobs per batch at most")] = 1,
+                 max_wait_ms: Annotated[float, typer.Option(help="wait this long for more jobs once one is there")] = 0.0,
+                 threads: Annotated[int, typer.Option(help="ONNX Runtime threads")] = 1,
+                 queue_prefix: Annotated[str, typer.Option(help="queue name prefix")] = "fsml.predict",
+                 lease_seconds: Annotated[float, typer.Option(help="SQL brokers: lease length (heartbeats extend it)")] = 30.0,
+                 max_attempts: Annotated[int, typer.Option(help="deliveries of a job before it is dead-lettered")] = 3,
+                 shadow_ref: Annotated[str | None, typer.Option(help="a challenger to run on shadow jobs (NAME@challenger)")] = None,
+                 name: Annotated[str | None, typer.Option(help="worker name (default host-pid-random)")] = None,
+                 cache: Annotated[Path | None, typer.Option(help="where pulled versions go (default FSML_HOME/serve-cache)")] = None,
+                 keep_inputs: Annotated[bool, typer.Option("--keep-inputs",
+                                                           help="keep each input in the blob store (to grade production later)")] = False,
                  ) -> None:
     "Take jobs from the model's queue and answer them until SIGTERM."
     from fsml_nb.serve import run_worker, run_worker_from_registry
     config = _worker_config(model, max_batch=max_batch, max_wait_ms=max_wait_ms, threads=threads,
-                            queue_prefix=queue_prefix, lease_seconds=lease_seconds, max_attempts=max_attempts, name=name)
+                            queue_prefix=queue_prefix, lease_seconds=lease_seconds, max_attempts=max_attempts, name=name,
+                            keep_inputs=keep_inputs)
     if (folder is None) == (ref is None):
         raise FsmlError("give exactly one of --folder (a pulled model folder) or --ref (a registry reference)")
     if folder is not None:
@@ -776,15 +758,15 @@ def serve_worker(model: str = typer.Option(..., help="the model's name (its queu
 
 # %% ../nbs/13_cli.ipynb #30d25e0c
 @serve_app.command("api")
-def serve_api(host: str = typer.Option("127.0.0.1", help="address to listen on"),
-              port: int = typer.Option(8000, help="port"),
-              queue_prefix: str = typer.Option("fsml.predict", help="queue name prefix"),
-              max_queue: int = typer.Option(1000, help="jobs waiting in a queue before new ones get 503"),
-              timeout: float = typer.Option(30.0, help="seconds /v1/predict waits for its answer"),
-              max_body_bytes: int = typer.Option(10 * 1024 * 1024, help="largest request body"),
-              max_pixels: int = typer.Option(4_000_000, help="largest image, in pixels"),
-              shadow_fraction: float = typer.Option(0.0, help="share of requests the challenger also runs"),
-              no_token: bool = typer.Option(False, "--no-token", help="do not require client tokens (demo only)"),
+def serve_api(host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+              port: Annotated[int, typer.Option(help="port")] = 8000,
+              queue_prefix: Annotated[str, typer.Option(help="queue name prefix")] = "fsml.predict",
+              max_queue: Annotated[int, typer.Option(help="jobs waiting in a queue before new ones get 503")] = 1000,
+              timeout: Annotated[float, typer.Option(help="seconds /v1/predict waits for its answer")] = 30.0,
+              max_body_bytes: Annotated[int, typer.Option(help="largest request body")] = 10 * 1024 * 1024,
+              max_pixels: Annotated[int, typer.Option(help="largest image, in pixels")] = 4_000_000,
+              shadow_fraction: Annotated[float, typer.Option(help="share of requests the challenger also runs")] = 0.0,
+              no_token: Annotated[bool, typer.Option("--no-token", help="do not require client tokens (demo only)")] = False,
               ) -> None:
     "Serve the HTTP API (POST /v1/predict, /v1/jobs, /healthz, /readyz, /metrics)."
     from fsml_nb.serve import run_api
@@ -795,17 +777,19 @@ def serve_api(host: str = typer.Option("127.0.0.1", help="address to listen on")
 
 # %% ../nbs/13_cli.ipynb #74de1eb7
 @serve_app.command("up")
-def serve_up(model: str = typer.Option(..., help="the model's name"),
-             workers: int = typer.Option(2, help="worker processes"),
-             folder: Path | None = typer.Option(None, help="a pulled model version folder to serve"),
-             ref: str | None = typer.Option(None, help="a registry reference to serve and follow (NAME@champion)"),
-             host: str = typer.Option("127.0.0.1"), port: int = typer.Option(8000),
-             max_batch: int = typer.Option(8, help="jobs per batch at most"),
-             max_wait_ms: float = typer.Option(0.0, help="wait this long for more jobs once one is there"),
-             queue_prefix: str = typer.Option("fsml.predict"),
-             shadow_fraction: float = typer.Option(0.0, help="share of requests the challenger also runs"),
-             shadow_ref: str | None = typer.Option(None, help="the challenger (NAME@challenger)"),
-             no_token: bool = typer.Option(False, "--no-token", help="do not require client tokens (demo only)"),
+def serve_up(model: Annotated[str, typer.Option(help="the model's name")],
+             workers: Annotated[int, typer.Option(help="worker processes")] = 2,
+             folder: Annotated[Path | None, typer.Option(help="a pulled model version folder to serve")] = None,
+             ref: Annotated[str | None, typer.Option(help="a registry reference to serve and follow (NAME@champion)")] = None,
+             host: Annotated[str, typer.Option()] = "127.0.0.1", port: Annotated[int, typer.Option()] = 8000,
+             max_batch: Annotated[int, typer.Option(help="jobs per batch at most")] = 8,
+             max_wait_ms: Annotated[float, typer.Option(help="wait this long for more jobs once one is there")] = 0.0,
+             queue_prefix: Annotated[str, typer.Option()] = "fsml.predict",
+             shadow_fraction: Annotated[float, typer.Option(help="share of requests the challenger also runs")] = 0.0,
+             shadow_ref: Annotated[str | None, typer.Option(help="the challenger (NAME@challenger)")] = None,
+             no_token: Annotated[bool, typer.Option("--no-token", help="do not require client tokens (demo only)")] = False,
+             keep_inputs: Annotated[bool, typer.Option("--keep-inputs",
+                                                       help="workers keep each input in the blob store (to grade production)")] = False,
              ) -> None:
     "Run the API and N workers on this machine, under one supervisor, until SIGTERM."
     from fsml_nb.serve import FSML_COMMAND, Supervisor, stop_on_signals
@@ -816,7 +800,7 @@ def serve_up(model: str = typer.Option(..., help="the model's name"),
            "--shadow-fraction", str(shadow_fraction)] + (["--no-token"] if no_token else [])
     worker = [*FSML_COMMAND, "serve", "worker", "--model", model, *source, "--max-batch", str(max_batch),
               "--max-wait-ms", str(max_wait_ms), "--queue-prefix", queue_prefix] + \
-        (["--shadow-ref", shadow_ref] if shadow_ref else [])
+        (["--shadow-ref", shadow_ref] if shadow_ref else []) + (["--keep-inputs"] if keep_inputs else [])
     supervisor = Supervisor({"api": api, **{f"worker-{index + 1}": worker for index in range(workers)}})
     stop_on_signals(supervisor.stop)
     typer.echo(f"serving {model} on http://{host}:{port} with {workers} workers; SIGTERM or Ctrl-C stops")
@@ -824,7 +808,7 @@ def serve_up(model: str = typer.Option(..., help="the model's name"),
 
 # %% ../nbs/13_cli.ipynb #1a958c1f
 @serve_app.command("add-client")
-def serve_add_client(name: str = typer.Argument(..., help="the client's name")) -> None:
+def serve_add_client(name: Annotated[str, typer.Argument(help="the client's name")]) -> None:
     "Add an API client and print its token (shown once; stored hashed)."
     from fsml_nb.db import open_database
     from fsml_nb.serve import add_serve_client
@@ -834,7 +818,7 @@ def serve_add_client(name: str = typer.Argument(..., help="the client's name")) 
 
 
 @serve_app.command("remove-client")
-def serve_remove_client(name: str = typer.Argument(..., help="the client's name")) -> None:
+def serve_remove_client(name: Annotated[str, typer.Argument(help="the client's name")]) -> None:
     "Remove an API client; its token stops working."
     from fsml_nb.db import open_database
     from fsml_nb.serve import remove_serve_client
@@ -845,15 +829,15 @@ def serve_remove_client(name: str = typer.Argument(..., help="the client's name"
 
 # %% ../nbs/13_cli.ipynb #aaf42f84
 @app.command("deploy")
-def deploy_command(name: str = typer.Argument(..., help="the registered model"),
-                   version: str = typer.Argument(..., help="the version: a number, NAME:N, an id, or NAME@ALIAS"),
-                   alias: str = typer.Option("champion", help="the alias to move"),
-                   reason: str = typer.Option("", help="why, for the promotion log"),
-                   tolerance: float = typer.Option(0.5, help="accuracy points the version may lose vs the champion"),
-                   min_agreement: float = typer.Option(99.0, help="% agreement with the research model required"),
-                   latency_budget_ms: float | None = typer.Option(None, help="batch-1 CPU latency allowed (ms)"),
-                   wait: float = typer.Option(60.0, help="seconds the live workers have to serve the version"),
-                   as_json: bool = typer.Option(False, "--json", help="print JSON"),
+def deploy_command(name: Annotated[str, typer.Argument(help="the registered model")],
+                   version: Annotated[str, typer.Argument(help="the version: a number, NAME:N, an id, or NAME@ALIAS")],
+                   alias: Annotated[str, typer.Option(help="the alias to move")] = "champion",
+                   reason: Annotated[str, typer.Option(help="why, for the promotion log")] = "",
+                   tolerance: Annotated[float, typer.Option(help="accuracy points the version may lose vs the champion")] = 0.5,
+                   min_agreement: Annotated[float, typer.Option(help="% agreement with the research model required")] = 99.0,
+                   latency_budget_ms: Annotated[float | None, typer.Option(help="batch-1 CPU latency allowed (ms)")] = None,
+                   wait: Annotated[float, typer.Option(help="seconds the live workers have to serve the version")] = 60.0,
+                   as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
                    ) -> None:
     "Gate, promote, wait for the workers, roll back if they do not follow."
     from dataclasses import asdict
@@ -1027,13 +1011,76 @@ def eval_issues_command(version: Annotated[str, typer.Argument(help="dataset ver
         typer.echo(f"{issue.item_sha256}  given {issue.given}  suggested {issue.suggested}  "
                    f"quality {issue.label_quality:.3f}")
 
+# %% ../nbs/13_cli.ipynb #e10d35a0
+grade_app = typer.Typer(help="Grade production: sample served predictions for annotators, then report live accuracy.",
+                        no_args_is_help=True)
+eval_app.add_typer(grade_app, name="grade-production")
+
+
+def _moment(text: str | None):
+    "An ISO date or date-time from the command line (UTC when no zone is given)."
+    from datetime import datetime
+
+    from fsml_nb.core import as_utc
+
+    if text is None:
+        return None
+    try:
+        return as_utc(datetime.fromisoformat(text))
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not an ISO date or date-time (e.g. 2026-11-23 or 2026-11-23T08:00)") \
+            from None
+
+
+@grade_app.command("sample")
+def grade_sample_command(
+        project: Annotated[str, typer.Argument(help="name of the annotation project to create")],
+        size: Annotated[int, typer.Option(help="served predictions to sample")] = 200,
+        model: Annotated[str | None, typer.Option(help="only this served model")] = None,
+        version: Annotated[list[str] | None, typer.Option(help="only this model version id (repeatable)")] = None,
+        since: Annotated[str | None, typer.Option(help="served at or after (ISO date or date-time, UTC)")] = None,
+        until: Annotated[str | None, typer.Option(help="served before (ISO date or date-time, UTC)")] = None,
+        seed: Annotated[int, typer.Option(help="the same seed and filters draw the same sample")] = 0,
+        overlap: Annotated[int, typer.Option(help="answers wanted per item")] = 2,
+        annotator: Annotated[list[str] | None, typer.Option(help="who may grade (repeatable)")] = None,
+        classes: Annotated[str | None, typer.Option(help="comma-separated classes, for versions not in the registry")] = None,
+) -> None:
+    "Sample served predictions (inputs kept by the workers) into an annotation project."
+    from fsml_nb.evaluate import sample_production
+
+    with Store() as store:
+        sample = sample_production(store, project, size, model, version or (), _moment(since), _moment(until), seed,
+                                   overlap, annotator or (), classes.split(",") if classes else None)
+    typer.echo(str(sample))
+
+
+@grade_app.command("report")
+def grade_report_command(project: Annotated[str, typer.Argument(help="the production sample's annotation project")],
+                         plot: Annotated[Path | None, typer.Option(help="also write the chart (PNG) here")] = None,
+                         as_json: Annotated[bool, typer.Option("--json", help="print the tables as JSON")] = False,
+                         ) -> None:
+    "Live accuracy per model version and ISO week, from the annotators' consensus."
+    from fsml_nb.evaluate import grade_production, plot_production_accuracy
+
+    with Store() as store:
+        grade = grade_production(store, project)
+    if plot is not None:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        plot_production_accuracy(grade)
+        plt.savefig(plot, dpi=100, bbox_inches="tight")
+    typer.echo(json.dumps({"by_week": grade.by_week.to_dict("records"), "by_version": grade.by_version.to_dict("records"),
+                           "pending": grade.pending}) if as_json else str(grade))
+
 # %% ../nbs/13_cli.ipynb #5a6f6351
 pages_app = typer.Typer(help="Dashboard and demo pages for stakeholders (Voila), and who may open them.",
                         no_args_is_help=True)
 app.add_typer(pages_app, name="pages")
 
 def _serve_page(name: str, code: str, host: str, port: int, environment: dict[str, str],
-                max_kernels: int, cull_after: int) -> None:
+                max_kernels: int, cull_after: int, preheat: int = 1) -> None:
     "Write the page's app notebook and serve it with Voila (kernels capped, those of closed pages ended)."
     import os
     import subprocess
@@ -1043,33 +1090,36 @@ def _serve_page(name: str, code: str, host: str, port: int, environment: dict[st
 
     from fsml_nb.annotate import write_voila_config
 
-    if max_kernels < 1 or cull_after < 1:
-        raise typer.BadParameter("--max-kernels and --cull-after must be at least 1")
+    if max_kernels < 1 or cull_after < 1 or preheat < 0:
+        raise typer.BadParameter("--max-kernels and --cull-after must be at least 1, --preheat at least 0")
     folder = Path(tempfile.mkdtemp(prefix=f"fsml-{name}-"))
     notebook = nbformat.v4.new_notebook()
     notebook.cells = [nbformat.v4.new_code_cell(code)]
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(notebook, str(folder / f"{name}.ipynb"))
-    write_voila_config(folder / "voila.py", max_kernels=max_kernels, cull_after=cull_after)
+    (folder / "config").mkdir()  # not beside the notebook: a voila.py in a kernel's folder would shadow voila
+    write_voila_config(folder / "config" / "voila.py", max_kernels=max_kernels, cull_after=cull_after, preheat=preheat)
     typer.echo(f"{name}: http://{host}:{port}/?token=VIEW_TOKEN (fsml pages add-viewer NAME makes one)")
     command = [sys.executable, "-m", "voila", str(folder / f"{name}.ipynb"), "--no-browser", f"--port={port}",
                f"--Voila.ip={host}", "--Voila.tornado_settings={'allow_origin': ''}", "--show_tracebacks=False",
-               f"--Voila.config_file_paths=['{folder}']"]
-    raise SystemExit(subprocess.call(command, env={**os.environ, **environment}))
+               f"--Voila.config_file_paths=['{folder / 'config'}']"]
+    raise SystemExit(subprocess.call(command, env={**os.environ, **_voila_kernel_env(host), **environment}))
 
 
 PageKernels = Annotated[int, typer.Option("--max-kernels", help="pages open at once (a kernel each); more wait")]
 PageCulling = Annotated[int, typer.Option("--cull-after", help="seconds after a page closes before its kernel ends")]
+PagePreheat = Annotated[int, typer.Option("--preheat", help="kernels started ahead of visitors (0: one per request)")]
 
 
 @pages_app.command("dashboard")
 def pages_dashboard_command(host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
                             port: Annotated[int, typer.Option(help="port to listen on")] = 8867,
-                            max_kernels: PageKernels = 20, cull_after: PageCulling = 300) -> None:
+                            max_kernels: PageKernels = 20, cull_after: PageCulling = 300,
+                            preheat: PagePreheat = 1) -> None:
     "Serve the evaluation dashboard (metrics, confusion, wrong cases, comparisons)."
     from fsml_nb.evaluate import DASHBOARD_NOTEBOOK_CODE
 
-    _serve_page("dashboard", DASHBOARD_NOTEBOOK_CODE, host, port, {}, max_kernels, cull_after)
+    _serve_page("dashboard", DASHBOARD_NOTEBOOK_CODE, host, port, {}, max_kernels, cull_after, preheat)
 
 
 @pages_app.command("demo")
@@ -1077,12 +1127,13 @@ def pages_demo_command(model: Annotated[str, typer.Option(help="registry ref or 
                        serve_url: Annotated[str | None, typer.Option(help="send uploads to this serving API")] = None,
                        host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
                        port: Annotated[int, typer.Option(help="port to listen on")] = 8868,
-                       max_kernels: PageKernels = 20, cull_after: PageCulling = 300) -> None:
+                       max_kernels: PageKernels = 20, cull_after: PageCulling = 300,
+                       preheat: PagePreheat = 1) -> None:
     "Serve the demo page: upload an image or draw a digit, see the prediction and the model version."
     from fsml_nb.evaluate import DEMO_NOTEBOOK_CODE
 
     environment = {"FSML_DEMO_MODEL": model, **({"FSML_SERVE_URL": serve_url} if serve_url else {})}
-    _serve_page("demo", DEMO_NOTEBOOK_CODE, host, port, environment, max_kernels, cull_after)
+    _serve_page("demo", DEMO_NOTEBOOK_CODE, host, port, environment, max_kernels, cull_after, preheat)
 
 
 dashboard_app = typer.Typer(help="The evaluation dashboard (Voila).", no_args_is_help=True)

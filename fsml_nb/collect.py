@@ -32,6 +32,7 @@ from datetime import datetime, timezone
 from typing import Any, NamedTuple
 from urllib.parse import urljoin, urlsplit
 
+import httpcore
 import httpx
 from bs4 import BeautifulSoup
 from fastcore.basics import patch
@@ -39,11 +40,11 @@ from PIL import Image
 from protego import Protego
 from sqlalchemy import exists, func, select
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import DBAPIError
 from w3lib.url import canonicalize_url, safe_url_string, url_query_cleaner
 
 from .core import FsmlError, get_logger, utc_now
-from .db import MAX_URL_LENGTH, crawl_hosts, crawl_urls, crawls, item_sources, items, licence_claims
+from .db import (MAX_URL_LENGTH, complete_lease, crawl_hosts, crawl_urls, crawls, item_sources, items,
+                        lease_rows, licence_claims, reclaim_expired, release_lease, transaction)
 from .store import (DatasetVersion, Entry, ItemSource, LabelSchema, Store, add_item_source, canonical_json,
                            insert_item_row, sha256_hex)
 
@@ -51,18 +52,18 @@ from .store import (DatasetVersion, Entry, ItemSource, LabelSchema, Store, add_i
 __all__ = ['DEFAULT_PORTS', 'TRACKING_PARAMETERS', 'IMAGE_MEDIA_TYPES', 'HTML_MEDIA_TYPES', 'TEXT_MEDIA_TYPES', 'ACCEPT_KINDS',
            'DEFAULT_USER_AGENT', 'RULE_OUTCOMES', 'CRAWL_OPTIONS', 'ROBOTS_BYTES', 'BLOCKED_HOST_OUTCOMES',
            'LICENCE_META_NAMES', 'KNOWN', 'UNKNOWN', 'CONFLICT', 'KEPT_HEADERS', 'TRANSIENT_STATUSES',
-           'ACCEPT_ENCODING', 'DECODED_PIECE', 'ROBOTS_REDIRECTS', 'ROBOTS_REQUEST', 'ACCEPT_HEADER', 'DONE', 'SKIPPED',
-           'FAILED', 'QUEUED', 'LEASED', 'FINISHED', 'LIMIT_REACHED', 'HOST_CANDIDATES', 'MIN_POLL_SECONDS',
-           'MAX_POLL_SECONDS', 'URL_CANDIDATES', 'NO_CLAIM', 'IMAGE_FORMATS', 'SKIP_OUTCOMES', 'CollectError',
-           'CrawlConfigError', 'UnknownCrawlError', 'OffLimitsRequestError', 'PrivateAddressError', 'canonical_url',
-           'origin', 'crawl_option', 'scope_entry', 'is_public_address', 'private_address', 'CrawlConfig', 'parse_size',
-           'RobotsPolicy', 'licence_from_url', 'licence_from_name', 'Licence', 'declared_licence', 'combined_licence',
+           'ACCEPT_ENCODING', 'DECODED_PIECE', 'ROBOTS_REDIRECTS', 'ROBOTS_REQUEST', 'ACCEPT_HEADER', 'SKIPPED',
+           'FINISHED', 'LIMIT_REACHED', 'HOST_CANDIDATES', 'MIN_POLL_SECONDS', 'MAX_POLL_SECONDS', 'URL_CANDIDATES',
+           'NO_CLAIM', 'IMAGE_FORMATS', 'SKIP_OUTCOMES', 'CollectError', 'CrawlConfigError', 'UnknownCrawlError',
+           'OffLimitsRequestError', 'PrivateAddressError', 'canonical_url', 'origin', 'crawl_option', 'scope_entry',
+           'is_public_address', 'resolve_host', 'private_address', 'CrawlConfig', 'parse_size', 'RobotsPolicy',
+           'licence_from_url', 'licence_from_name', 'Licence', 'declared_licence', 'combined_licence',
            'robots_directives', 'Link', 'ParsedPage', 'parse_page', 'Fetched', 'retry_after_seconds',
-           'UnsupportedEncodingError', 'decoded_stream', 'fetch', 'make_client', 'default_crawl_id', 'NewUrl',
-           'enqueue', 'lease_owner_name', 'lease_owner_is_dead', 'Frontier', 'Lease', 'Wait', 'item_licences',
-           'Completion', 'BadImageError', 'check_image', 'handle', 'CrawlSummary', 'crawl_summary', 'CrawlTerminated',
-           'sigterm_as_interrupt', 'Crawler', 'CrawledItem', 'crawled_items', 'PageClaim', 'page_claims',
-           'licensed_crawl_version']
+           'UnsupportedEncodingError', 'decoded_stream', 'fetch', 'PinnedBackend', 'pin_connections', 'make_client',
+           'default_crawl_id', 'NewUrl', 'enqueue', 'lease_owner_name', 'lease_owner_is_dead', 'Frontier', 'Lease',
+           'Wait', 'item_licences', 'Completion', 'BadImageError', 'check_image', 'handle', 'CrawlSummary',
+           'crawl_summary', 'CrawlTerminated', 'sigterm_as_interrupt', 'Crawler', 'CrawledItem', 'crawled_items',
+           'PageClaim', 'page_claims', 'licensed_crawl_version']
 
 # %% ../nbs/02_collect.ipynb #073ba3d2
 class CollectError(FsmlError):
@@ -175,11 +176,18 @@ def is_public_address(address: str) -> bool:
     return ip.is_global and not ip.is_multicast
 
 
+def resolve_host(host: str, port: int = 80) -> list[str]:
+    "The addresses `host` resolves to, in the order to try them (an IP address is its own); `socket.gaierror` if none."
+    host = host.removeprefix("[").removesuffix("]")
+    if _is_ip(host):
+        return [host]
+    return list(dict.fromkeys(info[4][0] for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)))
+
+
 def private_address(host: str, port: int = 80) -> str | None:
     "The first non-public address `host` resolves to; None if all are public (or it does not resolve)."
-    host = host.removeprefix("[").removesuffix("]")
     try:
-        addresses = [host] if _is_ip(host) else [info[4][0] for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)]
+        addresses = resolve_host(host, port)
     except (socket.gaierror, UnicodeError):
         return None  # the request itself will fail to connect, and say so
     return next((address for address in addresses if not is_public_address(address)), None)
@@ -820,25 +828,61 @@ def _guard(config: CrawlConfig) -> Callable[[httpx.Request], None]:
         if not request.extensions.get(ROBOTS_REQUEST) and not config.allows_url(url):
             raise OffLimitsRequestError(f"refused a request to {origin(url)}: outside the crawl's scope "
                                         f"(start origins and --allow {', '.join(config.allowed_domains) or '(none)'})")
-        if not config.allow_private_addresses:
-            address = private_address(request.url.host, request.url.port or DEFAULT_PORTS.get(request.url.scheme, 80))
-            if address:
-                raise PrivateAddressError(f"refused a request to {request.url.host}: it resolves to {address}, a "
-                                          "loopback, private or link-local address (--allow-private-addresses allows it)")
     return refuse_off_limits
 
 
+class PinnedBackend(httpcore.SyncBackend):
+    "httpcore's network backend that resolves a name once, checks its addresses and connects only to those."
+
+    def __init__(self, allow_private_addresses: bool = False):  # connect to loopback, private, link-local too
+        self.allow_private_addresses = allow_private_addresses
+
+    def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
+                    socket_options: Iterable | None = None) -> httpcore.NetworkStream:
+        "A connection to one of the addresses `host` resolves to, all of them checked first."
+        try:
+            addresses = resolve_host(host, port)
+        except (socket.gaierror, UnicodeError) as error:
+            raise httpcore.ConnectError(f"{host} does not resolve: {error}") from None
+        private = next((address for address in addresses if not is_public_address(address)), None)
+        if private and not self.allow_private_addresses:
+            raise PrivateAddressError(f"refused a request to {host}: it resolves to {private}, a loopback, private "
+                                      "or link-local address (--allow-private-addresses allows it)")
+        failure: Exception | None = None
+        for address in addresses:  # the checked addresses, never the name: no second lookup can differ
+            try:
+                return super().connect_tcp(address, port, timeout, local_address, socket_options)
+            except httpcore.ConnectError as error:
+                failure = error
+        raise failure or httpcore.ConnectError(f"{host} has no address")
+
+
+def pin_connections(transport: httpx.HTTPTransport, config: CrawlConfig) -> httpx.HTTPTransport:
+    "Make `transport` connect only through a `PinnedBackend` with the crawl's rule on private addresses."
+    pool = getattr(transport, "_pool", None)  # httpx keeps its httpcore pool here; it makes each connection
+    if not isinstance(pool, httpcore.ConnectionPool):
+        raise CrawlConfigError(f"the crawler's transport must be an httpx.HTTPTransport without a proxy, not "
+                               f"{type(transport).__name__}: its connections are pinned to checked addresses")
+    pool._network_backend = PinnedBackend(config.allow_private_addresses)
+    return transport
+
+
 def make_client(config: CrawlConfig, connections: int = 8,
-                transport: httpx.BaseTransport | None = None) -> httpx.Client:
-    "An HTTP client for a crawl: its User-Agent, its timeout, no redirects, and only its scope."
+                transport: httpx.BaseTransport | None = None,  # default: a new httpx.HTTPTransport
+                ) -> httpx.Client:
+    "An HTTP client for a crawl: its User-Agent, its timeout, no redirects, only its scope, only checked addresses."
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+    if not isinstance(transport, httpx.MockTransport):  # a mock opens no connection: nothing to pin
+        transport = pin_connections(transport or httpx.HTTPTransport(limits=limits), config)
     return httpx.Client(headers={"User-Agent": config.user_agent, "Accept": ACCEPT_HEADER,
                                  "Accept-Encoding": ACCEPT_ENCODING},
                         timeout=httpx.Timeout(config.timeout), follow_redirects=False, trust_env=False,
-                        limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
                         event_hooks={"request": [_guard(config)]}, transport=transport)
 
 # %% ../nbs/02_collect.ipynb #cbc66452
-DONE, SKIPPED, FAILED, QUEUED, LEASED = "done", "skipped", "failed", "queued", "leased"
+from .db import DONE, FAILED, LEASED, QUEUED  # noqa: E402 (a URL's status uses the job queue's words; not re-exported)
+
+SKIPPED = "skipped"
 _log = get_logger("collect")
 
 
@@ -976,8 +1020,8 @@ class Frontier:
                                     .where(crawl_urls.c.crawl_id == self.crawl_id, crawl_urls.c.status == LEASED)).all()
         dead = [row for row in leased if lease_owner_is_dead(row.lease_owner)]
         if dead:
-            connection.execute(crawl_urls.update().where(crawl_urls.c.id.in_([row.id for row in dead]))
-                               .values(status=QUEUED, lease_owner=None, lease_expires=None))
+            for row in dead:  # given back in the dead owner's name, as it would have on Ctrl-C
+                release_lease(connection, crawl_urls, row.id, row.lease_owner)
             connection.execute(crawl_hosts.update().where(  # the dead request may have been sent: keep the delay
                 crawl_hosts.c.crawl_id == self.crawl_id, crawl_hosts.c.host.in_({row.host for row in dead}))
                 .values(next_allowed_at=time.time() + self.config.delay))
@@ -1021,12 +1065,6 @@ def _robots_policy(host_row) -> RobotsPolicy | None:
     return RobotsPolicy(host_row.robots_state, host_row.robots_txt) if host_row.robots_state else None
 
 
-def _reclaim_expired(connection: Connection, crawl_id: str, now: float) -> None:
-    connection.execute(crawl_urls.update().where(crawl_urls.c.crawl_id == crawl_id, crawl_urls.c.status == LEASED,
-                                                 crawl_urls.c.lease_expires < now)
-                       .values(status=QUEUED, lease_owner=None, lease_expires=None))
-
-
 def _reserve_page(connection: Connection, crawl_id: str, config: CrawlConfig) -> bool:
     "Count one more page against the crawl's limits; False when a limit is reached."
     if config.max_total_bytes is not None:
@@ -1055,19 +1093,15 @@ def _in_flight(connection: Connection, crawl_id: str, host: str) -> int:
         crawl_urls.c.crawl_id == crawl_id, crawl_urls.c.host == host, crawl_urls.c.status == LEASED)).scalar()
 
 
-def _candidate_urls(connection: Connection, crawl_id: str, host: str, robots_known: bool, now: float):
+def _lease_url(connection: Connection, crawl_id: str, host: str, robots_known: bool, owner: str,
+               config: CrawlConfig, now: float) -> dict[str, Any] | None:
+    "Lease one host's next due URL with the shared lease helper (robots.txt first; retries, then shallow pages)."
     kinds = ["page", "asset"] if robots_known else ["robots"]
-    return connection.execute(
-        select(crawl_urls).where(crawl_urls.c.crawl_id == crawl_id, crawl_urls.c.host == host,
-                                 crawl_urls.c.status == QUEUED, crawl_urls.c.not_before <= now,
-                                 crawl_urls.c.kind.in_(kinds))
-        .order_by(crawl_urls.c.attempts.desc(), crawl_urls.c.depth, crawl_urls.c.id).limit(URL_CANDIDATES)
-        .with_for_update(skip_locked=True)).all()
-
-
-def _end_without_request(connection: Connection, url_id: int, status: str, outcome: str) -> None:
-    connection.execute(crawl_urls.update().where(crawl_urls.c.id == url_id)
-                       .values(status=status, outcome=outcome, finished_at=utc_now()))
+    leased = lease_rows(connection, crawl_urls, owner, config.lease_seconds,
+                        where=(crawl_urls.c.crawl_id == crawl_id, crawl_urls.c.host == host,
+                               crawl_urls.c.not_before <= now, crawl_urls.c.kind.in_(kinds)),
+                        order_by=(crawl_urls.c.attempts.desc(), crawl_urls.c.depth), now=now)
+    return leased[0] if leased else None
 
 # %% ../nbs/02_collect.ipynb #07ac6f8b
 @patch
@@ -1078,23 +1112,25 @@ def _lease_from_host(self: Frontier, connection: Connection, host_row, owner: st
     cap = 1 if policy is None or delay > 0 else config.max_per_host
     if _in_flight(connection, self.crawl_id, host_row.host) >= cap:
         return None
-    for row in _candidate_urls(connection, self.crawl_id, host_row.host, policy is not None, now):
-        if row.kind != "robots":
-            reason = config.skip_reason(row.url, row.kind, row.depth)
-            if reason or not policy.allows(row.url, config.robots_agent):
-                _end_without_request(connection, row.id, SKIPPED, reason or policy.blocked_outcome or "robots")
+    for _ in range(URL_CANDIDATES):  # refused URLs end on the way; at most this many per lease
+        row = _lease_url(connection, self.crawl_id, host_row.host, policy is not None, owner, config, now)
+        if row is None:
+            return None
+        if row["kind"] != "robots":
+            reason = config.skip_reason(row["url"], row["kind"], row["depth"])
+            if reason or not policy.allows(row["url"], config.robots_agent):  # ends without a request
+                complete_lease(connection, crawl_urls, row["id"], owner, status=SKIPPED, attempts=row["attempts"] - 1,
+                               outcome=reason or policy.blocked_outcome or "robots", finished_at=utc_now())
                 continue
-            if row.attempts == 0 and not _reserve_page(connection, self.crawl_id, config):
+            if row["attempts"] == 1 and not _reserve_page(connection, self.crawl_id, config):
+                release_lease(connection, crawl_urls, row["id"], owner, attempts=0)
                 return LIMIT_REACHED
-        expires = now + config.lease_seconds
-        connection.execute(crawl_urls.update().where(crawl_urls.c.id == row.id).values(
-            status=LEASED, lease_owner=owner, lease_expires=expires, attempts=row.attempts + 1))
-        if row.kind == "robots" or delay > 0:  # blocked until this request is answered
+        if row["kind"] == "robots" or delay > 0:  # blocked until this request is answered
             connection.execute(crawl_hosts.update().where(crawl_hosts.c.crawl_id == self.crawl_id,
                                                           crawl_hosts.c.host == host_row.host)
-                               .values(next_allowed_at=expires))
-        return Lease(row.id, row.url, row.host, row.kind, row.depth, row.found_on, row.attempts + 1,
-                     dict(row.meta or {}), owner, delay, expires)
+                               .values(next_allowed_at=row["lease_expires"]))
+        return Lease(row["id"], row["url"], row["host"], row["kind"], row["depth"], row["found_on"], row["attempts"],
+                     dict(row["meta"] or {}), owner, delay, row["lease_expires"])
     return None
 
 
@@ -1131,7 +1167,7 @@ def lease(self: Frontier, owner: str) -> Lease | Wait | str:
     "The next URL for worker `owner` to fetch, a `Wait`, `FINISHED` or `LIMIT_REACHED`."
     def attempt(connection: Connection) -> Lease | Wait | str:
         now = time.time()
-        _reclaim_expired(connection, self.crawl_id, now)
+        reclaim_expired(connection, crawl_urls, where=(crawl_urls.c.crawl_id == self.crawl_id,), now=now)
         limit_reached = False
         hosts = _ready_hosts(connection, self.crawl_id, now)
         if not hosts and connection.dialect.name == "postgresql":  # all locked by workers leasing right now:
@@ -1142,24 +1178,7 @@ def lease(self: Frontier, owner: str) -> Lease | Wait | str:
                 return leased
             limit_reached = limit_reached or leased == LIMIT_REACHED
         return self._nothing_to_lease(connection, now, limit_reached)
-    return _in_transaction(self.store, attempt)
-
-# %% ../nbs/02_collect.ipynb #06b02658
-_RETRYABLE_SQLSTATES = {"40001", "40P01"}  # serialization failure, deadlock detected
-
-
-def _in_transaction(store: Store, work: Callable[[Connection], Any], attempts: int = 5) -> Any:
-    "Run `work(connection)` in a transaction, again if the database aborted it for a deadlock."
-    for attempt in range(1, attempts + 1):
-        try:
-            with store.engine.begin() as connection:
-                return work(connection)
-        except DBAPIError as error:
-            state = getattr(error.orig, "sqlstate", None)
-            if state not in _RETRYABLE_SQLSTATES or attempt == attempts:
-                raise
-            _log.info("transaction aborted (%s), trying again", state)
-            time.sleep(0.01 * attempt)
+    return transaction(self.store.engine, attempt)
 
 # %% ../nbs/02_collect.ipynb #672b986e
 NO_CLAIM = "none"  # a page shows an image and declares nothing
@@ -1232,13 +1251,11 @@ def complete(self: Frontier, lease: Lease, done: Completion) -> str | None:
     def record(connection: Connection) -> str | None:
         outcome = self._record_item(connection, done)
         finished = None if done.status == QUEUED else utc_now()
-        ended = connection.execute(crawl_urls.update().where(
-            crawl_urls.c.id == lease.url_id, crawl_urls.c.status == LEASED, crawl_urls.c.lease_owner == lease.owner)
-            .values(status=done.status, outcome=outcome, http_status=done.http_status, size=done.size,
-                    finished_at=finished, lease_owner=None, lease_expires=None,
-                    not_before=done.retry_at or 0.0, item_sha256=done.item[0] if done.item else None,
-                    meta={**lease.meta, **done.meta}))
-        if ended.rowcount != 1:
+        ended = complete_lease(connection, crawl_urls, lease.url_id, lease.owner, status=done.status,
+                               outcome=outcome, http_status=done.http_status, size=done.size, finished_at=finished,
+                               not_before=done.retry_at or 0.0, item_sha256=done.item[0] if done.item else None,
+                               meta={**lease.meta, **done.meta})
+        if not ended:  # the lease expired and another worker has the URL: nothing of this fetch is kept
             raise _LeaseLost()
         self._release_host(connection, lease, done)
         self._record_claims(connection, lease, done)
@@ -1248,7 +1265,7 @@ def complete(self: Frontier, lease: Lease, done: Completion) -> str | None:
         enqueue(connection, self.crawl_id, self.config, done.new_urls)
         return outcome
     try:
-        return _in_transaction(self.store, record)
+        return transaction(self.store.engine, record)
     except _LeaseLost:
         _log.warning("lease on %s expired before its answer was recorded; another worker has it", lease.url)
         return None
@@ -1309,10 +1326,7 @@ def _release_host(self: Frontier, connection: Connection, lease: Lease, done: Co
 def release(self: Frontier, lease: Lease) -> bool:
     "Give back a lease whose request was never sent; False if it was no longer this worker's."
     def give_back(connection: Connection) -> bool:
-        returned = connection.execute(crawl_urls.update().where(
-            crawl_urls.c.id == lease.url_id, crawl_urls.c.status == LEASED, crawl_urls.c.lease_owner == lease.owner)
-            .values(status=QUEUED, lease_owner=None, lease_expires=None, attempts=lease.attempt - 1))
-        if returned.rowcount != 1:
+        if not release_lease(connection, crawl_urls, lease.url_id, lease.owner, attempts=lease.attempt - 1):
             return False
         if lease.kind == "robots" or lease.delay > 0:
             connection.execute(crawl_hosts.update().where(crawl_hosts.c.crawl_id == self.crawl_id,
@@ -1322,7 +1336,7 @@ def release(self: Frontier, lease: Lease) -> bool:
             connection.execute(crawls.update().where(crawls.c.id == self.crawl_id)
                                .values(pages_started=crawls.c.pages_started - 1))
         return True
-    return _in_transaction(self.store, give_back)
+    return transaction(self.store.engine, give_back)
 
 # %% ../nbs/02_collect.ipynb #b7fcd128
 class BadImageError(CollectError):
@@ -1562,6 +1576,13 @@ def crawl_summary(store: Store, crawl_id: str, stop_reason: str | None = None) -
         queued=sum(by_status.get(QUEUED, Counter()).values()) + sum(by_status.get(LEASED, Counter()).values()),
         items=item_count, licensed_items=licensed, stop_reason=stop_reason, unreachable_hosts=unreachable,
         licence_conflicts=conflicts)
+
+# %% ../nbs/02_collect.ipynb #8522df13
+@patch
+def _repr_markdown_(self: CrawlSummary) -> str:
+    "The summary as a notebook shows it: the crawl and why it stopped, then one bullet per line of `lines()`."
+    first, *rest = self.lines()
+    return "\n".join([f"### {first}", *(f"- {line.strip()}" for line in rest)])
 
 # %% ../nbs/02_collect.ipynb #0539826d
 class CrawlTerminated(KeyboardInterrupt):

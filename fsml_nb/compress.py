@@ -14,6 +14,7 @@ import statistics
 from dataclasses import dataclass, replace
 
 import torch
+from fastcore.basics import patch
 from torch import nn
 
 from .core import FsmlError, median_ms
@@ -22,7 +23,7 @@ from .train import (ModelSpec, Split, TrainConfig, TrainResult, build_model, che
                            layer_sizes_of, model_spec_of, training_splits)
 
 # %% auto #0
-__all__ = ['CompressError', 'count_parameters', 'count_macs', 'latency_ms', 'ModelReport', 'measure', 'reports_to_markdown',
+__all__ = ['CompressError', 'count_parameters', 'count_macs', 'latency_ms', 'ModelReport', 'measure', 'ModelComparison',
            'DistillationLoss', 'distill', 'DistillationStudy', 'distillation_study', 'resized_spec', 'prune_to_ratio',
            'fold_batchnorm', 'count_batchnorms', 'replace_head']
 
@@ -32,9 +33,10 @@ class CompressError(FsmlError):
 
 # %% ../nbs/07_compress.ipynb #a749ca70
 def count_parameters(model: nn.Module) -> int:
+    "Parameters of `model`, trainable or not."
     return sum(parameter.numel() for parameter in model.parameters())
 
-
+# %% ../nbs/07_compress.ipynb #0fc6b6b2
 def count_macs(model: nn.Module, sample: torch.Tensor) -> int:
     "Multiply-accumulates for one sample (batch of 1)."
     from torch.utils.flop_counter import FlopCounterMode
@@ -44,14 +46,14 @@ def count_macs(model: nn.Module, sample: torch.Tensor) -> int:
         model.eval()(sample[:1])
     return counter.get_total_flops() // 2
 
-
+# %% ../nbs/07_compress.ipynb #33e91368
 @torch.no_grad()
 def latency_ms(model: nn.Module, inputs: torch.Tensor, repeats: int = 30) -> float:
     "Median milliseconds of one forward pass on `inputs`."
     model.eval()
     return median_ms(lambda: model(inputs), repeats=repeats)
 
-
+# %% ../nbs/07_compress.ipynb #e552277e
 @dataclass(frozen=True)
 class ModelReport:
     "The size, cost, speed and accuracy of one model."
@@ -62,24 +64,36 @@ class ModelReport:
     latency_batch32_ms: float
     accuracy: float
 
-
+# %% ../nbs/07_compress.ipynb #5e12b22e
 def measure(model: nn.Module, test: Split, name: str = "model") -> ModelReport:
     "Measure a model on a test split."
     batch32 = test.inputs[:32]
     return ModelReport(name, count_parameters(model), count_macs(model, test.inputs),
                        latency_ms(model, batch32[:1]), latency_ms(model, batch32), evaluate(model, test)["accuracy"])
 
+# %% ../nbs/07_compress.ipynb #93da998e
+@dataclass(frozen=True)
+class ModelComparison:
+    "Models side by side, each row against the first: the before/after table of a compression."
+    reports: tuple[ModelReport, ...]  # the first is the baseline
 
-def reports_to_markdown(reports: list[ModelReport]) -> str:
-    "A before/after table, each row against the first."
-    base = reports[0]
-    lines = ["| model | params | MACs | latency b1 (ms) | latency b32 (ms) | accuracy (%) |",
-             "| --- | ---: | ---: | ---: | ---: | ---: |"]
-    for report in reports:
-        ratio = f" ({report.parameters / base.parameters:.2f}x)" if report is not base else ""
-        lines.append(f"| {report.name} | {report.parameters:,}{ratio} | {report.macs:,} | {report.latency_batch1_ms:.3f} "
-                     f"| {report.latency_batch32_ms:.3f} | {report.accuracy:.2f} ({report.accuracy - base.accuracy:+.2f}) |")
-    return "\n".join(lines)
+    def _repr_markdown_(self) -> str:
+        "The table as Markdown: parameters as a ratio of the first model's, accuracy as a difference."
+        base = self.reports[0]
+        lines = ["| model | params | MACs | latency b1 (ms) | latency b32 (ms) | accuracy (%) |",
+                 "| --- | ---: | ---: | ---: | ---: | ---: |"]
+        for report in self.reports:
+            ratio = f" ({report.parameters / base.parameters:.2f}x)" if report is not base else ""
+            lines.append(f"| {report.name} | {report.parameters:,}{ratio} | {report.macs:,} | "
+                         f"{report.latency_batch1_ms:.3f} | {report.latency_batch32_ms:.3f} | "
+                         f"{report.accuracy:.2f} ({report.accuracy - base.accuracy:+.2f}) |")
+        return "\n".join(lines)
+
+# %% ../nbs/07_compress.ipynb #df564642
+@patch
+def _repr_markdown_(self: ModelReport) -> str:
+    "One model's figures as a one-row table."
+    return ModelComparison((self,))._repr_markdown_()
 
 # %% ../nbs/07_compress.ipynb #d9d2740e
 class DistillationLoss:
@@ -100,7 +114,7 @@ class DistillationLoss:
         hard = nn.functional.cross_entropy(logits[labelled], targets[labelled]) if labelled.any() else logits.sum() * 0
         return self.alpha * self.temperature ** 2 * soft + (1 - self.alpha) * hard
 
-
+# %% ../nbs/07_compress.ipynb #20369490
 def distill(student: nn.Module | ModelSpec | str,  # a module, a spec, or a timm model name (built for the data)
             teacher: nn.Module, version: str | DatasetVersion,
             store: Store | None = None, config: TrainConfig | None = None, temperature: float = 4.0,
@@ -120,7 +134,8 @@ class DistillationStudy:
     distilled_transfer: list[float] | None = None
     transfer_size: int = 0
 
-    def to_markdown(self) -> str:
+    def _repr_markdown_(self) -> str:
+        "The study as a Markdown table: mean ± standard deviation over seeds."
         def cell(values: list[float]) -> str:
             spread = statistics.stdev(values) if len(values) > 1 else 0.0
             return f"{statistics.fmean(values):.2f} ± {spread:.2f}"
@@ -139,7 +154,7 @@ class DistillationStudy:
         best = self.distilled_transfer or self.distilled
         return statistics.fmean(best) - statistics.fmean(self.alone)
 
-
+# %% ../nbs/07_compress.ipynb #54346680
 def distillation_study(student: ModelSpec, teacher: nn.Module, version: DatasetVersion, store: Store,
                        config: TrainConfig, seeds: tuple[int, ...] = (0, 1, 2), temperature: float = 4.0,
                        alpha: float = 0.9, unlabelled: torch.Tensor | None = None) -> DistillationStudy:
@@ -232,8 +247,9 @@ def fold_batchnorm(model: nn.Module, example_inputs: torch.Tensor, atol: float =
         raise CompressError(f"folding changed the outputs by {difference:.2e} (> {atol})")
     return folded
 
-
+# %% ../nbs/07_compress.ipynb #eebf869f
 def count_batchnorms(model: nn.Module) -> int:
+    "BatchNorm layers in `model`."
     return sum(isinstance(module, nn.modules.batchnorm._BatchNorm) for module in model.modules())
 
 # %% ../nbs/07_compress.ipynb #86d5c976

@@ -66,12 +66,12 @@ def _is_import_machinery(frame) -> bool:
     module = frame.f_globals.get("__name__", "")
     return module == "importlib" or module.startswith(("importlib.", "_frozen_importlib"))
 
-
+# %% ../nbs/00_core.ipynb #4d5934e5
 def _fsml_module(frame) -> str | None:
     module = frame.f_globals.get("__name__", "") if frame is not None else ""
     return module if module == "fsml_nb" or module.startswith("fsml_nb.") else None
 
-
+# %% ../nbs/00_core.ipynb #cc4a5ffc
 def _importing_module(frame) -> str | None:
     "The fsml_nb module whose `import` statement is running above `frame`, or None."
     loading = False
@@ -86,7 +86,7 @@ def _importing_module(frame) -> str | None:
         importer = _fsml_module(frame)
     return importer
 
-
+# %% ../nbs/00_core.ipynb #11856c24
 class MissingExtraFinder:
     "A last-resort import finder: a missing optional package imported by fsml_nb raises `MissingExtraError`."
 
@@ -103,7 +103,7 @@ class MissingExtraFinder:
                 return spec
         raise missing_extra_error(name, importer)
 
-
+# %% ../nbs/00_core.ipynb #b4f6411b
 def install_missing_extra_hook() -> None:
     "Append `MissingExtraFinder` to `sys.meta_path` once (`fsml_nb/__init__.py` calls this)."
     if not any(isinstance(finder, MissingExtraFinder) for finder in sys.meta_path):
@@ -155,12 +155,12 @@ TORCHVISION_OP_SCHEMAS = {
 }
 _torchvision_fragment = None  # keeps the schema definitions alive once made
 
-
+# %% ../nbs/00_core.ipynb #0d87aa2c
 def _torchvision_op_exists(name: str) -> bool:
     import torch
     return hasattr(torch.ops.torchvision, name)
 
-
+# %% ../nbs/00_core.ipynb #cc5140a9
 def _try_loading_torchvision_ops(package_dir: Path) -> None:
     "Load torchvision's compiled ops the way torchvision does; ignore a failure (it is what we detect)."
     import torch
@@ -170,7 +170,7 @@ def _try_loading_torchvision_ops(package_dir: Path) -> None:
         except (OSError, RuntimeError):
             pass
 
-
+# %% ../nbs/00_core.ipynb #6ca12ba4
 def ensure_torchvision_ops() -> bool:
     "Make `import torchvision` work when its compiled ops cannot load; True if the fix was applied."
     global _torchvision_fragment

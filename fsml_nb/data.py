@@ -30,27 +30,27 @@ from torch.utils.data import DataLoader, Dataset
 from .core import FsmlError, utc_now
 from .db import items, reading, version_entries
 from .store import (BlobMissingError, BlobStore, DatasetVersion, LabelledItem, LabelSchema, NewItem, Store,
-                           sha256_hex)
+                           sha256_hex, store_for_call)
 
 # %% auto #0
-__all__ = ['NPY_MEDIA_TYPE', 'DEFAULT_MAX_DECODED_BYTES', 'DEFAULT_MAX_PIXELS', 'DIGITS_SOURCE', 'DIGITS_LICENCE',
-           'DIGIT_CLASSES', 'MNIST1D_SOURCE', 'MNIST1D_LICENCE', 'SPLIT_FOLDER_NAMES', 'SPLIT_LIKE_NAMES',
-           'HIDDEN_REASON', 'ItemTooLargeError', 'image_to_tensor', 'open_image', 'decode_item', 'Compose', 'Normalize',
-           'Resize', 'encode_target', 'VersionDataset', 'load', 'dataloader', 'encode_png', 'import_digits',
-           'npy_bytes', 'generate_mnist1d', 'import_mnist1d', 'FolderImportError', 'DuplicateItemError',
-           'check_display_name', 'SkippedPath', 'FolderScan', 'scan_image_folder', 'read_image_file',
-           'stratified_hash_splits', 'FolderImport', 'import_folder']
+__all__ = ['NPY_MEDIA_TYPE', 'DEFAULT_MAX_DECODED_BYTES', 'IMPORT_MAX_PIXELS', 'DIGITS_SOURCE', 'DIGITS_LICENCE', 'DIGIT_CLASSES',
+           'MNIST1D_SOURCE', 'MNIST1D_LICENCE', 'SPLIT_FOLDER_NAMES', 'SPLIT_LIKE_NAMES', 'HIDDEN_REASON',
+           'ItemTooLargeError', 'image_to_tensor', 'open_image', 'decode_item', 'Compose', 'Normalize', 'Resize',
+           'encode_target', 'VersionDataset', 'load', 'dataloader', 'encode_png', 'import_digits', 'npy_bytes',
+           'generate_mnist1d', 'import_mnist1d', 'FolderImportError', 'DuplicateItemError', 'check_display_name',
+           'SkippedPath', 'FolderScan', 'scan_image_folder', 'read_image_file', 'stratified_hash_splits',
+           'FolderImport', 'import_folder']
 
 # %% ../nbs/04_data.ipynb #1359165d
 NPY_MEDIA_TYPE = "application/x-npy"
 DEFAULT_MAX_DECODED_BYTES = 1 << 30  # 1 GiB of float32, e.g. a 9,000 x 9,000 RGB image
-DEFAULT_MAX_PIXELS = 50_000_000  # what an import accepts per image
+IMPORT_MAX_PIXELS = 50_000_000  # what an import accepts per image
 
-
+# %% ../nbs/04_data.ipynb #c87781a6
 class ItemTooLargeError(FsmlError):
     "An item has more pixels, or would decode to more memory, than allowed."
 
-
+# %% ../nbs/04_data.ipynb #603d23f9
 def image_to_tensor(image: Image.Image) -> torch.Tensor:
     "A PIL image as a float tensor C x H x W in [0, 1]."
     if image.mode in ("1", "I;16", "I", "F"):
@@ -64,11 +64,11 @@ def image_to_tensor(image: Image.Image) -> torch.Tensor:
         array = array.transpose(2, 0, 1)
     return torch.from_numpy(np.ascontiguousarray(array)).float().div_(255)
 
-
+# %% ../nbs/04_data.ipynb #a5c56d90
 def _megapixels(pixels: float) -> str:
     return f"{pixels / 1e6:g} megapixels"
 
-
+# %% ../nbs/04_data.ipynb #2a715a52
 def open_image(data: bytes, item_name: str,  # the item or file, for the error message
                max_pixels: int | None = None,  # refuse more pixels than this; None: only Pillow's own guard
                ) -> Image.Image:
@@ -90,14 +90,14 @@ def open_image(data: bytes, item_name: str,  # the item or file, for the error m
                                 f"limit of {_megapixels(max_pixels)} (max_pixels)")
     return image
 
-
+# %% ../nbs/04_data.ipynb #8559d0ed
 def _check_decoded_size(shape: Sequence[int], max_decoded_bytes: int, item_name: str) -> None:
     size = math.prod(shape) * 4  # float32
     if size > max_decoded_bytes:
         raise ItemTooLargeError(f"{item_name} decodes to {'x'.join(map(str, shape))} float32 ({size:,} bytes), "
                                 f"over the cap of {max_decoded_bytes:,} bytes (max_decoded_bytes)")
 
-
+# %% ../nbs/04_data.ipynb #a8a767a8
 def decode_item(data: bytes, media_type: str,
                 max_decoded_bytes: int = DEFAULT_MAX_DECODED_BYTES,  # refuse items that decode to more
                 item_name: str = "item",  # how errors name the item, e.g. its hash
@@ -156,7 +156,7 @@ def encode_target(label_schema: LabelSchema, label: Any) -> Any:
         return target
     return label
 
-
+# %% ../nbs/04_data.ipynb #bd309fff
 class VersionDataset(Dataset):
     "The items of one split of a dataset version, decoded to tensors, with their targets."
 
@@ -204,6 +204,7 @@ def _media_types(store: Store, version_id: str) -> dict[str, str]:
         return dict(connection.execute(query).all())
 
 
+@store_for_call
 def load(version: str | DatasetVersion,  # id, unique id prefix, name, or a DatasetVersion
          split: str | None = None,  # e.g. "train"; None for every split
          store: Store | None = None,  # default: the store the settings name
@@ -212,7 +213,6 @@ def load(version: str | DatasetVersion,  # id, unique id prefix, name, or a Data
          max_decoded_bytes: int = DEFAULT_MAX_DECODED_BYTES,  # an item decoding to more is an error
          ) -> VersionDataset:
     "A torch Dataset over one split of a dataset version."
-    store = store or Store()
     version = store.version(version)
     dataset = VersionDataset(version, split, store.blobs.url, _media_types(store, version.id), transform,
                              max_decoded_bytes)
@@ -245,13 +245,13 @@ def encode_png(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+@store_for_call
 def import_digits(store: Store | None = None, name: str = "digits", test_fraction: float = 0.2, seed: int = 0,
                   progress: bool = False) -> DatasetVersion:
     "Import scikit-learn's digits as a dataset version (stratified train/test split)."
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
-    store = store or Store()
     digits = load_digits()
     pixels = np.round(digits.images * (255 / 16)).astype(np.uint8)
     indexes = np.arange(len(pixels))
@@ -292,10 +292,10 @@ def generate_mnist1d(**overrides: Any) -> dict[str, np.ndarray]:
         random.setstate(python_state)
 
 
+@store_for_call
 def import_mnist1d(store: Store | None = None, name: str = "mnist1d", progress: bool = False,
                    **overrides: Any) -> DatasetVersion:
     "Generate MNIST-1D and import it as a dataset version with its own train/test split."
-    store = store or Store()
     data = generate_mnist1d(**overrides)
     labelled = []
     for split, signals, targets in (("train", data["x"], data["y"]), ("test", data["x_test"], data["y_test"])):
@@ -312,15 +312,15 @@ SPLIT_FOLDER_NAMES = {"train": "train", "training": "train", "val": "val", "vali
 SPLIT_LIKE_NAMES = frozenset(SPLIT_FOLDER_NAMES) | {"holdout", "hold-out", "eval", "evaluation"}
 HIDDEN_REASON = "hidden (name starts with a dot)"
 
-
+# %% ../nbs/04_data.ipynb #d2d7e073
 class FolderImportError(FsmlError):
     "A folder cannot be imported as it is."
 
-
+# %% ../nbs/04_data.ipynb #78d5b5cd
 class DuplicateItemError(FolderImportError):
     "Two files of an import have the same content."
 
-
+# %% ../nbs/04_data.ipynb #6319b6ca
 def check_display_name(name: str, what: str) -> str:
     "`name`, unless it is blank or holds a control or formatting character (newline, tab, bidi override)."
     bad = sorted({repr(char)[1:-1] for char in name if unicodedata.category(char) in ("Cc", "Cf")})
@@ -330,14 +330,14 @@ def check_display_name(name: str, what: str) -> str:
         raise FolderImportError(f"{what} {name!r} is blank")
     return name
 
-
+# %% ../nbs/04_data.ipynb #8aca06ac
 @dataclass(frozen=True)
 class SkippedPath:
     "A path an import left out, and why."
     path: str  # relative to the imported folder; folders end with "/"
     reason: str
 
-
+# %% ../nbs/04_data.ipynb #c01f8455
 @dataclass
 class FolderScan:
     "What `scan_image_folder` found under a folder, and what it left out."
@@ -399,7 +399,7 @@ def _children(folder: Path, scan: FolderScan, follow_outside_links: bool,
             scan.skipped.append(SkippedPath(shown, "not a regular file (a pipe, socket or device)"))
     return folders, files
 
-
+# %% ../nbs/04_data.ipynb #273b4b0c
 def _files_under(folder: Path, scan: FolderScan, follow_outside_links: bool, ancestors: frozenset[Path]) -> list[Path]:
     "Every file under `folder`, sub-folders included."
     folders, files = _children(folder, scan, follow_outside_links, ancestors)
@@ -407,13 +407,13 @@ def _files_under(folder: Path, scan: FolderScan, follow_outside_links: bool, anc
         files += _files_under(sub_folder, scan, follow_outside_links, ancestors | {sub_folder.resolve()})
     return files
 
-
+# %% ../nbs/04_data.ipynb #3e8f188f
 def _no_loose_files(folder: Path, files: list[Path], hint: str) -> None:
     if files:
         raise FolderImportError(f"{folder} has files outside any class folder ({', '.join(file.name for file in files[:5])}"
                                 f"{', ...' if len(files) > 5 else ''}); {hint}")
 
-
+# %% ../nbs/04_data.ipynb #16f69661
 def scan_image_folder(root: Path,  # the folder to import
                       split_folders: bool | None = None,  # see `import_folder`
                       follow_outside_links: bool = False,  # follow links that point outside `root`
@@ -454,7 +454,7 @@ def scan_image_folder(root: Path,  # the folder to import
 
 # %% ../nbs/04_data.ipynb #80c88bf0
 def read_image_file(path: Path,  # the file
-                    max_pixels: int | None = DEFAULT_MAX_PIXELS,  # refuse images with more pixels
+                    max_pixels: int | None = IMPORT_MAX_PIXELS,  # refuse images with more pixels
                     ) -> tuple[bytes, str]:
     "The bytes and media type of an image file, after decoding it fully."
     try:
@@ -499,16 +499,16 @@ def _cell(text: str) -> str:
     "Text for one Markdown table cell or list line: control characters escaped, pipes too."
     return "".join(repr(char)[1:-1] if unicodedata.category(char)[0] == "C" else char for char in text).replace("|", "\\|")
 
-
+# %% ../nbs/04_data.ipynb #8ddb4685
 def _code(text: str) -> str:
     fence = "``" if "`" in text else "`"
     return f"{fence}{_cell(text)}{fence}"
 
-
+# %% ../nbs/04_data.ipynb #53cbdf73
 def _plural(count: int, noun: str, nouns: str | None = None) -> str:
     return f"{count} {noun if count == 1 else nouns or noun + 's'}"
 
-
+# %% ../nbs/04_data.ipynb #3b1e16c7
 @dataclass(frozen=True, eq=False, repr=False)
 class FolderImport(DatasetVersion):
     "The dataset version an `import_folder` made (use it wherever a version goes), with a summary of the import."
@@ -529,8 +529,8 @@ class FolderImport(DatasetVersion):
 
     __hash__ = DatasetVersion.__hash__
 
-    def summary_markdown(self, max_skipped: int = 20) -> str:
-        "The summary: items per class and split, what was skipped and why, and notes."
+    def _repr_markdown_(self, max_skipped: int = 20) -> str:
+        "The summary (as a notebook and `fsml import folder` show it): items per class and split, skips, notes."
         counts = self.label_counts()
         splits = sorted(counts)
         lines = [f"Imported {_code(self.root)} as dataset version `{self.short_id}` **{_cell(self.name)}**: "
@@ -550,9 +550,6 @@ class FolderImport(DatasetVersion):
         if self.notes:
             lines += ["", "Notes:"] + [f"- {_cell(note)}" for note in self.notes]
         return "\n".join(lines)
-
-    def _repr_markdown_(self) -> str:
-        return self.summary_markdown()
 
 # %% ../nbs/04_data.ipynb #ee1b9c8d
 def _existing_version_note(store: Store, version: DatasetVersion, name: str) -> str:
@@ -580,7 +577,7 @@ def _read_all(found: list[tuple[Path, str, str | None]], max_pixels: int | None,
         raise FolderImportError(f"{len(problems)} file(s) cannot be imported: {listed}")
     return read
 
-
+# %% ../nbs/04_data.ipynb #4f59c00a
 def _check_duplicates(read: list[tuple[Path, bytes, str]]) -> list[str]:
     first_path: dict[str, Path] = {}
     duplicates, shas = [], []
@@ -595,7 +592,7 @@ def _check_duplicates(read: list[tuple[Path, bytes, str]]) -> list[str]:
                                  + "; ".join(duplicates[:10]) + "; remove the copies and import again")
     return shas
 
-
+# %% ../nbs/04_data.ipynb #a8008fa6
 def _empty_classes(scan: FolderScan, allow_empty_classes: bool) -> list[str]:
     "The classes without any file: an error unless allowed."
     if not scan.files:
@@ -608,7 +605,7 @@ def _empty_classes(scan: FolderScan, allow_empty_classes: bool) -> list[str]:
                                 "--allow-empty-classes) to keep the class in the schema without items")
     return empty
 
-
+# %% ../nbs/04_data.ipynb #5c087f57
 def _scan_notes(scan: FolderScan, empty_classes: list[str], splits: dict[str, str], labels: dict[str, str],
                 test_fraction: float) -> list[str]:
     "What the summary says besides the counts: flattened folders, empty classes and folders, followed links."
@@ -628,7 +625,8 @@ def _scan_notes(scan: FolderScan, empty_classes: list[str], splits: dict[str, st
             notes.append(f"too few items for a test item in class(es): {', '.join(no_test)}")
     return notes
 
-
+# %% ../nbs/04_data.ipynb #c44d8687
+@store_for_call
 def import_folder(path: str | Path,  # a folder with one sub-folder per class (or split folders holding them)
                   store: Store | None = None, name: str | None = None,  # default name: the folder's name
                   test_fraction: float = 0.2, val_fraction: float = 0.0,  # used when there are no split folders
@@ -637,7 +635,7 @@ def import_folder(path: str | Path,  # a folder with one sub-folder per class (o
                                                       # folders; False: they are classes; None: refuse split-like names
                   follow_outside_links: bool = False,  # import what links pointing outside the folder point to
                   allow_empty_classes: bool = False,  # keep a class whose folder has no images, without items
-                  max_pixels: int | None = DEFAULT_MAX_PIXELS,  # refuse an image with more pixels than this
+                  max_pixels: int | None = IMPORT_MAX_PIXELS,  # refuse an image with more pixels than this
                   progress: bool = False) -> FolderImport:
     "Import a folder of images (one sub-folder per class) as a dataset version, with a summary."
     root = Path(path).expanduser().absolute()
@@ -657,7 +655,6 @@ def import_folder(path: str | Path,  # a folder with one sub-folder per class (o
     split_rule = (f"split folders ({', '.join(scan.split_folders)})" if scan.split_folders else
                   f"content hash, stratified by class (test {test_fraction:.0%}"
                   + (f", val {val_fraction:.0%})" if val_fraction else ")"))
-    store = store or Store()
     started = utc_now()
     version = store.import_version(labelled, LabelSchema("single_label", tuple(sorted(scan.class_folders))), name,
                                    source=f"import:folder:{root}", progress=progress,

@@ -9,6 +9,7 @@ Docs: https://fsml-nb.github.io/fsml_nb/db.html.md"""
 # %% ../nbs/01_db.ipynb #3bce9f04
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -25,16 +26,17 @@ from sqlalchemy.exc import DatabaseError as SQLDatabaseError
 from .core import FsmlError, get_logger
 
 # %% auto #0
-__all__ = ['READ_ONLY', 'T', 'RETRYABLE_SQLSTATES', 'QUEUED', 'LEASED', 'DONE', 'FAILED', 'DEAD', 'SCHEMA_VERSION', 'metadata',
-           'schema_info', 'items', 'labels', 'dataset_versions', 'version_entries', 'dataset_version_seals',
-           'dataset_version_names', 'IMMUTABLE_TABLES', 'MAX_URL_LENGTH', 'crawls', 'item_sources', 'licence_claims',
-           'crawl_hosts', 'crawl_urls', 'annotation_projects', 'annotation_guides', 'annotation_tasks', 'annotators',
-           'annotation_answers', 'annotation_skips', 'annotation_questions', 'annotation_slots', 'annotation_offers',
-           'annotation_members', 'pipeline_runs', 'pipeline_steps', 'eval_runs', 'eval_predictions', 'viewers',
-           'BLOB_REFERENCES', 'registered_models', 'model_versions', 'model_version_files', 'model_aliases',
-           'model_promotions', 'registry_events', 'serve_clients', 'serve_workers', 'served_predictions', 'Migration',
-           'MIGRATIONS', 'V4_STEPS', 'DatabaseError', 'DatabaseUnavailableError', 'DatabaseDamagedError',
-           'SchemaTooNewError', 'ValueTooLongError', 'normalize_db_url', 'display_db_url', 'reading', 'make_engine',
+__all__ = ['SQLITE_SYNCHRONOUS_LEVELS', 'READ_ONLY', 'T', 'RETRYABLE_SQLSTATES', 'QUEUED', 'LEASED', 'DONE', 'FAILED', 'DEAD',
+           'SCHEMA_VERSION', 'metadata', 'schema_info', 'items', 'labels', 'dataset_versions', 'version_entries',
+           'dataset_version_seals', 'dataset_version_names', 'IMMUTABLE_TABLES', 'REGISTRY_WRITE_ONCE',
+           'MAX_URL_LENGTH', 'crawls', 'item_sources', 'licence_claims', 'crawl_hosts', 'crawl_urls',
+           'annotation_projects', 'annotation_guides', 'annotation_tasks', 'annotators', 'annotation_answers',
+           'annotation_skips', 'annotation_questions', 'annotation_slots', 'annotation_offers', 'annotation_members',
+           'pipeline_runs', 'pipeline_steps', 'eval_runs', 'eval_predictions', 'viewers', 'BLOB_REFERENCES',
+           'registered_models', 'model_versions', 'model_version_files', 'model_aliases', 'model_promotions',
+           'registry_events', 'serve_clients', 'serve_workers', 'served_predictions', 'Migration', 'MIGRATIONS',
+           'V4_STEPS', 'DatabaseError', 'DatabaseUnavailableError', 'DatabaseDamagedError', 'SchemaTooNewError',
+           'ValueTooLongError', 'normalize_db_url', 'display_db_url', 'sqlite_synchronous', 'reading', 'make_engine',
            'is_retryable', 'transaction', 'insert_ignore', 'check_lengths', 'lease_columns', 'lease_rows',
            'extend_lease', 'complete_lease', 'release_lease', 'reclaim_expired', 'missing_triggers', 'install_triggers',
            'referenced_blobs', 'stored_schema_version', 'upgrade_schema', 'open_database']
@@ -73,10 +75,24 @@ def display_db_url(url: str) -> str:
         return f"{scheme}://***@{rest.rpartition('@')[2]}" if "@" in rest else str(url)
 
 # %% ../nbs/01_db.ipynb #03e56360
+SQLITE_SYNCHRONOUS_LEVELS = ("NORMAL", "FULL", "EXTRA")
+
+
+def sqlite_synchronous(environ: dict[str, str] | None = None,  # default: `os.environ`
+                       ) -> str:
+    "SQLite's `synchronous` level for embedded databases: `FSML_SQLITE_SYNCHRONOUS`, NORMAL by default."
+    value = (os.environ if environ is None else environ).get("FSML_SQLITE_SYNCHRONOUS", "").strip().upper()
+    if value and value not in SQLITE_SYNCHRONOUS_LEVELS:
+        raise FsmlError(f"FSML_SQLITE_SYNCHRONOUS={value!r} is not a level: use one of {', '.join(SQLITE_SYNCHRONOUS_LEVELS)}")
+    return value or "NORMAL"
+
+# %% ../nbs/01_db.ipynb #70eb4f4e
 READ_ONLY = "fsml_read_only"  # execution option: a deferred BEGIN that takes no write lock on SQLite
 
 
 def _configure_sqlite(engine: Engine) -> None:
+    synchronous = sqlite_synchronous()
+
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection, _record):
         dbapi_connection.isolation_level = None  # let SQLAlchemy's BEGIN below start transactions
@@ -85,6 +101,7 @@ def _configure_sqlite(engine: Engine) -> None:
         cursor.execute("PRAGMA busy_timeout=30000")
         if engine.url.database not in (None, "", ":memory:"):
             cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute(f"PRAGMA synchronous={synchronous}")  # one of SQLITE_SYNCHRONOUS_LEVELS
         cursor.close()
 
     @event.listens_for(engine, "begin")
@@ -376,6 +393,9 @@ dataset_version_names = Table(
 
 # %% ../nbs/01_db.ipynb #42d71d68
 IMMUTABLE_TABLES = ("dataset_versions", "version_entries", "dataset_version_seals")
+REGISTRY_WRITE_ONCE = {"model_versions": "model versions are immutable",  # table -> what its refusal says
+                       "model_version_files": "model versions are immutable",
+                       "model_promotions": "the promotion log is append-only"}
 _PG_FUNCTIONS = {
     "fsml_reject_version_change": """
 CREATE OR REPLACE FUNCTION fsml_reject_version_change() RETURNS trigger AS $$
@@ -389,6 +409,11 @@ BEGIN
         RAISE EXCEPTION 'dataset versions are immutable (INSERT into sealed version %%)', NEW.version_id;
     END IF;
     RETURN NEW;
+END $$ LANGUAGE plpgsql""",
+    "fsml_reject_registry_change": """
+CREATE OR REPLACE FUNCTION fsml_reject_registry_change() RETURNS trigger AS $$
+BEGIN
+    RAISE EXCEPTION '%% (%% on %%)', TG_ARGV[0], TG_OP, TG_TABLE_NAME;  -- the trigger names what is refused
 END $$ LANGUAGE plpgsql""",
 }
 
@@ -404,6 +429,11 @@ def _sqlite_triggers() -> dict[str, str]:
         "CREATE TRIGGER version_entries_sealed BEFORE INSERT ON version_entries "
         "WHEN EXISTS (SELECT 1 FROM dataset_version_seals WHERE version_id = NEW.version_id) "
         "BEGIN SELECT RAISE(ABORT, 'dataset versions are immutable (INSERT into a sealed version)'); END")
+    for table, what in REGISTRY_WRITE_ONCE.items():
+        for operation in ("UPDATE", "DELETE"):
+            triggers[f"{table}_no_{operation.lower()}"] = (
+                f"CREATE TRIGGER {table}_no_{operation.lower()} BEFORE {operation} ON {table} "
+                f"BEGIN SELECT RAISE(ABORT, '{what} ({operation} on {table})'); END")
     return triggers
 
 
@@ -417,6 +447,13 @@ def _postgres_triggers() -> dict[str, tuple[str, str]]:
                                                    "FOR EACH STATEMENT EXECUTE FUNCTION fsml_reject_version_change()")
     triggers["version_entries_sealed"] = ("version_entries", "CREATE TRIGGER version_entries_sealed BEFORE INSERT "
                                           "ON version_entries FOR EACH ROW EXECUTE FUNCTION fsml_reject_sealed_insert()")
+    for table, what in REGISTRY_WRITE_ONCE.items():
+        triggers[f"{table}_immutable"] = (table, f"CREATE TRIGGER {table}_immutable BEFORE UPDATE OR DELETE ON "
+                                                 f"{table} FOR EACH ROW EXECUTE FUNCTION "
+                                                 f"fsml_reject_registry_change('{what}')")
+        triggers[f"{table}_no_truncate"] = (table, f"CREATE TRIGGER {table}_no_truncate BEFORE TRUNCATE ON {table} "
+                                                   f"FOR EACH STATEMENT EXECUTE FUNCTION "
+                                                   f"fsml_reject_registry_change('{what}')")
     return triggers
 
 # %% ../nbs/01_db.ipynb #4be3fe90
@@ -814,6 +851,8 @@ served_predictions = Table(
     Index("served_predictions_by_version", "model_version", "created_at"),
     Index("served_predictions_by_time", "created_at"),
 )
+# inputs a worker kept (`keep_inputs`) are named by their prediction rows: `gc` leaves them
+BLOB_REFERENCES.append(served_predictions.c.input_sha256)
 
 # %% ../nbs/01_db.ipynb #5e31ac9a
 Migration = Callable[["Operations"], None]  # noqa: F821  (alembic.operations.Operations)

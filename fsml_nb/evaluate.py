@@ -30,11 +30,13 @@ from .store import DatasetVersion, Entry, Store
 
 # %% auto #0
 __all__ = ['DASHBOARD_NOTEBOOK_CODE', 'DEMO_NOTEBOOK_CODE', 'EvaluationError', 'OnnxClassifier', 'load_classifier',
-           'expected_calibration_error', 'classification_metrics', 'EvalRun', 'evaluate_model', 'eval_run',
-           'eval_runs_of', 'cases', 'plot_confusion', 'plot_reliability', 'item_thumbnail', 'annotator_answers',
-           'EvalExplorer', 'RunComparison', 'mcnemar_exact', 'compare_runs', 'out_of_sample_probabilities',
-           'LabelIssue', 'find_label_issues', 'send_to_relabel', 'apply_relabels', 'AccessDenied', 'add_viewer',
-           'viewer_for_token', 'Dashboard', 'image_to_input', 'predict_image', 'Demo', 'dashboard_view', 'demo_view']
+           'expected_calibration_error', 'classification_metrics', 'EvalRun', 'decode_split', 'evaluate_model',
+           'eval_run', 'eval_runs_of', 'cases', 'plot_confusion', 'plot_reliability', 'item_thumbnail',
+           'annotator_answers', 'EvalExplorer', 'RunComparison', 'mcnemar_exact', 'compare_runs',
+           'out_of_sample_probabilities', 'LabelIssue', 'find_label_issues', 'send_to_relabel', 'apply_relabels',
+           'ProductionSample', 'sample_production', 'ProductionGrade', 'grade_production', 'plot_production_accuracy',
+           'AccessDenied', 'add_viewer', 'viewer_for_token', 'run_plots_png', 'Dashboard', 'image_to_input',
+           'predict_image', 'Demo', 'DashboardPage', 'dashboard_view', 'DemoPage', 'demo_view']
 
 # %% ../nbs/11_evaluate.ipynb #66bf4b0e
 class EvaluationError(FsmlError):
@@ -53,7 +55,7 @@ class OnnxClassifier:
     def probabilities(self, inputs: np.ndarray, batch_size: int = 256) -> np.ndarray:
         "Softmax scores for a batch of inputs, computed `batch_size` items at a time."
         name = self.session.get_inputs()[0].name
-        logits = np.concatenate([self.session.run(None, {name: inputs[start:start + batch_size].astype(np.float32)})[0]
+        logits = np.concatenate([self.session.run(None, {name: np.asarray(inputs[start:start + batch_size], dtype=np.float32)})[0]
                                  for start in range(0, len(inputs), batch_size)])
         shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
         return shifted / shifted.sum(axis=1, keepdims=True)
@@ -173,6 +175,55 @@ class EvalRun:
     __str__ = _repr_markdown_
 
 # %% ../nbs/11_evaluate.ipynb #34e2ab6a
+_PNG_MAGIC, _NPY_MAGIC = b"\x89PNG\r\n\x1a\n", b"\x93NUMPY"
+
+
+def _decoded(data: bytes, sha: str) -> np.ndarray:
+    "One item as an array: images as uint8 C x H x W (grey or RGB, as training decodes them), .npy as float32."
+    import io
+
+    from PIL import PngImagePlugin, UnidentifiedImageError
+
+    from fsml_nb.data import DEFAULT_MAX_PIXELS, ItemTooLargeError, open_image
+
+    if data.startswith(_NPY_MAGIC):
+        return np.load(io.BytesIO(data), allow_pickle=False).astype(np.float32)
+    try:  # PNG (most datasets here) opens directly, skipping Pillow's format probing
+        image = PngImagePlugin.PngImageFile(io.BytesIO(data)) if data.startswith(_PNG_MAGIC) else \
+            open_image(data, f"item {sha}")
+    except (UnidentifiedImageError, SyntaxError, OSError):
+        raise EvaluationError(f"item {sha[:12]} is neither an image nor a .npy array") from None
+    with image:
+        if image.width * image.height > DEFAULT_MAX_PIXELS:
+            raise ItemTooLargeError(f"item {sha}: {image.width}x{image.height} pixels, over the limit of "
+                                    f"{DEFAULT_MAX_PIXELS:,}")
+        if image.mode in ("1", "I;16", "I", "F"):
+            image = image.convert("L")
+        elif image.mode not in ("L", "RGB"):
+            image = image.convert("RGB")
+        array = np.asarray(image)
+    return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
+
+
+def decode_split(store: Store, version: DatasetVersion, split: str) -> tuple[list[str], np.ndarray, np.ndarray]:
+    "Item hashes, class targets and one float32 input batch (images scaled to 0..1) of a split; every blob checked."
+    entries = version.entries_in(split)
+    if not entries:
+        raise EvaluationError(f"dataset version {version.short_id} has no split {split!r} "
+                              f"(it has {', '.join(version.split_counts())})")
+    shas = [entry.item_sha256 for entry in entries]
+    arrays = [_decoded(store.blobs.get(sha), sha) for sha in shas]
+    common = Counter(array.shape for array in arrays).most_common(1)[0][0]
+    odd = next((index for index, array in enumerate(arrays) if array.shape != common), None)
+    if odd is not None:
+        raise EvaluationError(f"the items of {split!r} differ in shape: item {shas[odd][:12]} is "
+                              f"{list(arrays[odd].shape)}, most are {list(common)}")
+    stacked = np.stack(arrays)
+    inputs = stacked.astype(np.float32) / 255.0 if stacked.dtype == np.uint8 else stacked.astype(np.float32)
+    classes = version.label_schema.classes
+    return shas, np.array([classes.index(entry.label) for entry in entries], dtype=np.int64), inputs
+
+# %% ../nbs/11_evaluate.ipynb #04f93cdd
 def _check_classes(classifier: OnnxClassifier, version: DatasetVersion) -> None:
     if version.label_schema.kind != "single_label":
         raise EvaluationError(f"dataset version {version.short_id} has {version.label_schema.kind} labels; "
@@ -182,20 +233,31 @@ def _check_classes(classifier: OnnxClassifier, version: DatasetVersion) -> None:
                               f"model's {list(classifier.classes)} (same names in the same order are needed)")
 
 
+def _scores_json(probabilities: np.ndarray) -> list[str]:
+    "Each row of scores, rounded to 6 decimals, as a JSON array written as integers times 1e-6 (fast to format)."
+    micro = np.rint(probabilities * 1e6).astype(np.int64).tolist()
+    return ["[" + ", ".join([f"{value}e-6" for value in row]) + "]" for row in micro]
+
+
 def _store_run(store: Store, run: EvalRun, shas: Sequence[str], targets: np.ndarray, probabilities: np.ndarray) -> None:
+    "Insert the run and one row per item in one transaction; the rows go to the driver's executemany directly."
     predicted = probabilities.argmax(axis=1)
-    losses = -np.log(np.clip(probabilities[np.arange(len(targets)), targets], 1e-12, None))
-    rows = [{"run_id": run.id, "item_sha256": sha, "target": int(target), "predicted": int(guess),
-             "confidence": float(probabilities[position, guess]), "loss": float(losses[position]),
-             "scores": [round(float(value), 6) for value in probabilities[position]]}
-            for position, (sha, target, guess) in enumerate(zip(shas, targets, predicted, strict=True))]
+    positions = np.arange(len(targets))
+    losses = -np.log(np.clip(probabilities[positions, targets], 1e-12, None))
+    rows = list(zip([run.id] * len(shas), shas, targets.tolist(), predicted.tolist(),
+                    probabilities[positions, predicted].tolist(), losses.tolist(), _scores_json(probabilities),
+                    strict=True))
+    columns = ("run_id", "item_sha256", "target", "predicted", "confidence", "loss", "scores")
 
     def work(connection) -> None:
         connection.execute(eval_runs.insert().values(
             id=run.id, model_id=run.model_id, model_name=run.model_name, dataset_version_id=run.dataset_version_id,
             split=run.split, classes=list(run.classes), metrics=run.metrics, created_at=run.created_at))
+        mark = "?" if connection.dialect.paramstyle == "qmark" else "%s"
+        statement = (f"INSERT INTO {eval_predictions.name} ({', '.join(columns)}) "
+                     f"VALUES ({', '.join([mark] * len(columns))})")
         for start in range(0, len(rows), 5000):
-            connection.execute(eval_predictions.insert(), rows[start:start + 5000])
+            connection.exec_driver_sql(statement, rows[start:start + 5000])
     transaction(store.engine, work)
 
 
@@ -206,24 +268,18 @@ def evaluate_model(model: Any,  # an .onnx file, an export folder, a registry Mo
                    model_name: str | None = None,  # how reports name the model (default: its file or version)
                    ) -> EvalRun:
     "Score every item of a split, store each prediction, and return the run with its metrics."
-    from fsml_nb.train import load_split
-
     owns_store = store is None
     store = store or Store()
     try:
         version = store.version(version)
         classifier = model if isinstance(model, OnnxClassifier) else load_classifier(model, store)
         _check_classes(classifier, version)
-        data = load_split(version, split, store) if split in version.split_counts() else None
-        if data is None:
-            raise EvaluationError(f"dataset version {version.short_id} has no split {split!r} "
-                                  f"(it has {', '.join(version.split_counts())})")
-        targets = data.targets.numpy()
-        probabilities = classifier.probabilities(data.inputs.numpy())
+        shas, targets, inputs = decode_split(store, version, split)
+        probabilities = classifier.probabilities(inputs)
         name = model_name or getattr(model, "name", None) or classifier.path.stem
         run = EvalRun(uuid.uuid4().hex, classifier.model_id, str(name), version.id, split, classifier.classes,
                       classification_metrics(probabilities, targets, classifier.classes), utc_now())
-        _store_run(store, run, data.shas, targets, probabilities)
+        _store_run(store, run, shas, targets, probabilities)
         return run
     finally:
         if owns_store:
@@ -361,6 +417,9 @@ class EvalExplorer:
 
         self.store, self.run, self.page_size = store, (eval_run(store, run) if isinstance(run, str) else run), page_size
         self.selected: tuple[str | None, str | None] = (None, None)
+        self.tiles: list = []  # gallery tiles, made once and reused: a filter sends new values, not new widgets
+        self.shown: list = []  # the rows the tiles show
+        self.thumbnails: dict[tuple[str, int], bytes] = {}
         self.sort = widgets.Dropdown(options=[("hardest first (loss)", "loss"), ("most confident first", "confidence")],
                                      description="sort")
         self.wrong_only = widgets.Checkbox(value=True, description="wrong only")
@@ -402,25 +461,41 @@ def _matrix_widget(self: EvalExplorer):
 
 
 @patch
-def show_cell(self: EvalExplorer, truth: str | None, predicted: str | None) -> None:
-    "Fill the gallery with the items of one confusion cell (all cells for None)."
+def thumbnail(self: EvalExplorer, sha: str, size: int = 96) -> bytes:
+    "An item's thumbnail, made once per explorer."
+    if (sha, size) not in self.thumbnails:
+        self.thumbnails[sha, size] = item_thumbnail(self.store, sha, size)
+    return self.thumbnails[sha, size]
+
+
+@patch
+def _tile(self: EvalExplorer, index: int):
+    "Gallery tile `index`: a picture and a button that opens the item it shows."
     import ipywidgets as widgets
 
+    image = widgets.Image(format="png", layout=widgets.Layout(width="96px", height="96px"))
+    button = widgets.Button(layout=widgets.Layout(width="104px"))
+    button.on_click(lambda _: self.show_item(self.shown[index]))
+    return widgets.VBox([image, button])
+
+
+@patch
+def show_cell(self: EvalExplorer, truth: str | None, predicted: str | None) -> None:
+    "Fill the gallery with the items of one confusion cell (all cells for None)."
     self.selected = (truth, predicted)
     wrong_only = self.wrong_only.value and not (truth is not None and truth == predicted)
     table = cases(self.store, self.run, truth, predicted, wrong_only=wrong_only, sort_by=self.sort.value,
                   limit=self.page_size)
+    rows = list(table.itertuples())
+    self.tiles += [self._tile(index) for index in range(len(self.tiles), len(rows))]
+    for tile, row in zip(self.tiles[:len(rows)], rows, strict=True):  # tiles beyond are kept, hidden
+        image, button = tile.children
+        image.value = self.thumbnail(row.item)
+        button.description = f"{row.truth}->{row.predicted} {row.confidence:.2f}"
+    self.shown = rows
+    self.gallery.children = self.tiles[:len(rows)]
     where = "all classes" if truth is None else f"truth {truth}, predicted {predicted}"
     self.title.value = f"<b>{len(table)}</b> item(s) shown: {where}{' (wrong only)' if wrong_only else ''}"
-    tiles = []
-    for row in table.itertuples():
-        image = widgets.Image(value=item_thumbnail(self.store, row.item), format="png",
-                              layout=widgets.Layout(width="96px", height="96px"))
-        button = widgets.Button(description=f"{row.truth}->{row.predicted} {row.confidence:.2f}",
-                                layout=widgets.Layout(width="104px"))
-        button.on_click(lambda _, row=row: self.show_item(row))
-        tiles.append(widgets.VBox([image, button]))
-    self.gallery.children = tiles
 
 
 @patch
@@ -431,7 +506,7 @@ def show_item(self: EvalExplorer, row) -> None:
     answers = annotator_answers(self.store, row.item)
     said = "".join(f"<li>{answer['annotator']} ({answer['project']}): {answer['label']}"
                    f"{' (unsure)' if answer['unsure'] else ''}</li>" for answer in answers) or "<li>none recorded</li>"
-    picture = base64.b64encode(item_thumbnail(self.store, row.item, size=192)).decode()
+    picture = base64.b64encode(self.thumbnail(row.item, size=192)).decode()
     self.detail.value = (f"<img src='data:image/png;base64,{picture}'/><br><b>item</b> {row.item[:16]}… "
                          f"<b>truth</b> {row.truth} <b>predicted</b> {row.predicted} (loss {row.loss:.2f})<br>"
                          f"<b>top-3</b> {row.top3}<br><b>annotators</b><ul>{said}</ul>")
@@ -552,10 +627,9 @@ def send_to_relabel(store: Store, version: DatasetVersion | str,
                     project: str,  # name of the annotation project to create
                     reason: str,  # why: shown in the project's guide
                     overlap: int = 2,
-                    annotators: Sequence[str] = (),  # who may relabel them (more with `annotate.add_member`)
+                    annotators: Sequence[str] = (),  # who may relabel them (more with `project.add_member`)
                     ) -> Any:
     "Create an annotation project over `items` of `version`, with `reason` in its guide."
-    from fsml_nb.annotate import create_project
 
     version = store.version(version)
     wanted = set(items)
@@ -570,7 +644,7 @@ def send_to_relabel(store: Store, version: DatasetVersion | str,
                                   meta={"relabel_of": version.id, "reason": reason})
     guide = (f"# Relabel\n\n{reason}\n\nThese items were flagged as possibly mislabelled in dataset version "
              f"`{version.short_id}`. Give the label you see; the old label is not shown on purpose.")
-    return create_project(store, project, subset, overlap=overlap, guide=guide, members=annotators)
+    return store.create_project(project, subset, overlap=overlap, guide=guide, members=annotators)
 
 
 def apply_relabels(store: Store, version: DatasetVersion | str,
@@ -586,6 +660,213 @@ def apply_relabels(store: Store, version: DatasetVersion | str,
     return store.create_version(entries, version.label_schema, name or f"{version.name}-relabelled",
                                 guide_version=version.guide_version,
                                 meta={"relabelled_from": version.id, "relabel_version": relabelled.id})
+
+# %% ../nbs/11_evaluate.ipynb #a7f8ac15
+def _served_rows(store: Store, model_name: str | None, model_versions: Sequence[str], since: Any, until: Any):
+    "Served (answered) predictions matching the filters, in request id order."
+    from fsml_nb.db import served_predictions as served
+
+    query = select(served.c.request_id, served.c.model_name, served.c.model_version, served.c.input_sha256,
+                   served.c.label, served.c.created_at).where(
+        served.c.role == "served", served.c.error.is_(None), served.c.label.is_not(None))
+    if model_name is not None:
+        query = query.where(served.c.model_name == model_name)
+    if model_versions:
+        query = query.where(served.c.model_version.in_(list(model_versions)))
+    if since is not None:
+        query = query.where(served.c.created_at >= as_utc(since))
+    if until is not None:
+        query = query.where(served.c.created_at < as_utc(until))
+    with reading(store.engine) as connection:
+        return connection.execute(query.order_by(served.c.request_id)).all()
+
+
+def _served_classes(store: Store, model_versions: Sequence[str], classes: Sequence[str] | None) -> tuple[str, ...]:
+    "The classes of the served versions: given, or read from the registry (all versions must agree)."
+    from fsml_nb.db import model_versions as registered
+
+    if classes:
+        return tuple(classes)
+    found = {}
+    with reading(store.engine) as connection:
+        for version_id in sorted(set(model_versions)):
+            manifest = connection.execute(select(registered.c.manifest).where(registered.c.id == version_id)).scalar()
+            if manifest is None:
+                raise EvaluationError(f"model version {version_id[:12]} is not in the registry: give its classes "
+                                      "(classes=..., or --classes on the command line)")
+            found[version_id] = tuple(json.loads(manifest)["serving"]["classes"])
+    if len(set(found.values())) > 1:
+        raise EvaluationError("the sampled model versions have different classes: sample one version at a time")
+    return next(iter(found.values()))
+
+
+def _image_media_type(data: bytes) -> str | None:
+    "image/png, image/jpeg, ... for bytes Pillow reads as an image; None otherwise."
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return Image.MIME.get(image.format or "")
+    except (UnidentifiedImageError, OSError):
+        return None
+
+# %% ../nbs/11_evaluate.ipynb #c8f6816e
+@dataclass(frozen=True)
+class ProductionSample:
+    "Served predictions sampled for grading, and the annotation project that grades them."
+    project: str
+    version: DatasetVersion  # the sampled inputs, each labelled with what production answered
+    request_ids: tuple[str, ...]  # the sampled predictions
+    skipped: dict[str, int]  # why other matching predictions could not be sampled: reason -> count
+
+    def __str__(self) -> str:
+        skipped = "; ".join(f"{count} {reason}" for reason, count in self.skipped.items() if count)
+        return (f"{len(self.request_ids)} served prediction(s) of {len(self.version.entries)} distinct input(s) sampled "
+                f"into annotation project {self.project}" + (f" (skipped: {skipped})" if skipped else ""))
+
+
+def sample_production(store: Store,
+                      project: str,  # name of the annotation project to create
+                      size: int = 200,  # served predictions to sample (fewer if fewer match)
+                      model_name: str | None = None,  # only this served model
+                      model_versions: Sequence[str] = (),  # only these versions (ids); default all
+                      since: Any = None,  # served at or after this time (datetime, UTC if naive)
+                      until: Any = None,  # served before this time
+                      seed: int = 0,  # the same seed and filters draw the same sample
+                      overlap: int = 2,  # answers wanted per item
+                      annotators: Sequence[str] = (),  # who may grade (more with `project.add_member`)
+                      classes: Sequence[str] | None = None,  # default: the registry's record of the versions
+                      ) -> ProductionSample:
+    "Draw a seeded sample of served predictions whose inputs were kept into a new annotation project."
+    from fsml_nb.store import LabelSchema, NewItem
+
+    if size < 1:
+        raise EvaluationError(f"the sample would be empty: size must be at least 1, not {size}")
+    if project in store.project_names():
+        raise EvaluationError(f"an annotation project named {project!r} exists already")
+    rows = _served_rows(store, model_name, model_versions, since, until)
+    where = (f"{model_name or 'any model'}{' versions ' + ', '.join(v[:12] for v in model_versions) if model_versions else ''}"
+             f"{' since ' + str(since) if since is not None else ''}{' until ' + str(until) if until is not None else ''}")
+    if not rows:
+        raise EvaluationError(f"nothing was served for {where}: no answered prediction to sample")
+    kept = [row for row in rows if row.input_sha256 and store.blobs.exists(row.input_sha256)]
+    if not kept:
+        raise EvaluationError(f"none of the {len(rows)} prediction(s) served for {where} has its input kept: "
+                              "start the workers with --keep-inputs (WorkerConfig.keep_inputs) to grade production")
+    rng = np.random.default_rng(seed)
+    chosen = [kept[index] for index in sorted(rng.choice(len(kept), size=min(size, len(kept)), replace=False))]
+    media = {sha: _image_media_type(store.blobs.get(sha)) for sha in {row.input_sha256 for row in chosen}}
+    images = [row for row in chosen if media[row.input_sha256]]
+    if not images:
+        raise EvaluationError(f"none of the {len(chosen)} sampled input(s) is an image: annotators grade images")
+    schema = LabelSchema("single_label", _served_classes(store, [row.model_version for row in images], classes))
+    unknown = sorted({row.label for row in images} - set(schema.classes))
+    if unknown:
+        raise EvaluationError(f"served labels {unknown} are not among the classes {list(schema.classes)}")
+    first_label: dict[str, str] = {}
+    for row in images:
+        first_label.setdefault(row.input_sha256, row.label)
+    store.add_items([NewItem(store.blobs.get(sha), media[sha]) for sha in first_label])
+    version = store.create_version(
+        [Entry(sha, label, "production") for sha, label in first_label.items()], schema, f"{project}-sample",
+        guide_version=f"{project}@production-sample",  # one version per project, even for the same inputs
+        meta={"production_sample": {"request_ids": [row.request_id for row in images], "model_name": model_name,
+                                    "model_versions": list(model_versions), "seed": seed, "size": size,
+                                    "since": str(since) if since is not None else None,
+                                    "until": str(until) if until is not None else None}})
+    guide = ("# Grade production\n\nThese images were sent to the model in production. Give the label you see; "
+             "the model's answer is not shown on purpose.")
+    store.create_project(project, version, overlap=overlap, guide=guide, members=annotators)
+    return ProductionSample(project, version, tuple(row.request_id for row in images),
+                            {"inputs not kept": len(rows) - len(kept), "not images": len(chosen) - len(images)})
+
+# %% ../nbs/11_evaluate.ipynb #d64f2b8d
+@dataclass(frozen=True)
+class ProductionGrade:
+    "Live accuracy of the sampled served predictions against the annotators' consensus."
+    project: str
+    by_week: Any  # pandas table: model_version, week, graded, correct, accuracy, low, high
+    by_version: Any  # pandas table: model_version, graded, correct, accuracy, low, high
+    pending: int  # sampled predictions whose input has no consensus yet (unanswered, or in review)
+
+    def _repr_markdown_(self) -> str:
+        lines = [f"**production grade** of `{self.project}`: {int(self.by_version['graded'].sum())} prediction(s) "
+                 f"graded, {self.pending} pending", "",
+                 "| model version | week | graded | accuracy | 95% interval |", "| --- | --- | ---: | ---: | --- |"]
+        for row in self.by_week.itertuples():
+            lines.append(f"| `{row.model_version[:12]}` | {row.week} | {row.graded} | {100 * row.accuracy:.1f}% | "
+                         f"{100 * row.low:.1f}-{100 * row.high:.1f}% |")
+        for row in self.by_version.itertuples():
+            lines.append(f"| `{row.model_version[:12]}` | all | {row.graded} | **{100 * row.accuracy:.1f}%** | "
+                         f"{100 * row.low:.1f}-{100 * row.high:.1f}% |")
+        return "\n".join(lines)
+
+    __str__ = _repr_markdown_
+
+
+def _accuracy_table(frame, keys: list[str]):
+    import pandas as pd
+
+    from fsml_nb.export import wilson_interval
+
+    table = frame.groupby(keys, sort=True).agg(graded=("correct", "size"), correct=("correct", "sum")).reset_index()
+    table["correct"] = table["correct"].astype(int)
+    table["accuracy"] = table["correct"] / table["graded"]
+    bounds = [wilson_interval(int(correct), int(graded)) for correct, graded in zip(table["correct"], table["graded"], strict=True)]
+    table["low"], table["high"] = [low for low, _ in bounds], [high for _, high in bounds]
+    return pd.DataFrame(table)
+
+
+def grade_production(store: Store, project: str, min_agreement: float = 0.6) -> ProductionGrade:
+    "Each sampled served prediction against the project's consensus: accuracy per model version and ISO week."
+    import pandas as pd
+
+    from fsml_nb.db import served_predictions as served
+
+    annotation = store.project(project)
+    details = annotation.info()
+    sample = (store.version(details.source_version_id).meta or {}).get("production_sample") if \
+        details.source_version_id else None
+    if not sample:
+        raise EvaluationError(f"annotation project {project} is not a production sample (see sample_production)")
+    truth = annotation.consensus(min_agreement).labels
+    rows = []
+    with reading(store.engine) as connection:
+        for start in range(0, len(sample["request_ids"]), 1000):
+            rows += connection.execute(select(served.c.request_id, served.c.model_version, served.c.input_sha256,
+                                              served.c.label, served.c.created_at)
+                                       .where(served.c.role == "served",
+                                              served.c.request_id.in_(sample["request_ids"][start:start + 1000]))).all()
+    graded = [row for row in rows if row.input_sha256 in truth]
+    if not graded:
+        raise EvaluationError(f"no sampled item of project {project} has a consensus yet: "
+                              f"annotators have {len(rows)} prediction(s) to grade")
+    frame = pd.DataFrame({"model_version": [row.model_version for row in graded],
+                          "week": ["{}-W{:02d}".format(*as_utc(row.created_at).isocalendar()[:2]) for row in graded],
+                          "correct": [row.label == truth[row.input_sha256] for row in graded]})
+    return ProductionGrade(project, _accuracy_table(frame, ["model_version", "week"]),
+                           _accuracy_table(frame, ["model_version"]), len(rows) - len(graded))
+
+# %% ../nbs/11_evaluate.ipynb #f497646d
+def plot_production_accuracy(grade: ProductionGrade, ax=None):
+    "Live accuracy per ISO week, one line per model version, with 95% intervals."
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 3.5))
+    weeks = sorted(set(grade.by_week["week"]))
+    for version, table in grade.by_week.groupby("model_version", sort=True):
+        positions = [weeks.index(week) for week in table["week"]]
+        ax.errorbar(positions, 100 * table["accuracy"], capsize=3, marker="o", label=f"{version[:12]}",
+                    yerr=[100 * (table["accuracy"] - table["low"]), 100 * (table["high"] - table["accuracy"])])
+    ax.set_xticks(range(len(weeks)), weeks)
+    ax.set_ylim(0, 105)
+    ax.set_ylabel("live accuracy (%)")
+    ax.set_title(f"graded production sample {grade.project}")
+    ax.legend(title="model version", fontsize=8)
+    return ax
 
 # %% ../nbs/11_evaluate.ipynb #6f0b11d3
 class AccessDenied(EvaluationError):
@@ -626,6 +907,26 @@ def viewer_for_token(store: Store, token: str | None) -> str:
     return name
 
 # %% ../nbs/11_evaluate.ipynb #b2f375a9
+_PLOTS: dict[str, bytes] = {}  # run id -> PNG (runs never change)
+
+
+def run_plots_png(run: EvalRun) -> bytes:
+    "The confusion matrix and reliability diagram of a run side by side, as PNG (made once per run and process)."
+    import io
+
+    from matplotlib.figure import Figure
+
+    if run.id not in _PLOTS:
+        figure = Figure(figsize=(10, 4.5))
+        left, right = figure.subplots(1, 2)
+        plot_confusion(run, left)
+        plot_reliability(run, right)
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png", dpi=80, bbox_inches="tight")
+        _PLOTS[run.id] = buffer.getvalue()
+    return _PLOTS[run.id]
+
+# %% ../nbs/11_evaluate.ipynb #c5447ba0
 def _run_label(run: EvalRun) -> str:
     return (f"{run.model_name} · {run.dataset_version_id[:8]}/{run.split} · {100 * run.metrics['accuracy']:.2f}% · "
             f"{run.created_at:%Y-%m-%d %H:%M}")
@@ -634,16 +935,16 @@ def _run_label(run: EvalRun) -> str:
 class Dashboard:
     "Pick an eval run; see its metrics, plots and wrong cases; compare it with another run."
 
-    def __init__(self, store: Store):
+    def __init__(self, store: Store, runs: Sequence[EvalRun] | None = None):  # default: every stored run
         import ipywidgets as widgets
 
         self.store = store
-        self.runs = eval_runs_of(store)
+        self.runs = list(eval_runs_of(store) if runs is None else runs)
         self.choice = widgets.Dropdown(options=[(_run_label(run), run.id) for run in self.runs], description="run",
                                        layout=widgets.Layout(width="640px"))
         self.against = widgets.Dropdown(description="compare", layout=widgets.Layout(width="640px"))
         self.summary, self.comparison = widgets.HTML(), widgets.HTML()
-        self.plots = widgets.Output()
+        self.plots = widgets.Image(format="png", layout=widgets.Layout(width="800px"))
         self.explorer_box = widgets.VBox()
         self.choice.observe(lambda _: self.show(), names="value")
         self.against.observe(lambda _: self.compare(), names="value")
@@ -658,7 +959,7 @@ class Dashboard:
         from IPython.display import display
         display(self.widget)
 
-# %% ../nbs/11_evaluate.ipynb #b286e055
+# %% ../nbs/11_evaluate.ipynb #bebe6ec3
 def _markdown_html(text: str) -> str:
     "Just enough Markdown for our reports (bold, code, tables) as HTML."
     import re
@@ -682,16 +983,9 @@ def _markdown_html(text: str) -> str:
 @patch
 def show(self: Dashboard) -> None:
     "Show the chosen run: its report, plots and the wrong-case explorer."
-    import matplotlib.pyplot as plt
-
     run = eval_run(self.store, self.choice.value)
     self.summary.value = _markdown_html(run._repr_markdown_())
-    with self.plots:
-        self.plots.clear_output(wait=True)
-        figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4.5))
-        plot_confusion(run, left)
-        plot_reliability(run, right)
-        plt.show()
+    self.plots.value = run_plots_png(run)
     self.explorer_box.children = [EvalExplorer(self.store, run).view]
     same_data = [other for other in self.runs if other.id != run.id
                  and (other.dataset_version_id, other.split) == (run.dataset_version_id, run.split)]
@@ -790,19 +1084,44 @@ def _from_pad(self: Demo) -> None:
     self.show_prediction(encode_png(cells))
 
 # %% ../nbs/11_evaluate.ipynb #2d5b1524
-def dashboard_view(query_string: str, store: Store | None = None):
-    "The widget the dashboard page shows for a request: the dashboard, or why access is refused."
+def _refusal(title: str, error: Exception):
     import ipywidgets as widgets
+    from html import escape
+
+    return widgets.HTML(f"<div class='fsml-refused'><h2>{title}</h2><p>{escape(str(error))}</p></div>")
+
+
+def _token_of(query_string: str) -> str | None:
     from urllib.parse import parse_qs
 
-    store = store or Store()
-    try:
-        viewer_for_token(store, (parse_qs(query_string or "").get("token") or [None])[0])
-        return Dashboard(store).widget
-    except AccessDenied as error:
-        return widgets.HTML(f"<div class='fsml-refused'><h2>Access refused</h2><p>{error}</p></div>")
+    return (parse_qs(query_string or "").get("token") or [None])[0]
 
 
+class DashboardPage:
+    "The dashboard page: made before the request (imports, store, newest run's plots); `view` serves one visitor."
+
+    def __init__(self, store: Store | None = None):
+        from fsml_nb.annotate import warm_up
+
+        self.store = warm_up(store)
+        runs = eval_runs_of(self.store)
+        if runs:
+            run_plots_png(runs[0])  # the plots the page opens with
+
+    def view(self, query_string: str):
+        "The dashboard for a request with a valid view token, or why access is refused."
+        try:
+            viewer_for_token(self.store, _token_of(query_string))
+            return Dashboard(self.store).widget  # the runs read now: the page may have waited long in the pool
+        except AccessDenied as error:
+            return _refusal("Access refused", error)
+
+
+def dashboard_view(query_string: str, store: Store | None = None):
+    "The widget the dashboard page shows for a request: the dashboard, or why access is refused."
+    return DashboardPage(store).view(query_string)
+
+# %% ../nbs/11_evaluate.ipynb #77d781ba
 def _demo_predictor(store: Store):
     "Predict through the serving API (FSML_SERVE_URL) if set, else in process with FSML_DEMO_MODEL."
     import os
@@ -830,26 +1149,43 @@ def _registry_model(store: Store, reference: str):
     return ModelRegistry(store).version(reference)
 
 
+class DemoPage:
+    "The demo page: made before the request (imports, store, the model); `view` serves one visitor."
+
+    def __init__(self, store: Store | None = None):
+        from fsml_nb.annotate import warm_up
+
+        self.store = warm_up(store)
+        try:
+            self.predictor, self.problem = _demo_predictor(self.store), None
+        except FsmlError as error:  # said to a visitor with a valid token only
+            self.predictor, self.problem = None, error
+
+    def view(self, query_string: str):
+        "The demo for a request with a valid view token, or why it is not available."
+        try:
+            viewer_for_token(self.store, _token_of(query_string))
+            if self.problem is not None:
+                raise self.problem
+            predict, shape = self.predictor
+            return Demo(predict, shape).widget
+        except FsmlError as error:
+            return _refusal("Not available", error)
+
+
 def demo_view(query_string: str, store: Store | None = None):
-    "The widget the demo page shows for a request: the demo, or why access is refused."
-    import ipywidgets as widgets
-    from urllib.parse import parse_qs
-
-    store = store or Store()
-    try:
-        viewer_for_token(store, (parse_qs(query_string or "").get("token") or [None])[0])
-        predict, shape = _demo_predictor(store)
-        return Demo(predict, shape).widget
-    except FsmlError as error:
-        return widgets.HTML(f"<div class='fsml-refused'><h2>Not available</h2><p>{error}</p></div>")
+    "The widget the demo page shows for a request: the demo, or why it is not available."
+    return DemoPage(store).view(query_string)
 
 
-DASHBOARD_NOTEBOOK_CODE = """import os
-from IPython.display import display
-from fsml_nb.evaluate import dashboard_view
-display(dashboard_view(os.environ.get("QUERY_STRING", "")))"""
+DASHBOARD_NOTEBOOK_CODE = """from IPython.display import display
+from fsml_nb.annotate import page_query_string
+from fsml_nb.evaluate import DashboardPage
+page = DashboardPage()  # before the request: a preheated kernel has done this when the visitor arrives
+display(page.view(page_query_string()))"""
 
-DEMO_NOTEBOOK_CODE = """import os
-from IPython.display import display
-from fsml_nb.evaluate import demo_view
-display(demo_view(os.environ.get("QUERY_STRING", "")))"""
+DEMO_NOTEBOOK_CODE = """from IPython.display import display
+from fsml_nb.annotate import page_query_string
+from fsml_nb.evaluate import DemoPage
+page = DemoPage()  # before the request: a preheated kernel has done this when the visitor arrives
+display(page.view(page_query_string()))"""

@@ -9,6 +9,7 @@ Docs: https://fsml-nb.github.io/fsml_nb/export.html.md"""
 # %% ../nbs/08_export.ipynb #3dc854c1
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -25,24 +26,26 @@ from typing import Any
 
 import numpy as np
 import torch
+from fastcore.basics import patch
 from torch import nn
 
 from .core import FsmlError, get_logger
-from .store import DatasetVersion, Store
+from .store import DatasetVersion, Store, store_for_call
 from .train import Split, load_model, read_checkpoint
 
 # %% auto #0
-__all__ = ['log', 'DEFAULT_OPSET', 'CALIBRATION_METHODS', 'PAIRED_Z', 'ExportError', 'preprocessing_of', 'export_onnx',
+__all__ = ['DEFAULT_OPSET', 'CALIBRATION_METHODS', 'PAIRED_Z', 'GOLDEN_COUNT', 'ExportError', 'preprocessing_of', 'export_onnx',
            'onnx_metadata', 'SplitReader', 'quantize_dynamic_int8', 'quantize_static_int8', 'onnx_session',
            'OnnxRunner', 'TorchRunner', 'wilson_interval', 'drop_interval', 'Parity', 'batched_logits', 'parity',
-           'diverging_layers', 'Latency', 'measure_latency', 'Variant', 'ExportReport', 'export_checkpoint',
-           'report_markdown', 'report_json']
+           'diverging_layers', 'Latency', 'measure_latency', 'write_golden', 'file_entry', 'file_entries', 'Variant',
+           'ExportReport', 'export_checkpoint', 'report_json']
 
 # %% ../nbs/08_export.ipynb #0a6d7831
 class ExportError(FsmlError):
     "A model cannot be exported or quantized as asked."
 
-log = get_logger("export")
+# %% ../nbs/08_export.ipynb #4031dcf1
+log = get_logger("export")  # not in __all__: `log` is every module's own
 
 # %% ../nbs/08_export.ipynb #b6b4f7c7
 def preprocessing_of(checkpoint_metadata: dict[str, Any]) -> dict[str, Any]:
@@ -335,6 +338,38 @@ def measure_latency(runner, inputs: torch.Tensor, repeats: int = 50, warmup: int
     q1, median, q3 = statistics.quantiles(samples, n=4, method="inclusive")
     return Latency(median, q1, q3)
 
+# %% ../nbs/08_export.ipynb #66ee60f3
+GOLDEN_COUNT = 16  # evaluation inputs kept with every variant's outputs on them
+
+
+def write_golden(folder: Path,  # the export folder being written
+                 test: Split,  # the evaluation split: its first `count` inputs are kept
+                 runners: dict[str, Any],  # variant name -> runner (a batch of inputs -> logits)
+                 count: int = GOLDEN_COUNT) -> dict[str, Any]:
+    "Save golden inputs and each variant's outputs on them as .npy files; return what report.json records."
+    if len(test) == 0 or count < 1:
+        raise ExportError("no golden inputs to keep: the evaluation split is empty")
+    inputs = test.inputs[:count]
+    (folder / "golden").mkdir(exist_ok=True)
+    np.save(folder / "golden" / "inputs.npy", inputs.numpy().astype(np.float32), allow_pickle=False)
+    outputs = {}
+    for name, runner in runners.items():
+        outputs[name] = f"golden/{name}.npy"
+        np.save(folder / outputs[name], np.asarray(runner(inputs), dtype=np.float32), allow_pickle=False)
+    return {"inputs": "golden/inputs.npy", "count": len(inputs), "items": list(test.shas[:count]), "outputs": outputs}
+
+
+def file_entry(path: str | Path) -> dict[str, Any]:
+    "A file's {'sha256', 'size'}."
+    with open(path, "rb") as handle:
+        return {"sha256": hashlib.file_digest(handle, "sha256").hexdigest(), "size": os.path.getsize(path)}
+
+
+def file_entries(folder: Path, skip: tuple[str, ...] = ("report.json",)) -> dict[str, dict[str, Any]]:
+    "Every file under `folder` but `skip`: relative path -> {'sha256', 'size'}."
+    return {path.relative_to(folder).as_posix(): file_entry(path) for path in sorted(folder.rglob("*"))
+            if path.is_file() and path.relative_to(folder).as_posix() not in skip}
+
 # %% ../nbs/08_export.ipynb #abbd44c2
 @dataclass
 class Variant:
@@ -366,6 +401,10 @@ class ExportReport:
     diverging_layers: list[tuple[str, float]]
     evaluation_items: int = 0
     max_latency_spread: float = 0.5
+    golden: dict[str, Any] = field(default_factory=dict)  # golden inputs and each variant's outputs (`write_golden`)
+    onnx_metadata: dict[str, dict[str, Any]] = field(default_factory=dict)  # ONNX file -> its fsml metadata
+    checkpoint_file: dict[str, Any] = field(default_factory=dict)  # the checkpoint's {'sha256', 'size'}
+    files: dict[str, dict[str, Any]] = field(default_factory=dict)  # every file written but report.json (`file_entries`)
 
     def variant(self, name: str) -> Variant:
         return next(variant for variant in self.variants if variant.name == name)
@@ -478,6 +517,7 @@ def _recommend(variants: list[Variant], budget: float, serving_batch: int, max_s
     return choice.name, notes
 
 # %% ../nbs/08_export.ipynb #beb0e648
+@store_for_call
 def export_checkpoint(checkpoint: str | Path,  # a safetensors checkpoint written by fsml_nb.train.fit
                       out_dir: str | Path,  # where the artefacts and reports go (must not exist yet)
                       calibration: str | DatasetVersion,  # the dataset version to calibrate and evaluate on
@@ -495,7 +535,6 @@ def export_checkpoint(checkpoint: str | Path,  # a safetensors checkpoint writte
                       size_budget_mib: float | None = None,  # only files this small (a card's memory per model)
                       ) -> ExportReport:
     "Export a checkpoint to ONNX FP32, INT8 dynamic and INT8 static; measure them all; recommend one."
-    store = store or Store()
     out_dir = Path(out_dir)
     if out_dir.exists():
         raise ExportError(f"{out_dir} exists already; choose a new folder (exports are never overwritten)")
@@ -548,9 +587,10 @@ def _export_all(model, checkpoint_data, checkpoint_path: Path, version: DatasetV
     torch_size = sum(t.numel() * t.element_size() for t in model.state_dict().values())
     int8_tolerance = tolerances["int8"] * float(np.abs(reference).max())
     variants = [_measure_variant("torch-fp32", torch_runner, None, torch_size, test, reference, {}, math.inf)]
+    runners = {name: OnnxRunner(path) for name, path in paths.items()}
     for name, path in paths.items():
         tolerance = int8_tolerance if "int8" in name else tolerances["fp32"]
-        variants.append(_measure_variant(name, OnnxRunner(path), path, path.stat().st_size, test, reference,
+        variants.append(_measure_variant(name, runners[name], path, path.stat().st_size, test, reference,
                                          {provider: path for provider in gpu}, tolerance))
     recommended, notes = _recommend(variants, budget, serving_batch, tolerances["spread"], tolerances.get("latency"),
                                     tolerances.get("size"))
@@ -561,7 +601,10 @@ def _export_all(model, checkpoint_data, checkpoint_path: Path, version: DatasetV
         notes.append("no CUDA or TensorRT execution provider in this onnxruntime: CPU figures only")
     return ExportReport(str(checkpoint_path), checkpoint_data.metadata.get("dataset_version", ""), version.id,
                         f"{method} on {calibration_split} ({len(calibration)} items)", budget, serving_batch,
-                        variants, recommended, notes, layers, len(test), tolerances["spread"])
+                        variants, recommended, notes, layers, len(test), tolerances["spread"],
+                        golden=write_golden(work, test, {"torch-fp32": torch_runner, **runners}),
+                        onnx_metadata={path.name: onnx_metadata(path) for path in paths.values()},
+                        checkpoint_file=file_entry(checkpoint_path))
 
 # %% ../nbs/08_export.ipynb #a1b805b1
 def _latency_cell(variant: Variant, base: Variant, key: str) -> str:
@@ -586,8 +629,10 @@ def _recommendation_line(report: ExportReport) -> str:
             f"{report.serving_batch} (`serving_batch`) within {report.budget} accuracy points of torch FP32.")
 
 
-def report_markdown(report: ExportReport) -> str:
-    "The parity and latency table with the recommendation."
+@patch
+def _repr_markdown_(self: ExportReport) -> str:
+    "The parity and latency table with the recommendation (how a notebook shows the report)."
+    report = self
     base = report.variants[0]
     latency_keys = list(dict.fromkeys(key for v in report.variants for key in v.latency_ms))
     header = ("| variant | accuracy (%) | drop (points, 95% interval) | agreement (%) | max abs logit diff | "
@@ -616,5 +661,7 @@ def report_json(report: ExportReport) -> dict[str, Any]:
 
 
 def _write_reports(report: ExportReport, folder: Path) -> None:
-    (folder / "report.md").write_text(report_markdown(report) + "\n")
+    "Write report.md, record every file's hash and size in `report.files`, then write report.json."
+    (folder / "report.md").write_text(report._repr_markdown_() + "\n")
+    report.files = file_entries(folder)
     (folder / "report.json").write_text(json.dumps(report_json(report), indent=2))

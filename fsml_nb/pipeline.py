@@ -25,7 +25,7 @@ from importlib import metadata as package_metadata
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Text, cast, select
 from sqlalchemy.engine import Connection
 
 from .core import FsmlError, as_utc, get_settings, utc_now
@@ -33,11 +33,12 @@ from .db import pipeline_runs, pipeline_steps, reading, transaction
 from .store import Store, canonical_json
 
 # %% auto #0
-__all__ = ['OUTPUTS_VARIABLE', 'CACHE_PACKAGES', 'RUN_LEASE_SECONDS', 'PIPELINE_QUEUE', 'PipelineError', 'StepParameter',
-           'notebook_parameters', 'parse_cli_value', 'check_parameter', 'PipelineStep', 'PipelineSpec', 'load_pipeline',
-           'record_outputs', 'notebook_source_hash', 'package_versions', 'step_cache_key', 'StepPlan', 'StepResult',
-           'execute_step', 'StepFailedError', 'PipelineRun', 'run_pipeline', 'StepQueue', 'pipeline_worker',
-           'RunSummary', 'pipeline_history', 'step_report']
+__all__ = ['OUTPUTS_VARIABLE', 'CACHE_PACKAGES', 'RUN_LEASE_SECONDS', 'WARM_WITH', 'PIPELINE_QUEUE', 'PipelineError',
+           'StepParameter', 'notebook_parameters', 'parse_cli_value', 'check_parameter', 'PipelineStep', 'PipelineSpec',
+           'load_pipeline', 'record_outputs', 'notebook_source_hash', 'package_versions', 'step_cache_key', 'StepPlan',
+           'step_imports', 'warm_modules', 'WarmKernel', 'KernelPool', 'StepResult', 'execute_step', 'StepFailedError',
+           'PipelineRun', 'run_pipeline', 'StepQueue', 'pipeline_worker', 'RunSummary', 'pipeline_history',
+           'step_report', 'StepOrigin', 'step_origins']
 
 # %% ../nbs/12_pipeline.ipynb #dc590b53
 class PipelineError(FsmlError):
@@ -383,6 +384,181 @@ def _heartbeat(store: Store, run_id: str) -> Iterator[None]:
         stop.set()
         thread.join()
 
+# %% ../nbs/12_pipeline.ipynb #25132281
+def step_imports(notebook: Path | str) -> list[str]:
+    "The modules a step notebook imports at the top level of its code cells, in order."
+    cells = json.loads(Path(notebook).read_text()).get("cells", [])
+    modules: list[str] = []
+    for cell in cells:
+        if cell.get("cell_type") != "code":
+            continue
+        source = "".join(cell.get("source", "")) if isinstance(cell.get("source"), list) else cell.get("source", "")
+        try:
+            body = ast.parse(source).body
+        except SyntaxError:  # IPython magics: such a cell's imports are not warmed
+            continue
+        for node in body:
+            if isinstance(node, ast.Import):
+                modules.extend(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module and node.module != "__future__":
+                modules.append(node.module)
+    return list(dict.fromkeys(modules))
+
+# %% ../nbs/12_pipeline.ipynb #6aa080c2
+WARM_WITH: dict[str, tuple[str, ...]] = {
+    "torch": ("torch._dynamo",),  # imported by the first optimizer a step creates: seconds, paid in every fresh process
+    "fsml_nb.train": ("safetensors.torch", "tqdm.auto"),  # what `fit` imports when it runs
+}  # modules imported on first use by a package a step imports: warmed with it
+
+
+def warm_modules(notebook: Path | str) -> list[str]:
+    "What a kernel started for a step imports ahead: the notebook's imports, then what they import on first use."
+    modules = step_imports(notebook)
+    extra = [name for module in modules for prefix, names in WARM_WITH.items()
+             if module == prefix or module.startswith(prefix + ".") for name in names]
+    return list(dict.fromkeys(modules + extra))
+
+
+_WARM_CODE = """def _fsml_warm(names):
+    import importlib
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except Exception:
+            pass
+_fsml_warm({names!r})
+del _fsml_warm"""
+
+
+class WarmKernel:
+    "A kernel started for one step, importing that step's modules; `execute_step` runs the step in it once."
+
+    def __init__(self, notebook: Path, outputs_file: Path, kernel_name: str = "python3"):
+        from jupyter_client import KernelManager
+
+        self.notebook, self.outputs_file = Path(notebook), Path(outputs_file)
+        self.manager = KernelManager(kernel_name=kernel_name)
+        self.manager.start_kernel(cwd=str(self.notebook.parent),
+                                  env={**os.environ, OUTPUTS_VARIABLE: str(self.outputs_file)})
+        self._client = self.manager.client()
+        self._client.start_channels()
+        # silent: no output, no execution count, nothing in the history: the step's cells start at [1]
+        self._warming = self._client.execute(_WARM_CODE.format(names=warm_modules(self.notebook)), silent=True,
+                                             store_history=False)
+        self._retiring: threading.Thread | None = None
+
+    def ready(self, timeout: float = 600.0) -> bool:
+        "Wait until the imports are done; False (and the kernel shut down) if the kernel died or hung."
+        from queue import Empty
+
+        deadline = time.monotonic() + timeout
+        try:
+            while self._client is not None:
+                reply = self._client.get_shell_msg(timeout=max(0.1, min(1.0, deadline - time.monotonic())))
+                if reply["parent_header"].get("msg_id") == self._warming:
+                    break
+        except Empty:
+            if self.manager.is_alive() and time.monotonic() < deadline:
+                return self.ready(deadline - time.monotonic())
+            self.shutdown()
+            return False
+        finally:
+            if self._client is not None:
+                self._client.stop_channels()
+                self._client = None
+        return self.manager.is_alive()
+
+    def shutdown(self, now: bool = True) -> None:
+        "Stop the kernel (killed, or asked to exit first when `now` is False) and free its ports and files."
+        if self._client is not None:
+            self._client.stop_channels()
+            self._client = None
+        try:
+            if self.manager.has_kernel and now:
+                self.manager.shutdown_kernel(now=True)
+            elif self.manager.has_kernel:  # a shutdown request, without the interrupt `shutdown_kernel` sends first
+                self.manager.request_shutdown()
+                self.manager.finish_shutdown()  # killed if it has not exited within `shutdown_wait_time`
+        except RuntimeError:
+            pass  # it was gone already
+        self.manager.cleanup_resources()
+
+    def retire(self) -> None:
+        "Shut the kernel down in the background, asking it to exit first: its step is over (`join` waits)."
+        if self._retiring is None:
+            self._retiring = threading.Thread(target=self.shutdown, kwargs={"now": False}, daemon=True,
+                                              name=f"fsml-kernel-{self.notebook.stem}")
+            self._retiring.start()
+
+    def join(self) -> None:
+        "Wait until a retiring kernel has exited."
+        if self._retiring is not None:
+            self._retiring.join()
+
+
+class KernelPool:
+    "Kernels started ahead of the steps that will run in them, one per step, owned by a pipeline run."
+
+    def __init__(self, workdir: Path, kernel_name: str = "python3"):
+        self.workdir, self.kernel_name = Path(workdir), kernel_name
+        self._waiting: dict[Path, WarmKernel] = {}
+        self._taken: list[WarmKernel] = []
+
+    def warm(self, notebook: Path) -> None:
+        "Start a kernel for `notebook` now, unless one is already waiting for it."
+        notebook = Path(notebook).resolve()
+        if notebook not in self._waiting:
+            outputs = self.workdir / f"kernel-{uuid.uuid4().hex[:12]}.outputs.json"
+            self._waiting[notebook] = WarmKernel(notebook, outputs, self.kernel_name)
+
+    def take(self, notebook: Path) -> WarmKernel:
+        "The kernel started for `notebook` (started now if there is none); the caller runs one step in it."
+        self.warm(notebook)
+        kernel = self._waiting.pop(Path(notebook).resolve())
+        self._taken.append(kernel)
+        return kernel
+
+    def close(self) -> None:
+        "Shut down the kernels no step took; wait for the used ones to have exited."
+        for kernel in self._waiting.values():
+            kernel.shutdown()
+        for kernel in self._taken:
+            kernel.join()
+        self._waiting.clear()
+        self._taken.clear()
+
+    def __enter__(self) -> KernelPool:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+
+def _warm_engine() -> str:
+    "Register (once) the papermill engine that runs a notebook in a kernel already started (and leaves it running)."
+    from papermill.clientwrap import PapermillNotebookClient
+    from papermill.engines import NBClientEngine, papermill_engines
+    from papermill.log import logger
+
+    class WarmKernelEngine(NBClientEngine):
+        @classmethod
+        def execute_managed_notebook(cls, nb_man, kernel_name, log_output=False, stdout_file=None, stderr_file=None,
+                                     start_timeout=60, execution_timeout=None, **kwargs):
+            kwargs = {key: value for key, value in kwargs.items() if key not in ("input_path", "timeout",
+                                                                                 "startup_timeout")}
+            client = PapermillNotebookClient(nb_man, timeout=execution_timeout, startup_timeout=start_timeout,
+                                             kernel_name=kernel_name, log=logger, log_output=log_output,
+                                             stdout_file=stdout_file, stderr_file=stderr_file, **kwargs)
+            try:
+                return client.execute(cleanup_kc=False)  # the caller shuts the kernel down (`WarmKernel.retire`)
+            finally:
+                if client.kc is not None:
+                    client.kc.stop_channels()
+
+    if "fsml-warm" not in papermill_engines._engines:
+        papermill_engines.register("fsml-warm", WarmKernelEngine)
+    return "fsml-warm"
+
 # %% ../nbs/12_pipeline.ipynb #f2cb64a0
 @dataclass(frozen=True)
 class StepResult:
@@ -397,7 +573,7 @@ class StepResult:
 
 def _notebook_html(notebook_path: Path) -> bytes | None:
     try:
-        from nbconvert import HTMLExporter
+        from nbconvert import HTMLExporter  # a second or two the first time: `run_pipeline` imports it ahead
     except ImportError:
         return None
     body, _ = HTMLExporter().from_filename(str(notebook_path))
@@ -417,27 +593,37 @@ def _failed_cell(executed: Path) -> str:
 
 
 def execute_step(store: Store, step: PipelineStep, parameters: dict[str, Any], workdir: Path,
-                 progress: bool = False) -> StepResult:
-    "Run one step notebook with papermill; keep its executed copy in the blob store."
+                 progress: bool = False,  # papermill's progress bar over the cells
+                 kernel: WarmKernel | None = None,  # a kernel started ahead for this step (see `KernelPool`)
+                 ) -> StepResult:
+    "Run one step notebook with papermill in a fresh kernel; keep its executed copy in the blob store."
     import papermill
     from nbclient.exceptions import DeadKernelError
 
     started = time.perf_counter()
     executed = workdir / f"{step.name}.ipynb"
-    outputs_file = workdir / f"{step.name}.outputs.json"
+    if kernel is not None and not kernel.ready():
+        kernel = None  # it died while warming: start a cold one
+    outputs_file = kernel.outputs_file if kernel is not None else workdir / f"{step.name}.outputs.json"
     outputs_file.unlink(missing_ok=True)
     previous = os.environ.get(OUTPUTS_VARIABLE)
     os.environ[OUTPUTS_VARIABLE] = str(outputs_file)
+    engine = {"engine_name": _warm_engine(), "km": kernel.manager} if kernel is not None else {}
     error: BaseException | None = None
     try:
         papermill.execute_notebook(str(step.notebook), str(executed), parameters=parameters, progress_bar=progress,
-                                   kernel_name="python3", cwd=str(step.notebook.parent), log_output=False)
+                                   kernel_name="python3", cwd=str(step.notebook.parent), log_output=False, **engine)
     except papermill.PapermillExecutionError as failure:
         error = failure
     except DeadKernelError:
         error = papermill.PapermillExecutionError(-1, -1, "the kernel died (out of memory, or a crash in native code)",
                                                   "DeadKernelError", "the kernel died", [])
+    else:
+        if kernel is not None:
+            kernel.retire()  # the step is over: its kernel exits while the run goes on
     finally:
+        if kernel is not None and kernel._retiring is None:
+            kernel.shutdown()  # a failed step, or Ctrl-C: killed now
         if previous is None:
             os.environ.pop(OUTPUTS_VARIABLE, None)
         else:
@@ -571,10 +757,12 @@ def run_pipeline(spec: PipelineSpec | Path | str,  # a loaded spec or the path o
         results: list[StepResult] = []
         upstream: dict[str, Any] = {}
         status = "failed"
+        html_import: threading.Thread | None = None
         try:
             with _heartbeat(store, run_id), tempfile.TemporaryDirectory(prefix="fsml-pipeline-") as workdir, \
+                    KernelPool(Path(workdir)) as kernels, \
                     tqdm(spec.steps, desc=f"pipeline {spec.name}", unit="step", disable=not progress) as bar:
-                for step in bar:
+                for position, step in enumerate(bar):
                     bar.set_postfix_str(step.name)
                     plan = _plan_step(store, spec, step, declared[step.name], overrides, upstream, forced,
                                       package_versions())
@@ -583,8 +771,15 @@ def run_pipeline(spec: PipelineSpec | Path | str,  # a loaded spec or the path o
                     elif queue is not None:
                         result = queue.run(store, run_id, step, plan)  # a worker records it
                     else:
+                        if html_import is None:  # the first step to run: import the HTML exporter meanwhile
+                            html_import = threading.Thread(target=_import_html_exporter, daemon=True)
+                            html_import.start()
+                        kernel = kernels.take(step.notebook)
+                        if position + 1 < len(spec.steps):  # the next step's kernel starts while this one runs
+                            kernels.warm(spec.steps[position + 1].notebook)
                         try:
-                            result = execute_step(store, step, plan.parameters, Path(workdir), progress=progress)
+                            result = execute_step(store, step, plan.parameters, Path(workdir), progress=progress,
+                                                  kernel=kernel)
                         except StepFailedError as failure:
                             _record_step(store, run_id, step.name, "failed", plan.cache_key, plan.parameters,
                                          failure.result)
@@ -601,10 +796,19 @@ def run_pipeline(spec: PipelineSpec | Path | str,  # a loaded spec or the path o
             _finish_run(store, run_id, status)
             if queue is not None:
                 queue.close()
+            if html_import is not None:
+                html_import.join()
         return PipelineRun(run_id, spec.name, status, tuple(results), time.perf_counter() - started)
     finally:
         if owns_store:
             store.close()
+
+
+def _import_html_exporter() -> None:
+    try:
+        import nbconvert  # noqa: F401
+    except ImportError:
+        pass
 
 
 def _dry_run(store: Store, spec: PipelineSpec, declared: Mapping[str, Mapping[str, StepParameter]],
@@ -770,3 +974,59 @@ def step_report(store: Store, run_id: str, step: str, html: bool = False) -> byt
     if row is None or (row.html_sha if html else row.report_sha) is None:
         raise PipelineError(f"no report of step {step} in run {run_id}")
     return store.blobs.get(row.html_sha if html else row.report_sha)
+
+# %% ../nbs/12_pipeline.ipynb #2111b84f
+@dataclass(frozen=True)
+class StepOrigin:
+    "A pipeline step that produced a value (an id or a path), and where its executed notebook is kept."
+    run_id: str
+    pipeline: str
+    step: str
+    output: str  # the name the step recorded the value under
+    value: str
+    finished_at: Any
+    report: str | None  # the executed notebook (.ipynb) in the blob store
+    html: str | None  # the same, as HTML
+
+    @property
+    def show(self) -> str:
+        "The command that writes this step's report."
+        return f"fsml pipeline show {self.run_id[:12]} {self.step} --out {self.step}.html"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"run_id": self.run_id, "pipeline": self.pipeline, "step": self.step, "output": self.output,
+                "value": self.value, "finished_at": as_utc(self.finished_at).isoformat(), "report": self.report,
+                "html": self.html, "show": self.show}
+
+
+def _producers(connection: Connection, value: str) -> list[tuple[Any, str]]:
+    "Executed (not cached) step rows that recorded `value` as an output, oldest first, with the output's name."
+    needle = json.dumps(value)[1:-1]  # as it is written inside the stored JSON
+    rows = connection.execute(
+        select(pipeline_steps, pipeline_runs.c.pipeline).join(pipeline_runs, pipeline_runs.c.id == pipeline_steps.c.run_id)
+        .where(pipeline_steps.c.status == "done", cast(pipeline_steps.c.outputs, Text).contains(needle, autoescape=True))
+        .order_by(pipeline_steps.c.finished_at, pipeline_steps.c.id)).all()
+    return [(row, name) for row in rows for name, output in row.outputs.items() if output == value][:100]
+
+
+def step_origins(store: Store, value: str) -> list[StepOrigin]:
+    "The steps that produced `value` and, upstream, what they were given; oldest first, [] if no step made it."
+    found: list[StepOrigin] = []
+    with reading(store.engine) as connection:
+        first = _producers(connection, value)
+        queue, seen = ([(*first[0], value)] if first else []), {value}
+        while queue:
+            row, output, produced = queue.pop(0)
+            found.append(StepOrigin(row.run_id, row.pipeline, row.step, output, produced, row.finished_at,
+                                    row.report_sha and store.blobs.path(row.report_sha),
+                                    row.html_sha and store.blobs.path(row.html_sha)))
+            for given in row.parameters.values():
+                if not isinstance(given, str) or not given or given in seen:
+                    continue
+                seen.add(given)
+                candidates = [(other, name) for other, name in _producers(connection, given)
+                              if as_utc(other.finished_at) <= as_utc(row.finished_at)]
+                same_run = [(other, name) for other, name in candidates if other.run_id == row.run_id]
+                if same_run or candidates:
+                    queue.append((*(same_run or candidates)[-1], given))
+    return sorted(found, key=lambda origin: as_utc(origin.finished_at))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import getpass
 import hashlib
+import itertools
 import io
 import json
 import os
@@ -23,7 +24,7 @@ import uuid
 from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
@@ -44,13 +45,13 @@ from .store import (TEMPORARY_MARK, BlobCorruptError, BlobMissingError, BlobStor
                            UnknownVersionError, canonical_json, hold_blobs, remove_unreferenced_blobs, sha256_hex)
 
 # %% auto #0
-__all__ = ['log', 'MODEL_FORMAT', 'GOLDEN_COUNT', 'RegistryError', 'NotAnExportError', 'DamagedExportError',
-           'UnknownModelVersionError', 'UnknownAliasError', 'WrongModelError', 'NoPromotionYetError', 'GateFailedError',
-           'TamperedArchiveError', 'ModelVersion', 'Promotion', 'RegistryEvent', 'ModelRegistry', 'check_model_name',
-           'ExportFolder', 'read_export_folder', 'export_checkpoint_path', 'read_checkpoint_header', 'golden_inputs',
-           'onnx_outputs', 'run_onnx', 'Golden', 'golden_outputs', 'source_archive', 'environment_snapshot',
-           'manifest_bytes', 'Archive', 'build_archive', 'copy_and_hash', 'put_file', 'ArchiveWriter', 'stream_blob',
-           'load_pulled', 'ModelLineage']
+__all__ = ['MODEL_FORMAT', 'RegistryError', 'NotAnExportError', 'DamagedExportError', 'UnknownModelVersionError',
+           'UnknownAliasError', 'WrongModelError', 'NoPromotionYetError', 'GateFailedError', 'TamperedArchiveError',
+           'ModelVersion', 'Promotion', 'RegistryEvent', 'ModelRegistry', 'check_model_name', 'ExportFolder',
+           'read_export_folder', 'export_checkpoint_path', 'read_checkpoint_header', 'golden_inputs', 'onnx_outputs',
+           'run_onnx', 'golden_atol', 'Golden', 'golden_outputs', 'source_archive', 'environment_snapshot',
+           'manifest_bytes', 'Archive', 'build_archive', 'copy_hashing', 'copy_and_hash', 'put_file', 'ArchiveWriter',
+           'stream_blob', 'load_pulled', 'ModelLineage']
 
 # %% ../nbs/09_registry.ipynb #5e5c79cc
 class RegistryError(FsmlError):
@@ -80,7 +81,8 @@ class GateFailedError(RegistryError):
 class TamperedArchiveError(RegistryError):
     "An archive's bytes (or its manifest) no longer match their hashes."
 
-log = get_logger("registry")
+# %% ../nbs/09_registry.ipynb #5c84cfe1
+log = get_logger("registry")  # not in __all__: `log` is every module's own
 
 # %% ../nbs/09_registry.ipynb #c2c4648d
 MODEL_FORMAT = "fsml.model/1"
@@ -118,6 +120,17 @@ class ModelVersion:
 
     def __repr__(self) -> str:
         return f"ModelVersion({self.ref}, {self.short_id}, {len(self.files)} files)"
+
+# %% ../nbs/09_registry.ipynb #3054e69a
+@patch
+def _repr_markdown_(self: ModelVersion) -> str:
+    "The version as a notebook and `fsml registry show` show it: what it serves, then its files."
+    serving = self.serving
+    return "\n".join([f"### `{self.ref}` `{self.id}`", "",
+                      f"Registered {self.created_at or '-'}; serves `{serving['file']}` ({serving['variant']}), "
+                      f"input {serving['input']['shape']}, {len(serving['classes'])} classes.", "",
+                      "| sha256 | file |", "| --- | --- |",
+                      *(f"| `{sha[:12]}` | {relative} |" for relative, sha in sorted(self.files.items()))])
 
 # %% ../nbs/09_registry.ipynb #9575dc5b
 @dataclass(frozen=True)
@@ -180,6 +193,11 @@ class ExportFolder:
     fp32_file: str
     variant: str  # the recommended variant
 
+    @property
+    def recorded(self) -> bool:
+        "Whether export recorded file hashes, golden outputs and ONNX metadata (register copies, runs nothing)."
+        return all(self.report.get(key) for key in ("files", "golden", "onnx_metadata", "checkpoint_file"))
+
 
 def _folder_files(folder: Path) -> dict[str, Path]:
     found = {}
@@ -220,6 +238,13 @@ def read_export_folder(folder: str | Path) -> ExportFolder:
         if size != variant.get("size_bytes"):
             raise DamagedExportError(f"{folder / relative} has {size} bytes, but export wrote "
                                      f"{variant.get('size_bytes')}: the file was altered; re-export the checkpoint")
+    for relative, entry in (report.get("files") or {}).items():
+        if relative not in files:
+            raise DamagedExportError(f"{folder} misses {relative}, which report.json lists; re-export the checkpoint")
+        size = files[relative].stat().st_size
+        if size != entry.get("size"):
+            raise DamagedExportError(f"{folder / relative} has {size} bytes, but export wrote {entry.get('size')}: "
+                                     "the file was altered; re-export the checkpoint")
     fp32 = _variant_file(report, "onnx-fp32")
     if fp32 is None:
         raise DamagedExportError(f"report.json in {folder} names no onnx-fp32 file; re-export the checkpoint")
@@ -264,10 +289,10 @@ def _check_checkpoint_matches(export: ExportFolder, tensors_sha256: str,
                                      f"{str(recorded)[:12]}…, the checkpoint given has {tensors_sha256[:12]}…)")
 
 # %% ../nbs/09_registry.ipynb #18d5dd9c
-GOLDEN_COUNT = 16
+_LEGACY_GOLDEN_COUNT = 16  # golden inputs run for an export that recorded none (export records GOLDEN_COUNT)
 
 
-def golden_inputs(store: Store, version_id: str, count: int = GOLDEN_COUNT) -> np.ndarray:
+def golden_inputs(store: Store, version_id: str, count: int = _LEGACY_GOLDEN_COUNT) -> np.ndarray:
     "The first `count` inputs of a dataset version's evaluation split (test if it has one), decoded."
     from dataclasses import replace
 
@@ -312,6 +337,14 @@ def _variant_measure(report: dict[str, Any], relative: str, key: str) -> float:
 
 def _scale(outputs: np.ndarray) -> float:
     return max(1.0, float(np.abs(outputs).max()))
+
+
+def golden_atol(export: ExportFolder, fp32_outputs: np.ndarray) -> float:
+    "How far the serving file's outputs may be from the golden ones: 1e-3 of the largest FP32 logit (INT8: what export measured)."
+    tight = 1e-3 * _scale(fp32_outputs)
+    if export.serving_file == export.fp32_file:
+        return tight
+    return max(tight, _variant_measure(export.report, export.serving_file, "max_abs_logit_diff"))
 
 
 def _check_agreement(what: str, outputs: np.ndarray, reference: np.ndarray, allowed: float) -> None:
@@ -383,9 +416,7 @@ def golden_outputs(export: ExportFolder, inputs: np.ndarray, checkpoint: Path,
             reference = model(torch.from_numpy(inputs)).numpy()
         _check_agreement(f"{export.fp32_file} and the checkpoint's torch model", fp32, reference,
                          2 * fp32_allowed + tight)
-    served_allowed = _variant_measure(export.report, export.serving_file, "max_abs_logit_diff")
-    atol = tight if export.serving_file == export.fp32_file else max(tight, served_allowed)
-    return Golden(outputs.astype(np.float32), atol, onnx_metadata)
+    return Golden(outputs.astype(np.float32), golden_atol(export, fp32), onnx_metadata)
 
 # %% ../nbs/09_registry.ipynb #90ee4d83
 def _git(root: Path, *arguments: str) -> subprocess.CompletedProcess:
@@ -462,19 +493,30 @@ class Archive:
     "What `register` stores: files by relative path (on disk, or made here), and the manifest without its file list."
     files: dict[str, Path | bytes]
     description: dict[str, Any]  # every manifest key but "files", which the blob writes fill in
+    expected: dict[str, str] = field(default_factory=dict)  # relative path -> the SHA-256 export recorded
 
     def manifest(self, entries: dict[str, dict[str, Any]]) -> dict[str, Any]:
         "The manifest, given each file's {'sha256', 'size'}."
         return {**self.description, "files": entries}
 
+    def check_recorded(self, entries: dict[str, dict[str, Any]]) -> None:
+        "Raise `DamagedExportError` if a file written does not hash to what export recorded."
+        for relative, expected in self.expected.items():
+            found = entries[relative]["sha256"]
+            if found == expected:
+                continue
+            if relative == "checkpoint.safetensors":
+                raise DamagedExportError(f"{self.files[relative]} is not the checkpoint the export was made from "
+                                         f"(its SHA-256 is {found[:12]}…, report.json records {expected[:12]}…); "
+                                         "pass the right one with checkpoint=PATH, or re-export")
+            raise DamagedExportError(f"{self.files[relative]} is not the file export wrote (its SHA-256 is "
+                                     f"{found[:12]}…, report.json records {expected[:12]}…): the file was altered; "
+                                     "re-export the checkpoint")
 
-def build_archive(store: Store, export: ExportFolder, checkpoint: Path, name: str,
-                  golden_count: int = GOLDEN_COUNT,
-                  card: Path | None = None,  # the project's requirements.toml, kept in the archive
-                  ) -> Archive:
-    "Check an export folder and its checkpoint; the archive to store (large files stay on disk until written)."
-    metadata = read_checkpoint_header(checkpoint)
-    tensors_sha256 = metadata.get("tensors_sha256", "")
+# %% ../nbs/09_registry.ipynb #8303d8ab
+def _dataset_versions(store: Store, export: ExportFolder, checkpoint: Path,
+                      metadata: dict[str, Any]) -> tuple[str | None, str | None]:
+    "The dataset versions the checkpoint was trained on and the export calibrated with, both in this store."
     dataset_version_id = metadata.get("dataset_version")
     calibration_version_id = export.report.get("calibration_version") or dataset_version_id
     for what, version_id in (("trained on", dataset_version_id), ("exported with", calibration_version_id)):
@@ -484,16 +526,21 @@ def build_archive(store: Store, export: ExportFolder, checkpoint: Path, name: st
             raise RegistryError(f"the checkpoint {checkpoint.name} was {what} dataset version {str(version_id)[:12]}, "
                                 f"which this store does not have ({store!r}); register it where that dataset "
                                 "version is, or import it here first") from None
-    inputs = golden_inputs(store, calibration_version_id, golden_count)
-    golden = golden_outputs(export, inputs, checkpoint, metadata)
-    _check_checkpoint_matches(export, tensors_sha256, golden.onnx_metadata)
+    return dataset_version_id, calibration_version_id
+
+
+def _assemble(export: ExportFolder, checkpoint: Path, name: str, metadata: dict[str, Any],
+              versions: tuple[str | None, str | None], onnx_info: dict[str, Any],
+              golden: dict[str, Any],  # the manifest's serving.golden: inputs, outputs, atol
+              golden_files: dict[str, bytes],  # golden files made here (none when export wrote them)
+              card: Path | None) -> Archive:
+    "The archive of a checked export: its files, the checkpoint, code, environment and card, and the description."
+    tensors_sha256 = metadata.get("tensors_sha256", "")
     code_bytes, code_info = source_archive(metadata.get("git_commit"))
     environment = environment_snapshot()
-    onnx_info = golden.onnx_metadata[export.serving_file]
     preprocessing = onnx_info.get("fsml.preprocessing") or {}
     files: dict[str, Path | bytes] = dict(export.files)
-    extra = {"checkpoint.safetensors": checkpoint, "golden/inputs.npy": _npy(inputs),
-             "golden/outputs.npy": _npy(golden.outputs), "code/source.tar.gz": code_bytes,
+    extra = {"checkpoint.safetensors": checkpoint, **golden_files, "code/source.tar.gz": code_bytes,
              "environment.json": json.dumps(environment, indent=1, sort_keys=True).encode()}
     if card is not None:
         from fsml_nb.card import load_card
@@ -509,10 +556,9 @@ def build_archive(store: Store, export: ExportFolder, checkpoint: Path, name: st
                     "classes": list(onnx_info.get("fsml.classes") or metadata.get("classes") or []),
                     "input": {"shape": list(preprocessing.get("input_shape") or metadata.get("input_shape") or []),
                               "dtype": "float32", "preprocessing": preprocessing},
-                    "golden": {"inputs": "golden/inputs.npy", "outputs": "golden/outputs.npy",
-                               "atol": golden.atol}},
+                    "golden": golden},
         "training": {**_training_record(metadata, tensors_sha256), "checkpoint": "checkpoint.safetensors"},
-        "dataset_version": dataset_version_id, "calibration_version": calibration_version_id,
+        "dataset_version": versions[0], "calibration_version": versions[1],
         "export": {"report": "report.json", "recommended": export.variant,
                    "metrics": {variant["name"]: variant["parity"] | {"latency_ms": variant["latency_ms"]}
                                for variant in export.report.get("variants", [])}},
@@ -528,7 +574,62 @@ def build_archive(store: Store, export: ExportFolder, checkpoint: Path, name: st
     return Archive(files, description)
 
 # %% ../nbs/09_registry.ipynb #4c948d79
+def _recorded_archive(store: Store, export: ExportFolder, checkpoint: Path, name: str,
+                      card: Path | None) -> Archive:
+    "The archive of an export that recorded its files' hashes and golden outputs: nothing is run."
+    metadata = read_checkpoint_header(checkpoint)
+    versions = _dataset_versions(store, export, checkpoint, metadata)
+    onnx_metadata = export.report["onnx_metadata"]
+    if not {export.fp32_file, export.serving_file} <= set(onnx_metadata):
+        raise DamagedExportError(f"report.json in {export.folder} records no metadata for {export.serving_file}; "
+                                 "re-export the checkpoint")
+    _check_checkpoint_matches(export, metadata.get("tensors_sha256", ""), onnx_metadata)
+    recorded, listed = export.report["golden"], export.report["files"]
+    serving = next(v["name"] for v in export.report["variants"] if v.get("path") == export.serving_file)
+    wanted = {"inputs": recorded.get("inputs"), "outputs": (recorded.get("outputs") or {}).get(serving),
+              "fp32": (recorded.get("outputs") or {}).get("onnx-fp32")}
+    unlisted = sorted(str(relative) for relative in wanted.values() if relative not in listed)
+    if unlisted:
+        raise DamagedExportError(f"report.json in {export.folder} names golden files it does not list "
+                                 f"({', '.join(unlisted)}); re-export the checkpoint")
+    fp32_outputs = np.load(export.files[wanted["fp32"]], allow_pickle=False)
+    golden = {"inputs": wanted["inputs"], "outputs": wanted["outputs"], "atol": golden_atol(export, fp32_outputs)}
+    archive = _assemble(export, checkpoint, name, metadata, versions, onnx_metadata[export.serving_file], golden, {},
+                        card)
+    archive.expected = {**{relative: entry["sha256"] for relative, entry in listed.items()},
+                        "checkpoint.safetensors": export.report["checkpoint_file"]["sha256"]}
+    return archive
+
+
+def _run_archive(store: Store, export: ExportFolder, checkpoint: Path, name: str, golden_count: int,
+                 card: Path | None) -> Archive:
+    "The archive of an older export: every file is run on golden inputs made here, and checked against the others."
+    metadata = read_checkpoint_header(checkpoint)
+    versions = _dataset_versions(store, export, checkpoint, metadata)
+    inputs = golden_inputs(store, versions[1], golden_count)
+    golden = golden_outputs(export, inputs, checkpoint, metadata)
+    _check_checkpoint_matches(export, metadata.get("tensors_sha256", ""), golden.onnx_metadata)
+    return _assemble(export, checkpoint, name, metadata, versions, golden.onnx_metadata[export.serving_file],
+                     {"inputs": "golden/inputs.npy", "outputs": "golden/outputs.npy", "atol": golden.atol},
+                     {"golden/inputs.npy": _npy(inputs), "golden/outputs.npy": _npy(golden.outputs)}, card)
+
+
+def build_archive(store: Store, export: ExportFolder, checkpoint: Path, name: str,
+                  golden_count: int | None = None,  # older exports only (default 16); a current one keeps its own
+                  card: Path | None = None,  # the project's requirements.toml, kept in the archive
+                  ) -> Archive:
+    "Check an export folder and its checkpoint; the archive to store (large files stay on disk until written)."
+    if not export.recorded:
+        return _run_archive(store, export, checkpoint, name, golden_count or _LEGACY_GOLDEN_COUNT, card)
+    kept = export.report["golden"].get("count")
+    if golden_count is not None and golden_count != kept:
+        raise RegistryError(f"{export.folder} keeps the {kept} golden inputs export recorded; golden_count applies "
+                            "only to older exports, which are run at register time")
+    return _recorded_archive(store, export, checkpoint, name, card)
+
+# %% ../nbs/09_registry.ipynb #551c1968
 _BLOCK = 1 << 20  # bytes read and hashed at a time
+_COPY_BLOCK = 4 << 20  # bytes copied and hashed at a time
 
 
 def _blob_write_error(blobs: BlobStore, error: OSError) -> StoreError:
@@ -541,19 +642,35 @@ def _file_sha256(path: str | Path) -> str:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
+def copy_hashing(reader,  # a binary file to copy from
+                 writer,  # a binary file to write to
+                 block: int = _COPY_BLOCK) -> tuple[str, int]:
+    "Copy `reader` to `writer`, writing each block on a helper thread while the next is read and hashed; SHA-256 and size."
+    digest, size, pending = hashlib.sha256(), 0, None
+    buffers = (memoryview(bytearray(block)), memoryview(bytearray(block)))  # one is written while the other fills
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fsml-copy") as pool:
+        for turn in itertools.count():
+            # this buffer's last write finished before the previous block's write was submitted
+            count = reader.readinto(buffers[turn % 2])
+            if not count:
+                break
+            chunk = buffers[turn % 2][:count]
+            digest.update(chunk)  # hashlib and the write both release the GIL: they run side by side
+            if pending is not None:
+                pending.result()  # the block before is written: writes stay in order
+            pending = pool.submit(writer.write, chunk)
+            size += count
+        if pending is not None:
+            pending.result()
+    return digest.hexdigest(), size
+
+
 def copy_and_hash(source: str | Path, target: str | Path, target_fs=None,  # fsspec filesystem of `target` (None: local)
                   ) -> tuple[str, int]:
-    "Copy a local file to `target`; the SHA-256 and size of what was written."
-    if target_fs is None or "file" in target_fs.protocol or "local" in target_fs.protocol:
-        shutil.copyfile(source, target)  # in the kernel where the OS can (copy_file_range, sendfile)
-        return _file_sha256(target), os.path.getsize(target)  # hashed as written, read back from the page cache
-    digest, size = hashlib.sha256(), 0
-    with open(source, "rb") as reader, target_fs.open(target, "wb") as writer:
-        for block in iter(lambda: reader.read(_BLOCK), b""):
-            digest.update(block)
-            writer.write(block)
-            size += len(block)
-    return digest.hexdigest(), size
+    "Copy a local file to `target`, hashing its bytes in the same pass; the SHA-256 and size of what was written."
+    opener = open if target_fs is None else target_fs.open
+    with open(source, "rb", buffering=0) as reader, opener(target, "wb") as writer:
+        return copy_hashing(reader, writer)
 
 
 def put_file(blobs: BlobStore, source: Path) -> tuple[str, int, bool]:
@@ -562,7 +679,7 @@ def put_file(blobs: BlobStore, source: Path) -> tuple[str, int, bool]:
     temporary = f"{folder}/{uuid.uuid4().hex}{TEMPORARY_MARK}{uuid.uuid4().hex[:8]}"
     try:
         blobs.fs.makedirs(folder, exist_ok=True)
-        sha, size = copy_and_hash(source, temporary, None if blobs.is_local else blobs.fs)
+        sha, size = copy_and_hash(source, temporary, None if blobs.is_local else blobs.fs)  # one pass: copied, hashed
         if blobs.exists(sha):  # there already: put checks it (and repairs a damaged one)
             return sha, size, blobs.put(source.read_bytes())[1]
         blobs.fs.makedirs(blobs.path(sha).rsplit("/", 1)[0], exist_ok=True)
@@ -681,6 +798,7 @@ def _commit_archive(writer: ArchiveWriter, archive: Archive, who: str, reason: s
     for relative, content in archive.files.items():
         writer.submit(relative, content)
     entries = writer.entries()
+    archive.check_recorded(entries)  # a file that is not what export wrote: refused, its new blobs removed
     writer.put(manifest_bytes(archive.manifest(entries)))
     registry = writer.registry
     return transaction(registry.engine, lambda connection: _insert_version(connection, registry, archive, entries,
@@ -709,7 +827,7 @@ def register(self: ModelRegistry, path: str | Path,  # an export folder, or a ch
              reason: str = "",  # why this version is registered
              who: str | None = None,  # default: the OS user
              checkpoint: str | Path | None = None,  # the export's checkpoint, if not where report.json says
-             golden_count: int = GOLDEN_COUNT,  # inputs kept with their outputs for parity checks on load
+             golden_count: int | None = None,  # older exports only: inputs run and kept (default 16)
              card: str | Path | None = None,  # the requirements card (requirements.toml) the version answers to
              ) -> ModelVersion:
     "Store an export folder as an immutable model version of `name`; the version (an existing one if identical)."
@@ -1111,13 +1229,14 @@ class ModelLineage:
     calibration_version: str | None
     annotation: dict[str, Any] | None
     sources: dict[str, Any]
+    pipeline: tuple[dict[str, Any], ...] = ()  # the pipeline steps that made it, with their reports (`StepOrigin`)
 
     def to_dict(self) -> dict[str, Any]:
         return {"version": {"id": self.version.id, "name": self.version.name, "number": self.version.number,
                             "created_at": self.version.created_at.isoformat() if self.version.created_at else None,
                             "files": self.version.files},
                 "training": self.training, "dataset": self.dataset, "calibration_version": self.calibration_version,
-                "annotation": self.annotation, "sources": self.sources}
+                "annotation": self.annotation, "sources": self.sources, "pipeline": list(self.pipeline)}
 
     def _repr_markdown_(self) -> str:
         version, training = self.version, self.training
@@ -1133,6 +1252,9 @@ class ModelLineage:
             guides = ", ".join(f"v{guide['version']}" for guide in self.annotation["guides"])
             lines.append(f"- **annotation**: project `{self.annotation['project']}`, guide {guides}")
         lines.append(f"- **sources**: licences {self.sources.get('licences')}, hosts {self.sources.get('hosts')}")
+        for step in self.pipeline:
+            lines.append(f"- **pipeline {step['pipeline']}**, run `{step['run_id'][:12]}`, step {step['step']} "
+                         f"({step['output']}): report {step['html'] or step['report']} (or `{step['show']}`)")
         return "\n".join(lines)
 
 # %% ../nbs/09_registry.ipynb #8a966c47
@@ -1180,7 +1302,7 @@ def _dataset_summary(store: Store, version_id: str | None) -> dict[str, Any] | N
 
 @patch
 def lineage(self: ModelRegistry, ref: str | ModelVersion) -> ModelLineage:
-    "Where a model version came from: training run, dataset version, annotation guide, item sources."
+    "Where a model version came from: training run, dataset version, annotation guide, item sources, pipeline steps."
     version = self.version(ref)
     manifest = version.manifest
     dataset = _dataset_summary(self.store, manifest.get("dataset_version"))
@@ -1192,7 +1314,10 @@ def lineage(self: ModelRegistry, ref: str | ModelVersion) -> ModelLineage:
         shas = [] if dataset is None else connection.execute(select(version_entries.c.item_sha256).where(
             version_entries.c.version_id == dataset["id"])).scalars().all()
         sources = _sources_of(connection, shas)
-    return ModelLineage(version, training, dataset, manifest.get("calibration_version"), annotation, sources)
+    from fsml_nb.pipeline import step_origins  # a version registered by a pipeline: the steps that made it, their reports
+
+    made_by = tuple(origin.to_dict() for origin in step_origins(self.store, version.id))
+    return ModelLineage(version, training, dataset, manifest.get("calibration_version"), annotation, sources, made_by)
 
 # %% ../nbs/09_registry.ipynb #1347f4f9
 def _versions_where(registry: ModelRegistry, condition) -> list[ModelVersion]:

@@ -18,23 +18,24 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from fastcore.basics import patch
 from torch import nn
 
 from .core import FsmlError
-from .store import DatasetVersion, Store
+from .store import DatasetVersion, Store, store_for_call
 from .train import ModelSpec, TrainConfig, fit, register_architecture, registered_spec, timm_spec
 
 # %% auto #0
-__all__ = ['RECIPES', 'MNIST1D_PAPER', 'MNIST1D_SOURCE', 'MNIST1D_TRAINING', 'MNIST1D_ARCHITECTURES', 'OPTDIGITS_PAPER',
+__all__ = ['RECIPES', 'MNIST1D_PAPER', 'MNIST1D_TABLE_SOURCE', 'MNIST1D_TRAINING', 'MNIST1D_ARCHITECTURES', 'OPTDIGITS_PAPER',
            'QUICK_STEPS', 'UnknownRecipeError', 'Paper', 'RecipeRow', 'Recipe', 'register_recipe', 'get_recipe',
            'Mnist1dLinear', 'Mnist1dMLP', 'Mnist1dCNN', 'Mnist1dGRU', 'RowResult', 'ReproReport', 'reproduce',
-           'to_markdown', 'to_json', 'plot_report', 'save_report']
+           'to_json', 'plot_report', 'save_report']
 
 # %% ../nbs/06_repro.ipynb #fb35df7e
 class UnknownRecipeError(FsmlError):
     "No reproduction recipe of that name."
 
-
+# %% ../nbs/06_repro.ipynb #9d26b0b0
 @dataclass(frozen=True)
 class Paper:
     "A citation."
@@ -43,7 +44,7 @@ class Paper:
     year: int
     url: str
 
-
+# %% ../nbs/06_repro.ipynb #0ebe0c65
 @dataclass(frozen=True)
 class RecipeRow:
     "One row of a paper's table: a model, its training config, and the accuracy the paper reports."
@@ -53,7 +54,7 @@ class RecipeRow:
     reported: float  # test accuracy in percent, as published
     source: str  # where exactly the reported number is published
 
-
+# %% ../nbs/06_repro.ipynb #2acf0879
 @dataclass(frozen=True)
 class Recipe:
     "A paper's table, the data, the settings, and a tolerance in accuracy points."
@@ -66,16 +67,16 @@ class Recipe:
     minimum: float | None = None  # an absolute target every row's mean must also reach
     notes: str = ""
 
-
+# %% ../nbs/06_repro.ipynb #bfe193a9
 RECIPES: dict[str, Recipe] = {}
 
-
+# %% ../nbs/06_repro.ipynb #a78d9f42
 def register_recipe(recipe: Recipe) -> Recipe:
     "Add a recipe to the registry (`fsml repro run NAME` finds it there)."
     RECIPES[recipe.name] = recipe
     return recipe
 
-
+# %% ../nbs/06_repro.ipynb #0b2f0c3f
 def get_recipe(name: str | Recipe) -> Recipe:
     "A registered recipe by name."
     if isinstance(name, Recipe):
@@ -96,7 +97,7 @@ class Mnist1dLinear(nn.Module):
     def forward(self, signal: torch.Tensor) -> torch.Tensor:
         return self.linear(signal)
 
-
+# %% ../nbs/06_repro.ipynb #481cec54
 class Mnist1dMLP(nn.Module):
     "The reference MLP: 100 hidden units, a residual second layer."
     def __init__(self, length: int = 40, classes: int = 10, hidden: int = 100):
@@ -109,7 +110,7 @@ class Mnist1dMLP(nn.Module):
         hidden = hidden + self.linear2(hidden).relu()
         return self.linear3(hidden)
 
-
+# %% ../nbs/06_repro.ipynb #95f1b50b
 class Mnist1dCNN(nn.Module):
     "The reference CNN: three strided 1-D convolutions (25 channels) and a linear head."
     def __init__(self, length: int = 40, classes: int = 10, channels: int = 25):
@@ -129,7 +130,7 @@ class Mnist1dCNN(nn.Module):
     def forward(self, signal: torch.Tensor) -> torch.Tensor:
         return self.linear(self.features(signal))
 
-
+# %% ../nbs/06_repro.ipynb #69bb0791
 class Mnist1dGRU(nn.Module):
     "The reference GRU: bidirectional, 6 hidden units, all time steps into a linear head."
     def __init__(self, length: int = 40, classes: int = 10, hidden: int = 6):
@@ -144,7 +145,7 @@ class Mnist1dGRU(nn.Module):
 # %% ../nbs/06_repro.ipynb #03151a4d
 MNIST1D_PAPER = Paper("Scaling Down Deep Learning with MNIST-1D", "Sam Greydanus, Dmitry Kobak", 2024,
                       "https://arxiv.org/abs/2011.14439")
-MNIST1D_SOURCE = "github.com/greydanus/mnist1d README, table 'Comparing MNIST and MNIST-1D' (row MNIST-1D)"
+MNIST1D_TABLE_SOURCE = "github.com/greydanus/mnist1d README, table 'Comparing MNIST and MNIST-1D' (row MNIST-1D)"
 MNIST1D_TRAINING = TrainConfig(max_steps=6000, batch_size=100, optimizer="adam", lr=1e-2, weight_decay=0.0,
                                schedule="constant", val_fraction=0.0, eval_every_steps=1000)
 
@@ -156,7 +157,7 @@ for _name, _builder in MNIST1D_ARCHITECTURES.items():
 
 
 def _mnist1d_row(name: str, architecture: str, reported: float) -> RecipeRow:
-    return RecipeRow(name, registered_spec(architecture), MNIST1D_TRAINING, reported, MNIST1D_SOURCE)
+    return RecipeRow(name, registered_spec(architecture), MNIST1D_TRAINING, reported, MNIST1D_TABLE_SOURCE)
 
 
 register_recipe(Recipe(
@@ -200,7 +201,7 @@ class RowResult:
     def delta(self) -> float:
         return self.mean - self.reported
 
-
+# %% ../nbs/06_repro.ipynb #c2f451b9
 @dataclass
 class ReproReport:
     "A paper's table beside ours."
@@ -230,10 +231,11 @@ def _import_dataset(name: str, store: Store) -> DatasetVersion:
         raise UnknownRecipeError(f"recipe dataset {name!r} has no importer; known: {', '.join(importers)}")
     return importers[name](store)
 
-
+# %% ../nbs/06_repro.ipynb #f5d98971
 QUICK_STEPS = 20
 
-
+# %% ../nbs/06_repro.ipynb #467a66f6
+@store_for_call
 def reproduce(recipe: str | Recipe,  # a registered name or a Recipe
               store: Store | None = None,
               seeds: tuple[int, ...] | None = None,  # default: the recipe's seeds
@@ -245,7 +247,6 @@ def reproduce(recipe: str | Recipe,  # a registered name or a Recipe
     from tqdm.auto import tqdm
 
     recipe = get_recipe(recipe)
-    store = store or Store()
     version = _import_dataset(recipe.dataset, store)
     seeds = tuple(seeds or recipe.seeds)
     selected = [row for row in recipe.rows if rows is None or row.name in rows]
@@ -271,9 +272,10 @@ def reproduce(recipe: str | Recipe,  # a registered name or a Recipe
     return report
 
 # %% ../nbs/06_repro.ipynb #bf0ac1f9
-def to_markdown(report: ReproReport) -> str:
-    "The side-by-side table as Markdown."
-    paper = report.paper
+@patch
+def _repr_markdown_(self: ReproReport) -> str:
+    "The side-by-side table as Markdown (how a notebook shows the report)."
+    report, paper = self, self.paper
     lines = [f"### {paper.title} ({paper.authors}, {paper.year})", "",
              f"Recipe `{report.recipe}`, dataset version `{report.version_id[:12]}`"
              + (" — **quick run: checks the machinery, not the numbers**" if report.quick else ""), "",
@@ -288,7 +290,7 @@ def to_markdown(report: ReproReport) -> str:
               f"Wall time: {report.seconds:.0f} s."]
     return "\n".join(line for line in lines if line is not None)
 
-
+# %% ../nbs/06_repro.ipynb #bef46f60
 def to_json(report: ReproReport) -> dict[str, Any]:
     "The report as JSON-able data."
     return {"recipe": report.recipe, "paper": asdict(report.paper), "version_id": report.version_id,
@@ -298,7 +300,7 @@ def to_json(report: ReproReport) -> dict[str, Any]:
                       "accuracies": row.accuracies, "mean": row.mean, "std": row.std, "delta": row.delta,
                       "within": report.within(row), "seconds": round(row.seconds, 2)} for row in report.rows]}
 
-
+# %% ../nbs/06_repro.ipynb #1ddc2265
 def plot_report(report: ReproReport):
     "Paper vs ours per row, with the seeds' spread and the tolerance band."
     import matplotlib.pyplot as plt
@@ -320,12 +322,12 @@ def plot_report(report: ReproReport):
     figure.tight_layout()
     return figure
 
-
+# %% ../nbs/06_repro.ipynb #0c90a704
 def save_report(report: ReproReport, folder: str | Path) -> Path:
     "Write report.md, report.json and report.png into `folder`."
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "report.md").write_text(to_markdown(report) + "\n")
+    (folder / "report.md").write_text(report._repr_markdown_() + "\n")
     (folder / "report.json").write_text(json.dumps(to_json(report), indent=2))
     plot_report(report).savefig(folder / "report.png", dpi=100)
     return folder

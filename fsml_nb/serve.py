@@ -44,10 +44,10 @@ from .db import (DEAD, DONE, LEASED, QUEUED, DatabaseError, complete_lease, disp
                  release_lease, serve_clients, serve_workers, served_predictions, transaction)
 
 # %% auto #0
-__all__ = ['log', 'DEFAULT_MAX_PIXELS', 'broker_metadata', 'serve_jobs', 'ERROR_STATUS', 'DEPTH_RECHECK_SECONDS',
-           'TOKEN_CACHE_SECONDS', 'PREDICT_BODY', 'FSML_COMMAND', 'ServeError', 'BrokerUnavailableError',
-           'ModelLoadError', 'PredictionInputError', 'write_linear_model_folder', 'folder_version_id', 'ServedModel',
-           'image_size', 'image_input', 'array_input', 'answer_of', 'Delivery', 'new_job', 'dead_letter_reply',
+__all__ = ['DEFAULT_MAX_PIXELS', 'broker_metadata', 'serve_jobs', 'ERROR_STATUS', 'DEPTH_RECHECK_SECONDS', 'TOKEN_CACHE_SECONDS',
+           'PREDICT_BODY', 'FSML_COMMAND', 'ServeError', 'BrokerUnavailableError', 'ModelLoadError',
+           'PredictionInputError', 'write_linear_model_folder', 'folder_version_id', 'ServedModel', 'image_size',
+           'image_input', 'array_input', 'answer_of', 'Delivery', 'new_job', 'dead_letter_reply', 'input_bytes',
            'input_sha256', 'SqlBroker', 'declare_rabbit_queue', 'delete_rabbit_queue', 'RabbitBroker', 'RabbitClient',
            'broker_kind', 'open_broker', 'add_serve_client', 'remove_serve_client', 'client_of_token', 'WorkerConfig',
            'queue_name', 'store_predictions', 'stored_replies', 'reply_of_row', 'ServeWorker', 'predict_jobs',
@@ -69,7 +69,8 @@ class ModelLoadError(ServeError):
 class PredictionInputError(ServeError):
     "An input that the model cannot take."
 
-log = get_logger("serve")
+# %% ../nbs/10_serve.ipynb #3b68df5c
+log = get_logger("serve")  # not in __all__: `log` is every module's own
 
 # %% ../nbs/10_serve.ipynb #726146d1
 def write_linear_model_folder(folder: str | Path,  # created; must not exist
@@ -293,11 +294,15 @@ def dead_letter_reply(job: dict[str, Any], attempts: int) -> dict[str, Any]:
             "it each time) and was moved to the dead letters; it will not be retried", "error_kind": "dead_letter"}
 
 
+def input_bytes(job: dict[str, Any]) -> bytes:
+    "A job's input as bytes: the image's, or the array's JSON."
+    data = job["input"]["data"]
+    return base64.b64decode(data) if job["input"]["kind"] == "image" else json.dumps(data).encode()
+
+
 def input_sha256(job: dict[str, Any]) -> str:
     "The SHA-256 of a job's input (image bytes, or the array's JSON)."
-    data = job["input"]["data"]
-    raw = base64.b64decode(data) if job["input"]["kind"] == "image" else json.dumps(data).encode()
-    return hashlib.sha256(raw).hexdigest()
+    return hashlib.sha256(input_bytes(job)).hexdigest()
 
 # %% ../nbs/10_serve.ipynb #651520c3
 broker_metadata = MetaData()
@@ -852,6 +857,7 @@ class WorkerConfig:
     heartbeat_seconds: float = 1.0
     threads: int = 1  # ONNX Runtime threads
     name: str | None = None  # default: host-pid-random
+    keep_inputs: bool = False  # also put each input in the blob store under its hash (to grade production later)
 
     @property
     def queue(self) -> str:
@@ -895,8 +901,13 @@ class ServeWorker:
                  reloader: Callable[[ServeWorker], None] | None = None,  # called every heartbeat: may swap the model
                  shadow: ServedModel | None = None,  # the challenger, run on jobs marked shadow
                  engine: Engine | None = None,  # the main database's engine, if this process has one already
+                 blob_url: str | None = None,  # where kept inputs go (config.keep_inputs); default: the settings'
                  ):
         self.config, self.model, self.shadow, self.reloader = config, model, shadow, reloader
+        self.kept_inputs = None
+        if config.keep_inputs:
+            from fsml_nb.store import BlobStore
+            self.kept_inputs = BlobStore(blob_url or get_settings().blob_url)
         self.name = config.name or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.engine = engine or open_database(db_url)
         if self.engine.dialect.name == "sqlite":
@@ -1008,6 +1019,9 @@ def process(self: ServeWorker, deliveries: Sequence[Delivery]) -> None:
     replies = dict(known)
     if fresh:
         computed = predict_jobs(model, [delivery.job for delivery in fresh], self.name)
+        if self.kept_inputs is not None:  # before the rows that name them, as an import writes blobs first
+            for delivery in fresh:
+                self.kept_inputs.put(input_bytes(delivery.job))
         store_predictions(self.engine, [prediction_row(delivery.job, reply) for delivery, reply in zip(fresh, computed, strict=True)])
         replies.update({delivery.request_id: reply for delivery, reply in zip(fresh, computed, strict=True)})
     self.broker.finish_many(self.name, [(delivery, replies[delivery.request_id]) for delivery in deliveries])

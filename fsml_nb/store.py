@@ -9,7 +9,9 @@ Docs: https://fsml-nb.github.io/fsml_nb/store.html.md"""
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
+import inspect
 import json
 import os
 import re
@@ -39,9 +41,9 @@ from .db import (MAX_URL_LENGTH, check_lengths, dataset_version_names, dataset_v
 __all__ = ['TEMPORARY_MARK', 'LABEL_KINDS', 'MANIFEST_FORMAT', 'StoreError', 'BlobMissingError', 'BlobCorruptError',
            'UnknownVersionError', 'ImmutableVersionError', 'InvalidVersionError', 'CorruptVersionError', 'sha256_hex',
            'BlobStore', 'LabelSchema', 'canonical_json', 'Entry', 'manifest_id', 'DatasetVersion', 'Change',
-           'VersionDiff', 'diff_versions', 'NewItem', 'Item', 'Store', 'hold_blobs', 'remove_unreferenced_blobs',
-           'VersionSummary', 'LabelledItem', 'VerifyReport', 'ItemSource', 'insert_item_row', 'add_item_source',
-           'GarbageReport']
+           'VersionDiff', 'diff_versions', 'NewItem', 'Item', 'Store', 'opened_store', 'store_for_call', 'hold_blobs',
+           'remove_unreferenced_blobs', 'VersionSummary', 'LabelledItem', 'VerifyReport', 'ItemSource',
+           'insert_item_row', 'add_item_source', 'GarbageReport']
 
 # %% ../nbs/01_store.ipynb #48d71657
 class StoreError(FsmlError):
@@ -69,18 +71,18 @@ class CorruptVersionError(StoreError):
 _SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
 TEMPORARY_MARK = ".tmp-"  # blobs being written are named <sha>.tmp-<random>
 
-
+# %% ../nbs/01_store.ipynb #bae35a43
 def sha256_hex(data: bytes) -> str:
     "The hex SHA-256 of `data`, the id of an item."
     return hashlib.sha256(data).hexdigest()
 
-
+# %% ../nbs/01_store.ipynb #7a53970e
 def _check_sha(sha: str) -> str:
     if not isinstance(sha, str) or not _SHA256_PATTERN.match(sha):
         raise StoreError(f"not a sha256 hex digest: {sha!r}")
     return sha
 
-
+# %% ../nbs/01_store.ipynb #3b0b0224
 def _open_filesystem(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
     "The fsspec filesystem and root path of a blob URL, with one clear error for an unknown or missing backend."
     try:
@@ -90,12 +92,12 @@ def _open_filesystem(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
     except ValueError as error:
         raise StoreError(f"the blob URL {url} names no known fsspec protocol ({error})") from None
 
-
+# %% ../nbs/01_store.ipynb #aeb6f5e5
 def _write_error(url: str, error: OSError) -> StoreError:
     reason = "no space left on device" if error.errno == errno.ENOSPC else (error.strerror or str(error))
     return StoreError(f"cannot write to the blob store at {url}: {reason}")
 
-
+# %% ../nbs/01_store.ipynb #aafa19fa
 class BlobStore:
     "Content-addressed bytes over an fsspec filesystem."
 
@@ -149,7 +151,7 @@ def _is_intact(self: BlobStore, path: str, sha: str) -> bool:
     except FileNotFoundError:
         return False
 
-
+# %% ../nbs/01_store.ipynb #d317baca
 @patch
 def _write(self: BlobStore, path: str, data: bytes) -> None:
     try:
@@ -168,7 +170,7 @@ def _write(self: BlobStore, path: str, data: bytes) -> None:
     except OSError as error:
         raise _write_error(self.url, error) from None
 
-
+# %% ../nbs/01_store.ipynb #fdb24945
 @patch
 def put(self: BlobStore, data: bytes) -> tuple[str, bool]:
     "Store `data`; return its hash and whether the blob was written (new, or a damaged one repaired)."
@@ -181,7 +183,7 @@ def put(self: BlobStore, data: bytes) -> tuple[str, bool]:
     self._write(path, data)
     return sha, True
 
-
+# %% ../nbs/01_store.ipynb #a7c6ada8
 @patch
 def _remove(self: BlobStore, path: str) -> None:
     "Remove one file of the blob store; one clear error if the store refuses (read-only)."
@@ -192,7 +194,7 @@ def _remove(self: BlobStore, path: str) -> None:
     except OSError as error:
         raise _write_error(self.url, error) from None
 
-
+# %% ../nbs/01_store.ipynb #5a205feb
 @patch
 def delete(self: BlobStore, sha: str) -> None:
     "Remove a blob (only for blobs no committed row names: see `Store.collect_garbage`)."
@@ -203,7 +205,7 @@ def delete(self: BlobStore, sha: str) -> None:
 # %% ../nbs/01_store.ipynb #2db2bc91
 LABEL_KINDS = ("single_label", "multi_label", "bbox", "text")
 
-
+# %% ../nbs/01_store.ipynb #67229d53
 @dataclass(frozen=True)
 class LabelSchema:
     "What the labels of a dataset version are: their kind and, for classes, the class names."
@@ -330,7 +332,7 @@ class Change(NamedTuple):
     before: Any
     after: Any
 
-
+# %% ../nbs/01_store.ipynb #7d09f04b
 @dataclass(frozen=True)
 class VersionDiff:
     "What changed from dataset version `old` to `new`."
@@ -356,7 +358,7 @@ class VersionDiff:
         counts = ", ".join(f"{count} {what}" for what, count in self.summary().items())
         return f"VersionDiff({self.old_id[:12]} -> {self.new_id[:12]}: {counts})"
 
-
+# %% ../nbs/01_store.ipynb #f6bcdd8a
 def diff_versions(old: DatasetVersion, new: DatasetVersion) -> VersionDiff:
     "Compare two dataset versions entry by entry."
     before = {entry.item_sha256: entry for entry in old.entries}
@@ -373,6 +375,26 @@ def diff_versions(old: DatasetVersion, new: DatasetVersion) -> VersionDiff:
         schema_changed=old.label_schema != new.label_schema,
         guide_changed=old.guide_version != new.guide_version,
     )
+
+# %% ../nbs/01_store.ipynb #c37bc6b3
+@patch
+def _repr_markdown_(self: VersionDiff,
+                    limit: int = 10,  # items listed per kind of change
+                    ) -> str:
+    "The counts, then up to `limit` items per kind of change (how a notebook and `fsml version diff` show it)."
+    lines = [f"### `{self.old_id[:12]}` -> `{self.new_id[:12]}`: "
+             + ", ".join(f"{count} {what}" for what, count in self.summary().items())]
+    if self.schema_changed:
+        lines.append("- the label schema changed")
+    if self.guide_changed:
+        lines.append("- the guide version changed")
+    for sign, entries in (("+", self.added), ("-", self.removed)):
+        lines += [f"- `{sign} {entry.item_sha256[:12]}` {entry.label} [{entry.split}]" for entry in entries[:limit]]
+    lines += [f"- `~ {change.item_sha256[:12]}` label {change.before} -> {change.after}"
+              for change in self.relabelled[:limit]]
+    lines += [f"- `> {change.item_sha256[:12]}` split {change.before} -> {change.after}"
+              for change in self.moved[:limit]]
+    return "\n".join(lines)
 
 # %% ../nbs/01_store.ipynb #dd53573a
 @dataclass(frozen=True)
@@ -428,6 +450,32 @@ class Store:
 
     def __repr__(self) -> str:
         return f"Store(db={display_db_url(self.db_url)!r}, blobs={self.blobs.url!r})"
+
+# %% ../nbs/01_store.ipynb #b105ed1d
+@contextmanager
+def opened_store(store: Store | None = None,  # used as it is, and left open (its owner closes it)
+                 ) -> Iterator[Store]:
+    "`store` itself, or a `Store()` from the settings that is closed when the block ends."
+    if store is not None:
+        yield store
+        return
+    with Store() as opened:
+        yield opened
+
+# %% ../nbs/01_store.ipynb #4e2fca9e
+def store_for_call(function: Callable) -> Callable:
+    "Wrap `function(..., store: Store | None = None)` so that, given no store, it runs with `opened_store()`."
+    signature = inspect.signature(function)
+    if "store" not in signature.parameters:
+        raise TypeError(f"{function.__qualname__} has no `store` parameter")
+
+    @functools.wraps(function)
+    def call(*args, **kwargs):
+        bound = signature.bind(*args, **kwargs)
+        with opened_store(bound.arguments.get("store")) as store:
+            bound.arguments["store"] = store
+            return function(*bound.args, **bound.kwargs)
+    return call
 
 # %% ../nbs/01_store.ipynb #7aa8645a
 _BLOB_LOCK = 0x666C6F62  # "flob": imports hold it shared while they commit, clean-ups alone
@@ -690,14 +738,14 @@ def _resolve_in(connection: Connection, ref: str) -> tuple[str, str | None]:
     raise UnknownVersionError(f"no dataset version {ref!r} (neither an id, a unique id prefix, nor a name); "
                               "`fsml versions` lists them")
 
-
+# %% ../nbs/01_store.ipynb #b523c799
 @patch
 def resolve_version_id(self: Store, ref: str) -> str:
     "The full id of the version that `ref` (id, name or unique id prefix) names."
     with reading(self.engine) as connection:
         return _resolve_in(connection, str(ref).strip())[0]
 
-
+# %% ../nbs/01_store.ipynb #0096e3b1
 @patch
 def version(self: Store, ref: str | DatasetVersion) -> DatasetVersion:
     "The dataset version named by `ref` (full id, name, or unique id prefix), checked against its id."
@@ -707,7 +755,7 @@ def version(self: Store, ref: str | DatasetVersion) -> DatasetVersion:
         version_id, name = _resolve_in(connection, str(ref).strip())
         return _load_version(connection, version_id, name)
 
-
+# %% ../nbs/01_store.ipynb #f283a181
 @patch
 def add_version_name(self: Store, ref: str | DatasetVersion, name: str) -> DatasetVersion:
     "Give an existing version one more name; the name now means this version."
@@ -715,7 +763,7 @@ def add_version_name(self: Store, ref: str | DatasetVersion, name: str) -> Datas
     transaction(self.engine, lambda connection: _name_version(connection, version_id, name))
     return self.version(name)
 
-
+# %% ../nbs/01_store.ipynb #06d9facd
 @patch
 def version_names(self: Store, ref: str | DatasetVersion) -> list[str]:
     "Every name a version answers to, oldest first."
@@ -906,7 +954,7 @@ def _item_licences(connection: Connection, shas: Sequence[str]) -> dict[str, str
                                            .where(items.c.sha256.in_(chunk))).all())
     return licences
 
-
+# %% ../nbs/01_store.ipynb #aa31f087
 def _allowed_set(allowed_licences: Iterable[str] | None) -> frozenset[str] | None:
     if allowed_licences is None:
         return None
@@ -915,7 +963,7 @@ def _allowed_set(allowed_licences: Iterable[str] | None) -> frozenset[str] | Non
                                   f"{allowed_licences!r}; write [{allowed_licences!r}]")
     return frozenset(allowed_licences)
 
-
+# %% ../nbs/01_store.ipynb #bf897a8c
 @patch
 def licensed_items(self: Store, allowed_licences: Iterable[str] | None = None,  # default: any known licence
                    ) -> dict[str, str]:
@@ -927,7 +975,7 @@ def licensed_items(self: Store, allowed_licences: Iterable[str] | None = None,  
     with reading(self.engine) as connection:
         return dict(connection.execute(query.order_by(items.c.sha256)).all())
 
-
+# %% ../nbs/01_store.ipynb #fcd669d5
 @patch
 def create_licensed_version(self: Store, entries: Sequence[Entry],  # candidates, licensed or not
                             label_schema: LabelSchema, name: str,
@@ -966,7 +1014,7 @@ class GarbageReport:
 
     __str__ = _repr_markdown_
 
-
+# %% ../nbs/01_store.ipynb #3f720428
 @patch
 def _blob_files(self: Store, min_age_seconds: float) -> tuple[dict[str, int], dict[str, int]]:
     "Blob hashes and temporary paths under the root older than `min_age_seconds`, with their sizes."
@@ -984,7 +1032,7 @@ def _blob_files(self: Store, min_age_seconds: float) -> tuple[dict[str, int], di
             blobs[name] = info.get("size") or 0
     return blobs, temporary
 
-
+# %% ../nbs/01_store.ipynb #c861d37a
 @patch
 def collect_garbage(self: Store, dry_run: bool = True,  # only list what would go
                     min_age_seconds: float = 3600.0,  # leave younger files alone (an import may be writing them)
@@ -999,3 +1047,6 @@ def collect_garbage(self: Store, dry_run: bool = True,  # only list what would g
             self.blobs._remove(path)
     return GarbageReport(tuple(orphans), tuple(sorted(temporary)),
                          sum(blobs[sha] for sha in orphans) + sum(temporary.values()), removed=not dry_run)
+
+# %% ../nbs/01_store.ipynb #473c075e
+import fsml_nb.annotate  # noqa: E402,F401  (after every name annotate imports from here is defined)

@@ -33,18 +33,19 @@ from torch import nn
 import fsml_nb
 from .core import FsmlError, get_settings, import_timm
 from .data import load
-from .store import DatasetVersion, Store
+from .store import DatasetVersion, Store, store_for_call
 
 # %% auto #0
-__all__ = ['SPEC_SOURCES', 'ARCHITECTURES', 'BUILTIN_ARCHITECTURE_MODULES', 'ADAPTERS', 'SMALL_INPUT_MAX_SIDE',
-           'CHECKPOINT_FORMAT', 'THREADS_SETTINGS', 'SMALL_MODEL_PARAMETERS', 'TrainError', 'UnknownModelError',
-           'IncompatibleDataError', 'CheckpointError', 'ModelSpec', 'timm_spec', 'register_architecture',
-           'registered_spec', 'has_resnet_stem', 'adapt_small_input', 'wants_small_input', 'layer_sizes_of',
-           'apply_layer_sizes', 'build_model', 'model_spec_of', 'TrainConfig', 'Split', 'load_split', 'training_splits',
-           'git_commit', 'tensors_digest', 'metadata_digest', 'save_checkpoint', 'Checkpoint', 'read_checkpoint',
-           'check_architecture', 'load_model', 'TrainResult', 'evaluate', 'TrainWarning', 'check_trainable',
-           'chance_accuracy', 'near_chance_note', 'available_threads', 'choose_threads', 'training_step',
-           'add_unlabelled', 'checkpoint_metadata', 'default_checkpoint_path', 'model_for_data', 'fit']
+__all__ = ['SPEC_SOURCES', 'ARCHITECTURES', 'BUILTIN_ARCHITECTURE_MODULES', 'ADAPTERS', 'SMALL_INPUT_MAX_SIDE', 'AUGMENTATIONS',
+           'DEFAULT_SAMPLES_SEEN', 'CHECKPOINT_FORMAT', 'THREADS_SETTINGS', 'SMALL_MODEL_PARAMETERS', 'TrainError',
+           'UnknownModelError', 'IncompatibleDataError', 'CheckpointError', 'ModelSpec', 'timm_spec',
+           'register_architecture', 'registered_spec', 'has_resnet_stem', 'adapt_small_input', 'InputNormalization',
+           'normalize_inputs', 'wants_small_input', 'layer_sizes_of', 'apply_layer_sizes', 'build_model',
+           'model_spec_of', 'TrainConfig', 'Split', 'load_split', 'training_splits', 'augment_batch', 'config_for_data',
+           'describe_config', 'git_commit', 'tensors_digest', 'metadata_digest', 'save_checkpoint', 'Checkpoint',
+           'read_checkpoint', 'check_architecture', 'load_model', 'TrainResult', 'evaluate', 'TrainWarning',
+           'check_trainable', 'chance_accuracy', 'near_chance_note', 'available_threads', 'choose_threads',
+           'training_step', 'add_unlabelled', 'checkpoint_metadata', 'default_checkpoint_path', 'model_for_data', 'fit']
 
 # %% ../nbs/05_train.ipynb #782e0a8f
 class TrainError(FsmlError):
@@ -154,7 +155,27 @@ def adapt_small_input(model: nn.Module) -> nn.Module:
     return model
 
 
-ADAPTERS = {"small_input": adapt_small_input}
+class InputNormalization(nn.Module):
+    "Standardise image inputs per channel with fixed statistics (buffers, saved with the weights), then run `net`."
+    def __init__(self, net: nn.Module, channels: int):
+        super().__init__()
+        self.net = net
+        self.register_buffer("mean", torch.zeros(1, channels, 1, 1))
+        self.register_buffer("std", torch.ones(1, channels, 1, 1))
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        return self.net((inputs - self.mean) / self.std)
+
+
+def normalize_inputs(model: nn.Module) -> nn.Module:
+    "Wrap an image model so that it standardises its inputs (statistics set by `fit` from the training split)."
+    first = next((module for module in model.modules() if isinstance(module, nn.Conv2d)), None)
+    if first is None:
+        raise TrainError(f"the normalize adapter is for image models (with a Conv2d); {type(model).__name__} has none")
+    return InputNormalization(model, first.in_channels)
+
+
+ADAPTERS = {"small_input": adapt_small_input, "normalize": normalize_inputs}
 SMALL_INPUT_MAX_SIDE = 32  # measured: see the table above
 
 
@@ -232,6 +253,9 @@ def model_spec_of(model: nn.Module) -> ModelSpec | None:
     return spec if isinstance(spec, ModelSpec) else None
 
 # %% ../nbs/05_train.ipynb #de8b06e0
+AUGMENTATIONS = ("crop", "flip")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     "The settings of a training run."
@@ -250,8 +274,17 @@ class TrainConfig:
     eval_every_steps: int | None = None  # default: once per epoch
     train_split: str = "train"
     test_split: str | None = "test"
+    augment: tuple[str, ...] = ()  # image augmentation while training: "crop" (shift by up to crop_padding px), "flip"
+    crop_padding: int = 4  # pixels of reflected border for "crop"
+    normalize: bool = False  # standardise inputs per channel with the training split's mean and std, inside the model
 
     def __post_init__(self):
+        object.__setattr__(self, "augment", tuple(self.augment))  # JSON gives a list
+        unknown = sorted(set(self.augment) - set(AUGMENTATIONS))
+        if unknown:
+            raise TrainError(f"unknown augmentation {unknown[0]!r}; expected {' or '.join(AUGMENTATIONS)}")
+        if self.crop_padding < 0:
+            raise TrainError(f"crop_padding must be 0 or more, not {self.crop_padding}")
         if self.optimizer not in ("adamw", "adam", "sgd"):
             raise TrainError(f"unknown optimizer {self.optimizer!r}; expected adamw, adam or sgd")
         if self.schedule not in ("cosine", "constant"):
@@ -310,6 +343,58 @@ def training_splits(version: DatasetVersion, store: Store, config: TrainConfig, 
         val = None
     test = load_split(version, config.test_split, store, transform) if config.test_split in splits else None
     return train, val, test
+
+# %% ../nbs/05_train.ipynb #89be02a5
+def augment_batch(inputs: torch.Tensor,  # a batch of images, N x C x H x W (anything else is returned as it is)
+                  augment: tuple[str, ...],  # "crop" and/or "flip"
+                  padding: int,  # largest shift in pixels for "crop"
+                  generator: torch.Generator) -> torch.Tensor:
+    "Randomly shifted (reflected border) and mirrored copies of a batch of images."
+    if inputs.ndim != 4 or not augment:
+        return inputs
+    count, channels, height, width = inputs.shape
+    padding = min(padding, height - 1, width - 1)  # a reflected border must be narrower than the image
+    if "crop" in augment and padding > 0:
+        padded = nn.functional.pad(inputs, (padding,) * 4, mode="reflect")
+        rows = torch.randint(0, 2 * padding + 1, (count, 1), generator=generator) + torch.arange(height)
+        columns = torch.randint(0, 2 * padding + 1, (count, 1), generator=generator) + torch.arange(width)
+        inputs = padded[torch.arange(count)[:, None, None, None], torch.arange(channels)[None, :, None, None],
+                        rows[:, None, :, None], columns[:, None, None, :]]
+    if "flip" in augment:
+        mirrored = torch.rand(count, generator=generator) < 0.5
+        inputs = torch.where(mirrored[:, None, None, None], inputs.flip(-1), inputs)
+    return inputs
+
+# %% ../nbs/05_train.ipynb #42fefd34
+DEFAULT_SAMPLES_SEEN = 15_000  # training images shown in a default run, within 30..200 epochs
+
+
+def config_for_data(train_size: int,  # training items (after the validation split is carved out)
+                    input_shape: tuple[int, ...],  # one input's shape: C x H x W for images
+                    ) -> TrainConfig:
+    "The config `fit` uses when given none: a recipe for small data trained from scratch."
+    image = len(input_shape) == 3
+    batch_size = 32 if train_size < 1000 else 64
+    epochs = min(200, max(30, math.ceil(DEFAULT_SAMPLES_SEEN / max(1, train_size))))
+    steps = epochs * math.ceil(train_size / batch_size)
+    return TrainConfig(epochs=epochs, batch_size=batch_size, optimizer="adamw", lr=2e-3, weight_decay=0.05,
+                       schedule="cosine", warmup_steps=max(1, steps // 20), label_smoothing=0.1,
+                       patience=max(10, epochs // 4), augment=("crop",) if image else (),
+                       crop_padding=max(1, min(input_shape[1:]) // 8) if image else 0, normalize=image)
+
+
+def describe_config(config: TrainConfig, train_size: int) -> str:
+    "One line saying what a run will do, for fit's notes."
+    steps = config.max_steps or config.epochs * math.ceil(train_size / config.batch_size)
+    augment = (" + ".join(f"random shifts up to {config.crop_padding} px" if a == "crop" else "left-right mirroring"
+                          for a in config.augment) or "no augmentation")
+    stopping = f"early stopping after {config.patience} epochs without a better val loss" if config.patience \
+        else "no early stopping"
+    return (f"config chosen for {train_size} training items: {config.optimizer} lr {config.lr:g} (weight decay "
+            f"{config.weight_decay:g}), {config.warmup_steps} warm-up steps then {config.schedule} decay, {config.epochs} "
+            f"epochs of batch {config.batch_size} ({steps} steps), label smoothing {config.label_smoothing:g}, "
+            f"{augment}, {'inputs standardised with the training split' if config.normalize else 'raw inputs'}, "
+            f"{stopping}")
 
 # %% ../nbs/05_train.ipynb #cd18bbd8
 CHECKPOINT_FORMAT = "fsml.checkpoint/2"  # 2: metadata covered by checkpoint_sha256; builders by allow-list
@@ -787,8 +872,9 @@ def _run_steps(model: nn.Module, optimizer: torch.optim.Optimizer, loss_function
             learning_rate = config.lr * _lr_factor(state.step, plan.total_steps, config)
             for group in optimizer.param_groups:  # the schedule is a pure function of the step: resumable
                 group["lr"] = learning_rate
-            loss_sum, correct, labelled = training_step(model, optimizer, loss_function, train.inputs[batch],
-                                                        train.targets[batch])
+            inputs = augment_batch(train.inputs[batch], config.augment, config.crop_padding,
+                                   torch.Generator().manual_seed((config.seed + 1) * 7_919_000_003 + state.step))
+            loss_sum, correct, labelled = training_step(model, optimizer, loss_function, inputs, train.targets[batch])
             state.step += 1
             state.running_loss += loss_sum
             state.running_correct += correct
@@ -813,7 +899,7 @@ def _say(notes: list[str], message: str, progress: bool) -> None:
 
 def _warn(notes: list[str], message: str) -> None:
     notes.append(message)
-    warnings.warn(message, TrainWarning, stacklevel=3)
+    warnings.warn(message, TrainWarning, stacklevel=4)  # _warn, fit, store_for_call, the caller
 
 
 def _thread_probe(model: nn.Module, train: Split, config: TrainConfig, loss_function) -> Callable[[], object]:
@@ -847,10 +933,35 @@ def _prepare(model, version: DatasetVersion, store: Store, config: TrainConfig, 
     return model, spec, train, val, test
 
 
+def _normalized(model: nn.Module, spec: ModelSpec | None, train: Split, built_here: bool, notes: list[str],
+                progress: bool) -> tuple[nn.Module, ModelSpec | None]:
+    "The model wrapped to standardise its inputs with the training split's statistics (models fit built only)."
+    if spec is not None and "normalize" in spec.adapters:
+        return model, spec  # already normalising (a model being trained further): keep its statistics
+    if not built_here or spec is None or spec.layer_sizes or train.inputs.ndim != 4:
+        _say(notes, "inputs not standardised: normalize applies to image models fit builds from a name or spec",
+             progress)
+        return model, spec
+    labelled = train.inputs[train.targets >= 0]
+    wrapped = normalize_inputs(model)
+    wrapped.mean.copy_(labelled.mean(dim=(0, 2, 3)).reshape(wrapped.mean.shape))
+    wrapped.std.copy_(labelled.std(dim=(0, 2, 3)).clamp_min(1e-3).reshape(wrapped.std.shape))
+    spec = replace(spec, adapters=(*spec.adapters, "normalize"))
+    wrapped.fsml_model_spec = spec
+    _say(notes, f"inputs standardised inside the model: mean {_rounded(wrapped.mean)}, std {_rounded(wrapped.std)} "
+                "(per channel, from the training split)", progress)
+    return wrapped, spec
+
+
+def _rounded(values: torch.Tensor) -> str:
+    return "/".join(f"{value:.3f}" for value in values.flatten().tolist())
+
+
+@store_for_call
 def fit(model: nn.Module | ModelSpec | str,  # a module, a spec, or a timm model name (built for the data)
         version: str | DatasetVersion,  # the dataset version to train on (id, prefix, name or object)
         store: Store | None = None,
-        config: TrainConfig | None = None,
+        config: TrainConfig | None = None,  # default: chosen for the data (config_for_data), and said
         transform=None,  # applied to each decoded sample (deterministic: samples are decoded once)
         checkpoint_path: str | Path | Literal[False] | None = None,  # default: under FSML_HOME/checkpoints; False: none
         resume: str | Path | None = None,  # a checkpoint of this run to go on from
@@ -863,12 +974,17 @@ def fit(model: nn.Module | ModelSpec | str,  # a module, a spec, or a timm model
     "Train a model on a dataset version; return the model, its history and test metrics."
     from tqdm.auto import tqdm
 
-    store = store or Store()
-    config = config or TrainConfig()
+    chosen_config, config = config is None, config or TrainConfig()
     version = store.version(version)
     notes: list[str] = []
+    built_here = isinstance(model, (str, ModelSpec))
     model, spec, train, val, test = _prepare(model, version, store, config, transform, unlabelled, loss, notes,
                                              progress)
+    if chosen_config:
+        config = config_for_data(len(train), tuple(train.inputs.shape[1:]))
+        _say(notes, describe_config(config, len(train)), progress)
+    if config.normalize:
+        model, spec = _normalized(model, spec, train, built_here, notes, progress)
     optimizer = _make_optimizer(model, config)
     plan = _Plan.of(len(train), config, until_step)
     state = _RunState()
@@ -896,7 +1012,7 @@ def fit(model: nn.Module | ModelSpec | str,  # a module, a spec, or a timm model
     torch.set_num_threads(chosen_threads)
     started = time.perf_counter()
     try:
-        with tqdm(total=plan.total_steps, initial=state.step, desc=f"fit {type(model).__name__}", unit="step",
+        with tqdm(total=plan.total_steps, initial=state.step, desc=f"fit {spec.name if spec else type(model).__name__}", unit="step",
                   disable=not progress, leave=False) as bar:
             stopped_early = _run_steps(model, optimizer, loss_function, train, val, config, state, plan, started,
                                        write_checkpoint, bar)

@@ -48,6 +48,7 @@ TRUNCATED = png((10, 200, 30), size=64)[:-200]
 class Request:
     at: float  # time.time() when the request arrived
     path: str  # as sent, percent-encoded
+    host: str = ""  # the Host header
 
 
 def _index(base: str) -> bytes:
@@ -156,6 +157,10 @@ class FixtureSite:
         with self._lock:
             return [request.path for request in self.log]
 
+    def hosts(self) -> list[str]:
+        with self._lock:
+            return [request.host for request in self.log]
+
     def times(self) -> list[float]:
         with self._lock:
             return sorted(request.at for request in self.log)
@@ -163,7 +168,7 @@ class FixtureSite:
     # --- answers -----------------------------------------------------------------------------
     def _answer(self, handler: http.server.BaseHTTPRequestHandler) -> None:
         with self._lock:
-            self.log.append(Request(time.time(), handler.path))
+            self.log.append(Request(time.time(), handler.path, handler.headers.get("Host", "")))
             self._counts[handler.path] += 1
             count = self._counts[handler.path]
         if self.latency:

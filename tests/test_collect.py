@@ -461,6 +461,61 @@ def test_names_that_resolve_to_private_addresses_are_refused_unless_allowed(tmp_
     assert allowed.fetched >= 1 and "/" in site.paths()
 
 
+class ControlledDns:
+    "In-process DNS for names under .test: each lookup of a name takes the next answer of its list (the last repeats)."
+
+    def __init__(self, monkeypatch, answers: dict[str, list[str]]):
+        self.answers, self.lookups, self.connects = answers, Counter(), []
+        self._getaddrinfo, self._create_connection = socket.getaddrinfo, socket.create_connection
+        monkeypatch.setattr(socket, "getaddrinfo", self.getaddrinfo)
+        monkeypatch.setattr(socket, "create_connection", self.create_connection)
+
+    def getaddrinfo(self, host, port, *args, **kwargs):
+        if not isinstance(host, str) or host not in self.answers:
+            return self._getaddrinfo(host, port, *args, **kwargs)
+        answers = self.answers[host]
+        address = answers[min(self.lookups[host], len(answers) - 1)]
+        self.lookups[host] += 1
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, int(port or 0)))]
+
+    def create_connection(self, address, *args, **kwargs):
+        "Connect as the socket module does; a public address is refused here (these tests never leave 127.0.0.1)."
+        host, port = address
+        target = self.getaddrinfo(host, port)[0][4][0] if host in self.answers else host
+        self.connects.append(target)
+        if target != "127.0.0.1":
+            raise ConnectionRefusedError(f"test DNS: {target} stands for a public server; not contacted")
+        return self._create_connection((target, port), *args, **kwargs)
+
+
+PUBLIC = "93.184.216.34"  # a global address: never contacted (ControlledDns refuses it)
+
+
+def test_dns_rebinding_cannot_reach_a_private_address(tmp_path: Path, monkeypatch):
+    "A name answers a public address to the first lookup and 127.0.0.1 to the next: the crawler connects to what it checked."
+    dns = ControlledDns(monkeypatch, {"rebind.test": [PUBLIC, "127.0.0.1"]})
+    with FixtureSite(crawl_delay=None) as site, Store(f"sqlite:///{tmp_path}/fsml.db", str(tmp_path / "blobs")) as store:
+        start = f"http://rebind.test:{site.port}/"
+        summary = Crawler(CrawlConfig([start], delay=0.0, timeout=0.5, max_attempts=2, backoff=0.01), store=store,
+                          crawl_id="rebind").run()
+        final = outcomes(store, "rebind", f"http://rebind.test:{site.port}")
+    assert site.paths() == []  # nothing reached the private address
+    assert dns.connects == [PUBLIC]  # the one connection went to the address that was checked
+    assert dns.lookups["rebind.test"] == 2  # the retry looked the name up again, saw 127.0.0.1 and refused it
+    assert final["/robots.txt"] == ("skipped", "private_address") and summary.nothing_fetched
+
+
+def test_pinned_requests_keep_the_name_in_the_host_header(tmp_path: Path, monkeypatch):
+    dns = ControlledDns(monkeypatch, {"pinned.test": ["127.0.0.1"]})
+    with FixtureSite(crawl_delay=None) as site, Store(f"sqlite:///{tmp_path}/fsml.db", str(tmp_path / "blobs")) as store:
+        start = f"http://pinned.test:{site.port}/gallery.html"
+        summary = Crawler(CrawlConfig([start], delay=0.0, max_depth=0, allow_private_addresses=True), store=store,
+                          crawl_id="pinned", workers=1).run()
+    assert summary.stored >= 1 and site.paths()[:2] == ["/robots.txt", "/gallery.html"]
+    assert set(site.hosts()) == {f"pinned.test:{site.port}"}  # the name, though the address was connected to
+    assert set(dns.connects) == {"127.0.0.1"} and dns.lookups["pinned.test"] == len(dns.connects)  # once a connection
+
+
 # --- issue 10: robots directives --------------------------------------------------------------------
 def test_noindex_and_nofollow_from_meta_and_x_robots_tag_are_honoured(tmp_path: Path):
     with FixtureSite(crawl_delay=None) as site, Store(f"sqlite:///{tmp_path}/fsml.db", str(tmp_path / "blobs")) as store:

@@ -1,6 +1,8 @@
 """Importers and loaders on SQLite and PostgreSQL, with every bad input the folder importer meets."""
 from __future__ import annotations
 
+import gc
+import os
 import re
 from pathlib import Path
 
@@ -8,10 +10,14 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from sqlalchemy import create_engine, text
 
 from fsml_nb.data import (DuplicateItemError, FolderImportError, dataloader, import_digits, import_folder,
                           import_mnist1d, load)
+from fsml_nb.db import normalize_db_url
+from fsml_nb.repro import registered_spec  # registers the MNIST-1D architectures
 from fsml_nb.store import BlobCorruptError, BlobMissingError, DatasetVersion, Store, UnknownVersionError
+from fsml_nb.train import TrainConfig, fit
 
 
 def make_folder(root: Path, classes=("a", "b"), per_class: int = 6, size: int = 12, mode: str = "RGB") -> Path:
@@ -382,3 +388,46 @@ def test_the_cli_prints_the_summary_and_takes_the_flags(tmp_path: Path, monkeypa
     with pytest.raises(SystemExit) as exited:
         main(["import", "folder", str(root), "--class-folders", "--name", "flat"])
     assert exited.value.code == 0 and "train/a/ (3 files) flattened into class train" in capsys.readouterr().out
+
+
+def open_connections(db_url: str, folder: Path) -> int:
+    "Connections this process holds to the test database: SQLite files open under `folder`, or PostgreSQL sessions."
+    if db_url.startswith("sqlite"):
+        links = []
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                links.append(os.readlink(f"/proc/self/fd/{fd}"))
+            except OSError:
+                pass
+        return sum(link.startswith(str(folder)) and ".db" in link for link in links)
+    engine = create_engine(normalize_db_url(db_url))
+    try:
+        with engine.connect() as connection:
+            return connection.execute(text("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                                           "AND pid <> pg_backend_pid()")).scalar_one()
+    finally:
+        engine.dispose()
+
+
+def test_calls_without_a_store_close_the_store_they_open(db_url: str, tmp_path: Path, monkeypatch):
+    monkeypatch.setenv("FSML_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("FSML_DB_URL", db_url)
+    monkeypatch.setenv("FSML_BLOB_URL", str(tmp_path / "blobs"))
+    gc.collect()
+    gc.disable()  # an engine nobody closed stays open until a collection; none runs here
+    try:
+        version = import_digits()
+        assert open_connections(db_url, tmp_path) == 0, "import_digits left its store open"
+        images, _ = next(iter(dataloader(load(version.id, "train"), batch_size=4)))
+        assert images.shape == (4, 1, 8, 8)
+        assert open_connections(db_url, tmp_path) == 0, "load left its store open"
+        folder = import_folder(make_folder(tmp_path / "pets"))
+        assert folder.split_counts() and open_connections(db_url, tmp_path) == 0, "import_folder left its store open"
+        fit(registered_spec("mnist1d-linear"), import_mnist1d(), checkpoint_path=False, progress=False,
+            config=TrainConfig(max_steps=2, batch_size=50, val_fraction=0.0, eval_every_steps=2))
+        assert open_connections(db_url, tmp_path) == 0, "import_mnist1d or fit left its store open"
+        with Store() as mine:  # the check sees a store that is open
+            mine.item_count()
+            assert open_connections(db_url, tmp_path) > 0
+    finally:
+        gc.enable()

@@ -8,7 +8,6 @@ import pytest
 import torch
 from torch import nn
 
-from fsml_nb.annotate import add_annotator, export_consensus, lease_next, submit
 from fsml_nb.data import import_digits
 from fsml_nb.evaluate import (EvaluationError, apply_relabels, compare_runs, evaluate_model, find_label_issues,
                               out_of_sample_probabilities, send_to_relabel)
@@ -45,12 +44,12 @@ def test_noise_is_found_relabelled_and_accuracy_recovers(tmp_path: Path):
         print(f"label issues: {len(found)} flagged, {len(flipped)} flipped, precision {precision:.2f}, recall {recall:.2f}")
         assert precision >= 0.7 and recall >= 0.7, (precision, recall)
 
-        send_to_relabel(store, noisy, sorted(found), "relabel", "flagged by cleanlab (5% injected noise)")
+        relabel = send_to_relabel(store, noisy, sorted(found), "relabel", "flagged by cleanlab (5% injected noise)")
         for annotator in ("ana", "bob"):
-            add_annotator(store, annotator, projects=["relabel"])
-            while (task := lease_next(store, "relabel", annotator)) is not None:
-                submit(store, "relabel", annotator, task.item_sha256, truth[task.item_sha256])
-        cleaned = apply_relabels(store, noisy, export_consensus(store, "relabel"))
+            store.annotators.add(annotator, projects=["relabel"])
+            while (task := relabel.lease_next(annotator)) is not None:
+                relabel.submit(annotator, task.item_sha256, truth[task.item_sha256])
+        cleaned = apply_relabels(store, noisy, relabel.export_consensus())
         diff = store.diff(noisy, cleaned)
         assert {change.item_sha256 for change in diff.relabelled} == found & flipped
         assert not diff.added and not diff.removed
@@ -88,3 +87,78 @@ def test_the_app_notebooks_run_the_code_the_cli_serves():
     for name, code in (("dashboard", DASHBOARD_NOTEBOOK_CODE), ("demo", DEMO_NOTEBOOK_CODE)):
         cells = [cell.source for cell in nbformat.read(apps / f"{name}.ipynb", as_version=4).cells if cell.cell_type == "code"]
         assert cells == [code], f"nbs/apps/{name}.ipynb differs from the code fsml {name} serve writes"
+
+
+def test_production_is_graded_from_kept_inputs_end_to_end(tmp_path: Path):
+    "Two model versions served by worker processes that keep inputs; a sample graded by annotators; accuracy per version."
+    import json
+    import subprocess
+
+    from test_serve import ENGINES, api_server, load, start_worker, stop, wait_live, worker_env
+
+    from fsml_nb.data import DIGIT_CLASSES
+    from fsml_nb.db import reading, served_predictions
+    from fsml_nb.evaluate import grade_production, sample_production
+    from fsml_nb.serve import FSML_COMMAND, ApiConfig, ServedModel, add_serve_client, write_linear_model_folder
+    from fsml_nb.train import load_split
+    from sqlalchemy import select
+
+    db_url, broker_url, prefix = f"sqlite:///{tmp_path}/fsml.db", f"sqlite:///{tmp_path}/queue.db", "fsml.grade"
+    with Store(db_url, str(tmp_path / "blobs")) as store:
+        ENGINES[db_url] = store.engine  # the API in this process shares the store's engine
+        digits = import_digits(store)
+        truth = {entry.item_sha256: entry.label for entry in digits.entries}
+        train = load_split(digits, "train", store)
+        features, onehot = train.inputs.reshape(len(train), -1).numpy(), np.eye(10)[train.targets.numpy()]
+        folders = [write_linear_model_folder(tmp_path / name, np.linalg.lstsq(features[:count], onehot[:count], rcond=None)[0])
+                   for name, count in (("strong", len(train)), ("weak", 40))]
+        versions = [ServedModel.load(folder).version_id for folder in folders]
+        token = add_serve_client(store.engine, "grader")
+        images = [store.blobs.get(entry.item_sha256) for entry in digits.entries if entry.split == "test"][:150]
+        env = worker_env(tmp_path, db_url, broker_url)
+        for index, folder in enumerate(folders):  # version 1 serves 150 requests, then version 2 the same 150 images
+            worker = start_worker(env, prefix, f"grade-{index}", "--keep-inputs", "--max-batch", "8", folder=folder,
+                                  model="digits")
+            try:
+                wait_live(db_url, {f"grade-{index}"}, model="digits")
+                with api_server(ApiConfig(db_url, broker_url, queue_prefix=prefix, follow_registry=False)) as base:
+                    answers = load(base, token, images, concurrency=4)  # the one model served: digits
+                assert all(status == 200 for status, _ in answers), answers[:3]
+            finally:
+                assert stop(worker) == 0
+
+        sample = sample_production(store, "graded", size=200, model_name="digits", classes=DIGIT_CLASSES, seed=3)
+        assert len(sample.request_ids) == 200 and len(sample.version.entries) <= 150
+        graded = store.project("graded")
+        for annotator in ("ana", "bob"):
+            store.annotators.add(annotator, projects=["graded"])
+            while (task := graded.lease_next(annotator)) is not None:
+                graded.submit(annotator, task.item_sha256, truth[task.item_sha256])
+        grade = grade_production(store, "graded")
+        print(grade)
+        with reading(store.engine) as connection:
+            rows = connection.execute(select(served_predictions.c.model_version, served_predictions.c.label,
+                                             served_predictions.c.input_sha256)
+                                      .where(served_predictions.c.request_id.in_(sample.request_ids))).all()
+        expected = {version: (sum(1 for row in rows if row.model_version == version),
+                              sum(1 for row in rows if row.model_version == version and row.label == truth[row.input_sha256]))
+                    for version in versions}
+        by_version = {row.model_version: (row.graded, row.correct) for row in grade.by_version.itertuples()}
+        assert by_version == expected, (by_version, expected)
+        strong, weak = (by_version[version][1] / by_version[version][0] for version in versions)
+        assert strong > weak + 0.1, (strong, weak)  # the weak version (40 training items) is visibly worse live
+        assert grade.pending == 0 and set(grade.by_week["week"]) == {"{}-W{:02d}".format(*rows_week())}
+
+        chart = tmp_path / "grade.png"
+        report = subprocess.run([*FSML_COMMAND, "eval", "grade-production", "report", "graded", "--json", "--plot",
+                                 str(chart)], env=env, capture_output=True, text=True, timeout=120)
+        assert report.returncode == 0, report.stderr
+        printed = {row["model_version"]: (row["graded"], row["correct"]) for row in json.loads(report.stdout)["by_version"]}
+        assert printed == expected and chart.stat().st_size > 1000
+
+
+def rows_week() -> tuple[int, int]:
+    "This ISO year and week (UTC): the predictions above were all served now."
+    from fsml_nb.core import utc_now
+
+    return tuple(utc_now().isocalendar()[:2])

@@ -63,6 +63,12 @@ def voila_of(server) -> int:
     return next(child for child in child_processes(server.pid) if b"voila" in Path(f"/proc/{child}/cmdline").read_bytes())
 
 
+def preheated_floor(voila: int, pool: int = 1) -> int:
+    "The kernels Voila runs with no page open: its preheated pool (`--preheat`, 1 by default), once started."
+    wait_for(lambda: len(kernel_processes(voila)) == pool, timeout=120, what="the preheated kernel")
+    return pool
+
+
 def test_the_dashboard_leads_from_the_confusion_matrix_to_an_item(chromium_path: str, pages_home):
     from playwright.sync_api import sync_playwright
 
@@ -71,7 +77,7 @@ def test_the_dashboard_leads_from_the_confusion_matrix_to_an_item(chromium_path:
     port, server_context = serve_page(home, "dashboard")
     with server_context as server, sync_playwright() as playwright:
         voila = voila_of(server)
-        floor = len(kernel_processes(voila))
+        floor = preheated_floor(voila)
         browser = launch_chromium(playwright, chromium_path)
         refused = browser.new_page()
         refused.goto(f"http://127.0.0.1:{port}/?token=wrong")
@@ -116,7 +122,7 @@ def test_the_demo_predicts_uploads_and_drawings_and_refuses_non_images(chromium_
     port, server_context = serve_page(home, "demo", "--model", str(model))
     with server_context as server, sync_playwright() as playwright:
         voila = voila_of(server)
-        floor = len(kernel_processes(voila))
+        floor = preheated_floor(voila)
         browser = launch_chromium(playwright, chromium_path)
         page = browser.new_page(viewport={"width": 1000, "height": 1200})
         page.goto(f"http://127.0.0.1:{port}/?token={token}")

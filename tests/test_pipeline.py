@@ -144,3 +144,124 @@ def test_steps_run_on_two_queue_workers(slow_pipeline: Path, tmp_path: Path, ste
                 pipeline_steps.c.status == "done")).scalars())
         assert ran_by <= {f"{__import__('socket').gethostname()}:{process.pid}" for process in workers}
         assert len(ran_by) >= 1
+
+
+REPOSITORY = Path(__file__).resolve().parent.parent
+
+
+def processes_with_environment(variable: str, value: str) -> list[int]:
+    "Process ids whose environment sets `variable` to `value` (a run's kernels and servers carry its FSML_HOME)."
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if f"{variable}={value}".encode() in (entry / "environ").read_bytes().split(b"\0"):
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+def interrupt(process: subprocess.Popen, ready, what: str, seconds: float = 600) -> None:
+    "Wait until `ready()` is true (the evidence that `what` is under way), then Ctrl-C the process as a person would."
+    deadline = time.time() + seconds
+    while not ready():
+        assert process.poll() is None, f"the run ended (exit {process.returncode}) before {what}"
+        assert time.time() < deadline, f"no sign of {what} within {seconds:.0f} s"
+        time.sleep(0.2)
+    for _ in range(3):  # Ctrl-C, and again if the first one landed where it was swallowed
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=30)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+    process.kill()
+    raise AssertionError(f"the run did not stop within 90 s of Ctrl-C during {what}")
+
+
+def test_ctrl_c_during_digits_training_then_the_next_run_starts_at_training(tmp_path: Path):
+    home = tmp_path / "home"
+    env = {**clean_environment(), "FSML_HOME": str(home), "FSML_PIPELINES": str(REPOSITORY / "pipelines")}
+    fsml = [sys.executable, "-c", "import sys; from fsml_nb.cli import main; main(sys.argv[1:])"]
+    run_digits = [*fsml, "pipeline", "run", "digits", "-p", "epochs=2"]
+    first = subprocess.Popen(run_digits, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # the evidence that training is under way: the checkpoint fit writes after its first epoch (of two)
+    interrupt(first, lambda: any((home / "models").glob("*-e2-s0.safetensors")), "the first epoch of training")
+    assert first.returncode != 0
+    assert processes_with_environment("FSML_HOME", str(home)) == []  # no kernel left behind
+    with Store(f"sqlite:///{home}/fsml.db", str(home / "blobs")) as store:
+        stopped = pipeline_history(store, "digits")[0]
+        assert (stopped.status, stopped.steps) == ("interrupted", {"import": "done"})  # train not recorded
+        plan = subprocess.run([*run_digits, "--dry-run"], env=env, cwd=tmp_path, capture_output=True, text=True,
+                              check=True).stdout
+        assert "| import | cached (planned)" in plan and "| train | run (planned)" in plan, plan
+        second = subprocess.Popen(run_digits, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL)
+        # stopped again once training has been recorded, so that the test does not export, serve and deploy
+        interrupt(second, lambda: pipeline_history(store, "digits")[0].steps.get("train") == "done", "the train step")
+        resumed = pipeline_history(store, "digits")[0]
+        assert resumed.id != stopped.id
+        assert (resumed.steps["import"], resumed.steps["train"]) == ("cached", "done")
+        assert list(resumed.steps)[:2] == ["import", "train"]
+    assert processes_with_environment("FSML_HOME", str(home)) == []
+
+
+LINEAGE_STEPS = {
+    "train": ("dataset_version: str = ''",
+              "import pathlib\nimport fsml_nb.repro\nfrom fsml_nb.pipeline import record_outputs\n"
+              "from fsml_nb.store import Store\nfrom fsml_nb.train import TrainConfig, fit, registered_spec\n"
+              "checkpoint = pathlib.Path('mlp.safetensors').absolute()\n"
+              "with Store() as store:\n"
+              "    fit(registered_spec('mnist1d-mlp'), dataset_version, store=store, progress=False,\n"
+              "        checkpoint_path=checkpoint, config=TrainConfig(max_steps=40, batch_size=64, optimizer='adam',\n"
+              "        lr=1e-2, weight_decay=0, schedule='constant', val_fraction=0))\n"
+              "record_outputs(checkpoint=str(checkpoint))"),
+    "export": ("checkpoint: str = ''\ndataset_version: str = ''",
+               "import pathlib\nfrom fsml_nb.export import export_checkpoint\nfrom fsml_nb.pipeline import record_outputs\n"
+               "from fsml_nb.store import Store\nfolder = pathlib.Path('mlp-export').absolute()\n"
+               "with Store() as store:\n"
+               "    export_checkpoint(checkpoint, folder, dataset_version, store=store, calibration_items=64)\n"
+               "record_outputs(export_folder=str(folder))"),
+    "register": ("export_folder: str = ''",
+                 "from fsml_nb.pipeline import record_outputs\nfrom fsml_nb.registry import ModelRegistry\n"
+                 "from fsml_nb.store import Store\nwith Store() as store:\n"
+                 "    version = ModelRegistry(store).register(export_folder, 'lineage-mlp', reason='by a pipeline')\n"
+                 "record_outputs(model_version=version.id)"),
+}
+
+
+def test_the_lineage_of_a_version_names_the_pipeline_steps_that_made_it_and_their_reports(tmp_path: Path,
+                                                                                           monkeypatch):
+    from fsml_nb.data import import_mnist1d
+    from fsml_nb.registry import ModelRegistry
+
+    home = tmp_path / "home"
+    for key in [key for key in os.environ if key.startswith("FSML_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("FSML_HOME", str(home))  # the steps' kernels open this store
+    for name, (parameters, body) in LINEAGE_STEPS.items():
+        step_notebook(tmp_path / f"{name}.ipynb", parameters, body)
+    (tmp_path / "made.toml").write_text("".join(
+        f'[[steps]]\nname = "{name}"\nnotebook = "{name}.ipynb"\n' + (f'after = ["{previous}"]\n' if previous else "")
+        for name, previous in zip(LINEAGE_STEPS, [None, *list(LINEAGE_STEPS)[:-1]], strict=True)))
+    with Store(f"sqlite:///{home}/fsml.db", str(home / "blobs")) as store:
+        data = import_mnist1d(store, name="mnist1d-small", num_samples=400)
+        run = run_pipeline(tmp_path / "made.toml", {"dataset_version": data.id}, store=store, progress=False)
+        again = run_pipeline(tmp_path / "made.toml", {"dataset_version": data.id}, store=store, progress=False)
+        assert [step.status for step in again.steps] == ["cached"] * 3
+        lineage = ModelRegistry(store).lineage("lineage-mlp")
+        assert lineage.version.id == run.outputs["model_version"]
+        steps = [(origin["run_id"], origin["step"], origin["output"]) for origin in lineage.pipeline]
+        assert steps == [(run.id, "train", "checkpoint"), (run.id, "export", "export_folder"),
+                         (run.id, "register", "model_version")]  # the run that executed them, not the cached one
+        for origin in lineage.pipeline:
+            report = json.loads(Path(origin["report"]).read_bytes())
+            assert report["metadata"]["papermill"]["parameters"]  # the executed notebook with what it was given
+            assert Path(origin["html"]).read_bytes().lower().startswith(b"<!doctype html>")
+        assert lineage.to_dict()["pipeline"] == list(lineage.pipeline)
+    shown = subprocess.run([sys.executable, "-c", "import sys; from fsml_nb.cli import main; main(sys.argv[1:])",
+                            "registry", "lineage", "lineage-mlp"], env={**clean_environment(), "FSML_HOME": str(home)},
+                           cwd=tmp_path, capture_output=True, text=True, check=True).stdout
+    for origin in lineage.pipeline:
+        assert f"run `{run.id[:12]}`, step {origin['step']}" in shown and origin["html"] in shown, shown

@@ -15,11 +15,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from sqlalchemy import func, select, text
+from sqlalchemy.exc import DBAPIError
 
-from fsml_nb.annotate import add_annotator, create_project, export_consensus, set_guide, lease_next, submit
 from fsml_nb.core import utc_now
 from fsml_nb.data import import_mnist1d
-from fsml_nb.db import model_version_files, model_versions, reading, registered_models, registry_events
+from fsml_nb.db import (missing_triggers, model_version_files, model_versions, reading, registered_models,
+                        registry_events)
 from fsml_nb.export import export_checkpoint
 from fsml_nb.registry import (DamagedExportError, GateFailedError, ModelRegistry, NoPromotionYetError,
                               NotAnExportError, RegistryError, TamperedArchiveError, UnknownAliasError,
@@ -39,14 +40,14 @@ def small_mnist1d(store: Store):
 def consensus_version(store: Store):
     "An annotation project over the small MNIST-1D, labelled by one annotator, exported (deterministic)."
     base = small_mnist1d(store)
-    create_project(store, "relabel", base, overlap=1, guide="# Guide v1\n\nLabel the digit.")
-    set_guide(store, "relabel", "# Guide v2\n\nLabel the digit; 0 and 6 look alike.")
-    add_annotator(store, "ana", projects=["relabel"])
+    relabel = store.create_project("relabel", base, overlap=1, guide="# Guide v1\n\nLabel the digit.")
+    relabel.set_guide("# Guide v2\n\nLabel the digit; 0 and 6 look alike.")
+    store.annotators.add("ana", projects=["relabel"])
     at = datetime(2026, 1, 1, tzinfo=timezone.utc)
     labels = {entry.item_sha256: entry.label for entry in base.entries}
-    while (task := lease_next(store, "relabel", "ana", now=at)) is not None:
-        submit(store, "relabel", "ana", task.item_sha256, labels[task.item_sha256], now=at)
-    return export_consensus(store, "relabel", name="relabel-consensus")
+    while (task := relabel.lease_next("ana", now=at)) is not None:
+        relabel.submit("ana", task.item_sha256, labels[task.item_sha256], now=at)
+    return relabel.export_consensus(name="relabel-consensus")
 
 
 def train_and_export(store: Store, version, folder: Path, name: str, steps: int) -> Path:
@@ -150,6 +151,9 @@ def test_a_tampered_archive_is_refused_and_nothing_is_left_half_written(store: S
         registry.check(version)
 
     edited = json.dumps({**version.manifest, "name": "other"}, sort_keys=True, separators=(",", ":"))
+    with pytest.raises(DBAPIError, match="model versions are immutable"), store.engine.begin() as connection:
+        connection.execute(model_versions.update().values(manifest=edited))  # refused by the database
+    drop_triggers(store, "model_versions")  # someone with DDL rights removes the guard first
     with store.engine.begin() as connection:  # a manifest edited in the database
         connection.execute(model_versions.update().values(manifest=edited))
     with pytest.raises(TamperedArchiveError, match="no longer hashes to its id"):
@@ -176,7 +180,7 @@ def test_every_bad_input_is_one_clear_error_and_nothing_is_half_registered(store
     with pytest.raises(DamagedExportError, match="the file was altered"):
         registry.register(broken, "mlp")  # a byte more than export wrote
     shutil.copy(exports["v1"] / "model.int8-dynamic.onnx", broken / "model.int8-dynamic.onnx")
-    with pytest.raises(DamagedExportError, match="differ by up to"):
+    with pytest.raises(DamagedExportError, match="model.int8-dynamic.onnx is not the file export wrote"):
         registry.register(broken, "mlp")  # v1's file: the same size, other weights
     shutil.rmtree(broken)
     shutil.copytree(exports["v2"], broken)
@@ -184,7 +188,10 @@ def test_every_bad_input_is_one_clear_error_and_nothing_is_half_registered(store
     middle = len(fp32) // 2
     fp32[middle:middle + 4096] = np.full(1024, 1e4, dtype=np.float32).tobytes()  # same size, other weights
     (broken / "model.fp32.onnx").write_bytes(bytes(fp32))
-    with pytest.raises(DamagedExportError, match="differ by up to|cannot be read"):
+    with pytest.raises(DamagedExportError, match="model.fp32.onnx is not the file export wrote"):
+        registry.register(broken, "mlp")
+    (broken / "golden" / "onnx-fp32.npy").unlink()
+    with pytest.raises(DamagedExportError, match="misses golden/onnx-fp32.npy"):
         registry.register(broken, "mlp")
     (broken / "report.json").unlink()
     with pytest.raises(NotAnExportError, match="has no report.json"):
@@ -222,6 +229,117 @@ def test_every_bad_input_is_one_clear_error_and_nothing_is_half_registered(store
     with pytest.raises(UnknownAliasError, match="has no alias 'staging'"):
         registry.alias_at("mlp", "staging", utc_now())
     assert len(registry.history("mlp")) == 1
+
+
+def older_export(export: Path, folder: Path) -> Path:
+    "The export as an older fsml_nb wrote it: report.json without file hashes, golden outputs or ONNX metadata."
+    shutil.copytree(export, folder, ignore=shutil.ignore_patterns("golden"))
+    report = json.loads((export / "report.json").read_text())
+    for key in ("files", "golden", "onnx_metadata", "checkpoint_file"):
+        report.pop(key)
+    (folder / "report.json").write_text(json.dumps(report))
+    return folder
+
+
+def test_an_older_export_is_run_at_register_time_and_checked_that_way(store: Store, exports, tmp_path: Path):
+    "An export without recorded hashes and golden outputs: register runs every file, as before."
+    small_mnist1d(store)
+    registry = ModelRegistry(store)
+    version = registry.register(older_export(exports["v1"], tmp_path / "older"), "mlp")
+    golden = version.serving["golden"]
+    assert (golden["inputs"], golden["outputs"]) == ("golden/inputs.npy", "golden/outputs.npy")
+    assert version.serving == {**ModelRegistry(store).register(exports["v1"], "mlp").serving, "golden": golden}
+    before = blob_files(store)
+    broken = older_export(exports["v2"], tmp_path / "broken")
+    shutil.copy(exports["v1"] / "model.int8-dynamic.onnx", broken / "model.int8-dynamic.onnx")
+    with pytest.raises(DamagedExportError, match="differ by up to"):
+        registry.register(broken, "mlp")  # v1's file: the same size, other weights; only running it tells
+    assert blob_files(store) == before and rows(store, model_versions) == 2
+
+
+def test_a_checkpoint_that_is_not_the_one_exported_is_refused(store: Store, exports, tmp_path: Path):
+    "The checkpoint is hashed as it is copied, and must be the one export recorded."
+    small_mnist1d(store)
+    registry = ModelRegistry(store)
+    before = blob_files(store)
+    from safetensors import safe_open
+    from safetensors.numpy import save_file
+
+    with safe_open(str(exports["v1"].with_name("v1.safetensors")), framework="np") as handle:
+        metadata, tensors = handle.metadata(), {name: handle.get_tensor(name) for name in handle.keys()}
+    changed = tmp_path / "v1.safetensors"  # the same tensors (so the ONNX files' record matches), another file
+    save_file(tensors, str(changed), metadata={**metadata, "saved_at": json.dumps("2020-01-01T00:00:00+00:00")})
+    with pytest.raises(DamagedExportError, match="is not the checkpoint the export was made from"):
+        registry.register(exports["v1"], "mlp", checkpoint=changed)
+    assert blob_files(store) == before and rows(store, model_versions) == 0
+
+
+def drop_triggers(store: Store, table: str) -> list[str]:
+    "Drop every trigger on `table`, the way someone with database access could."
+    with store.engine.begin() as connection:
+        if store.dialect == "postgresql":
+            names = list(connection.execute(text("SELECT tgname FROM pg_trigger WHERE NOT tgisinternal AND "
+                                                 f"tgrelid = '{table}'::regclass")).scalars())
+            for name in names:
+                connection.execute(text(f"DROP TRIGGER {name} ON {table}"))
+        else:
+            names = list(connection.execute(text("SELECT name FROM sqlite_master WHERE type = 'trigger' "
+                                                 f"AND tbl_name = '{table}'")).scalars())
+            for name in names:
+                connection.execute(text(f"DROP TRIGGER {name}"))
+    assert names
+    return names
+
+
+def run_sql(store: Store, *statements: str) -> None:
+    with store.engine.begin() as connection:
+        for statement in statements:
+            connection.execute(text(statement))
+
+
+REWRITES = [("UPDATE model_promotions SET reason = 'rewritten'", "the promotion log is append-only"),
+            ("UPDATE model_promotions SET to_version_id = from_version_id WHERE from_version_id IS NOT NULL",
+             "the promotion log is append-only"),
+            ("DELETE FROM model_promotions", "the promotion log is append-only"),
+            ("UPDATE model_versions SET reason = 'rewritten'", "model versions are immutable"),
+            ("DELETE FROM model_versions", "model versions are immutable"),
+            ("UPDATE model_version_files SET size = 0", "model versions are immutable"),
+            ("DELETE FROM model_version_files", "model versions are immutable")]
+
+
+def test_versions_are_write_once_and_the_promotion_log_append_only_in_the_database(store: Store, exports,
+                                                                                    tmp_path: Path):
+    "Raw SQL cannot rewrite a version or the log; a dropped trigger comes back when the store is opened again."
+    small_mnist1d(store)
+    registry = ModelRegistry(store)
+    registry.register(exports["v1"], "mlp")
+    registry.register(exports["v2"], "mlp")
+    registry.promote("mlp", 1, reason="first")
+    registry.promote("mlp", 2, reason="second")
+    history = registry.history("mlp")
+    for statement, message in REWRITES:
+        with pytest.raises(DBAPIError, match=message):
+            run_sql(store, statement)
+    if store.dialect == "postgresql":
+        for table, message in (("model_promotions", "append-only"), ("model_versions", "immutable"),
+                               ("model_version_files", "immutable")):
+            with pytest.raises(DBAPIError, match=message):
+                run_sql(store, f"TRUNCATE {table} CASCADE")
+            with pytest.raises(DBAPIError, match=message):  # replica mode silences ordinary triggers, not these
+                run_sql(store, "SET LOCAL session_replication_role = replica", f"DELETE FROM {table}")
+    assert registry.history("mlp") == history and registry.version("mlp@champion").number == 2
+    registry.promote("mlp", 1, reason="appending is fine")  # the alias itself still moves
+    assert len(registry.history("mlp")) == 3
+
+    dropped = drop_triggers(store, "model_promotions") + drop_triggers(store, "model_versions")
+    with Store(store.db_url, store.blobs.url) as reopened:
+        with reopened.engine.connect() as connection:
+            assert missing_triggers(connection) == []
+        for statement, message in REWRITES:
+            with pytest.raises(DBAPIError, match=message):
+                run_sql(reopened, statement)
+    assert len(dropped) >= 4
+    assert [line.reason for line in ModelRegistry(store).history("mlp")] == ["first", "second", "appending is fine"]
 
 
 def _promote_many(db_url: str, blob_url: str, who: str, times: int) -> None:
@@ -343,6 +461,7 @@ def test_the_manifest_row_cannot_hide_a_changed_file_list(store: Store, exports)
     small_mnist1d(store)
     registry = ModelRegistry(store)
     version = registry.register(exports["v1"], "mlp")
+    drop_triggers(store, "model_version_files")  # the database refuses the change below until then
     with store.engine.begin() as connection:
         connection.execute(text("UPDATE model_version_files SET sha256 = :sha WHERE path = 'report.json'"),
                            {"sha": "0" * 64})

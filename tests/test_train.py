@@ -5,6 +5,7 @@ import io
 import json
 import sys
 import typing
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -20,9 +21,9 @@ from fsml_nb.data import import_digits, import_mnist1d
 from fsml_nb.repro import (MNIST1D_PAPER, MNIST1D_TRAINING, RECIPES, ReproReport, RowResult, UnknownRecipeError,
                            plot_report, reproduce, to_json)
 from fsml_nb.store import LabelledItem, LabelSchema, NewItem, Store
-from fsml_nb.train import (SMALL_INPUT_MAX_SIDE, CheckpointError, IncompatibleDataError, TrainConfig, TrainWarning,
-                           UnknownModelError, fit, load_model, read_checkpoint, register_architecture,
-                           registered_spec, save_checkpoint, timm_spec)
+from fsml_nb.train import (SMALL_INPUT_MAX_SIDE, CheckpointError, IncompatibleDataError, TrainConfig, TrainError,
+                           TrainWarning, UnknownModelError, config_for_data, fit, load_model, read_checkpoint,
+                           register_architecture, registered_spec, save_checkpoint, timm_spec, training_splits)
 
 QUICK = TrainConfig(max_steps=5, batch_size=32, eval_every_steps=5)
 register_architecture("test-linear", nn.Linear)
@@ -114,8 +115,6 @@ def test_resume_refuses_another_dataset_version(store, digits, tmp_path: Path):
 
 
 def test_unlabelled_inputs_need_a_loss_that_uses_them(store, digits):
-    from fsml_nb.train import TrainError
-
     with pytest.raises(TrainError, match="need a loss"):
         fit(nn.Sequential(nn.Flatten(), nn.Linear(64, 10)), digits, store=store, config=QUICK, progress=False,
             unlabelled=torch.zeros(4, 1, 8, 8))
@@ -267,3 +266,53 @@ def test_the_report_plot_draws_the_tolerance_band():
     assert len(bands) == 1
     extent = bands[0].get_paths()[0].get_extents()
     assert (extent.x0, extent.x1) == (91.0, 97.0)
+
+
+def test_fit_without_a_config_chooses_one_for_the_data_and_says_so(store, capsys):
+    three = _images_version(store, "defaults", 8, [(c, s) for c in "abc" for s in ("train",) * 6 + ("test",)],
+                            ("a", "b", "c"))
+    result = fit("resnet10t", three, store=store, threads=1)
+    printed = capsys.readouterr().out
+    train, _, _ = training_splits(three, store, TrainConfig())
+    chosen = config_for_data(len(train), (3, 8, 8))
+    assert result.config == chosen and chosen.augment == ("crop",) and chosen.normalize and chosen.label_smoothing > 0
+    assert f"fit: config chosen for {len(train)} training items: adamw lr 0.002" in printed
+    assert "random shifts up to 1 px" in printed and "inputs standardised inside the model" in printed
+    spec = read_checkpoint(result.checkpoint).model_spec
+    assert spec.adapters == ("small_input", "normalize")
+    reloaded = load_model(result.checkpoint)
+    assert not torch.equal(reloaded.mean, torch.zeros_like(reloaded.mean))
+    inputs = torch.rand(2, 3, 8, 8)
+    assert torch.equal(reloaded(inputs), result.model(inputs))
+
+
+def test_normalize_leaves_a_module_you_built_alone(store, digits):
+    net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Flatten(), nn.Linear(144, 10))
+    result = fit(net, digits, store=store, config=TrainConfig(max_steps=2, normalize=True), checkpoint_path=False,
+                 progress=False)
+    assert result.model is net and any("inputs not standardised" in note for note in result.notes)
+
+
+def test_augmented_runs_resume_exactly(store, digits, tmp_path: Path):
+    config = TrainConfig(max_steps=12, batch_size=64, lr=3e-3, augment=("crop", "flip"), crop_padding=1,
+                         eval_every_steps=6)
+
+    def mlp() -> nn.Module:
+        torch.manual_seed(3)
+        return nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+    straight = fit(mlp(), digits, store=store, config=config, threads=1, checkpoint_path=False, progress=False)
+    fit(mlp(), digits, store=store, config=config, threads=1, checkpoint_path=tmp_path / "part.safetensors",
+        until_step=6, progress=False)
+    resumed = fit(mlp(), digits, store=store, config=config, resume=tmp_path / "part.safetensors", progress=False)
+    for name, tensor in straight.model.state_dict().items():
+        assert torch.equal(tensor, resumed.model.state_dict()[name]), name
+    plain = fit(mlp(), digits, store=store, config=replace(config, augment=()), threads=1, checkpoint_path=False,
+                progress=False)
+    assert not torch.equal(plain.model[1].weight, straight.model[1].weight)  # augmentation did change the batches
+
+
+def test_bad_augmentation_settings_are_refused():
+    with pytest.raises(TrainError, match="unknown augmentation 'rotate'"):
+        TrainConfig(augment=("crop", "rotate"))
+    with pytest.raises(TrainError, match="crop_padding must be 0 or more"):
+        TrainConfig(crop_padding=-1)

@@ -421,6 +421,12 @@ CREATE TRIGGER dataset_version_seals_no_delete BEFORE DELETE ON dataset_version_
 CREATE TRIGGER dataset_version_seals_no_update BEFORE UPDATE ON dataset_version_seals BEGIN SELECT RAISE(ABORT, 'dataset versions are immutable (UPDATE on dataset_version_seals)'); END;
 CREATE TRIGGER dataset_versions_no_delete BEFORE DELETE ON dataset_versions BEGIN SELECT RAISE(ABORT, 'dataset versions are immutable (DELETE on dataset_versions)'); END;
 CREATE TRIGGER dataset_versions_no_update BEFORE UPDATE ON dataset_versions BEGIN SELECT RAISE(ABORT, 'dataset versions are immutable (UPDATE on dataset_versions)'); END;
+CREATE TRIGGER model_promotions_no_delete BEFORE DELETE ON model_promotions BEGIN SELECT RAISE(ABORT, 'the promotion log is append-only (DELETE on model_promotions)'); END;
+CREATE TRIGGER model_promotions_no_update BEFORE UPDATE ON model_promotions BEGIN SELECT RAISE(ABORT, 'the promotion log is append-only (UPDATE on model_promotions)'); END;
+CREATE TRIGGER model_version_files_no_delete BEFORE DELETE ON model_version_files BEGIN SELECT RAISE(ABORT, 'model versions are immutable (DELETE on model_version_files)'); END;
+CREATE TRIGGER model_version_files_no_update BEFORE UPDATE ON model_version_files BEGIN SELECT RAISE(ABORT, 'model versions are immutable (UPDATE on model_version_files)'); END;
+CREATE TRIGGER model_versions_no_delete BEFORE DELETE ON model_versions BEGIN SELECT RAISE(ABORT, 'model versions are immutable (DELETE on model_versions)'); END;
+CREATE TRIGGER model_versions_no_update BEFORE UPDATE ON model_versions BEGIN SELECT RAISE(ABORT, 'model versions are immutable (UPDATE on model_versions)'); END;
 CREATE TRIGGER version_entries_no_delete BEFORE DELETE ON version_entries BEGIN SELECT RAISE(ABORT, 'dataset versions are immutable (DELETE on version_entries)'); END;
 CREATE TRIGGER version_entries_no_update BEFORE UPDATE ON version_entries BEGIN SELECT RAISE(ABORT, 'dataset versions are immutable (UPDATE on version_entries)'); END;
 CREATE TRIGGER version_entries_sealed BEFORE INSERT ON version_entries WHEN EXISTS (SELECT 1 FROM dataset_version_seals WHERE version_id = NEW.version_id) BEGIN SELECT RAISE(ABORT, 'dataset versions are immutable (INSERT into a sealed version)'); END;
