@@ -37,8 +37,9 @@ EXTRA_OF_IMPORT: dict[str, str] = {  # top-level import name -> the extra of pyp
     "onnx": "export", "onnxruntime": "export", "onnxscript": "export",
     "ipywidgets": "annotate", "anywidget": "annotate", "jupyter_bbox_widget": "annotate", "voila": "annotate",
     "nbformat": "annotate", "IPython": "annotate",
-    "httpx": "collect", "protego": "collect", "w3lib": "collect", "bs4": "collect",
+    "httpx": "collect", "httpcore": "collect", "protego": "collect", "w3lib": "collect", "bs4": "collect",
     "fastapi": "serve", "uvicorn": "serve", "pika": "serve", "prometheus_client": "serve",
+    "httptools": "serve", "uvloop": "serve",  # uvicorn's fast HTTP parser and event loop
     "python_multipart": "serve",
     "matplotlib": "plot",
     "papermill": "pipeline", "nbconvert": "pipeline", "nbclient": "pipeline", "ipykernel": "pipeline",
