@@ -33,7 +33,8 @@ from .db import (DONE, LEASED, QUEUED, annotation_answers, annotation_guides, an
                         annotation_offers, annotation_projects, annotation_questions, annotation_skips,
                         annotation_slots, annotation_tasks, annotators, complete_lease, insert_ignore, items,
                         lease_rows, reading, reclaim_expired, release_lease, transaction)
-from .store import BlobCorruptError, BlobMissingError, DatasetVersion, Entry, LabelSchema, Store, canonical_json
+from .store import (BlobCorruptError, BlobMissingError, DatasetVersion, Entry, LabelSchema, Store, canonical_json,
+                           kernel_store)
 
 # %% auto #0
 __all__ = ['Suggester', 'PANEL_KEYS', 'APP_NOTEBOOK_CODE', 'AnnotationError', 'UnknownProjectError', 'UnknownAnnotatorError',
@@ -1276,12 +1277,12 @@ def page_query_string() -> str:
 
 
 def warm_up(store: Store | None = None) -> Store:
-    "The work a page does before knowing its visitor: the widget libraries imported and the store opened."
+    "The work a page does before knowing its visitor: the widget libraries imported and the store opened (closed when the kernel ends)."
     import anywidget  # noqa: F401
     import ipywidgets  # noqa: F401
     import PIL.Image  # noqa: F401
 
-    return store or Store()
+    return kernel_store(store)
 
 # %% ../nbs/03_annotate.ipynb #a45361f7
 def app_view(query_string: str, project: str | None, store: Store | None = None, suggester: Suggester | None = None):
@@ -1292,7 +1293,7 @@ def app_view(query_string: str, project: str | None, store: Store | None = None,
     query = parse_qs(query_string or "")
     token = (query.get("token") or [None])[0]
     project = project or (query.get("project") or [None])[0]
-    store = store or Store()
+    store = kernel_store(store)  # the panel uses it for as long as the page is open
     try:
         if not project:
             raise AnnotationError("no project: the server was started without --project")

@@ -193,12 +193,9 @@ def version_verify_command(ref: Annotated[str, typer.Argument(help="version id, 
     with Store() as store:
         report = store.verify_version(ref, progress=True)
     if report.ok:
-        typer.echo(f"{report.version_id[:12]}: ok ({report.checked} items)")
+        typer.echo(report._repr_markdown_())
         return
-    problems = [] if report.manifest_ok else ["the manifest no longer hashes to the version id"]
-    problems += [f"{len(report.missing)} missing blob(s), e.g. {report.missing[0]}"] if report.missing else []
-    problems += [f"{len(report.corrupt)} corrupt blob(s), e.g. {report.corrupt[0]}"] if report.corrupt else []
-    raise FsmlError(f"version {report.version_id[:12]} is damaged: " + "; ".join(problems))
+    raise FsmlError(f"version {report.version_id[:12]} is damaged: " + "; ".join(report.problems))
 
 # %% ../nbs/13_cli.ipynb #dfe22d82
 @app.command("gc")
@@ -703,8 +700,7 @@ def quickstart_command(batch_size: Annotated[int, typer.Option(help="size of the
         checkpoint = folder / f"{model}.safetensors"
         result = fit(model, version, store=store, checkpoint_path=checkpoint,
                      config=TrainConfig(epochs=epochs, batch_size=64, lr=2e-3, weight_decay=0.05, warmup_steps=20))
-        typer.echo(f"trained {model} on {version.short_id}: test accuracy {result.test_accuracy:.2f}% "
-                   f"({result.seconds:.0f} s) -> {checkpoint}")
+        typer.echo(f"{model}: {result._repr_markdown_()}")
         report = export_checkpoint(checkpoint, folder / "export", version, store=store)
     if report.recommended is None:
         typer.echo(f"exported to {folder / 'export'}: no recommendation ({report.notes[0]}); report.md there has "
@@ -948,8 +944,7 @@ def pipeline_status_command(name: Annotated[str | None, typer.Argument(help="one
 
     with Store() as store:
         for run in pipeline_history(store, name, limit):
-            steps = ", ".join(f"{step} {status}" for step, status in run.steps.items())
-            typer.echo(f"{run.id[:12]}  {run.pipeline}  {run.status:<11} {run.started_at:%Y-%m-%d %H:%M}  {steps}")
+            typer.echo(run._repr_markdown_())
 
 
 @pipeline_app.command("show")

@@ -947,6 +947,10 @@ class RunSummary:
     finished_at: Any
     steps: dict[str, str]  # step -> status
 
+    def _repr_markdown_(self) -> str:
+        steps = ", ".join(f"{step} {status}" for step, status in self.steps.items())
+        return f"`{self.id[:12]}`  {self.pipeline}  {self.status:<11} {self.started_at:%Y-%m-%d %H:%M}  {steps}"
+
 
 def pipeline_history(store: Store, pipeline: str | None = None, limit: int = 20) -> list[RunSummary]:
     "The latest runs (of one pipeline, or all), newest first, with each step's status."
