@@ -65,7 +65,7 @@ def normalize_db_url(url: str) -> str:
             return "postgresql+psycopg://" + url[len(prefix):]
     return url
 
-
+# %% ../nbs/01_db.ipynb #e7e2647d
 def display_db_url(url: str) -> str:
     "The URL with its password hidden, for messages (also when the URL does not parse)."
     try:
@@ -201,7 +201,7 @@ def is_retryable(error: BaseException) -> bool:
     "Whether the database aborted the transaction only because of another one (deadlock, serialization)."
     return isinstance(error, DBAPIError) and getattr(error.orig, "sqlstate", None) in RETRYABLE_SQLSTATES
 
-
+# %% ../nbs/01_db.ipynb #6fce133c
 def transaction(engine: Engine, work: Callable[[Connection], T],  # runs inside the transaction, maybe more than once
                 attempts: int = 5,  # tries before the error is raised
                 ) -> T:
@@ -294,7 +294,7 @@ def extend_lease(connection: Connection, table: Table, key_value: Any, owner: st
                                 .values(lease_expires=now + seconds))
     return result.rowcount == 1
 
-
+# %% ../nbs/01_db.ipynb #4c06202d
 def complete_lease(connection: Connection, table: Table, key_value: Any, owner: str,
                    status: str = DONE,  # the row's final status
                    **values: Any,  # other columns to set
@@ -304,7 +304,7 @@ def complete_lease(connection: Connection, table: Table, key_value: Any, owner: 
                                 .values(status=status, lease_owner=None, lease_expires=None, **values))
     return result.rowcount == 1
 
-
+# %% ../nbs/01_db.ipynb #5c6fcf59
 def release_lease(connection: Connection, table: Table, key_value: Any, owner: str, **values: Any) -> bool:
     "Give a leased row back to the queue now; False if it was no longer this owner's."
     return complete_lease(connection, table, key_value, owner, status=QUEUED, **values)
@@ -466,7 +466,7 @@ def missing_triggers(connection: Connection) -> list[str]:
     present = set(connection.execute(text("SELECT name FROM sqlite_master WHERE type = 'trigger'")).scalars())
     return sorted(set(_sqlite_triggers()) - present)
 
-
+# %% ../nbs/01_db.ipynb #06802e5d
 def install_triggers(connection: Connection) -> list[str]:
     "Create the immutability triggers that are missing; return their names."
     missing = missing_triggers(connection)
@@ -933,7 +933,7 @@ def upgrade_schema(engine: Engine, target: int = SCHEMA_VERSION,
             raise
         raise _sqlite_failure(engine, error) from None
 
-
+# %% ../nbs/01_db.ipynb #da7444f5
 def open_database(url: str) -> Engine:
     "An engine for `url` whose schema is current (created or migrated as needed)."
     engine = make_engine(url)
