@@ -109,7 +109,7 @@ def _configure_sqlite(engine: Engine) -> None:
         read_only = connection.get_execution_options().get(READ_ONLY, False)
         connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
-
+# %% ../nbs/01_db.ipynb #72a5165d
 @contextmanager
 def reading(engine: Engine) -> Iterator[Connection]:
     "A connection for reads only: on SQLite it takes no lock, so it never waits for a writer."
@@ -154,7 +154,7 @@ def _sqlite_failure(engine: Engine, error: SQLDatabaseError) -> DatabaseError:
     return DatabaseDamagedError(f"the SQLite database {engine.url.database} is damaged ({_reason(error)}); "
                                 "restore it from a backup")
 
-
+# %% ../nbs/01_db.ipynb #f6bab3d6
 def make_engine(url: str) -> Engine:
     "An engine for `url` (SQLite or PostgreSQL), checked to answer."
     url = normalize_db_url(str(url))
