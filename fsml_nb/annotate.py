@@ -177,7 +177,7 @@ def create_project(self: Store, name: str,
         raise
     return Project(store, name)
 
-
+# %% ../nbs/03_annotate.ipynb #d249e9ca
 def _project_names(store: Store) -> list[str]:
     with reading(store.engine) as connection:
         return list(connection.execute(select(annotation_projects.c.name).order_by(annotation_projects.c.name))
@@ -211,6 +211,12 @@ def _annotator_row(connection: Connection, name: str):
     if row is None:
         raise UnknownAnnotatorError(f"no annotator {name!r}: add them with `fsml annotate add-annotator {name}`")
     return row
+
+
+def _add_member_in(connection: Connection, project: str, annotator: str, now: datetime) -> None:
+    _annotator_row(connection, annotator)
+    connection.execute(insert_ignore(connection, annotation_members).values(project=project, annotator=annotator,
+                                                                            added_at=now))
 
 # %% ../nbs/03_annotate.ipynb #2e563447
 class Annotators:
@@ -312,12 +318,6 @@ def remove(self: Annotators, name: str) -> None:
     transaction(self.store.engine, remove)
 
 # %% ../nbs/03_annotate.ipynb #2ba8c85b
-def _add_member_in(connection: Connection, project: str, annotator: str, now: datetime) -> None:
-    _annotator_row(connection, annotator)
-    connection.execute(insert_ignore(connection, annotation_members).values(project=project, annotator=annotator,
-                                                                            added_at=now))
-
-
 @patch
 def add_member(self: Project, annotator: str) -> None:
     "Let an annotator label the project (their token then opens it)."
@@ -400,7 +400,7 @@ class Task:
     expires_at: datetime
     earlier_label: Any = None  # after an undo: the label the annotator had given
 
-
+# %% ../nbs/03_annotate.ipynb #6a275deb
 @dataclass(frozen=True)
 class _Rules:
     "What a request needs of its project, read in one query inside the request's transaction."
@@ -535,7 +535,7 @@ class Answer:
     unsure: bool
     created_at: datetime
 
-
+# %% ../nbs/03_annotate.ipynb #b6e401a7
 def _check_item(connection: Connection, project: str, item_sha256: str) -> None:
     found = connection.execute(select(annotation_tasks.c.position).where(
         annotation_tasks.c.project == project, annotation_tasks.c.item_sha256 == item_sha256)).first()
@@ -1120,7 +1120,7 @@ def show(self: AnnotationPanel, task: Task | None) -> None:
         self._set_label(task.earlier_label)
     self._refresh_progress(message)
 
-
+# %% ../nbs/03_annotate.ipynb #274305cc
 @patch
 def _show_nothing_left(self: AnnotationPanel, message: str = "") -> None:
     "The end of the queue: done, or waiting for items leased to others (and looking again by itself)."

@@ -917,7 +917,7 @@ def _migrate(connection: Connection, target: int, migrations: dict[int, Migratio
                                  "run `fsml version verify` on the versions", ", ".join(restored))
     return current
 
-
+# %% ../nbs/01_db.ipynb #9f76bd05
 def upgrade_schema(engine: Engine, target: int = SCHEMA_VERSION,
                    migrations: dict[int, Migration] | None = None) -> int:
     "Create or upgrade the database schema to `target`; return the version it had before (0 if new)."

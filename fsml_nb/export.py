@@ -80,7 +80,7 @@ def _export_with(model: nn.Module, example: torch.Tensor, path: Path, opset: int
         warnings.simplefilter("ignore")
         torch.onnx.export(model, (example,), str(path), **arguments)
 
-
+# %% ../nbs/08_export.ipynb #fdf76ea0
 def export_onnx(model: nn.Module, example: torch.Tensor, path: str | Path, opset: int = DEFAULT_OPSET,
                 metadata: dict[str, Any] | None = None) -> str:
     "Export `model` to ONNX at `path` (dynamic batch, checked); return the exporter used."
@@ -145,7 +145,7 @@ class SplitReader:
         self.rewind()
         return iter(self.get_next, None)
 
-
+# %% ../nbs/08_export.ipynb #91377e22
 def _add_metadata(path: Path, metadata: dict[str, Any]) -> None:
     import onnx
 
@@ -409,7 +409,7 @@ class ExportReport:
     def variant(self, name: str) -> Variant:
         return next(variant for variant in self.variants if variant.name == name)
 
-
+# %% ../nbs/08_export.ipynb #e0a17aac
 def _gpu_providers() -> list[str]:
     import onnxruntime
 
@@ -652,14 +652,14 @@ def _repr_markdown_(self: ExportReport) -> str:
         lines += [f"- `{name}`: {sqnr:.1f} dB" for name, sqnr in report.diverging_layers]
     return "\n".join(lines)
 
-
+# %% ../nbs/08_export.ipynb #cbcf4388
 def report_json(report: ExportReport) -> dict[str, Any]:
     data = asdict(report)
     data["variants"] = [{**asdict(variant), "path": Path(variant.path).name if variant.path else None}
                         for variant in report.variants]
     return data
 
-
+# %% ../nbs/08_export.ipynb #56e9c7ee
 def _write_reports(report: ExportReport, folder: Path) -> None:
     "Write report.md, record every file's hash and size in `report.files`, then write report.json."
     (folder / "report.md").write_text(report._repr_markdown_() + "\n")

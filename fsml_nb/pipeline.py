@@ -210,7 +210,7 @@ def _relative_path(value: Any, folder: Path) -> Any:
         return str((folder / value).resolve())
     return value
 
-
+# %% ../nbs/12_pipeline.ipynb #0692a870
 def load_pipeline(path: Path | str) -> PipelineSpec:
     "Read and check a pipeline file: keys, notebooks, upstream names, no cycle."
     try:
@@ -533,7 +533,7 @@ class KernelPool:
     def __exit__(self, *exc_info: Any) -> None:
         self.close()
 
-
+# %% ../nbs/12_pipeline.ipynb #23ae45df
 def _warm_engine() -> str:
     "Register (once) the papermill engine that runs a notebook in a kernel already started (and leaves it running)."
     from papermill.clientwrap import PapermillNotebookClient
@@ -678,7 +678,7 @@ class PipelineRun:
 
     __str__ = _repr_markdown_
 
-
+# %% ../nbs/12_pipeline.ipynb #f60e41ca
 def _this_process() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
@@ -803,7 +803,7 @@ def run_pipeline(spec: PipelineSpec | Path | str,  # a loaded spec or the path o
         if owns_store:
             store.close()
 
-
+# %% ../nbs/12_pipeline.ipynb #c8934df5
 def _import_html_exporter() -> None:
     try:
         import nbconvert  # noqa: F401
@@ -838,7 +838,7 @@ def _step_row(store: Store, run_id: str, step: str):
         return connection.execute(select(pipeline_steps).where(pipeline_steps.c.run_id == run_id,
                                                                pipeline_steps.c.step == step)).first()
 
-
+# %% ../nbs/12_pipeline.ipynb #7f69ec55
 class StepQueue:
     "The runner's side of the step queue: publish a step, wait for a worker to record it."
 
@@ -908,7 +908,7 @@ def _run_job(store: Store, job: dict[str, Any], broker, delivery, owner: str) ->
     result = outcome["result"]
     _record_step(store, job["run_id"], job["step"], result.status, job.get("cache_key"), job["parameters"], result)
 
-
+# %% ../nbs/12_pipeline.ipynb #d380f4e6
 def pipeline_worker(store: Store | None = None, broker_url: str | None = None,
                     stop: threading.Event | None = None,  # set it to stop after the current step
                     max_jobs: int | None = None,  # stop after this many steps (tests)

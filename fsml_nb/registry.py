@@ -338,7 +338,7 @@ def _variant_measure(report: dict[str, Any], relative: str, key: str) -> float:
 def _scale(outputs: np.ndarray) -> float:
     return max(1.0, float(np.abs(outputs).max()))
 
-
+# %% ../nbs/09_registry.ipynb #3f15cd36
 def golden_atol(export: ExportFolder, fp32_outputs: np.ndarray) -> float:
     "How far the serving file's outputs may be from the golden ones: 1e-3 of the largest FP32 logit (INT8: what export measured)."
     tight = 1e-3 * _scale(fp32_outputs)
@@ -346,7 +346,7 @@ def golden_atol(export: ExportFolder, fp32_outputs: np.ndarray) -> float:
         return tight
     return max(tight, _variant_measure(export.report, export.serving_file, "max_abs_logit_diff"))
 
-
+# %% ../nbs/09_registry.ipynb #c275bcbf
 def _check_agreement(what: str, outputs: np.ndarray, reference: np.ndarray, allowed: float) -> None:
     difference = float(np.abs(outputs - reference).max())
     if not difference <= allowed:  # NaN too
@@ -613,7 +613,7 @@ def _run_archive(store: Store, export: ExportFolder, checkpoint: Path, name: str
                      {"inputs": "golden/inputs.npy", "outputs": "golden/outputs.npy", "atol": golden.atol},
                      {"golden/inputs.npy": _npy(inputs), "golden/outputs.npy": _npy(golden.outputs)}, card)
 
-
+# %% ../nbs/09_registry.ipynb #a50bfd30
 def build_archive(store: Store, export: ExportFolder, checkpoint: Path, name: str,
                   golden_count: int | None = None,  # older exports only (default 16); a current one keeps its own
                   card: Path | None = None,  # the project's requirements.toml, kept in the archive
@@ -719,7 +719,7 @@ def _put(blobs: BlobStore, content: Path | bytes) -> tuple[str, int, bool]:
     sha, is_new = blobs.put(content)
     return sha, len(content), is_new
 
-
+# %% ../nbs/09_registry.ipynb #b9cc6a31
 class ArchiveWriter:
     "Writes an archive's files into the blob store on worker threads; if registering fails, removes the new blobs."
 
@@ -820,7 +820,7 @@ def _export_for_registry(store: Store, checkpoint: Path, work: Path) -> Path:
     export_checkpoint(checkpoint, work / "export", version_id, store=store)
     return work / "export"
 
-
+# %% ../nbs/09_registry.ipynb #d75c1ec0
 @patch
 def register(self: ModelRegistry, path: str | Path,  # an export folder, or a checkpoint (exported first)
              name: str,  # the registered model's name
@@ -924,7 +924,7 @@ def _resolve_model_ref(connection: Connection, ref: str) -> str:
     raise UnknownModelVersionError(f"no model version {ref!r} (not name@alias, name:number, a name, or an id); "
                                    f"{_names_hint(connection)}")
 
-
+# %% ../nbs/09_registry.ipynb #28ea8b86
 @patch
 def version(self: ModelRegistry, ref: str | ModelVersion) -> ModelVersion:
     "The model version `ref` names (name@alias, name:number, name for the latest, an id or unique id prefix)."
@@ -1125,7 +1125,7 @@ def _open_blob(blobs: BlobStore, sha: str):
     except FileNotFoundError:
         raise BlobMissingError(f"blob {sha} is missing from the blob store at {blobs.url}") from None
 
-
+# %% ../nbs/09_registry.ipynb #e077d98c
 def stream_blob(blobs: BlobStore, sha: str, writer=None,  # a binary file to copy the blob into
                 ) -> int:
     "Read a blob once, in blocks, hashing it (and copying it to `writer`); its size, or an error if it changed."
@@ -1140,7 +1140,7 @@ def stream_blob(blobs: BlobStore, sha: str, writer=None,  # a binary file to cop
         raise BlobCorruptError(f"blob {sha} is corrupt: its bytes now hash to {digest.hexdigest()[:12]}…")
     return size
 
-
+# %% ../nbs/09_registry.ipynb #3c77b59d
 def _verified_blob(registry: ModelRegistry, version: ModelVersion, relative: str, writer=None) -> int:
     try:
         return stream_blob(registry.blobs, version.files[relative], writer)
