@@ -404,12 +404,8 @@ def annotate_status_command(project: Annotated[str, typer.Argument()]) -> None:
         questions = handle.open_questions()
     typer.echo(f"{details.name}: {state.complete}/{state.total} items complete (overlap {details.overlap}), "
                f"guide v{details.guide_version}")
-    typer.echo(f"Fleiss' kappa: {report.fleiss:.3f}" if report.fleiss is not None else "Fleiss' kappa: -")
-    for annotator, share in sorted(report.with_consensus.items()):
-        gold = report.with_gold.get(annotator)
-        typer.echo(f"  {annotator:16} agrees with consensus {share:5.1f}%"
-                   + (f", with gold {gold:5.1f}%" if gold is not None else ""))
-    typer.echo(f"review queue: {len(report.review_queue)} item(s); open guide questions: {len(questions)}")
+    typer.echo(report._repr_markdown_())  # kappas, each annotator against consensus and gold, the review queue
+    typer.echo(f"open guide questions: {len(questions)}")
     for question in questions[:10]:
         typer.echo(f"  ? {question.annotator} on {question.item_sha256[:12]} (guide v{question.guide_version}): "
                    f"{question.question}")
@@ -647,8 +643,7 @@ def registry_history_command(name: Annotated[str, typer.Argument(help="the regis
         _echo_json([_promotion_json(line) for line in lines])
         return
     for line in lines:
-        typer.echo(f"{line.created_at.isoformat()}  {line.alias}  {line.kind}  {(line.from_version_id or '-')[:12]} -> "
-                   f"{line.to_version_id[:12]}  {line.who}: {line.reason}")
+        typer.echo(line._repr_markdown_())
 
 
 @registry_app.command("lineage")

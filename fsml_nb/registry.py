@@ -148,6 +148,10 @@ class Promotion:
     metrics: dict[str, Any] | None
     created_at: datetime
 
+    def _repr_markdown_(self) -> str:
+        return (f"{self.created_at.isoformat()}  {self.alias}  {self.kind}  {(self.from_version_id or '-')[:12]} -> "
+                f"{self.to_version_id[:12]}  {self.who}: {self.reason}")
+
 # %% ../nbs/09_registry.ipynb #3f0dc166
 @dataclass(frozen=True)
 class RegistryEvent:
