@@ -33,7 +33,8 @@ from .db import (DONE, LEASED, QUEUED, annotation_answers, annotation_guides, an
                         annotation_offers, annotation_projects, annotation_questions, annotation_skips,
                         annotation_slots, annotation_tasks, annotators, complete_lease, insert_ignore, items,
                         lease_rows, reading, reclaim_expired, release_lease, transaction)
-from .store import BlobCorruptError, BlobMissingError, DatasetVersion, Entry, LabelSchema, Store, canonical_json
+from .store import (BlobCorruptError, BlobMissingError, DatasetVersion, Entry, LabelSchema, Store, canonical_json,
+                           kernel_store)
 
 # %% auto #0
 __all__ = ['Suggester', 'PANEL_KEYS', 'APP_NOTEBOOK_CODE', 'AnnotationError', 'UnknownProjectError', 'UnknownAnnotatorError',
@@ -115,7 +116,7 @@ def info(self: Project) -> ProjectInfo:
     return ProjectInfo(row.name, LabelSchema.from_dict(json.loads(row.label_schema)), row.overlap, row.lease_seconds,
                        row.source_version_id, count, guide.version, guide.text)
 
-
+# %% ../nbs/03_annotate.ipynb #473ebc60
 @patch
 def project(self: Store, name: str) -> Project:
     "The annotation project `name` (UnknownProjectError if there is none)."
@@ -123,7 +124,7 @@ def project(self: Store, name: str) -> Project:
     project.info()  # fails now, with the known names, rather than at the first request
     return project
 
-
+# %% ../nbs/03_annotate.ipynb #68cb29d1
 @patch
 def project_names(self: Store) -> list[str]:
     "The names of the store's annotation projects, sorted."
@@ -176,7 +177,7 @@ def create_project(self: Store, name: str,
         raise
     return Project(store, name)
 
-
+# %% ../nbs/03_annotate.ipynb #d249e9ca
 def _project_names(store: Store) -> list[str]:
     with reading(store.engine) as connection:
         return list(connection.execute(select(annotation_projects.c.name).order_by(annotation_projects.c.name))
@@ -210,6 +211,12 @@ def _annotator_row(connection: Connection, name: str):
     if row is None:
         raise UnknownAnnotatorError(f"no annotator {name!r}: add them with `fsml annotate add-annotator {name}`")
     return row
+
+
+def _add_member_in(connection: Connection, project: str, annotator: str, now: datetime) -> None:
+    _annotator_row(connection, annotator)
+    connection.execute(insert_ignore(connection, annotation_members).values(project=project, annotator=annotator,
+                                                                            added_at=now))
 
 # %% ../nbs/03_annotate.ipynb #2e563447
 class Annotators:
@@ -292,7 +299,7 @@ def disable(self: Annotators, name: str, disabled: bool = True) -> None:
 
     transaction(self.store.engine, change)
 
-
+# %% ../nbs/03_annotate.ipynb #b0b405f6
 @patch
 def remove(self: Annotators, name: str) -> None:
     "Delete an annotator who never answered (one who did can only be disabled: their answers are data)."
@@ -311,12 +318,6 @@ def remove(self: Annotators, name: str) -> None:
     transaction(self.store.engine, remove)
 
 # %% ../nbs/03_annotate.ipynb #2ba8c85b
-def _add_member_in(connection: Connection, project: str, annotator: str, now: datetime) -> None:
-    _annotator_row(connection, annotator)
-    connection.execute(insert_ignore(connection, annotation_members).values(project=project, annotator=annotator,
-                                                                            added_at=now))
-
-
 @patch
 def add_member(self: Project, annotator: str) -> None:
     "Let an annotator label the project (their token then opens it)."
@@ -324,7 +325,7 @@ def add_member(self: Project, annotator: str) -> None:
     project = self.name
     transaction(self.store.engine, lambda connection: _add_member_in(connection, project, annotator, utc_now()))
 
-
+# %% ../nbs/03_annotate.ipynb #ddaea344
 @patch
 def remove_member(self: Project, annotator: str) -> None:
     "Take the project away from an annotator; the items they hold in it go back to the queue."
@@ -339,7 +340,7 @@ def remove_member(self: Project, annotator: str) -> None:
 
     transaction(self.store.engine, remove)
 
-
+# %% ../nbs/03_annotate.ipynb #5e7f569b
 @patch
 def members(self: Project) -> list[str]:
     "The annotators who may label the project."
@@ -365,7 +366,7 @@ def _check_access(connection: Connection, project: str, annotator: str) -> None:
         raise AccessRefused(f"{annotator} is not a member of project {project}: ask your project lead "
                             f"(`fsml annotate add-member {project} {annotator}`)")
 
-
+# %% ../nbs/03_annotate.ipynb #31b87490
 @patch
 def for_token(self: Annotators, token: str | None,
               project: str | None = None,  # also check the annotator may label this project
@@ -399,7 +400,7 @@ class Task:
     expires_at: datetime
     earlier_label: Any = None  # after an undo: the label the annotator had given
 
-
+# %% ../nbs/03_annotate.ipynb #6a275deb
 @dataclass(frozen=True)
 class _Rules:
     "What a request needs of its project, read in one query inside the request's transaction."
@@ -511,7 +512,7 @@ def _lease_in(connection: Connection, rules: _Rules, annotator: str, now: dateti
         return None
     return _task(connection, rules.name, slot["item_sha256"], slot["position"], slot["lease_expires"])
 
-
+# %% ../nbs/03_annotate.ipynb #44e92247
 @patch
 def lease_next(self: Project, annotator: str, now: datetime | None = None) -> Task | None:
     "The next item for an annotator (None when nothing is open to them now)."
@@ -534,7 +535,7 @@ class Answer:
     unsure: bool
     created_at: datetime
 
-
+# %% ../nbs/03_annotate.ipynb #b6e401a7
 def _check_item(connection: Connection, project: str, item_sha256: str) -> None:
     found = connection.execute(select(annotation_tasks.c.position).where(
         annotation_tasks.c.project == project, annotation_tasks.c.item_sha256 == item_sha256)).first()
@@ -615,7 +616,7 @@ def submit(self: Project, annotator: str, item_sha256: str, label: Any, unsure: 
 
     return transaction(self.store.engine, work)
 
-
+# %% ../nbs/03_annotate.ipynb #8ec101ce
 @patch
 def submit_and_next(self: Project, annotator: str, item_sha256: str, label: Any, unsure: bool = False,
                     question: str | None = None, seconds: float | None = None,
@@ -643,7 +644,7 @@ def _reopen_slot(connection: Connection, project: str, item_sha256: str, annotat
     connection.execute(update(annotation_slots).where(slots.id == slot).values(
         status=LEASED, lease_owner=annotator, lease_expires=expires, attempts=slots.attempts + 1))
 
-
+# %% ../nbs/03_annotate.ipynb #74b0b492
 @patch
 def undo_last(self: Project, annotator: str, now: datetime | None = None) -> Task | None:
     "Take back the annotator's latest answer and lease its item to them again; None if nothing to undo."
@@ -671,7 +672,7 @@ def undo_last(self: Project, annotator: str, now: datetime | None = None) -> Tas
 
     return transaction(self.store.engine, work)
 
-
+# %% ../nbs/03_annotate.ipynb #5c22de73
 @patch
 def skip(self: Project, annotator: str, item_sha256: str, now: datetime | None = None) -> Task | None:
     "Skip an item of the project (never offered to this annotator again) and lease the next."
@@ -703,7 +704,7 @@ class Question:
     guide_version: int
     created_at: datetime
 
-
+# %% ../nbs/03_annotate.ipynb #432b5a19
 @patch
 def open_questions(self: Project) -> list[Question]:
     "Unresolved questions of the project, oldest first."
@@ -724,7 +725,7 @@ class Progress:
     complete: int  # items with all k answers
     items_per_hour: float  # this annotator, over their last hour of answers
 
-
+# %% ../nbs/03_annotate.ipynb #9793d3cb
 @patch
 def progress(self: Project, annotator: str, now: datetime | None = None) -> Progress:
     "An annotator's progress and pace, and the project's."
@@ -753,7 +754,7 @@ class Waiting:
     items: int
     next_return: datetime | None  # when the first of those leases runs out
 
-
+# %% ../nbs/03_annotate.ipynb #87c26556
 @patch
 def waiting_for_others(self: Project, annotator: str) -> Waiting:
     "What an annotator with nothing to label waits for: items leased to others that may come back."
@@ -776,7 +777,7 @@ def cohen_kappa(first: Sequence[Any], second: Sequence[Any]) -> float:
         return 1.0  # both always gave the same single label: perfect (sklearn would divide by zero)
     return float(cohen_kappa_score(first, second))
 
-
+# %% ../nbs/03_annotate.ipynb #9124e705
 def fleiss_kappa(counts: Sequence[Sequence[int]]) -> float:
     "Fleiss' kappa from an items x categories table of how many raters chose each category."
     rows = [list(row) for row in counts]
@@ -799,7 +800,7 @@ class Consensus:
     review: dict[str, str]
     guide_versions: set[int]
 
-
+# %% ../nbs/03_annotate.ipynb #cf2dd42b
 @patch
 def answers_by_item(self: Project) -> dict[str, list[tuple[str, Any, bool, int]]]:
     "item -> [(annotator, label, unsure, guide version)]"
@@ -814,7 +815,7 @@ def answers_by_item(self: Project) -> dict[str, list[tuple[str, Any, bool, int]]
             grouped[sha].append((annotator, json.loads(label), bool(unsure), guide_version))
     return dict(grouped)
 
-
+# %% ../nbs/03_annotate.ipynb #a0d749af
 @patch
 def consensus(self: Project, min_agreement: float = 0.6) -> Consensus:
     "Majority labels of the items with all k answers; ties, weak majorities and unsure flags go to review."
@@ -842,7 +843,7 @@ class PairAgreement:
     items: int  # items both labelled
     kappa: float | None  # None below two shared items: one item says nothing about chance
 
-
+# %% ../nbs/03_annotate.ipynb #88a22a5c
 @dataclass
 class AgreementReport:
     "Project-wide and per-annotator agreement."
@@ -874,7 +875,7 @@ def _pairwise_cohen(by_item: dict[str, list[tuple[str, Any, bool, int]]]) -> dic
     return {pair: PairAgreement(len(a), cohen_kappa(a, b) if len(a) >= 2 else None)
             for pair, (a, b) in pairs.items()}
 
-
+# %% ../nbs/03_annotate.ipynb #d8d910a9
 @patch
 def agreement(self: Project, min_agreement: float = 0.6) -> AgreementReport:
     "Kappas (each pair with its item count), agreement with consensus and with gold."
@@ -931,7 +932,7 @@ class Suggestible:
 
 Suggester = Callable[[list[Suggestible]], list[dict[str, float]]]
 
-
+# %% ../nbs/03_annotate.ipynb #73eab41a
 def top_suggestion(suggester: Suggester | None, item: Suggestible) -> tuple[str, float] | None:
     "The suggester's best label and score for one item (None without a suggester)."
     if suggester is None:
@@ -1082,7 +1083,7 @@ def class_for_key(self: AnnotationPanel, key: str) -> str | None:
         return classes[index] if index < len(classes) else None
     return None
 
-
+# %% ../nbs/03_annotate.ipynb #e782d34e
 @patch
 def key_of(self: AnnotationPanel, name: str) -> str:
     "The hotkey of a class ('' for none)."
@@ -1119,7 +1120,7 @@ def show(self: AnnotationPanel, task: Task | None) -> None:
         self._set_label(task.earlier_label)
     self._refresh_progress(message)
 
-
+# %% ../nbs/03_annotate.ipynb #274305cc
 @patch
 def _show_nothing_left(self: AnnotationPanel, message: str = "") -> None:
     "The end of the queue: done, or waiting for items leased to others (and looking again by itself)."
@@ -1145,7 +1146,7 @@ def _check_again_later(self: AnnotationPanel) -> None:
     self._timer.daemon = True
     self._timer.start()
 
-
+# %% ../nbs/03_annotate.ipynb #3e889e50
 @patch
 def check_again(self: AnnotationPanel) -> None:
     "While nothing is shown: lease an item if one came back (the timer calls this)."
@@ -1182,7 +1183,7 @@ def _set_label(self: AnnotationPanel, label: Any) -> None:
     else:
         self.label_input.value = label
 
-
+# %% ../nbs/03_annotate.ipynb #8bdf3f8f
 @patch
 def current_label(self: AnnotationPanel) -> Any:
     kind = self.info.label_schema.kind
@@ -1223,7 +1224,7 @@ def on_submit(self: AnnotationPanel) -> None:
         return
     self.show(task)
 
-
+# %% ../nbs/03_annotate.ipynb #6105b6b1
 @patch
 def on_undo(self: AnnotationPanel) -> None:
     task = self.project.undo_last(self.annotator)
@@ -1233,13 +1234,13 @@ def on_undo(self: AnnotationPanel) -> None:
     self.show(task)
     self._refresh_progress("undone: your earlier label is shown; change it or submit it again")
 
-
+# %% ../nbs/03_annotate.ipynb #edca1f85
 @patch
 def on_skip(self: AnnotationPanel) -> None:
     if self.task is not None:
         self.show(self.project.skip(self.annotator, self.task.item_sha256))
 
-
+# %% ../nbs/03_annotate.ipynb #6ebfa4b1
 @patch
 def on_key(self: AnnotationPanel, event: dict[str, Any]) -> None:
     "Act on a key press from the browser (`{'key': ..., 'target': {'tagName': ...}, 'question': ...}`)."
@@ -1274,14 +1275,14 @@ def page_query_string() -> str:
         return os.environ.get("QUERY_STRING", "")
     return get_query_string() or ""
 
-
+# %% ../nbs/03_annotate.ipynb #149cedf9
 def warm_up(store: Store | None = None) -> Store:
-    "The work a page does before knowing its visitor: the widget libraries imported and the store opened."
+    "The work a page does before knowing its visitor: the widget libraries imported and the store opened (closed when the kernel ends)."
     import anywidget  # noqa: F401
     import ipywidgets  # noqa: F401
     import PIL.Image  # noqa: F401
 
-    return store or Store()
+    return kernel_store(store)
 
 # %% ../nbs/03_annotate.ipynb #a45361f7
 def app_view(query_string: str, project: str | None, store: Store | None = None, suggester: Suggester | None = None):
@@ -1292,7 +1293,7 @@ def app_view(query_string: str, project: str | None, store: Store | None = None,
     query = parse_qs(query_string or "")
     token = (query.get("token") or [None])[0]
     project = project or (query.get("project") or [None])[0]
-    store = store or Store()
+    store = kernel_store(store)  # the panel uses it for as long as the page is open
     try:
         if not project:
             raise AnnotationError("no project: the server was started without --project")
@@ -1364,7 +1365,7 @@ def page_kernel_manager_class():
 
     return PageKernelManager
 
-
+# %% ../nbs/03_annotate.ipynb #73832dcc
 def refuse_pages_beyond_cap() -> None:
     "Make Voila answer 503 to a new page while `max_pages` pages are open (run in Voila's config file)."
     import inspect

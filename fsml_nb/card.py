@@ -169,7 +169,7 @@ class CheckRow:
     where: str
     met: bool | None  # None: not measured
 
-
+# %% ../nbs/14_card.ipynb #b3e01399
 @dataclass(frozen=True)
 class CardCheck:
     "Every constraint of a card checked against one model version."

@@ -21,19 +21,22 @@ from .store import DatasetVersion, Store
 # %% auto #0
 __all__ = ['app', 'import_app', 'version_app', 'collect_app', 'annotate_app', 'repro_app', 'registry_app', 'serve_app',
            'pipeline_app', 'eval_app', 'grade_app', 'pages_app', 'PageKernels', 'PageCulling', 'PagePreheat',
-           'dashboard_app', 'demo_app', 'main', 'init', 'import_digits_command', 'import_mnist1d_command',
-           'import_folder_command', 'list_versions', 'show_version', 'diff_versions_command', 'verify_version_command',
-           'gc_command', 'crawl_command', 'collect_version', 'annotate_create', 'annotate_add_annotator',
-           'annotate_reissue_token', 'annotate_disable', 'annotate_enable', 'annotate_remove_annotator',
-           'annotate_add_member', 'annotate_remove_member', 'annotate_members', 'annotate_guide', 'annotate_status',
-           'annotate_export', 'annotate_serve', 'list_recipes', 'run_recipe', 'export_command', 'registry_register',
-           'registry_list', 'registry_show', 'registry_promote', 'registry_rollback', 'registry_history',
-           'registry_lineage', 'registry_pull', 'quickstart', 'serve_worker', 'serve_api', 'serve_up',
-           'serve_add_client', 'serve_remove_client', 'deploy_command', 'pipeline_run_command',
-           'pipeline_worker_command', 'pipeline_list_command', 'pipeline_status_command', 'pipeline_show_command',
-           'eval_run_command', 'eval_compare_command', 'eval_issues_command', 'grade_sample_command',
-           'grade_report_command', 'pages_dashboard_command', 'pages_demo_command', 'pages_add_viewer_command',
-           'check_command']
+           'dashboard_app', 'demo_app', 'main', 'init_command', 'import_digits_command', 'import_mnist1d_command',
+           'import_folder_command', 'versions_command', 'version_show_command', 'version_diff_command',
+           'version_verify_command', 'gc_command', 'collect_crawl_command', 'collect_version_command',
+           'annotate_create_command', 'annotate_add_annotator_command', 'annotate_reissue_token_command',
+           'annotate_disable_command', 'annotate_enable_command', 'annotate_remove_annotator_command',
+           'annotate_add_member_command', 'annotate_remove_member_command', 'annotate_members_command',
+           'annotate_guide_command', 'annotate_status_command', 'annotate_export_command', 'annotate_serve_command',
+           'repro_list_command', 'repro_run_command', 'export_command', 'registry_register_command',
+           'registry_list_command', 'registry_show_command', 'registry_promote_command', 'registry_rollback_command',
+           'registry_history_command', 'registry_lineage_command', 'registry_pull_command', 'quickstart_command',
+           'serve_worker_command', 'serve_api_command', 'serve_up_command', 'serve_add_client_command',
+           'serve_remove_client_command', 'deploy_command', 'pipeline_run_command', 'pipeline_worker_command',
+           'pipeline_list_command', 'pipeline_status_command', 'pipeline_show_command', 'eval_run_command',
+           'eval_compare_command', 'eval_issues_command', 'grade_production_sample_command',
+           'grade_production_report_command', 'pages_dashboard_command', 'pages_demo_command',
+           'pages_add_viewer_command', 'check_command']
 
 # %% ../nbs/13_cli.ipynb #acdfc9ac
 app = typer.Typer(help="fsml_nb: the whole model loop: collect, annotate, version, train, export, register, serve, evaluate.",
@@ -58,8 +61,8 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(130) from None
 
 # %% ../nbs/13_cli.ipynb #1e80bf41
-@app.command()
-def init(folder: Annotated[Path | None, typer.Argument(help="scaffold a new project here (card, guide, pipeline)")] = None,
+@app.command("init")
+def init_command(folder: Annotated[Path | None, typer.Argument(help="scaffold a new project here (card, guide, pipeline)")] = None,
          name: Annotated[str | None, typer.Option(help="project name (default: the folder's)")] = None,
          force: Annotated[bool, typer.Option("--force", help="overwrite the project's files")] = False) -> None:
     "Create (or upgrade) the store the settings name; with FOLDER, also scaffold a project there."
@@ -122,7 +125,7 @@ def import_folder_command(
 
 # %% ../nbs/13_cli.ipynb #be922781
 @app.command("versions")
-def list_versions(as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
+def versions_command(as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
     "List dataset versions, newest first."
     with Store() as store:
         summaries = store.versions()
@@ -148,7 +151,7 @@ def _version_dict(version: DatasetVersion) -> dict:
 
 
 @version_app.command("show")
-def show_version(ref: Annotated[str, typer.Argument(help="version id, unique id prefix, or name")],
+def version_show_command(ref: Annotated[str, typer.Argument(help="version id, unique id prefix, or name")],
                  as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
     "Show a dataset version: schema, splits and label counts."
     with Store() as store:
@@ -166,7 +169,7 @@ def show_version(ref: Annotated[str, typer.Argument(help="version id, unique id 
 
 
 @version_app.command("diff")
-def diff_versions_command(old: Annotated[str, typer.Argument(help="the older version")],
+def version_diff_command(old: Annotated[str, typer.Argument(help="the older version")],
                           new: Annotated[str, typer.Argument(help="the newer version")],
                           limit: Annotated[int, typer.Option(help="items to list per kind of change")] = 10,
                           as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
@@ -185,17 +188,14 @@ def diff_versions_command(old: Annotated[str, typer.Argument(help="the older ver
 
 
 @version_app.command("verify")
-def verify_version_command(ref: Annotated[str, typer.Argument(help="version id, unique id prefix, or name")]) -> None:
+def version_verify_command(ref: Annotated[str, typer.Argument(help="version id, unique id prefix, or name")]) -> None:
     "Re-hash a version's manifest and every blob it names; exit 1 if anything is wrong."
     with Store() as store:
         report = store.verify_version(ref, progress=True)
     if report.ok:
-        typer.echo(f"{report.version_id[:12]}: ok ({report.checked} items)")
+        typer.echo(report._repr_markdown_())
         return
-    problems = [] if report.manifest_ok else ["the manifest no longer hashes to the version id"]
-    problems += [f"{len(report.missing)} missing blob(s), e.g. {report.missing[0]}"] if report.missing else []
-    problems += [f"{len(report.corrupt)} corrupt blob(s), e.g. {report.corrupt[0]}"] if report.corrupt else []
-    raise FsmlError(f"version {report.version_id[:12]} is damaged: " + "; ".join(problems))
+    raise FsmlError(f"version {report.version_id[:12]} is damaged: " + "; ".join(report.problems))
 
 # %% ../nbs/13_cli.ipynb #dfe22d82
 @app.command("gc")
@@ -219,7 +219,7 @@ def gc_command(apply: Annotated[bool, typer.Option("--apply", help="remove what 
 
 # %% ../nbs/13_cli.ipynb #7c010938
 @collect_app.command("crawl")
-def crawl_command(
+def collect_crawl_command(
     urls: Annotated[list[str], typer.Argument(help="start URLs")],
     allow: Annotated[list[str], typer.Option("--allow", help="allowed domain, subdomains included (repeat); "
                                              "default: the start URLs' hosts")] = (),
@@ -275,7 +275,7 @@ def crawl_command(
 
 # %% ../nbs/13_cli.ipynb #d1963037
 @collect_app.command("version")
-def collect_version(
+def collect_version_command(
     crawl: Annotated[str, typer.Argument(help="the crawl's id (printed by `fsml collect crawl`)")],
     name: Annotated[str, typer.Option("--name", help="name of the new dataset version")],
     licence: Annotated[list[str], typer.Option("--licence", help="keep only these SPDX ids, e.g. CC-BY-4.0 (repeat)")] = (),
@@ -295,7 +295,7 @@ app.add_typer(annotate_app, name="annotate")
 
 
 @annotate_app.command("create")
-def annotate_create(name: Annotated[str, typer.Argument(help="project name")],
+def annotate_create_command(name: Annotated[str, typer.Argument(help="project name")],
                     version: Annotated[str, typer.Option(help="dataset version whose items to label")],
                     overlap: Annotated[int, typer.Option(help="independent answers per item")] = 2,
                     lease: Annotated[int, typer.Option(help="seconds before an unanswered item is handed out again")] = 600,
@@ -313,7 +313,7 @@ def annotate_create(name: Annotated[str, typer.Argument(help="project name")],
 
 
 @annotate_app.command("add-annotator")
-def annotate_add_annotator(name: Annotated[str, typer.Argument(help="the annotator's name")],
+def annotate_add_annotator_command(name: Annotated[str, typer.Argument(help="the annotator's name")],
                            project: Annotated[list[str], typer.Option(help="a project they may label (repeat the option)")] = (),
                            host: Annotated[str, typer.Option(help="host in the printed link")] = "127.0.0.1",
                            port: Annotated[int, typer.Option(help="port in the printed link")] = 8866) -> None:
@@ -328,7 +328,7 @@ def _print_link(name: str, token: str, host: str, port: int) -> None:
 
 
 @annotate_app.command("reissue-token")
-def annotate_reissue_token(name: Annotated[str, typer.Argument(help="the annotator's name")],
+def annotate_reissue_token_command(name: Annotated[str, typer.Argument(help="the annotator's name")],
                            host: Annotated[str, typer.Option(help="host in the printed link")] = "127.0.0.1",
                            port: Annotated[int, typer.Option(help="port in the printed link")] = 8866) -> None:
     "Give an annotator a new token and link; the old one stops working."
@@ -337,7 +337,7 @@ def annotate_reissue_token(name: Annotated[str, typer.Argument(help="the annotat
 
 
 @annotate_app.command("disable")
-def annotate_disable(name: Annotated[str, typer.Argument(help="the annotator's name")]) -> None:
+def annotate_disable_command(name: Annotated[str, typer.Argument(help="the annotator's name")]) -> None:
     "Refuse an annotator's token (their answers stay; their items go back to the queue)."
     with Store() as store:
         store.annotators.disable(name)
@@ -345,7 +345,7 @@ def annotate_disable(name: Annotated[str, typer.Argument(help="the annotator's n
 
 
 @annotate_app.command("enable")
-def annotate_enable(name: Annotated[str, typer.Argument(help="the annotator's name")]) -> None:
+def annotate_enable_command(name: Annotated[str, typer.Argument(help="the annotator's name")]) -> None:
     "Let a disabled annotator back in with their token."
     with Store() as store:
         store.annotators.disable(name, disabled=False)
@@ -353,7 +353,7 @@ def annotate_enable(name: Annotated[str, typer.Argument(help="the annotator's na
 
 
 @annotate_app.command("remove-annotator")
-def annotate_remove_annotator(name: Annotated[str, typer.Argument(help="the annotator's name")]) -> None:
+def annotate_remove_annotator_command(name: Annotated[str, typer.Argument(help="the annotator's name")]) -> None:
     "Delete an annotator who never answered (one who did can only be disabled)."
     with Store() as store:
         store.annotators.remove(name)
@@ -361,7 +361,7 @@ def annotate_remove_annotator(name: Annotated[str, typer.Argument(help="the anno
 
 
 @annotate_app.command("add-member")
-def annotate_add_member(project: Annotated[str, typer.Argument()], name: Annotated[str, typer.Argument(help="annotator")]) -> None:
+def annotate_add_member_command(project: Annotated[str, typer.Argument()], name: Annotated[str, typer.Argument(help="annotator")]) -> None:
     "Let an annotator label a project."
     with Store() as store:
         store.project(project).add_member(name)
@@ -369,7 +369,7 @@ def annotate_add_member(project: Annotated[str, typer.Argument()], name: Annotat
 
 
 @annotate_app.command("remove-member")
-def annotate_remove_member(project: Annotated[str, typer.Argument()],
+def annotate_remove_member_command(project: Annotated[str, typer.Argument()],
                            name: Annotated[str, typer.Argument(help="annotator")]) -> None:
     "Take a project away from an annotator (the items they hold in it go back to the queue)."
     with Store() as store:
@@ -378,14 +378,14 @@ def annotate_remove_member(project: Annotated[str, typer.Argument()],
 
 
 @annotate_app.command("members")
-def annotate_members(project: Annotated[str, typer.Argument()]) -> None:
+def annotate_members_command(project: Annotated[str, typer.Argument()]) -> None:
     "List the annotators who may label a project."
     with Store() as store:
         typer.echo("\n".join(store.project(project).members()) or f"{project} has no members yet")
 
 
 @annotate_app.command("guide")
-def annotate_guide(project: Annotated[str, typer.Argument()],
+def annotate_guide_command(project: Annotated[str, typer.Argument()],
                    guide: Annotated[Path, typer.Argument(help="Markdown file", exists=True, dir_okay=False,
                                                          readable=True)]) -> None:
     "Record a new version of a project's guide."
@@ -394,7 +394,7 @@ def annotate_guide(project: Annotated[str, typer.Argument()],
 
 
 @annotate_app.command("status")
-def annotate_status(project: Annotated[str, typer.Argument()]) -> None:
+def annotate_status_command(project: Annotated[str, typer.Argument()]) -> None:
     "Progress, agreement and the review queue of a project."
     with Store() as store:
         handle = store.project(project)
@@ -404,19 +404,15 @@ def annotate_status(project: Annotated[str, typer.Argument()]) -> None:
         questions = handle.open_questions()
     typer.echo(f"{details.name}: {state.complete}/{state.total} items complete (overlap {details.overlap}), "
                f"guide v{details.guide_version}")
-    typer.echo(f"Fleiss' kappa: {report.fleiss:.3f}" if report.fleiss is not None else "Fleiss' kappa: -")
-    for annotator, share in sorted(report.with_consensus.items()):
-        gold = report.with_gold.get(annotator)
-        typer.echo(f"  {annotator:16} agrees with consensus {share:5.1f}%"
-                   + (f", with gold {gold:5.1f}%" if gold is not None else ""))
-    typer.echo(f"review queue: {len(report.review_queue)} item(s); open guide questions: {len(questions)}")
+    typer.echo(report._repr_markdown_())  # kappas, each annotator against consensus and gold, the review queue
+    typer.echo(f"open guide questions: {len(questions)}")
     for question in questions[:10]:
         typer.echo(f"  ? {question.annotator} on {question.item_sha256[:12]} (guide v{question.guide_version}): "
                    f"{question.question}")
 
 
 @annotate_app.command("export")
-def annotate_export(project: Annotated[str, typer.Argument()],
+def annotate_export_command(project: Annotated[str, typer.Argument()],
                     name: Annotated[str | None, typer.Option(help="name of the new version")] = None) -> None:
     "Make a dataset version of the consensus labels."
     with Store() as store:
@@ -424,7 +420,7 @@ def annotate_export(project: Annotated[str, typer.Argument()],
 
 
 @annotate_app.command("serve")
-def annotate_serve(project: Annotated[str, typer.Option(help="the project annotators label")],
+def annotate_serve_command(project: Annotated[str, typer.Option(help="the project annotators label")],
                    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
                    port: Annotated[int, typer.Option(help="port to listen on")] = 8866,
                    max_kernels: Annotated[int, typer.Option(help="pages open at once (a kernel each, ~80 MB); more wait")] = 50,
@@ -463,7 +459,7 @@ app.add_typer(repro_app, name="repro")
 
 
 @repro_app.command("list")
-def list_recipes() -> None:
+def repro_list_command() -> None:
     "List the reproduction recipes."
     from fsml_nb.repro import RECIPES
     for recipe in RECIPES.values():
@@ -472,7 +468,7 @@ def list_recipes() -> None:
 
 
 @repro_app.command("run")
-def run_recipe(name: Annotated[str, typer.Argument(help="recipe name, see `fsml repro list`")],
+def repro_run_command(name: Annotated[str, typer.Argument(help="recipe name, see `fsml repro list`")],
                seeds: Annotated[str | None, typer.Option(help="comma-separated seeds (default: the recipe's)")] = None,
                quick: Annotated[bool, typer.Option(help="a few steps per row: checks the machinery, not the numbers")] = False,
                out: Annotated[Path | None, typer.Option(help="folder for report.md, report.json and report.png")] = None,
@@ -540,7 +536,7 @@ def _registry():
 
 
 @registry_app.command("register")
-def registry_register(path: Annotated[Path, typer.Argument(help="an export folder, or a checkpoint (exported first)")],
+def registry_register_command(path: Annotated[Path, typer.Argument(help="an export folder, or a checkpoint (exported first)")],
                       name: Annotated[str, typer.Option(help="the registered model's name")],
                       reason: Annotated[str, typer.Option(help="why this version is registered")] = "",
                       who: Annotated[str | None, typer.Option(help="who registers it (default: the OS user)")] = None,
@@ -557,7 +553,7 @@ def registry_register(path: Annotated[Path, typer.Argument(help="an export folde
 
 
 @registry_app.command("list")
-def registry_list(name: Annotated[str | None, typer.Argument(help="a model: list its versions")] = None,
+def registry_list_command(name: Annotated[str | None, typer.Argument(help="a model: list its versions")] = None,
                   as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
     "List registered models (or one model's versions)."
     registry = _registry()
@@ -577,7 +573,7 @@ def registry_list(name: Annotated[str | None, typer.Argument(help="a model: list
 
 
 @registry_app.command("show")
-def registry_show(ref: Annotated[str, typer.Argument(help="name@alias, name:number, name, or an id (prefix)")],
+def registry_show_command(ref: Annotated[str, typer.Argument(help="name@alias, name:number, name, or an id (prefix)")],
                   as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
     "Show a model version: its files and how it serves."
     registry = _registry()
@@ -590,7 +586,7 @@ def registry_show(ref: Annotated[str, typer.Argument(help="name@alias, name:numb
 
 
 @registry_app.command("promote")
-def registry_promote(name: Annotated[str, typer.Argument(help="the registered model")],
+def registry_promote_command(name: Annotated[str, typer.Argument(help="the registered model")],
                      version: Annotated[str, typer.Argument(help="its version: a number, name:number or an id")],
                      *, alias: Annotated[str, typer.Option(help="the alias to move")] = "champion",
                      reason: Annotated[str, typer.Option(help="why, for the promotion log")],
@@ -609,7 +605,7 @@ def registry_promote(name: Annotated[str, typer.Argument(help="the registered mo
 
 
 @registry_app.command("rollback")
-def registry_rollback(name: Annotated[str, typer.Argument(help="the registered model")],
+def registry_rollback_command(name: Annotated[str, typer.Argument(help="the registered model")],
                       *, alias: Annotated[str, typer.Option(help="the alias to move back")] = "champion",
                       reason: Annotated[str, typer.Option(help="why, for the promotion log")],
                       who: Annotated[str | None, typer.Option(help="who rolls back (default: the OS user)")] = None) -> None:
@@ -621,7 +617,7 @@ def registry_rollback(name: Annotated[str, typer.Argument(help="the registered m
 
 
 @registry_app.command("history")
-def registry_history(name: Annotated[str, typer.Argument(help="the registered model")],
+def registry_history_command(name: Annotated[str, typer.Argument(help="the registered model")],
                      alias: Annotated[str | None, typer.Option(help="only this alias")] = None,
                      at: Annotated[str | None, typer.Option(help="ISO time: print the version the alias named then")] = None,
                      as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
@@ -647,12 +643,11 @@ def registry_history(name: Annotated[str, typer.Argument(help="the registered mo
         _echo_json([_promotion_json(line) for line in lines])
         return
     for line in lines:
-        typer.echo(f"{line.created_at.isoformat()}  {line.alias}  {line.kind}  {(line.from_version_id or '-')[:12]} -> "
-                   f"{line.to_version_id[:12]}  {line.who}: {line.reason}")
+        typer.echo(line._repr_markdown_())
 
 
 @registry_app.command("lineage")
-def registry_lineage(ref: Annotated[str, typer.Argument(help="name@alias, name:number, name, or an id (prefix)")],
+def registry_lineage_command(ref: Annotated[str, typer.Argument(help="name@alias, name:number, name, or an id (prefix)")],
                      as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
     "Where a model version came from: training run, dataset version, annotation guide, sources."
     registry = _registry()
@@ -665,7 +660,7 @@ def registry_lineage(ref: Annotated[str, typer.Argument(help="name@alias, name:n
 
 
 @registry_app.command("pull")
-def registry_pull(ref: Annotated[str, typer.Argument(help="name@alias, name:number, name, or an id (prefix)")],
+def registry_pull_command(ref: Annotated[str, typer.Argument(help="name@alias, name:number, name, or an id (prefix)")],
                   folder: Annotated[Path, typer.Argument(help="a new folder for the files")]) -> None:
     "Copy a version's files (each re-hashed) into a folder that serves on its own."
     registry = _registry()
@@ -675,8 +670,8 @@ def registry_pull(ref: Annotated[str, typer.Argument(help="name@alias, name:numb
     typer.echo(f"pulled {version.ref} ({version.id[:12]}) into {folder}")
 
 # %% ../nbs/13_cli.ipynb #a2e7d8f9
-@app.command()
-def quickstart(batch_size: Annotated[int, typer.Option(help="size of the batch read back")] = 32,
+@app.command("quickstart")
+def quickstart_command(batch_size: Annotated[int, typer.Option(help="size of the batch read back")] = 32,
                epochs: Annotated[int, typer.Option(help="training epochs (0: stop after reading a batch)")] = 3,
                model: Annotated[str, typer.Option(help="timm model to train from scratch")] = "resnet10t",
                out: Annotated[Path | None, typer.Option(help="folder for the checkpoint and export "
@@ -700,8 +695,7 @@ def quickstart(batch_size: Annotated[int, typer.Option(help="size of the batch r
         checkpoint = folder / f"{model}.safetensors"
         result = fit(model, version, store=store, checkpoint_path=checkpoint,
                      config=TrainConfig(epochs=epochs, batch_size=64, lr=2e-3, weight_decay=0.05, warmup_steps=20))
-        typer.echo(f"trained {model} on {version.short_id}: test accuracy {result.test_accuracy:.2f}% "
-                   f"({result.seconds:.0f} s) -> {checkpoint}")
+        typer.echo(f"{model}: {result._repr_markdown_()}")
         report = export_checkpoint(checkpoint, folder / "export", version, store=store)
     if report.recommended is None:
         typer.echo(f"exported to {folder / 'export'}: no recommendation ({report.notes[0]}); report.md there has "
@@ -728,7 +722,7 @@ def _api_config(**options):
 
 # %% ../nbs/13_cli.ipynb #55182790
 @serve_app.command("worker")
-def serve_worker(model: Annotated[str, typer.Option(help="the model's name (its queue is PREFIX.NAME)")],
+def serve_worker_command(model: Annotated[str, typer.Option(help="the model's name (its queue is PREFIX.NAME)")],
                  folder: Annotated[Path | None, typer.Option(help="a pulled model version folder to serve")] = None,
                  ref: Annotated[str | None, typer.Option(help="a registry reference to serve and follow (NAME@champion)")] = None,
                  max_batch: Annotated[int, typer.Option(help="jobs per batch at most")] = 1,
@@ -758,7 +752,7 @@ def serve_worker(model: Annotated[str, typer.Option(help="the model's name (its 
 
 # %% ../nbs/13_cli.ipynb #30d25e0c
 @serve_app.command("api")
-def serve_api(host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+def serve_api_command(host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
               port: Annotated[int, typer.Option(help="port")] = 8000,
               queue_prefix: Annotated[str, typer.Option(help="queue name prefix")] = "fsml.predict",
               max_queue: Annotated[int, typer.Option(help="jobs waiting in a queue before new ones get 503")] = 1000,
@@ -777,7 +771,7 @@ def serve_api(host: Annotated[str, typer.Option(help="address to listen on")] = 
 
 # %% ../nbs/13_cli.ipynb #74de1eb7
 @serve_app.command("up")
-def serve_up(model: Annotated[str, typer.Option(help="the model's name")],
+def serve_up_command(model: Annotated[str, typer.Option(help="the model's name")],
              workers: Annotated[int, typer.Option(help="worker processes")] = 2,
              folder: Annotated[Path | None, typer.Option(help="a pulled model version folder to serve")] = None,
              ref: Annotated[str | None, typer.Option(help="a registry reference to serve and follow (NAME@champion)")] = None,
@@ -808,7 +802,7 @@ def serve_up(model: Annotated[str, typer.Option(help="the model's name")],
 
 # %% ../nbs/13_cli.ipynb #1a958c1f
 @serve_app.command("add-client")
-def serve_add_client(name: Annotated[str, typer.Argument(help="the client's name")]) -> None:
+def serve_add_client_command(name: Annotated[str, typer.Argument(help="the client's name")]) -> None:
     "Add an API client and print its token (shown once; stored hashed)."
     from fsml_nb.db import open_database
     from fsml_nb.serve import add_serve_client
@@ -818,7 +812,7 @@ def serve_add_client(name: Annotated[str, typer.Argument(help="the client's name
 
 
 @serve_app.command("remove-client")
-def serve_remove_client(name: Annotated[str, typer.Argument(help="the client's name")]) -> None:
+def serve_remove_client_command(name: Annotated[str, typer.Argument(help="the client's name")]) -> None:
     "Remove an API client; its token stops working."
     from fsml_nb.db import open_database
     from fsml_nb.serve import remove_serve_client
@@ -945,8 +939,7 @@ def pipeline_status_command(name: Annotated[str | None, typer.Argument(help="one
 
     with Store() as store:
         for run in pipeline_history(store, name, limit):
-            steps = ", ".join(f"{step} {status}" for step, status in run.steps.items())
-            typer.echo(f"{run.id[:12]}  {run.pipeline}  {run.status:<11} {run.started_at:%Y-%m-%d %H:%M}  {steps}")
+            typer.echo(run._repr_markdown_())
 
 
 @pipeline_app.command("show")
@@ -1033,7 +1026,7 @@ def _moment(text: str | None):
 
 
 @grade_app.command("sample")
-def grade_sample_command(
+def grade_production_sample_command(
         project: Annotated[str, typer.Argument(help="name of the annotation project to create")],
         size: Annotated[int, typer.Option(help="served predictions to sample")] = 200,
         model: Annotated[str | None, typer.Option(help="only this served model")] = None,
@@ -1055,7 +1048,7 @@ def grade_sample_command(
 
 
 @grade_app.command("report")
-def grade_report_command(project: Annotated[str, typer.Argument(help="the production sample's annotation project")],
+def grade_production_report_command(project: Annotated[str, typer.Argument(help="the production sample's annotation project")],
                          plot: Annotated[Path | None, typer.Option(help="also write the chart (PNG) here")] = None,
                          as_json: Annotated[bool, typer.Option("--json", help="print the tables as JSON")] = False,
                          ) -> None:

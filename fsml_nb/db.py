@@ -65,7 +65,7 @@ def normalize_db_url(url: str) -> str:
             return "postgresql+psycopg://" + url[len(prefix):]
     return url
 
-
+# %% ../nbs/01_db.ipynb #e7e2647d
 def display_db_url(url: str) -> str:
     "The URL with its password hidden, for messages (also when the URL does not parse)."
     try:
@@ -109,7 +109,7 @@ def _configure_sqlite(engine: Engine) -> None:
         read_only = connection.get_execution_options().get(READ_ONLY, False)
         connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
-
+# %% ../nbs/01_db.ipynb #72a5165d
 @contextmanager
 def reading(engine: Engine) -> Iterator[Connection]:
     "A connection for reads only: on SQLite it takes no lock, so it never waits for a writer."
@@ -154,7 +154,7 @@ def _sqlite_failure(engine: Engine, error: SQLDatabaseError) -> DatabaseError:
     return DatabaseDamagedError(f"the SQLite database {engine.url.database} is damaged ({_reason(error)}); "
                                 "restore it from a backup")
 
-
+# %% ../nbs/01_db.ipynb #f6bab3d6
 def make_engine(url: str) -> Engine:
     "An engine for `url` (SQLite or PostgreSQL), checked to answer."
     url = normalize_db_url(str(url))
@@ -201,7 +201,7 @@ def is_retryable(error: BaseException) -> bool:
     "Whether the database aborted the transaction only because of another one (deadlock, serialization)."
     return isinstance(error, DBAPIError) and getattr(error.orig, "sqlstate", None) in RETRYABLE_SQLSTATES
 
-
+# %% ../nbs/01_db.ipynb #6fce133c
 def transaction(engine: Engine, work: Callable[[Connection], T],  # runs inside the transaction, maybe more than once
                 attempts: int = 5,  # tries before the error is raised
                 ) -> T:
@@ -294,7 +294,7 @@ def extend_lease(connection: Connection, table: Table, key_value: Any, owner: st
                                 .values(lease_expires=now + seconds))
     return result.rowcount == 1
 
-
+# %% ../nbs/01_db.ipynb #4c06202d
 def complete_lease(connection: Connection, table: Table, key_value: Any, owner: str,
                    status: str = DONE,  # the row's final status
                    **values: Any,  # other columns to set
@@ -304,7 +304,7 @@ def complete_lease(connection: Connection, table: Table, key_value: Any, owner: 
                                 .values(status=status, lease_owner=None, lease_expires=None, **values))
     return result.rowcount == 1
 
-
+# %% ../nbs/01_db.ipynb #5c6fcf59
 def release_lease(connection: Connection, table: Table, key_value: Any, owner: str, **values: Any) -> bool:
     "Give a leased row back to the queue now; False if it was no longer this owner's."
     return complete_lease(connection, table, key_value, owner, status=QUEUED, **values)
@@ -466,7 +466,7 @@ def missing_triggers(connection: Connection) -> list[str]:
     present = set(connection.execute(text("SELECT name FROM sqlite_master WHERE type = 'trigger'")).scalars())
     return sorted(set(_sqlite_triggers()) - present)
 
-
+# %% ../nbs/01_db.ipynb #06802e5d
 def install_triggers(connection: Connection) -> list[str]:
     "Create the immutability triggers that are missing; return their names."
     missing = missing_triggers(connection)
@@ -917,7 +917,7 @@ def _migrate(connection: Connection, target: int, migrations: dict[int, Migratio
                                  "run `fsml version verify` on the versions", ", ".join(restored))
     return current
 
-
+# %% ../nbs/01_db.ipynb #9f76bd05
 def upgrade_schema(engine: Engine, target: int = SCHEMA_VERSION,
                    migrations: dict[int, Migration] | None = None) -> int:
     "Create or upgrade the database schema to `target`; return the version it had before (0 if new)."
@@ -933,7 +933,7 @@ def upgrade_schema(engine: Engine, target: int = SCHEMA_VERSION,
             raise
         raise _sqlite_failure(engine, error) from None
 
-
+# %% ../nbs/01_db.ipynb #da7444f5
 def open_database(url: str) -> Engine:
     "An engine for `url` whose schema is current (created or migrated as needed)."
     engine = make_engine(url)

@@ -80,7 +80,7 @@ def _export_with(model: nn.Module, example: torch.Tensor, path: Path, opset: int
         warnings.simplefilter("ignore")
         torch.onnx.export(model, (example,), str(path), **arguments)
 
-
+# %% ../nbs/08_export.ipynb #fdf76ea0
 def export_onnx(model: nn.Module, example: torch.Tensor, path: str | Path, opset: int = DEFAULT_OPSET,
                 metadata: dict[str, Any] | None = None) -> str:
     "Export `model` to ONNX at `path` (dynamic batch, checked); return the exporter used."
@@ -145,7 +145,7 @@ class SplitReader:
         self.rewind()
         return iter(self.get_next, None)
 
-
+# %% ../nbs/08_export.ipynb #91377e22
 def _add_metadata(path: Path, metadata: dict[str, Any]) -> None:
     import onnx
 
@@ -170,7 +170,7 @@ def _preprocessed(fp32_path: str | Path, out_path: str | Path):
     finally:
         prepared.unlink(missing_ok=True)
 
-
+# %% ../nbs/08_export.ipynb #fc810228
 def quantize_dynamic_int8(fp32_path: str | Path, out_path: str | Path) -> Path:
     "Dynamic INT8: weights quantized, activations at run time."
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -180,7 +180,7 @@ def quantize_dynamic_int8(fp32_path: str | Path, out_path: str | Path) -> Path:
     _add_metadata(Path(out_path), {**onnx_metadata(fp32_path), "fsml.quantization": "dynamic-int8"})
     return Path(out_path)
 
-
+# %% ../nbs/08_export.ipynb #341fcd39
 def quantize_static_int8(fp32_path: str | Path, out_path: str | Path, calibration: Split, calibration_version: str,
                          method: str = "minmax") -> Path:
     "Static INT8 (QDQ, per-channel weights) calibrated on `calibration`."
@@ -210,7 +210,7 @@ def onnx_session(path: str | Path, provider: str = "CPUExecutionProvider"):
     options.log_severity_level = 3
     return onnxruntime.InferenceSession(str(path), options, providers=[provider])
 
-
+# %% ../nbs/08_export.ipynb #3a1ce83d
 class OnnxRunner:
     "Run an ONNX model on torch tensors."
     def __init__(self, path: str | Path, provider: str = "CPUExecutionProvider"):
@@ -220,7 +220,7 @@ class OnnxRunner:
     def __call__(self, inputs: torch.Tensor) -> np.ndarray:
         return self.session.run(None, {self.input_name: inputs.numpy()})[0]
 
-
+# %% ../nbs/08_export.ipynb #f393a678
 class TorchRunner:
     "Run the torch model in eval mode without gradients."
     def __init__(self, model: nn.Module):
@@ -243,7 +243,7 @@ def wilson_interval(successes: int, trials: int, z: float = 1.96) -> tuple[float
 
 PAIRED_Z = 2.2414  # two-sided 97.5% for each of the two counts: 95% together
 
-
+# %% ../nbs/08_export.ipynb #79af5936
 def drop_interval(reference_right: np.ndarray, variant_right: np.ndarray) -> tuple[float, float, float]:
     "Accuracy drop of a variant against the reference on the same items, in points, with a 95% interval."
     items = len(reference_right)
@@ -253,7 +253,7 @@ def drop_interval(reference_right: np.ndarray, variant_right: np.ndarray) -> tup
     gained_low, gained_high = wilson_interval(gained, items, PAIRED_Z)
     return (100 * (lost - gained) / max(1, items), 100 * (lost_low - gained_high), 100 * (lost_high - gained_low))
 
-
+# %% ../nbs/08_export.ipynb #9e0c706a
 @dataclass
 class Parity:
     "How one variant compares with torch FP32 on a split."
@@ -272,11 +272,11 @@ class Parity:
     def beyond_tolerance(self) -> bool:
         return self.max_abs_logit_diff > self.logit_tolerance
 
-
+# %% ../nbs/08_export.ipynb #b2412caf
 def batched_logits(runner, inputs: torch.Tensor, batch_size: int = 256) -> np.ndarray:
     return np.concatenate([runner(inputs[start:start + batch_size]) for start in range(0, len(inputs), batch_size)])
 
-
+# %% ../nbs/08_export.ipynb #a7f7750d
 def parity(variant: str, logits: np.ndarray, reference: np.ndarray, split: Split,
            logit_tolerance: float = math.inf) -> Parity:
     "Compare a variant's logits with torch's on a split."
@@ -325,7 +325,7 @@ class Latency:
     def overlaps(self, other: Latency) -> bool:
         return self.q1 <= other.q3 and other.q1 <= self.q3
 
-
+# %% ../nbs/08_export.ipynb #fbf5f986
 def measure_latency(runner, inputs: torch.Tensor, repeats: int = 50, warmup: int = 5) -> Latency:
     "Latency of `runner(inputs)` over `repeats` timed calls after `warmup` untimed ones."
     for _ in range(warmup):
@@ -358,13 +358,13 @@ def write_golden(folder: Path,  # the export folder being written
         np.save(folder / outputs[name], np.asarray(runner(inputs), dtype=np.float32), allow_pickle=False)
     return {"inputs": "golden/inputs.npy", "count": len(inputs), "items": list(test.shas[:count]), "outputs": outputs}
 
-
+# %% ../nbs/08_export.ipynb #d488f88a
 def file_entry(path: str | Path) -> dict[str, Any]:
     "A file's {'sha256', 'size'}."
     with open(path, "rb") as handle:
         return {"sha256": hashlib.file_digest(handle, "sha256").hexdigest(), "size": os.path.getsize(path)}
 
-
+# %% ../nbs/08_export.ipynb #29b2c8b6
 def file_entries(folder: Path, skip: tuple[str, ...] = ("report.json",)) -> dict[str, dict[str, Any]]:
     "Every file under `folder` but `skip`: relative path -> {'sha256', 'size'}."
     return {path.relative_to(folder).as_posix(): file_entry(path) for path in sorted(folder.rglob("*"))
@@ -385,7 +385,7 @@ class Variant:
         low, high = self.latency_iqr_ms.get(key, (self.latency_ms[key], self.latency_ms[key]))
         return Latency(self.latency_ms[key], low, high)
 
-
+# %% ../nbs/08_export.ipynb #778fae88
 @dataclass
 class ExportReport:
     "Everything `export_checkpoint` measured, and its recommendation."
@@ -409,7 +409,7 @@ class ExportReport:
     def variant(self, name: str) -> Variant:
         return next(variant for variant in self.variants if variant.name == name)
 
-
+# %% ../nbs/08_export.ipynb #e0a17aac
 def _gpu_providers() -> list[str]:
     import onnxruntime
 
@@ -652,14 +652,14 @@ def _repr_markdown_(self: ExportReport) -> str:
         lines += [f"- `{name}`: {sqnr:.1f} dB" for name, sqnr in report.diverging_layers]
     return "\n".join(lines)
 
-
+# %% ../nbs/08_export.ipynb #cbcf4388
 def report_json(report: ExportReport) -> dict[str, Any]:
     data = asdict(report)
     data["variants"] = [{**asdict(variant), "path": Path(variant.path).name if variant.path else None}
                         for variant in report.variants]
     return data
 
-
+# %% ../nbs/08_export.ipynb #56e9c7ee
 def _write_reports(report: ExportReport, folder: Path) -> None:
     "Write report.md, record every file's hash and size in `report.files`, then write report.json."
     (folder / "report.md").write_text(report._repr_markdown_() + "\n")

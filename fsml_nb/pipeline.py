@@ -61,7 +61,7 @@ def _parameters_cell(notebook: dict, path: Path) -> str:
     raise PipelineError(f"step notebook {path} has no cell tagged 'parameters' (papermill needs one to know "
                         "what the step takes)")
 
-
+# %% ../nbs/12_pipeline.ipynb #fdf919a7
 def notebook_parameters(path: Path | str) -> dict[str, StepParameter]:
     "The parameters a step notebook declares in its `parameters` cell."
     path = Path(path)
@@ -118,7 +118,7 @@ def _fits(value: Any, annotation: ast.expr) -> bool:
         return False  # True is an int in Python, never a number of epochs
     return isinstance(value, expected)
 
-
+# %% ../nbs/12_pipeline.ipynb #cb3ed4a7
 def check_parameter(parameter: StepParameter, value: Any, step: str) -> None:
     "Raise `PipelineError` unless `value` fits the parameter's type hint (or its default's type)."
     if parameter.annotation is not None:
@@ -138,7 +138,7 @@ class PipelineStep:
     after: tuple[str, ...] = ()
     params: dict[str, Any] = field(default_factory=dict)  # fixed values for this step alone
 
-
+# %% ../nbs/12_pipeline.ipynb #6359f0f6
 @dataclass(frozen=True)
 class PipelineSpec:
     "A pipeline as declared: its name, parameters and steps in an order that respects `after`."
@@ -210,7 +210,7 @@ def _relative_path(value: Any, folder: Path) -> Any:
         return str((folder / value).resolve())
     return value
 
-
+# %% ../nbs/12_pipeline.ipynb #0692a870
 def load_pipeline(path: Path | str) -> PipelineSpec:
     "Read and check a pipeline file: keys, notebooks, upstream names, no cycle."
     try:
@@ -272,7 +272,7 @@ def notebook_source_hash(path: Path) -> str:
               else cell.get("source", "")] for cell in notebook.get("cells", [])]
     return hashlib.sha256(canonical_json(cells).encode()).hexdigest()
 
-
+# %% ../nbs/12_pipeline.ipynb #834ab942
 def package_versions(names: Sequence[str] = CACHE_PACKAGES) -> dict[str, str | None]:
     "Installed versions of the packages that matter for caching (None when not installed)."
     versions = {}
@@ -283,7 +283,7 @@ def package_versions(names: Sequence[str] = CACHE_PACKAGES) -> dict[str, str | N
             versions[name] = None
     return versions
 
-
+# %% ../nbs/12_pipeline.ipynb #2cb56816
 def step_cache_key(notebook: Path, parameters: Mapping[str, Any], packages: Mapping[str, str | None]) -> str:
     "The hash that says whether a step's earlier result can be reused."
     return hashlib.sha256(canonical_json({"notebook": notebook_source_hash(notebook), "parameters": dict(parameters),
@@ -429,7 +429,7 @@ _WARM_CODE = """def _fsml_warm(names):
 _fsml_warm({names!r})
 del _fsml_warm"""
 
-
+# %% ../nbs/12_pipeline.ipynb #86471baa
 class WarmKernel:
     "A kernel started for one step, importing that step's modules; `execute_step` runs the step in it once."
 
@@ -495,7 +495,7 @@ class WarmKernel:
         if self._retiring is not None:
             self._retiring.join()
 
-
+# %% ../nbs/12_pipeline.ipynb #491e1ae8
 class KernelPool:
     "Kernels started ahead of the steps that will run in them, one per step, owned by a pipeline run."
 
@@ -533,7 +533,7 @@ class KernelPool:
     def __exit__(self, *exc_info: Any) -> None:
         self.close()
 
-
+# %% ../nbs/12_pipeline.ipynb #23ae45df
 def _warm_engine() -> str:
     "Register (once) the papermill engine that runs a notebook in a kernel already started (and leaves it running)."
     from papermill.clientwrap import PapermillNotebookClient
@@ -591,7 +591,7 @@ def _failed_cell(executed: Path) -> str:
             return f"cell {position} ({first[0][:60] if first else 'empty'})"
     return "unknown cell"
 
-
+# %% ../nbs/12_pipeline.ipynb #8093ff2d
 def execute_step(store: Store, step: PipelineStep, parameters: dict[str, Any], workdir: Path,
                  progress: bool = False,  # papermill's progress bar over the cells
                  kernel: WarmKernel | None = None,  # a kernel started ahead for this step (see `KernelPool`)
@@ -639,7 +639,7 @@ def execute_step(store: Store, step: PipelineStep, parameters: dict[str, Any], w
                                       f"{error.ename}: {error.evalue}")
     return result
 
-
+# %% ../nbs/12_pipeline.ipynb #a30ccd77
 class StepFailedError(PipelineError):
     "A step notebook raised; the partial report is kept."
 
@@ -678,7 +678,7 @@ class PipelineRun:
 
     __str__ = _repr_markdown_
 
-
+# %% ../nbs/12_pipeline.ipynb #f60e41ca
 def _this_process() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
@@ -803,7 +803,7 @@ def run_pipeline(spec: PipelineSpec | Path | str,  # a loaded spec or the path o
         if owns_store:
             store.close()
 
-
+# %% ../nbs/12_pipeline.ipynb #c8934df5
 def _import_html_exporter() -> None:
     try:
         import nbconvert  # noqa: F401
@@ -838,7 +838,7 @@ def _step_row(store: Store, run_id: str, step: str):
         return connection.execute(select(pipeline_steps).where(pipeline_steps.c.run_id == run_id,
                                                                pipeline_steps.c.step == step)).first()
 
-
+# %% ../nbs/12_pipeline.ipynb #7f69ec55
 class StepQueue:
     "The runner's side of the step queue: publish a step, wait for a worker to record it."
 
@@ -908,7 +908,7 @@ def _run_job(store: Store, job: dict[str, Any], broker, delivery, owner: str) ->
     result = outcome["result"]
     _record_step(store, job["run_id"], job["step"], result.status, job.get("cache_key"), job["parameters"], result)
 
-
+# %% ../nbs/12_pipeline.ipynb #d380f4e6
 def pipeline_worker(store: Store | None = None, broker_url: str | None = None,
                     stop: threading.Event | None = None,  # set it to stop after the current step
                     max_jobs: int | None = None,  # stop after this many steps (tests)
@@ -947,7 +947,11 @@ class RunSummary:
     finished_at: Any
     steps: dict[str, str]  # step -> status
 
+    def _repr_markdown_(self) -> str:
+        steps = ", ".join(f"{step} {status}" for step, status in self.steps.items())
+        return f"`{self.id[:12]}`  {self.pipeline}  {self.status:<11} {self.started_at:%Y-%m-%d %H:%M}  {steps}"
 
+# %% ../nbs/12_pipeline.ipynb #3d70db8c
 def pipeline_history(store: Store, pipeline: str | None = None, limit: int = 20) -> list[RunSummary]:
     "The latest runs (of one pipeline, or all), newest first, with each step's status."
     with reading(store.engine) as connection:
@@ -964,7 +968,7 @@ def pipeline_history(store: Store, pipeline: str | None = None, limit: int = 20)
                                         run.finished_at and as_utc(run.finished_at), steps))
     return summaries
 
-
+# %% ../nbs/12_pipeline.ipynb #8c58b989
 def step_report(store: Store, run_id: str, step: str, html: bool = False) -> bytes:
     "The executed notebook of one step of a run (`.ipynb` bytes, or HTML)."
     with reading(store.engine) as connection:
@@ -1008,7 +1012,7 @@ def _producers(connection: Connection, value: str) -> list[tuple[Any, str]]:
         .order_by(pipeline_steps.c.finished_at, pipeline_steps.c.id)).all()
     return [(row, name) for row in rows for name, output in row.outputs.items() if output == value][:100]
 
-
+# %% ../nbs/12_pipeline.ipynb #30d69eb9
 def step_origins(store: Store, value: str) -> list[StepOrigin]:
     "The steps that produced `value` and, upstream, what they were given; oldest first, [] if no step made it."
     found: list[StepOrigin] = []

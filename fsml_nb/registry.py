@@ -148,7 +148,11 @@ class Promotion:
     metrics: dict[str, Any] | None
     created_at: datetime
 
+    def _repr_markdown_(self) -> str:
+        return (f"{self.created_at.isoformat()}  {self.alias}  {self.kind}  {(self.from_version_id or '-')[:12]} -> "
+                f"{self.to_version_id[:12]}  {self.who}: {self.reason}")
 
+# %% ../nbs/09_registry.ipynb #3f0dc166
 @dataclass(frozen=True)
 class RegistryEvent:
     "Something happened in the registry: a version was registered, an alias moved."
@@ -213,7 +217,7 @@ def _variant_file(report: dict[str, Any], name: str) -> str | None:
     variant = next((variant for variant in report.get("variants", []) if variant.get("name") == name), None)
     return None if variant is None else variant.get("path")
 
-
+# %% ../nbs/09_registry.ipynb #3a26c89f
 def read_export_folder(folder: str | Path) -> ExportFolder:
     "Check an export folder written by `export_checkpoint` and say which file serves."
     folder = Path(folder)
@@ -261,7 +265,7 @@ def export_checkpoint_path(export: ExportFolder, checkpoint: str | Path | None =
                                "pass it with checkpoint=PATH (--checkpoint)")
     return path
 
-
+# %% ../nbs/09_registry.ipynb #585d0b17
 def read_checkpoint_header(checkpoint: Path) -> dict[str, Any]:
     "A checkpoint's metadata, read from the safetensors header only (no tensor is decoded)."
     from safetensors import safe_open
@@ -311,7 +315,7 @@ def _decoded(value: str) -> Any:
     except json.JSONDecodeError:
         return value
 
-
+# %% ../nbs/09_registry.ipynb #c4ed45e5
 def onnx_outputs(path: str | Path, inputs: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
     "The outputs of an ONNX file on `inputs` (CPU), and its fsml metadata, from one onnxruntime session."
     from fsml_nb.export import onnx_session
@@ -324,7 +328,7 @@ def onnx_outputs(path: str | Path, inputs: np.ndarray) -> tuple[np.ndarray, dict
         raise DamagedExportError(f"{path} cannot be read by onnxruntime: {str(error).strip().splitlines()[0]}") from None
     return outputs, {key: _decoded(value) for key, value in metadata.items()}
 
-
+# %% ../nbs/09_registry.ipynb #54aadd74
 def run_onnx(path: str | Path, inputs: np.ndarray) -> np.ndarray:
     "The outputs of an ONNX file on `inputs` (CPU)."
     return onnx_outputs(path, inputs)[0]
@@ -338,7 +342,7 @@ def _variant_measure(report: dict[str, Any], relative: str, key: str) -> float:
 def _scale(outputs: np.ndarray) -> float:
     return max(1.0, float(np.abs(outputs).max()))
 
-
+# %% ../nbs/09_registry.ipynb #3f15cd36
 def golden_atol(export: ExportFolder, fp32_outputs: np.ndarray) -> float:
     "How far the serving file's outputs may be from the golden ones: 1e-3 of the largest FP32 logit (INT8: what export measured)."
     tight = 1e-3 * _scale(fp32_outputs)
@@ -346,7 +350,7 @@ def golden_atol(export: ExportFolder, fp32_outputs: np.ndarray) -> float:
         return tight
     return max(tight, _variant_measure(export.report, export.serving_file, "max_abs_logit_diff"))
 
-
+# %% ../nbs/09_registry.ipynb #c275bcbf
 def _check_agreement(what: str, outputs: np.ndarray, reference: np.ndarray, allowed: float) -> None:
     difference = float(np.abs(outputs - reference).max())
     if not difference <= allowed:  # NaN too
@@ -377,7 +381,7 @@ def _torch_model(checkpoint: Path, metadata: dict[str, Any]):
         model.load_state_dict(weights)
     return model.eval()
 
-
+# %% ../nbs/09_registry.ipynb #ea9ec78a
 @dataclass(frozen=True)
 class Golden:
     "Golden outputs of the serving file, their tolerance, and the fsml metadata of each ONNX file run."
@@ -385,7 +389,7 @@ class Golden:
     atol: float
     onnx_metadata: dict[str, dict[str, Any]]  # relative path -> metadata
 
-
+# %% ../nbs/09_registry.ipynb #980f466f
 def golden_outputs(export: ExportFolder, inputs: np.ndarray, checkpoint: Path,
                    metadata: dict[str, Any],  # the checkpoint's (`read_checkpoint_header`)
                    ) -> Golden:
@@ -455,7 +459,7 @@ def source_archive(commit: str | None = None) -> tuple[bytes, dict[str, Any]]:
                                                            "requested_commit": commit,
                                                            "fsml_nb_version": fsml_nb.__version__}
 
-
+# %% ../nbs/09_registry.ipynb #11dcd65c
 @lru_cache(maxsize=1)
 def environment_snapshot() -> dict[str, Any]:
     "The Python version, platform and every installed distribution's version."
@@ -613,7 +617,7 @@ def _run_archive(store: Store, export: ExportFolder, checkpoint: Path, name: str
                      {"inputs": "golden/inputs.npy", "outputs": "golden/outputs.npy", "atol": golden.atol},
                      {"golden/inputs.npy": _npy(inputs), "golden/outputs.npy": _npy(golden.outputs)}, card)
 
-
+# %% ../nbs/09_registry.ipynb #a50bfd30
 def build_archive(store: Store, export: ExportFolder, checkpoint: Path, name: str,
                   golden_count: int | None = None,  # older exports only (default 16); a current one keeps its own
                   card: Path | None = None,  # the project's requirements.toml, kept in the archive
@@ -664,7 +668,7 @@ def copy_hashing(reader,  # a binary file to copy from
             pending.result()
     return digest.hexdigest(), size
 
-
+# %% ../nbs/09_registry.ipynb #cca641aa
 def copy_and_hash(source: str | Path, target: str | Path, target_fs=None,  # fsspec filesystem of `target` (None: local)
                   ) -> tuple[str, int]:
     "Copy a local file to `target`, hashing its bytes in the same pass; the SHA-256 and size of what was written."
@@ -672,7 +676,7 @@ def copy_and_hash(source: str | Path, target: str | Path, target_fs=None,  # fss
     with open(source, "rb", buffering=0) as reader, opener(target, "wb") as writer:
         return copy_hashing(reader, writer)
 
-
+# %% ../nbs/09_registry.ipynb #5d4a6900
 def put_file(blobs: BlobStore, source: Path) -> tuple[str, int, bool]:
     "Copy a file into the blob store, hashing what was written; its hash, size, and whether the blob was written."
     folder = f"{blobs.root}/incoming"
@@ -719,7 +723,7 @@ def _put(blobs: BlobStore, content: Path | bytes) -> tuple[str, int, bool]:
     sha, is_new = blobs.put(content)
     return sha, len(content), is_new
 
-
+# %% ../nbs/09_registry.ipynb #b9cc6a31
 class ArchiveWriter:
     "Writes an archive's files into the blob store on worker threads; if registering fails, removes the new blobs."
 
@@ -820,7 +824,7 @@ def _export_for_registry(store: Store, checkpoint: Path, work: Path) -> Path:
     export_checkpoint(checkpoint, work / "export", version_id, store=store)
     return work / "export"
 
-
+# %% ../nbs/09_registry.ipynb #d75c1ec0
 @patch
 def register(self: ModelRegistry, path: str | Path,  # an export folder, or a checkpoint (exported first)
              name: str,  # the registered model's name
@@ -924,7 +928,7 @@ def _resolve_model_ref(connection: Connection, ref: str) -> str:
     raise UnknownModelVersionError(f"no model version {ref!r} (not name@alias, name:number, a name, or an id); "
                                    f"{_names_hint(connection)}")
 
-
+# %% ../nbs/09_registry.ipynb #28ea8b86
 @patch
 def version(self: ModelRegistry, ref: str | ModelVersion) -> ModelVersion:
     "The model version `ref` names (name@alias, name:number, name for the latest, an id or unique id prefix)."
@@ -944,7 +948,7 @@ def versions(self: ModelRegistry, name: str) -> list[ModelVersion]:
                                  .order_by(model_versions.c.number)).scalars().all()
         return [_load_model_version(connection, version_id) for version_id in ids]
 
-
+# %% ../nbs/09_registry.ipynb #18a91b96
 @patch
 def models(self: ModelRegistry) -> dict[str, dict[str, Any]]:
     "Every registered model: its number of versions, latest number and aliases."
@@ -954,7 +958,7 @@ def models(self: ModelRegistry) -> dict[str, dict[str, Any]]:
         return {name: {"versions": count, "latest": latest, "aliases": _aliases_of(connection, name)}
                 for name, count, latest in sorted(counts)}
 
-
+# %% ../nbs/09_registry.ipynb #a33b1476
 @patch
 def aliases(self: ModelRegistry, name: str) -> dict[str, str]:
     "A model's aliases and the version id each names now."
@@ -1067,7 +1071,7 @@ def history(self: ModelRegistry, name: str, alias: str | None = None) -> list[Pr
         return [_promotion(row) for row in connection.execute(
             query.order_by(model_promotions.c.created_at, model_promotions.c.id))]
 
-
+# %% ../nbs/09_registry.ipynb #69238d30
 @patch
 def alias_at(self: ModelRegistry, name: str, alias: str, when: datetime) -> ModelVersion:
     "The version `name@alias` named at time `when` (what was in production then)."
@@ -1098,14 +1102,14 @@ def events_after(self: ModelRegistry, event_id: int = 0,  # the last id seen (0:
         return [RegistryEvent(row.id, row.kind, row.name, row.alias, row.version_id, as_utc(row.created_at))
                 for row in rows]
 
-
+# %% ../nbs/09_registry.ipynb #a9767b59
 @patch
 def latest_event_id(self: ModelRegistry) -> int:
     "The id of the newest event (0 if none): start polling from here."
     with reading(self.engine) as connection:
         return connection.execute(select(func.max(registry_events.c.id))).scalar() or 0
 
-
+# %% ../nbs/09_registry.ipynb #ea4695b6
 @patch
 def wait_for_events(self: ModelRegistry, event_id: int, timeout: float = 30.0,
                     poll_seconds: float = 0.5) -> list[RegistryEvent]:
@@ -1125,7 +1129,7 @@ def _open_blob(blobs: BlobStore, sha: str):
     except FileNotFoundError:
         raise BlobMissingError(f"blob {sha} is missing from the blob store at {blobs.url}") from None
 
-
+# %% ../nbs/09_registry.ipynb #e077d98c
 def stream_blob(blobs: BlobStore, sha: str, writer=None,  # a binary file to copy the blob into
                 ) -> int:
     "Read a blob once, in blocks, hashing it (and copying it to `writer`); its size, or an error if it changed."
@@ -1140,7 +1144,7 @@ def stream_blob(blobs: BlobStore, sha: str, writer=None,  # a binary file to cop
         raise BlobCorruptError(f"blob {sha} is corrupt: its bytes now hash to {digest.hexdigest()[:12]}…")
     return size
 
-
+# %% ../nbs/09_registry.ipynb #3c77b59d
 def _verified_blob(registry: ModelRegistry, version: ModelVersion, relative: str, writer=None) -> int:
     try:
         return stream_blob(registry.blobs, version.files[relative], writer)
@@ -1166,7 +1170,7 @@ def _pull_file(registry: ModelRegistry, version: ModelVersion, relative: str, fo
         raise TamperedArchiveError(f"model version {version.ref} ({version.short_id}) is damaged on the file server: "
                                    f"{relative}: blob {sha} {problem}")
 
-
+# %% ../nbs/09_registry.ipynb #165df394
 @patch
 def pull(self: ModelRegistry, ref: str | ModelVersion,  # the version to pull
          folder: str | Path,  # where its files go (must not exist, or hold this very version)
@@ -1334,7 +1338,7 @@ def models_using_dataset(self: ModelRegistry, dataset_ref: str) -> list[ModelVer
     return _versions_where(self, (model_versions.c.dataset_version_id == version_id)
                            | (model_versions.c.calibration_version_id == version_id))
 
-
+# %% ../nbs/09_registry.ipynb #5bef65b0
 @patch
 def models_using_item(self: ModelRegistry, item_sha256: str) -> list[ModelVersion]:
     "Every model version trained or calibrated on a dataset version that holds the item."

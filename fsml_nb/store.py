@@ -8,6 +8,7 @@ Docs: https://fsml-nb.github.io/fsml_nb/store.html.md"""
 # %% ../nbs/01_store.ipynb #1ee995c5
 from __future__ import annotations
 
+import atexit
 import errno
 import functools
 import hashlib
@@ -41,8 +42,8 @@ from .db import (MAX_URL_LENGTH, check_lengths, dataset_version_names, dataset_v
 __all__ = ['TEMPORARY_MARK', 'LABEL_KINDS', 'MANIFEST_FORMAT', 'StoreError', 'BlobMissingError', 'BlobCorruptError',
            'UnknownVersionError', 'ImmutableVersionError', 'InvalidVersionError', 'CorruptVersionError', 'sha256_hex',
            'BlobStore', 'LabelSchema', 'canonical_json', 'Entry', 'manifest_id', 'DatasetVersion', 'Change',
-           'VersionDiff', 'diff_versions', 'NewItem', 'Item', 'Store', 'opened_store', 'store_for_call', 'hold_blobs',
-           'remove_unreferenced_blobs', 'VersionSummary', 'LabelledItem', 'VerifyReport', 'ItemSource',
+           'VersionDiff', 'diff_versions', 'NewItem', 'Item', 'Store', 'opened_store', 'store_for_call', 'kernel_store',
+           'hold_blobs', 'remove_unreferenced_blobs', 'VersionSummary', 'LabelledItem', 'VerifyReport', 'ItemSource',
            'insert_item_row', 'add_item_source', 'GarbageReport']
 
 # %% ../nbs/01_store.ipynb #48d71657
@@ -477,6 +478,16 @@ def store_for_call(function: Callable) -> Callable:
             return function(*bound.args, **bound.kwargs)
     return call
 
+# %% ../nbs/01_store.ipynb #7863121e
+def kernel_store(store: Store | None = None,  # used as it is, and left open (its owner closes it)
+                 ) -> Store:
+    "`store` itself, or a `Store()` from the settings that is closed when this process (a page's kernel) ends."
+    if store is not None:
+        return store
+    opened = Store()
+    atexit.register(opened.close)
+    return opened
+
 # %% ../nbs/01_store.ipynb #7aa8645a
 _BLOB_LOCK = 0x666C6F62  # "flob": imports hold it shared while they commit, clean-ups alone
 
@@ -853,6 +864,18 @@ class VerifyReport:
     @property
     def ok(self) -> bool:
         return self.manifest_ok and not self.missing and not self.corrupt
+
+    @property
+    def problems(self) -> list[str]:
+        "What is wrong, one phrase each (empty when `ok`)."
+        problems = [] if self.manifest_ok else ["the manifest no longer hashes to the version id"]
+        problems += [f"{len(self.missing)} missing blob(s), e.g. {self.missing[0]}"] if self.missing else []
+        return problems + ([f"{len(self.corrupt)} corrupt blob(s), e.g. {self.corrupt[0]}"] if self.corrupt else [])
+
+    def _repr_markdown_(self) -> str:
+        if self.ok:
+            return f"{self.version_id[:12]}: ok ({self.checked} items)"
+        return f"{self.version_id[:12]}: **damaged** ({self.checked} items)\n\n" + "\n".join(f"- {p}" for p in self.problems)
 
 
 @patch

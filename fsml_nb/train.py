@@ -547,6 +547,16 @@ class TrainResult:
     def test_accuracy(self) -> float | None:
         return None if self.test is None else self.test["accuracy"]
 
+    def _repr_markdown_(self) -> str:
+        test = "no test split" if self.test is None else f"test accuracy {self.test['accuracy']:.2f}%"
+        lines = [f"**trained** on `{self.version_id[:12]}` in {self.seconds:.0f} s: {test}"
+                 + (f", checkpoint `{self.checkpoint}`" if self.checkpoint else ""), ""]
+        if self.history:
+            last = self.history[-1]
+            lines += ["| " + " | ".join(last) + " |", "|" + " ---: |" * len(last),
+                      "| " + " | ".join(f"{value:.4g}" for value in last.values()) + " |", ""]
+        return "\n".join(lines + [f"- {note}" for note in self.notes])
+
     def plot(self):
         "Loss and accuracy curves."
         import matplotlib.pyplot as plt

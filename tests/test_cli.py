@@ -261,3 +261,25 @@ def test_a_full_disk_under_the_database_is_one_line_never_called_damage(cli_env:
             (database / "filler").unlink()
             assert store.versions() == [] and store.item_count() == 0
             store.import_version(records, LabelSchema("single_label", ("cat",)), "full", source="test")
+
+
+def test_command_functions_follow_one_naming_pattern():
+    "Every command's function is `<group>_<command>_command` (its innermost group; `<command>_command` at the top level)."
+    import typer
+
+    from fsml_nb.cli import app
+
+    aliases = {("dashboard", "serve"), ("demo", "serve")}  # the same functions as `pages dashboard` / `pages demo`
+    wrong = []
+
+    def walk(command, path: tuple[str, ...]) -> None:
+        for name, sub in getattr(command, "commands", {}).items():
+            if hasattr(sub, "commands"):
+                walk(sub, (*path, name))
+            elif (*path, name) not in aliases:
+                expected = "_".join((*path[-1:], name)).replace("-", "_") + "_command"
+                if sub.callback.__name__ != expected:
+                    wrong.append((" ".join((*path, name)), sub.callback.__name__, expected))
+
+    walk(typer.main.get_command(app), ())
+    assert wrong == [], f"(command, function, expected name): {wrong}"
