@@ -184,7 +184,7 @@ def _decoded(data: bytes, sha: str) -> np.ndarray:
 
     from PIL import PngImagePlugin, UnidentifiedImageError
 
-    from fsml_nb.data import DEFAULT_MAX_PIXELS, ItemTooLargeError, open_image
+    from fsml_nb.data import IMPORT_MAX_PIXELS, ItemTooLargeError, open_image
 
     if data.startswith(_NPY_MAGIC):
         return np.load(io.BytesIO(data), allow_pickle=False).astype(np.float32)
@@ -194,9 +194,9 @@ def _decoded(data: bytes, sha: str) -> np.ndarray:
     except (UnidentifiedImageError, SyntaxError, OSError):
         raise EvaluationError(f"item {sha[:12]} is neither an image nor a .npy array") from None
     with image:
-        if image.width * image.height > DEFAULT_MAX_PIXELS:
+        if image.width * image.height > IMPORT_MAX_PIXELS:
             raise ItemTooLargeError(f"item {sha}: {image.width}x{image.height} pixels, over the limit of "
-                                    f"{DEFAULT_MAX_PIXELS:,}")
+                                    f"{IMPORT_MAX_PIXELS:,}")
         if image.mode in ("1", "I;16", "I", "F"):
             image = image.convert("L")
         elif image.mode not in ("L", "RGB"):
