@@ -103,12 +103,12 @@ def time_page(browser, url: str) -> tuple[float, float, float]:
     page.goto(url)
     page.wait_for_selector("text=macro F1", timeout=180_000)
     page.wait_for_function("() => [...document.querySelectorAll('img')].some(i => i.naturalWidth > 300)"
-                           " && document.querySelectorAll('.widget-gridbox .widget-image').length > 0",
+                           " && [...document.querySelectorAll('.fsml-gallery img')].some(i => i.naturalWidth > 0)",
                            timeout=180_000, polling="raf")
     ready = time.perf_counter() - start
     filters = []
     for index in (0, 1):  # two confusion-matrix cells of wrong cases, one after the other
-        cell = page.locator("button.mod-danger").nth(index)
+        cell = page.locator(".fsml-confusion button.fsml-wrong").nth(index)
         where = cell.get_attribute("title")  # "truth 3, predicted 5"
         start = time.perf_counter()
         cell.click()

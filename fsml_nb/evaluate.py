@@ -32,11 +32,12 @@ from .store import DatasetVersion, Entry, Store
 __all__ = ['DASHBOARD_NOTEBOOK_CODE', 'DEMO_NOTEBOOK_CODE', 'EvaluationError', 'OnnxClassifier', 'load_classifier',
            'expected_calibration_error', 'classification_metrics', 'EvalRun', 'decode_split', 'evaluate_model',
            'eval_run', 'eval_runs_of', 'cases', 'plot_confusion', 'plot_reliability', 'item_thumbnail',
-           'annotator_answers', 'EvalExplorer', 'RunComparison', 'mcnemar_exact', 'compare_runs',
-           'out_of_sample_probabilities', 'LabelIssue', 'find_label_issues', 'send_to_relabel', 'apply_relabels',
-           'ProductionSample', 'sample_production', 'ProductionGrade', 'grade_production', 'plot_production_accuracy',
-           'AccessDenied', 'add_viewer', 'viewer_for_token', 'run_plots_png', 'Dashboard', 'image_to_input',
-           'predict_image', 'Demo', 'DashboardPage', 'dashboard_view', 'DemoPage', 'demo_view']
+           'annotator_answers', 'clickable_html', 'confusion_html', 'gallery_html', 'EvalExplorer', 'gallery_rows',
+           'RunComparison', 'mcnemar_exact', 'compare_runs', 'out_of_sample_probabilities', 'LabelIssue',
+           'find_label_issues', 'send_to_relabel', 'apply_relabels', 'ProductionSample', 'sample_production',
+           'ProductionGrade', 'grade_production', 'plot_production_accuracy', 'AccessDenied', 'add_viewer',
+           'viewer_for_token', 'run_plots_png', 'Dashboard', 'image_to_input', 'predict_image', 'Demo',
+           'prepare_dashboard', 'DashboardPage', 'dashboard_view', 'DemoPage', 'demo_view']
 
 # %% ../nbs/11_evaluate.ipynb #66bf4b0e
 class EvaluationError(FsmlError):
@@ -378,22 +379,30 @@ def plot_reliability(run: EvalRun, ax=None):
     return ax
 
 # %% ../nbs/11_evaluate.ipynb #1eb3be03
+_THUMBNAILS: dict[tuple[str, int], bytes] = {}  # (item, size) -> PNG; items never change
+_THUMBNAILS_KEPT = 20_000
+
+
 def item_thumbnail(store: Store, sha: str, size: int = 96) -> bytes:
-    "PNG bytes of an item scaled to `size` pixels (nearest neighbour keeps small digits crisp)."
+    "PNG bytes of an item scaled to `size` pixels (nearest neighbour keeps small digits crisp); kept per process."
     import io
 
     from PIL import Image
 
+    if (sha, size) in _THUMBNAILS:
+        return _THUMBNAILS[sha, size]
     item = store.get_item(sha)
-    data = store.blobs.get(sha)
     if not item.media_type.startswith("image/"):
         raise EvaluationError(f"item {sha[:12]} is {item.media_type}, not an image")
-    image = Image.open(io.BytesIO(data))
+    image = Image.open(io.BytesIO(store.blobs.get(sha)))
     scale = max(1, size // max(image.size))
     image = image.resize((image.width * scale, image.height * scale), Image.NEAREST)
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
-    return buffer.getvalue()
+    if len(_THUMBNAILS) >= _THUMBNAILS_KEPT:
+        _THUMBNAILS.clear()
+    _THUMBNAILS[sha, size] = buffer.getvalue()
+    return _THUMBNAILS[sha, size]
 
 
 def annotator_answers(store: Store, sha: str) -> list[dict[str, Any]]:
@@ -409,6 +418,79 @@ def annotator_answers(store: Store, sha: str) -> list[dict[str, Any]]:
              "unsure": row.unsure} for row in rows]
 
 # %% ../nbs/11_evaluate.ipynb #1843b83e
+_CLICKABLE_ESM = """
+export default {
+  render({ model, el }) {
+    const draw = () => { el.innerHTML = model.get("html"); };
+    draw();
+    model.on("change:html", draw);
+    el.addEventListener("click", (event) => {
+      const target = event.target.closest("[data-click]");
+      if (target && el.contains(target)) model.send({ click: target.dataset.click });
+    });
+  }
+};
+"""
+_CLICKABLE_CLASS = None
+
+
+def clickable_html(html: str = "", on_click=None):  # called with the clicked element's `data-click` value
+    "One widget showing `html`; a click on an element with a `data-click` attribute calls `on_click(value)`."
+    global _CLICKABLE_CLASS
+    if _CLICKABLE_CLASS is None:
+        import anywidget
+        import traitlets
+
+        class ClickableHTML(anywidget.AnyWidget):
+            "HTML drawn in the kernel; clicks on `[data-click]` elements come back as messages."
+            _esm = _CLICKABLE_ESM
+            html = traitlets.Unicode("").tag(sync=True)
+
+        _CLICKABLE_CLASS = ClickableHTML
+    widget = _CLICKABLE_CLASS(html=html)
+    if on_click is not None:
+        widget.on_msg(lambda _widget, content, _buffers: on_click(str(content.get("click", ""))))
+    return widget
+
+# %% ../nbs/11_evaluate.ipynb #47defbed
+def confusion_html(run: EvalRun) -> str:
+    "The confusion matrix as an HTML table of buttons (rows = truth, columns = prediction), each naming its cell."
+    from html import escape
+
+    classes, confusion = [escape(name) for name in run.classes], run.metrics["confusion"]
+    rows = ["<tr><th><i>truth ↓ predicted →</i></th>" + "".join(f"<th>{name}</th>" for name in classes) + "</tr>"]
+    for row, truth in enumerate(classes):
+        cells = []
+        for column, predicted in enumerate(classes):
+            count = confusion[row][column]
+            kind = "fsml-empty" if not count else ("fsml-right" if row == column else "fsml-wrong")
+            cells.append(f"<td><button class='fsml-cell {kind}' data-click='{row},{column}' "
+                         f"title='truth {truth}, predicted {predicted}'>{count}</button></td>")
+        rows.append(f"<tr><th>{truth}</th>{''.join(cells)}</tr>")
+    style = ("<style>.fsml-confusion td,.fsml-confusion th{padding:1px 2px;text-align:center}"
+             ".fsml-cell{width:48px;height:28px;border:0;border-radius:2px;cursor:pointer;background:#eee}"
+             ".fsml-cell.fsml-right{background:#4caf50;color:white}.fsml-cell.fsml-wrong{background:#f44336;"
+             "color:white}.fsml-cell:hover{filter:brightness(0.85)}</style>")
+    return f"{style}<table class='fsml-confusion'>{''.join(rows)}</table>"
+
+# %% ../nbs/11_evaluate.ipynb #c3007e1d
+def gallery_html(store: Store, rows: Sequence, size: int = 96) -> str:
+    "Gallery tiles for `cases` rows: the picture and truth->prediction confidence, a click naming the tile's index."
+    import base64
+    from html import escape
+
+    tiles = []
+    for index, row in enumerate(rows):
+        picture = base64.b64encode(item_thumbnail(store, row.item, size)).decode()
+        tiles.append(f"<button class='fsml-tile' data-click='{index}' title='{escape(row.item[:16])}'>"
+                     f"<img src='data:image/png;base64,{picture}' width='{size}' height='{size}'><br>"
+                     f"{escape(row.truth)}-&gt;{escape(row.predicted)} {row.confidence:.2f}</button>")
+    return ("<style>.fsml-gallery{display:grid;grid-template-columns:repeat(8,110px);gap:4px}"
+            ".fsml-tile{width:106px;padding:2px;border:1px solid #ccc;background:white;cursor:pointer}"
+            ".fsml-tile img{image-rendering:pixelated}.fsml-tile:hover{border-color:#2196f3}</style>"
+            f"<div class='fsml-gallery'>{''.join(tiles)}</div>")
+
+# %% ../nbs/11_evaluate.ipynb #585a7196
 class EvalExplorer:
     "Confusion matrix -> gallery -> item, for one eval run (ipywidgets)."
 
@@ -417,18 +499,17 @@ class EvalExplorer:
 
         self.store, self.run, self.page_size = store, (eval_run(store, run) if isinstance(run, str) else run), page_size
         self.selected: tuple[str | None, str | None] = (None, None)
-        self.tiles: list = []  # gallery tiles, made once and reused: a filter sends new values, not new widgets
-        self.shown: list = []  # the rows the tiles show
-        self.thumbnails: dict[tuple[str, int], bytes] = {}
+        self.shown: list = []  # the rows the gallery shows
         self.sort = widgets.Dropdown(options=[("hardest first (loss)", "loss"), ("most confident first", "confidence")],
                                      description="sort")
         self.wrong_only = widgets.Checkbox(value=True, description="wrong only")
         self.title = widgets.HTML()
-        self.gallery = widgets.GridBox(layout=widgets.Layout(grid_template_columns="repeat(8, 110px)"))
+        self.gallery = clickable_html(on_click=self._on_tile)
+        self.gallery.add_class("fsml-gallery-widget")
         self.detail = widgets.HTML()
         self.sort.observe(lambda _: self.show_cell(*self.selected), names="value")
         self.wrong_only.observe(lambda _: self.show_cell(*self.selected), names="value")
-        self.matrix = self._matrix_widget()
+        self.matrix = clickable_html(confusion_html(self.run), on_click=self._on_cell)
         self.view = widgets.VBox([widgets.HTML(f"<b>{self.run.model_name}</b> on {self.run.split}: accuracy "
                                                f"{100 * self.run.metrics['accuracy']:.2f}% "
                                                f"({self.run.metrics['items']} items)"),
@@ -440,43 +521,34 @@ class EvalExplorer:
         from IPython.display import display
         display(self.view)
 
-# %% ../nbs/11_evaluate.ipynb #516aa48e
-@patch
-def _matrix_widget(self: EvalExplorer):
-    "The confusion matrix as a grid of buttons, rows = truth, columns = prediction."
-    import ipywidgets as widgets
+# %% ../nbs/11_evaluate.ipynb #2ace4595
+_PAGES: dict[tuple, list] = {}  # (store, run, truth, predicted, wrong only, sort, limit) -> rows; runs never change
 
-    classes, confusion = self.run.classes, self.run.metrics["confusion"]
-    cells = [widgets.HTML("<i>truth ↓ predicted →</i>")] + [widgets.HTML(f"<b>{name}</b>") for name in classes]
-    for row, truth in enumerate(classes):
-        cells.append(widgets.HTML(f"<b>{truth}</b>"))
-        for column, predicted in enumerate(classes):
-            count = confusion[row][column]
-            button = widgets.Button(description=str(count), layout=widgets.Layout(width="48px"),
-                                    button_style="success" if row == column and count else
-                                    ("danger" if count else ""), tooltip=f"truth {truth}, predicted {predicted}")
-            button.on_click(lambda _, truth=truth, predicted=predicted: self.show_cell(truth, predicted))
-            cells.append(button)
-    return widgets.GridBox(cells, layout=widgets.Layout(grid_template_columns=f"110px repeat({len(classes)}, 52px)"))
+
+def gallery_rows(store: Store, run: EvalRun, truth: str | None, predicted: str | None,
+                 wrong_only: bool = True, sort_by: str = "loss", limit: int = 24) -> list:
+    "The `cases` rows a gallery shows for one confusion cell (all cells for None), kept per process."
+    key = (str(store.engine.url), run.id, truth, predicted, wrong_only, sort_by, limit)
+    if key not in _PAGES:
+        if len(_PAGES) > 1000:
+            _PAGES.clear()
+        _PAGES[key] = list(cases(store, run, truth, predicted, wrong_only=wrong_only, sort_by=sort_by,
+                                 limit=limit).itertuples())
+    return _PAGES[key]
 
 
 @patch
-def thumbnail(self: EvalExplorer, sha: str, size: int = 96) -> bytes:
-    "An item's thumbnail, made once per explorer."
-    if (sha, size) not in self.thumbnails:
-        self.thumbnails[sha, size] = item_thumbnail(self.store, sha, size)
-    return self.thumbnails[sha, size]
+def _on_cell(self: EvalExplorer, where: str) -> None:
+    "A click on matrix cell 'row,column'."
+    row, column = (int(index) for index in where.split(","))
+    self.show_cell(self.run.classes[row], self.run.classes[column])
 
 
 @patch
-def _tile(self: EvalExplorer, index: int):
-    "Gallery tile `index`: a picture and a button that opens the item it shows."
-    import ipywidgets as widgets
-
-    image = widgets.Image(format="png", layout=widgets.Layout(width="96px", height="96px"))
-    button = widgets.Button(layout=widgets.Layout(width="104px"))
-    button.on_click(lambda _: self.show_item(self.shown[index]))
-    return widgets.VBox([image, button])
+def _on_tile(self: EvalExplorer, index: str) -> None:
+    "A click on gallery tile `index`."
+    if index.isdigit() and int(index) < len(self.shown):
+        self.show_item(self.shown[int(index)])
 
 
 @patch
@@ -484,18 +556,11 @@ def show_cell(self: EvalExplorer, truth: str | None, predicted: str | None) -> N
     "Fill the gallery with the items of one confusion cell (all cells for None)."
     self.selected = (truth, predicted)
     wrong_only = self.wrong_only.value and not (truth is not None and truth == predicted)
-    table = cases(self.store, self.run, truth, predicted, wrong_only=wrong_only, sort_by=self.sort.value,
-                  limit=self.page_size)
-    rows = list(table.itertuples())
-    self.tiles += [self._tile(index) for index in range(len(self.tiles), len(rows))]
-    for tile, row in zip(self.tiles[:len(rows)], rows, strict=True):  # tiles beyond are kept, hidden
-        image, button = tile.children
-        image.value = self.thumbnail(row.item)
-        button.description = f"{row.truth}->{row.predicted} {row.confidence:.2f}"
+    rows = gallery_rows(self.store, self.run, truth, predicted, wrong_only, self.sort.value, self.page_size)
+    self.gallery.html = gallery_html(self.store, rows)
     self.shown = rows
-    self.gallery.children = self.tiles[:len(rows)]
     where = "all classes" if truth is None else f"truth {truth}, predicted {predicted}"
-    self.title.value = f"<b>{len(table)}</b> item(s) shown: {where}{' (wrong only)' if wrong_only else ''}"
+    self.title.value = f"<b>{len(rows)}</b> item(s) shown: {where}{' (wrong only)' if wrong_only else ''}"
 
 
 @patch
@@ -506,10 +571,10 @@ def show_item(self: EvalExplorer, row) -> None:
     answers = annotator_answers(self.store, row.item)
     said = "".join(f"<li>{answer['annotator']} ({answer['project']}): {answer['label']}"
                    f"{' (unsure)' if answer['unsure'] else ''}</li>" for answer in answers) or "<li>none recorded</li>"
-    picture = base64.b64encode(self.thumbnail(row.item, size=192)).decode()
-    self.detail.value = (f"<img src='data:image/png;base64,{picture}'/><br><b>item</b> {row.item[:16]}… "
-                         f"<b>truth</b> {row.truth} <b>predicted</b> {row.predicted} (loss {row.loss:.2f})<br>"
-                         f"<b>top-3</b> {row.top3}<br><b>annotators</b><ul>{said}</ul>")
+    picture = base64.b64encode(item_thumbnail(self.store, row.item, size=192)).decode()
+    self.detail.value = (f"<img src='data:image/png;base64,{picture}' style='image-rendering:pixelated'/><br>"
+                         f"<b>item</b> {row.item[:16]}… <b>truth</b> {row.truth} <b>predicted</b> {row.predicted} "
+                         f"(loss {row.loss:.2f})<br><b>top-3</b> {row.top3}<br><b>annotators</b><ul>{said}</ul>")
 
 # %% ../nbs/11_evaluate.ipynb #7d880880
 @dataclass(frozen=True)
@@ -983,7 +1048,7 @@ def _markdown_html(text: str) -> str:
 @patch
 def show(self: Dashboard) -> None:
     "Show the chosen run: its report, plots and the wrong-case explorer."
-    run = eval_run(self.store, self.choice.value)
+    run = next((run for run in self.runs if run.id == self.choice.value), None) or eval_run(self.store, self.choice.value)
     self.summary.value = _markdown_html(run._repr_markdown_())
     self.plots.value = run_plots_png(run)
     self.explorer_box.children = [EvalExplorer(self.store, run).view]
@@ -1097,6 +1162,17 @@ def _token_of(query_string: str) -> str | None:
     return (parse_qs(query_string or "").get("token") or [None])[0]
 
 
+def prepare_dashboard(store: Store, run: EvalRun) -> None:
+    "Make, without a widget, what the dashboard first shows of `run`: its plots, first gallery page and thumbnails."
+    import ipywidgets as widgets
+
+    run_plots_png(run)
+    gallery_html(store, gallery_rows(store, run, None, None))
+    for kind in (widgets.HTML, widgets.Image, widgets.Dropdown, widgets.Checkbox, widgets.VBox, widgets.HBox):
+        kind().close()  # the first widget of a kind costs most; closed at once, the page never sees it
+    clickable_html().close()
+
+
 class DashboardPage:
     "The dashboard page: made before the request (imports, store, newest run's plots); `view` serves one visitor."
 
@@ -1106,7 +1182,7 @@ class DashboardPage:
         self.store = warm_up(store)
         runs = eval_runs_of(self.store)
         if runs:
-            run_plots_png(runs[0])  # the plots the page opens with
+            prepare_dashboard(self.store, runs[0])  # what the page opens with
 
     def view(self, query_string: str):
         "The dashboard for a request with a valid view token, or why access is refused."

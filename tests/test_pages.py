@@ -88,12 +88,19 @@ def test_the_dashboard_leads_from_the_confusion_matrix_to_an_item(chromium_path:
         page.wait_for_selector("text=Model evaluation", timeout=120_000)
         page.wait_for_selector("text=macro F1", timeout=60_000)
         assert page.locator("img").count() >= 1  # the confusion / reliability plots
-        page.locator("button.mod-danger").first.click()  # a cell off the diagonal: wrong cases
-        page.wait_for_selector("text=item(s) shown: truth", timeout=60_000)
-        tiles = page.locator(".widget-gridbox .widget-image")
+        cell = page.locator(".fsml-confusion button.fsml-wrong").first  # a cell off the diagonal: wrong cases
+        where = cell.get_attribute("title")  # "truth 3, predicted 5"
+        cell.click()
+        page.wait_for_selector(f"text=item(s) shown: {where}", timeout=60_000)
+        tiles = page.locator(".fsml-gallery button.fsml-tile")
         wait_for(lambda: tiles.count() >= 1, what="the gallery")
-        page.locator("button", has_text="->").first.click()
+        first = tiles.first
+        assert first.locator("img").evaluate("image => image.naturalWidth") > 0  # the thumbnail drew
+        truth, predicted = where.removeprefix("truth ").split(", predicted ")
+        assert first.inner_text().strip().startswith(f"{truth}->{predicted}")
+        first.click()
         page.wait_for_selector("text=top-3", timeout=60_000)
+        assert f"truth {truth} predicted {predicted}" in page.inner_text("body")
         page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
         compare = page.locator(".widget-dropdown", has_text="compare").locator("select")
         compare.select_option(index=1)
