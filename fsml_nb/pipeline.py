@@ -772,6 +772,8 @@ def run_pipeline(spec: PipelineSpec | Path | str,  # a loaded spec or the path o
                         result = queue.run(store, run_id, step, plan)  # a worker records it
                     else:
                         if html_import is None:  # the first step to run: import the HTML exporter meanwhile
+                            import jupyter_client  # noqa: F401  (two threads importing one package can see it half-made)
+                            import papermill  # noqa: F401  (so here, not in the thread below, which imports both too)
                             html_import = threading.Thread(target=_import_html_exporter, daemon=True)
                             html_import.start()
                         kernel = kernels.take(step.notebook)

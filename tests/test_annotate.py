@@ -43,7 +43,11 @@ def annotate_until_done(db_url: str, blob_url: str, project: str, name: str, see
         start.wait(timeout=600)  # all 40 begin together
         work = own.project(project)
         task = work.lease_next(name)
-        while task is not None:
+        while task is not None or work.waiting_for_others(name).items:
+            if task is None:  # what is left is leased to others; a skip can hand it back (the panel refreshes too)
+                time.sleep(0.02)
+                task = work.lease_next(name)
+                continue
             if chance.random() < 0.05:
                 task = work.skip(name, task.item_sha256)
                 continue
