@@ -278,6 +278,8 @@ def test_fit_without_a_config_chooses_one_for_the_data_and_says_so(store, capsys
     assert result.config == chosen and chosen.augment == ("crop",) and chosen.normalize and chosen.label_smoothing > 0
     assert f"fit: config chosen for {len(train)} training items: adamw lr 0.002" in printed
     assert "random shifts up to 1 px" in printed and "inputs standardised inside the model" in printed
+    assert "fit: expect about " in printed and "more on this machine" in printed  # timed from its first steps
+    assert chosen.epochs == 200 and "samples_seen=" not in printed  # at the 200-epoch cap: no longer run to offer
     spec = read_checkpoint(result.checkpoint).model_spec
     assert spec.adapters == ("small_input", "normalize")
     reloaded = load_model(result.checkpoint)
