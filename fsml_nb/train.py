@@ -388,7 +388,7 @@ def augment_batch(inputs: torch.Tensor,  # a batch of images, N x C x H x W (any
     return inputs
 
 # %% ../nbs/05_train.ipynb #42fefd34
-DEFAULT_SAMPLES_SEEN = 4_000  # training images shown in a default run, within 30..200 epochs (measured above)
+DEFAULT_SAMPLES_SEEN = 4_000  # training images shown in a default run, within 30..200 epochs ("The first call's cost")
 
 
 def config_for_data(train_size: int,  # training items (after the validation split is carved out)
