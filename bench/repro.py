@@ -1,6 +1,6 @@
 """Benchmark: the full reproduction tables, the distillation study and the pruning study.
 
-    python bench/repro.py [--only mnist1d,digits,distill,prune,threads,stem] [--out bench/out]
+    python bench/repro.py [--only mnist1d,digits,distill,prune,threads,stem,default] [--out bench/out]
 
 Prints Markdown tables:
 1. `mnist1d`: every row of Greydanus & Kobak's table over 3 seeds, with the wall time of the
@@ -22,6 +22,11 @@ Prints Markdown tables:
    `fit` chooses one for the data); `fit(name, version)` with no other argument is the row of
    the stem it picks. Accuracy on the folder's test split and on `--held-out` (default 200) more
    images per class drawn the same way with another seed, with a 95% Wilson interval; time.
+7. `default` (issue 17, the first call's cost; not in the default run): the same 32x32 folder,
+   `fit("resnet18", version)` with no other argument against the previous default budget
+   (`config_for_data(..., samples_seen=15_000)`, the baseline), the two side by side in two
+   processes of one torch thread each (FSML_THREADS=1), so that both see the same machine; each
+   row gives fit's own time estimate from its first steps beside the measured time.
 """
 from __future__ import annotations
 
@@ -197,6 +202,55 @@ def run_stem(store: Store, folder: Path, sides: tuple[int, ...], per_class: int,
     print()
 
 
+def _default_row(job: tuple[str, str, str, str, str, int | None]) -> dict:
+    "One fit of the `default` part, in its own process: the result's figures and the held-out score."
+    database, blobs, version_id, extra_id, label, samples_seen = job
+    os.environ["FSML_THREADS"] = "1"
+    from fsml_nb.train import config_for_data
+
+    with Store(database, blobs) as store:
+        version = store.version(version_id)
+        extra = all_items(store.version(extra_id), store)
+        config = None
+        if samples_seen is not None:
+            train, _, _ = training_splits(version, store, TrainConfig())
+            config = config_for_data(len(train), tuple(train.inputs.shape[1:]), samples_seen=samples_seen)
+        started = time.perf_counter()
+        result = fit("resnet18", version, store=store, config=config, checkpoint_path=False, progress=False)
+        wall = time.perf_counter() - started
+        with torch.no_grad():
+            correct = int((result.model(extra.inputs).argmax(-1) == extra.targets).sum())
+    estimate = next((note for note in result.notes if note.startswith("expect about")), "-")
+    return {"label": label, "test": result.test_accuracy, "correct": correct, "total": len(extra), "wall": wall,
+            "epochs": result.history[-1]["epoch"], "steps": result.history[-1]["step"], "planned": result.config.epochs,
+            "estimate": estimate, "load": load_average()}
+
+
+def run_default(folder: Path, per_class: int, held_out: int) -> None:
+    "fit(name, version) with every default against the previous default budget, side by side on the same machine."
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    database, blobs = f"sqlite:///{folder}/default.db", str(folder / "default-blobs")
+    with Store(database, blobs) as store:
+        version = import_folder(draw_shapes_folder(folder / "default32", 32, per_class), store=store)
+        extra = import_folder(draw_shapes_folder(folder / "default-more32", 32, held_out, seed=1), store=store)
+    print(f"### fit(\"resnet18\", version) on the 32x32 shapes folder ({per_class} per class), previous default as "
+          f"baseline; held-out: {3 * held_out} more images (uptime: {os.popen('uptime').read().strip()})\n")
+    jobs = [(database, blobs, version.id, extra.id, "previous default: samples_seen=15_000 (baseline)", 15_000),
+            (database, blobs, version.id, extra.id, "fit(name, version): every default", None)]
+    with ProcessPoolExecutor(2, mp_context=get_context("spawn")) as pool:
+        rows = list(pool.map(_default_row, jobs))
+    print("| run | test split (%) | held-out (%) [95% CI] | epochs run / planned | steps | wall (s) | time / baseline "
+          "| fit's estimate after its first steps | load at the end |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |")
+    for row in rows:
+        low, high = wilson_interval(row["correct"], row["total"])
+        print(f"| {row['label']} | {row['test']:.1f} | {100 * row['correct'] / row['total']:.1f} [{low:.1f}, {high:.1f}] "
+              f"({row['total']}) | {row['epochs']:g} / {row['planned']} | {row['steps']} | {row['wall']:.0f} "
+              f"| {row['wall'] / rows[0]['wall']:.2f}x | {row['estimate']} | {row['load']} |")
+    print(f"\n(uptime: {os.popen('uptime').read().strip()})\n")
+
+
 def load_average() -> str:
     return " ".join(f"{value:.2f}" for value in os.getloadavg())
 
@@ -222,6 +276,8 @@ def main() -> None:
                 run_pruning(store)
             elif part == "threads":
                 run_threads(store, args.steps)
+            elif part == "default":
+                run_default(Path(tmp), args.per_class, args.held_out)
             elif part == "stem":
                 run_stem(store, Path(tmp), tuple(int(side) for side in args.sides.split(",")), args.per_class,
                          args.held_out)

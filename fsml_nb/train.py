@@ -37,15 +37,16 @@ from .store import DatasetVersion, Store, store_for_call
 
 # %% auto #0
 __all__ = ['SPEC_SOURCES', 'ARCHITECTURES', 'BUILTIN_ARCHITECTURE_MODULES', 'ADAPTERS', 'SMALL_INPUT_MAX_SIDE', 'AUGMENTATIONS',
-           'DEFAULT_SAMPLES_SEEN', 'CHECKPOINT_FORMAT', 'THREADS_SETTINGS', 'SMALL_MODEL_PARAMETERS', 'TrainError',
-           'UnknownModelError', 'IncompatibleDataError', 'CheckpointError', 'ModelSpec', 'timm_spec',
-           'register_architecture', 'registered_spec', 'has_resnet_stem', 'adapt_small_input', 'InputNormalization',
-           'normalize_inputs', 'wants_small_input', 'layer_sizes_of', 'apply_layer_sizes', 'build_model',
-           'model_spec_of', 'TrainConfig', 'Split', 'load_split', 'training_splits', 'augment_batch', 'config_for_data',
-           'describe_config', 'git_commit', 'tensors_digest', 'metadata_digest', 'save_checkpoint', 'Checkpoint',
-           'read_checkpoint', 'check_architecture', 'load_model', 'TrainResult', 'evaluate', 'TrainWarning',
-           'check_trainable', 'chance_accuracy', 'near_chance_note', 'available_threads', 'choose_threads',
-           'training_step', 'add_unlabelled', 'checkpoint_metadata', 'default_checkpoint_path', 'model_for_data', 'fit']
+           'MIN_CLASS_FOR_VAL', 'DEFAULT_SAMPLES_SEEN', 'LONGER_SAMPLES_SEEN', 'CHECKPOINT_FORMAT', 'THREADS_SETTINGS',
+           'SMALL_MODEL_PARAMETERS', 'PACE_STEPS', 'TrainError', 'UnknownModelError', 'IncompatibleDataError',
+           'CheckpointError', 'ModelSpec', 'timm_spec', 'register_architecture', 'registered_spec', 'has_resnet_stem',
+           'adapt_small_input', 'InputNormalization', 'normalize_inputs', 'wants_small_input', 'layer_sizes_of',
+           'apply_layer_sizes', 'build_model', 'model_spec_of', 'TrainConfig', 'Split', 'load_split',
+           'stratified_holdout', 'training_splits', 'augment_batch', 'config_for_data', 'describe_config', 'git_commit',
+           'tensors_digest', 'metadata_digest', 'save_checkpoint', 'Checkpoint', 'read_checkpoint',
+           'check_architecture', 'load_model', 'TrainResult', 'evaluate', 'TrainWarning', 'check_trainable',
+           'chance_accuracy', 'near_chance_note', 'available_threads', 'choose_threads', 'training_step',
+           'add_unlabelled', 'checkpoint_metadata', 'default_checkpoint_path', 'model_for_data', 'pace_note', 'fit']
 
 # %% ../nbs/05_train.ipynb #782e0a8f
 class TrainError(FsmlError):
@@ -269,7 +270,7 @@ class TrainConfig:
     warmup_steps: int = 0
     label_smoothing: float = 0.0
     seed: int = 0
-    val_fraction: float = 0.1  # carved from train (by item hash) when the version has no "val" split; 0: none
+    val_fraction: float = 0.1  # of each class of train (lowest hashes) when the version has no "val" split; 0: none
     patience: int | None = None  # early stopping: evaluations without a better val loss
     eval_every_steps: int | None = None  # default: once per epoch
     train_split: str = "train"
@@ -325,8 +326,29 @@ def load_split(version: DatasetVersion, split: str, store: Store, transform=None
     return Split(torch.stack([sample for sample, _ in samples]), torch.tensor([t for _, t in samples]), dataset.shas)
 
 
-def _held_out(sha: str, fraction: float) -> bool:
-    return int(sha[8:16], 16) / 16 ** 8 < fraction
+MIN_CLASS_FOR_VAL = 3  # a class with this many training items or more gives at least one to validation
+
+
+def stratified_holdout(targets: torch.Tensor,  # class index of each training item
+                       shas: list[str],  # content hash of each item (the order within a class)
+                       fraction: float,  # share of each class held out
+                       ) -> list[bool]:
+    "Which items validate: per class, the lowest hashes, round(fraction x n) of them (>= 1 from classes of 3 or more)."
+    if not 0 <= fraction < 1:
+        raise TrainError(f"val_fraction must be at least 0 and below 1, not {fraction}")
+    held = [False] * len(shas)
+    if fraction == 0:
+        return held
+    by_class: dict[int, list[int]] = {}
+    for index, target in enumerate(targets.tolist()):
+        by_class.setdefault(target, []).append(index)
+    for members in by_class.values():
+        count = math.floor(len(members) * fraction + 0.5)
+        if len(members) >= MIN_CLASS_FOR_VAL:
+            count = max(1, count)
+        for index in sorted(members, key=lambda i: shas[i])[:min(count, len(members) - 1)]:  # keep one to train on
+            held[index] = True
+    return held
 
 
 def training_splits(version: DatasetVersion, store: Store, config: TrainConfig, transform=None
@@ -337,7 +359,7 @@ def training_splits(version: DatasetVersion, store: Store, config: TrainConfig, 
     if "val" in splits:
         val = load_split(version, "val", store, transform)
     elif config.val_fraction > 0:
-        held = [_held_out(sha, config.val_fraction) for sha in train.shas]
+        held = stratified_holdout(train.targets, train.shas, config.val_fraction)
         train, val = train.subset([not h for h in held]), train.subset(held)
     else:
         val = None
@@ -366,16 +388,18 @@ def augment_batch(inputs: torch.Tensor,  # a batch of images, N x C x H x W (any
     return inputs
 
 # %% ../nbs/05_train.ipynb #42fefd34
-DEFAULT_SAMPLES_SEEN = 15_000  # training images shown in a default run, within 30..200 epochs
+DEFAULT_SAMPLES_SEEN = 4_000  # training images shown in a default run, within 30..200 epochs ("The first call's cost")
 
 
 def config_for_data(train_size: int,  # training items (after the validation split is carved out)
                     input_shape: tuple[int, ...],  # one input's shape: C x H x W for images
+                    samples_seen: int | None = None,  # images to show; default DEFAULT_SAMPLES_SEEN
                     ) -> TrainConfig:
     "The config `fit` uses when given none: a recipe for small data trained from scratch."
     image = len(input_shape) == 3
     batch_size = 32 if train_size < 1000 else 64
-    epochs = min(200, max(30, math.ceil(DEFAULT_SAMPLES_SEEN / max(1, train_size))))
+    samples_seen = DEFAULT_SAMPLES_SEEN if samples_seen is None else samples_seen
+    epochs = min(200, max(30, math.ceil(samples_seen / max(1, train_size))))
     steps = epochs * math.ceil(train_size / batch_size)
     return TrainConfig(epochs=epochs, batch_size=batch_size, optimizer="adamw", lr=2e-3, weight_decay=0.05,
                        schedule="cosine", warmup_steps=max(1, steps // 20), label_smoothing=0.1,
@@ -383,7 +407,9 @@ def config_for_data(train_size: int,  # training items (after the validation spl
                        crop_padding=max(1, min(input_shape[1:]) // 8) if image else 0, normalize=image)
 
 
-def describe_config(config: TrainConfig, train_size: int) -> str:
+def describe_config(config: TrainConfig, train_size: int,
+                    input_shape: tuple[int, ...] | None = None,  # given: say how to ask for a longer run
+                    ) -> str:
     "One line saying what a run will do, for fit's notes."
     steps = config.max_steps or config.epochs * math.ceil(train_size / config.batch_size)
     augment = (" + ".join(f"random shifts up to {config.crop_padding} px" if a == "crop" else "left-right mirroring"
@@ -394,7 +420,18 @@ def describe_config(config: TrainConfig, train_size: int) -> str:
             f"{config.weight_decay:g}), {config.warmup_steps} warm-up steps then {config.schedule} decay, {config.epochs} "
             f"epochs of batch {config.batch_size} ({steps} steps), label smoothing {config.label_smoothing:g}, "
             f"{augment}, {'inputs standardised with the training split' if config.normalize else 'raw inputs'}, "
-            f"{stopping}")
+            f"{stopping}{_longer_hint(config, train_size, input_shape)}")
+
+
+LONGER_SAMPLES_SEEN = 15_000  # the longer budget describe_config offers (the previous default; see the table above)
+
+
+def _longer_hint(config: TrainConfig, train_size: int, input_shape: tuple[int, ...] | None) -> str:
+    longer = config_for_data(train_size, input_shape or (), samples_seen=LONGER_SAMPLES_SEEN)
+    if input_shape is None or longer.epochs <= config.epochs:
+        return ""
+    return (f". A short first run; for the last point or two of accuracy, train {longer.epochs / config.epochs:.1f}x "
+            f"longer: config=config_for_data({train_size}, {tuple(input_shape)}, samples_seen={LONGER_SAMPLES_SEEN:_})")
 
 # %% ../nbs/05_train.ipynb #cd18bbd8
 CHECKPOINT_FORMAT = "fsml.checkpoint/2"  # 2: metadata covered by checkpoint_sha256; builders by allow-list
@@ -869,11 +906,15 @@ class _Plan:
         return cls(steps_per_epoch, total, config.eval_every_steps or steps_per_epoch, min(total, until_step or total))
 
 
+PACE_STEPS = 3  # steps timed (after the first, which warms up) for fit's estimate of the run's time
+
+
 def _run_steps(model: nn.Module, optimizer: torch.optim.Optimizer, loss_function, train: Split, val: Split | None,
                config: TrainConfig, state: _RunState, plan: _Plan, started: float,
-               on_evaluation: Callable[[], None], bar) -> bool:
+               on_evaluation: Callable[[], None], bar, on_pace: Callable[[float], None] | None = None) -> bool:
     "Train from `state.step` to `plan.stop_at`, evaluating on schedule; return True if early stopping fired."
     model.train()
+    first_step, paced_from = state.step, None
     while state.step < plan.stop_at:
         epoch = state.step // plan.steps_per_epoch
         order = torch.randperm(len(train), generator=torch.Generator().manual_seed(config.seed * 1_000_003 + epoch))
@@ -890,6 +931,10 @@ def _run_steps(model: nn.Module, optimizer: torch.optim.Optimizer, loss_function
             state.running_correct += correct
             state.running_seen += labelled
             bar.update(1)
+            if state.step == first_step + 1:
+                paced_from = time.perf_counter()
+            elif on_pace is not None and state.step == first_step + 1 + PACE_STEPS:
+                on_pace((time.perf_counter() - paced_from) / PACE_STEPS)
             if state.step % plan.eval_every == 0 or state.step == plan.total_steps:
                 row = _evaluate_now(model, state, val, config, state.step / plan.steps_per_epoch, learning_rate, started)
                 bar.set_postfix({key: f"{row[key]:.3g}" for key in ("train_loss", "val_accuracy") if key in row})
@@ -948,7 +993,7 @@ def _normalized(model: nn.Module, spec: ModelSpec | None, train: Split, built_he
     "The model wrapped to standardise its inputs with the training split's statistics (models fit built only)."
     if spec is not None and "normalize" in spec.adapters:
         return model, spec  # already normalising (a model being trained further): keep its statistics
-    if not built_here or spec is None or spec.layer_sizes or train.inputs.ndim != 4:
+    if not built_here or spec is None or train.inputs.ndim != 4:
         _say(notes, "inputs not standardised: normalize applies to image models fit builds from a name or spec",
              progress)
         return model, spec
@@ -956,7 +1001,8 @@ def _normalized(model: nn.Module, spec: ModelSpec | None, train: Split, built_he
     wrapped = normalize_inputs(model)
     wrapped.mean.copy_(labelled.mean(dim=(0, 2, 3)).reshape(wrapped.mean.shape))
     wrapped.std.copy_(labelled.std(dim=(0, 2, 3)).clamp_min(1e-3).reshape(wrapped.std.shape))
-    spec = replace(spec, adapters=(*spec.adapters, "normalize"))
+    sizes = {f"net.{name}": kept for name, kept in spec.layer_sizes.items()}  # the wrapper holds the net as "net"
+    spec = replace(spec, adapters=(*spec.adapters, "normalize"), layer_sizes=sizes)
     wrapped.fsml_model_spec = spec
     _say(notes, f"inputs standardised inside the model: mean {_rounded(wrapped.mean)}, std {_rounded(wrapped.std)} "
                 "(per channel, from the training split)", progress)
@@ -965,6 +1011,18 @@ def _normalized(model: nn.Module, spec: ModelSpec | None, train: Split, built_he
 
 def _rounded(values: torch.Tensor) -> str:
     return "/".join(f"{value:.3f}" for value in values.flatten().tolist())
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} minutes"
+
+
+def pace_note(seconds_per_step: float,  # measured on this run's first steps
+              steps_left: int, patience: int | None) -> str:
+    "What fit says once it has timed its first steps: how long the rest should take on this machine."
+    stopping = ", less if early stopping ends it" if patience else ""
+    return (f"expect about {_duration(seconds_per_step * steps_left)} more on this machine ({steps_left} steps at "
+            f"{seconds_per_step:.2f} s/step, timed on steps 2-{1 + PACE_STEPS}{stopping})")
 
 
 @store_for_call
@@ -992,7 +1050,7 @@ def fit(model: nn.Module | ModelSpec | str,  # a module, a spec, or a timm model
                                              progress)
     if chosen_config:
         config = config_for_data(len(train), tuple(train.inputs.shape[1:]))
-        _say(notes, describe_config(config, len(train)), progress)
+        _say(notes, describe_config(config, len(train), tuple(train.inputs.shape[1:])), progress)
     if config.normalize:
         model, spec = _normalized(model, spec, train, built_here, notes, progress)
     optimizer = _make_optimizer(model, config)
@@ -1024,8 +1082,12 @@ def fit(model: nn.Module | ModelSpec | str,  # a module, a spec, or a timm model
     try:
         with tqdm(total=plan.total_steps, initial=state.step, desc=f"fit {spec.name if spec else type(model).__name__}", unit="step",
                   disable=not progress, leave=False) as bar:
+            def pace(seconds_per_step: float) -> None:
+                notes.append(pace_note(seconds_per_step, plan.stop_at - state.step, config.patience))
+                if progress:
+                    bar.write(f"fit: {notes[-1]}")
             stopped_early = _run_steps(model, optimizer, loss_function, train, val, config, state, plan, started,
-                                       write_checkpoint, bar)
+                                       write_checkpoint, bar, pace)
         finished = state.step >= plan.total_steps or stopped_early
         if not finished and state.step % plan.eval_every:
             write_checkpoint()  # interrupted between evaluations: keep the exact state to resume from

@@ -1,10 +1,12 @@
 """Export: the parity arithmetic, and every bad input leaving nothing behind."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +20,8 @@ from fsml_nb.data import import_digits, import_folder
 from fsml_nb.export import (ExportError, Parity, Variant, _recommend, drop_interval, export_checkpoint, onnx_metadata,
                             parity)
 from fsml_nb.store import Store
-from fsml_nb.train import CheckpointError, Split, TrainConfig, fit, load_model, model_spec_of, save_checkpoint, timm_spec
+from fsml_nb.train import (CheckpointError, Split, TrainConfig, config_for_data, fit, load_model, model_spec_of,
+                           read_checkpoint, save_checkpoint, timm_spec, training_splits)
 
 
 def test_parity_counts_agreement_differences_and_changed_items():
@@ -223,3 +226,71 @@ def test_the_export_benchmark_keeps_its_artefacts_when_asked(tmp_path: Path):
     with bench.kept_or_temporary(None) as temporary:
         (temporary / "model.onnx").write_text("x")
     assert not temporary.exists()
+
+
+@pytest.fixture(scope="module")
+def normalised(exported):
+    "A checkpoint trained with the config fit chooses when given none (inputs standardised inside the model), cut short."
+    store, digits, _, folder = exported
+    train, _, _ = training_splits(digits, store, TrainConfig())
+    chosen = replace(config_for_data(len(train), (1, 8, 8)), max_steps=4)
+    result = fit("resnet10t", digits, store=store, config=chosen, checkpoint_path=folder / "normalised.safetensors",
+                 progress=False)
+    assert model_spec_of(result.model).adapters == ("small_input", "normalize") and chosen.normalize
+    return result.checkpoint
+
+
+def _fp32_matches_torch(report) -> None:
+    fp32 = report.variant("onnx-fp32")
+    assert fp32.parity.agreement == 100.0 and not fp32.parity.beyond_tolerance, fp32.parity
+
+
+def test_a_checkpoint_of_the_default_config_exports_with_its_normalisation_inside(exported, normalised):
+    from fsml_nb.export import OnnxRunner
+
+    store, digits, _, folder = exported
+    model = load_model(normalised)  # rebuilt from the spec, statistics from the weights
+    assert not torch.equal(model.mean, torch.zeros_like(model.mean))
+    report = export_checkpoint(normalised, folder / "normalised-out", digits, store=store, calibration_items=32)
+    _fp32_matches_torch(report)
+    pixels = digits_inputs(store, digits)[:16]  # pixel / 255, as a server sends them
+    onnx_logits = OnnxRunner(report.variant("onnx-fp32").path)(pixels)
+    with torch.no_grad():
+        assert np.abs(onnx_logits - model(pixels).numpy()).max() < 1e-3  # the file standardises by itself
+        assert np.abs(onnx_logits - model.net(pixels).numpy()).max() > 1e-2  # (it would differ without)
+
+
+def test_a_pruned_normalised_checkpoint_exports_from_the_shell(exported, normalised, tmp_path: Path):
+    store, digits, _, folder = exported
+    pruned = prune_to_ratio(load_model(normalised), digits_inputs(store, digits), ratio=0.5)
+    spec = model_spec_of(pruned)
+    assert spec.adapters == ("small_input", "normalize") and all(name.startswith("net.") for name in spec.layer_sizes)
+    tuned = fit(pruned, digits, store=store, config=TrainConfig(max_steps=2, val_fraction=0),
+                checkpoint_path=tmp_path / "pruned-normalised.safetensors", progress=False)
+    sample = digits_inputs(store, digits)[:4]
+    assert torch.equal(load_model(tuned.checkpoint)(sample), tuned.model.eval()(sample))
+    fsml = shutil.which("fsml", path=str(Path(sys.executable).parent)) or "fsml"
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("FSML_")}, "FSML_HOME": str(tmp_path / "home"),
+           "FSML_DB_URL": f"sqlite:///{folder}/fsml.db", "FSML_BLOB_URL": str(folder / "blobs"),
+           "PYTHONPATH": str(Path(__file__).parents[1])}
+    result = subprocess.run([fsml, "export", str(tuned.checkpoint), "--calib", digits.id[:12], "--out",
+                             str(tmp_path / "shell-out")], env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    written = json.loads((tmp_path / "shell-out" / "report.json").read_text())
+    fp32 = next(variant for variant in written["variants"] if variant["name"] == "onnx-fp32")
+    assert fp32["parity"]["agreement"] == 100.0 and fp32["parity"]["max_abs_logit_diff"] <= 1e-3
+
+
+def test_a_pruned_spec_trained_with_the_default_config_is_normalised_and_exports(exported, tmp_path: Path):
+    store, digits, checkpoint, folder = exported
+    pruned_spec = model_spec_of(prune_to_ratio(load_model(checkpoint), digits_inputs(store, digits), ratio=0.5))
+    assert "normalize" not in pruned_spec.adapters and not any(n.startswith("net.") for n in pruned_spec.layer_sizes)
+    train, _, _ = training_splits(digits, store, TrainConfig())
+    result = fit(pruned_spec, digits, store=store, config=replace(config_for_data(len(train), (1, 8, 8)), max_steps=2),
+                 checkpoint_path=tmp_path / "spec.safetensors", progress=False)
+    spec = read_checkpoint(result.checkpoint).model_spec
+    assert spec.adapters[-1] == "normalize" and spec.layer_sizes == {f"net.{name}": sizes for name, sizes
+                                                                      in pruned_spec.layer_sizes.items()}
+    sample = digits_inputs(store, digits)[:4]
+    assert torch.equal(load_model(result.checkpoint)(sample), result.model.eval()(sample))
+    _fp32_matches_torch(export_checkpoint(result.checkpoint, tmp_path / "out", digits, store=store, calibration_items=32))

@@ -278,6 +278,8 @@ def test_fit_without_a_config_chooses_one_for_the_data_and_says_so(store, capsys
     assert result.config == chosen and chosen.augment == ("crop",) and chosen.normalize and chosen.label_smoothing > 0
     assert f"fit: config chosen for {len(train)} training items: adamw lr 0.002" in printed
     assert "random shifts up to 1 px" in printed and "inputs standardised inside the model" in printed
+    assert "fit: expect about " in printed and "more on this machine" in printed  # timed from its first steps
+    assert chosen.epochs == 200 and "samples_seen=" not in printed  # at the 200-epoch cap: no longer run to offer
     spec = read_checkpoint(result.checkpoint).model_spec
     assert spec.adapters == ("small_input", "normalize")
     reloaded = load_model(result.checkpoint)
@@ -316,3 +318,17 @@ def test_bad_augmentation_settings_are_refused():
         TrainConfig(augment=("crop", "rotate"))
     with pytest.raises(TrainError, match="crop_padding must be 0 or more"):
         TrainConfig(crop_padding=-1)
+
+
+def test_the_validation_split_is_stratified_by_class_and_chosen_by_hash(store):
+    labels = [("a", "train")] * 30 + [("b", "train")] * 10 + [("c", "train")] * 3 + [(c, "test") for c in "abc"]
+    uneven = _images_version(store, "uneven", 8, labels, ("a", "b", "c"))
+    train, val, _ = training_splits(uneven, store, TrainConfig())
+    assert torch.bincount(val.targets, minlength=3).tolist() == [3, 1, 1]  # 10% of each class, at least one
+    for target, held in enumerate(torch.bincount(val.targets, minlength=3).tolist()):
+        of_class = sorted([sha for sha, t in zip(train.shas, train.targets.tolist(), strict=True) if t == target]
+                          + [sha for sha, t in zip(val.shas, val.targets.tolist(), strict=True) if t == target])
+        assert {sha for sha, t in zip(val.shas, val.targets.tolist(), strict=True) if t == target} == set(of_class[:held])
+    assert training_splits(uneven, store, TrainConfig())[1].shas == val.shas
+    with pytest.raises(TrainError, match="val_fraction must be at least 0 and below 1"):
+        fit("resnet10t", uneven, store=store, config=replace(QUICK, val_fraction=1.5), progress=False)
