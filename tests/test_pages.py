@@ -98,9 +98,9 @@ def test_the_dashboard_leads_from_the_confusion_matrix_to_an_item(chromium_path:
         assert first.locator("img").evaluate("image => image.naturalWidth") > 0  # the thumbnail drew
         truth, predicted = where.removeprefix("truth ").split(", predicted ")
         assert first.inner_text().strip().startswith(f"{truth}->{predicted}")
-        first.click()
-        page.wait_for_selector("text=top-3", timeout=60_000)
-        assert f"truth {truth} predicted {predicted}" in page.inner_text("body")
+        first.click()  # the item view (the header's metrics also say "top-3": wait for the item's own line)
+        wait_for(lambda: f"truth {truth} predicted {predicted}" in page.inner_text("body"), timeout=60,
+                 what="the item view")
         page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
         compare = page.locator(".widget-dropdown", has_text="compare").locator("select")
         compare.select_option(index=1)
