@@ -32,13 +32,13 @@ from .store import DatasetVersion, Entry, Store
 __all__ = ['DASHBOARD_NOTEBOOK_CODE', 'DEMO_NOTEBOOK_CODE', 'EvaluationError', 'OnnxClassifier', 'load_classifier',
            'expected_calibration_error', 'classification_metrics', 'EditOp', 'edit_alignment', 'edit_count',
            'TranscriptionMetrics', 'transcription_metrics', 'AlignedDiff', 'aligned_diff', 'EvalRun', 'decode_split',
-           'evaluate_model', 'eval_run', 'eval_runs_of', 'cases', 'plot_confusion', 'plot_reliability',
-           'item_thumbnail', 'annotator_answers', 'clickable_html', 'confusion_html', 'gallery_html', 'EvalExplorer',
-           'gallery_rows', 'RunComparison', 'mcnemar_exact', 'compare_runs', 'out_of_sample_probabilities',
-           'LabelIssue', 'find_label_issues', 'send_to_relabel', 'apply_relabels', 'ProductionSample',
-           'sample_production', 'ProductionGrade', 'grade_production', 'plot_production_accuracy', 'AccessDenied',
-           'add_viewer', 'viewer_for_token', 'run_plots_png', 'Dashboard', 'image_to_input', 'predict_image', 'Demo',
-           'prepare_dashboard', 'DashboardPage', 'dashboard_view', 'DemoPage', 'demo_view']
+           'evaluate_model', 'evaluate_transcriptions', 'eval_run', 'eval_runs_of', 'cases', 'plot_confusion',
+           'plot_reliability', 'item_thumbnail', 'annotator_answers', 'clickable_html', 'confusion_html',
+           'gallery_html', 'EvalExplorer', 'gallery_rows', 'RunComparison', 'mcnemar_exact', 'compare_runs',
+           'out_of_sample_probabilities', 'LabelIssue', 'find_label_issues', 'send_to_relabel', 'apply_relabels',
+           'ProductionSample', 'sample_production', 'ProductionGrade', 'grade_production', 'plot_production_accuracy',
+           'AccessDenied', 'add_viewer', 'viewer_for_token', 'run_plots_png', 'Dashboard', 'image_to_input',
+           'predict_image', 'Demo', 'prepare_dashboard', 'DashboardPage', 'dashboard_view', 'DemoPage', 'demo_view']
 
 # %% ../nbs/11_evaluate.ipynb #66bf4b0e
 class EvaluationError(FsmlError):
@@ -443,6 +443,36 @@ def evaluate_model(model: Any,  # an .onnx file, an export folder, a registry Mo
                       classification_metrics(probabilities, targets, classifier.classes), utc_now())
         _store_run(store, run, shas, targets, probabilities)
         return run
+    finally:
+        if owns_store:
+            store.close()
+
+# %% ../nbs/11_evaluate.ipynb #b3e6c0ee
+def evaluate_transcriptions(transcribe,  # called with one image (uint8 array, C x H x W); returns its text
+                            version: str | DatasetVersion,  # a dataset version with `text` labels (ref or object)
+                            split: str = "test",
+                            store: Store | None = None,
+                            ) -> TranscriptionMetrics:
+    "CER, WER and exact match of a transcriber on a split of a text-labelled dataset version."
+    owns_store = store is None
+    store = store or Store()
+    try:
+        version = store.version(version)
+        if version.label_schema.kind != "text":
+            raise EvaluationError(f"dataset version {version.short_id} has {version.label_schema.kind} labels; "
+                                  "evaluate_transcriptions grades text labels")
+        entries = version.entries_in(split)
+        if not entries:
+            raise EvaluationError(f"dataset version {version.short_id} has no split {split!r} "
+                                  f"(it has {', '.join(version.split_counts())})")
+        predictions = []
+        for entry in entries:
+            text = transcribe(_decoded(store.blobs.get(entry.item_sha256), entry.item_sha256))
+            if not isinstance(text, str):
+                raise EvaluationError(f"the transcriber returned {type(text).__name__} for item "
+                                      f"{entry.item_sha256[:12]}; it must return a string")
+            predictions.append(text)
+        return transcription_metrics([entry.label for entry in entries], predictions)
     finally:
         if owns_store:
             store.close()
