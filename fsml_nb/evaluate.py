@@ -454,10 +454,10 @@ def evaluate_transcriptions(transcribe,  # called with one image (uint8 array, C
                             store: Store | None = None,
                             ) -> TranscriptionMetrics:
     "CER, WER and exact match of a transcriber on a split of a text-labelled dataset version."
-    owns_store = store is None
-    store = store or Store()
-    try:
-        version = store.version(version)
+    from contextlib import nullcontext
+
+    with nullcontext(store) if store is not None else Store() as opened:
+        version = opened.version(version)
         if version.label_schema.kind != "text":
             raise EvaluationError(f"dataset version {version.short_id} has {version.label_schema.kind} labels; "
                                   "evaluate_transcriptions grades text labels")
@@ -467,15 +467,12 @@ def evaluate_transcriptions(transcribe,  # called with one image (uint8 array, C
                                   f"(it has {', '.join(version.split_counts())})")
         predictions = []
         for entry in entries:
-            text = transcribe(_decoded(store.blobs.get(entry.item_sha256), entry.item_sha256))
+            text = transcribe(_decoded(opened.blobs.get(entry.item_sha256), entry.item_sha256))
             if not isinstance(text, str):
                 raise EvaluationError(f"the transcriber returned {type(text).__name__} for item "
                                       f"{entry.item_sha256[:12]}; it must return a string")
             predictions.append(text)
-        return transcription_metrics([entry.label for entry in entries], predictions)
-    finally:
-        if owns_store:
-            store.close()
+    return transcription_metrics([entry.label for entry in entries], predictions)
 
 # %% ../nbs/11_evaluate.ipynb #4d4dc7ca
 def _row_to_run(row) -> EvalRun:
