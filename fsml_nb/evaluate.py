@@ -30,14 +30,15 @@ from .store import DatasetVersion, Entry, Store
 
 # %% auto #0
 __all__ = ['DASHBOARD_NOTEBOOK_CODE', 'DEMO_NOTEBOOK_CODE', 'EvaluationError', 'OnnxClassifier', 'load_classifier',
-           'expected_calibration_error', 'classification_metrics', 'EvalRun', 'decode_split', 'evaluate_model',
-           'eval_run', 'eval_runs_of', 'cases', 'plot_confusion', 'plot_reliability', 'item_thumbnail',
-           'annotator_answers', 'clickable_html', 'confusion_html', 'gallery_html', 'EvalExplorer', 'gallery_rows',
-           'RunComparison', 'mcnemar_exact', 'compare_runs', 'out_of_sample_probabilities', 'LabelIssue',
-           'find_label_issues', 'send_to_relabel', 'apply_relabels', 'ProductionSample', 'sample_production',
-           'ProductionGrade', 'grade_production', 'plot_production_accuracy', 'AccessDenied', 'add_viewer',
-           'viewer_for_token', 'run_plots_png', 'Dashboard', 'image_to_input', 'predict_image', 'Demo',
-           'prepare_dashboard', 'DashboardPage', 'dashboard_view', 'DemoPage', 'demo_view']
+           'expected_calibration_error', 'classification_metrics', 'EditOp', 'edit_alignment', 'edit_count',
+           'TranscriptionMetrics', 'transcription_metrics', 'AlignedDiff', 'aligned_diff', 'EvalRun', 'decode_split',
+           'evaluate_model', 'evaluate_transcriptions', 'eval_run', 'eval_runs_of', 'cases', 'plot_confusion',
+           'plot_reliability', 'item_thumbnail', 'annotator_answers', 'clickable_html', 'confusion_html',
+           'gallery_html', 'EvalExplorer', 'gallery_rows', 'RunComparison', 'mcnemar_exact', 'compare_runs',
+           'out_of_sample_probabilities', 'LabelIssue', 'find_label_issues', 'send_to_relabel', 'apply_relabels',
+           'ProductionSample', 'sample_production', 'ProductionGrade', 'grade_production', 'plot_production_accuracy',
+           'AccessDenied', 'add_viewer', 'viewer_for_token', 'run_plots_png', 'Dashboard', 'image_to_input',
+           'predict_image', 'Demo', 'prepare_dashboard', 'DashboardPage', 'dashboard_view', 'DemoPage', 'demo_view']
 
 # %% ../nbs/11_evaluate.ipynb #66bf4b0e
 class EvaluationError(FsmlError):
@@ -148,6 +149,166 @@ def classification_metrics(probabilities: np.ndarray,  # (items, classes) scores
             **{f"top{k}": float((ranked[:, :k] == targets[:, None]).any(axis=1).mean()) for k in top_k if k <= count},
             "macro_f1": float(np.mean([row["f1"] for row in per_class.values()])),
             "per_class": per_class, "confusion": confusion.tolist(), "ece": ece, "reliability": reliability}
+
+# %% ../nbs/11_evaluate.ipynb #5065a110
+class EditOp(tuple):
+    "One alignment step: `(kind, truth, prediction)`; kind is equal, substitute, insert or delete."
+    __slots__ = ()
+
+    def __new__(cls, kind: str, truth: Any = None, prediction: Any = None):
+        return super().__new__(cls, (kind, truth, prediction))
+
+    kind = property(lambda self: self[0])
+    truth = property(lambda self: self[1])  # the truth's token (None for an insert)
+    prediction = property(lambda self: self[2])  # the prediction's token (None for a delete)
+
+
+def edit_alignment(truth: Sequence,  # a string (aligned by character) or a sequence of tokens, e.g. words
+                   prediction: Sequence,  # the same kind of sequence as `truth`
+                   ) -> list[EditOp]:
+    "The Levenshtein alignment turning `prediction` into `truth`: equal, substitute, insert and delete steps."
+    truth, prediction = list(truth), list(prediction)
+    rows, columns = len(truth) + 1, len(prediction) + 1
+    cost = [[0] * columns for _ in range(rows)]  # cost[i][j]: edits between truth[:i] and prediction[:j]
+    for i in range(rows):
+        cost[i][0] = i
+    for j in range(columns):
+        cost[0][j] = j
+    for i in range(1, rows):
+        above, here, wanted = cost[i - 1], cost[i], truth[i - 1]
+        for j in range(1, columns):
+            here[j] = min(above[j - 1] + (wanted != prediction[j - 1]), above[j] + 1, here[j - 1] + 1)
+    steps, i, j = [], rows - 1, columns - 1
+    while i or j:  # walk back, preferring equal, then delete, insert, and substitute last
+        if i and j and truth[i - 1] == prediction[j - 1] and cost[i][j] == cost[i - 1][j - 1]:
+            steps.append(EditOp("equal", truth[i - 1], prediction[j - 1]))
+            i, j = i - 1, j - 1
+        elif i and cost[i][j] == cost[i - 1][j] + 1:
+            steps.append(EditOp("delete", truth[i - 1], None))
+            i -= 1
+        elif j and cost[i][j] == cost[i][j - 1] + 1:
+            steps.append(EditOp("insert", None, prediction[j - 1]))
+            j -= 1
+        else:
+            steps.append(EditOp("substitute", truth[i - 1], prediction[j - 1]))
+            i, j = i - 1, j - 1
+    return steps[::-1]
+
+
+def edit_count(steps: Sequence[EditOp]) -> int:
+    "How many steps of an alignment are edits (not equal)."
+    return sum(step.kind != "equal" for step in steps)
+
+# %% ../nbs/11_evaluate.ipynb #4037f679
+@dataclass(frozen=True)
+class TranscriptionMetrics:
+    "CER, WER and exact match over a set of transcriptions, with the totals behind them."
+    items: int
+    cer: float  # character edits / truth characters
+    wer: float  # word edits / truth words (whitespace-split)
+    exact_match: float  # share of items transcribed exactly
+    char_edits: int
+    truth_chars: int
+    word_edits: int
+    truth_words: int
+    per_item: tuple[dict[str, Any], ...] = field(default=(), repr=False)  # char_edits, word_edits, exact per item
+
+    def _repr_markdown_(self) -> str:
+        return "\n".join([
+            "| items | CER | WER | exact match | char edits / chars | word edits / words |",
+            "| ---: | ---: | ---: | ---: | ---: | ---: |",
+            f"| {self.items} | {100 * self.cer:.2f}% | {100 * self.wer:.2f}% | {100 * self.exact_match:.2f}% | "
+            f"{self.char_edits} / {self.truth_chars} | {self.word_edits} / {self.truth_words} |"])
+
+    __str__ = _repr_markdown_
+
+
+def _normal_text(text: Any, what: str) -> str:
+    import unicodedata
+
+    if not isinstance(text, str):
+        raise EvaluationError(f"{what} is {type(text).__name__}, not a string")
+    return unicodedata.normalize("NFC", text)
+
+
+def transcription_metrics(truths: Sequence[str],  # the true text of each item
+                          predictions: Sequence[str],  # the model's text for each item, in the same order
+                          ) -> TranscriptionMetrics:
+    "Character and word error rates and exact-match rate of predicted transcriptions against the truths."
+    truths, predictions = list(truths), list(predictions)
+    if len(truths) != len(predictions):
+        raise EvaluationError(f"{len(truths)} truths but {len(predictions)} predictions; give one prediction per item")
+    if not truths:
+        raise EvaluationError("no items to grade: give at least one truth and prediction")
+    per_item = []
+    for index, (truth, prediction) in enumerate(zip(truths, predictions, strict=True)):
+        truth, prediction = _normal_text(truth, f"truth {index}"), _normal_text(prediction, f"prediction {index}")
+        per_item.append({"char_edits": edit_count(edit_alignment(truth, prediction)), "chars": len(truth),
+                         "word_edits": edit_count(edit_alignment(truth.split(), prediction.split())),
+                         "words": len(truth.split()), "exact": truth == prediction})
+    totals = {key: sum(row[key] for row in per_item) for key in ("char_edits", "chars", "word_edits", "words", "exact")}
+    if not totals["chars"] or not totals["words"]:
+        raise EvaluationError("the truths hold no characters (or only whitespace): CER and WER are undefined")
+    return TranscriptionMetrics(len(per_item), totals["char_edits"] / totals["chars"],
+                                totals["word_edits"] / totals["words"], totals["exact"] / len(per_item),
+                                totals["char_edits"], totals["chars"], totals["word_edits"], totals["words"],
+                                tuple(per_item))
+
+# %% ../nbs/11_evaluate.ipynb #dd714872
+@dataclass(frozen=True)
+class AlignedDiff:
+    "Prediction vs truth, aligned: as HTML for an item view and as plain text (three aligned lines)."
+    steps: tuple[EditOp, ...]
+    separator: str = ""  # "" for characters, " " for words
+
+    def _cell(self, token: Any) -> str:
+        return "" if token is None else str(token)
+
+    @property
+    def text(self) -> str:
+        "Truth, prediction and a marker line (`.` equal, `S` substitute, `I` insert, `D` delete), aligned."
+        marks = {"equal": ".", "substitute": "S", "insert": "I", "delete": "D"}
+        lines = [[], [], []]
+        for step in self.steps:
+            width = max(len(self._cell(step.truth)), len(self._cell(step.prediction)), 1)
+            lines[0].append(self._cell(step.truth).ljust(width, "_" if step.truth is None else " "))
+            lines[1].append(self._cell(step.prediction).ljust(width, "_" if step.prediction is None else " "))
+            lines[2].append(marks[step.kind].ljust(width))
+        gap = self.separator or ""
+        return "\n".join(label + gap.join(line).rstrip() for label, line in
+                         zip(("truth:      ", "prediction: ", "            "), lines, strict=True))
+
+    def _repr_html_(self) -> str:
+        from html import escape
+
+        styles = {"delete": "background:#fdd;text-decoration:line-through", "insert": "background:#dfd",
+                  "substitute": "background:#fd9"}
+        parts = []
+        for step in self.steps:
+            truth, prediction = escape(self._cell(step.truth)), escape(self._cell(step.prediction))
+            if step.kind == "equal":
+                parts.append(f"<span>{truth}</span>")
+            elif step.kind == "substitute":
+                parts.append(f'<span class="sub" style="{styles["substitute"]}" title="truth {truth!r}">'
+                             f'<del>{truth}</del>&rarr;{prediction}</span>')
+            elif step.kind == "insert":
+                parts.append(f'<ins class="ins" style="{styles["insert"]}" title="not in the truth">{prediction}</ins>')
+            else:
+                parts.append(f'<del class="del" style="{styles["delete"]}" title="missed">{truth}</del>')
+        return '<code class="aligned-diff">' + escape(self.separator).join(parts) + "</code>"
+
+    __str__ = lambda self: self.text  # noqa: E731
+
+
+def aligned_diff(truth: str,  # the true text
+                 prediction: str,  # the model's text
+                 words: bool = False,  # align whitespace-split words instead of characters
+                 ) -> AlignedDiff:
+    "The aligned diff of a prediction against its truth, shown as marked-up HTML or aligned text."
+    truth, prediction = _normal_text(truth, "the truth"), _normal_text(prediction, "the prediction")
+    if words:
+        return AlignedDiff(tuple(edit_alignment(truth.split(), prediction.split())), " ")
+    return AlignedDiff(tuple(edit_alignment(truth, prediction)))
 
 # %% ../nbs/11_evaluate.ipynb #c0e2e140
 @dataclass(frozen=True)
@@ -285,6 +446,33 @@ def evaluate_model(model: Any,  # an .onnx file, an export folder, a registry Mo
     finally:
         if owns_store:
             store.close()
+
+# %% ../nbs/11_evaluate.ipynb #b3e6c0ee
+def evaluate_transcriptions(transcribe,  # called with one image (uint8 array, C x H x W); returns its text
+                            version: str | DatasetVersion,  # a dataset version with `text` labels (ref or object)
+                            split: str = "test",
+                            store: Store | None = None,
+                            ) -> TranscriptionMetrics:
+    "CER, WER and exact match of a transcriber on a split of a text-labelled dataset version."
+    from contextlib import nullcontext
+
+    with nullcontext(store) if store is not None else Store() as opened:
+        version = opened.version(version)
+        if version.label_schema.kind != "text":
+            raise EvaluationError(f"dataset version {version.short_id} has {version.label_schema.kind} labels; "
+                                  "evaluate_transcriptions grades text labels")
+        entries = version.entries_in(split)
+        if not entries:
+            raise EvaluationError(f"dataset version {version.short_id} has no split {split!r} "
+                                  f"(it has {', '.join(version.split_counts())})")
+        predictions = []
+        for entry in entries:
+            text = transcribe(_decoded(opened.blobs.get(entry.item_sha256), entry.item_sha256))
+            if not isinstance(text, str):
+                raise EvaluationError(f"the transcriber returned {type(text).__name__} for item "
+                                      f"{entry.item_sha256[:12]}; it must return a string")
+            predictions.append(text)
+    return transcription_metrics([entry.label for entry in entries], predictions)
 
 # %% ../nbs/11_evaluate.ipynb #4d4dc7ca
 def _row_to_run(row) -> EvalRun:

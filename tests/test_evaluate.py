@@ -162,3 +162,17 @@ def rows_week() -> tuple[int, int]:
     from fsml_nb.core import utc_now
 
     return tuple(utc_now().isocalendar()[:2])
+
+
+def test_transcription_metrics_on_a_hand_computed_case():
+    from fsml_nb.evaluate import aligned_diff, transcription_metrics
+
+    # "1234" -> "1284": one substitution; "56 78" -> "56" : three deletions (" 78"), one word deleted;
+    # "90" -> "900": one insertion; "ok" exact. 5 character edits over 13 truth characters, 3 word edits over 5 words.
+    metrics = transcription_metrics(["1234", "56 78", "90", "ok"], ["1284", "56", "900", "ok"])
+    assert (metrics.char_edits, metrics.truth_chars, metrics.word_edits, metrics.truth_words) == (5, 13, 3, 5)
+    assert metrics.cer == pytest.approx(5 / 13) and metrics.wer == pytest.approx(3 / 5)
+    assert metrics.exact_match == 0.25 and metrics.items == 4
+    assert aligned_diff("56 78", "56").text.splitlines()[2].strip() == "..DDD"
+    with pytest.raises(EvaluationError, match="2 truths but 3 predictions"):
+        transcription_metrics(["a", "b"], ["a", "b", "c"])
