@@ -63,8 +63,8 @@ def main(argv: list[str] | None = None) -> None:
 # %% ../nbs/13_cli.ipynb #1e80bf41
 @app.command("init")
 def init_command(folder: Annotated[Path | None, typer.Argument(help="scaffold a new project here (card, guide, pipeline)")] = None,
-         name: Annotated[str | None, typer.Option(help="project name (default: the folder's)")] = None,
-         force: Annotated[bool, typer.Option("--force", help="overwrite the project's files")] = False) -> None:
+                 name: Annotated[str | None, typer.Option(help="project name (default: the folder's)")] = None,
+                 force: Annotated[bool, typer.Option("--force", help="overwrite the project's files")] = False) -> None:
     "Create (or upgrade) the store the settings name; with FOLDER, also scaffold a project there."
     if folder is not None:
         from fsml_nb.card import init_project
@@ -152,7 +152,7 @@ def _version_dict(version: DatasetVersion) -> dict:
 
 @version_app.command("show")
 def version_show_command(ref: Annotated[str, typer.Argument(help="version id, unique id prefix, or name")],
-                 as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
+                         as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
     "Show a dataset version: schema, splits and label counts."
     with Store() as store:
         version = store.version(ref)
@@ -170,9 +170,9 @@ def version_show_command(ref: Annotated[str, typer.Argument(help="version id, un
 
 @version_app.command("diff")
 def version_diff_command(old: Annotated[str, typer.Argument(help="the older version")],
-                          new: Annotated[str, typer.Argument(help="the newer version")],
-                          limit: Annotated[int, typer.Option(help="items to list per kind of change")] = 10,
-                          as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
+                         new: Annotated[str, typer.Argument(help="the newer version")],
+                         limit: Annotated[int, typer.Option(help="items to list per kind of change")] = 10,
+                         as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
     "What changed between two versions: added, removed, relabelled and moved items."
     with Store() as store:
         changes = store.diff(old, new)
@@ -296,13 +296,13 @@ app.add_typer(annotate_app, name="annotate")
 
 @annotate_app.command("create")
 def annotate_create_command(name: Annotated[str, typer.Argument(help="project name")],
-                    version: Annotated[str, typer.Option(help="dataset version whose items to label")],
-                    overlap: Annotated[int, typer.Option(help="independent answers per item")] = 2,
-                    lease: Annotated[int, typer.Option(help="seconds before an unanswered item is handed out again")] = 600,
-                    guide: Annotated[Path | None, typer.Option(help="Markdown file with the labelling guide",
-                                                               exists=True, dir_okay=False, readable=True)] = None,
-                    member: Annotated[list[str], typer.Option(help="an annotator who may label it (repeat the option)")] = (),
-                    ) -> None:
+                            version: Annotated[str, typer.Option(help="dataset version whose items to label")],
+                            overlap: Annotated[int, typer.Option(help="independent answers per item")] = 2,
+                            lease: Annotated[int, typer.Option(help="seconds before an unanswered item is handed out again")] = 600,
+                            guide: Annotated[Path | None, typer.Option(help="Markdown file with the labelling guide",
+                                                                       exists=True, dir_okay=False, readable=True)] = None,
+                            member: Annotated[list[str], typer.Option(help="an annotator who may label it (repeat the option)")] = (),
+                            ) -> None:
     "Create an annotation project."
     text = guide.read_text() if guide else "# Guide\n\nLabel each item."
     with Store() as store:
@@ -314,9 +314,9 @@ def annotate_create_command(name: Annotated[str, typer.Argument(help="project na
 
 @annotate_app.command("add-annotator")
 def annotate_add_annotator_command(name: Annotated[str, typer.Argument(help="the annotator's name")],
-                           project: Annotated[list[str], typer.Option(help="a project they may label (repeat the option)")] = (),
-                           host: Annotated[str, typer.Option(help="host in the printed link")] = "127.0.0.1",
-                           port: Annotated[int, typer.Option(help="port in the printed link")] = 8866) -> None:
+                                   project: Annotated[list[str], typer.Option(help="a project they may label (repeat the option)")] = (),
+                                   host: Annotated[str, typer.Option(help="host in the printed link")] = "127.0.0.1",
+                                   port: Annotated[int, typer.Option(help="port in the printed link")] = 8866) -> None:
     "Register an annotator and print their personal link (the token is shown only now)."
     with Store() as store:
         token = store.annotators.add(name, projects=project)
@@ -329,8 +329,8 @@ def _print_link(name: str, token: str, host: str, port: int) -> None:
 
 @annotate_app.command("reissue-token")
 def annotate_reissue_token_command(name: Annotated[str, typer.Argument(help="the annotator's name")],
-                           host: Annotated[str, typer.Option(help="host in the printed link")] = "127.0.0.1",
-                           port: Annotated[int, typer.Option(help="port in the printed link")] = 8866) -> None:
+                                   host: Annotated[str, typer.Option(help="host in the printed link")] = "127.0.0.1",
+                                   port: Annotated[int, typer.Option(help="port in the printed link")] = 8866) -> None:
     "Give an annotator a new token and link; the old one stops working."
     with Store() as store:
         _print_link(name, store.annotators.reissue_token(name), host, port)
@@ -370,7 +370,7 @@ def annotate_add_member_command(project: Annotated[str, typer.Argument()], name:
 
 @annotate_app.command("remove-member")
 def annotate_remove_member_command(project: Annotated[str, typer.Argument()],
-                           name: Annotated[str, typer.Argument(help="annotator")]) -> None:
+                                   name: Annotated[str, typer.Argument(help="annotator")]) -> None:
     "Take a project away from an annotator (the items they hold in it go back to the queue)."
     with Store() as store:
         store.project(project).remove_member(name)
@@ -386,8 +386,8 @@ def annotate_members_command(project: Annotated[str, typer.Argument()]) -> None:
 
 @annotate_app.command("guide")
 def annotate_guide_command(project: Annotated[str, typer.Argument()],
-                   guide: Annotated[Path, typer.Argument(help="Markdown file", exists=True, dir_okay=False,
-                                                         readable=True)]) -> None:
+                           guide: Annotated[Path, typer.Argument(help="Markdown file", exists=True, dir_okay=False,
+                                                                 readable=True)]) -> None:
     "Record a new version of a project's guide."
     with Store() as store:
         typer.echo(f"{project}: guide version {store.project(project).set_guide(guide.read_text())}")
@@ -413,7 +413,7 @@ def annotate_status_command(project: Annotated[str, typer.Argument()]) -> None:
 
 @annotate_app.command("export")
 def annotate_export_command(project: Annotated[str, typer.Argument()],
-                    name: Annotated[str | None, typer.Option(help="name of the new version")] = None) -> None:
+                            name: Annotated[str | None, typer.Option(help="name of the new version")] = None) -> None:
     "Make a dataset version of the consensus labels."
     with Store() as store:
         _print_version(store.project(project).export_consensus(name))
@@ -421,12 +421,12 @@ def annotate_export_command(project: Annotated[str, typer.Argument()],
 
 @annotate_app.command("serve")
 def annotate_serve_command(project: Annotated[str, typer.Option(help="the project annotators label")],
-                   host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
-                   port: Annotated[int, typer.Option(help="port to listen on")] = 8866,
-                   max_kernels: Annotated[int, typer.Option(help="pages open at once (a kernel each, ~80 MB); more wait")] = 50,
-                   cull_after: Annotated[int, typer.Option(help="seconds after a page is closed before its kernel ends")] = 300,
-                   preheat: Annotated[int, typer.Option(help="kernels started ahead of visitors (0: one per request)")] = 1,
-                   ) -> None:
+                           host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+                           port: Annotated[int, typer.Option(help="port to listen on")] = 8866,
+                           max_kernels: Annotated[int, typer.Option(help="pages open at once (a kernel each, ~80 MB); more wait")] = 50,
+                           cull_after: Annotated[int, typer.Option(help="seconds after a page is closed before its kernel ends")] = 300,
+                           preheat: Annotated[int, typer.Option(help="kernels started ahead of visitors (0: one per request)")] = 1,
+                           ) -> None:
     "Serve the annotation web app with Voila (annotators open http://HOST:PORT/?token=TOKEN)."
     import os
     import subprocess
@@ -469,10 +469,10 @@ def repro_list_command() -> None:
 
 @repro_app.command("run")
 def repro_run_command(name: Annotated[str, typer.Argument(help="recipe name, see `fsml repro list`")],
-               seeds: Annotated[str | None, typer.Option(help="comma-separated seeds (default: the recipe's)")] = None,
-               quick: Annotated[bool, typer.Option(help="a few steps per row: checks the machinery, not the numbers")] = False,
-               out: Annotated[Path | None, typer.Option(help="folder for report.md, report.json and report.png")] = None,
-               check: Annotated[bool, typer.Option(help="exit 1 unless every row is within tolerance")] = False) -> None:
+                      seeds: Annotated[str | None, typer.Option(help="comma-separated seeds (default: the recipe's)")] = None,
+                      quick: Annotated[bool, typer.Option(help="a few steps per row: checks the machinery, not the numbers")] = False,
+                      out: Annotated[Path | None, typer.Option(help="folder for report.md, report.json and report.png")] = None,
+                      check: Annotated[bool, typer.Option(help="exit 1 unless every row is within tolerance")] = False) -> None:
     "Train every row of a recipe over several seeds and print paper vs ours."
     from fsml_nb.repro import reproduce, save_report
     try:
@@ -537,11 +537,11 @@ def _registry():
 
 @registry_app.command("register")
 def registry_register_command(path: Annotated[Path, typer.Argument(help="an export folder, or a checkpoint (exported first)")],
-                      name: Annotated[str, typer.Option(help="the registered model's name")],
-                      reason: Annotated[str, typer.Option(help="why this version is registered")] = "",
-                      who: Annotated[str | None, typer.Option(help="who registers it (default: the OS user)")] = None,
-                      checkpoint: Annotated[Path | None, typer.Option(help="the export's checkpoint, if it moved")] = None,
-                      as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
+                              name: Annotated[str, typer.Option(help="the registered model's name")],
+                              reason: Annotated[str, typer.Option(help="why this version is registered")] = "",
+                              who: Annotated[str | None, typer.Option(help="who registers it (default: the OS user)")] = None,
+                              checkpoint: Annotated[Path | None, typer.Option(help="the export's checkpoint, if it moved")] = None,
+                              as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
     "Store an export folder as a new immutable version of NAME (the same content gives the same version)."
     registry = _registry()
     with registry.store:
@@ -554,7 +554,7 @@ def registry_register_command(path: Annotated[Path, typer.Argument(help="an expo
 
 @registry_app.command("list")
 def registry_list_command(name: Annotated[str | None, typer.Argument(help="a model: list its versions")] = None,
-                  as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
+                          as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
     "List registered models (or one model's versions)."
     registry = _registry()
     with registry.store:
@@ -574,7 +574,7 @@ def registry_list_command(name: Annotated[str | None, typer.Argument(help="a mod
 
 @registry_app.command("show")
 def registry_show_command(ref: Annotated[str, typer.Argument(help="name@alias, name:number, name, or an id (prefix)")],
-                  as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
+                          as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
     "Show a model version: its files and how it serves."
     registry = _registry()
     with registry.store:
@@ -587,12 +587,12 @@ def registry_show_command(ref: Annotated[str, typer.Argument(help="name@alias, n
 
 @registry_app.command("promote")
 def registry_promote_command(name: Annotated[str, typer.Argument(help="the registered model")],
-                     version: Annotated[str, typer.Argument(help="its version: a number, name:number or an id")],
-                     *, alias: Annotated[str, typer.Option(help="the alias to move")] = "champion",
-                     reason: Annotated[str, typer.Option(help="why, for the promotion log")],
-                     who: Annotated[str | None, typer.Option(help="who promotes (default: the OS user)")] = None,
-                     metrics: Annotated[str | None, typer.Option(help="metrics at the time, as a JSON object")] = None,
-                     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
+                             version: Annotated[str, typer.Argument(help="its version: a number, name:number or an id")],
+                             *, alias: Annotated[str, typer.Option(help="the alias to move")] = "champion",
+                             reason: Annotated[str, typer.Option(help="why, for the promotion log")],
+                             who: Annotated[str | None, typer.Option(help="who promotes (default: the OS user)")] = None,
+                             metrics: Annotated[str | None, typer.Option(help="metrics at the time, as a JSON object")] = None,
+                             as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
     "Point an alias at a version, and log who, when, why."
     parsed = json.loads(metrics) if metrics else None
     registry = _registry()
@@ -606,9 +606,9 @@ def registry_promote_command(name: Annotated[str, typer.Argument(help="the regis
 
 @registry_app.command("rollback")
 def registry_rollback_command(name: Annotated[str, typer.Argument(help="the registered model")],
-                      *, alias: Annotated[str, typer.Option(help="the alias to move back")] = "champion",
-                      reason: Annotated[str, typer.Option(help="why, for the promotion log")],
-                      who: Annotated[str | None, typer.Option(help="who rolls back (default: the OS user)")] = None) -> None:
+                              *, alias: Annotated[str, typer.Option(help="the alias to move back")] = "champion",
+                              reason: Annotated[str, typer.Option(help="why, for the promotion log")],
+                              who: Annotated[str | None, typer.Option(help="who rolls back (default: the OS user)")] = None) -> None:
     "Move an alias back to the version it named before, and log it."
     registry = _registry()
     with registry.store:
@@ -618,9 +618,9 @@ def registry_rollback_command(name: Annotated[str, typer.Argument(help="the regi
 
 @registry_app.command("history")
 def registry_history_command(name: Annotated[str, typer.Argument(help="the registered model")],
-                     alias: Annotated[str | None, typer.Option(help="only this alias")] = None,
-                     at: Annotated[str | None, typer.Option(help="ISO time: print the version the alias named then")] = None,
-                     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
+                             alias: Annotated[str | None, typer.Option(help="only this alias")] = None,
+                             at: Annotated[str | None, typer.Option(help="ISO time: print the version the alias named then")] = None,
+                             as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
     "The promotion log of a model, or with --at, what an alias (default champion) named at a time."
     from datetime import datetime
 
@@ -648,7 +648,7 @@ def registry_history_command(name: Annotated[str, typer.Argument(help="the regis
 
 @registry_app.command("lineage")
 def registry_lineage_command(ref: Annotated[str, typer.Argument(help="name@alias, name:number, name, or an id (prefix)")],
-                     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
+                             as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
     "Where a model version came from: training run, dataset version, annotation guide, sources."
     registry = _registry()
     with registry.store:
@@ -661,7 +661,7 @@ def registry_lineage_command(ref: Annotated[str, typer.Argument(help="name@alias
 
 @registry_app.command("pull")
 def registry_pull_command(ref: Annotated[str, typer.Argument(help="name@alias, name:number, name, or an id (prefix)")],
-                  folder: Annotated[Path, typer.Argument(help="a new folder for the files")]) -> None:
+                          folder: Annotated[Path, typer.Argument(help="a new folder for the files")]) -> None:
     "Copy a version's files (each re-hashed) into a folder that serves on its own."
     registry = _registry()
     with registry.store:
@@ -672,10 +672,10 @@ def registry_pull_command(ref: Annotated[str, typer.Argument(help="name@alias, n
 # %% ../nbs/13_cli.ipynb #a2e7d8f9
 @app.command("quickstart")
 def quickstart_command(batch_size: Annotated[int, typer.Option(help="size of the batch read back")] = 32,
-               epochs: Annotated[int, typer.Option(help="training epochs (0: stop after reading a batch)")] = 3,
-               model: Annotated[str, typer.Option(help="timm model to train from scratch")] = "resnet10t",
-               out: Annotated[Path | None, typer.Option(help="folder for the checkpoint and export "
-                                                                "(default: FSML_HOME/quickstart/<time>)")] = None) -> None:
+                       epochs: Annotated[int, typer.Option(help="training epochs (0: stop after reading a batch)")] = 3,
+                       model: Annotated[str, typer.Option(help="timm model to train from scratch")] = "resnet10t",
+                       out: Annotated[Path | None, typer.Option(help="folder for the checkpoint and export "
+                                                                        "(default: FSML_HOME/quickstart/<time>)")] = None) -> None:
     "Import digits, read a batch, train a timm model, export it to ONNX/INT8 and recommend a variant."
     from datetime import datetime
 
@@ -723,20 +723,20 @@ def _api_config(**options):
 # %% ../nbs/13_cli.ipynb #55182790
 @serve_app.command("worker")
 def serve_worker_command(model: Annotated[str, typer.Option(help="the model's name (its queue is PREFIX.NAME)")],
-                 folder: Annotated[Path | None, typer.Option(help="a pulled model version folder to serve")] = None,
-                 ref: Annotated[str | None, typer.Option(help="a registry reference to serve and follow (NAME@champion)")] = None,
-                 max_batch: Annotated[int, typer.Option(help="jobs per batch at most")] = 1,
-                 max_wait_ms: Annotated[float, typer.Option(help="wait this long for more jobs once one is there")] = 0.0,
-                 threads: Annotated[int, typer.Option(help="ONNX Runtime threads")] = 1,
-                 queue_prefix: Annotated[str, typer.Option(help="queue name prefix")] = "fsml.predict",
-                 lease_seconds: Annotated[float, typer.Option(help="SQL brokers: lease length (heartbeats extend it)")] = 30.0,
-                 max_attempts: Annotated[int, typer.Option(help="deliveries of a job before it is dead-lettered")] = 3,
-                 shadow_ref: Annotated[str | None, typer.Option(help="a challenger to run on shadow jobs (NAME@challenger)")] = None,
-                 name: Annotated[str | None, typer.Option(help="worker name (default host-pid-random)")] = None,
-                 cache: Annotated[Path | None, typer.Option(help="where pulled versions go (default FSML_HOME/serve-cache)")] = None,
-                 keep_inputs: Annotated[bool, typer.Option("--keep-inputs",
-                                                           help="keep each input in the blob store (to grade production later)")] = False,
-                 ) -> None:
+                         folder: Annotated[Path | None, typer.Option(help="a pulled model version folder to serve")] = None,
+                         ref: Annotated[str | None, typer.Option(help="a registry reference to serve and follow (NAME@champion)")] = None,
+                         max_batch: Annotated[int, typer.Option(help="jobs per batch at most")] = 1,
+                         max_wait_ms: Annotated[float, typer.Option(help="wait this long for more jobs once one is there")] = 0.0,
+                         threads: Annotated[int, typer.Option(help="ONNX Runtime threads")] = 1,
+                         queue_prefix: Annotated[str, typer.Option(help="queue name prefix")] = "fsml.predict",
+                         lease_seconds: Annotated[float, typer.Option(help="SQL brokers: lease length (heartbeats extend it)")] = 30.0,
+                         max_attempts: Annotated[int, typer.Option(help="deliveries of a job before it is dead-lettered")] = 3,
+                         shadow_ref: Annotated[str | None, typer.Option(help="a challenger to run on shadow jobs (NAME@challenger)")] = None,
+                         name: Annotated[str | None, typer.Option(help="worker name (default host-pid-random)")] = None,
+                         cache: Annotated[Path | None, typer.Option(help="where pulled versions go (default FSML_HOME/serve-cache)")] = None,
+                         keep_inputs: Annotated[bool, typer.Option("--keep-inputs",
+                                                                   help="keep each input in the blob store (to grade production later)")] = False,
+                         ) -> None:
     "Take jobs from the model's queue and answer them until SIGTERM."
     from fsml_nb.serve import run_worker, run_worker_from_registry
     config = _worker_config(model, max_batch=max_batch, max_wait_ms=max_wait_ms, threads=threads,
@@ -753,15 +753,15 @@ def serve_worker_command(model: Annotated[str, typer.Option(help="the model's na
 # %% ../nbs/13_cli.ipynb #30d25e0c
 @serve_app.command("api")
 def serve_api_command(host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
-              port: Annotated[int, typer.Option(help="port")] = 8000,
-              queue_prefix: Annotated[str, typer.Option(help="queue name prefix")] = "fsml.predict",
-              max_queue: Annotated[int, typer.Option(help="jobs waiting in a queue before new ones get 503")] = 1000,
-              timeout: Annotated[float, typer.Option(help="seconds /v1/predict waits for its answer")] = 30.0,
-              max_body_bytes: Annotated[int, typer.Option(help="largest request body")] = 10 * 1024 * 1024,
-              max_pixels: Annotated[int, typer.Option(help="largest image, in pixels")] = 4_000_000,
-              shadow_fraction: Annotated[float, typer.Option(help="share of requests the challenger also runs")] = 0.0,
-              no_token: Annotated[bool, typer.Option("--no-token", help="do not require client tokens (demo only)")] = False,
-              ) -> None:
+                      port: Annotated[int, typer.Option(help="port")] = 8000,
+                      queue_prefix: Annotated[str, typer.Option(help="queue name prefix")] = "fsml.predict",
+                      max_queue: Annotated[int, typer.Option(help="jobs waiting in a queue before new ones get 503")] = 1000,
+                      timeout: Annotated[float, typer.Option(help="seconds /v1/predict waits for its answer")] = 30.0,
+                      max_body_bytes: Annotated[int, typer.Option(help="largest request body")] = 10 * 1024 * 1024,
+                      max_pixels: Annotated[int, typer.Option(help="largest image, in pixels")] = 4_000_000,
+                      shadow_fraction: Annotated[float, typer.Option(help="share of requests the challenger also runs")] = 0.0,
+                      no_token: Annotated[bool, typer.Option("--no-token", help="do not require client tokens (demo only)")] = False,
+                      ) -> None:
     "Serve the HTTP API (POST /v1/predict, /v1/jobs, /healthz, /readyz, /metrics)."
     from fsml_nb.serve import run_api
     config = _api_config(queue_prefix=queue_prefix, max_queue=max_queue, request_timeout=timeout,
@@ -772,19 +772,19 @@ def serve_api_command(host: Annotated[str, typer.Option(help="address to listen 
 # %% ../nbs/13_cli.ipynb #74de1eb7
 @serve_app.command("up")
 def serve_up_command(model: Annotated[str, typer.Option(help="the model's name")],
-             workers: Annotated[int, typer.Option(help="worker processes")] = 2,
-             folder: Annotated[Path | None, typer.Option(help="a pulled model version folder to serve")] = None,
-             ref: Annotated[str | None, typer.Option(help="a registry reference to serve and follow (NAME@champion)")] = None,
-             host: Annotated[str, typer.Option()] = "127.0.0.1", port: Annotated[int, typer.Option()] = 8000,
-             max_batch: Annotated[int, typer.Option(help="jobs per batch at most")] = 8,
-             max_wait_ms: Annotated[float, typer.Option(help="wait this long for more jobs once one is there")] = 0.0,
-             queue_prefix: Annotated[str, typer.Option()] = "fsml.predict",
-             shadow_fraction: Annotated[float, typer.Option(help="share of requests the challenger also runs")] = 0.0,
-             shadow_ref: Annotated[str | None, typer.Option(help="the challenger (NAME@challenger)")] = None,
-             no_token: Annotated[bool, typer.Option("--no-token", help="do not require client tokens (demo only)")] = False,
-             keep_inputs: Annotated[bool, typer.Option("--keep-inputs",
-                                                       help="workers keep each input in the blob store (to grade production)")] = False,
-             ) -> None:
+                     workers: Annotated[int, typer.Option(help="worker processes")] = 2,
+                     folder: Annotated[Path | None, typer.Option(help="a pulled model version folder to serve")] = None,
+                     ref: Annotated[str | None, typer.Option(help="a registry reference to serve and follow (NAME@champion)")] = None,
+                     host: Annotated[str, typer.Option()] = "127.0.0.1", port: Annotated[int, typer.Option()] = 8000,
+                     max_batch: Annotated[int, typer.Option(help="jobs per batch at most")] = 8,
+                     max_wait_ms: Annotated[float, typer.Option(help="wait this long for more jobs once one is there")] = 0.0,
+                     queue_prefix: Annotated[str, typer.Option()] = "fsml.predict",
+                     shadow_fraction: Annotated[float, typer.Option(help="share of requests the challenger also runs")] = 0.0,
+                     shadow_ref: Annotated[str | None, typer.Option(help="the challenger (NAME@challenger)")] = None,
+                     no_token: Annotated[bool, typer.Option("--no-token", help="do not require client tokens (demo only)")] = False,
+                     keep_inputs: Annotated[bool, typer.Option("--keep-inputs",
+                                                               help="workers keep each input in the blob store (to grade production)")] = False,
+                     ) -> None:
     "Run the API and N workers on this machine, under one supervisor, until SIGTERM."
     from fsml_nb.serve import FSML_COMMAND, Supervisor, stop_on_signals
     if (folder is None) == (ref is None):
@@ -1049,9 +1049,9 @@ def grade_production_sample_command(
 
 @grade_app.command("report")
 def grade_production_report_command(project: Annotated[str, typer.Argument(help="the production sample's annotation project")],
-                         plot: Annotated[Path | None, typer.Option(help="also write the chart (PNG) here")] = None,
-                         as_json: Annotated[bool, typer.Option("--json", help="print the tables as JSON")] = False,
-                         ) -> None:
+                                    plot: Annotated[Path | None, typer.Option(help="also write the chart (PNG) here")] = None,
+                                    as_json: Annotated[bool, typer.Option("--json", help="print the tables as JSON")] = False,
+                                    ) -> None:
     "Live accuracy per model version and ISO week, from the annotators' consensus."
     from fsml_nb.evaluate import grade_production, plot_production_accuracy
 
