@@ -43,20 +43,26 @@ ROOT = Path(__file__).resolve().parents[1]
 def digits_folder(work: Path, model: str, steps: int) -> Path:
     "Train, register and pull a timm model on digits; the pulled folder."
     from fsml_nb.data import import_digits
-    from fsml_nb.registry import ModelRegistry
     from fsml_nb.store import Store
-    from fsml_nb.train import TrainConfig, fit, timm_spec
+    from fsml_nb.train import TrainConfig, timm_spec
 
     store = Store(f"sqlite:///{work}/fsml.db", str(work / "blobs"))
     digits = import_digits(store)
-    checkpoint = work / "digits.safetensors"
-    fit(timm_spec(model, 10, in_chans=1, small_input=True), digits, store=store, progress=False,
-        config=TrainConfig(max_steps=steps, batch_size=64, val_fraction=0), checkpoint_path=checkpoint)
+    return train_register_pull(store, timm_spec(model, 10, in_chans=1, small_input=True), digits, "digits",
+                               TrainConfig(max_steps=steps, batch_size=64, val_fraction=0), work / "pulled")
+
+
+def train_register_pull(store, spec, version, name: str, config, folder: Path) -> Path:
+    "Train `spec` on `version`, register the checkpoint as `name`, pull it into `folder`; closes `store`."
+    from fsml_nb.registry import ModelRegistry
+    from fsml_nb.train import fit
+
+    checkpoint = folder.with_name(f"{name}.safetensors")
+    fit(spec, version, store=store, progress=False, config=config, checkpoint_path=checkpoint)
     registry = ModelRegistry(store)
-    version = registry.register(checkpoint, "digits", reason="bench/serve.py")
-    folder = registry.pull(version, work / "pulled")
+    pulled = registry.pull(registry.register(checkpoint, name, reason="bench/serve.py"), folder)
     store.close()
-    return folder
+    return pulled
 
 
 def rgb64_folder(work: Path, steps: int) -> Path:
@@ -64,9 +70,8 @@ def rgb64_folder(work: Path, steps: int) -> Path:
     from sklearn.datasets import load_digits
 
     from fsml_nb.data import encode_png
-    from fsml_nb.registry import ModelRegistry
     from fsml_nb.store import LabelledItem, LabelSchema, NewItem, Store
-    from fsml_nb.train import TrainConfig, fit, timm_spec
+    from fsml_nb.train import TrainConfig, timm_spec
 
     store = Store(f"sqlite:///{work}/fsml-rgb64.db", str(work / "blobs-rgb64"))
     digits = load_digits()
@@ -78,14 +83,8 @@ def rgb64_folder(work: Path, steps: int) -> Path:
                 for index in range(len(pixels))]
     version = store.import_version(labelled, LabelSchema("single_label", tuple(str(digit) for digit in range(10))),
                                    "digits-rgb64", source="bench/serve.py")
-    checkpoint = work / "resnet18-rgb64.safetensors"
-    fit(timm_spec("resnet18", 10, in_chans=3), version, store=store, progress=False,
-        config=TrainConfig(max_steps=steps, batch_size=32, val_fraction=0), checkpoint_path=checkpoint)
-    registry = ModelRegistry(store)
-    registered = registry.register(checkpoint, "resnet18-rgb64", reason="bench/serve.py")
-    folder = registry.pull(registered, work / "pulled-rgb64")
-    store.close()
-    return folder
+    return train_register_pull(store, timm_spec("resnet18", 10, in_chans=3), version, "resnet18-rgb64",
+                               TrainConfig(max_steps=steps, batch_size=32, val_fraction=0), work / "pulled-rgb64")
 
 
 def percentiles(latencies: list[float]) -> tuple[float, float, float]:

@@ -64,23 +64,15 @@ def test_ctrl_c_then_a_rerun_resumes_at_the_interrupted_step(slow_pipeline: Path
     env = {**clean_environment(), "FSML_HOME": str(tmp_path / "home")}
     script = f"from fsml_nb.pipeline import run_pipeline\nrun_pipeline({str(slow_pipeline)!r}, {{'seconds': 60.0}}, progress=False)"
     process = subprocess.Popen([sys.executable, "-c", script], env=env, stderr=subprocess.DEVNULL, cwd=tmp_path)
-    deadline = time.time() + 120
     with Store(f"sqlite:///{tmp_path}/home/fsml.db", str(tmp_path / "home/blobs")) as store:
-        while True:  # wait until the first step is recorded and the slow one has started
+        def slow_step_running() -> bool:
             history = pipeline_history(store, "slow")
-            if history and history[0].steps.get("first") == "done":
-                break
-            assert time.time() < deadline and process.poll() is None, "the run never recorded its first step here"
-            time.sleep(0.5)
-        time.sleep(3)
-        for _ in range(3):  # as a person would: Ctrl-C, and again if a kernel was starting and swallowed it
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(timeout=30)
-                break
-            except subprocess.TimeoutExpired:
-                continue
-        process.wait(timeout=30)
+            if not history or history[0].steps.get("first") != "done":
+                return False
+            time.sleep(3)  # the first step is recorded: give the slow one time to start
+            return True
+
+        interrupt(process, slow_step_running, "the slow step", seconds=120)
         assert process.returncode != 0
         assert pipeline_history(store, "slow")[0].status == "interrupted"
         resumed = run_pipeline(slow_pipeline, {"seconds": 0.0}, store=store, progress=False)
