@@ -42,13 +42,18 @@ SCHEMA = LabelSchema("single_label", ("cat", "dog"))
 
 def annotator_worker(db_url: str, blob_url: str, project: str, name: str, pace: float, ready, start, queue) -> None:
     "Label until the project has nothing left for `name`; send back each submit_and_next time (ms) and any error."
-    timings, error, cpu = [], None, 0.0
+    timings, error, cpu, server_cpu = [], None, 0.0, float("nan")
     pause = random.Random(name)
     try:
         with Store(db_url, blob_url) as store:
             ready.release()
             start.wait()
             handle = store.project(project)
+            backend = None
+            if db_url.startswith("postgresql"):
+                with store.engine.connect() as connection:  # the pool hands this one connection back each time
+                    backend = connection.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+            server_began = process_cpu_seconds(backend)
             cpu_began = time.process_time()
             task = handle.lease_next(name)
             while task is not None:
@@ -58,10 +63,11 @@ def annotator_worker(db_url: str, blob_url: str, project: str, name: str, pace: 
                 _, task = handle.submit_and_next(name, task.item_sha256, "cat" if len(name) % 2 else "dog")
                 timings.append((time.perf_counter() - began) * 1000)
             cpu = time.process_time() - cpu_began
+            server_cpu = process_cpu_seconds(backend) - server_began
     except Exception as failure:  # reported in the table, not lost in a hung run
         error = str(failure).splitlines()[0]
         ready.release()
-    queue.put((timings, time.time(), error, cpu))
+    queue.put((timings, time.time(), error, cpu, server_cpu))
 
 
 @dataclass
@@ -73,21 +79,16 @@ class Measured:
     load_before: float  # 1-minute load average when the load started (other work on the machine)
     load_after: float  # ... when it ended (this load included)
     client_cpu_ms: float  # annotator processes' CPU per answer
-    server_cpu_ms: float  # PostgreSQL's CPU per answer (all its processes: other users of the server too); NaN on SQLite
+    server_cpu_ms: float  # CPU of the annotators' PostgreSQL backends per answer (NaN on SQLite)
 
 
-def postgres_cpu_seconds() -> float:
-    "CPU seconds used so far by every process named postgres on this machine (NaN if /proc cannot tell)."
-    total, found = 0, False
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            name, fields = stat.read_text().split(" (", 1)[1].split(")", 1)
-        except (OSError, IndexError):
-            continue
-        if name == "postgres":
-            found = True
-            total += sum(int(field) for field in fields.split()[11:13])
-    return total / os.sysconf("SC_CLK_TCK") if found else float("nan")
+def process_cpu_seconds(pid: int | None) -> float:
+    "CPU seconds a process (a PostgreSQL backend) has used so far; NaN without one or without /proc."
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def run(db_url: str, blob_url: str, annotators: int, items: int, overlap: int, pace: float) -> Measured:
@@ -110,19 +111,17 @@ def run(db_url: str, blob_url: str, annotators: int, items: int, overlap: int, p
     for _ in processes:
         ready.acquire(timeout=600)
     load_before = os.getloadavg()[0]
-    server_began = postgres_cpu_seconds() if db_url.startswith("postgresql") else float("nan")
     began = time.time()
     start.set()
     results = [queue.get(timeout=1800) for _ in processes]
     for process in processes:
         process.join()
-    server_cpu = postgres_cpu_seconds() - server_began
-    timings = [t for worker_timings, _, _, _ in results for t in worker_timings]
-    errors = [error for _, _, error, _ in results if error]
+    timings = [t for worker_timings, *_ in results for t in worker_timings]
+    errors = [error for _, _, error, *_ in results if error]
     answers = max(len(timings), 1)
-    return Measured(timings, len(timings) / (max(finished for _, finished, _, _ in results) - began), errors,
-                    load_before, os.getloadavg()[0], 1000 * sum(cpu for *_, cpu in results) / answers,
-                    1000 * server_cpu / answers)
+    return Measured(timings, len(timings) / (max(finished for _, finished, *_ in results) - began), errors,
+                    load_before, os.getloadavg()[0], 1000 * sum(cpu for *_, cpu, _ in results) / answers,
+                    1000 * sum(server for *_, server in results) / answers)
 
 
 def percentile(values: list[float], share: int) -> float:

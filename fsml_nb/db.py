@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import (JSON, BigInteger, Boolean, Column, DateTime, Double, ForeignKey, Index, Integer, MetaData,
-                        String, Table, Text, create_engine, event, func, inspect, select, text)
+                        String, Table, Text, bindparam, create_engine, event, func, inspect, select, text)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -42,8 +42,9 @@ __all__ = ['SQLITE_SYNCHRONOUS_LEVELS', 'WRITER_LOCK_SUFFIX', 'READ_ONLY', 'SQLI
            'MIGRATIONS', 'V4_STEPS', 'DatabaseError', 'DatabaseUnavailableError', 'DatabaseDamagedError',
            'SchemaTooNewError', 'ValueTooLongError', 'normalize_db_url', 'display_db_url', 'sqlite_synchronous',
            'reading', 'make_engine', 'is_retryable', 'transaction', 'insert_ignore', 'check_lengths', 'lease_columns',
-           'lease_rows', 'extend_lease', 'complete_lease', 'release_lease', 'reclaim_expired', 'missing_triggers',
-           'install_triggers', 'referenced_blobs', 'stored_schema_version', 'upgrade_schema', 'open_database']
+           'lease_rows', 'lease_one_statement', 'extend_lease', 'complete_lease', 'release_lease', 'reclaim_expired',
+           'missing_triggers', 'install_triggers', 'referenced_blobs', 'stored_schema_version', 'upgrade_schema',
+           'open_database']
 
 # %% ../nbs/01_db.ipynb #2eda7dbb
 class DatabaseError(FsmlError):
@@ -438,6 +439,21 @@ def lease_rows(connection: Connection, table: Table,
         .returning(*table.c)).mappings().all()
     order = {value: position for position, value in enumerate(candidates)}
     return sorted((dict(row) for row in leased), key=lambda row: order[row[key.name]])
+
+# %% ../nbs/01_db.ipynb #8c60931e
+def lease_one_statement(table: Table,
+                        where: Sequence = (),  # conditions on the candidate rows: `bindparam`s for what varies
+                        order_by: Sequence = (),  # which row first (the key breaks ties)
+                        returning: Sequence = (),  # more to read with the leased row (scalar subqueries)
+                        ):
+    "One statement that leases the first queued row of `table` to `:owner` until `:expires`; build once, run often."
+    key = _key_column(table)
+    first = (select(key).where(table.c.status == QUEUED, *where).order_by(*order_by, key).limit(1)
+             .with_for_update(skip_locked=True).scalar_subquery())
+    return (table.update().where(key == first, table.c.status == QUEUED)
+            .values(status=LEASED, lease_owner=bindparam("owner"), lease_expires=bindparam("expires"),
+                    attempts=table.c.attempts + 1)
+            .returning(*table.c, *returning))
 
 # %% ../nbs/01_db.ipynb #a481cf5d
 def _owned(table: Table, key_value: Any, owner: str):
