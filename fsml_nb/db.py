@@ -9,7 +9,6 @@ Docs: https://fsml-nb.github.io/fsml_nb/db.html.md"""
 # %% ../nbs/01_db.ipynb #3bce9f04
 from __future__ import annotations
 
-import fcntl
 import os
 import sqlite3
 import struct
@@ -29,22 +28,27 @@ from sqlalchemy.exc import DatabaseError as SQLDatabaseError
 
 from .core import FsmlError, get_logger
 
+try:
+    import fcntl
+except ImportError:  # Windows: SQLite writers wait in SQLite's busy handler, as before
+    fcntl = None
+
 # %% auto #0
-__all__ = ['SQLITE_SYNCHRONOUS_LEVELS', 'WRITER_LOCK_SUFFIX', 'READ_ONLY', 'SQLITE_BUSY_SECONDS', 'T', 'RETRYABLE_SQLSTATES',
-           'QUEUED', 'LEASED', 'DONE', 'FAILED', 'DEAD', 'SCHEMA_VERSION', 'metadata', 'schema_info', 'items', 'labels',
-           'dataset_versions', 'version_entries', 'dataset_version_seals', 'dataset_version_names', 'IMMUTABLE_TABLES',
-           'REGISTRY_WRITE_ONCE', 'MAX_URL_LENGTH', 'crawls', 'item_sources', 'licence_claims', 'crawl_hosts',
-           'crawl_urls', 'annotation_projects', 'annotation_guides', 'annotation_tasks', 'annotators',
-           'annotation_answers', 'annotation_skips', 'annotation_questions', 'annotation_slots', 'annotation_offers',
-           'annotation_members', 'pipeline_runs', 'pipeline_steps', 'eval_runs', 'eval_predictions', 'viewers',
-           'BLOB_REFERENCES', 'registered_models', 'model_versions', 'model_version_files', 'model_aliases',
-           'model_promotions', 'registry_events', 'serve_clients', 'serve_workers', 'served_predictions', 'Migration',
-           'MIGRATIONS', 'V4_STEPS', 'DatabaseError', 'DatabaseUnavailableError', 'DatabaseDamagedError',
-           'SchemaTooNewError', 'ValueTooLongError', 'normalize_db_url', 'display_db_url', 'sqlite_synchronous',
-           'reading', 'make_engine', 'is_retryable', 'transaction', 'insert_ignore', 'check_lengths', 'lease_columns',
-           'lease_rows', 'lease_one_statement', 'extend_lease', 'complete_lease', 'release_lease', 'reclaim_expired',
-           'missing_triggers', 'install_triggers', 'referenced_blobs', 'stored_schema_version', 'upgrade_schema',
-           'open_database']
+__all__ = ['SQLITE_SYNCHRONOUS_LEVELS', 'WRITER_LOCK_SUFFIX', 'READ_ONLY', 'SQLITE_BUSY_SECONDS', 'QUEUE_WRITERS', 'T',
+           'RETRYABLE_SQLSTATES', 'QUEUED', 'LEASED', 'DONE', 'FAILED', 'DEAD', 'SCHEMA_VERSION', 'metadata',
+           'schema_info', 'items', 'labels', 'dataset_versions', 'version_entries', 'dataset_version_seals',
+           'dataset_version_names', 'IMMUTABLE_TABLES', 'REGISTRY_WRITE_ONCE', 'MAX_URL_LENGTH', 'crawls',
+           'item_sources', 'licence_claims', 'crawl_hosts', 'crawl_urls', 'annotation_projects', 'annotation_guides',
+           'annotation_tasks', 'annotators', 'annotation_answers', 'annotation_skips', 'annotation_questions',
+           'annotation_slots', 'annotation_offers', 'annotation_members', 'pipeline_runs', 'pipeline_steps',
+           'eval_runs', 'eval_predictions', 'viewers', 'BLOB_REFERENCES', 'registered_models', 'model_versions',
+           'model_version_files', 'model_aliases', 'model_promotions', 'registry_events', 'serve_clients',
+           'serve_workers', 'served_predictions', 'Migration', 'MIGRATIONS', 'V4_STEPS', 'DatabaseError',
+           'DatabaseUnavailableError', 'DatabaseDamagedError', 'SchemaTooNewError', 'ValueTooLongError',
+           'normalize_db_url', 'display_db_url', 'sqlite_synchronous', 'reading', 'make_engine', 'is_retryable',
+           'transaction', 'insert_ignore', 'check_lengths', 'lease_columns', 'lease_rows', 'lease_one_statement',
+           'extend_lease', 'complete_lease', 'release_lease', 'reclaim_expired', 'missing_triggers', 'install_triggers',
+           'referenced_blobs', 'stored_schema_version', 'upgrade_schema', 'open_database']
 
 # %% ../nbs/01_db.ipynb #2eda7dbb
 class DatabaseError(FsmlError):
@@ -98,9 +102,10 @@ _writers_held: dict[tuple[str, int], int] = {}  # (lock file, thread) -> writer 
 _writers_guard = threading.Lock()
 
 
-def _byte_lock(fd: int, offset: int, kind: int = fcntl.F_WRLCK, wait: bool = False) -> bool:
-    "Lock (or with F_UNLCK unlock) one byte of `fd` with an open-file-description lock; False if it is taken."
-    request = struct.pack("hhqqi4x", kind, os.SEEK_SET, offset, 1, 0)
+def _byte_lock(fd: int, offset: int, kind: int | None = None,  # default F_WRLCK; F_UNLCK unlocks
+               wait: bool = False) -> bool:
+    "Lock (or unlock) one byte of `fd` with an open-file-description lock; False if another holds it."
+    request = struct.pack("hhqqi4x", fcntl.F_WRLCK if kind is None else kind, os.SEEK_SET, offset, 1, 0)
     try:
         fcntl.fcntl(fd, fcntl.F_OFD_SETLKW if wait else fcntl.F_OFD_SETLK, request)
         return True
@@ -233,6 +238,7 @@ class _QueuedSQLiteConnection(sqlite3.Connection):
 # %% ../nbs/01_db.ipynb #af46de35
 READ_ONLY = "fsml_read_only"  # execution option: a deferred BEGIN that takes no write lock on SQLite
 SQLITE_BUSY_SECONDS = 30  # how long a SQLite writer waits for its turn, then for SQLite's lock
+QUEUE_WRITERS = hasattr(fcntl, "F_OFD_SETLKW")  # open-file-description locks: Linux; elsewhere SQLite's busy wait
 
 
 def _configure_sqlite(engine: Engine) -> None:
@@ -249,7 +255,7 @@ def _configure_sqlite(engine: Engine) -> None:
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute(f"PRAGMA synchronous={synchronous}")  # one of SQLITE_SYNCHRONOUS_LEVELS
         cursor.close()
-        if on_disk and isinstance(dbapi_connection, _QueuedSQLiteConnection):
+        if on_disk and QUEUE_WRITERS and isinstance(dbapi_connection, _QueuedSQLiteConnection):
             dbapi_connection.writer_queue = _WriterQueue(os.path.abspath(engine.url.database) + WRITER_LOCK_SUFFIX,
                                                          SQLITE_BUSY_SECONDS)
 
