@@ -146,7 +146,8 @@ class _WriterQueue:
 
     def _file(self):
         if self.lock_file is None or self.pid != os.getpid():  # a forked child never shares its parent's locks
-            self.lock_file, self.pid = open(self.path, "r+b" if os.path.exists(self.path) else "w+b"), os.getpid()  # noqa: SIM115
+            descriptor = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)  # never truncated: it holds the counter
+            self.lock_file, self.pid = os.fdopen(descriptor, "r+b", buffering=0), os.getpid()
         return self.lock_file
 
     def _ticket(self, lock_file) -> int | None:
@@ -202,7 +203,11 @@ class _WriterQueue:
             if not _writers_held[key]:
                 del _writers_held[key]
         if place is not None and self.lock_file is not None and self.pid == os.getpid():
-            _byte_lock(self.lock_file.fileno(), place, fcntl.F_UNLCK)
+            try:
+                _byte_lock(self.lock_file.fileno(), place, fcntl.F_UNLCK)
+            except OSError:  # never fail a commit over the queue: closing the descriptor drops its locks too
+                self.lock_file.close()
+                self.lock_file = None
 
 # %% ../nbs/01_db.ipynb #52aa2f72
 class _QueuedSQLiteConnection(sqlite3.Connection):
