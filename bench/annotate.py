@@ -13,12 +13,23 @@ measured. Three loads per database, in one run:
 Targets (issue 10): paced p95 <= 30 ms on both databases; unpaced PostgreSQL >= 300 answers/s
 with p95 <= 150 ms; unpaced SQLite p99 <= 250 ms. The figures before row-level leasing
 (one lock per project), measured by the review with 40 processes, 600 items, overlap 3:
-paced p95 53 ms (SQLite) / 82 ms (PostgreSQL); unpaced p95 1,551 ms / 802 ms.
+paced p95 53 ms (SQLite) / 82 ms (PostgreSQL); unpaced p95 1,551 ms / 802 ms. With row-level
+leasing, before SQLite's writer queue and the five prebuilt statements (quiet machine):
+unpaced SQLite p50 1.4 / p95 4.7 / p99 1,039 ms at 536 answers/s; PostgreSQL p50 148 / p95 212 /
+p99 238 ms at 244 answers/s.
+Reading the unpaced rows: 40 bots that never pause wait, on average, for the other 39 (Little's
+law: mean time ~ annotators / answers per second), so a fair database gives every answer about
+the same time, and p50 is near that mean (tens of ms). A low p50 with a huge p99 means some
+processes got the lock again and again while others starved (SQLite's busy wait before its
+writer queue).
 On a shared machine with few cores the 40 processes compete for CPU with the database:
 each row gives the 1-minute load average when its load started (other work) and ended (its
 own processes included), and the CPU the annotator processes and PostgreSQL spent per answer
 (less noisy than times on a shared machine). The header names the fsml_nb copy measured:
-run it with PYTHONPATH pointing at another checkout to compare two versions.
+run it with PYTHONPATH pointing at another checkout to compare two versions, back to back:
+
+    PYTHONPATH=/path/to/old/checkout python bench/annotate.py
+    PYTHONPATH=$PWD python bench/annotate.py
 """
 from __future__ import annotations
 
