@@ -403,8 +403,8 @@ class SqlBroker:
     def publish_many(self, jobs: Sequence[tuple[str, dict[str, Any]]]) -> None:
         "Queue several (queue, job) in one transaction: the API's group commit."
         now = time.time()
-        rows = [{"id": job["id"], "queue": queue, "body": json.dumps(job), "created_at": now, "status": QUEUED}
-                for queue, job in jobs]
+        rows = [{"id": job["id"], "queue": queue, "body": json.dumps(job), "created_at": now + position * 1e-6,
+                 "status": QUEUED} for position, (queue, job) in enumerate(jobs)]  # first in, first out
 
         def work(connection):
             connection.exec_driver_sql(self.sql["publish"], rows)
