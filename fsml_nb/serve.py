@@ -370,6 +370,7 @@ class SqlBroker:
                  ):
         self.url, self.lease_seconds, self.max_attempts, self.poll_seconds = url, lease_seconds, max_attempts, poll_seconds
         self.probe_seconds, self._probe, self._listener = probe_seconds, None, None
+        self._busy: dict[str, bool] = {}  # queue -> whether the last lease found jobs (then lease without looking)
         try:
             self.engine = make_engine(url)
             if self.engine.dialect.name == "sqlite":
@@ -501,9 +502,10 @@ def take(self: SqlBroker, queue: str, owner: str,
     first_deadline = time.monotonic() + idle_seconds
     while True:
         seen = self.data_version()  # before looking: a job queued after the look changes it
-        queued = self._run(lambda connection: connection.exec_driver_sql(self.sql["any_queued"], waiting).first(),
-                           write=False)  # a read takes no lock: an idle worker does not block the API's writes
+        queued = self._busy.get(queue) or self._run(  # a read takes no lock: an idle worker blocks no writer
+            lambda connection: connection.exec_driver_sql(self.sql["any_queued"], waiting).first(), write=False)
         taken = self._lease(queue, owner, limit) if queued else []
+        self._busy[queue] = bool(taken)
         if taken or time.monotonic() >= first_deadline:
             break
         self.wait_for_commit(seen, first_deadline - time.monotonic())
