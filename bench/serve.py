@@ -306,6 +306,7 @@ def main() -> None:
                         help="comma-separated repository roots whose fsml_nb the servers run (before/after in one run)")
     parser.add_argument("--client", default="raw", choices=("raw", "httpx"),
                         help="load generator for the closed loops: raw asyncio HTTP/1.1 (cheap) or httpx")
+    parser.add_argument("--repeat", type=int, default=1, help="measure each row this many times (codes interleaved)")
     parser.add_argument("--work", help="a folder to keep the trained models in and reuse (default: a new temporary one)")
     arguments = parser.parse_args()
     work = Path(arguments.work) if arguments.work else Path(tempfile.mkdtemp(prefix="fsml-bench-serve-"))
@@ -349,7 +350,7 @@ def main() -> None:
         for broker in arguments.brokers.split(","):
             for workers in (int(count) for count in arguments.workers.split(",")):
                 for batch, wait_ms, batching in batchings:
-                    for code in codes:  # back to back: before and after see the same machine
+                    for code in [code for _ in range(arguments.repeat) for code in codes]:  # back to back, interleaved
                         row = serve(work, model, folder, broker, workers, batch, wait_ms, arguments.seconds, body,
                                     token, db_url, base["p50"], engine, code, arguments.client)
                         cells = [" / ".join(f"{value:.1f}" for value in row[key]) for key in ("p@50", "p@90")]
