@@ -12,6 +12,12 @@ measures, for each model in the same run:
   arrivals), and the added p50 at low load (one request at a time, minus the baseline's p50).
 Targets (issue 12): with batching, served throughput >= 1.0x the in-process batch-1 loop; added p50
 at low load <= 3 ms (RabbitMQ), <= 5 ms (SQLite). Load loops are bounded and stay on 127.0.0.1.
+
+The load generator is a bare asyncio HTTP/1.1 client (keep-alive, one prepared request): httpx cost
+1.2-1.9 ms of CPU per request, a good part of a 2-core machine. Each row also prints the CPU time the
+API, the workers and the client spent per request during the maximum-throughput loop: on a shared
+machine that is steadier than the throughput. `--code A,B` runs the servers from two checkouts back
+to back (before/after), `--repeat` interleaves them, `--work` keeps the trained models for next time.
 """
 from __future__ import annotations
 
@@ -242,9 +248,12 @@ def serve(work: Path, model: str, folder: Path, broker: str, workers: int, batch
         run_load(closed_loop(base, token, body, 1.0, 4, client))  # warm up
         run_load(closed_loop(base, token, body, seconds, 1, client))
         _, low_latencies, _, _ = run_load(closed_loop(base, token, body, seconds, 1, client))
-        throughput, _, failed, client_cpu = run_load(closed_loop(base, token, body, seconds, 32, client))
+        cpu_before = [process_cpu(process.pid) for process in processes]
+        throughput, latencies, failed, client_cpu = run_load(closed_loop(base, token, body, seconds, 32, client))
+        cpu = [(process_cpu(process.pid) - before) * 1000 / len(latencies)
+               for process, before in zip(processes, cpu_before, strict=True)]
         row = {"throughput": throughput, "added_p50": percentiles(low_latencies)[0] - base_p50, "failed": failed,
-               "client_cpu": client_cpu}
+               "client_cpu": client_cpu, "api_cpu": cpu[0], "worker_cpu": sum(cpu[1:])}
         for share in (0.5, 0.9):
             latencies, failures = run_load(paced(base, token, body, seconds, share * throughput))
             row[f"p@{int(share * 100)}"] = percentiles(latencies)
@@ -260,6 +269,12 @@ def serve(work: Path, model: str, folder: Path, broker: str, workers: int, batch
                 process.kill()
         if broker == "rabbitmq":
             delete_rabbit_queue(RABBIT_URL, f"{prefix}.{model}")
+
+
+def process_cpu(pid: int) -> float:
+    "CPU seconds (user + system, all threads) a process has used so far, from /proc (Linux)."
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _ready(base: str) -> int | None:
@@ -343,7 +358,8 @@ def main() -> None:
               f"p50 {base['p50']:.3f} ms, p95 {base['p95']:.3f} ms, p99 {base['p99']:.3f} ms "
               f"(load average {os.getloadavg()[0]:.1f})\n")
         print("| code | broker | workers | batching | max req/s (x baseline) | added p50 at low load (ms) | "
-              "p50/p95/p99 at 50% (ms) | p50/p95/p99 at 90% (ms) | failed | client CPU ms/req | load avg |")
+              "p50/p95/p99 at 50% (ms) | p50/p95/p99 at 90% (ms) | failed | CPU ms/req at max: API / workers / client | "
+              "load avg |")
         print("| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
         batchings = [(1, 0.0, "off"), (16, 2.0, "on (16, 2 ms)")]
         batchings = [each for each in batchings if each[2].split()[0] in arguments.batching.split(",")]
@@ -356,7 +372,8 @@ def main() -> None:
                         cells = [" / ".join(f"{value:.1f}" for value in row[key]) for key in ("p@50", "p@90")]
                         print(f"| {code} | {broker} | {workers} | {batching} | {row['throughput']:.0f} "
                               f"({row['throughput'] / base['throughput']:.2f}x) | {row['added_p50']:.2f} | {cells[0]} | "
-                              f"{cells[1]} | {row['failed']} | {row['client_cpu']:.2f} | {os.getloadavg()[0]:.1f} |",
+                              f"{cells[1]} | {row['failed']} | {row['api_cpu']:.2f} / {row['worker_cpu']:.2f} / "
+                              f"{row['client_cpu']:.2f} | {os.getloadavg()[0]:.1f} |",
                               flush=True)
     print(f"\nmachine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end; python {sys.version.split()[0]}")
 
