@@ -12,6 +12,12 @@ measures, for each model in the same run:
   arrivals), and the added p50 at low load (one request at a time, minus the baseline's p50).
 Targets (issue 12): with batching, served throughput >= 1.0x the in-process batch-1 loop; added p50
 at low load <= 3 ms (RabbitMQ), <= 5 ms (SQLite). Load loops are bounded and stay on 127.0.0.1.
+
+The load generator is a bare asyncio HTTP/1.1 client (keep-alive, one prepared request): httpx cost
+1.2-1.9 ms of CPU per request, a good part of a 2-core machine. Each row also prints the CPU time the
+API, the workers and the client spent per request during the maximum-throughput loop: on a shared
+machine that is steadier than the throughput. `--code A,B` runs the servers from two checkouts back
+to back (before/after), `--repeat` interleaves them, `--work` keeps the trained models for next time.
 """
 from __future__ import annotations
 
@@ -113,40 +119,101 @@ def png(shape: tuple[int, ...] = (8, 8)) -> bytes:
     return buffer.getvalue()
 
 
-async def closed_loop(base: str, token: str, body: bytes, seconds: float, concurrency: int) -> tuple[float, list, int]:
-    "Requests with `concurrency` in flight for `seconds`: (throughput, latencies ms, failures)."
+class RawClient:
+    "HTTP/1.1 keep-alive connections that POST one prepared request: a load generator that costs little CPU."
+
+    def __init__(self, base: str, token: str, body: bytes, path: str = "/v1/predict"):
+        self.host, _, port = base.removeprefix("http://").partition(":")
+        self.port = int(port or 80)
+        head = (f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nAuthorization: Bearer {token}\r\n"
+                f"Content-Type: application/octet-stream\r\nContent-Length: {len(body)}\r\n\r\n")
+        self.request = head.encode() + body
+        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+
+    async def post(self) -> int:
+        "Send the request on an idle connection (or a new one); the response's status."
+        reader, writer = self.idle.pop() if self.idle else await asyncio.open_connection(self.host, self.port)
+        writer.write(self.request)
+        head = await reader.readuntil(b"\r\n\r\n")
+        status, length = int(head[9:12]), None
+        for line in head.lower().split(b"\r\n"):
+            if line.startswith(b"content-length:"):
+                length = int(line[15:])
+            elif line.startswith(b"transfer-encoding:"):
+                raise RuntimeError("RawClient reads responses with a Content-Length only")
+        await reader.readexactly(length or 0)
+        self.idle.append((reader, writer))
+        return status
+
+    def close(self) -> None:
+        for _, writer in self.idle:
+            writer.close()
+
+
+def run_load(coroutine):
+    "Run a load coroutine on uvloop when it is installed (as uvicorn does), else asyncio's loop."
+    try:
+        import uvloop
+        return uvloop.run(coroutine)
+    except ImportError:
+        return asyncio.run(coroutine)
+
+
+def _client_cpu() -> float:
+    usage = os.times()
+    return usage.user + usage.system
+
+
+async def closed_loop(base: str, token: str, body: bytes, seconds: float, concurrency: int,
+                      client: str = "raw") -> tuple[float, list, int, float]:
+    "Requests with `concurrency` in flight for `seconds`: (throughput, latencies ms, failures, client CPU ms/request)."
     latencies, failures = [], 0
     deadline = time.perf_counter() + seconds
-    async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=60,
-                                 limits=httpx.Limits(max_connections=concurrency)) as client:
-        async def loop():
-            nonlocal failures
-            while time.perf_counter() < deadline:
-                started = time.perf_counter()
-                response = await client.post("/v1/predict", content=body)
-                latencies.append((time.perf_counter() - started) * 1000)
-                failures += response.status_code != 200
-        started = time.perf_counter()
-        await asyncio.gather(*(loop() for _ in range(concurrency)))
-    return len(latencies) / (time.perf_counter() - started), latencies, failures
+    cpu = _client_cpu()
+    if client == "raw":
+        raw = RawClient(base, token, body)
+        post = raw.post
+    else:
+        http = httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=60,
+                                 limits=httpx.Limits(max_connections=concurrency))
+        post = lambda: _status(http.post("/v1/predict", content=body))  # noqa: E731
+
+    async def loop():
+        nonlocal failures
+        while time.perf_counter() < deadline:
+            started = time.perf_counter()
+            status = await post()
+            latencies.append((time.perf_counter() - started) * 1000)
+            failures += status != 200
+    started = time.perf_counter()
+    await asyncio.gather(*(loop() for _ in range(concurrency)))
+    elapsed = time.perf_counter() - started
+    cpu = (_client_cpu() - cpu) * 1000 / max(1, len(latencies))
+    raw.close() if client == "raw" else await http.aclose()
+    return len(latencies) / elapsed, latencies, failures, cpu
+
+
+async def _status(response) -> int:
+    return (await response).status_code
 
 
 async def paced(base: str, token: str, body: bytes, seconds: float, rate: float) -> tuple[list, int]:
     "Requests started at `rate` per second (evenly spaced) for `seconds`: (latencies ms, failures)."
     latencies, failures = [], 0
-    async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=60,
-                                 limits=httpx.Limits(max_connections=256)) as client:
-        async def one():
-            nonlocal failures
-            started = time.perf_counter()
-            response = await client.post("/v1/predict", content=body)
-            latencies.append((time.perf_counter() - started) * 1000)
-            failures += response.status_code != 200
-        tasks, start = [], time.perf_counter()
-        for index in range(max(1, int(rate * seconds))):
-            await asyncio.sleep(max(0.0, start + index / rate - time.perf_counter()))
-            tasks.append(asyncio.create_task(one()))
-        await asyncio.gather(*tasks)
+    raw = RawClient(base, token, body)
+
+    async def one():
+        nonlocal failures
+        started = time.perf_counter()
+        status = await raw.post()
+        latencies.append((time.perf_counter() - started) * 1000)
+        failures += status != 200
+    tasks, start = [], time.perf_counter()
+    for index in range(max(1, int(rate * seconds))):
+        await asyncio.sleep(max(0.0, start + index / rate - time.perf_counter()))
+        tasks.append(asyncio.create_task(one()))
+    await asyncio.gather(*tasks)
+    raw.close()
     return latencies, failures
 
 
@@ -157,11 +224,13 @@ def free_port() -> int:
 
 
 def serve(work: Path, model: str, folder: Path, broker: str, workers: int, batch: int, wait_ms: float, seconds: float,
-          body: bytes, token: str, db_url: str, base_p50: float, engine) -> dict[str, float]:
+          body: bytes, token: str, db_url: str, base_p50: float, engine, code: Path = ROOT,
+          client: str = "raw") -> dict[str, float]:
+    "One row: start the API and `workers` workers (running the fsml_nb in `code`), measure, stop them."
     prefix = f"fsml.bench.{uuid.uuid4().hex[:8]}"
     broker_url = RABBIT_URL if broker == "rabbitmq" else f"sqlite:///{work}/queue-{prefix}.db"
     env = {**os.environ, "FSML_HOME": str(work / "home"), "FSML_DB_URL": db_url, "FSML_BROKER_URL": broker_url,
-           "PYTHONPATH": str(ROOT)}
+           "PYTHONPATH": str(code)}
     port = free_port()
     processes = [subprocess.Popen([*FSML_COMMAND, "serve", "api", "--port", str(port), "--queue-prefix", prefix,
                                    "--max-queue", "100000"], env=env)]
@@ -176,13 +245,17 @@ def serve(work: Path, model: str, folder: Path, broker: str, workers: int, batch
             if time.monotonic() > deadline:
                 raise RuntimeError("the servers did not come up")
             time.sleep(0.2)
-        asyncio.run(closed_loop(base, token, body, 1.0, 4))  # warm up
-        low, _, _ = asyncio.run(closed_loop(base, token, body, seconds, 1))
-        _, low_latencies, _ = asyncio.run(closed_loop(base, token, body, seconds, 1))
-        throughput, _, failed = asyncio.run(closed_loop(base, token, body, seconds, 32))
-        row = {"throughput": throughput, "added_p50": percentiles(low_latencies)[0] - base_p50, "failed": failed}
+        run_load(closed_loop(base, token, body, 1.0, 4, client))  # warm up
+        run_load(closed_loop(base, token, body, seconds, 1, client))
+        _, low_latencies, _, _ = run_load(closed_loop(base, token, body, seconds, 1, client))
+        cpu_before = [process_cpu(process.pid) for process in processes]
+        throughput, latencies, failed, client_cpu = run_load(closed_loop(base, token, body, seconds, 32, client))
+        cpu = [(process_cpu(process.pid) - before) * 1000 / len(latencies)
+               for process, before in zip(processes, cpu_before, strict=True)]
+        row = {"throughput": throughput, "added_p50": percentiles(low_latencies)[0] - base_p50, "failed": failed,
+               "client_cpu": client_cpu, "api_cpu": cpu[0], "worker_cpu": sum(cpu[1:])}
         for share in (0.5, 0.9):
-            latencies, failures = asyncio.run(paced(base, token, body, seconds, share * throughput))
+            latencies, failures = run_load(paced(base, token, body, seconds, share * throughput))
             row[f"p@{int(share * 100)}"] = percentiles(latencies)
             row["failed"] += failures
         return row
@@ -198,6 +271,12 @@ def serve(work: Path, model: str, folder: Path, broker: str, workers: int, batch
             delete_rabbit_queue(RABBIT_URL, f"{prefix}.{model}")
 
 
+def process_cpu(pid: int) -> float:
+    "CPU seconds (user + system, all threads) a process has used so far, from /proc (Linux)."
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _ready(base: str) -> int | None:
     try:
         return httpx.get(f"{base}/readyz", timeout=2).status_code
@@ -205,51 +284,97 @@ def _ready(base: str) -> int | None:
         return None
 
 
+def variant_folder(folder: Path, variant: str) -> Path:
+    "A copy of a pulled folder (files linked) whose manifest serves `variant` (fp32, int8-static, ...), golden included."
+    manifest = json.loads((folder / "manifest.json").read_text())
+    metrics = manifest["export"]["metrics"].get(f"onnx-{variant}")
+    if metrics is None or not (folder / f"model.{variant}.onnx").is_file():
+        raise SystemExit(f"{folder.name} has no exported variant {variant!r} "
+                         f"(it has {', '.join(sorted(manifest['export']['metrics']))})")
+    target = folder.with_name(f"{folder.name}-{variant}")
+    if not target.exists():
+        target.mkdir()
+        for path in folder.iterdir():
+            if path.name != "manifest.json":
+                (target / path.name).symlink_to(path)
+    manifest["serving"].update(file=f"model.{variant}.onnx", variant=f"onnx-{variant}", golden={
+        "inputs": "golden/inputs.npy", "outputs": f"golden/onnx-{variant}.npy",
+        "atol": max(1e-3, float(metrics.get("logit_tolerance") or 1e-3))})
+    (target / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    return target
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=3.0, help="length of each measurement")
     parser.add_argument("--brokers", default="sqlite,rabbitmq")
     parser.add_argument("--workers", default="1,2")
+    parser.add_argument("--batching", default="off,on", help="off (max batch 1), on (16, 2 ms), or both")
     parser.add_argument("--models", default="digits,resnet18-rgb64")
     parser.add_argument("--model", default="resnet10t", help="timm model trained on digits")
     parser.add_argument("--steps", type=int, default=100, help="training steps (digits model)")
     parser.add_argument("--rgb64-steps", type=int, default=5, help="training steps (ResNet-18 at 64x64 RGB)")
+    parser.add_argument("--rgb64-variants", default="chosen",
+                        help="variants of the ResNet-18 to serve: chosen (the export's choice), fp32, int8-static, ... "
+                             "(comma-separated; the baseline runs the same variant)")
+    parser.add_argument("--code", default=str(ROOT),
+                        help="comma-separated repository roots whose fsml_nb the servers run (before/after in one run)")
+    parser.add_argument("--client", default="raw", choices=("raw", "httpx"),
+                        help="load generator for the closed loops: raw asyncio HTTP/1.1 (cheap) or httpx")
+    parser.add_argument("--repeat", type=int, default=1, help="measure each row this many times (codes interleaved)")
+    parser.add_argument("--work", help="a folder to keep the trained models in and reuse (default: a new temporary one)")
     arguments = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="fsml-bench-serve-"))
+    work = Path(arguments.work) if arguments.work else Path(tempfile.mkdtemp(prefix="fsml-bench-serve-"))
+    work.mkdir(parents=True, exist_ok=True)
     db_url = f"sqlite:///{work}/fsml.db"
     models = {}
     for model in arguments.models.split(","):
         if model == "digits":
-            folder = digits_folder(work, arguments.model, arguments.steps)
+            folder = work / "pulled" if (work / "pulled" / "manifest.json").is_file() else \
+                digits_folder(work, arguments.model, arguments.steps)
             models[model] = (folder, png((8, 8)), f"timm {arguments.model} trained {arguments.steps} steps on digits "
                              "(8x8 grey)")
         elif model == "resnet18-rgb64":
-            folder = rgb64_folder(work, arguments.rgb64_steps)
-            models[model] = (folder, png((64, 64, 3)), f"timm resnet18 (3 channels, 10 classes) trained "
-                             f"{arguments.rgb64_steps} steps on digits drawn 64x64 RGB")
+            folder = work / "pulled-rgb64" if (work / "pulled-rgb64" / "manifest.json").is_file() else \
+                rgb64_folder(work, arguments.rgb64_steps)
+            about = (f"timm resnet18 (3 channels, 10 classes) trained {arguments.rgb64_steps} steps on digits drawn "
+                     "64x64 RGB")
+            for variant in arguments.rgb64_variants.split(","):
+                chosen = variant == "chosen"
+                models[model if chosen else f"{model} {variant}"] = (
+                    folder if chosen else variant_folder(folder, variant), png((64, 64, 3)),
+                    about + ("" if chosen else f"; served variant {variant} (not necessarily the export's choice)"))
         else:
             raise SystemExit(f"unknown model {model!r}: digits or resnet18-rgb64")
     engine = open_database(db_url)  # the only engine of this process on that file (see fsml_nb.serve)
-    token = add_serve_client(engine, "bench")
-    for model, (folder, body, about) in models.items():
-        serving = json.loads((folder / "manifest.json").read_text())["serving"]
+    token = add_serve_client(engine, f"bench-{uuid.uuid4().hex[:6]}")
+    codes = [Path(code).resolve() for code in arguments.code.split(",")]
+    for label, (folder, body, about) in models.items():
+        manifest = json.loads((folder / "manifest.json").read_text())
+        model, serving = manifest["name"], manifest["serving"]
         base = baseline(folder, arguments.seconds)
-        print(f"\n## {model}: {about}; serving {serving['file']} ({serving.get('variant')})")
+        print(f"\n## {label}: {about}; serving {serving['file']} ({serving.get('variant')})")
         print(f"In-process ONNX Runtime, batch 1 (baseline): {base['throughput']:.0f} inferences/s, "
               f"p50 {base['p50']:.3f} ms, p95 {base['p95']:.3f} ms, p99 {base['p99']:.3f} ms "
               f"(load average {os.getloadavg()[0]:.1f})\n")
-        print("| broker | workers | batching | max req/s (x baseline) | added p50 at low load (ms) | "
-              "p50/p95/p99 at 50% (ms) | p50/p95/p99 at 90% (ms) | failed | load avg |")
-        print("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+        print("| code | broker | workers | batching | max req/s (x baseline) | added p50 at low load (ms) | "
+              "p50/p95/p99 at 50% (ms) | p50/p95/p99 at 90% (ms) | failed | CPU ms/req at max: API / workers / client | "
+              "load avg |")
+        print("| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+        batchings = [(1, 0.0, "off"), (16, 2.0, "on (16, 2 ms)")]
+        batchings = [each for each in batchings if each[2].split()[0] in arguments.batching.split(",")]
         for broker in arguments.brokers.split(","):
             for workers in (int(count) for count in arguments.workers.split(",")):
-                for batch, wait_ms, label in ((1, 0.0, "off"), (16, 2.0, "on (16, 2 ms)")):
-                    row = serve(work, model, folder, broker, workers, batch, wait_ms, arguments.seconds, body, token,
-                                db_url, base["p50"], engine)
-                    cells = [" / ".join(f"{value:.1f}" for value in row[key]) for key in ("p@50", "p@90")]
-                    print(f"| {broker} | {workers} | {label} | {row['throughput']:.0f} "
-                          f"({row['throughput'] / base['throughput']:.2f}x) | {row['added_p50']:.2f} | {cells[0]} | "
-                          f"{cells[1]} | {row['failed']} | {os.getloadavg()[0]:.1f} |", flush=True)
+                for batch, wait_ms, batching in batchings:
+                    for code in [code for _ in range(arguments.repeat) for code in codes]:  # back to back, interleaved
+                        row = serve(work, model, folder, broker, workers, batch, wait_ms, arguments.seconds, body,
+                                    token, db_url, base["p50"], engine, code, arguments.client)
+                        cells = [" / ".join(f"{value:.1f}" for value in row[key]) for key in ("p@50", "p@90")]
+                        print(f"| {code} | {broker} | {workers} | {batching} | {row['throughput']:.0f} "
+                              f"({row['throughput'] / base['throughput']:.2f}x) | {row['added_p50']:.2f} | {cells[0]} | "
+                              f"{cells[1]} | {row['failed']} | {row['api_cpu']:.2f} / {row['worker_cpu']:.2f} / "
+                              f"{row['client_cpu']:.2f} | {os.getloadavg()[0]:.1f} |",
+                              flush=True)
     print(f"\nmachine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end; python {sys.version.split()[0]}")
 
 

@@ -15,6 +15,7 @@ import io
 import json
 import os
 import random
+import re
 import secrets
 import signal
 import socket
@@ -27,6 +28,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
+from queue import Empty, SimpleQueue
 from pathlib import Path
 from typing import Any
 
@@ -38,17 +40,18 @@ from sqlalchemy.exc import SQLAlchemyError
 from fastcore.basics import patch
 
 from .core import FsmlError, get_logger, get_settings, utc_now
-from .db import (DEAD, DONE, LEASED, QUEUED, DatabaseError, complete_lease, display_db_url, extend_lease,
-                 insert_ignore, lease_columns, lease_rows, make_engine, model_aliases, open_database, reading,
+from .db import (DEAD, DONE, LEASED, QUEUED, DatabaseError, display_db_url, extend_lease,
+                 insert_ignore, lease_columns, make_engine, model_aliases, open_database, reading,
                  reclaim_expired,
                  release_lease, serve_clients, serve_workers, served_predictions, transaction)
 
 # %% auto #0
-__all__ = ['DEFAULT_MAX_PIXELS', 'broker_metadata', 'serve_jobs', 'ERROR_STATUS', 'DEPTH_RECHECK_SECONDS', 'TOKEN_CACHE_SECONDS',
-           'PREDICT_BODY', 'FSML_COMMAND', 'ServeError', 'BrokerUnavailableError', 'ModelLoadError',
-           'PredictionInputError', 'write_linear_model_folder', 'folder_version_id', 'ServedModel', 'image_size',
-           'image_input', 'array_input', 'answer_of', 'Delivery', 'new_job', 'dead_letter_reply', 'input_bytes',
-           'input_sha256', 'SqlBroker', 'declare_rabbit_queue', 'delete_rabbit_queue', 'RabbitBroker', 'RabbitClient',
+__all__ = ['DEFAULT_MAX_PIXELS', 'broker_metadata', 'JOBS_CHANNEL', 'REPLIES_CHANNEL', 'serve_jobs', 'SERVE_SQL', 'PROBE_TYPE',
+           'TAG_HEADER', 'ERROR_STATUS', 'DEPTH_RECHECK_SECONDS', 'TOKEN_CACHE_SECONDS', 'PREDICT_BODY', 'FSML_COMMAND',
+           'ServeError', 'BrokerUnavailableError', 'ModelLoadError', 'PredictionInputError',
+           'write_linear_model_folder', 'folder_version_id', 'ServedModel', 'image_size', 'image_input', 'array_input',
+           'answer_of', 'Delivery', 'new_job', 'dead_letter_reply', 'input_bytes', 'input_sha256', 'driver_sql',
+           'serve_sql', 'SqlBroker', 'declare_rabbit_queue', 'delete_rabbit_queue', 'RabbitBroker', 'RabbitClient',
            'broker_kind', 'open_broker', 'add_serve_client', 'remove_serve_client', 'client_of_token', 'WorkerConfig',
            'queue_name', 'store_predictions', 'stored_replies', 'reply_of_row', 'ServeWorker', 'predict_jobs',
            'prediction_row', 'ApiConfig', 'registry_champions', 'ReplyBoard', 'SqlReplies', 'HttpError', 'ServeApi',
@@ -306,6 +309,7 @@ def input_sha256(job: dict[str, Any]) -> str:
 
 # %% ../nbs/10_serve.ipynb #651520c3
 broker_metadata = MetaData()
+JOBS_CHANNEL, REPLIES_CHANNEL = "fsml_serve_jobs", "fsml_serve_replies"  # PostgreSQL NOTIFY channels
 
 serve_jobs = Table(
     "fsml_serve_jobs", broker_metadata,
@@ -317,6 +321,32 @@ serve_jobs = Table(
     *lease_columns(),
     Index("fsml_serve_jobs_take", "queue", "status", "created_at"),
 )
+
+# The statements a job meets on its way (publish, lease, finish, reply), written once as SQL that SQLite and
+# PostgreSQL both take, so that no request pays for building and compiling a SQLAlchemy expression.
+# A lease is the shared lease helper's (`fsml_nb.db.lease_rows`) in one statement: same columns, same states.
+SERVE_SQL = {
+    "publish": "INSERT INTO fsml_serve_jobs (id, queue, body, created_at, status, attempts) "
+               "VALUES (:id, :queue, :body, :created_at, :status, 0) ON CONFLICT (id) DO NOTHING",
+    "any_queued": "SELECT 1 FROM fsml_serve_jobs WHERE queue = :queue AND status = :queued LIMIT 1",
+    "lease": "UPDATE fsml_serve_jobs SET status = :leased, lease_owner = :owner, lease_expires = :expires, "
+             "attempts = attempts + 1 WHERE status = :queued AND id IN (SELECT id FROM fsml_serve_jobs "
+             "WHERE queue = :queue AND status = :queued ORDER BY created_at, id LIMIT :limit{lock}) "
+             "RETURNING id, body, attempts, created_at",
+    "finish": "UPDATE fsml_serve_jobs SET status = :done, lease_owner = NULL, lease_expires = NULL, reply = :reply "
+              "WHERE id = :id AND status = :leased AND lease_owner = :owner",
+}
+
+
+def driver_sql(sql: str, dialect: str) -> str:
+    "`sql`, written with :name parameters, in the style of `dialect`'s driver (sqlite3: :name, psycopg: %(name)s)."
+    return sql if dialect == "sqlite" else re.sub(r":(\w+)", r"%(\1)s", sql)
+
+
+def serve_sql(name: str, dialect: str) -> str:
+    "The SQL of statement `name` of `SERVE_SQL` for `dialect` (sqlite or postgresql)."
+    return driver_sql(SERVE_SQL[name].replace("{lock}", " FOR UPDATE SKIP LOCKED" if dialect == "postgresql" else ""),
+                      dialect)
 
 # %% ../nbs/10_serve.ipynb #dcccb0f2
 def _relax_sqlite_sync(engine: Engine) -> None:
@@ -335,11 +365,12 @@ class SqlBroker:
     def __init__(self, url: str,
                  lease_seconds: float = 30.0,  # a job comes back this long after its worker's last heartbeat
                  max_attempts: int = 3,  # leases of one job before it goes to the dead letters
-                 poll_seconds: float = 0.002,  # PostgreSQL: how often a waiting worker or API looks again
+                 poll_seconds: float = 0.25,  # PostgreSQL: the slow poll behind LISTEN/NOTIFY (a lost notification)
                  probe_seconds: float = 0.0005,  # SQLite: how often it checks (cheaply) whether anything was committed
                  ):
         self.url, self.lease_seconds, self.max_attempts, self.poll_seconds = url, lease_seconds, max_attempts, poll_seconds
-        self.probe_seconds, self._probe = probe_seconds, None
+        self.probe_seconds, self._probe, self._listener = probe_seconds, None, None
+        self._busy: dict[str, bool] = {}  # queue -> whether the last lease found jobs (then lease without looking)
         try:
             self.engine = make_engine(url)
             if self.engine.dialect.name == "sqlite":
@@ -347,6 +378,7 @@ class SqlBroker:
             broker_metadata.create_all(self.engine)
         except (DatabaseError, SQLAlchemyError) as error:
             raise BrokerUnavailableError(f"the broker at {display_db_url(url)} is unavailable: {error}") from None
+        self.sql = {name: serve_sql(name, self.engine.dialect.name) for name in SERVE_SQL}
         if self.engine.dialect.name == "sqlite" and self.engine.url.database not in (None, "", ":memory:"):
             import sqlite3  # a connection of its own, for PRAGMA data_version: it changes when another one commits
             self._probe = sqlite3.connect(self.engine.url.database, isolation_level=None, check_same_thread=False)
@@ -367,19 +399,36 @@ class SqlBroker:
 
     def publish(self, queue: str, job: dict[str, Any]) -> None:
         "Queue a job (a job id queued twice is kept once)."
+        self.publish_many([(queue, job)])
+
+    def publish_many(self, jobs: Sequence[tuple[str, dict[str, Any]]]) -> None:
+        "Queue several (queue, job) in one transaction: the API's group commit."
+        now = time.time()
+        rows = [{"id": job["id"], "queue": queue, "body": json.dumps(job), "created_at": now + position * 1e-6,
+                 "status": QUEUED} for position, (queue, job) in enumerate(jobs)]  # first in, first out
+
         def work(connection):
-            connection.execute(insert_ignore(connection, serve_jobs).values(
-                id=job["id"], queue=queue, body=json.dumps(job), created_at=time.time(), status=QUEUED, attempts=0))
-        self._run(work)
+            connection.exec_driver_sql(self.sql["publish"], rows)
+            self._notify(connection, JOBS_CHANNEL)
+        if rows:
+            self._run(work)
+
+    def _notify(self, connection, channel: str) -> None:
+        "PostgreSQL: wake the listeners of `channel` when this transaction commits."
+        if connection.dialect.name == "postgresql":
+            connection.exec_driver_sql(f"NOTIFY {channel}")
 
     def depth(self, queue: str) -> int:
         "Jobs waiting in `queue` (not counting those a worker holds)."
         return self._run(lambda connection: connection.execute(
             select(func.count()).where(serve_jobs.c.queue == queue, serve_jobs.c.status == QUEUED)).scalar(), write=False)
 
-    def data_version(self) -> int | None:
-        "A number that changes whenever another connection commits to the broker (SQLite), or None (PostgreSQL)."
+    def data_version(self, channel: str = JOBS_CHANNEL) -> int | None:
+        "SQLite: a number that changes whenever another connection commits. PostgreSQL: None, once the notifications "
+        "of `channel` that came before are set aside (a later one wakes `wait_for_commit`)."
         if self._probe is None:
+            if self.engine.dialect.name == "postgresql":
+                self._wait_notified(channel, 0.0)
             return None
         try:
             return self._probe.execute("PRAGMA data_version").fetchone()[0]
@@ -387,27 +436,59 @@ class SqlBroker:
             raise BrokerUnavailableError(f"the broker at {display_db_url(self.url)} failed: {error}") from None
 
     def wait_for_commit(self, since: int | None,  # a `data_version` read before looking
-                        seconds: float) -> None:
-        "Wait until another connection commits after `since`, or `seconds` pass (PostgreSQL: one poll interval)."
-        if since is None:
-            time.sleep(max(0.0, min(self.poll_seconds, seconds)))
+                        seconds: float,
+                        channel: str = JOBS_CHANNEL,  # PostgreSQL: what to wait for (JOBS_CHANNEL or REPLIES_CHANNEL)
+                        ) -> None:
+        "Wait until another connection commits after `since` (PostgreSQL: a NOTIFY on `channel`), or `seconds` pass."
+        if self._probe is None:
+            if self.engine.dialect.name == "postgresql":
+                self._wait_notified(channel, min(self.poll_seconds, seconds))
+            else:
+                time.sleep(max(0.0, min(self.poll_seconds, seconds)))
             return
         deadline = time.monotonic() + seconds
         while self.data_version() == since and time.monotonic() < deadline:
             time.sleep(self.probe_seconds)
 
+    def _wait_notified(self, channel: str, seconds: float) -> bool:
+        "PostgreSQL: wait up to `seconds` for a notification on `channel`; whether one came."
+        import psycopg
+
+        try:
+            if self._listener is None or self._listener[0].closed:
+                connection = psycopg.connect(self.engine.url.set(drivername="postgresql").render_as_string(
+                    hide_password=False), autocommit=True, connect_timeout=5)
+                connection.execute(f"LISTEN {channel}")
+                self._listener = (connection, channel)
+            elif self._listener[1] != channel:
+                self._listener[0].execute(f"UNLISTEN *; LISTEN {channel}")
+                self._listener = (self._listener[0], channel)
+            notified = False
+            for _ in self._listener[0].notifies(timeout=max(0.0, seconds), stop_after=1):
+                notified = True
+            return notified
+        except psycopg.Error as error:
+            if self._listener is not None:
+                self._listener[0].close()
+            self._listener = None
+            time.sleep(max(0.0, seconds))  # then the caller looks again, as a poll would
+            log.warning("the broker's LISTEN connection failed (%s); polling", str(error).strip().splitlines()[0])
+            return False
+
     def close(self) -> None:
         if self._probe is not None:
             self._probe.close()
+        if self._listener is not None:
+            self._listener[0].close()
         self.engine.dispose()
 
 # %% ../nbs/10_serve.ipynb #33230161
 @patch
 def _lease(self: SqlBroker, queue: str, owner: str, limit: int) -> list[Delivery]:
-    rows = self._run(lambda connection: lease_rows(
-        connection, serve_jobs, owner, self.lease_seconds, where=(serve_jobs.c.queue == queue,),
-        order_by=(serve_jobs.c.created_at,), limit=limit))
-    return [Delivery(row["id"], json.loads(row["body"]), row["attempts"]) for row in rows]
+    parameters = {"queue": queue, "owner": owner, "expires": time.time() + self.lease_seconds, "limit": limit,
+                  "queued": QUEUED, "leased": LEASED}
+    rows = self._run(lambda connection: connection.exec_driver_sql(self.sql["lease"], parameters).all())
+    return [Delivery(row[0], json.loads(row[1]), row[2]) for row in sorted(rows, key=lambda row: (row[3], row[0]))]
 
 
 @patch
@@ -417,13 +498,14 @@ def take(self: SqlBroker, queue: str, owner: str,
          idle_seconds: float = 0.1,  # how long to wait for a first job before returning nothing
          ) -> list[Delivery]:
     "Lease up to `limit` jobs of `queue` to `owner`; an empty list when none came within `idle_seconds`."
-    waiting = (serve_jobs.c.queue == queue, serve_jobs.c.status == QUEUED)
+    waiting = {"queue": queue, "queued": QUEUED}
     first_deadline = time.monotonic() + idle_seconds
     while True:
         seen = self.data_version()  # before looking: a job queued after the look changes it
-        queued = self._run(lambda connection: connection.execute(select(serve_jobs.c.id).where(*waiting).limit(1))
-                           .first(), write=False)
+        queued = self._busy.get(queue) or self._run(  # a read takes no lock: an idle worker blocks no writer
+            lambda connection: connection.exec_driver_sql(self.sql["any_queued"], waiting).first(), write=False)
         taken = self._lease(queue, owner, limit) if queued else []
+        self._busy[queue] = bool(taken)
         if taken or time.monotonic() >= first_deadline:
             break
         self.wait_for_commit(seen, first_deadline - time.monotonic())
@@ -453,10 +535,13 @@ def finish(self: SqlBroker, owner: str, delivery: Delivery, reply: dict[str, Any
 
 @patch
 def finish_many(self: SqlBroker, owner: str, finished: Sequence[tuple[Delivery, dict[str, Any]]]) -> None:
-    "Store the replies of several jobs in one transaction."
+    "Store the replies of several jobs in one transaction: one statement, run for each (as `complete_lease` does)."
+    rows = [{"id": delivery.request_id, "reply": json.dumps(reply), "owner": owner, "done": DONE, "leased": LEASED}
+            for delivery, reply in finished]
+
     def work(connection):
-        for delivery, reply in finished:
-            complete_lease(connection, serve_jobs, delivery.request_id, owner, reply=json.dumps(reply))
+        connection.exec_driver_sql(self.sql["finish"], rows)
+        self._notify(connection, REPLIES_CHANNEL)
     if finished:
         self._run(work)
 
@@ -467,6 +552,7 @@ def release(self: SqlBroker, owner: str, deliveries: Sequence[Delivery]) -> None
     def work(connection):
         for delivery in deliveries:
             release_lease(connection, serve_jobs, delivery.request_id, owner)
+        self._notify(connection, JOBS_CHANNEL)
     if deliveries:
         self._run(work)
 
@@ -474,20 +560,27 @@ def release(self: SqlBroker, owner: str, deliveries: Sequence[Delivery]) -> None
 @patch
 def reclaim(self: SqlBroker, queue: str) -> int:
     "Return jobs whose lease expired to the queue, or to the dead letters after `max_attempts`."
-    return self._run(lambda connection: reclaim_expired(connection, serve_jobs, where=(serve_jobs.c.queue == queue,),
-                                                        max_attempts=self.max_attempts))
+    def work(connection):
+        reclaimed = reclaim_expired(connection, serve_jobs, where=(serve_jobs.c.queue == queue,),
+                                    max_attempts=self.max_attempts)
+        if reclaimed:  # a job back in the queue wakes the workers; a dead one, the API
+            self._notify(connection, JOBS_CHANNEL)
+            self._notify(connection, REPLIES_CHANNEL)
+        return reclaimed
+    return self._run(work)
 
 # %% ../nbs/10_serve.ipynb #de55a754
 @patch
 def replies(self: SqlBroker, request_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
     "The replies of those of `request_ids` that are finished or dead."
+    marks = ", ".join(f":id{index}" for index in range(len(request_ids)))
+    sql = driver_sql(f"SELECT id, status, reply, body, attempts FROM fsml_serve_jobs WHERE id IN ({marks}) "
+                     "AND status IN (:done, :dead)", self.engine.dialect.name)
+    parameters = {"done": DONE, "dead": DEAD, **{f"id{index}": value for index, value in enumerate(request_ids)}}
+
     def work(connection):
-        rows = connection.execute(select(serve_jobs.c.id, serve_jobs.c.status, serve_jobs.c.reply, serve_jobs.c.body,
-                                         serve_jobs.c.attempts)
-                                  .where(serve_jobs.c.id.in_(list(request_ids)),
-                                         serve_jobs.c.status.in_((DONE, DEAD)))).all()
-        return {row.id: json.loads(row.reply) if row.status == DONE else
-                dead_letter_reply(json.loads(row.body), row.attempts) for row in rows}
+        return {row[0]: json.loads(row[2]) if row[1] == DONE else dead_letter_reply(json.loads(row[3]), row[4])
+                for row in connection.exec_driver_sql(sql, parameters).all()}
     return self._run(work, write=False) if request_ids else {}
 
 
@@ -518,6 +611,10 @@ def _rabbit_connect(url: str):
     except pika.exceptions.AMQPError as error:
         raise BrokerUnavailableError(f"the broker at {display_db_url(url)} is unavailable: "
                                      f"{type(error).__name__} {error}".strip()) from None
+
+
+PROBE_TYPE = "fsml.probe"  # a message the API sends to its own reply queue to hear that RabbitMQ still answers
+TAG_HEADER = "fsml-publish-tag"  # the publish's confirm tag, so that a returned message finds its waiting request
 
 
 def declare_rabbit_queue(channel, queue: str, max_attempts: int) -> int:
@@ -616,7 +713,8 @@ class RabbitBroker:
                 if delivery.reply_to:
                     self.channel.basic_publish("", delivery.reply_to, json.dumps(reply).encode(),
                                                pika.BasicProperties(correlation_id=delivery.request_id))
-                self.channel.basic_ack(delivery.tag)
+            if finished:  # one ack for the batch: it holds the oldest unacknowledged deliveries (the buffer is newer)
+                self.channel.basic_ack(max(delivery.tag for delivery, _ in finished), multiple=True)
         except Exception as error:  # the connection was cut: the messages come back, their answers are stored
             raise BrokerUnavailableError(f"lost the broker while replying: {type(error).__name__}") from None
 
@@ -655,14 +753,21 @@ class RabbitClient:
                  max_attempts: int = 3,
                  on_reconnect: Callable[[], None] | None = None,  # called (in a thread) each time the connection is back
                  reply_expires_seconds: float = 300.0,  # the reply queue outlives a lost connection this long
+                 silence_seconds: float = 3.0,  # a publish (or probe) unconfirmed this long: the broker is lost
+                 probe_seconds: float = 1.0,  # with nothing to confirm, send a probe this often
+                 on_replies: Callable[[list[dict[str, Any]]], None] | None = None,  # several replies at once
                  **_ignored: Any):
         self.url, self.on_reply, self.on_dead, self.max_attempts = url, on_reply, on_dead, max_attempts
         self.on_reconnect, self.reply_expires_seconds = on_reconnect, reply_expires_seconds
+        self.silence_seconds, self.probe_seconds, self.on_replies = silence_seconds, probe_seconds, on_replies
         self.reply_queue = f"fsml.reply.{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.connection = None
         self.error: str | None = None
         self.declared: set[str] = set()
         self.calls: set[Future] = set()  # calls waiting for the connection's thread: failed at once if it is lost
+        self.unconfirmed: dict[int, tuple[float, Callable[[BaseException | None], None]]] = {}  # tag -> (sent, settle)
+        self.next_tag = 1
+        self.replies_in: list[dict[str, Any]] = []
         self.stopping = threading.Event()
         self.ready = threading.Event()
         self.thread = threading.Thread(target=self._run, name="fsml-rabbit", daemon=True)
@@ -679,8 +784,18 @@ class RabbitClient:
                 if connected_before and self.on_reconnect is not None:
                     threading.Thread(target=self.on_reconnect, name="fsml-rabbit-recover", daemon=True).start()
                 connected_before = True
+                last_probe = time.monotonic()
                 while not self.stopping.is_set():
-                    self.connection.process_data_events(time_limit=0.2)
+                    self.connection.process_data_events(time_limit=0.1)
+                    self._hand_replies()
+                    if self.unconfirmed:
+                        oldest = min(sent for sent, _ in self.unconfirmed.values())
+                        if time.monotonic() - oldest > self.silence_seconds:
+                            raise BrokerUnavailableError(f"the broker at {display_db_url(self.url)} went silent: no "
+                                                         f"confirm for {self.silence_seconds:g} s")
+                    elif time.monotonic() - last_probe > self.probe_seconds:
+                        last_probe = time.monotonic()
+                        self._send("", self.reply_queue, b"", self.pika.BasicProperties(type=PROBE_TYPE), lambda _: None)
             except Exception as error:  # a cut connection raises pika's errors, OSError, even ValueError from its timers
                 self._lost(error)
                 self.stopping.wait(1.0)
@@ -705,6 +820,9 @@ class RabbitClient:
         for call in waiting:
             if not call.done():
                 call.set_exception(BrokerUnavailableError(self.error))
+        unconfirmed, self.unconfirmed = self.unconfirmed, {}
+        for _, settle in unconfirmed.values():
+            settle(BrokerUnavailableError(self.error))
         self.ready.set()
         log.warning("%s; reconnecting", self.error)
 
@@ -713,24 +831,70 @@ class RabbitClient:
 
         connection = _rabbit_connect(self.url)
         channel = connection.channel()
-        channel.confirm_delivery()
+        # Confirms handled as they come (not one round trip per publish, as BlockingChannel.confirm_delivery does):
+        # the channel's underlying pika Channel calls back on each Basic.Ack/Nack/Return, in the order they arrive.
+        selected: list[bool] = []
+        channel._impl.add_on_return_callback(self._on_returned)
+        channel._impl.confirm_delivery(ack_nack_callback=self._on_confirm, callback=lambda _frame: selected.append(True))
+        deadline = time.monotonic() + 10
+        while not selected:
+            if time.monotonic() > deadline:
+                raise BrokerUnavailableError(f"the broker at {display_db_url(self.url)} did not enable confirms")
+            connection.process_data_events(time_limit=0.1)
+        self.unconfirmed, self.next_tag = {}, 1
         # a named queue that outlives the connection: replies sent during an outage wait for the API to come back
         channel.queue_declare(self.reply_queue, durable=True, arguments={
             "x-queue-type": "classic", "x-expires": int(self.reply_expires_seconds * 1000)})
         channel.basic_consume(self.reply_queue, self._on_reply_message, auto_ack=True)
         self.connection, self.channel, self.pika = connection, channel, pika
 
-    def _on_reply_message(self, _channel, _method, _properties, body: bytes) -> None:
-        self.on_reply(json.loads(body))
+    def _send(self, exchange: str, routing_key: str, body: bytes, properties,
+              settle: Callable[[BaseException | None], None], mandatory: bool = False) -> None:
+        "Publish on this thread; `settle(None)` once RabbitMQ confirms it, `settle(error)` if it refuses or is lost."
+        self.channel._impl.basic_publish(exchange, routing_key, body, properties, mandatory)
+        self.unconfirmed[self.next_tag] = (time.monotonic(), settle)
+        self.next_tag += 1
+
+    def _on_confirm(self, frame) -> None:
+        "Basic.Ack or Basic.Nack (maybe for every tag up to this one): settle those publishes."
+        method = frame.method
+        tags = [tag for tag in self.unconfirmed if tag <= method.delivery_tag] if method.multiple else \
+            [method.delivery_tag]
+        refused = None if isinstance(method, self.pika.spec.Basic.Ack) else \
+            BrokerUnavailableError("the broker refused the job (negative acknowledgement)")
+        for tag in tags:
+            entry = self.unconfirmed.pop(tag, None)
+            if entry is not None:
+                entry[1](refused)
+
+    def _on_returned(self, _channel, method, properties, _body) -> None:
+        "A mandatory publish that no queue took: it comes back before its confirm, which then settles nothing."
+        tag = (properties.headers or {}).get(TAG_HEADER)
+        entry = self.unconfirmed.pop(tag, None) if tag is not None else None
+        if entry is not None:
+            entry[1](BrokerUnavailableError(f"the broker refused the job: no queue took it ({method.reply_text})"))
+
+    def _on_reply_message(self, _channel, _method, properties, body: bytes) -> None:
+        if properties.type != PROBE_TYPE:
+            self.replies_in.append(json.loads(body))
+
+    def _hand_replies(self) -> None:
+        "Hand the replies received in this pass over, all at once."
+        replies, self.replies_in = self.replies_in, []
+        if replies and self.on_replies is not None:
+            self.on_replies(replies)
+        else:
+            for reply in replies:
+                self.on_reply(reply)
 
     def _on_dead_message(self, channel, method, properties, body: bytes) -> None:
         job = json.loads(body)
         reply = dead_letter_reply(job, self.max_attempts)  # x-delivery-limit dead-letters after max_attempts
         if self.on_dead:
             self.on_dead(job, reply)
-        if properties.reply_to:
-            channel.basic_publish("", properties.reply_to, json.dumps(reply).encode(),
-                                  self.pika.BasicProperties(correlation_id=job["id"]))
+        if properties.reply_to:  # through _send: every publish on this channel takes a confirm tag
+            self._send("", properties.reply_to, json.dumps(reply).encode(),
+                       self.pika.BasicProperties(correlation_id=job["id"]), lambda _error: None)
         channel.basic_ack(method.delivery_tag)
 
     def _declare(self, queue: str) -> int:
@@ -771,15 +935,53 @@ class RabbitClient:
         finally:
             self.calls.discard(result)
 
-    def publish(self, queue: str, job: dict[str, Any]) -> None:
+    def _publish_job(self, queue: str, job: dict[str, Any], settle: Callable[[BaseException | None], None]) -> None:
+        "On the connection's thread: publish `job` (persistent, mandatory); `settle` hears RabbitMQ's answer."
+        if queue not in self.declared:
+            self._declare(queue)
+        self._send("", queue, json.dumps(job).encode(), self.pika.BasicProperties(
+            delivery_mode=2, correlation_id=job["id"], reply_to=self.reply_queue, content_type="application/json",
+            headers={TAG_HEADER: self.next_tag}), settle, mandatory=True)
+
+    def publish(self, queue: str, job: dict[str, Any], timeout: float = 10.0) -> None:
         "Publish a job; return once RabbitMQ confirmed it."
-        def work():
-            if queue not in self.declared:
-                self._declare(queue)
-            self.channel.basic_publish("", queue, json.dumps(job).encode(), self.pika.BasicProperties(
-                delivery_mode=2, correlation_id=job["id"], reply_to=self.reply_queue,
-                content_type="application/json"), mandatory=True)
-        self._call(work)
+        confirmed: Future = Future()
+
+        def settle(error: BaseException | None) -> None:
+            confirmed.set_exception(error) if error else confirmed.set_result(None)
+        self._call(lambda: self._publish_job(queue, job, settle), timeout)
+        try:
+            confirmed.result(timeout)
+        except FutureTimeout:
+            raise BrokerUnavailableError(f"the broker did not confirm the job within {timeout:g} s") from None
+
+    async def publish_async(self, queue: str, job: dict[str, Any], timeout: float = 10.0) -> None:
+        "Publish a job from the event loop; return once RabbitMQ confirmed it (many publishes share a round trip)."
+        connection = self.connection
+        if connection is None or self.error:
+            raise BrokerUnavailableError(self.error or f"not connected to the broker at {display_db_url(self.url)}")
+        loop = asyncio.get_running_loop()
+        confirmed = loop.create_future()
+
+        def settle(error: BaseException | None) -> None:
+            loop.call_soon_threadsafe(_settle_futures, [(confirmed, error)])
+
+        def run() -> None:
+            try:
+                self._publish_job(queue, job, settle)
+            except BrokerUnavailableError as error:
+                settle(error)
+            except Exception as error:  # the connection was cut (pika raises OSError, ValueError, ...)
+                settle(BrokerUnavailableError(f"lost the broker at {display_db_url(self.url)}: {type(error).__name__}"))
+        try:
+            connection.add_callback_threadsafe(run)
+        except Exception as error:  # the connection closed meanwhile
+            raise BrokerUnavailableError(f"lost the broker at {display_db_url(self.url)}: "
+                                         f"{type(error).__name__}") from None
+        try:
+            await asyncio.wait_for(confirmed, timeout)
+        except asyncio.TimeoutError:
+            raise BrokerUnavailableError(f"the broker did not confirm the job within {timeout:g} s") from None
 
     def depth(self, queue: str) -> int:
         return self._call(lambda: self._declare(queue))
@@ -1180,11 +1382,25 @@ class ReplyBoard:
 
     def resolve(self, reply: dict[str, Any]) -> None:
         "Hand a reply to the request waiting for it (a reply nobody waits for is dropped: it is stored)."
+        self.resolve_many([reply])
+
+    def resolve_many(self, replies: Sequence[dict[str, Any]]) -> None:
+        "Hand replies to their requests, waking each event loop once for all of them."
+        by_loop: dict[asyncio.AbstractEventLoop, list] = {}
         with self.lock:
-            entry = self.waiting.pop(reply.get("request_id"), None)
-        if entry is not None:
-            loop, future = entry
-            loop.call_soon_threadsafe(lambda: future.done() or future.set_result(reply))
+            for reply in replies:
+                entry = self.waiting.pop(reply.get("request_id"), None)
+                if entry is not None:
+                    by_loop.setdefault(entry[0], []).append((entry[1], reply))
+        for loop, settled in by_loop.items():
+            loop.call_soon_threadsafe(_settle_futures, settled)
+
+
+def _settle_futures(settled: Sequence[tuple[asyncio.Future, Any]]) -> None:
+    "Set each future's result, or its exception when the value is one (on the futures' event loop)."
+    for future, value in settled:
+        if not future.done():
+            future.set_exception(value) if isinstance(value, BaseException) else future.set_result(value)
 
 # %% ../nbs/10_serve.ipynb #beb366fc
 class SqlReplies:
@@ -1197,12 +1413,15 @@ class SqlReplies:
         self.error: str | None = None
         self.queues: set[str] = set()
         self.stopping = threading.Event()
+        self.outbox: SimpleQueue = SimpleQueue()  # (queue, job, loop, future) for the publishing thread
         try:
             self._connect()
         except BrokerUnavailableError:
             pass  # not ready: the thread keeps trying, /readyz says why
         self.thread = threading.Thread(target=self._run, name="fsml-sql-replies", daemon=True)
         self.thread.start()
+        self.publisher = threading.Thread(target=self._publish_queued, name="fsml-sql-publish", daemon=True)
+        self.publisher.start()
 
     def _connect(self) -> SqlBroker:
         if self.broker is None:
@@ -1220,18 +1439,17 @@ class SqlReplies:
         while not self.stopping.is_set():
             try:
                 broker = self._connect()
-                seen = broker.data_version()  # before looking: a reply stored after the look changes it
+                seen = broker.data_version(REPLIES_CHANNEL)  # before looking: a reply stored after the look changes it
                 pending = self.board.pending()
                 replies = broker.replies(pending)
-                for reply in replies.values():
-                    self.board.resolve(reply)
+                self.board.resolve_many(list(replies.values()))
                 if time.monotonic() - last_reclaim > 1.0:
                     last_reclaim = time.monotonic()
                     for queue in list(self.queues):
                         broker.reclaim(queue)
                 self.error = None
                 if len(replies) < len(pending):  # some still wait: look again once something is committed
-                    broker.wait_for_commit(seen, 0.05)
+                    broker.wait_for_commit(seen, 0.05, REPLIES_CHANNEL)
                 else:
                     self.board.changed.wait(0.05)
                     self.board.changed.clear()
@@ -1242,6 +1460,36 @@ class SqlReplies:
     def publish(self, queue: str, job: dict[str, Any]) -> None:
         self.queues.add(queue)
         self._connect().publish(queue, job)
+
+    def publish_async(self, queue: str, job: dict[str, Any]) -> asyncio.Future:
+        "Queue a job from the event loop: the publishing thread commits it with the others waiting (group commit)."
+        future = asyncio.get_running_loop().create_future()
+        self.outbox.put((queue, job, asyncio.get_running_loop(), future))
+        return future
+
+    def _publish_queued(self) -> None:
+        "The publishing thread: one transaction for all the jobs queued meanwhile, then each caller told."
+        while not self.stopping.is_set() or not self.outbox.empty():
+            try:
+                batch = [self.outbox.get(timeout=0.2)]
+            except Empty:
+                continue
+            while len(batch) < 512 and not self.outbox.empty():
+                batch.append(self.outbox.get_nowait())
+            outcome: Any = None
+            try:
+                self._connect().publish_many([(queue, job) for queue, job, _, _ in batch])
+                self.queues.update(queue for queue, _, _, _ in batch)
+            except BrokerUnavailableError as error:
+                outcome = error
+            by_loop: dict[asyncio.AbstractEventLoop, list] = {}
+            for _, _, loop, future in batch:
+                by_loop.setdefault(loop, []).append((future, outcome))
+            for loop, settled in by_loop.items():
+                try:
+                    loop.call_soon_threadsafe(_settle_futures, settled)
+                except RuntimeError:  # that event loop is closed: nobody waits any more
+                    pass
 
     def depth(self, queue: str) -> int:
         return self._connect().depth(queue)
@@ -1258,6 +1506,7 @@ class SqlReplies:
         self.stopping.set()
         self.board.changed.set()
         self.thread.join(5)
+        self.publisher.join(5)
         if self.broker is not None:
             self.broker.close()
 
@@ -1290,6 +1539,7 @@ class ServeApi:
             self.broker = SqlReplies(config, self.board)
         else:
             self.broker = RabbitClient(config.broker_url, on_reply=self.board.resolve, on_dead=self._store_dead,
+                                       on_replies=self.board.resolve_many,
                                        max_attempts=config.max_attempts, on_reconnect=self._recover_replies)
         self.champion_of = config.champion_of
         if self.champion_of is None and config.follow_registry:
@@ -1365,22 +1615,35 @@ DEPTH_RECHECK_SECONDS = 0.25
 
 
 @patch
-def enqueue(self: ServeApi, model: str, queue: str, job: dict[str, Any]) -> None:
-    "Publish `job` unless the queue is at its limit (HttpError 503); blocking: call it in a thread."
+def admitted(self: ServeApi, queue: str) -> bool:
+    "Whether the depth read lately leaves room for one more job (counted); False: read the depth (`admit`)."
     limit = self.config.max_queue
     with self._depth_lock:
         read_at, depth, since = self._depths.get(queue, (-DEPTH_RECHECK_SECONDS, 0, 0))
         known = time.monotonic() - read_at < DEPTH_RECHECK_SECONDS and depth + since < limit // 2
         if known:
             self._depths[queue] = (read_at, depth, since + 1)
-    if not known:
-        depth = self.broker.depth(queue)
-        with self._depth_lock:
-            self._depths[queue] = (time.monotonic(), depth, 0 if depth >= limit else 1)
-        if depth >= limit:
-            self.requests.labels(model, "queue_full").inc()
-            raise HttpError(503, f"the queue of {model!r} holds {depth} jobs, its limit is {limit}; try again shortly",
-                            retry_after=self.config.retry_after_seconds)
+    return known
+
+
+@patch
+def admit(self: ServeApi, model: str, queue: str) -> None:
+    "Read the queue's depth; HttpError 503 (with Retry-After) when it is at its limit. Blocking: call it in a thread."
+    limit = self.config.max_queue
+    depth = self.broker.depth(queue)
+    with self._depth_lock:
+        self._depths[queue] = (time.monotonic(), depth, 0 if depth >= limit else 1)
+    if depth >= limit:
+        self.requests.labels(model, "queue_full").inc()
+        raise HttpError(503, f"the queue of {model!r} holds {depth} jobs, its limit is {limit}; try again shortly",
+                        retry_after=self.config.retry_after_seconds)
+
+
+@patch
+def enqueue(self: ServeApi, model: str, queue: str, job: dict[str, Any]) -> None:
+    "Publish `job` unless the queue is at its limit (HttpError 503); blocking: call it in a thread."
+    if not self.admitted(queue):
+        self.admit(model, queue)
     self.broker.publish(queue, job)
 
 # %% ../nbs/10_serve.ipynb #31594db2
@@ -1392,7 +1655,9 @@ async def submit(self: ServeApi, model: str, input_kind: str, data: Any,
     shadow = self.config.shadow_fraction > 0 and random.random() < self.config.shadow_fraction
     job = new_job(model, input_kind, data, shadow=shadow, request_id=request_id)
     try:
-        await asyncio.to_thread(self.enqueue, model, queue, job)
+        if not self.admitted(queue):  # the depth is read again a few times a second, not per request
+            await asyncio.to_thread(self.admit, model, queue)
+        await self.broker.publish_async(queue, job)  # no thread per request: the broker's own thread publishes
     except BrokerUnavailableError as error:
         self.requests.labels(model, "broker_unavailable").inc()
         raise HttpError(503, str(error), retry_after=self.config.retry_after_seconds) from None
@@ -1607,7 +1872,7 @@ def create_app(config: ApiConfig,
         api: ServeApi = request.app.state.api
         api.authenticate_cached(request.headers.get("authorization"))
         kind, data = await read_request_input(request, config.max_pixels, config.max_body_bytes)
-        return await api.predict(_chosen_model(api, model), kind, data)
+        return JSONResponse(await api.predict(_chosen_model(api, model), kind, data))  # plain JSON: no re-encoding
 
     async def submit_job(request, model: str | None = None):
         "Queue a prediction; GET /v1/jobs/{request_id} for its answer."
@@ -1684,7 +1949,8 @@ def run_api(config: ApiConfig, host: str = "127.0.0.1", port: int = 8000) -> Non
     "Serve the HTTP API with uvicorn until SIGTERM (which drains the requests in flight)."
     import uvicorn
 
-    uvicorn.run(create_app(config), host=host, port=port, log_level="warning", timeout_graceful_shutdown=30)
+    uvicorn.run(create_app(config), host=host, port=port, log_level="warning", access_log=False,
+                timeout_graceful_shutdown=30)  # uvloop and httptools when installed (uvicorn's "auto")
 
 # %% ../nbs/10_serve.ipynb #556539af
 FSML_COMMAND = [sys.executable, "-c", "import sys; from fsml_nb.cli import main; main(sys.argv[1:])"]

@@ -585,10 +585,12 @@ def test_a_promotion_reloads_running_workers_without_a_failed_request(digits_reg
 # ---------------------------------------------------------------------------------------------------------------
 # 8. the broker connection drops mid-run and comes back (a real TCP proxy cut and restored; the servers keep running)
 class TcpProxy:
-    "A TCP forwarder from a local port to `upstream`; `cut()` closes every connection and refuses new ones."
+    "A TCP forwarder from a local port to `upstream`; `cut()` closes every connection and refuses new ones; `stall()` "
+    "keeps them open but forwards nothing (a network blackhole)."
 
     def __init__(self, upstream: tuple[str, int]):
         self.upstream, self.port = upstream, free_port()
+        self.stalled = threading.Event()
         self.lock = threading.Lock()
         self.sockets: set[socket.socket] = set()
         self.listener: socket.socket | None = None
@@ -637,9 +639,15 @@ class TcpProxy:
             for source, target in ((client, server), (server, client)):
                 threading.Thread(target=self._pump, args=(source, target), daemon=True).start()
 
+    def stall(self) -> None:
+        "Keep every connection open and accept new ones, but drop all bytes from now on: a silent network."
+        self.stalled.set()
+
     def _pump(self, source: socket.socket, target: socket.socket) -> None:
         try:
             while data := source.recv(65536):
+                if self.stalled.is_set():  # read and dropped: the sender's TCP sees no trouble
+                    continue
                 target.sendall(data)
         except OSError:
             pass
@@ -652,6 +660,18 @@ class TcpProxy:
     def close(self) -> None:
         if self.listener is not None:
             self.cut()
+
+    def unstall(self) -> None:
+        "Forward again (on connections made from now on: the stalled ones lost bytes and are garbage)."
+        with self.lock:
+            stale, self.sockets = self.sockets, set()
+        for each in stale:
+            try:
+                each.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            each.close()
+        self.stalled.clear()
 
 
 def _proxied(url: str, port: int) -> tuple[str, tuple[str, int]]:
@@ -737,3 +757,74 @@ def test_a_broker_outage_mid_run_is_reported_and_survived(broker_kind: str, db_u
                status != 504)
     assert finished == ["done"] * len(accepted) and len(accepted) > 4
     assert worker.returncode == 0  # the same worker process served before and after the outage
+
+
+def test_a_silent_rabbitmq_is_noticed_in_seconds(rabbit_url: str, db_url: str, token: str, folder: Path, prefix: str,
+                                                 tmp_path: Path):
+    "A blackhole between the API and RabbitMQ (the socket stays open, nothing comes back): the API says not ready and "
+    "answers 503 within seconds, not after pika's 30 s heartbeat; once the network is back it serves again."
+    proxy = TcpProxy(_proxied(rabbit_url, 1)[1])
+    broker, _ = _proxied(rabbit_url, proxy.port)
+    worker = start_worker(worker_env(tmp_path, db_url, rabbit_url), prefix, "s1", folder=folder)  # direct: unaffected
+    headers = {"Authorization": f"Bearer {token}"}
+    try:
+        wait_live(db_url, {"s1"})
+        with api_server(ApiConfig(db_url, broker, queue_prefix=prefix, request_timeout=20)) as base:
+            assert httpx.post(f"{base}/v1/predict", content=png(), headers=headers, timeout=30).status_code == 200
+            assert httpx.get(f"{base}/readyz", timeout=30).status_code == 200
+            proxy.stall()
+            started = time.monotonic()
+            while (ready := httpx.get(f"{base}/readyz", timeout=30)).status_code == 200:
+                assert time.monotonic() - started < 15, "the API did not notice the silent broker within 15 s"
+                time.sleep(0.1)
+            noticed = time.monotonic() - started
+            refused_at = time.monotonic()
+            refused = httpx.post(f"{base}/v1/predict", content=png(), headers=headers, timeout=30)
+            refused_seconds = time.monotonic() - refused_at
+            proxy.unstall()
+            deadline = time.monotonic() + 60
+            while httpx.get(f"{base}/readyz", timeout=30).status_code != 200:
+                assert time.monotonic() < deadline, httpx.get(f"{base}/readyz", timeout=30).text
+                time.sleep(0.2)
+            back = httpx.post(f"{base}/v1/predict", content=png(), headers=headers, timeout=30)
+    finally:
+        stop(worker)
+        proxy.close()
+    assert noticed < 6.0, noticed  # silence_seconds (3 s) after the last unanswered probe, which goes out every second
+    assert any("silent" in problem or "broker" in problem for problem in ready.json()["problems"]), ready.text
+    assert refused.status_code == 503 and refused.headers["retry-after"] and refused_seconds < 2, refused.text
+    assert back.status_code == 200 and back.json()["label"] == "9", back.text
+
+
+def test_postgresql_wakes_workers_and_the_api_by_notify(postgres_url: str, db_url: str, token: str, folder: Path,
+                                                         prefix: str, tmp_path: Path):
+    "With a slow fallback poll (2 s), a prediction through PostgreSQL is answered at once: LISTEN/NOTIFY wakes both "
+    "the worker (a job) and the API (a reply)."
+    env = {**worker_env(tmp_path, db_url, postgres_url)}
+    worker = start_worker(env, prefix, "n1", folder=folder)
+    headers = {"Authorization": f"Bearer {token}"}
+    try:
+        wait_live(db_url, {"n1"})
+        with api_server(ApiConfig(db_url, postgres_url, queue_prefix=prefix, request_timeout=20)) as base:
+            assert httpx.post(f"{base}/v1/predict", content=png(), headers=headers, timeout=30).status_code == 200
+            seconds = []
+            for _ in range(10):
+                started = time.monotonic()
+                answer = httpx.post(f"{base}/v1/predict", content=png(), headers=headers, timeout=30)
+                seconds.append(time.monotonic() - started)
+                assert answer.status_code == 200 and answer.json()["label"] == "9", answer.text
+    finally:
+        stop(worker)
+    broker, publisher = SqlBroker(postgres_url, poll_seconds=2.0), SqlBroker(postgres_url)
+    try:
+        broker.data_version()  # listening from here
+        started = time.monotonic()
+        threading.Timer(0.3, lambda: publisher.publish(f"{prefix}.other", new_job("other", "array", [1]))).start()
+        broker.wait_for_commit(None, 5.0)
+        woken = time.monotonic() - started
+    finally:
+        time.sleep(0.5)  # the timer's publish is done
+        broker.close()
+        publisher.close()
+    assert sorted(seconds)[5] < 0.2, seconds  # the median: no 0.25 s poll on the way
+    assert 0.25 < woken < 1.5, woken  # woken by the NOTIFY (0.3 s), not by the 2 s poll
