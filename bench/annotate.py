@@ -13,9 +13,23 @@ measured. Three loads per database, in one run:
 Targets (issue 10): paced p95 <= 30 ms on both databases; unpaced PostgreSQL >= 300 answers/s
 with p95 <= 150 ms; unpaced SQLite p99 <= 250 ms. The figures before row-level leasing
 (one lock per project), measured by the review with 40 processes, 600 items, overlap 3:
-paced p95 53 ms (SQLite) / 82 ms (PostgreSQL); unpaced p95 1,551 ms / 802 ms.
+paced p95 53 ms (SQLite) / 82 ms (PostgreSQL); unpaced p95 1,551 ms / 802 ms. With row-level
+leasing, before SQLite's writer queue and the five prebuilt statements (quiet machine):
+unpaced SQLite p50 1.4 / p95 4.7 / p99 1,039 ms at 536 answers/s; PostgreSQL p50 148 / p95 212 /
+p99 238 ms at 244 answers/s.
+Reading the unpaced rows: 40 bots that never pause wait, on average, for the other 39 (Little's
+law: mean time ~ annotators / answers per second), so a fair database gives every answer about
+the same time, and p50 is near that mean (tens of ms). A low p50 with a huge p99 means some
+processes got the lock again and again while others starved (SQLite's busy wait before its
+writer queue).
 On a shared machine with few cores the 40 processes compete for CPU with the database:
-the script prints the load average next to the table.
+each row gives the 1-minute load average when its load started (other work) and ended (its
+own processes included), and the CPU the annotator processes and PostgreSQL spent per answer
+(less noisy than times on a shared machine). The header names the fsml_nb copy measured:
+run it with PYTHONPATH pointing at another checkout to compare two versions, back to back:
+
+    PYTHONPATH=/path/to/old/checkout python bench/annotate.py
+    PYTHONPATH=$PWD python bench/annotate.py
 """
 from __future__ import annotations
 
@@ -27,8 +41,10 @@ import statistics
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
+import fsml_nb
 from fsml_nb.store import LabelledItem, LabelSchema, NewItem, Store
 from fsml_nb.testing import scratch_postgres_database
 
@@ -37,13 +53,19 @@ SCHEMA = LabelSchema("single_label", ("cat", "dog"))
 
 def annotator_worker(db_url: str, blob_url: str, project: str, name: str, pace: float, ready, start, queue) -> None:
     "Label until the project has nothing left for `name`; send back each submit_and_next time (ms) and any error."
-    timings, error = [], None
+    timings, error, cpu, server_cpu = [], None, 0.0, float("nan")
     pause = random.Random(name)
     try:
         with Store(db_url, blob_url) as store:
             ready.release()
             start.wait()
             handle = store.project(project)
+            backend = None
+            if db_url.startswith("postgresql"):
+                with store.engine.connect() as connection:  # the pool hands this one connection back each time
+                    backend = connection.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+            server_began = process_cpu_seconds(backend)
+            cpu_began = time.process_time()
             task = handle.lease_next(name)
             while task is not None:
                 if pace:
@@ -51,15 +73,37 @@ def annotator_worker(db_url: str, blob_url: str, project: str, name: str, pace: 
                 began = time.perf_counter()
                 _, task = handle.submit_and_next(name, task.item_sha256, "cat" if len(name) % 2 else "dog")
                 timings.append((time.perf_counter() - began) * 1000)
+            cpu = time.process_time() - cpu_began
+            server_cpu = process_cpu_seconds(backend) - server_began
     except Exception as failure:  # reported in the table, not lost in a hung run
         error = str(failure).splitlines()[0]
         ready.release()
-    queue.put((timings, time.time(), error))
+    queue.put((timings, time.time(), error, cpu, server_cpu))
 
 
-def run(db_url: str, blob_url: str, annotators: int, items: int, overlap: int, pace: float
-        ) -> tuple[list[float], float, list[str]]:
-    "All submit_and_next times of one load, the answers per second over the whole run, and the workers' errors."
+@dataclass
+class Measured:
+    "One load's figures."
+    timings: list[float]  # every submit_and_next time, ms
+    rate: float  # answers per second over the whole run
+    errors: list[str]  # the workers' errors
+    load_before: float  # 1-minute load average when the load started (other work on the machine)
+    load_after: float  # ... when it ended (this load included)
+    client_cpu_ms: float  # annotator processes' CPU per answer
+    server_cpu_ms: float  # CPU of the annotators' PostgreSQL backends per answer (NaN on SQLite)
+
+
+def process_cpu_seconds(pid: int | None) -> float:
+    "CPU seconds a process (a PostgreSQL backend) has used so far; NaN without one or without /proc."
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run(db_url: str, blob_url: str, annotators: int, items: int, overlap: int, pace: float) -> Measured:
+    "Measure one load: all annotator processes label one new project until it is done."
     project = f"bench-{uuid.uuid4().hex[:8]}"
     names = [f"{project}-a{index:02d}" for index in range(annotators)]
     with Store(db_url, blob_url) as store:
@@ -77,14 +121,18 @@ def run(db_url: str, blob_url: str, annotators: int, items: int, overlap: int, p
         process.start()
     for _ in processes:
         ready.acquire(timeout=600)
+    load_before = os.getloadavg()[0]
     began = time.time()
     start.set()
     results = [queue.get(timeout=1800) for _ in processes]
     for process in processes:
         process.join()
-    timings = [t for worker_timings, _, _ in results for t in worker_timings]
-    errors = [error for _, _, error in results if error]
-    return timings, len(timings) / (max(finished for _, finished, _ in results) - began), errors
+    timings = [t for worker_timings, *_ in results for t in worker_timings]
+    errors = [error for _, _, error, *_ in results if error]
+    answers = max(len(timings), 1)
+    return Measured(timings, len(timings) / (max(finished for _, finished, *_ in results) - began), errors,
+                    load_before, os.getloadavg()[0], 1000 * sum(cpu for *_, cpu, _ in results) / answers,
+                    1000 * sum(server for *_, server in results) / answers)
 
 
 def percentile(values: list[float], share: int) -> float:
@@ -116,25 +164,29 @@ def main() -> None:
             try:
                 if backend == "sqlite":
                     for load in loads:
-                        rows.append((backend, *load, *run(f"sqlite:///{tmp}/fsml.db", blob_url, *load[1:])))
+                        rows.append((backend, *load, run(f"sqlite:///{tmp}/fsml.db", blob_url, *load[1:])))
                 else:
                     with scratch_postgres_database(args.pg_url) as pg_url:
                         for load in loads:
-                            rows.append((backend, *load, *run(pg_url, blob_url, *load[1:])))
+                            rows.append((backend, *load, run(pg_url, blob_url, *load[1:])))
             except Exception as error:  # report what could be measured
                 print(f"({backend} stopped: {str(error).splitlines()[0]})")
-    print(f"\n## Submit -> next item ready, server side (ms); load average {os.getloadavg()[0]:.1f} "
-          f"on {os.cpu_count()} cores\n")
-    print("| database | load | annotators | answers | p50 | p95 | p99 | p95 / alone | answers/s | failed workers |")
-    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+    print(f"\n## Submit -> next item ready, server side (ms); {os.cpu_count()} cores; "
+          f"fsml_nb from {Path(fsml_nb.__file__).parent}\n")
+    print("| database | load | annotators | answers | p50 | p95 | p99 | p95 / alone | answers/s | "
+          "client CPU ms/answer | server CPU ms/answer | load avg before -> after | failed workers |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |")
     alone = {}
-    for backend, load, annotators, _items, _overlap, _pace, timings, rate, errors in rows:
+    for backend, load, annotators, _items, _overlap, _pace, measured in rows:
+        timings = measured.timings
         p95 = percentile(timings, 95)
         alone.setdefault(backend, p95)
-        failed = f"{len(errors)}: {errors[0]}" if errors else "0"
+        failed = f"{len(measured.errors)}: {measured.errors[0]}" if measured.errors else "0"
         median = statistics.median(timings) if timings else float("nan")
         print(f"| {backend} | {load} | {annotators} | {len(timings)} | {median:.1f} | "
-              f"{p95:.1f} | {percentile(timings, 99):.1f} | {p95 / alone[backend]:.1f}x | {rate:.0f} | {failed} |")
+              f"{p95:.1f} | {percentile(timings, 99):.1f} | {p95 / alone[backend]:.1f}x | {measured.rate:.0f} | "
+              f"{measured.client_cpu_ms:.2f} | {measured.server_cpu_ms:.2f} | "
+              f"{measured.load_before:.1f} -> {measured.load_after:.1f} | {failed} |")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
     python bench/dashboard.py [--items 10000] [--loads 3]
 
-Two `fsml pages dashboard` servers run on the same store: one starts a kernel per request (`--preheat 0`, the
+Two `fsml dashboard serve` servers run on the same store: one starts a kernel per request (`--preheat 0`, the
 cold page), the other keeps one kernel preheated (`--preheat 1`: imports, store and the newest run's plots done
 before the request). Each page load is timed from `goto` until the page is ready: the metrics, the plots and the
 first gallery tiles on screen. A gallery filter is timed from the click on a confusion-matrix cell until the
@@ -39,11 +39,11 @@ def free_port() -> int:
 
 
 def start_server(home: Path, preheat: int) -> tuple[subprocess.Popen, int]:
-    "`fsml pages dashboard` on a free port; the process (its own session) and the port, once it listens."
+    "`fsml dashboard serve` on a free port; the process (its own session) and the port, once it listens."
     port = free_port()
     env = {**{key: value for key, value in os.environ.items() if not key.startswith("FSML_")}, "FSML_HOME": str(home)}
     fsml = shutil.which("fsml", path=str(Path(sys.executable).parent)) or "fsml"
-    server = subprocess.Popen([fsml, "pages", "dashboard", "--port", str(port), "--preheat", str(preheat),
+    server = subprocess.Popen([fsml, "dashboard", "serve", "--port", str(port), "--preheat", str(preheat),
                                "--cull-after", "2", "--max-kernels", "50"], env=env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 90

@@ -9,6 +9,7 @@ Docs: https://fsml-nb.github.io/fsml_nb/annotate.html.md"""
 # %% ../nbs/03_annotate.ipynb #e4dd3401
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -22,7 +23,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from fastcore.basics import patch
-from sqlalchemy import and_, delete, exists, func, insert, select, update
+from sqlalchemy import and_, bindparam, delete, exists, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
@@ -32,7 +33,7 @@ from .core import FsmlError, as_utc, utc_now
 from .db import (DONE, LEASED, QUEUED, annotation_answers, annotation_guides, annotation_members,
                         annotation_offers, annotation_projects, annotation_questions, annotation_skips,
                         annotation_slots, annotation_tasks, annotators, complete_lease, insert_ignore, items,
-                        lease_rows, reading, reclaim_expired, release_lease, transaction)
+                        lease_one_statement, reading, reclaim_expired, release_lease, transaction)
 from .store import (BlobCorruptError, BlobMissingError, DatasetVersion, Entry, LabelSchema, Store, canonical_json,
                            kernel_store)
 
@@ -409,29 +410,48 @@ class _Rules:
     overlap: int
     lease_seconds: int
     guide_version: int
+    expired: bool = True  # some lease of the project had run out when the rules were read: reclaim first
 
 
-def _rules(connection: Connection, project: str, annotator: str) -> _Rules:
-    "The project's rules, once `annotator` is known to be allowed to work on it (one query)."
+def _rules_query():
+    "The one query `_rules` runs, built once (`:project`, `:annotator`, `:moment`)."
+    project, annotator = bindparam("project"), bindparam("annotator")
+    slots = annotation_slots.c
     latest_guide = (select(func.max(annotation_guides.c.version)).where(annotation_guides.c.project == project)
                     .scalar_subquery())
     member = exists().where(annotation_members.c.project == project, annotation_members.c.annotator == annotator)
     disabled = select(annotators.c.disabled_at).where(annotators.c.name == annotator).scalar_subquery()
-    row = connection.execute(select(annotation_projects.c.label_schema, annotation_projects.c.overlap,
-                                    annotation_projects.c.lease_seconds, latest_guide.label("guide_version"),
-                                    member.label("member"), disabled.label("disabled"))
-                             .where(annotation_projects.c.name == project)).first()
+    expired = exists().where(slots.project == project, slots.status == LEASED, slots.lease_expires < bindparam("moment"))
+    return select(annotation_projects.c.label_schema, annotation_projects.c.overlap,
+                  annotation_projects.c.lease_seconds, latest_guide.label("guide_version"), member.label("member"),
+                  disabled.label("disabled"), expired.label("expired")).where(annotation_projects.c.name == project)
+
+
+_RULES_QUERY = _rules_query()
+
+
+def _rules(connection: Connection, project: str, annotator: str, now: datetime) -> _Rules:
+    "The project's rules, once `annotator` is known to be allowed to work on it (one query)."
+    row = connection.execute(_RULES_QUERY, {"project": project, "annotator": annotator,
+                                            "moment": now.timestamp()}).first()
     if row is None:
         raise UnknownProjectError(f"no annotation project {project!r}")
     if not (row.member and row.disabled is None):
         _check_access(connection, project, annotator)  # raises the error that says why
-    return _Rules(project, LabelSchema.from_dict(json.loads(row.label_schema)), row.overlap, row.lease_seconds,
-                  row.guide_version)
+    return _Rules(project, _label_schema(row.label_schema), row.overlap, row.lease_seconds, row.guide_version,
+                  bool(row.expired))
+
+
+@functools.lru_cache(maxsize=64)
+def _label_schema(stored: str) -> LabelSchema:
+    "A project's label schema from its stored JSON (parsed once per process)."
+    return LabelSchema.from_dict(json.loads(stored))
 
 
 def _task(connection: Connection, project: str, sha: str, position: int, expires: float,
-          earlier_label: Any = None) -> Task:
-    media_type = connection.execute(select(items.c.media_type).where(items.c.sha256 == sha)).scalar()
+          earlier_label: Any = None, media_type: str | None = None) -> Task:
+    if media_type is None:
+        media_type = connection.execute(select(items.c.media_type).where(items.c.sha256 == sha)).scalar()
     return Task(project, sha, media_type, position, datetime.fromtimestamp(expires, timezone.utc), earlier_label)
 
 
@@ -451,12 +471,15 @@ def _open_to(project: str, annotator: str) -> list:
                             offers.annotator == annotator, offers.active.is_(True))]
 
 
+_OFFER = {name: dialect_insert(annotation_offers).on_conflict_do_update(  # built once per dialect
+    index_elements=["project", "item_sha256", "annotator"], set_={"active": True})
+    for name, dialect_insert in (("postgresql", postgresql_insert), ("sqlite", sqlite_insert))}
+
+
 def _offer(connection: Connection, project: str, item_sha256: str, annotator: str, now: datetime) -> None:
     "Record (again) that the annotator holds, answered or skipped the item: no second slot of it for them."
-    dialect_insert = postgresql_insert if connection.dialect.name == "postgresql" else sqlite_insert
-    connection.execute(dialect_insert(annotation_offers).values(
-        project=project, item_sha256=item_sha256, annotator=annotator, offered_at=now, active=True)
-        .on_conflict_do_update(index_elements=["project", "item_sha256", "annotator"], set_={"active": True}))
+    connection.execute(_OFFER[connection.dialect.name], {"project": project, "item_sha256": item_sha256,
+                                                         "annotator": annotator, "offered_at": now, "active": True})
 
 
 def _withdraw_offers(connection: Connection, project: str, pairs: Sequence[tuple[str, str]]) -> None:
@@ -488,17 +511,35 @@ def _release(connection: Connection, project: str, slot_ids: Sequence[int], anno
     _withdraw_offers(connection, project, [(item, annotator) for item in items_held])
 
 
-def _take_slot(connection: Connection, rules: _Rules, annotator: str, now: datetime, where: Sequence = ()):
+def _lease_slot_statement(of_item: bool):
+    "The lease of a project's next open slot for `:for_annotator` (of the item `:item`, if `of_item`), built once."
+    slots = annotation_slots.c
+    where = _open_to(bindparam("in_project"), bindparam("for_annotator"))  # not column names: this is an UPDATE
+    if of_item:
+        where.append(slots.item_sha256 == bindparam("item"))
+    media_type = select(items.c.media_type).where(items.c.sha256 == slots.item_sha256).scalar_subquery()
+    return lease_one_statement(annotation_slots, where=where, order_by=[slots.position],
+                               returning=[media_type.label("media_type")])
+
+
+_LEASE_SLOT = {of_item: _lease_slot_statement(of_item) for of_item in (False, True)}
+
+
+def _take_slot(connection: Connection, rules: _Rules, annotator: str, now: datetime,
+               item_sha256: str | None = None,  # a slot of this item only
+               ):
     "Lease one open slot (expired leases of the project go back to the queue first); None if none is open."
     moment = now.timestamp()
-    _reclaim(connection, rules.name, moment, where)
-    taken = lease_rows(connection, annotation_slots, annotator, rules.lease_seconds,
-                       where=[*_open_to(rules.name, annotator), *where], order_by=[annotation_slots.c.position],
-                       now=moment)
-    if not taken:
+    if rules.expired:
+        _reclaim(connection, rules.name, moment,
+                 [] if item_sha256 is None else [annotation_slots.c.item_sha256 == item_sha256])
+    taken = connection.execute(_LEASE_SLOT[item_sha256 is not None], {
+        "in_project": rules.name, "for_annotator": annotator, "item": item_sha256, "owner": annotator,
+        "expires": moment + rules.lease_seconds}).mappings().first()
+    if taken is None:
         return None
-    _offer(connection, rules.name, taken[0]["item_sha256"], annotator, now)
-    return taken[0]
+    _offer(connection, rules.name, taken["item_sha256"], annotator, now)
+    return taken
 
 
 def _lease_in(connection: Connection, rules: _Rules, annotator: str, now: datetime,
@@ -510,7 +551,8 @@ def _lease_in(connection: Connection, rules: _Rules, annotator: str, now: dateti
     slot = _take_slot(connection, rules, annotator, now)
     if slot is None:
         return None
-    return _task(connection, rules.name, slot["item_sha256"], slot["position"], slot["lease_expires"])
+    return _task(connection, rules.name, slot["item_sha256"], slot["position"], slot["lease_expires"],
+                 media_type=slot["media_type"])
 
 # %% ../nbs/03_annotate.ipynb #44e92247
 @patch
@@ -519,7 +561,8 @@ def lease_next(self: Project, annotator: str, now: datetime | None = None) -> Ta
     project = self.name
 
     def lease(connection: Connection) -> Task | None:
-        return _lease_in(connection, _rules(connection, project, annotator), annotator, now or utc_now())
+        moment = now or utc_now()  # read once the transaction holds its lock
+        return _lease_in(connection, _rules(connection, project, annotator, moment), annotator, moment)
 
     return transaction(self.store.engine, lease)
 
@@ -558,19 +601,30 @@ def _slot_for_answer(connection: Connection, rules: _Rules, annotator: str, item
     if offered is None:
         raise NotLeasedError(f"item {item_sha256[:12]} is not leased to you ({annotator}): answer the items "
                              "the project hands you (lease_next)")
-    slot = _take_slot(connection, rules, annotator, now, where=[slots.item_sha256 == item_sha256])
+    slot = _take_slot(connection, rules, annotator, now, item_sha256)
     if slot is None:
         raise LeaseLostError(f"your lease on item {item_sha256[:12]} expired and other annotators took it")
     return slot["id"]
 
 
-def _complete_held(connection: Connection, project: str, annotator: str, item_sha256: str) -> bool:
-    "Answer the slot of the item leased to the annotator, in one statement; False if they hold none."
-    slots = annotation_slots.c
-    held = (select(slots.id).where(slots.project == project, slots.item_sha256 == item_sha256,
+def _complete_held_statement():
+    "Mark done the slot of `:item` that `:for_annotator` holds, built once (`complete_lease` as one statement)."
+    slots, annotator = annotation_slots.c, bindparam("for_annotator")  # not column names: this is an UPDATE
+    held = (select(slots.id).where(slots.project == bindparam("in_project"), slots.item_sha256 == bindparam("item"),
                                    slots.lease_owner == annotator, slots.status == LEASED)
             .limit(1).scalar_subquery())  # a lease that ran out but nobody took over still counts
-    return complete_lease(connection, annotation_slots, held, annotator)
+    return (update(annotation_slots).where(slots.id == held, slots.status == LEASED, slots.lease_owner == annotator)
+            .values(status=DONE, lease_owner=None, lease_expires=None))
+
+
+_COMPLETE_HELD = _complete_held_statement()
+_INSERT_ANSWER = insert(annotation_answers)
+
+
+def _complete_held(connection: Connection, project: str, annotator: str, item_sha256: str) -> bool:
+    "Answer the slot of the item leased to the annotator, in one statement; False if they hold none."
+    return connection.execute(_COMPLETE_HELD, {"in_project": project, "item": item_sha256,
+                                               "for_annotator": annotator}).rowcount == 1
 
 
 def _submit_in(connection: Connection, rules: _Rules, annotator: str, item_sha256: str, label: Any,
@@ -593,9 +647,9 @@ def _submit_in(connection: Connection, rules: _Rules, annotator: str, item_sha25
         slot = _slot_for_answer(connection, rules, annotator, item_sha256, now)
         if not complete_lease(connection, annotation_slots, slot, annotator):
             raise LeaseLostError(f"your lease on item {item_sha256[:12]} expired and other annotators took it")
-    connection.execute(insert(annotation_answers).values(
-        project=rules.name, item_sha256=item_sha256, annotator=annotator, label=canonical_json(label),
-        guide_version=rules.guide_version, unsure=unsure, seconds=seconds, created_at=now))
+    connection.execute(_INSERT_ANSWER, {
+        "project": rules.name, "item_sha256": item_sha256, "annotator": annotator, "label": canonical_json(label),
+        "guide_version": rules.guide_version, "unsure": unsure, "seconds": seconds, "created_at": now})
     if unsure:
         connection.execute(insert(annotation_questions).values(
             project=rules.name, item_sha256=item_sha256, annotator=annotator,
@@ -611,8 +665,9 @@ def submit(self: Project, annotator: str, item_sha256: str, label: Any, unsure: 
     project = self.name
 
     def work(connection: Connection) -> Answer:
-        return _submit_in(connection, _rules(connection, project, annotator), annotator, item_sha256, label, unsure,
-                          question, seconds, now or utc_now())
+        moment = now or utc_now()  # read once the transaction holds its lock
+        return _submit_in(connection, _rules(connection, project, annotator, moment), annotator, item_sha256, label,
+                          unsure, question, seconds, moment)
 
     return transaction(self.store.engine, work)
 
@@ -626,7 +681,7 @@ def submit_and_next(self: Project, annotator: str, item_sha256: str, label: Any,
 
     def work(connection: Connection) -> tuple[Answer, Task | None]:
         moment = now or utc_now()  # read once the transaction holds its lock
-        rules = _rules(connection, project, annotator)
+        rules = _rules(connection, project, annotator, moment)
         answer = _submit_in(connection, rules, annotator, item_sha256, label, unsure, question, seconds, moment)
         return answer, _lease_in(connection, rules, annotator, moment, check_held=False)
 
@@ -652,7 +707,7 @@ def undo_last(self: Project, annotator: str, now: datetime | None = None) -> Tas
 
     def work(connection: Connection) -> Task | None:
         moment = now or utc_now()
-        rules = _rules(connection, project, annotator)
+        rules = _rules(connection, project, annotator, moment)
         answers = annotation_answers.c
         latest = connection.execute(select(answers.id, answers.item_sha256, answers.label)
                                     .where(answers.project == project, answers.annotator == annotator)
@@ -680,7 +735,7 @@ def skip(self: Project, annotator: str, item_sha256: str, now: datetime | None =
 
     def work(connection: Connection) -> Task | None:
         moment = now or utc_now()
-        rules = _rules(connection, project, annotator)
+        rules = _rules(connection, project, annotator, moment)
         _check_item(connection, project, item_sha256)
         slots = annotation_slots.c
         for slot in connection.execute(select(slots.id).where(

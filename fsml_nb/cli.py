@@ -35,7 +35,7 @@ __all__ = ['app', 'import_app', 'version_app', 'collect_app', 'annotate_app', 'r
            'serve_remove_client_command', 'deploy_command', 'pipeline_run_command', 'pipeline_worker_command',
            'pipeline_list_command', 'pipeline_status_command', 'pipeline_show_command', 'eval_run_command',
            'eval_compare_command', 'eval_issues_command', 'grade_production_sample_command',
-           'grade_production_report_command', 'pages_dashboard_command', 'pages_demo_command',
+           'grade_production_report_command', 'dashboard_serve_command', 'demo_serve_command',
            'pages_add_viewer_command', 'check_command']
 
 # %% ../nbs/13_cli.ipynb #acdfc9ac
@@ -898,7 +898,7 @@ def pipeline_run_command(
         typer.echo(f"\nreports: every step's executed notebook, e.g. fsml pipeline show {run.id[:12]} {last} "
                    "--out report.html")
         if "eval_run" in run.outputs:
-            typer.echo("dashboard: fsml pages add-viewer YOUR_NAME (prints a token), then fsml pages dashboard and "
+            typer.echo("dashboard: fsml pages add-viewer YOUR_NAME (prints a token), then fsml dashboard serve and "
                        "open http://127.0.0.1:8867/?token=TOKEN")
 
 
@@ -1068,8 +1068,7 @@ def grade_production_report_command(project: Annotated[str, typer.Argument(help=
                            "pending": grade.pending}) if as_json else str(grade))
 
 # %% ../nbs/13_cli.ipynb #5a6f6351
-pages_app = typer.Typer(help="Dashboard and demo pages for stakeholders (Voila), and who may open them.",
-                        no_args_is_help=True)
+pages_app = typer.Typer(help="Who may open the dashboard and demo pages (view tokens).", no_args_is_help=True)
 app.add_typer(pages_app, name="pages")
 
 def _serve_page(name: str, code: str, host: str, port: int, environment: dict[str, str],
@@ -1104,8 +1103,14 @@ PageCulling = Annotated[int, typer.Option("--cull-after", help="seconds after a 
 PagePreheat = Annotated[int, typer.Option("--preheat", help="kernels started ahead of visitors (0: one per request)")]
 
 
-@pages_app.command("dashboard")
-def pages_dashboard_command(host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+dashboard_app = typer.Typer(help="The evaluation dashboard (Voila).", no_args_is_help=True)
+demo_app = typer.Typer(help="The demo page (Voila).", no_args_is_help=True)
+app.add_typer(dashboard_app, name="dashboard")
+app.add_typer(demo_app, name="demo")
+
+
+@dashboard_app.command("serve")
+def dashboard_serve_command(host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
                             port: Annotated[int, typer.Option(help="port to listen on")] = 8867,
                             max_kernels: PageKernels = 20, cull_after: PageCulling = 300,
                             preheat: PagePreheat = 1) -> None:
@@ -1115,8 +1120,8 @@ def pages_dashboard_command(host: Annotated[str, typer.Option(help="address to l
     _serve_page("dashboard", DASHBOARD_NOTEBOOK_CODE, host, port, {}, max_kernels, cull_after, preheat)
 
 
-@pages_app.command("demo")
-def pages_demo_command(model: Annotated[str, typer.Option(help="registry ref or .onnx file")] = "digits@champion",
+@demo_app.command("serve")
+def demo_serve_command(model: Annotated[str, typer.Option(help="registry ref or .onnx file")] = "digits@champion",
                        serve_url: Annotated[str | None, typer.Option(help="send uploads to this serving API")] = None,
                        host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
                        port: Annotated[int, typer.Option(help="port to listen on")] = 8868,
@@ -1127,14 +1132,6 @@ def pages_demo_command(model: Annotated[str, typer.Option(help="registry ref or 
 
     environment = {"FSML_DEMO_MODEL": model, **({"FSML_SERVE_URL": serve_url} if serve_url else {})}
     _serve_page("demo", DEMO_NOTEBOOK_CODE, host, port, environment, max_kernels, cull_after, preheat)
-
-
-dashboard_app = typer.Typer(help="The evaluation dashboard (Voila).", no_args_is_help=True)
-demo_app = typer.Typer(help="The demo page (Voila).", no_args_is_help=True)
-app.add_typer(dashboard_app, name="dashboard")
-app.add_typer(demo_app, name="demo")
-dashboard_app.command("serve")(pages_dashboard_command)  # `fsml dashboard serve` is `fsml pages dashboard`
-demo_app.command("serve")(pages_demo_command)  # `fsml demo serve` is `fsml pages demo`
 
 
 @pages_app.command("add-viewer")

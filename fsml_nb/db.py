@@ -10,6 +10,9 @@ Docs: https://fsml-nb.github.io/fsml_nb/db.html.md"""
 from __future__ import annotations
 
 import os
+import sqlite3
+import struct
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -17,7 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import (JSON, BigInteger, Boolean, Column, DateTime, Double, ForeignKey, Index, Integer, MetaData,
-                        String, Table, Text, create_engine, event, func, inspect, select, text)
+                        String, Table, Text, bindparam, create_engine, event, func, inspect, select, text)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -25,19 +28,25 @@ from sqlalchemy.exc import DatabaseError as SQLDatabaseError
 
 from .core import FsmlError, get_logger
 
+try:
+    import fcntl
+except ImportError:  # Windows: SQLite writers wait in SQLite's busy handler, as before
+    fcntl = None
+
 # %% auto #0
-__all__ = ['SQLITE_SYNCHRONOUS_LEVELS', 'READ_ONLY', 'T', 'RETRYABLE_SQLSTATES', 'QUEUED', 'LEASED', 'DONE', 'FAILED', 'DEAD',
-           'SCHEMA_VERSION', 'metadata', 'schema_info', 'items', 'labels', 'dataset_versions', 'version_entries',
-           'dataset_version_seals', 'dataset_version_names', 'IMMUTABLE_TABLES', 'REGISTRY_WRITE_ONCE',
-           'MAX_URL_LENGTH', 'crawls', 'item_sources', 'licence_claims', 'crawl_hosts', 'crawl_urls',
-           'annotation_projects', 'annotation_guides', 'annotation_tasks', 'annotators', 'annotation_answers',
-           'annotation_skips', 'annotation_questions', 'annotation_slots', 'annotation_offers', 'annotation_members',
-           'pipeline_runs', 'pipeline_steps', 'eval_runs', 'eval_predictions', 'viewers', 'BLOB_REFERENCES',
-           'registered_models', 'model_versions', 'model_version_files', 'model_aliases', 'model_promotions',
-           'registry_events', 'serve_clients', 'serve_workers', 'served_predictions', 'Migration', 'MIGRATIONS',
-           'V4_STEPS', 'DatabaseError', 'DatabaseUnavailableError', 'DatabaseDamagedError', 'SchemaTooNewError',
-           'ValueTooLongError', 'normalize_db_url', 'display_db_url', 'sqlite_synchronous', 'reading', 'make_engine',
-           'is_retryable', 'transaction', 'insert_ignore', 'check_lengths', 'lease_columns', 'lease_rows',
+__all__ = ['SQLITE_SYNCHRONOUS_LEVELS', 'WRITER_LOCK_SUFFIX', 'READ_ONLY', 'SQLITE_BUSY_SECONDS', 'QUEUE_WRITERS', 'T',
+           'RETRYABLE_SQLSTATES', 'QUEUED', 'LEASED', 'DONE', 'FAILED', 'DEAD', 'SCHEMA_VERSION', 'metadata',
+           'schema_info', 'items', 'labels', 'dataset_versions', 'version_entries', 'dataset_version_seals',
+           'dataset_version_names', 'IMMUTABLE_TABLES', 'REGISTRY_WRITE_ONCE', 'MAX_URL_LENGTH', 'crawls',
+           'item_sources', 'licence_claims', 'crawl_hosts', 'crawl_urls', 'annotation_projects', 'annotation_guides',
+           'annotation_tasks', 'annotators', 'annotation_answers', 'annotation_skips', 'annotation_questions',
+           'annotation_slots', 'annotation_offers', 'annotation_members', 'pipeline_runs', 'pipeline_steps',
+           'eval_runs', 'eval_predictions', 'viewers', 'BLOB_REFERENCES', 'registered_models', 'model_versions',
+           'model_version_files', 'model_aliases', 'model_promotions', 'registry_events', 'serve_clients',
+           'serve_workers', 'served_predictions', 'Migration', 'MIGRATIONS', 'V4_STEPS', 'DatabaseError',
+           'DatabaseUnavailableError', 'DatabaseDamagedError', 'SchemaTooNewError', 'ValueTooLongError',
+           'normalize_db_url', 'display_db_url', 'sqlite_synchronous', 'reading', 'make_engine', 'is_retryable',
+           'transaction', 'insert_ignore', 'check_lengths', 'lease_columns', 'lease_rows', 'lease_one_statement',
            'extend_lease', 'complete_lease', 'release_lease', 'reclaim_expired', 'missing_triggers', 'install_triggers',
            'referenced_blobs', 'stored_schema_version', 'upgrade_schema', 'open_database']
 
@@ -87,27 +96,188 @@ def sqlite_synchronous(environ: dict[str, str] | None = None,  # default: `os.en
     return value or "NORMAL"
 
 # %% ../nbs/01_db.ipynb #70eb4f4e
+WRITER_LOCK_SUFFIX = ".writer-lock"  # the file beside a SQLite database that its writers queue on
+_TICKETS = 1 << 30  # places in the queue before a place's byte is used again (more waiters than can ever be)
+_writers_held: dict[tuple[str, int], int] = {}  # (lock file, thread) -> writer turns that thread holds now
+_writers_guard = threading.Lock()
+
+
+def _byte_lock(fd: int, offset: int, kind: int | None = None,  # default F_WRLCK; F_UNLCK unlocks
+               wait: bool = False) -> bool:
+    "Lock (or unlock) one byte of `fd` with an open-file-description lock; False if another holds it."
+    request = struct.pack("hhqqi4x", fcntl.F_WRLCK if kind is None else kind, os.SEEK_SET, offset, 1, 0)
+    try:
+        fcntl.fcntl(fd, fcntl.F_OFD_SETLKW if wait else fcntl.F_OFD_SETLK, request)
+        return True
+    except (BlockingIOError, PermissionError):  # EAGAIN / EACCES: another description holds it
+        return False
+
+
+def _byte_lock_within(lock_file, offset: int, seconds: float) -> bool:
+    "Lock one byte of `lock_file` within `seconds` (True), or give up (False: `lock_file` is then closed)."
+    if _byte_lock(lock_file.fileno(), offset):
+        return True
+    outcome = {"taken": False, "abandoned": False}
+    guard, done = threading.Lock(), threading.Event()
+
+    def wait() -> None:  # a lock has no timeout: a helper thread waits, and lets go if it came too late
+        _byte_lock(lock_file.fileno(), offset, wait=True)
+        with guard:
+            outcome["taken"] = not outcome["abandoned"]
+        if not outcome["taken"]:
+            lock_file.close()  # drops the late lock (and the caller's place); the caller opens a new descriptor
+        done.set()
+
+    threading.Thread(target=wait, name="fsml-sqlite-writer-wait", daemon=True).start()
+    done.wait(seconds)
+    with guard:
+        outcome["abandoned"] = not outcome["taken"]
+    return outcome["taken"]
+
+# %% ../nbs/01_db.ipynb #aefeafe1
+class _WriterQueue:
+    "One connection's place in the first-come first-served queue of a SQLite database's writers."
+
+    def __init__(self, path: str,  # the lock file
+                 timeout: float,  # seconds to wait for a turn before falling back to SQLite's busy wait
+                 ):
+        self.path, self.timeout = path, timeout
+        self.lock_file, self.pid, self.held = None, None, None
+
+    def _file(self):
+        if self.lock_file is None or self.pid != os.getpid():  # a forked child never shares its parent's locks
+            descriptor = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)  # never truncated: it holds the counter
+            self.lock_file, self.pid = os.fdopen(descriptor, "r+b", buffering=0), os.getpid()
+        return self.lock_file
+
+    def _ticket(self, lock_file) -> int | None:
+        "Take the next ticket and hold its byte (None if the counter could not be locked in time)."
+        if not _byte_lock_within(lock_file, 0, self.timeout):  # byte 0 guards the counter, for microseconds
+            return None
+        try:
+            ticket = int.from_bytes(os.pread(lock_file.fileno(), 8, 0).ljust(8, b"\0"), "little")
+            os.pwrite(lock_file.fileno(), (ticket + 1).to_bytes(8, "little"), 0)
+            _byte_lock(lock_file.fileno(), 1 + ticket % _TICKETS)  # held until this turn ends
+            return ticket
+        finally:
+            _byte_lock(lock_file.fileno(), 0, fcntl.F_UNLCK)
+
+    def _wait_turn(self) -> int | None:
+        "Queue up and wait for the writer ahead; the byte this turn holds (None: no turn, SQLite decides)."
+        lock_file = self._file()
+        ticket = self._ticket(lock_file)
+        if ticket is None:
+            return None
+        before = 1 + (ticket - 1) % _TICKETS  # the writer ahead holds this byte until its turn ends (or it dies)
+        if ticket and not _byte_lock_within(lock_file, before, self.timeout):
+            return None
+        if ticket:
+            _byte_lock(lock_file.fileno(), before, fcntl.F_UNLCK)
+        return 1 + ticket % _TICKETS
+
+    def acquire(self) -> None:
+        "Wait for this connection's turn to write (at most `timeout` seconds)."
+        if self.held is not None and self.pid == os.getpid():
+            return
+        key = (self.path, threading.get_ident())
+        with _writers_guard:
+            nested = _writers_held.get(key, 0) > 0  # a write inside a write: SQLite answers, as it always did
+            _writers_held[key] = _writers_held.get(key, 0) + 1
+        place = None
+        if not nested:
+            try:
+                place = self._wait_turn()
+            except OSError:  # no lock file (a read-only folder): SQLite's own busy wait still applies
+                place = None
+            if place is None:
+                self.lock_file = None  # a helper thread may still wait on the old one: it closes it
+        self.held = (key, place)
+
+    def release(self) -> None:
+        "Hand the turn to the writer behind."
+        if self.held is None:
+            return
+        (key, place), self.held = self.held, None
+        with _writers_guard:
+            _writers_held[key] -= 1
+            if not _writers_held[key]:
+                del _writers_held[key]
+        if place is not None and self.lock_file is not None and self.pid == os.getpid():
+            try:
+                _byte_lock(self.lock_file.fileno(), place, fcntl.F_UNLCK)
+            except OSError:  # never fail a commit over the queue: closing the descriptor drops its locks too
+                self.lock_file.close()
+                self.lock_file = None
+
+# %% ../nbs/01_db.ipynb #52aa2f72
+class _QueuedSQLiteConnection(sqlite3.Connection):
+    "A sqlite3 connection that gives its writer turn back whenever its transaction ends."
+    writer_queue: _WriterQueue | None = None
+
+    def _end_turn(self) -> None:
+        if self.writer_queue is not None and not self.in_transaction:
+            self.writer_queue.release()
+
+    def commit(self) -> None:
+        try:
+            super().commit()
+        finally:
+            self._end_turn()
+
+    def rollback(self) -> None:
+        try:
+            super().rollback()
+        finally:
+            self._end_turn()
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            if self.writer_queue is not None:
+                self.writer_queue.release()
+                if self.writer_queue.lock_file is not None:
+                    self.writer_queue.lock_file.close()
+                    self.writer_queue.lock_file = None
+
+# %% ../nbs/01_db.ipynb #af46de35
 READ_ONLY = "fsml_read_only"  # execution option: a deferred BEGIN that takes no write lock on SQLite
+SQLITE_BUSY_SECONDS = 30  # how long a SQLite writer waits for its turn, then for SQLite's lock
+QUEUE_WRITERS = hasattr(fcntl, "F_OFD_SETLKW")  # open-file-description locks: Linux; elsewhere SQLite's busy wait
 
 
 def _configure_sqlite(engine: Engine) -> None:
     synchronous = sqlite_synchronous()
+    on_disk = engine.url.database not in (None, "", ":memory:") and not engine.url.database.startswith("file:")
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection, _record):
         dbapi_connection.isolation_level = None  # let SQLAlchemy's BEGIN below start transactions
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_SECONDS * 1000}")
         if engine.url.database not in (None, "", ":memory:"):
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute(f"PRAGMA synchronous={synchronous}")  # one of SQLITE_SYNCHRONOUS_LEVELS
         cursor.close()
+        if on_disk and QUEUE_WRITERS and isinstance(dbapi_connection, _QueuedSQLiteConnection):
+            dbapi_connection.writer_queue = _WriterQueue(os.path.abspath(engine.url.database) + WRITER_LOCK_SUFFIX,
+                                                         SQLITE_BUSY_SECONDS)
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection):
-        read_only = connection.get_execution_options().get(READ_ONLY, False)
-        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+        if connection.get_execution_options().get(READ_ONLY, False):
+            connection.exec_driver_sql("BEGIN")
+            return
+        queue = getattr(connection.connection.dbapi_connection, "writer_queue", None)
+        if queue is not None:
+            queue.acquire()
+        try:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        except BaseException:
+            if queue is not None:
+                queue.release()
+            raise
 
 # %% ../nbs/01_db.ipynb #72a5165d
 @contextmanager
@@ -172,7 +342,7 @@ def make_engine(url: str) -> Engine:
                 raise DatabaseUnavailableError(f"cannot create the folder {path.parent} for the SQLite database: "
                                                f"{error.strerror}") from None
             _check_sqlite_file(path)
-        engine = create_engine(parsed, connect_args={"timeout": 30})
+        engine = create_engine(parsed, connect_args={"timeout": SQLITE_BUSY_SECONDS, "factory": _QueuedSQLiteConnection})
         _configure_sqlite(engine)
     elif backend == "postgresql":
         engine = create_engine(parsed, pool_pre_ping=True, connect_args={"connect_timeout": 5})
@@ -280,6 +450,21 @@ def lease_rows(connection: Connection, table: Table,
         .returning(*table.c)).mappings().all()
     order = {value: position for position, value in enumerate(candidates)}
     return sorted((dict(row) for row in leased), key=lambda row: order[row[key.name]])
+
+# %% ../nbs/01_db.ipynb #8c60931e
+def lease_one_statement(table: Table,
+                        where: Sequence = (),  # conditions on the candidate rows: `bindparam`s for what varies
+                        order_by: Sequence = (),  # which row first (the key breaks ties)
+                        returning: Sequence = (),  # more to read with the leased row (scalar subqueries)
+                        ):
+    "One statement that leases the first queued row of `table` to `:owner` until `:expires`; build once, run often."
+    key = _key_column(table)
+    first = (select(key).where(table.c.status == QUEUED, *where).order_by(*order_by, key).limit(1)
+             .with_for_update(skip_locked=True).scalar_subquery())
+    return (table.update().where(key == first, table.c.status == QUEUED)
+            .values(status=LEASED, lease_owner=bindparam("owner"), lease_expires=bindparam("expires"),
+                    attempts=table.c.attempts + 1)
+            .returning(*table.c, *returning))
 
 # %% ../nbs/01_db.ipynb #a481cf5d
 def _owned(table: Table, key_value: Any, owner: str):

@@ -269,14 +269,13 @@ def test_command_functions_follow_one_naming_pattern():
 
     from fsml_nb.cli import app
 
-    aliases = {("dashboard", "serve"), ("demo", "serve")}  # the same functions as `pages dashboard` / `pages demo`
     wrong = []
 
     def walk(command, path: tuple[str, ...]) -> None:
         for name, sub in getattr(command, "commands", {}).items():
             if hasattr(sub, "commands"):
                 walk(sub, (*path, name))
-            elif (*path, name) not in aliases:
+            else:
                 expected = "_".join((*path[-1:], name)).replace("-", "_") + "_command"
                 if sub.callback.__name__ != expected:
                     wrong.append((" ".join((*path, name)), sub.callback.__name__, expected))

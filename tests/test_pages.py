@@ -51,11 +51,11 @@ def serve_page(home: Path, page: str, *options: str):
     env = {**{key: value for key, value in os.environ.items() if not key.startswith("FSML_")}, "FSML_HOME": str(home)}
     port = free_port()
     fsml = shutil.which("fsml", path=str(Path(sys.executable).parent)) or "fsml"
-    return port, local_server([fsml, "pages", page, "--port", str(port), "--cull-after", "3", *options], port, env)
+    return port, local_server([fsml, page, "serve", "--port", str(port), "--cull-after", "3", *options], port, env)
 
 
 def voila_of(server) -> int:
-    "The Voila process under `fsml pages ...` (its kernels are Voila's children)."
+    "The Voila process under `fsml dashboard|demo serve` (its kernels are Voila's children)."
     if not Path("/proc/self/status").exists():
         skip_or_fail("counting kernel processes needs /proc (Linux)")
     wait_for(lambda: any(b"voila" in Path(f"/proc/{child}/cmdline").read_bytes() for child in child_processes(server.pid)),
