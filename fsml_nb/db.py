@@ -581,6 +581,8 @@ IMMUTABLE_TABLES = ("dataset_versions", "version_entries", "dataset_version_seal
 REGISTRY_WRITE_ONCE = {"model_versions": "model versions are immutable",  # table -> what its refusal says
                        "model_version_files": "model versions are immutable",
                        "model_promotions": "the promotion log is append-only"}
+# a model file row's entry in its version's canonical JSON manifest, as SQL (SQLite and PostgreSQL alike)
+_LISTED_ENTRY = r"""'"' || replace(replace(NEW.path, '\', '\\'), '"', '\"') || '":{"sha256":"' || NEW.sha256 || '","size":' || NEW.size || '}'"""
 _PG_FUNCTIONS = {
     "fsml_reject_version_change": """
 CREATE OR REPLACE FUNCTION fsml_reject_version_change() RETURNS trigger AS $$
@@ -600,7 +602,20 @@ CREATE OR REPLACE FUNCTION fsml_reject_registry_change() RETURNS trigger AS $$
 BEGIN
     RAISE EXCEPTION '%% (%% on %%)', TG_ARGV[0], TG_OP, TG_TABLE_NAME;  -- the trigger names what is refused
 END $$ LANGUAGE plpgsql""",
+    "fsml_reject_unlisted_model_file": """
+CREATE OR REPLACE FUNCTION fsml_reject_unlisted_model_file() RETURNS trigger AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM model_versions WHERE id = NEW.version_id
+                   AND strpos(manifest, LISTED_ENTRY) > 0) THEN
+        RAISE EXCEPTION 'model versions are immutable (INSERT of a file the manifest does not list: %%)', NEW.path;
+    END IF;
+    RETURN NEW;
+END $$ LANGUAGE plpgsql""".replace("LISTED_ENTRY", _LISTED_ENTRY),
 }
+_SQLITE_UNLISTED_MODEL_FILE = (
+    "CREATE TRIGGER model_version_files_listed BEFORE INSERT ON model_version_files "
+    f"WHEN NOT EXISTS (SELECT 1 FROM model_versions WHERE id = NEW.version_id AND instr(manifest, {_LISTED_ENTRY}) > 0) "
+    "BEGIN SELECT RAISE(ABORT, 'model versions are immutable (INSERT of a file the manifest does not list)'); END")
 
 
 def _sqlite_triggers() -> dict[str, str]:
@@ -619,6 +634,7 @@ def _sqlite_triggers() -> dict[str, str]:
             triggers[f"{table}_no_{operation.lower()}"] = (
                 f"CREATE TRIGGER {table}_no_{operation.lower()} BEFORE {operation} ON {table} "
                 f"BEGIN SELECT RAISE(ABORT, '{what} ({operation} on {table})'); END")
+    triggers["model_version_files_listed"] = _SQLITE_UNLISTED_MODEL_FILE
     return triggers
 
 
@@ -639,6 +655,9 @@ def _postgres_triggers() -> dict[str, tuple[str, str]]:
         triggers[f"{table}_no_truncate"] = (table, f"CREATE TRIGGER {table}_no_truncate BEFORE TRUNCATE ON {table} "
                                                    f"FOR EACH STATEMENT EXECUTE FUNCTION "
                                                    f"fsml_reject_registry_change('{what}')")
+    triggers["model_version_files_listed"] = ("model_version_files", "CREATE TRIGGER model_version_files_listed "
+                                              "BEFORE INSERT ON model_version_files FOR EACH ROW EXECUTE FUNCTION "
+                                              "fsml_reject_unlisted_model_file()")
     return triggers
 
 # %% ../nbs/01_db.ipynb #4be3fe90

@@ -9,6 +9,7 @@ Docs: https://fsml-nb.github.io/fsml_nb/registry.html.md"""
 from __future__ import annotations
 
 import getpass
+import errno
 import hashlib
 import itertools
 import io
@@ -50,8 +51,8 @@ __all__ = ['MODEL_FORMAT', 'RegistryError', 'NotAnExportError', 'DamagedExportEr
            'ModelVersion', 'Promotion', 'RegistryEvent', 'ModelRegistry', 'check_model_name', 'ExportFolder',
            'read_export_folder', 'export_checkpoint_path', 'read_checkpoint_header', 'golden_inputs', 'onnx_outputs',
            'run_onnx', 'golden_atol', 'Golden', 'golden_outputs', 'source_archive', 'environment_snapshot',
-           'manifest_bytes', 'Archive', 'build_archive', 'copy_hashing', 'copy_and_hash', 'put_file', 'ArchiveWriter',
-           'stream_blob', 'load_pulled', 'ModelLineage']
+           'manifest_bytes', 'Archive', 'build_archive', 'copy_hashing', 'kernel_copy_hashing', 'copy_and_hash',
+           'stream_blob', 'put_file', 'copy_workers', 'largest_first', 'ArchiveWriter', 'load_pulled', 'ModelLineage']
 
 # %% ../nbs/09_registry.ipynb #5e5c79cc
 class RegistryError(FsmlError):
@@ -266,11 +267,12 @@ def export_checkpoint_path(export: ExportFolder, checkpoint: str | Path | None =
     return path
 
 # %% ../nbs/09_registry.ipynb #585d0b17
+_CHECKPOINT_FORMAT = "fsml.checkpoint/2"  # fsml_nb.train's CHECKPOINT_FORMAT, without importing torch to read it
+
+
 def read_checkpoint_header(checkpoint: Path) -> dict[str, Any]:
     "A checkpoint's metadata, read from the safetensors header only (no tensor is decoded)."
     from safetensors import safe_open
-
-    from fsml_nb.train import CHECKPOINT_FORMAT
 
     try:
         with safe_open(str(checkpoint), framework="np") as handle:
@@ -278,7 +280,7 @@ def read_checkpoint_header(checkpoint: Path) -> dict[str, Any]:
     except Exception as error:  # safetensors raises several types for damaged files
         raise DamagedExportError(f"{checkpoint} is not a readable safetensors checkpoint: "
                                  f"{str(error).strip().splitlines()[0]}") from None
-    if raw.get("format") != CHECKPOINT_FORMAT:
+    if raw.get("format") != _CHECKPOINT_FORMAT:
         raise NotAnExportError(f"{checkpoint} is a safetensors file but not an fsml_nb checkpoint")
     plain = ("format", "tensors_sha256", "checkpoint_sha256")  # plain text; every other entry is JSON
     return {key: (value if key in plain else json.loads(value)) for key, value in raw.items()}
@@ -291,6 +293,9 @@ def _check_checkpoint_matches(export: ExportFolder, tensors_sha256: str,
         if recorded and recorded != tensors_sha256:  # older exports record "": the parity check below decides
             raise DamagedExportError(f"{export.folder / relative} was exported from another checkpoint (tensors "
                                      f"{str(recorded)[:12]}…, the checkpoint given has {tensors_sha256[:12]}…)")
+
+
+
 
 # %% ../nbs/09_registry.ipynb #18d5dd9c
 _LEGACY_GOLDEN_COUNT = 16  # golden inputs run for an export that recorded none (export records GOLDEN_COUNT)
@@ -454,20 +459,35 @@ def source_archive(commit: str | None = None) -> tuple[bytes, dict[str, Any]]:
             dirty = bool(_git(root, "status", "--porcelain", "--untracked-files=no").stdout.strip())
             info = {"kind": "git archive", "commit": resolved, "requested_commit": commit,
                     "working_tree_changed": dirty and resolved == head.stdout.decode().strip()}
-            return gzip.compress(tar.stdout, mtime=0), info
-    return gzip.compress(_package_tar(package), mtime=0), {"kind": "installed package", "commit": None,
+            return gzip.compress(tar.stdout, compresslevel=6, mtime=0), info
+    return gzip.compress(_package_tar(package), compresslevel=6, mtime=0), {"kind": "installed package", "commit": None,
                                                            "requested_commit": commit,
                                                            "fsml_nb_version": fsml_nb.__version__}
 
 # %% ../nbs/09_registry.ipynb #11dcd65c
+_HEADER = re.compile(r"^(Name|Version):[ \t]*(.*?)[ \t]*$", re.MULTILINE)
+
+
+def _name_and_version(distribution) -> tuple[str | None, str | None]:
+    "A distribution's Name and Version headers (the first of each), from the headers only."
+    text = distribution.read_text("METADATA") or distribution.read_text("PKG-INFO") or ""
+    headers: dict[str, str] = {}
+    for key, value in _HEADER.findall(text.split("\n\n", 1)[0]):  # headers end at the first blank line
+        headers.setdefault(key, value)
+    return headers.get("Name") or None, headers.get("Version")
+
+
 @lru_cache(maxsize=1)
 def environment_snapshot() -> dict[str, Any]:
     "The Python version, platform and every installed distribution's version."
     import importlib.metadata
     import platform
 
-    packages = {dist.metadata["Name"]: dist.version for dist in importlib.metadata.distributions()
-                if dist.metadata["Name"]}
+    packages = {}
+    for distribution in importlib.metadata.distributions():
+        name, version = _name_and_version(distribution)
+        if name:
+            packages[name] = version
     return {"python": platform.python_version(), "platform": platform.platform(),
             "packages": dict(sorted(packages.items(), key=lambda item: item[0].lower()))}
 
@@ -634,6 +654,7 @@ def build_archive(store: Store, export: ExportFolder, checkpoint: Path, name: st
 # %% ../nbs/09_registry.ipynb #551c1968
 _BLOCK = 1 << 20  # bytes read and hashed at a time
 _COPY_BLOCK = 4 << 20  # bytes copied and hashed at a time
+_KERNEL_BLOCK = 8 << 20  # bytes the kernel copies at a time, each block hashed while the next is copied
 
 
 def _blob_write_error(blobs: BlobStore, error: OSError) -> StoreError:
@@ -669,14 +690,83 @@ def copy_hashing(reader,  # a binary file to copy from
     return digest.hexdigest(), size
 
 # %% ../nbs/09_registry.ipynb #cca641aa
+_KERNEL_COPY_REFUSED = {errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EBADF,
+                        errno.EPERM}  # copy_file_range cannot copy between these two files: copy them in Python
+
+
+def _hash_written(digest, descriptor: int, offset: int, count: int, buffer: memoryview) -> None:
+    "Hash `count` bytes of a file from `offset`, read back in cache-sized pieces."
+    end = offset + count
+    while offset < end:
+        read = os.preadv(descriptor, [buffer[:min(len(buffer), end - offset)]], offset)
+        if not read:
+            raise OSError(errno.EIO, "a block the kernel copied could not be read back")
+        digest.update(buffer[:read])
+        offset += read
+
+
+def kernel_copy_hashing(source: str | Path, target: str | Path,
+                        block: int = _KERNEL_BLOCK) -> tuple[str, int] | None:
+    "Copy a local file in the kernel, hashing each block read back from `target`; SHA-256 and size (None: refused)."
+    if not hasattr(os, "copy_file_range"):  # Linux only
+        return None
+    digest, size, pending = hashlib.sha256(), 0, None
+    buffer = memoryview(bytearray(_BLOCK))  # only the helper thread reads into it, one block after the other
+    with (open(source, "rb", buffering=0) as reader, open(target, "w+b", buffering=0) as writer,
+          ThreadPoolExecutor(max_workers=1, thread_name_prefix="fsml-hash") as pool):
+        while True:
+            try:
+                count = os.copy_file_range(reader.fileno(), writer.fileno(), block)  # releases the GIL
+            except OSError as error:
+                if size == 0 and error.errno in _KERNEL_COPY_REFUSED:
+                    return None
+                raise
+            if not count:
+                break
+            if pending is not None:
+                pending.result()  # blocks are hashed in order
+            pending = pool.submit(_hash_written, digest, writer.fileno(), size, count, buffer)
+            size += count
+        if pending is not None:
+            pending.result()
+    return digest.hexdigest(), size
+
+# %% ../nbs/09_registry.ipynb #5d4a6900
 def copy_and_hash(source: str | Path, target: str | Path, target_fs=None,  # fsspec filesystem of `target` (None: local)
                   ) -> tuple[str, int]:
     "Copy a local file to `target`, hashing its bytes in the same pass; the SHA-256 and size of what was written."
+    if target_fs is None:
+        copied = kernel_copy_hashing(source, target)
+        if copied is not None:
+            return copied
     opener = open if target_fs is None else target_fs.open
     with open(source, "rb", buffering=0) as reader, opener(target, "wb") as writer:
         return copy_hashing(reader, writer)
 
-# %% ../nbs/09_registry.ipynb #5d4a6900
+# %% ../nbs/09_registry.ipynb #ef3a5150
+def _open_blob(blobs: BlobStore, sha: str):
+    path = blobs.path(sha)
+    try:
+        return open(path, "rb") if blobs.is_local else blobs.fs.open(path, "rb")
+    except FileNotFoundError:
+        raise BlobMissingError(f"blob {sha} is missing from the blob store at {blobs.url}") from None
+
+# %% ../nbs/09_registry.ipynb #e077d98c
+def stream_blob(blobs: BlobStore, sha: str, writer=None,  # a binary file to copy the blob into
+                ) -> int:
+    "Read a blob once, in blocks, hashing it (and copying it to `writer`); its size, or an error if it changed."
+    digest, size = hashlib.sha256(), 0
+    with _open_blob(blobs, sha) as reader:
+        for block in iter(lambda: reader.read(_BLOCK), b""):
+            digest.update(block)
+            if writer is not None:
+                writer.write(block)
+            size += len(block)
+    if digest.hexdigest() != sha:
+        raise BlobCorruptError(f"blob {sha} is corrupt: its bytes now hash to {digest.hexdigest()[:12]}…")
+    return size
+
+# %% ../nbs/09_registry.ipynb #a576ffdd
 def put_file(blobs: BlobStore, source: Path) -> tuple[str, int, bool]:
     "Copy a file into the blob store, hashing what was written; its hash, size, and whether the blob was written."
     folder = f"{blobs.root}/incoming"
@@ -684,8 +774,12 @@ def put_file(blobs: BlobStore, source: Path) -> tuple[str, int, bool]:
     try:
         blobs.fs.makedirs(folder, exist_ok=True)
         sha, size = copy_and_hash(source, temporary, None if blobs.is_local else blobs.fs)  # one pass: copied, hashed
-        if blobs.exists(sha):  # there already: put checks it (and repairs a damaged one)
-            return sha, size, blobs.put(source.read_bytes())[1]
+        if blobs.exists(sha):  # there already: kept if intact, else replaced by the copy just hashed
+            try:
+                stream_blob(blobs, sha)
+                return sha, size, False
+            except (BlobCorruptError, BlobMissingError):
+                log.warning("blob %s was damaged; rewriting it from %s", sha, source)
         blobs.fs.makedirs(blobs.path(sha).rsplit("/", 1)[0], exist_ok=True)
         blobs.fs.mv(temporary, blobs.path(sha))
         return sha, size, True
@@ -716,6 +810,26 @@ def _event(connection: Connection, kind: str, name: str, version_id: str, alias:
     connection.execute(registry_events.insert().values(kind=kind, name=name, alias=alias, version_id=version_id,
                                                        created_at=utc_now()))
 
+# %% ../nbs/09_registry.ipynb #a0e7307f
+class _Phases:
+    "Wall seconds of each phase of one call, logged at DEBUG with the record's `phases`."
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+        self.started = self.last = time.perf_counter()
+
+    def __call__(self, phase: str) -> None:
+        "Close `phase`: the time since the previous phase closed."
+        now = time.perf_counter()
+        self.seconds[phase] = self.seconds.get(phase, 0.0) + now - self.last
+        self.last = now
+
+    def log(self, what: str) -> None:
+        total = time.perf_counter() - self.started
+        log.debug("%s in %.3f s: %s", what, total, ", ".join(f"{phase} {seconds:.3f} s"
+                                                           for phase, seconds in self.seconds.items()),
+                  extra={"phases": {**self.seconds, "total": total}})
+
 # %% ../nbs/09_registry.ipynb #cc64023e
 def _put(blobs: BlobStore, content: Path | bytes) -> tuple[str, int, bool]:
     if isinstance(content, Path):
@@ -724,12 +838,23 @@ def _put(blobs: BlobStore, content: Path | bytes) -> tuple[str, int, bool]:
     return sha, len(content), is_new
 
 # %% ../nbs/09_registry.ipynb #b9cc6a31
+def copy_workers(blobs: BlobStore) -> int:
+    "How many files to copy at once: locally about one per core (each copy hashes on one), remotely 4."
+    return min(4, max(2, os.cpu_count() or 2)) if blobs.is_local else 4
+
+
+def largest_first(sizes: dict[str, int]) -> list[str]:
+    "Relative paths, largest file first: the largest sets the pace, so it starts first."
+    return sorted(sizes, key=lambda relative: (-sizes[relative], relative))
+
+# %% ../nbs/09_registry.ipynb #9dfa1e21
 class ArchiveWriter:
     "Writes an archive's files into the blob store on worker threads; if registering fails, removes the new blobs."
 
-    def __init__(self, registry: ModelRegistry, workers: int = 4):
+    def __init__(self, registry: ModelRegistry, workers: int | None = None):  # default: `copy_workers`
         self.registry = registry
-        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fsml-register")
+        self.pool = ThreadPoolExecutor(max_workers=workers or copy_workers(registry.blobs),
+                                       thread_name_prefix="fsml-register")
         self.futures: dict[str, Future] = {}
         self.written: list[str] = []  # blobs written outside the pool (the manifest)
 
@@ -797,16 +922,20 @@ def _insert_version(connection: Connection, registry: ModelRegistry, archive: Ar
     return version_id
 
 
-def _commit_archive(writer: ArchiveWriter, archive: Archive, who: str, reason: str) -> str:
+def _commit_archive(writer: ArchiveWriter, archive: Archive, who: str, reason: str, phases: _Phases) -> str:
     "Finish the writes, store the manifest and add the rows; the version id."
     for relative, content in archive.files.items():
         writer.submit(relative, content)
     entries = writer.entries()
+    phases("waiting for the copies")
     archive.check_recorded(entries)  # a file that is not what export wrote: refused, its new blobs removed
     writer.put(manifest_bytes(archive.manifest(entries)))
+    phases("manifest")
     registry = writer.registry
-    return transaction(registry.engine, lambda connection: _insert_version(connection, registry, archive, entries,
-                                                                           who, reason))
+    version_id = transaction(registry.engine, lambda connection: _insert_version(connection, registry, archive,
+                                                                                 entries, who, reason))
+    phases("rows")
+    return version_id
 
 # %% ../nbs/09_registry.ipynb #a82df7b5
 def _export_for_registry(store: Store, checkpoint: Path, work: Path) -> Path:
@@ -836,7 +965,7 @@ def register(self: ModelRegistry, path: str | Path,  # an export folder, or a ch
              ) -> ModelVersion:
     "Store an export folder as an immutable model version of `name`; the version (an existing one if identical)."
     check_model_name(name)
-    path = Path(path)
+    path, phases = Path(path), _Phases()
     if not path.exists():
         raise NotAnExportError(f"{path} does not exist; give an export folder or a checkpoint")
     with tempfile.TemporaryDirectory(prefix="fsml-register-") as work:
@@ -846,13 +975,20 @@ def register(self: ModelRegistry, path: str | Path,  # an export folder, or a ch
             checkpoint, path = path, _export_for_registry(self.store, path, Path(work))
         export = read_export_folder(path)
         checkpoint = export_checkpoint_path(export, checkpoint)
+        phases("export folder read")
         with ArchiveWriter(self) as writer:
-            for relative, file in {**export.files, "checkpoint.safetensors": checkpoint}.items():
-                writer.submit(relative, file)  # the large files are written while the export is checked
+            files = {**export.files, "checkpoint.safetensors": checkpoint}
+            for relative in largest_first({relative: file.stat().st_size for relative, file in files.items()}):
+                writer.submit(relative, files[relative])  # the large files are written while the export is checked
+            phases("copies started")
             archive = build_archive(self.store, export, checkpoint, name, golden_count,
                                     Path(card) if card is not None else None)
-            version_id = _commit_archive(writer, archive, _who(who), reason)
-    return self.version(version_id)
+            phases("archive described (copies running)")
+            version_id = _commit_archive(writer, archive, _who(who), reason, phases)
+    registered = self.version(version_id)
+    phases("read back")
+    phases.log(f"registered {registered.ref}")
+    return registered
 
 # %% ../nbs/09_registry.ipynb #b44f19c2
 def _row_to_model_version(row, file_rows) -> ModelVersion:
@@ -1121,29 +1257,6 @@ def wait_for_events(self: ModelRegistry, event_id: int, timeout: float = 30.0,
             return events
         time.sleep(min(poll_seconds, max(0.0, deadline - time.monotonic())))
 
-# %% ../nbs/09_registry.ipynb #ef3a5150
-def _open_blob(blobs: BlobStore, sha: str):
-    path = blobs.path(sha)
-    try:
-        return open(path, "rb") if blobs.is_local else blobs.fs.open(path, "rb")
-    except FileNotFoundError:
-        raise BlobMissingError(f"blob {sha} is missing from the blob store at {blobs.url}") from None
-
-# %% ../nbs/09_registry.ipynb #e077d98c
-def stream_blob(blobs: BlobStore, sha: str, writer=None,  # a binary file to copy the blob into
-                ) -> int:
-    "Read a blob once, in blocks, hashing it (and copying it to `writer`); its size, or an error if it changed."
-    digest, size = hashlib.sha256(), 0
-    with _open_blob(blobs, sha) as reader:
-        for block in iter(lambda: reader.read(_BLOCK), b""):
-            digest.update(block)
-            if writer is not None:
-                writer.write(block)
-            size += len(block)
-    if digest.hexdigest() != sha:
-        raise BlobCorruptError(f"blob {sha} is corrupt: its bytes now hash to {digest.hexdigest()[:12]}…")
-    return size
-
 # %% ../nbs/09_registry.ipynb #3c77b59d
 def _verified_blob(registry: ModelRegistry, version: ModelVersion, relative: str, writer=None) -> int:
     try:
@@ -1176,6 +1289,7 @@ def pull(self: ModelRegistry, ref: str | ModelVersion,  # the version to pull
          folder: str | Path,  # where its files go (must not exist, or hold this very version)
          ) -> Path:
     "Copy a version's files into `folder`, each re-hashed, with manifest.json; return the folder."
+    phases = _Phases()
     version = self.version(ref)
     folder = Path(folder)
     if folder.exists():
@@ -1188,9 +1302,12 @@ def pull(self: ModelRegistry, ref: str | ModelVersion,  # the version to pull
         raise RegistryError(f"{folder} exists already; pull into a new folder")
     folder.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+    phases("version read")
     try:
-        with ThreadPoolExecutor(max_workers=4, thread_name_prefix="fsml-pull") as pool:
-            list(pool.map(lambda relative: _pull_file(self, version, relative, work), sorted(version.files)))
+        sizes = {relative: entry["size"] for relative, entry in version.manifest["files"].items()}
+        with ThreadPoolExecutor(max_workers=copy_workers(self.blobs), thread_name_prefix="fsml-pull") as pool:
+            list(pool.map(lambda relative: _pull_file(self, version, relative, work), largest_first(sizes)))
+        phases("files copied and hashed")
         (work / "manifest.json").write_bytes(manifest_bytes(version.manifest))
         (work / "version.json").write_text(json.dumps({
             "id": version.id, "name": version.name, "number": version.number,
@@ -1199,6 +1316,8 @@ def pull(self: ModelRegistry, ref: str | ModelVersion,  # the version to pull
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
+    phases("manifest, rename")
+    phases.log(f"pulled {version.ref}")
     return folder
 
 # %% ../nbs/09_registry.ipynb #5d390215

@@ -304,7 +304,9 @@ REWRITES = [("UPDATE model_promotions SET reason = 'rewritten'", "the promotion 
             ("UPDATE model_versions SET reason = 'rewritten'", "model versions are immutable"),
             ("DELETE FROM model_versions", "model versions are immutable"),
             ("UPDATE model_version_files SET size = 0", "model versions are immutable"),
-            ("DELETE FROM model_version_files", "model versions are immutable")]
+            ("DELETE FROM model_version_files", "model versions are immutable"),
+            (f"INSERT INTO model_version_files (version_id, path, sha256, size) SELECT id, 'extra.onnx', '{'0' * 64}', "
+             "1 FROM model_versions", "file the manifest does not list")]
 
 
 def test_versions_are_write_once_and_the_promotion_log_append_only_in_the_database(store: Store, exports,
@@ -467,6 +469,29 @@ def test_the_manifest_row_cannot_hide_a_changed_file_list(store: Store, exports)
                            {"sha": "0" * 64})
     with pytest.raises(TamperedArchiveError, match="file list .* was changed"):
         registry.version(version.id)
+
+
+def test_a_file_row_the_manifest_does_not_list_is_refused_when_written(store: Store, exports, tmp_path: Path):
+    "An extra file row is refused by the database; with its trigger dropped, reading the version refuses it."
+    small_mnist1d(store)
+    registry = ModelRegistry(store)
+    version = registry.register(exports["v1"], "mlp")
+    listed = version.files["report.json"]
+    extra = text("INSERT INTO model_version_files (version_id, path, sha256, size) VALUES (:id, :path, :sha, :size)")
+    for path, sha, size in (("extra.onnx", listed, 10), ("golden/extra.npy", "0" * 64, 1)):
+        with pytest.raises(DBAPIError, match="file the manifest does not list"):
+            with store.engine.begin() as connection:
+                connection.execute(extra, {"id": version.id, "path": path, "sha": sha, "size": size})
+    assert registry.version(version.id).files == version.files  # a legitimate registration was not refused
+    assert registry.register(exports["v2"], "mlp").number == 2
+    drop_triggers(store, "model_version_files")
+    with store.engine.begin() as connection:
+        connection.execute(extra, {"id": version.id, "path": "extra.onnx", "sha": listed, "size": 10})
+    with pytest.raises(TamperedArchiveError, match="file list .* was changed"):
+        registry.version(version.id)
+    with pytest.raises(TamperedArchiveError, match="file list .* was changed"):
+        registry.pull(version.id, tmp_path / "pulled")
+    assert not (tmp_path / "pulled").exists()
 
 
 def test_the_file_server_can_be_any_fsspec_url(tmp_path: Path, exports):
