@@ -20,9 +20,9 @@ from collections.abc import Callable
 from types import ModuleType
 
 # %% auto #0
-__all__ = ['EXTRA_OF_IMPORT', 'DEFAULT_HOME', 'TORCHVISION_OP_SCHEMAS', 'FsmlError', 'MissingExtraError', 'missing_extra_error',
-           'MissingExtraFinder', 'install_missing_extra_hook', 'Settings', 'get_settings', 'get_logger',
-           'ensure_torchvision_ops', 'import_timm', 'median_ms', 'ensure_home', 'utc_now', 'as_utc']
+__all__ = ['EXTRA_OF_IMPORT', 'DEFAULT_HOME', 'TORCHVISION_OP_SCHEMAS', 'CHECKPOINT_FORMAT', 'FsmlError', 'MissingExtraError',
+           'missing_extra_error', 'MissingExtraFinder', 'install_missing_extra_hook', 'Settings', 'get_settings',
+           'get_logger', 'ensure_torchvision_ops', 'import_timm', 'median_ms', 'ensure_home', 'utc_now', 'as_utc']
 
 # %% ../nbs/00_core.ipynb #55402411
 class FsmlError(Exception):
@@ -238,3 +238,6 @@ def utc_now() -> datetime:
 def as_utc(moment: datetime) -> datetime:
     "`moment` marked as UTC if it has no time zone (as SQLite returns it); unchanged otherwise."
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+# %% ../nbs/00_core.ipynb #fcba4759
+CHECKPOINT_FORMAT = "fsml.checkpoint/2"  # 2: metadata covered by checkpoint_sha256; builders by allow-list

@@ -43,12 +43,13 @@ __all__ = ['SQLITE_SYNCHRONOUS_LEVELS', 'WRITER_LOCK_SUFFIX', 'READ_ONLY', 'SQLI
            'annotation_slots', 'annotation_offers', 'annotation_members', 'pipeline_runs', 'pipeline_steps',
            'eval_runs', 'eval_predictions', 'viewers', 'BLOB_REFERENCES', 'registered_models', 'model_versions',
            'model_version_files', 'model_aliases', 'model_promotions', 'registry_events', 'serve_clients',
-           'serve_workers', 'served_predictions', 'Migration', 'MIGRATIONS', 'V4_STEPS', 'DatabaseError',
-           'DatabaseUnavailableError', 'DatabaseDamagedError', 'SchemaTooNewError', 'ValueTooLongError',
-           'normalize_db_url', 'display_db_url', 'sqlite_synchronous', 'reading', 'make_engine', 'is_retryable',
-           'transaction', 'insert_ignore', 'check_lengths', 'lease_columns', 'lease_rows', 'lease_one_statement',
-           'extend_lease', 'complete_lease', 'release_lease', 'reclaim_expired', 'missing_triggers', 'install_triggers',
-           'referenced_blobs', 'stored_schema_version', 'upgrade_schema', 'open_database']
+           'serve_workers', 'served_predictions', 'Migration', 'MIGRATIONS', 'TRIGGERS_ADDED_LATER', 'V4_STEPS',
+           'DatabaseError', 'DatabaseUnavailableError', 'DatabaseDamagedError', 'SchemaTooNewError',
+           'ValueTooLongError', 'normalize_db_url', 'display_db_url', 'sqlite_synchronous', 'reading', 'make_engine',
+           'is_retryable', 'transaction', 'insert_ignore', 'check_lengths', 'lease_columns', 'lease_rows',
+           'lease_one_statement', 'extend_lease', 'complete_lease', 'release_lease', 'reclaim_expired',
+           'missing_triggers', 'install_triggers', 'referenced_blobs', 'stored_schema_version', 'upgrade_schema',
+           'open_database']
 
 # %% ../nbs/01_db.ipynb #2eda7dbb
 class DatabaseError(FsmlError):
@@ -1084,6 +1085,11 @@ def _stamp(connection: Connection, version: int) -> None:
         connection.execute(schema_info.insert().values(id=1, version=version))
 
 # %% ../nbs/01_db.ipynb #9bbfa3e0
+# Triggers a database of the current schema version may lack because an earlier release did not make them:
+# opening installs them without the "someone removed them" warning.
+TRIGGERS_ADDED_LATER = frozenset({"model_version_files_listed"})
+
+
 def _needs_work(engine: Engine, target: int) -> tuple[int | None, bool]:
     "The stored version and whether opening must write (create, migrate or restore triggers)."
     with reading(engine) as connection:
@@ -1116,9 +1122,15 @@ def _migrate(connection: Connection, target: int, migrations: dict[int, Migratio
     if current != target:
         _stamp(connection, target)
     restored = install_triggers(connection)
+    removed = [name for name in restored if name not in TRIGGERS_ADDED_LATER]
     if restored and current == target:
-        get_logger("db").warning("restored missing immutability triggers %s: someone removed them; "
-                                 "run `fsml version verify` on the versions", ", ".join(restored))
+        log = get_logger("db")
+        if removed:
+            log.warning("restored missing immutability triggers %s: someone removed them; "
+                        "run `fsml version verify` on the versions", ", ".join(removed))
+        if len(removed) < len(restored):
+            log.info("installed triggers new in this release: %s",
+                     ", ".join(sorted(set(restored) - set(removed))))
     return current
 
 # %% ../nbs/01_db.ipynb #9f76bd05

@@ -38,7 +38,7 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
 
 import fsml_nb
-from .core import FsmlError, as_utc, get_logger, utc_now
+from .core import CHECKPOINT_FORMAT, FsmlError, as_utc, get_logger, utc_now
 from .db import (annotation_guides, annotation_projects, check_lengths, insert_ignore, item_sources, items,
                         model_aliases, model_promotions, model_version_files, model_versions, reading,
                         registered_models, registry_events, transaction, version_entries)
@@ -267,9 +267,6 @@ def export_checkpoint_path(export: ExportFolder, checkpoint: str | Path | None =
     return path
 
 # %% ../nbs/09_registry.ipynb #585d0b17
-_CHECKPOINT_FORMAT = "fsml.checkpoint/2"  # fsml_nb.train's CHECKPOINT_FORMAT, without importing torch to read it
-
-
 def read_checkpoint_header(checkpoint: Path) -> dict[str, Any]:
     "A checkpoint's metadata, read from the safetensors header only (no tensor is decoded)."
     from safetensors import safe_open
@@ -280,7 +277,7 @@ def read_checkpoint_header(checkpoint: Path) -> dict[str, Any]:
     except Exception as error:  # safetensors raises several types for damaged files
         raise DamagedExportError(f"{checkpoint} is not a readable safetensors checkpoint: "
                                  f"{str(error).strip().splitlines()[0]}") from None
-    if raw.get("format") != _CHECKPOINT_FORMAT:
+    if raw.get("format") != CHECKPOINT_FORMAT:
         raise NotAnExportError(f"{checkpoint} is a safetensors file but not an fsml_nb checkpoint")
     plain = ("format", "tensors_sha256", "checkpoint_sha256")  # plain text; every other entry is JSON
     return {key: (value if key in plain else json.loads(value)) for key, value in raw.items()}

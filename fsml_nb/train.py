@@ -31,13 +31,13 @@ import torch
 from torch import nn
 
 import fsml_nb
-from .core import FsmlError, get_settings, import_timm
+from .core import CHECKPOINT_FORMAT, FsmlError, get_settings, import_timm
 from .data import load
 from .store import DatasetVersion, Store, store_for_call
 
 # %% auto #0
 __all__ = ['SPEC_SOURCES', 'ARCHITECTURES', 'BUILTIN_ARCHITECTURE_MODULES', 'ADAPTERS', 'SMALL_INPUT_MAX_SIDE', 'AUGMENTATIONS',
-           'MIN_CLASS_FOR_VAL', 'DEFAULT_SAMPLES_SEEN', 'LONGER_SAMPLES_SEEN', 'CHECKPOINT_FORMAT', 'THREADS_SETTINGS',
+           'MIN_CLASS_FOR_VAL', 'DEFAULT_SAMPLES_SEEN', 'LONGER_SAMPLES_SEEN', 'THREADS_SETTINGS',
            'SMALL_MODEL_PARAMETERS', 'PACE_STEPS', 'TrainError', 'UnknownModelError', 'IncompatibleDataError',
            'CheckpointError', 'ModelSpec', 'timm_spec', 'register_architecture', 'registered_spec', 'has_resnet_stem',
            'adapt_small_input', 'InputNormalization', 'normalize_inputs', 'wants_small_input', 'layer_sizes_of',
@@ -434,9 +434,6 @@ def _longer_hint(config: TrainConfig, train_size: int, input_shape: tuple[int, .
             f"longer: config=config_for_data({train_size}, {tuple(input_shape)}, samples_seen={LONGER_SAMPLES_SEEN:_})")
 
 # %% ../nbs/05_train.ipynb #cd18bbd8
-CHECKPOINT_FORMAT = "fsml.checkpoint/2"  # 2: metadata covered by checkpoint_sha256; builders by allow-list
-
-
 def git_commit() -> str | None:
     "The commit of the git checkout fsml_nb runs from, if any."
     try:
