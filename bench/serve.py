@@ -8,7 +8,7 @@ measures, for each model in the same run:
 - the baseline: in-process ONNX Runtime at batch 1 (throughput, p50);
 - the full path (`fsml serve api` + N `fsml serve worker` processes on 127.0.0.1) for each broker,
   1 and 2 workers, batching off (max batch 1) and on (max batch 16, wait 2 ms): the maximum
-  throughput (closed loop, 32 requests in flight), then p50/p95/p99 at 50% and 90% of it (paced
+  throughput (closed loop, `--in-flight` requests in flight, 32 by default), then p50/p95/p99 at 50% and 90% of it (paced
   arrivals), and the added p50 at low load (one request at a time, minus the baseline's p50).
 Targets (issue 12): with batching, served throughput >= 1.0x the in-process batch-1 loop; added p50
 at low load <= 3 ms (RabbitMQ), <= 5 ms (SQLite). Load loops are bounded and stay on 127.0.0.1.
@@ -225,7 +225,7 @@ def free_port() -> int:
 
 def serve(work: Path, model: str, folder: Path, broker: str, workers: int, batch: int, wait_ms: float, seconds: float,
           body: bytes, token: str, db_url: str, base_p50: float, engine, code: Path = ROOT,
-          client: str = "raw") -> dict[str, float]:
+          client: str = "raw", in_flight: int = 32) -> dict[str, float]:
     "One row: start the API and `workers` workers (running the fsml_nb in `code`), measure, stop them."
     prefix = f"fsml.bench.{uuid.uuid4().hex[:8]}"
     broker_url = RABBIT_URL if broker == "rabbitmq" else f"sqlite:///{work}/queue-{prefix}.db"
@@ -249,7 +249,7 @@ def serve(work: Path, model: str, folder: Path, broker: str, workers: int, batch
         run_load(closed_loop(base, token, body, seconds, 1, client))
         _, low_latencies, _, _ = run_load(closed_loop(base, token, body, seconds, 1, client))
         cpu_before = [process_cpu(process.pid) for process in processes]
-        throughput, latencies, failed, client_cpu = run_load(closed_loop(base, token, body, seconds, 32, client))
+        throughput, latencies, failed, client_cpu = run_load(closed_loop(base, token, body, seconds, in_flight, client))
         cpu = [(process_cpu(process.pid) - before) * 1000 / len(latencies)
                for process, before in zip(processes, cpu_before, strict=True)]
         row = {"throughput": throughput, "added_p50": percentiles(low_latencies)[0] - base_p50, "failed": failed,
@@ -322,6 +322,8 @@ def main() -> None:
     parser.add_argument("--client", default="raw", choices=("raw", "httpx"),
                         help="load generator for the closed loops: raw asyncio HTTP/1.1 (cheap) or httpx")
     parser.add_argument("--repeat", type=int, default=1, help="measure each row this many times (codes interleaved)")
+    parser.add_argument("--in-flight", type=int, default=32,
+                        help="requests in flight while measuring the maximum throughput (closed loop)")
     parser.add_argument("--work", help="a folder to keep the trained models in and reuse (default: a new temporary one)")
     arguments = parser.parse_args()
     work = Path(arguments.work) if arguments.work else Path(tempfile.mkdtemp(prefix="fsml-bench-serve-"))
@@ -368,7 +370,7 @@ def main() -> None:
                 for batch, wait_ms, batching in batchings:
                     for code in [code for _ in range(arguments.repeat) for code in codes]:  # back to back, interleaved
                         row = serve(work, model, folder, broker, workers, batch, wait_ms, arguments.seconds, body,
-                                    token, db_url, base["p50"], engine, code, arguments.client)
+                                    token, db_url, base["p50"], engine, code, arguments.client, arguments.in_flight)
                         cells = [" / ".join(f"{value:.1f}" for value in row[key]) for key in ("p@50", "p@90")]
                         print(f"| {code} | {broker} | {workers} | {batching} | {row['throughput']:.0f} "
                               f"({row['throughput'] / base['throughput']:.2f}x) | {row['added_p50']:.2f} | {cells[0]} | "
