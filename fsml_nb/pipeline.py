@@ -506,8 +506,11 @@ def ready_for(self: WarmKernel, notebook: Path, timeout: float = 600.0) -> bool:
         return False
     if self.notebook != notebook:
         self.notebook = notebook
-        self._warming = self._client.execute(_warm_code(warm_modules(notebook), notebook.parent), silent=True,
-                                             store_history=False)
+        try:
+            modules = warm_modules(notebook)
+        except (OSError, ValueError):
+            modules = []  # papermill says what is wrong with the notebook
+        self._warming = self._client.execute(_warm_code(modules, notebook.parent), silent=True, store_history=False)
         return self.ready(timeout)
     return True
 
@@ -984,7 +987,7 @@ class StepQueue:
         finally:
             connection.close()
 
-    def run(self, store: Store, run_id: str, step: PipelineStep, plan: StepPlan, poll_seconds: float = 0.5) -> StepResult:
+    def run(self, store: Store, run_id: str, step: PipelineStep, plan: StepPlan, poll_seconds: float = 0.1) -> StepResult:
         "Queue the step and wait until a worker has recorded it; raise `StepFailedError` if it failed."
         self.publish({"id": f"{run_id}:{step.name}", "run_id": run_id, "step": step.name,
                       "notebook": str(step.notebook), "parameters": plan.parameters, "cache_key": plan.cache_key})
@@ -1001,17 +1004,19 @@ class StepQueue:
             self.broker.close()
 
 # %% ../nbs/12_pipeline.ipynb #536661b6
-def _run_job(store: Store, job: dict[str, Any], broker, delivery, owner: str) -> None:
-    "Run one step job (unless a worker before us recorded it), keeping the job alive meanwhile."
+def _run_job(store: Store, job: dict[str, Any], broker, delivery, owner: str,
+             kernel: WarmKernel | None = None,  # a spare kernel started ahead; the step runs (and ends) in it
+             ) -> bool:
+    "Run one step job (unless a worker before us recorded it), keeping the job alive meanwhile; False if skipped."
     if _step_row(store, job["run_id"], job["step"]) is not None:
-        return  # delivered again after a worker recorded it and died before acknowledging
+        return False  # delivered again after a worker recorded it and died before acknowledging
     step = PipelineStep(job["step"], Path(job["notebook"]))
     outcome: dict[str, Any] = {}
 
     def work() -> None:
         with tempfile.TemporaryDirectory(prefix="fsml-pipeline-worker-") as workdir:
             try:
-                outcome["result"] = execute_step(store, step, job["parameters"], Path(workdir))
+                outcome["result"] = execute_step(store, step, job["parameters"], Path(workdir), kernel=kernel)
             except StepFailedError as failure:
                 outcome["result"] = StepResult(failure.result.step, "failed", {"error": str(failure)},
                                                failure.result.seconds, failure.result.report_sha, failure.result.html_sha)
@@ -1026,6 +1031,7 @@ def _run_job(store: Store, job: dict[str, Any], broker, delivery, owner: str) ->
         runner.join(1.0)
     result = outcome["result"]
     _record_step(store, job["run_id"], job["step"], result.status, job.get("cache_key"), job["parameters"], result)
+    return True
 
 # %% ../nbs/12_pipeline.ipynb #d380f4e6
 def pipeline_worker(store: Store | None = None, broker_url: str | None = None,
@@ -1041,19 +1047,62 @@ def pipeline_worker(store: Store | None = None, broker_url: str | None = None,
     broker = open_broker(broker_url or get_settings().broker_url, lease_seconds=60.0)
     owner, done = f"pipeline-{_this_process()}", 0
     stop = stop or threading.Event()
+    spares = _SpareKernels(Path(tempfile.mkdtemp(prefix="fsml-pipeline-kernels-")))
     try:
         while not stop.is_set() and (max_jobs is None or done < max_jobs):
             if getattr(broker, "kind", "") == "sql":
                 broker.reclaim(queue)
+            spare = spares.next()  # started once, then waiting (its imports done) for the next job
             for delivery in broker.take(queue, owner, limit=1, idle_seconds=1.0):
-                _run_job(store, delivery.job, broker, delivery, owner)
+                if _run_job(store, delivery.job, broker, delivery, owner, kernel=spare):
+                    spares.used(Path(delivery.job["notebook"]))
                 broker.finish(owner, delivery, {"id": delivery.request_id, "status": "recorded"})
                 done += 1
         return done
     finally:
+        spares.close()
         broker.close()
         if owns_store:
             store.close()
+
+
+class _SpareKernels:
+    "A worker's kernel waiting for its next job, importing what the steps it ran before imported."
+
+    def __init__(self, folder: Path):
+        self.folder = folder  # the spares' outputs files (removed by `close`)
+        self.modules: list[str] = ["fsml_nb.pipeline"]  # every step records its outputs with it
+        self.spare: WarmKernel | None = None
+        self.retiring: list[WarmKernel] = []
+
+    def next(self) -> WarmKernel:
+        "The spare kernel (started now if there is none)."
+        if self.spare is None:
+            self.spare = WarmKernel(None, self.folder / f"kernel-{uuid.uuid4().hex[:12]}.outputs.json",
+                                    modules=self.modules)
+        return self.spare
+
+    def used(self, notebook: Path) -> None:
+        "The spare ran a step (of `notebook`): a new one starts, with that step's imports too, at the next `next`."
+        if self.spare is not None:
+            self.retiring = [kernel for kernel in self.retiring if kernel._retiring is None
+                             or kernel._retiring.is_alive()] + [self.spare]
+            self.spare = None
+        try:
+            self.modules = list(dict.fromkeys([*self.modules, *warm_modules(notebook)]))
+        except (OSError, ValueError):
+            pass  # no such notebook here: the step failed and says so
+
+    def close(self) -> None:
+        "Shut the spare down and wait for the used kernels to have exited."
+        if self.spare is not None:
+            self.spare.shutdown()
+        for kernel in self.retiring:
+            kernel.join()
+            if kernel._retiring is None:
+                kernel.shutdown()
+        import shutil
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 # %% ../nbs/12_pipeline.ipynb #500fbba1
 @dataclass(frozen=True)
