@@ -450,6 +450,7 @@ class WarmKernel:
         self.modules = list(dict.fromkeys([*(warm_modules(self.notebook) if self.notebook else []), *modules]))
         self.manager = KernelManager(kernel_name=kernel_name)
         self._client: Any = None
+        self._handed: Any = None  # the client given to the step's runner
         self._warming: str | None = None
         self._retiring: threading.Thread | None = None
         self._closed, self._lock = False, threading.Lock()
@@ -478,24 +479,53 @@ class WarmKernel:
 # %% ../nbs/12_pipeline.ipynb #491e1ae8
 @patch
 def ready(self: WarmKernel, timeout: float = 600.0) -> bool:
-    "Wait until the kernel has started and done its imports; False (and the kernel shut down) if it died or hung."
-    from queue import Empty
-
+    "Wait until the kernel has started, done its imports and sends its output; False (and shut down) if it died or hung."
     self._starting.join()
     deadline = time.monotonic() + timeout
-    while self._warming is not None and self._client is not None:
-        try:
-            reply = self._client.get_shell_msg(timeout=max(0.1, min(1.0, deadline - time.monotonic())))
-        except Empty:
-            if self.manager.is_alive() and time.monotonic() < deadline:
-                continue
-            break
-        if reply["parent_header"].get("msg_id") == self._warming:
-            self._warming = None
+    warming = self._warming
+    if warming is not None and self._client is not None and self._receive(
+            self._client.get_shell_msg, lambda message: message["parent_header"].get("msg_id") == warming, deadline) \
+            and self._output_flows(warming, deadline):
+        self._warming = None
     if self._client is None or self._warming is not None or not self.manager.is_alive():
         self.shutdown()
         return False
     return True
+
+
+@patch
+def _receive(self: WarmKernel, receive, wanted, deadline: float) -> bool:
+    "Read messages with `receive` until one is `wanted` (True), the deadline passes or the kernel dies (False)."
+    from queue import Empty
+
+    while time.monotonic() < deadline:
+        try:
+            message = receive(timeout=max(0.05, min(1.0, deadline - time.monotonic())))
+        except Empty:
+            if not self.manager.is_alive():
+                return False
+            continue
+        if wanted(message):
+            return True
+    return False
+
+
+def _idle_after(request: str):
+    "Whether a message is the kernel's 'idle' status that ends `request`: the last output of a request."
+    return lambda message: (message["msg_type"] == "status" and message["content"].get("execution_state") == "idle"
+                            and message["parent_header"].get("msg_id") == request)
+
+
+@patch
+def _output_flows(self: WarmKernel, request: str, deadline: float) -> bool:
+    "Read the output channel to the end of `request`, or of a probe sent if that came before we subscribed."
+    if self._receive(self._client.get_iopub_msg, _idle_after(request), min(deadline, time.monotonic() + 0.5)):
+        return True  # the usual case: a kernel that imported for a while has long had our subscription
+    while time.monotonic() < deadline:  # a kernel with nothing to import can answer before it: the step's output would be lost
+        probe = self._client.kernel_info()
+        if self._receive(self._client.get_iopub_msg, _idle_after(probe), min(deadline, time.monotonic() + 0.5)):
+            return True
+    return False
 
 
 @patch
@@ -517,8 +547,9 @@ def ready_for(self: WarmKernel, notebook: Path, timeout: float = 600.0) -> bool:
 
 @patch
 def hand_over(self: WarmKernel) -> Any:
-    "The connected client of a ready kernel, for the one step that runs in it (the step's runner closes it)."
+    "The connected client of a ready kernel, for the one step that runs in it (closed when the kernel shuts down)."
     client, self._client = self._client, None
+    self._handed = client
     return client
 
 # %% ../nbs/12_pipeline.ipynb #23ae45df
@@ -527,9 +558,10 @@ def shutdown(self: WarmKernel, now: bool = True) -> None:
     "Stop the kernel (killed, or asked to exit first when `now` is False) and free its ports and files."
     with self._lock:  # a kernel still starting is stopped once started; one not started yet never starts
         self._closed = True
-        if self._client is not None:
-            self._client.stop_channels()
-            self._client = None
+        for client in (self._client, self._handed):
+            if client is not None:
+                client.stop_channels()
+        self._client = self._handed = None
         try:
             if self.manager.has_kernel and now:
                 self.manager.shutdown_kernel(now=True)
@@ -597,11 +629,13 @@ class KernelPool:
         return list(self._waiting)
 
     def close(self) -> None:
-        "Shut down the kernels no step took; wait for the used ones to have exited."
+        "Shut down the kernels no step took; wait for the used ones to have exited (killed if a step never ended)."
         for kernel in self._waiting:
             kernel.shutdown()
         for kernel in self._taken:
             kernel.join()
+            if kernel._retiring is None:  # taken, then Ctrl-C before its step could end
+                kernel.shutdown()
         self._waiting.clear()
         self._taken.clear()
 
