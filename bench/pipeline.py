@@ -8,11 +8,12 @@ Rows:
    already imported here); one papermill call in a kernel started for it (`execute_step`: kernel
    start, the imports, parameter injection, executed copy and HTML kept, outputs recorded); and as
    a step of a pipeline run, where the runner started the step's kernel and its imports while the
-   step before it ran (`KernelPool`). The pipeline figure is what the step adds to the run: from
+   step before it ran (`KernelPool`: kernels for the first two steps to run start when the run is planned,
+   then two ahead of the running step). The pipeline figure is what the step adds to the run: from
    the end of the step before it to its own end (planning, cache lookup, the run, the records).
    The same after a step that sleeps 3 s, about as long as the digits pipeline's import step, long
-   enough to hide the kernel's start. A resumed run (the trivial step cached) starts the train step's kernel only once it knows the
-   step must run: nothing to hide its start behind.
+   enough to hide the kernel's start. A resumed run (the trivial step cached) starts the train step's kernel
+   when it plans the run, a few milliseconds before the step: nothing to hide its start behind.
 3. a whole run of the two-step pipeline (trivial step, then the train step): its overhead per step
    against calling both steps in process (the kernels' shutdown at the end of the run included);
 4. a cached re-run of a three-step pipeline: no kernel starts at all;
