@@ -1039,12 +1039,13 @@ class StepQueue:
 
 # %% ../nbs/12_pipeline.ipynb #536661b6
 def _run_job(store: Store, job: dict[str, Any], broker, delivery, owner: str,
-             kernel: WarmKernel | None = None,  # a spare kernel started ahead; the step runs (and ends) in it
-             ) -> bool:
-    "Run one step job (unless a worker before us recorded it), keeping the job alive meanwhile; False if skipped."
+             spares: _SpareKernels | None = None,  # the worker's spare kernel: the step runs (and ends) in it
+             ) -> None:
+    "Run one step job (unless a worker before us recorded it), keeping the job alive meanwhile."
     if _step_row(store, job["run_id"], job["step"]) is not None:
-        return False  # delivered again after a worker recorded it and died before acknowledging
+        return  # delivered again after a worker recorded it and died before acknowledging
     step = PipelineStep(job["step"], Path(job["notebook"]))
+    kernel = spares.take(step.notebook) if spares is not None else None
     outcome: dict[str, Any] = {}
 
     def work() -> None:
@@ -1065,7 +1066,6 @@ def _run_job(store: Store, job: dict[str, Any], broker, delivery, owner: str,
         runner.join(1.0)
     result = outcome["result"]
     _record_step(store, job["run_id"], job["step"], result.status, job.get("cache_key"), job["parameters"], result)
-    return True
 
 # %% ../nbs/12_pipeline.ipynb #d380f4e6
 def pipeline_worker(store: Store | None = None, broker_url: str | None = None,
@@ -1086,10 +1086,9 @@ def pipeline_worker(store: Store | None = None, broker_url: str | None = None,
         while not stop.is_set() and (max_jobs is None or done < max_jobs):
             if getattr(broker, "kind", "") == "sql":
                 broker.reclaim(queue)
-            spare = spares.next()  # started once, then waiting (its imports done) for the next job
+            spares.start()  # started once, then waiting (its imports done) for the next job
             for delivery in broker.take(queue, owner, limit=1, idle_seconds=1.0):
-                if _run_job(store, delivery.job, broker, delivery, owner, kernel=spare):
-                    spares.used(Path(delivery.job["notebook"]))
+                _run_job(store, delivery.job, broker, delivery, owner, spares)
                 broker.finish(owner, delivery, {"id": delivery.request_id, "status": "recorded"})
                 done += 1
         return done
@@ -1109,23 +1108,24 @@ class _SpareKernels:
         self.spare: WarmKernel | None = None
         self.retiring: list[WarmKernel] = []
 
-    def next(self) -> WarmKernel:
-        "The spare kernel (started now if there is none)."
+    def start(self) -> None:
+        "Start the spare kernel unless there is one."
         if self.spare is None:
             self.spare = WarmKernel(None, self.folder / f"kernel-{uuid.uuid4().hex[:12]}.outputs.json",
                                     modules=self.modules)
-        return self.spare
 
-    def used(self, notebook: Path) -> None:
-        "The spare ran a step (of `notebook`): a new one starts, with that step's imports too, at the next `next`."
-        if self.spare is not None:
-            self.retiring = [kernel for kernel in self.retiring if kernel._retiring is None
-                             or kernel._retiring.is_alive()] + [self.spare]
-            self.spare = None
+    def take(self, notebook: Path) -> WarmKernel:
+        "The spare, for one step of `notebook`; the next spare starts now (while the step runs), with its imports too."
+        self.start()
+        kernel, self.spare = self.spare, None
+        self.retiring = [used for used in self.retiring if used._retiring is None or used._retiring.is_alive()]
+        self.retiring.append(kernel)
         try:
             self.modules = list(dict.fromkeys([*self.modules, *warm_modules(notebook)]))
         except (OSError, ValueError):
-            pass  # no such notebook here: the step failed and says so
+            pass  # no such notebook here: the step fails and says so
+        self.start()
+        return kernel
 
     def close(self) -> None:
         "Shut the spare down and wait for the used kernels to have exited."
