@@ -442,6 +442,7 @@ class WarmKernel:
                  outputs_file: Path,  # where the step's `record_outputs` writes
                  kernel_name: str = "python3",
                  modules: Sequence[str] = (),  # more modules to import ahead (a spare's guess at its next step)
+                 after: WarmKernel | None = None,  # start once this one has done its imports: one kernel importing at a time
                  ):
         from jupyter_client import KernelManager
 
@@ -453,11 +454,14 @@ class WarmKernel:
         self._handed: Any = None  # the client given to the step's runner
         self._warming: str | None = None
         self._retiring: threading.Thread | None = None
-        self._closed, self._lock = False, threading.Lock()
+        self._closed, self._lock, self._after = False, threading.Lock(), after
         self._starting = threading.Thread(target=self._start, daemon=True, name="fsml-kernel-start")
-        self._starting.start()  # the runner goes on (planning, the step before) while the process starts
+        self._starting.start()  # the runner goes on (planning, the step before) while the process starts and imports
 
     def _start(self) -> None:
+        while self._after is not None and self._after._starting.is_alive() and not self._closed:
+            self._after._starting.join(0.2)
+        self._after = None
         with self._lock:
             if self._closed:
                 return  # shut down before it started: start nothing
@@ -472,6 +476,8 @@ class WarmKernel:
                 self._client = client
             except Exception:  # noqa: BLE001  (no kernel: `ready` says so and the step starts a cold one)
                 self._client = None
+                return
+        self._await_imports(time.monotonic() + 600.0)
 
     def __repr__(self) -> str:
         return f"WarmKernel({self.notebook.name if self.notebook else 'spare'}, {len(self.modules)} modules)"
@@ -480,17 +486,21 @@ class WarmKernel:
 @patch
 def ready(self: WarmKernel, timeout: float = 600.0) -> bool:
     "Wait until the kernel has started, done its imports and sends its output; False (and shut down) if it died or hung."
-    self._starting.join()
-    deadline = time.monotonic() + timeout
+    self._starting.join(timeout)
+    if self._starting.is_alive() or self._client is None or self._warming is not None or not self.manager.is_alive():
+        self.shutdown()
+        return False
+    return True
+
+
+@patch
+def _await_imports(self: WarmKernel, deadline: float) -> None:
+    "Wait for the reply to the import request and for the end of its output (`_warming` is None once both came)."
     warming = self._warming
     if warming is not None and self._client is not None and self._receive(
             self._client.get_shell_msg, lambda message: message["parent_header"].get("msg_id") == warming, deadline) \
             and self._output_flows(warming, deadline):
         self._warming = None
-    if self._client is None or self._warming is not None or not self.manager.is_alive():
-        self.shutdown()
-        return False
-    return True
 
 
 @patch
@@ -498,9 +508,9 @@ def _receive(self: WarmKernel, receive, wanted, deadline: float) -> bool:
     "Read messages with `receive` until one is `wanted` (True), the deadline passes or the kernel dies (False)."
     from queue import Empty
 
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and not self._closed:
         try:
-            message = receive(timeout=max(0.05, min(1.0, deadline - time.monotonic())))
+            message = receive(timeout=max(0.05, min(0.2, deadline - time.monotonic())))
         except Empty:
             if not self.manager.is_alive():
                 return False
@@ -541,6 +551,7 @@ def ready_for(self: WarmKernel, notebook: Path, timeout: float = 600.0) -> bool:
         except (OSError, ValueError):
             modules = []  # papermill says what is wrong with the notebook
         self._warming = self._client.execute(_warm_code(modules, notebook.parent), silent=True, store_history=False)
+        self._await_imports(time.monotonic() + timeout)
         return self.ready(timeout)
     return True
 
@@ -556,8 +567,10 @@ def hand_over(self: WarmKernel) -> Any:
 @patch
 def shutdown(self: WarmKernel, now: bool = True) -> None:
     "Stop the kernel (killed, or asked to exit first when `now` is False) and free its ports and files."
-    with self._lock:  # a kernel still starting is stopped once started; one not started yet never starts
-        self._closed = True
+    self._closed = True  # a kernel not started yet never starts; one importing stops waiting for its imports
+    if threading.current_thread() is not self._starting:
+        self._starting.join()
+    with self._lock:
         for client in (self._client, self._handed):
             if client is not None:
                 client.stop_channels()
@@ -600,24 +613,29 @@ class KernelPool:
         self._waiting: list[WarmKernel] = []  # oldest first
         self._taken: list[WarmKernel] = []
 
-    def warm(self, notebook: Path, count: int = 1) -> None:
-        "Have `count` kernels for `notebook` started or waiting (started now in the background if fewer)."
+    def warm(self, notebook: Path, count: int = 1,
+             together: bool = False,  # start now even if another kernel is still importing
+             ) -> None:
+        "Have `count` kernels for `notebook` started or waiting; a new one starts once the kernels before it imported."
         notebook = Path(notebook).resolve()
         for _ in range(count - sum(kernel.notebook == notebook for kernel in self._waiting)):
             outputs = self.workdir / f"kernel-{uuid.uuid4().hex[:12]}.outputs.json"
-            self._waiting.append(WarmKernel(notebook, outputs, self.kernel_name))
+            after = None if together or not (self._waiting or self._taken) else (self._waiting or self._taken)[-1]
+            self._waiting.append(WarmKernel(notebook, outputs, self.kernel_name, after=after))
 
-    def keep_ahead(self, notebooks: Sequence[Path]) -> None:
+    def keep_ahead(self, notebooks: Sequence[Path],
+                   together: bool = False,  # start them all now (before the first step: nothing runs yet)
+                   ) -> None:
         "Have a kernel started or waiting for each of the next steps' notebooks (a notebook named twice: two)."
         wanted: dict[Path, int] = {}
         for notebook in notebooks:
             wanted[Path(notebook).resolve()] = wanted.get(Path(notebook).resolve(), 0) + 1
         for notebook, count in wanted.items():
-            self.warm(notebook, count)
+            self.warm(notebook, count, together)
 
     def take(self, notebook: Path) -> WarmKernel:
         "The oldest kernel started for `notebook` (started now if there is none); the caller runs one step in it."
-        self.warm(notebook)
+        self.warm(notebook, together=True)
         kernel = next(kernel for kernel in self._waiting if kernel.notebook == Path(notebook).resolve())
         self._waiting.remove(kernel)
         self._taken.append(kernel)
@@ -887,7 +905,7 @@ def run_pipeline(spec: PipelineSpec | Path | str,  # a loaded spec or the path o
             planned = _plan_until_a_run(store, spec, declared, overrides, forced)  # the cached steps, then one to run
             imports: threading.Thread | None = None
             if executor == "local" and planned[-1].action != "cached":  # kernels for the first steps to run, now
-                kernels.keep_ahead([step.notebook for step in spec.steps[len(planned) - 1:][:KERNELS_AHEAD]])
+                kernels.keep_ahead([step.notebook for step in spec.steps[len(planned) - 1:][:KERNELS_AHEAD]], together=True)
                 imports = threading.Thread(target=_import_html_exporter, daemon=True, name="fsml-pipeline-imports")
                 imports.start()  # papermill and the HTML exporter, while the kernels start
             run_id = _start_run(store, spec, overrides, executor=executor)
