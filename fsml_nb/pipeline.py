@@ -442,7 +442,6 @@ class WarmKernel:
                  outputs_file: Path,  # where the step's `record_outputs` writes
                  kernel_name: str = "python3",
                  modules: Sequence[str] = (),  # more modules to import ahead (a spare's guess at its next step)
-                 after: WarmKernel | None = None,  # start once this one has done its imports: one kernel importing at a time
                  ):
         from jupyter_client import KernelManager
 
@@ -452,16 +451,14 @@ class WarmKernel:
         self.manager = KernelManager(kernel_name=kernel_name)
         self._client: Any = None
         self._handed: Any = None  # the client given to the step's runner
+        self._process: Any = None  # the kernel's process (a Popen) once started
         self._warming: str | None = None
         self._retiring: threading.Thread | None = None
-        self._closed, self._lock, self._after = False, threading.Lock(), after
+        self._closed, self._lock = False, threading.Lock()
         self._starting = threading.Thread(target=self._start, daemon=True, name="fsml-kernel-start")
-        self._starting.start()  # the runner goes on (planning, the step before) while the process starts and imports
+        self._starting.start()  # the runner goes on (planning, the step before) while the process starts
 
     def _start(self) -> None:
-        while self._after is not None and self._after._starting.is_alive() and not self._closed:
-            self._after._starting.join(0.2)
-        self._after = None
         with self._lock:
             if self._closed:
                 return  # shut down before it started: start nothing
@@ -469,6 +466,7 @@ class WarmKernel:
                 folder = self.notebook.parent if self.notebook else Path.cwd()
                 self.manager.start_kernel(cwd=str(folder), env={**os.environ, OUTPUTS_VARIABLE: str(self.outputs_file)},
                                           extra_arguments=["--HistoryManager.hist_file=:memory:"])  # as papermill's
+                self._process = getattr(self.manager.provisioner, "process", None)  # killed by `shutdown` if need be
                 client = self.manager.client()
                 client.start_channels()
                 # silent: no output, no execution count, nothing in the history: the step's cells start at [1]
@@ -476,8 +474,6 @@ class WarmKernel:
                 self._client = client
             except Exception:  # noqa: BLE001  (no kernel: `ready` says so and the step starts a cold one)
                 self._client = None
-                return
-        self._await_imports(time.monotonic() + 600.0)
 
     def __repr__(self) -> str:
         return f"WarmKernel({self.notebook.name if self.notebook else 'spare'}, {len(self.modules)} modules)"
@@ -486,21 +482,17 @@ class WarmKernel:
 @patch
 def ready(self: WarmKernel, timeout: float = 600.0) -> bool:
     "Wait until the kernel has started, done its imports and sends its output; False (and shut down) if it died or hung."
-    self._starting.join(timeout)
-    if self._starting.is_alive() or self._client is None or self._warming is not None or not self.manager.is_alive():
-        self.shutdown()
-        return False
-    return True
-
-
-@patch
-def _await_imports(self: WarmKernel, deadline: float) -> None:
-    "Wait for the reply to the import request and for the end of its output (`_warming` is None once both came)."
+    self._starting.join()
+    deadline = time.monotonic() + timeout
     warming = self._warming
     if warming is not None and self._client is not None and self._receive(
             self._client.get_shell_msg, lambda message: message["parent_header"].get("msg_id") == warming, deadline) \
             and self._output_flows(warming, deadline):
         self._warming = None
+    if self._client is None or self._warming is not None or not self.manager.is_alive():
+        self.shutdown()
+        return False
+    return True
 
 
 @patch
@@ -508,9 +500,9 @@ def _receive(self: WarmKernel, receive, wanted, deadline: float) -> bool:
     "Read messages with `receive` until one is `wanted` (True), the deadline passes or the kernel dies (False)."
     from queue import Empty
 
-    while time.monotonic() < deadline and not self._closed:
+    while time.monotonic() < deadline:
         try:
-            message = receive(timeout=max(0.05, min(0.2, deadline - time.monotonic())))
+            message = receive(timeout=max(0.05, min(1.0, deadline - time.monotonic())))
         except Empty:
             if not self.manager.is_alive():
                 return False
@@ -551,7 +543,6 @@ def ready_for(self: WarmKernel, notebook: Path, timeout: float = 600.0) -> bool:
         except (OSError, ValueError):
             modules = []  # papermill says what is wrong with the notebook
         self._warming = self._client.execute(_warm_code(modules, notebook.parent), silent=True, store_history=False)
-        self._await_imports(time.monotonic() + timeout)
         return self.ready(timeout)
     return True
 
@@ -567,10 +558,8 @@ def hand_over(self: WarmKernel) -> Any:
 @patch
 def shutdown(self: WarmKernel, now: bool = True) -> None:
     "Stop the kernel (killed, or asked to exit first when `now` is False) and free its ports and files."
-    self._closed = True  # a kernel not started yet never starts; one importing stops waiting for its imports
-    if threading.current_thread() is not self._starting:
-        self._starting.join()
-    with self._lock:
+    with self._lock:  # a kernel still starting is stopped once started; one not started yet never starts
+        self._closed = True
         for client in (self._client, self._handed):
             if client is not None:
                 client.stop_channels()
@@ -581,9 +570,12 @@ def shutdown(self: WarmKernel, now: bool = True) -> None:
             elif self.manager.has_kernel:  # a shutdown request, without the interrupt `shutdown_kernel` sends first
                 self.manager.request_shutdown()
                 self.manager.finish_shutdown()  # killed if it has not exited within `shutdown_wait_time`
-        except RuntimeError:
-            pass  # it was gone already
-        self.manager.cleanup_resources()
+            self.manager.cleanup_resources()
+        except Exception:  # noqa: BLE001  (gone already, or half started: killed below all the same)
+            pass
+        if self._process is not None and self._process.poll() is None:
+            self._process.kill()
+            self._process.wait(10)
 
 
 @patch
@@ -613,29 +605,24 @@ class KernelPool:
         self._waiting: list[WarmKernel] = []  # oldest first
         self._taken: list[WarmKernel] = []
 
-    def warm(self, notebook: Path, count: int = 1,
-             together: bool = False,  # start now even if another kernel is still importing
-             ) -> None:
-        "Have `count` kernels for `notebook` started or waiting; a new one starts once the kernels before it imported."
+    def warm(self, notebook: Path, count: int = 1) -> None:
+        "Have `count` kernels for `notebook` started or waiting (started now in the background if fewer)."
         notebook = Path(notebook).resolve()
         for _ in range(count - sum(kernel.notebook == notebook for kernel in self._waiting)):
             outputs = self.workdir / f"kernel-{uuid.uuid4().hex[:12]}.outputs.json"
-            after = None if together or not (self._waiting or self._taken) else (self._waiting or self._taken)[-1]
-            self._waiting.append(WarmKernel(notebook, outputs, self.kernel_name, after=after))
+            self._waiting.append(WarmKernel(notebook, outputs, self.kernel_name))
 
-    def keep_ahead(self, notebooks: Sequence[Path],
-                   together: bool = False,  # start them all now (before the first step: nothing runs yet)
-                   ) -> None:
+    def keep_ahead(self, notebooks: Sequence[Path]) -> None:
         "Have a kernel started or waiting for each of the next steps' notebooks (a notebook named twice: two)."
         wanted: dict[Path, int] = {}
         for notebook in notebooks:
             wanted[Path(notebook).resolve()] = wanted.get(Path(notebook).resolve(), 0) + 1
         for notebook, count in wanted.items():
-            self.warm(notebook, count, together)
+            self.warm(notebook, count)
 
     def take(self, notebook: Path) -> WarmKernel:
         "The oldest kernel started for `notebook` (started now if there is none); the caller runs one step in it."
-        self.warm(notebook, together=True)
+        self.warm(notebook)
         kernel = next(kernel for kernel in self._waiting if kernel.notebook == Path(notebook).resolve())
         self._waiting.remove(kernel)
         self._taken.append(kernel)
@@ -905,7 +892,7 @@ def run_pipeline(spec: PipelineSpec | Path | str,  # a loaded spec or the path o
             planned = _plan_until_a_run(store, spec, declared, overrides, forced)  # the cached steps, then one to run
             imports: threading.Thread | None = None
             if executor == "local" and planned[-1].action != "cached":  # kernels for the first steps to run, now
-                kernels.keep_ahead([step.notebook for step in spec.steps[len(planned) - 1:][:KERNELS_AHEAD]], together=True)
+                kernels.keep_ahead([step.notebook for step in spec.steps[len(planned) - 1:][:KERNELS_AHEAD]])
                 imports = threading.Thread(target=_import_html_exporter, daemon=True, name="fsml-pipeline-imports")
                 imports.start()  # papermill and the HTML exporter, while the kernels start
             run_id = _start_run(store, spec, overrides, executor=executor)

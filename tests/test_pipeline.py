@@ -195,7 +195,9 @@ def test_ctrl_c_while_the_pool_holds_kernels_for_later_steps_leaves_no_kernel(sl
 
     interrupt(process, kernels_ahead_started, "the kernels for the steps after the slow one", seconds=120)
     assert process.returncode != 0 and len(seen) >= 4
-    assert processes_with_environment("FSML_HOME", str(home)) == []  # every kernel the pool held is gone
+    left = {pid: Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")[:200]
+            for pid in processes_with_environment("FSML_HOME", str(home))}
+    assert left == {}, f"left running after Ctrl-C: {left}; before it: {seen}"  # every kernel the pool held is gone
     with Store(f"sqlite:///{home}/fsml.db", str(home / "blobs")) as store:
         assert pipeline_history(store, "long")[0].steps == {"first": "done"}  # nothing else recorded as done
         resumed = run_pipeline(tmp_path / "long.toml", {"seconds": 0.0}, store=store, progress=False)
