@@ -25,6 +25,7 @@ from importlib import metadata as package_metadata
 from pathlib import Path
 from typing import Any
 
+from fastcore.basics import patch
 from sqlalchemy import Text, cast, select
 from sqlalchemy.engine import Connection
 
@@ -33,12 +34,12 @@ from .db import pipeline_runs, pipeline_steps, reading, transaction
 from .store import Store, canonical_json
 
 # %% auto #0
-__all__ = ['OUTPUTS_VARIABLE', 'CACHE_PACKAGES', 'RUN_LEASE_SECONDS', 'WARM_WITH', 'PIPELINE_QUEUE', 'PipelineError',
-           'StepParameter', 'notebook_parameters', 'parse_cli_value', 'check_parameter', 'PipelineStep', 'PipelineSpec',
-           'load_pipeline', 'record_outputs', 'notebook_source_hash', 'package_versions', 'step_cache_key', 'StepPlan',
-           'step_imports', 'warm_modules', 'WarmKernel', 'KernelPool', 'StepResult', 'execute_step', 'StepFailedError',
-           'PipelineRun', 'run_pipeline', 'StepQueue', 'pipeline_worker', 'RunSummary', 'pipeline_history',
-           'step_report', 'StepOrigin', 'step_origins']
+__all__ = ['OUTPUTS_VARIABLE', 'CACHE_PACKAGES', 'RUN_LEASE_SECONDS', 'WARM_WITH', 'KERNELS_AHEAD', 'PIPELINE_QUEUE',
+           'PipelineError', 'StepParameter', 'notebook_parameters', 'parse_cli_value', 'check_parameter',
+           'PipelineStep', 'PipelineSpec', 'load_pipeline', 'record_outputs', 'notebook_source_hash',
+           'package_versions', 'step_cache_key', 'StepPlan', 'step_imports', 'warm_modules', 'WarmKernel', 'KernelPool',
+           'StepResult', 'execute_step', 'StepFailedError', 'PipelineRun', 'run_pipeline', 'StepQueue',
+           'pipeline_worker', 'RunSummary', 'pipeline_history', 'step_report', 'StepOrigin', 'step_origins']
 
 # %% ../nbs/12_pipeline.ipynb #dc590b53
 class PipelineError(FsmlError):
@@ -419,111 +420,227 @@ def warm_modules(notebook: Path | str) -> list[str]:
     return list(dict.fromkeys(modules + extra))
 
 
-_WARM_CODE = """def _fsml_warm(names):
-    import importlib
+def _warm_code(modules: Sequence[str], folder: Path | None = None) -> str:
+    "Code that imports `modules` (and first moves to `folder`) leaving no name behind in the kernel's namespace."
+    return f"""def _fsml_warm(names, folder):
+    import importlib, os
+    if folder is not None:
+        os.chdir(folder)
     for name in names:
         try:
             importlib.import_module(name)
         except Exception:
             pass
-_fsml_warm({names!r})
+_fsml_warm({list(modules)!r}, {None if folder is None else str(folder)!r})
 del _fsml_warm"""
 
 # %% ../nbs/12_pipeline.ipynb #86471baa
 class WarmKernel:
-    "A kernel started for one step, importing that step's modules; `execute_step` runs the step in it once."
+    "A kernel started for one step (or a spare, for the next job), importing ahead; `execute_step` runs one step in it."
 
-    def __init__(self, notebook: Path, outputs_file: Path, kernel_name: str = "python3"):
+    def __init__(self, notebook: Path | None,  # the step's notebook; None: a spare, given its step by `ready_for`
+                 outputs_file: Path,  # where the step's `record_outputs` writes
+                 kernel_name: str = "python3",
+                 modules: Sequence[str] = (),  # more modules to import ahead (a spare's guess at its next step)
+                 ):
         from jupyter_client import KernelManager
 
-        self.notebook, self.outputs_file = Path(notebook), Path(outputs_file)
+        self.notebook = None if notebook is None else Path(notebook).resolve()
+        self.outputs_file = Path(outputs_file)
+        self.modules = list(dict.fromkeys([*(warm_modules(self.notebook) if self.notebook else []), *modules]))
         self.manager = KernelManager(kernel_name=kernel_name)
-        self.manager.start_kernel(cwd=str(self.notebook.parent),
-                                  env={**os.environ, OUTPUTS_VARIABLE: str(self.outputs_file)})
-        self._client = self.manager.client()
-        self._client.start_channels()
-        # silent: no output, no execution count, nothing in the history: the step's cells start at [1]
-        self._warming = self._client.execute(_WARM_CODE.format(names=warm_modules(self.notebook)), silent=True,
-                                             store_history=False)
+        self._client: Any = None
+        self._handed: Any = None  # the client given to the step's runner
+        self._process: Any = None  # the kernel's process (a Popen) once started
+        self._warming: str | None = None
         self._retiring: threading.Thread | None = None
+        self._closed, self._lock = False, threading.Lock()
+        self._starting = threading.Thread(target=self._start, daemon=True, name="fsml-kernel-start")
+        self._starting.start()  # the runner goes on (planning, the step before) while the process starts
 
-    def ready(self, timeout: float = 600.0) -> bool:
-        "Wait until the imports are done; False (and the kernel shut down) if the kernel died or hung."
-        from queue import Empty
-
-        deadline = time.monotonic() + timeout
-        try:
-            while self._client is not None:
-                reply = self._client.get_shell_msg(timeout=max(0.1, min(1.0, deadline - time.monotonic())))
-                if reply["parent_header"].get("msg_id") == self._warming:
-                    break
-        except Empty:
-            if self.manager.is_alive() and time.monotonic() < deadline:
-                return self.ready(deadline - time.monotonic())
-            self.shutdown()
-            return False
-        finally:
-            if self._client is not None:
-                self._client.stop_channels()
+    def _start(self) -> None:
+        with self._lock:
+            if self._closed:
+                return  # shut down before it started: start nothing
+            try:
+                folder = self.notebook.parent if self.notebook else Path.cwd()
+                self.manager.start_kernel(cwd=str(folder), env={**os.environ, OUTPUTS_VARIABLE: str(self.outputs_file)},
+                                          extra_arguments=["--HistoryManager.hist_file=:memory:"])  # as papermill's
+                self._process = getattr(self.manager.provisioner, "process", None)  # killed by `shutdown` if need be
+                client = self.manager.client()
+                client.start_channels()
+                # silent: no output, no execution count, nothing in the history: the step's cells start at [1]
+                self._warming = client.execute(_warm_code(self.modules), silent=True, store_history=False)
+                self._client = client
+            except Exception:  # noqa: BLE001  (no kernel: `ready` says so and the step starts a cold one)
                 self._client = None
-        return self.manager.is_alive()
 
-    def shutdown(self, now: bool = True) -> None:
-        "Stop the kernel (killed, or asked to exit first when `now` is False) and free its ports and files."
-        if self._client is not None:
-            self._client.stop_channels()
-            self._client = None
+    def __repr__(self) -> str:
+        return f"WarmKernel({self.notebook.name if self.notebook else 'spare'}, {len(self.modules)} modules)"
+
+# %% ../nbs/12_pipeline.ipynb #491e1ae8
+@patch
+def ready(self: WarmKernel, timeout: float = 600.0) -> bool:
+    "Wait until the kernel has started, done its imports and sends its output; False (and shut down) if it died or hung."
+    self._starting.join()
+    deadline = time.monotonic() + timeout
+    warming = self._warming
+    if warming is not None and self._client is not None and self._receive(
+            self._client.get_shell_msg, lambda message: message["parent_header"].get("msg_id") == warming, deadline) \
+            and self._output_flows(warming, deadline):
+        self._warming = None
+    if self._client is None or self._warming is not None or not self.manager.is_alive():
+        self.shutdown()
+        return False
+    return True
+
+
+@patch
+def _receive(self: WarmKernel, receive, wanted, deadline: float) -> bool:
+    "Read messages with `receive` until one is `wanted` (True), the deadline passes or the kernel dies (False)."
+    from queue import Empty
+
+    while time.monotonic() < deadline:
+        try:
+            message = receive(timeout=max(0.05, min(1.0, deadline - time.monotonic())))
+        except Empty:
+            if not self.manager.is_alive():
+                return False
+            continue
+        if wanted(message):
+            return True
+    return False
+
+
+def _idle_after(request: str):
+    "Whether a message is the kernel's 'idle' status that ends `request`: the last output of a request."
+    return lambda message: (message["msg_type"] == "status" and message["content"].get("execution_state") == "idle"
+                            and message["parent_header"].get("msg_id") == request)
+
+
+@patch
+def _output_flows(self: WarmKernel, request: str, deadline: float) -> bool:
+    "Read the output channel to the end of `request`, or of a probe sent if that came before we subscribed."
+    if self._receive(self._client.get_iopub_msg, _idle_after(request), min(deadline, time.monotonic() + 0.5)):
+        return True  # the usual case: a kernel that imported for a while has long had our subscription
+    while time.monotonic() < deadline:  # a kernel with nothing to import can answer before it: the step's output would be lost
+        probe = self._client.kernel_info()
+        if self._receive(self._client.get_iopub_msg, _idle_after(probe), min(deadline, time.monotonic() + 0.5)):
+            return True
+    return False
+
+
+@patch
+def ready_for(self: WarmKernel, notebook: Path, timeout: float = 600.0) -> bool:
+    "`ready`, and a spare (or a kernel started for another notebook) moved to `notebook`'s folder with its imports."
+    notebook = Path(notebook).resolve()
+    if not self.ready(timeout):
+        return False
+    if self.notebook != notebook:
+        self.notebook = notebook
+        try:
+            modules = warm_modules(notebook)
+        except (OSError, ValueError):
+            modules = []  # papermill says what is wrong with the notebook
+        self._warming = self._client.execute(_warm_code(modules, notebook.parent), silent=True, store_history=False)
+        return self.ready(timeout)
+    return True
+
+
+@patch
+def hand_over(self: WarmKernel) -> Any:
+    "The connected client of a ready kernel, for the one step that runs in it (closed when the kernel shuts down)."
+    client, self._client = self._client, None
+    self._handed = client
+    return client
+
+# %% ../nbs/12_pipeline.ipynb #23ae45df
+@patch
+def shutdown(self: WarmKernel, now: bool = True) -> None:
+    "Stop the kernel (killed, or asked to exit first when `now` is False) and free its ports and files."
+    with self._lock:  # a kernel still starting is stopped once started; one not started yet never starts
+        self._closed = True
+        for client in (self._client, self._handed):
+            if client is not None:
+                client.stop_channels()
+        self._client = self._handed = None
         try:
             if self.manager.has_kernel and now:
                 self.manager.shutdown_kernel(now=True)
             elif self.manager.has_kernel:  # a shutdown request, without the interrupt `shutdown_kernel` sends first
                 self.manager.request_shutdown()
                 self.manager.finish_shutdown()  # killed if it has not exited within `shutdown_wait_time`
-        except RuntimeError:
-            pass  # it was gone already
-        self.manager.cleanup_resources()
+            self.manager.cleanup_resources()
+        except Exception:  # noqa: BLE001  (gone already, or half started: killed below all the same)
+            pass
+        if self._process is not None and self._process.poll() is None:
+            self._process.kill()
+            self._process.wait(10)
 
-    def retire(self) -> None:
-        "Shut the kernel down in the background, asking it to exit first: its step is over (`join` waits)."
-        if self._retiring is None:
-            self._retiring = threading.Thread(target=self.shutdown, kwargs={"now": False}, daemon=True,
-                                              name=f"fsml-kernel-{self.notebook.stem}")
-            self._retiring.start()
 
-    def join(self) -> None:
-        "Wait until a retiring kernel has exited."
-        if self._retiring is not None:
-            self._retiring.join()
+@patch
+def retire(self: WarmKernel) -> None:
+    "Shut the kernel down in the background, asking it to exit first: its step is over (`join` waits)."
+    if self._retiring is None:
+        self._retiring = threading.Thread(target=self.shutdown, kwargs={"now": False}, daemon=True,
+                                          name=f"fsml-kernel-{self.notebook.stem if self.notebook else 'spare'}")
+        self._retiring.start()
 
-# %% ../nbs/12_pipeline.ipynb #491e1ae8
+
+@patch
+def join(self: WarmKernel) -> None:
+    "Wait until a retiring kernel has exited."
+    if self._retiring is not None:
+        self._retiring.join()
+
+# %% ../nbs/12_pipeline.ipynb #75534619
+KERNELS_AHEAD = 2  # the next steps a run keeps a kernel started (or starting) for
+
+
 class KernelPool:
     "Kernels started ahead of the steps that will run in them, one per step, owned by a pipeline run."
 
     def __init__(self, workdir: Path, kernel_name: str = "python3"):
         self.workdir, self.kernel_name = Path(workdir), kernel_name
-        self._waiting: dict[Path, WarmKernel] = {}
+        self._waiting: list[WarmKernel] = []  # oldest first
         self._taken: list[WarmKernel] = []
 
-    def warm(self, notebook: Path) -> None:
-        "Start a kernel for `notebook` now, unless one is already waiting for it."
+    def warm(self, notebook: Path, count: int = 1) -> None:
+        "Have `count` kernels for `notebook` started or waiting (started now in the background if fewer)."
         notebook = Path(notebook).resolve()
-        if notebook not in self._waiting:
+        for _ in range(count - sum(kernel.notebook == notebook for kernel in self._waiting)):
             outputs = self.workdir / f"kernel-{uuid.uuid4().hex[:12]}.outputs.json"
-            self._waiting[notebook] = WarmKernel(notebook, outputs, self.kernel_name)
+            self._waiting.append(WarmKernel(notebook, outputs, self.kernel_name))
+
+    def keep_ahead(self, notebooks: Sequence[Path]) -> None:
+        "Have a kernel started or waiting for each of the next steps' notebooks (a notebook named twice: two)."
+        wanted: dict[Path, int] = {}
+        for notebook in notebooks:
+            wanted[Path(notebook).resolve()] = wanted.get(Path(notebook).resolve(), 0) + 1
+        for notebook, count in wanted.items():
+            self.warm(notebook, count)
 
     def take(self, notebook: Path) -> WarmKernel:
-        "The kernel started for `notebook` (started now if there is none); the caller runs one step in it."
+        "The oldest kernel started for `notebook` (started now if there is none); the caller runs one step in it."
         self.warm(notebook)
-        kernel = self._waiting.pop(Path(notebook).resolve())
+        kernel = next(kernel for kernel in self._waiting if kernel.notebook == Path(notebook).resolve())
+        self._waiting.remove(kernel)
         self._taken.append(kernel)
         return kernel
 
+    @property
+    def waiting(self) -> list[WarmKernel]:
+        "The kernels started and not taken yet."
+        return list(self._waiting)
+
     def close(self) -> None:
-        "Shut down the kernels no step took; wait for the used ones to have exited."
-        for kernel in self._waiting.values():
+        "Shut down the kernels no step took; wait for the used ones to have exited (killed if a step never ended)."
+        for kernel in self._waiting:
             kernel.shutdown()
         for kernel in self._taken:
             kernel.join()
+            if kernel._retiring is None:  # taken, then Ctrl-C before its step could end
+                kernel.shutdown()
         self._waiting.clear()
         self._taken.clear()
 
@@ -533,7 +650,7 @@ class KernelPool:
     def __exit__(self, *exc_info: Any) -> None:
         self.close()
 
-# %% ../nbs/12_pipeline.ipynb #23ae45df
+# %% ../nbs/12_pipeline.ipynb #a6828904
 def _warm_engine() -> str:
     "Register (once) the papermill engine that runs a notebook in a kernel already started (and leaves it running)."
     from papermill.clientwrap import PapermillNotebookClient
@@ -543,12 +660,15 @@ def _warm_engine() -> str:
     class WarmKernelEngine(NBClientEngine):
         @classmethod
         def execute_managed_notebook(cls, nb_man, kernel_name, log_output=False, stdout_file=None, stderr_file=None,
-                                     start_timeout=60, execution_timeout=None, **kwargs):
+                                     start_timeout=60, execution_timeout=None, kc=None, **kwargs):
             kwargs = {key: value for key, value in kwargs.items() if key not in ("input_path", "timeout",
                                                                                  "startup_timeout")}
             client = PapermillNotebookClient(nb_man, timeout=execution_timeout, startup_timeout=start_timeout,
                                              kernel_name=kernel_name, log=logger, log_output=log_output,
                                              stdout_file=stdout_file, stderr_file=stderr_file, **kwargs)
+            if kc is not None:  # the ready kernel's own client: no second connection, no wait for it to settle
+                kc.allow_stdin = False
+                client.kc = kc
             try:
                 return client.execute(cleanup_kc=False)  # the caller shuts the kernel down (`WarmKernel.retire`)
             finally:
@@ -571,13 +691,31 @@ class StepResult:
     html_sha: str | None = None
 
 
-def _notebook_html(notebook_path: Path) -> bytes | None:
-    try:
-        from nbconvert import HTMLExporter  # a second or two the first time: `run_pipeline` imports it ahead
-    except ImportError:
-        return None
-    body, _ = HTMLExporter().from_filename(str(notebook_path))
+_HTML_EXPORTER: dict[str, Any] = {}  # one exporter per process: its templates are compiled once (~0.4 s)
+_HTML_LOCK = threading.Lock()
+
+
+def _notebook_html(notebook_path: Path | None) -> bytes | None:
+    "The executed notebook as HTML (None without nbconvert); `None` only makes the exporter ready."
+    with _HTML_LOCK:
+        if "exporter" not in _HTML_EXPORTER:
+            try:
+                from nbconvert import HTMLExporter  # a second or two the first time: `run_pipeline` does it ahead
+            except ImportError:
+                return None
+            exporter = HTMLExporter()
+            exporter.from_notebook_node(_EMPTY_NOTEBOOK())  # compiles the templates
+            _HTML_EXPORTER["exporter"] = exporter
+        if notebook_path is None:
+            return None
+        body, _ = _HTML_EXPORTER["exporter"].from_filename(str(notebook_path))
     return body.encode()
+
+
+def _EMPTY_NOTEBOOK() -> Any:
+    import nbformat
+
+    return nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("1")])
 
 
 def _failed_cell(executed: Path) -> str:
@@ -602,13 +740,13 @@ def execute_step(store: Store, step: PipelineStep, parameters: dict[str, Any], w
 
     started = time.perf_counter()
     executed = workdir / f"{step.name}.ipynb"
-    if kernel is not None and not kernel.ready():
+    if kernel is not None and not kernel.ready_for(step.notebook):
         kernel = None  # it died while warming: start a cold one
     outputs_file = kernel.outputs_file if kernel is not None else workdir / f"{step.name}.outputs.json"
     outputs_file.unlink(missing_ok=True)
     previous = os.environ.get(OUTPUTS_VARIABLE)
     os.environ[OUTPUTS_VARIABLE] = str(outputs_file)
-    engine = {"engine_name": _warm_engine(), "km": kernel.manager} if kernel is not None else {}
+    engine = {"engine_name": _warm_engine(), "km": kernel.manager, "kc": kernel.hand_over()} if kernel else {}
     error: BaseException | None = None
     try:
         papermill.execute_notebook(str(step.notebook), str(executed), parameters=parameters, progress_bar=progress,
@@ -737,8 +875,6 @@ def run_pipeline(spec: PipelineSpec | Path | str,  # a loaded spec or the path o
                  queue_name: str = "fsml.pipeline",  # the queue's name on that broker
                  ) -> PipelineRun:
     "Run a pipeline's steps in order, reusing cached results and stopping at the first failure."
-    from tqdm.auto import tqdm
-
     spec = spec if isinstance(spec, PipelineSpec) else load_pipeline(spec)
     overrides = dict(params or {})
     declared = {step.name: notebook_parameters(step.notebook) for step in spec.steps}
@@ -752,83 +888,106 @@ def run_pipeline(spec: PipelineSpec | Path | str,  # a loaded spec or the path o
     try:
         if dry_run:
             return _dry_run(store, spec, declared, overrides, forced, started)
-        run_id = _start_run(store, spec, overrides, executor=executor)
-        queue = StepQueue(broker_url or get_settings().broker_url, queue_name) if executor == "queue" else None
-        results: list[StepResult] = []
-        upstream: dict[str, Any] = {}
-        status = "failed"
-        html_import: threading.Thread | None = None
-        try:
-            with _heartbeat(store, run_id), tempfile.TemporaryDirectory(prefix="fsml-pipeline-") as workdir, \
-                    KernelPool(Path(workdir)) as kernels, \
-                    tqdm(spec.steps, desc=f"pipeline {spec.name}", unit="step", disable=not progress) as bar:
-                for position, step in enumerate(bar):
-                    bar.set_postfix_str(step.name)
-                    plan = _plan_step(store, spec, step, declared[step.name], overrides, upstream, forced,
-                                      package_versions())
-                    if plan.action == "cached":
-                        result = StepResult(step.name, "cached", plan.cached_outputs or {}, 0.0)
-                    elif queue is not None:
-                        result = queue.run(store, run_id, step, plan)  # a worker records it
-                    else:
-                        if html_import is None:  # the first step to run: import the HTML exporter meanwhile
-                            import jupyter_client  # noqa: F401  (two threads importing one package can see it half-made)
-                            import papermill  # noqa: F401  (so here, not in the thread below, which imports both too)
-                            html_import = threading.Thread(target=_import_html_exporter, daemon=True)
-                            html_import.start()
-                        kernel = kernels.take(step.notebook)
-                        if position + 1 < len(spec.steps):  # the next step's kernel starts while this one runs
-                            kernels.warm(spec.steps[position + 1].notebook)
-                        try:
-                            result = execute_step(store, step, plan.parameters, Path(workdir), progress=progress,
-                                                  kernel=kernel)
-                        except StepFailedError as failure:
-                            _record_step(store, run_id, step.name, "failed", plan.cache_key, plan.parameters,
-                                         failure.result)
-                            raise
-                    if queue is None or result.status == "cached":
-                        _record_step(store, run_id, step.name, result.status, plan.cache_key, plan.parameters, result)
-                    results.append(result)
-                    upstream.update(result.outputs)
-            status = "done"
-        except KeyboardInterrupt:
-            status = "interrupted"
-            raise
-        finally:
-            _finish_run(store, run_id, status)
-            if queue is not None:
-                queue.close()
-            if html_import is not None:
-                html_import.join()
-        return PipelineRun(run_id, spec.name, status, tuple(results), time.perf_counter() - started)
+        with tempfile.TemporaryDirectory(prefix="fsml-pipeline-") as workdir, KernelPool(Path(workdir)) as kernels:
+            planned = _plan_until_a_run(store, spec, declared, overrides, forced)  # the cached steps, then one to run
+            imports: threading.Thread | None = None
+            if executor == "local" and planned[-1].action != "cached":  # kernels for the first steps to run, now
+                kernels.keep_ahead([step.notebook for step in spec.steps[len(planned) - 1:][:KERNELS_AHEAD]])
+                imports = threading.Thread(target=_import_html_exporter, daemon=True, name="fsml-pipeline-imports")
+                imports.start()  # papermill and the HTML exporter, while the kernels start
+            run_id = _start_run(store, spec, overrides, executor=executor)
+            queue = StepQueue(broker_url or get_settings().broker_url, queue_name) if executor == "queue" else None
+            return _run_steps(store, spec, run_id, _RunInputs(declared, overrides, forced, planned), kernels,
+                              Path(workdir), imports, progress, started, queue)
     finally:
         if owns_store:
             store.close()
 
+
+@dataclass(frozen=True)
+class _RunInputs:
+    "What a run's steps are planned from."
+    declared: Mapping[str, Mapping[str, StepParameter]]  # each step's parameters cell
+    overrides: Mapping[str, Any]  # `-p key=value`
+    forced: set[str]  # steps to rerun on a cache hit
+    planned: Sequence[StepPlan]  # the plans made before the run started: cached steps, then the first to run
+
+
+def _run_steps(store: Store, spec: PipelineSpec, run_id: str, inputs: _RunInputs, kernels: KernelPool,
+               workdir: Path, imports: threading.Thread | None, progress: bool, started: float,
+               queue: StepQueue | None) -> PipelineRun:
+    "Run (or reuse) the steps in order, recording each; the run's record says how it ended."
+    from tqdm.auto import tqdm
+
+    results: list[StepResult] = []
+    upstream: dict[str, Any] = {}
+    status = "failed"
+    try:
+        with _heartbeat(store, run_id), \
+                tqdm(spec.steps, desc=f"pipeline {spec.name}", unit="step", disable=not progress) as bar:
+            for position, step in enumerate(bar):
+                bar.set_postfix_str(step.name)
+                plan = inputs.planned[position] if position < len(inputs.planned) else _plan_step(
+                    store, spec, step, inputs.declared[step.name], inputs.overrides, upstream, inputs.forced,
+                    package_versions())
+                if plan.action == "cached":
+                    result = StepResult(step.name, "cached", plan.cached_outputs or {}, 0.0)
+                elif queue is not None:
+                    result = queue.run(store, run_id, step, plan)  # a worker records it
+                else:
+                    kernel = kernels.take(step.notebook)
+                    # the next steps' kernels start while this one runs
+                    kernels.keep_ahead([later.notebook for later in spec.steps[position + 1:][:KERNELS_AHEAD]])
+                    try:
+                        result = execute_step(store, step, plan.parameters, workdir, progress=progress, kernel=kernel)
+                    except StepFailedError as failure:
+                        _record_step(store, run_id, step.name, "failed", plan.cache_key, plan.parameters,
+                                     failure.result)
+                        raise
+                if queue is None or result.status == "cached":
+                    _record_step(store, run_id, step.name, result.status, plan.cache_key, plan.parameters, result)
+                results.append(result)
+                upstream.update(result.outputs)
+        status = "done"
+    except KeyboardInterrupt:
+        status = "interrupted"
+        raise
+    finally:
+        _finish_run(store, run_id, status)
+        if queue is not None:
+            queue.close()
+        if imports is not None:
+            imports.join()
+    return PipelineRun(run_id, spec.name, status, tuple(results), time.perf_counter() - started)
+
 # %% ../nbs/12_pipeline.ipynb #c8934df5
 def _import_html_exporter() -> None:
-    try:
-        import nbconvert  # noqa: F401
-    except ImportError:
-        pass
+    "Import papermill and make the HTML exporter ready (a second or two), in a thread while the kernels start."
+    import papermill  # noqa: F401  (before nbconvert: one thread imports what both share)
+
+    _notebook_html(None)
+
+
+def _plan_until_a_run(store: Store, spec: PipelineSpec, declared: Mapping[str, Mapping[str, StepParameter]],
+                      overrides: Mapping[str, Any], forced: set[str]) -> list[StepPlan]:
+    "The plans of the cached steps at the start of the pipeline and of the first step that must run (if any)."
+    plans: list[StepPlan] = []
+    upstream: dict[str, Any] = {}
+    packages = package_versions()
+    for step in spec.steps:
+        plan = _plan_step(store, spec, step, declared[step.name], overrides, upstream, forced, packages)
+        plans.append(plan)
+        if plan.action != "cached":
+            break
+        upstream.update(plan.cached_outputs or {})
+    return plans
 
 
 def _dry_run(store: Store, spec: PipelineSpec, declared: Mapping[str, Mapping[str, StepParameter]],
              overrides: Mapping[str, Any], forced: set[str], started: float) -> PipelineRun:
     "Plan every step without running anything: cached steps pass their outputs on; the rest stop the lookups."
-    plans: list[StepPlan] = []
-    upstream: dict[str, Any] = {}
-    blocked = False
-    for step in spec.steps:
-        if blocked:
-            plans.append(StepPlan(step.name, {}, None, forced=step.name in forced))
-            continue
-        plan = _plan_step(store, spec, step, declared[step.name], overrides, upstream, forced, package_versions())
-        plans.append(plan)
-        if plan.action == "cached":
-            upstream.update(plan.cached_outputs or {})
-        else:
-            blocked = True
+    plans = _plan_until_a_run(store, spec, declared, overrides, forced)
+    plans += [StepPlan(step.name, {}, None, forced=step.name in forced) for step in spec.steps[len(plans):]]
     return PipelineRun("dry-run", spec.name, "dry-run", tuple(plans), time.perf_counter() - started)
 
 # %% ../nbs/12_pipeline.ipynb #10adf8ac
@@ -867,7 +1026,7 @@ class StepQueue:
         finally:
             connection.close()
 
-    def run(self, store: Store, run_id: str, step: PipelineStep, plan: StepPlan, poll_seconds: float = 0.5) -> StepResult:
+    def run(self, store: Store, run_id: str, step: PipelineStep, plan: StepPlan, poll_seconds: float = 0.1) -> StepResult:
         "Queue the step and wait until a worker has recorded it; raise `StepFailedError` if it failed."
         self.publish({"id": f"{run_id}:{step.name}", "run_id": run_id, "step": step.name,
                       "notebook": str(step.notebook), "parameters": plan.parameters, "cache_key": plan.cache_key})
@@ -884,17 +1043,20 @@ class StepQueue:
             self.broker.close()
 
 # %% ../nbs/12_pipeline.ipynb #536661b6
-def _run_job(store: Store, job: dict[str, Any], broker, delivery, owner: str) -> None:
+def _run_job(store: Store, job: dict[str, Any], broker, delivery, owner: str,
+             spares: _SpareKernels | None = None,  # the worker's spare kernel: the step runs (and ends) in it
+             ) -> None:
     "Run one step job (unless a worker before us recorded it), keeping the job alive meanwhile."
     if _step_row(store, job["run_id"], job["step"]) is not None:
         return  # delivered again after a worker recorded it and died before acknowledging
     step = PipelineStep(job["step"], Path(job["notebook"]))
+    kernel = spares.take(step.notebook) if spares is not None else None
     outcome: dict[str, Any] = {}
 
     def work() -> None:
         with tempfile.TemporaryDirectory(prefix="fsml-pipeline-worker-") as workdir:
             try:
-                outcome["result"] = execute_step(store, step, job["parameters"], Path(workdir))
+                outcome["result"] = execute_step(store, step, job["parameters"], Path(workdir), kernel=kernel)
             except StepFailedError as failure:
                 outcome["result"] = StepResult(failure.result.step, "failed", {"error": str(failure)},
                                                failure.result.seconds, failure.result.report_sha, failure.result.html_sha)
@@ -924,19 +1086,62 @@ def pipeline_worker(store: Store | None = None, broker_url: str | None = None,
     broker = open_broker(broker_url or get_settings().broker_url, lease_seconds=60.0)
     owner, done = f"pipeline-{_this_process()}", 0
     stop = stop or threading.Event()
+    spares = _SpareKernels(Path(tempfile.mkdtemp(prefix="fsml-pipeline-kernels-")))
     try:
         while not stop.is_set() and (max_jobs is None or done < max_jobs):
             if getattr(broker, "kind", "") == "sql":
                 broker.reclaim(queue)
+            spares.start()  # started once, then waiting (its imports done) for the next job
             for delivery in broker.take(queue, owner, limit=1, idle_seconds=1.0):
-                _run_job(store, delivery.job, broker, delivery, owner)
+                _run_job(store, delivery.job, broker, delivery, owner, spares)
                 broker.finish(owner, delivery, {"id": delivery.request_id, "status": "recorded"})
                 done += 1
         return done
     finally:
+        spares.close()
         broker.close()
         if owns_store:
             store.close()
+
+
+class _SpareKernels:
+    "A worker's kernel waiting for its next job, importing what the steps it ran before imported."
+
+    def __init__(self, folder: Path):
+        self.folder = folder  # the spares' outputs files (removed by `close`)
+        self.modules: list[str] = ["fsml_nb.pipeline"]  # every step records its outputs with it
+        self.spare: WarmKernel | None = None
+        self.retiring: list[WarmKernel] = []
+
+    def start(self) -> None:
+        "Start the spare kernel unless there is one."
+        if self.spare is None:
+            self.spare = WarmKernel(None, self.folder / f"kernel-{uuid.uuid4().hex[:12]}.outputs.json",
+                                    modules=self.modules)
+
+    def take(self, notebook: Path) -> WarmKernel:
+        "The spare, for one step of `notebook`; the next spare starts now (while the step runs), with its imports too."
+        self.start()
+        kernel, self.spare = self.spare, None
+        self.retiring = [used for used in self.retiring if used._retiring is None or used._retiring.is_alive()]
+        self.retiring.append(kernel)
+        try:
+            self.modules = list(dict.fromkeys([*self.modules, *warm_modules(notebook)]))
+        except (OSError, ValueError):
+            pass  # no such notebook here: the step fails and says so
+        self.start()
+        return kernel
+
+    def close(self) -> None:
+        "Shut the spare down and wait for the used kernels to have exited."
+        if self.spare is not None:
+            self.spare.shutdown()
+        for kernel in self.retiring:
+            kernel.join()
+            if kernel._retiring is None:
+                kernel.shutdown()
+        import shutil
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 # %% ../nbs/12_pipeline.ipynb #500fbba1
 @dataclass(frozen=True)

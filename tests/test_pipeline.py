@@ -128,6 +128,7 @@ def test_steps_run_on_two_queue_workers(slow_pipeline: Path, tmp_path: Path, ste
                 process.send_signal(signal.SIGTERM)  # a worker stops after its current step
             for process in workers:
                 assert process.wait(timeout=120) == 0
+        assert processes_with_environment("FSML_HOME", str(home)) == []  # no spare kernel left behind
         assert run.outputs["total"] == 10
         assert [step.status for step in again.steps] == ["cached", "done"]  # a changed parameter reran one step
         with reading(store.engine) as connection:
@@ -170,6 +171,38 @@ def interrupt(process: subprocess.Popen, ready, what: str, seconds: float = 600)
             continue
     process.kill()
     raise AssertionError(f"the run did not stop within 90 s of Ctrl-C during {what}")
+
+
+def test_ctrl_c_while_the_pool_holds_kernels_for_later_steps_leaves_no_kernel(slow_pipeline: Path, tmp_path: Path):
+    for name in ("later", "last"):
+        step_notebook(tmp_path / f"{name}.ipynb", "total: int = 0",
+                      "import wave\nfrom fsml_nb.pipeline import record_outputs\nrecord_outputs(doubled=2 * total)")
+    (tmp_path / "long.toml").write_text(slow_pipeline.read_text().replace('name = "slow"\n[[steps]]', 'name = "long"\n[[steps]]', 1)
+                                        + '[[steps]]\nname = "later"\nnotebook = "later.ipynb"\nafter = ["slow"]\n'
+                                        '[[steps]]\nname = "last"\nnotebook = "last.ipynb"\nafter = ["later"]\n')
+    home = tmp_path / "home"
+    env = {**clean_environment(), "FSML_HOME": str(home)}
+    script = f"from fsml_nb.pipeline import run_pipeline\nrun_pipeline({str(tmp_path / 'long.toml')!r}, {{'seconds': 60.0}}, progress=False)"
+    process = subprocess.Popen([sys.executable, "-c", script], env=env, stderr=subprocess.DEVNULL, cwd=tmp_path)
+    seen: list[int] = []
+
+    def kernels_ahead_started() -> bool:
+        "The runner, the slow step's kernel and the kernels started for the two steps after it (they carry FSML_HOME)."
+        with Store(f"sqlite:///{home}/fsml.db", str(home / "blobs")) as store:
+            history = pipeline_history(store, "long") if (home / "fsml.db").exists() else []
+        seen[:] = processes_with_environment("FSML_HOME", str(home))
+        return bool(history) and history[0].steps.get("first") == "done" and len(seen) >= 4
+
+    interrupt(process, kernels_ahead_started, "the kernels for the steps after the slow one", seconds=120)
+    assert process.returncode != 0 and len(seen) >= 4
+    left = {pid: Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")[:200]
+            for pid in processes_with_environment("FSML_HOME", str(home))}
+    assert left == {}, f"left running after Ctrl-C: {left}; before it: {seen}"  # every kernel the pool held is gone
+    with Store(f"sqlite:///{home}/fsml.db", str(home / "blobs")) as store:
+        assert pipeline_history(store, "long")[0].steps == {"first": "done"}  # nothing else recorded as done
+        resumed = run_pipeline(tmp_path / "long.toml", {"seconds": 0.0}, store=store, progress=False)
+    assert [step.status for step in resumed.steps] == ["cached", "done", "done", "done"]
+    assert resumed.outputs["doubled"] == 6
 
 
 def test_ctrl_c_during_digits_training_then_the_next_run_starts_at_training(tmp_path: Path):
