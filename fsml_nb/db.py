@@ -43,13 +43,12 @@ __all__ = ['SQLITE_SYNCHRONOUS_LEVELS', 'WRITER_LOCK_SUFFIX', 'READ_ONLY', 'SQLI
            'annotation_slots', 'annotation_offers', 'annotation_members', 'pipeline_runs', 'pipeline_steps',
            'eval_runs', 'eval_predictions', 'viewers', 'BLOB_REFERENCES', 'registered_models', 'model_versions',
            'model_version_files', 'model_aliases', 'model_promotions', 'registry_events', 'serve_clients',
-           'serve_workers', 'served_predictions', 'Migration', 'MIGRATIONS', 'TRIGGERS_ADDED_LATER', 'V4_STEPS',
-           'DatabaseError', 'DatabaseUnavailableError', 'DatabaseDamagedError', 'SchemaTooNewError',
-           'ValueTooLongError', 'normalize_db_url', 'display_db_url', 'sqlite_synchronous', 'reading', 'make_engine',
-           'is_retryable', 'transaction', 'insert_ignore', 'check_lengths', 'lease_columns', 'lease_rows',
-           'lease_one_statement', 'extend_lease', 'complete_lease', 'release_lease', 'reclaim_expired',
-           'missing_triggers', 'install_triggers', 'referenced_blobs', 'stored_schema_version', 'upgrade_schema',
-           'open_database']
+           'serve_workers', 'served_predictions', 'Migration', 'MIGRATIONS', 'V4_STEPS', 'DatabaseError',
+           'DatabaseUnavailableError', 'DatabaseDamagedError', 'SchemaTooNewError', 'ValueTooLongError',
+           'normalize_db_url', 'display_db_url', 'sqlite_synchronous', 'reading', 'make_engine', 'is_retryable',
+           'transaction', 'insert_ignore', 'check_lengths', 'lease_columns', 'lease_rows', 'lease_one_statement',
+           'extend_lease', 'complete_lease', 'release_lease', 'reclaim_expired', 'missing_triggers', 'install_triggers',
+           'referenced_blobs', 'stored_schema_version', 'upgrade_schema', 'open_database']
 
 # %% ../nbs/01_db.ipynb #2eda7dbb
 class DatabaseError(FsmlError):
@@ -512,7 +511,7 @@ def reclaim_expired(connection: Connection, table: Table,
     return reclaimed
 
 # %% ../nbs/01_db.ipynb #4e84b8e0
-SCHEMA_VERSION = 4  # bump together with a new entry in MIGRATIONS
+SCHEMA_VERSION = 5  # bump together with a new entry in MIGRATIONS
 
 metadata = MetaData()
 
@@ -1085,11 +1084,6 @@ def _stamp(connection: Connection, version: int) -> None:
         connection.execute(schema_info.insert().values(id=1, version=version))
 
 # %% ../nbs/01_db.ipynb #9bbfa3e0
-# Triggers a database of the current schema version may lack because an earlier release did not make them:
-# opening installs them without the "someone removed them" warning.
-TRIGGERS_ADDED_LATER = frozenset({"model_version_files_listed"})
-
-
 def _needs_work(engine: Engine, target: int) -> tuple[int | None, bool]:
     "The stored version and whether opening must write (create, migrate or restore triggers)."
     with reading(engine) as connection:
@@ -1122,15 +1116,9 @@ def _migrate(connection: Connection, target: int, migrations: dict[int, Migratio
     if current != target:
         _stamp(connection, target)
     restored = install_triggers(connection)
-    removed = [name for name in restored if name not in TRIGGERS_ADDED_LATER]
     if restored and current == target:
-        log = get_logger("db")
-        if removed:
-            log.warning("restored missing immutability triggers %s: someone removed them; "
-                        "run `fsml version verify` on the versions", ", ".join(removed))
-        if len(removed) < len(restored):
-            log.info("installed triggers new in this release: %s",
-                     ", ".join(sorted(set(restored) - set(removed))))
+        get_logger("db").warning("restored missing immutability triggers %s: someone removed them; "
+                                 "run `fsml version verify` on the versions", ", ".join(restored))
     return current
 
 # %% ../nbs/01_db.ipynb #9f76bd05
@@ -1492,3 +1480,12 @@ def _migrate_to_v4(ops: Operations) -> None:  # noqa: F821  (alembic.operations.
 
 
 MIGRATIONS[4] = _migrate_to_v4
+
+
+def _migrate_to_v5(ops: Operations) -> None:  # noqa: F821  (alembic.operations.Operations)
+    "Schema version 5: no table changes; the trigger that refuses a model file row its manifest does not list."
+    # Triggers are (re)installed by `install_triggers` after every migration, so this step has nothing to run:
+    # the version number exists so that an upgraded database is not taken for one whose trigger was removed.
+
+
+MIGRATIONS[5] = _migrate_to_v5

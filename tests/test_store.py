@@ -1,7 +1,6 @@
 """The store on SQLite and on PostgreSQL: items, versions, immutability, atomic imports, errors."""
 from __future__ import annotations
 
-import logging
 import multiprocessing
 import threading
 import time
@@ -13,7 +12,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
-from fsml_nb.db import SCHEMA_VERSION, DatabaseUnavailableError, SchemaTooNewError, make_engine, missing_triggers, schema_info
+from fsml_nb.db import SCHEMA_VERSION, DatabaseUnavailableError, SchemaTooNewError, make_engine, schema_info
 from fsml_nb.store import (Entry, InvalidVersionError, LabelledItem, LabelSchema, NewItem, Store, UnknownVersionError,
                            manifest_id)
 
@@ -360,27 +359,6 @@ def test_a_dropped_trigger_is_restored_on_reopen(db_url: str, tmp_path: Path):
             with pytest.raises(DBAPIError, match="immutable"):
                 _execute(store, statement)
         assert store.version(version.id) == version
-
-
-def test_a_trigger_new_in_this_release_is_installed_without_the_removal_warning(db_url: str, tmp_path: Path, caplog):
-    "A database made before a trigger existed gets it on open, logged as new; a removed older trigger still warns."
-    blob_url = str(tmp_path / "blobs")
-    with Store(db_url, blob_url) as store:
-        drop = ("DROP TRIGGER model_version_files_listed ON model_version_files" if store.engine.dialect.name ==
-                "postgresql" else "DROP TRIGGER model_version_files_listed")
-        _execute(store, drop)
-    with caplog.at_level(logging.INFO, logger="fsml_nb.db"):
-        with Store(db_url, blob_url) as store:
-            with store.engine.connect() as connection:
-                assert missing_triggers(connection) == []
-    assert "new in this release: model_version_files_listed" in caplog.text
-    assert "someone removed them" not in caplog.text
-    caplog.clear()
-    with Store(db_url, blob_url) as store:
-        _drop_entry_triggers(store)
-    with caplog.at_level(logging.INFO, logger="fsml_nb.db"):
-        Store(db_url, blob_url).close()
-    assert "someone removed them" in caplog.text and "model_version_files_listed" not in caplog.text
 
 
 def test_disabled_postgres_triggers_are_enabled_again_on_reopen(postgres_url: str, tmp_path: Path):
