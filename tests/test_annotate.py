@@ -297,7 +297,7 @@ def test_an_annotator_labels_in_the_browser(chromium_path: str, voila_app):
     with sync_playwright() as playwright:
         browser = launch_chromium(playwright, chromium_path)
         page = browser.new_page()
-        page.goto(f"{url}/?token={token}")
+        page.goto(f"{url}/?token={token}", timeout=90_000)  # a Voila page's first load can take over 30 s on 2 busy cores
         page.wait_for_selector(".fsml-annotation-panel .fsml-item-id", timeout=90_000)
         page.mouse.move(0, 0)  # the pointer is nowhere near the panel
         first = page.get_attribute(".fsml-item-id", "data-item")
@@ -358,7 +358,7 @@ def test_kernels_of_closed_pages_end_and_their_number_is_capped(chromium_path: s
             pages = []
             for _ in range(2):
                 page = browser.new_page()
-                page.goto(f"{url}/?token={token}")
+                page.goto(f"{url}/?token={token}", timeout=90_000)  # a Voila page's first load can take over 30 s on 2 busy cores
                 page.wait_for_selector(".fsml-annotation-panel", timeout=120_000)
                 pages.append(page)
             wait_for(lambda: len(kernel_processes(voila_pid)) == floor + 2, timeout=120,  # the pool refills
@@ -418,7 +418,7 @@ def test_the_panel_works_in_jupyterlab(chromium_path: str, jupyterlab_notebook):
     with sync_playwright() as playwright:
         browser = launch_chromium(playwright, chromium_path)
         page = browser.new_page(viewport={"width": 1400, "height": 900})
-        page.goto(url)
+        page.goto(url, timeout=90_000)  # a Voila page's first load can take over 30 s on 2 busy cores
         page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=120_000)
         page.wait_for_selector(".jp-StatusBar-TextItem:has-text('Idle')", timeout=120_000)  # the kernel is ready
         page.click(".lm-MenuBar-itemLabel:text-is('Run')")  # JupyterLab's own command, not a keystroke race

@@ -84,7 +84,7 @@ def test_the_dashboard_leads_from_the_confusion_matrix_to_an_item(chromium_path:
         refused.wait_for_selector("text=Access refused", timeout=120_000)
         refused.close()
         page = browser.new_page(viewport={"width": 1400, "height": 1800})
-        page.goto(f"http://127.0.0.1:{port}/?token={token}")
+        page.goto(f"http://127.0.0.1:{port}/?token={token}", timeout=90_000)  # a Voila page's first load can take over 30 s on 2 busy cores
         page.wait_for_selector("text=Model evaluation", timeout=120_000)
         page.wait_for_selector("text=macro F1", timeout=60_000)
         assert page.locator("img").count() >= 1  # the confusion / reliability plots
@@ -132,7 +132,7 @@ def test_the_demo_predicts_uploads_and_drawings_and_refuses_non_images(chromium_
         floor = preheated_floor(voila)
         browser = launch_chromium(playwright, chromium_path)
         page = browser.new_page(viewport={"width": 1000, "height": 1200})
-        page.goto(f"http://127.0.0.1:{port}/?token={token}")
+        page.goto(f"http://127.0.0.1:{port}/?token={token}", timeout=90_000)  # a Voila page's first load can take over 30 s on 2 busy cores
         page.wait_for_selector("text=Try the model", timeout=120_000)
         upload(page, picture)
         page.wait_for_selector("text=prediction:", timeout=60_000)
