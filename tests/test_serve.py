@@ -277,6 +277,14 @@ def test_a_full_queue_answers_503_with_retry_after(db_url: str, token: str, tmp_
     assert SqlBroker(broker).depth(f"{prefix}.{MODEL}") == 2  # the refused job was not queued
 
 
+def wait_until_ready(base: str, seconds: float = 60) -> None:
+    "Wait until the API at `base` says it is ready again (a broker came back)."
+    deadline = time.monotonic() + seconds
+    while httpx.get(f"{base}/readyz", timeout=30).status_code != 200:
+        assert time.monotonic() < deadline, httpx.get(f"{base}/readyz", timeout=30).text
+        time.sleep(0.2)
+
+
 @pytest.mark.parametrize("unreachable", ["amqp://guest:guest@127.0.0.1:1/%2F", "postgresql://postgres@127.0.0.1:1/x"])
 def test_an_unreachable_broker_makes_the_api_not_ready(unreachable: str, db_url: str, token: str, tmp_path: Path,
                                                        folder: Path, prefix: str):
@@ -728,10 +736,7 @@ def test_a_broker_outage_mid_run_is_reported_and_survived(broker_kind: str, db_u
             refused_seconds = time.monotonic() - started
             time.sleep(1.0)
             proxy.restore()
-            deadline = time.monotonic() + 60
-            while httpx.get(f"{base}/readyz", timeout=30).status_code != 200:
-                assert time.monotonic() < deadline, httpx.get(f"{base}/readyz", timeout=30).text
-                time.sleep(0.2)
+            wait_until_ready(base)
             back = httpx.post(f"{base}/v1/predict", content=png(), headers=headers, timeout=30)
             time.sleep(1.0)
             running.clear()
@@ -782,10 +787,7 @@ def test_a_silent_rabbitmq_is_noticed_in_seconds(rabbit_url: str, db_url: str, t
             refused = httpx.post(f"{base}/v1/predict", content=png(), headers=headers, timeout=30)
             refused_seconds = time.monotonic() - refused_at
             proxy.unstall()
-            deadline = time.monotonic() + 60
-            while httpx.get(f"{base}/readyz", timeout=30).status_code != 200:
-                assert time.monotonic() < deadline, httpx.get(f"{base}/readyz", timeout=30).text
-                time.sleep(0.2)
+            wait_until_ready(base)
             back = httpx.post(f"{base}/v1/predict", content=png(), headers=headers, timeout=30)
     finally:
         stop(worker)
