@@ -1,6 +1,6 @@
 """Benchmark: the model registry against plain fsspec copies, and `alias_at` over a long history.
 
-    python bench/registry.py [--hidden 3500] [--repeats 3] [--promotions 10000]
+    python bench/registry.py [--hidden 3500] [--repeats 3] [--promotions 10000] [--code OTHER_CHECKOUT]
 
 Trains an MNIST-1D MLP whose weights are about 50 MB (`--hidden 3500`: 12.4 M parameters) for a
 few steps, exports it (ONNX FP32, INT8 dynamic and static), then measures, in the same run:
@@ -14,6 +14,23 @@ few steps, exports it (ONNX FP32, INT8 dynamic and static), then measures, in th
 - with `--mlflow-python` (the Python of a separate virtual environment that has MLflow, or
   FSML_BENCH_MLFLOW_PYTHON): MLflow's registry on the same files, SQLite backend, side by side
   (register, set alias, resolve alias, download), run by bench/registry_mlflow.py.
+- the floor any registry that SHA-256-hashes every byte it stores has on this machine, measured in
+  each repeat right after the plain copies, from the page cache (the files were just copied), each
+  as a ratio to the same plain copy as the row it stands under:
+  - "SHA-256 of every file, one core": hashlib.file_digest of each file, one after another, on
+    one thread; only hashing (no copy, no write, no other work);
+  - "SHA-256 of the largest file alone": the same for the largest file (the checkpoint); one file's
+    SHA-256 is a chain that cannot be split across cores, so no copy that hashes can end sooner;
+  - "ideal overlap bound" = max(largest file's hash, (all hashes + plain copy) / usable CPUs): the
+    copy and every hash spread perfectly over the CPUs this process may run on
+    (os.sched_getaffinity), with no other work, no read-back and no scheduling loss. Computed per
+    repeat from that repeat's three timings, then the median is taken. It is a lower bound, not
+    a prediction: other jobs on a shared machine take CPUs that the formula counts as ours;
+  the same three for pull's files (the blobs, which add the code archive, environment and golden
+  files), against the plain copy of the blobs.
+- with `--code OTHER_CHECKOUT`: that checkout's fsml_nb/registry.py (the rest of fsml_nb is this
+  tree's) registers and pulls in the same repeats, on its own fresh store, the two trees taking
+  turns going first: a before/after in one run, against the same plain copies and floors.
 Each timing is the median of `--repeats` runs, each on a fresh store and folder; each repeat times the
 plain copy and the registry's operation back to back and deletes what it wrote before the next one (so
 dirty pages never pile up into a disk writeback that lands on a later timing). The first register of a
@@ -24,6 +41,8 @@ phases the registry logs at DEBUG), and the load average is printed before and a
 from __future__ import annotations
 
 import argparse
+import hashlib
+import importlib.util
 import logging
 import os
 import json
@@ -31,6 +50,7 @@ import random
 import shutil
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -60,6 +80,35 @@ def median_seconds(run: Callable[[int], object], repeats: int) -> float:
         run(repeat)
         times.append(time.perf_counter() - started)
     return statistics.median(times)
+
+
+def usable_cpus() -> int:
+    "The CPUs this process may run on (its affinity), else os.cpu_count()."
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def load_average() -> str:
+    return f"{' '.join(f'{load:.1f}' for load in os.getloadavg())} on {os.cpu_count()} CPUs ({usable_cpus()} usable)"
+
+
+def hash_seconds(files: dict[str, Path]) -> tuple[float, float]:
+    "Seconds to SHA-256 every file, one after another on this thread, and of those the largest file's."
+    largest = max(files.values(), key=lambda path: path.stat().st_size)
+    total = largest_seconds = 0.0
+    for path in files.values():
+        started = time.perf_counter()
+        with open(path, "rb") as handle:
+            hashlib.file_digest(handle, "sha256")
+        seconds = time.perf_counter() - started
+        total += seconds
+        if path == largest:
+            largest_seconds = seconds
+    return total, largest_seconds
+
+
+def overlap_bound(all_hashes: float, largest_hash: float, copy: float) -> float:
+    "The least time a copy that hashes every byte can take: the largest hash, or all the work spread over the CPUs."
+    return max(largest_hash, (all_hashes + copy) / usable_cpus())
 
 
 def fsspec_copy(files: dict[str, Path], destination: Path) -> None:
@@ -133,11 +182,32 @@ def remove(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def bench_register_and_pull(tmp: Path, export: Path, checkpoint: Path, repeats: int) -> tuple[list[tuple], list[str]]:
+def compared_registry(path: Path) -> type:
+    "`ModelRegistry` of another tree's registry.py (`--code`), loaded beside this tree's in the fsml_nb package."
+    source = path / "fsml_nb" / "registry.py" if path.is_dir() else path
+    if not source.is_file():
+        raise SystemExit(f"--code {path}: no fsml_nb/registry.py there")
+    name = "fsml_nb._registry_compared"
+    spec = importlib.util.spec_from_file_location(name, source)
+    module = importlib.util.module_from_spec(spec)
+    module.__package__ = "fsml_nb"
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    module.log = logging.getLogger("fsml_nb.registry_compared")  # its phases stay out of this tree's medians
+    return module.ModelRegistry
+
+
+def bench_register_and_pull(tmp: Path, export: Path, checkpoint: Path, repeats: int,
+                            compared: tuple[str, type] | None = None) -> tuple[list[tuple], list[str]]:
     files = {path.relative_to(export).as_posix(): path for path in export.rglob("*") if path.is_file()}
     files["checkpoint.safetensors"] = checkpoint
     size = sum(path.stat().st_size for path in files.values())
-    copies, registers, pulls, blob_copies = [], [], [], []
+    trees = {"this tree": ModelRegistry, **dict([compared] if compared else [])}
+    copies, blob_copies = [], []
+    registers: dict[str, list[float]] = {tree: [] for tree in trees}
+    pulls: dict[str, list[float]] = {tree: [] for tree in trees}
+    floors: dict[str, list[float]] = {key: [] for key in ("all", "largest", "bound", "blob all", "blob largest",
+                                                          "blob bound")}
     with PhaseLog() as phase_log:
         with fresh_store(tmp, "first") as store:  # the first register of this process makes code archive + environment
             first_copy = timed(lambda: fsspec_copy(files, tmp / "copy-first"))
@@ -145,38 +215,77 @@ def bench_register_and_pull(tmp: Path, export: Path, checkpoint: Path, repeats: 
             first_register = timed(lambda: first.register(export, "bench", reason="benchmark"))
             SIDE_BY_SIDE["set alias"] = median_seconds(lambda _: first.promote("bench", 1, reason="bench"), repeats)
             SIDE_BY_SIDE["resolve alias"] = median_seconds(lambda _: first.version("bench@champion"), 50)
+            if compared:  # its own first register (code archive, environment) is not timed
+                compared[1](store).register(export, "bench-compared", reason="benchmark")
         remove(tmp / "copy-first")
         remove(tmp / "first-blobs")
         phase_log.calls.clear()
         for repeat in range(repeats):
-            store = fresh_store(tmp, f"register{repeat}")
-            registry = ModelRegistry(store)
             copies.append(timed(lambda: fsspec_copy(files, tmp / "copy")))
             remove(tmp / "copy")
-            registers.append(timed(partial(registry.register, export, "bench", reason="benchmark")))
-            version = registry.version("bench:1")
-            blob_files = {relative: Path(store.blobs.path(sha)) for relative, sha in version.files.items()}
-            blob_copies.append(timed(partial(fsspec_copy, blob_files, tmp / "blobcopy")))
-            remove(tmp / "blobcopy")
-            pulls.append(timed(partial(registry.pull, "bench:1", tmp / "pull")))
-            remove(tmp / "pull")
-            archive_size = sum(entry["size"] for entry in version.manifest["files"].values())
-            store.close()
-            remove(tmp / f"register{repeat}-blobs")
+            all_hashes, largest_hash = hash_seconds(files)
+            floors["all"].append(all_hashes)
+            floors["largest"].append(largest_hash)
+            floors["bound"].append(overlap_bound(all_hashes, largest_hash, copies[-1]))
+            order = list(trees) if repeat % 2 == 0 else list(trees)[::-1]  # neither tree always goes first
+            for turn, tree in enumerate(order):
+                label = f"register{repeat}-{turn}"
+                store = fresh_store(tmp, label)
+                registry = trees[tree](store)
+                registers[tree].append(timed(partial(registry.register, export, "bench", reason="benchmark")))
+                version = registry.version("bench:1")
+                archive_size = sum(entry["size"] for entry in version.manifest["files"].values())
+                if turn == 0:
+                    blob_files = {relative: Path(store.blobs.path(sha)) for relative, sha in version.files.items()}
+                    blob_copies.append(timed(partial(fsspec_copy, blob_files, tmp / "blobcopy")))
+                    remove(tmp / "blobcopy")
+                    all_hashes, largest_hash = hash_seconds(blob_files)
+                    floors["blob all"].append(all_hashes)
+                    floors["blob largest"].append(largest_hash)
+                    floors["blob bound"].append(overlap_bound(all_hashes, largest_hash, blob_copies[-1]))
+                pulls[tree].append(timed(partial(registry.pull, "bench:1", tmp / "pull")))
+                remove(tmp / "pull")
+                store.close()
+                remove(tmp / f"{label}-blobs")
+        register_min, pull_min = min(registers["this tree"]), min(pulls["this tree"])
         phases = [f"register phases (median of {repeats}): {phase_log.median('registered')}",
                   f"pull phases (median of {repeats}): {phase_log.median('pulled')}",
                   f"least disturbed repeats (minimums; on a shared machine the medians of the baselines move): "
-                  f"register {min(registers):.3f} s vs copy {min(copies):.3f} s = {min(registers) / min(copies):.2f}x; "
-                  f"pull {min(pulls):.3f} s vs blob copy {min(blob_copies):.3f} s = "
-                  f"{min(pulls) / min(blob_copies):.2f}x"]
-    register_seconds, pull_seconds = statistics.median(registers), statistics.median(pulls)
+                  f"register {register_min:.3f} s vs copy {min(copies):.3f} s = {register_min / min(copies):.2f}x "
+                  f"(floor bound {min(floors['bound']):.3f} s); pull {pull_min:.3f} s vs blob copy "
+                  f"{min(blob_copies):.3f} s = {pull_min / min(blob_copies):.2f}x "
+                  f"(floor bound {min(floors['blob bound']):.3f} s)"]
+    register_seconds, pull_seconds = statistics.median(registers["this tree"]), statistics.median(pulls["this tree"])
     SIDE_BY_SIDE.update({"register": register_seconds, "download": pull_seconds})
-    return [("register vs fsspec copy of the export + checkpoint", f"{size / 1e6:.1f} MB ({archive_size / 1e6:.1f} "
-             "MB archived)", register_seconds, statistics.median(copies), 1.5),
-            ("pull (re-hash, temp folder, rename) vs fsspec copy of the blobs", f"{archive_size / 1e6:.1f} MB",
-             pull_seconds, statistics.median(blob_copies), 1.5),
-            ("first register of the process (+ code archive, environment) vs one fsspec copy", f"{size / 1e6:.1f} MB",
-             first_register, first_copy, None)], phases
+    copy, blob_copy, cpus = statistics.median(copies), statistics.median(blob_copies), usable_cpus()
+    largest_mb = max(path.stat().st_size for path in files.values()) / 1e6
+
+    def floor(key: str) -> float:
+        return statistics.median(floors[key])
+
+    rows = [("register vs fsspec copy of the export + checkpoint", f"{size / 1e6:.1f} MB ({archive_size / 1e6:.1f} "
+             "MB archived)", register_seconds, copy, 1.5)]
+    if compared:
+        rows.append((f"  register, {compared[0]}", f"{size / 1e6:.1f} MB", statistics.median(registers[compared[0]]),
+                     copy, None))
+    rows += [("  floor: SHA-256 of every file, one core (hash only)", f"{size / 1e6:.1f} MB", floor("all"), copy, None),
+             ("  floor: SHA-256 of the largest file alone", f"{largest_mb:.1f} MB", floor("largest"), copy, None),
+             (f"  floor: ideal overlap bound, max(largest hash, (all hashes + copy) / {cpus} CPUs)",
+              f"{size / 1e6:.1f} MB", floor("bound"), copy, None),
+             ("pull (re-hash, temp folder, rename) vs fsspec copy of the blobs", f"{archive_size / 1e6:.1f} MB",
+              pull_seconds, blob_copy, 1.5)]
+    if compared:
+        rows.append((f"  pull, {compared[0]}", f"{archive_size / 1e6:.1f} MB", statistics.median(pulls[compared[0]]),
+                     blob_copy, None))
+    rows += [("  floor: SHA-256 of every blob, one core (hash only)", f"{archive_size / 1e6:.1f} MB",
+              floor("blob all"), blob_copy, None),
+             ("  floor: SHA-256 of the largest blob alone", f"{largest_mb:.1f} MB", floor("blob largest"), blob_copy,
+              None),
+             (f"  floor: ideal overlap bound, max(largest hash, (all hashes + copy) / {cpus} CPUs)",
+              f"{archive_size / 1e6:.1f} MB", floor("blob bound"), blob_copy, None),
+             ("first register of the process (+ code archive, environment) vs one fsspec copy", f"{size / 1e6:.1f} MB",
+              first_register, first_copy, None)]
+    return rows, phases
 
 
 def fake_version(name: str, tag: str) -> dict:
@@ -261,16 +370,20 @@ def main() -> None:
     parser.add_argument("--promotions", type=int, default=10_000)
     parser.add_argument("--mlflow-python", default=os.environ.get("FSML_BENCH_MLFLOW_PYTHON"),
                         help="python of a separate virtual environment with MLflow installed")
+    parser.add_argument("--code", type=Path, default=None,
+                        help="another checkout (or its fsml_nb/registry.py): its register and pull are timed in the "
+                             "same repeats, interleaved with this tree's (before/after in one run)")
     args = parser.parse_args()
+    compared = (f"--code {args.code}", compared_registry(args.code)) if args.code else None
     results, mlflow, phases = [], None, []
-    print(f"load average before the run: {' '.join(f'{load:.1f}' for load in os.getloadavg())} on {os.cpu_count()} CPUs")
+    print(f"load average before the run: {load_average()}")
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         export, checkpoint = make_export(tmp, args.hidden)
         weights_mb = (tmp / "export" / "model.fp32.onnx").stat().st_size / 1e6
         print(f"model: MNIST-1D MLP, hidden {args.hidden}, ONNX FP32 {weights_mb:.1f} MB")
         os.sync()  # the export's own writes reach the disk before anything is timed
-        rows, phases = bench_register_and_pull(tmp, export, checkpoint, args.repeats)
+        rows, phases = bench_register_and_pull(tmp, export, checkpoint, args.repeats, compared)
         results += rows
         if args.mlflow_python:
             mlflow = bench_mlflow(args.mlflow_python, tmp, export, checkpoint, args.repeats)
@@ -298,7 +411,7 @@ def main() -> None:
     print("\n" + "\n".join(phases))
     if mlflow:
         print_side_by_side(mlflow)
-    print(f"\nload average after the run: {' '.join(f'{load:.1f}' for load in os.getloadavg())} on {os.cpu_count()} CPUs")
+    print(f"\nload average after the run: {load_average()}")
 
 
 if __name__ == "__main__":
