@@ -52,7 +52,8 @@ __all__ = ['MODEL_FORMAT', 'RegistryError', 'NotAnExportError', 'DamagedExportEr
            'read_export_folder', 'export_checkpoint_path', 'read_checkpoint_header', 'golden_inputs', 'onnx_outputs',
            'run_onnx', 'golden_atol', 'Golden', 'golden_outputs', 'source_archive', 'environment_snapshot',
            'manifest_bytes', 'Archive', 'build_archive', 'copy_hashing', 'kernel_copy_hashing', 'copy_and_hash',
-           'stream_blob', 'put_file', 'copy_workers', 'largest_first', 'ArchiveWriter', 'load_pulled', 'ModelLineage']
+           'stream_blob', 'put_file', 'local_workers', 'copy_workers', 'largest_first', 'hash_files', 'ArchiveWriter',
+           'load_pulled', 'ModelLineage']
 
 # %% ../nbs/09_registry.ipynb #5e5c79cc
 class RegistryError(FsmlError):
@@ -835,14 +836,29 @@ def _put(blobs: BlobStore, content: Path | bytes) -> tuple[str, int, bool]:
     return sha, len(content), is_new
 
 # %% ../nbs/09_registry.ipynb #b9cc6a31
+def local_workers() -> int:
+    "How many local files to copy or hash at once: about one per core (each hash runs on one), 2 to 4."
+    return min(4, max(2, os.cpu_count() or 2))
+
+
 def copy_workers(blobs: BlobStore) -> int:
     "How many files to copy at once: locally about one per core (each copy hashes on one), remotely 4."
-    return min(4, max(2, os.cpu_count() or 2)) if blobs.is_local else 4
+    return local_workers() if blobs.is_local else 4
 
 
 def largest_first(sizes: dict[str, int]) -> list[str]:
     "Relative paths, largest file first: the largest sets the pace, so it starts first."
     return sorted(sizes, key=lambda relative: (-sizes[relative], relative))
+
+# %% ../nbs/09_registry.ipynb #a7c1e0f2
+def hash_files(paths: dict[str, Path],  # relative path -> a local file
+               workers: int | None = None,  # files hashed at once (default: `local_workers`)
+               ) -> dict[str, str]:
+    "The SHA-256 of local files, several at once, the largest first; relative path -> hex digest."
+    sizes = {relative: Path(path).stat().st_size for relative, path in paths.items()}
+    with ThreadPoolExecutor(max_workers=workers or local_workers(), thread_name_prefix="fsml-hash") as pool:
+        futures = {relative: pool.submit(_file_sha256, paths[relative]) for relative in largest_first(sizes)}
+        return {relative: futures[relative].result() for relative in paths}
 
 # %% ../nbs/09_registry.ipynb #9dfa1e21
 class ArchiveWriter:
@@ -1319,7 +1335,7 @@ def pull(self: ModelRegistry, ref: str | ModelVersion,  # the version to pull
 
 # %% ../nbs/09_registry.ipynb #5d390215
 def load_pulled(folder: str | Path) -> ModelVersion:
-    "A pulled folder as a `ModelVersion`, after re-hashing its manifest and every file."
+    "A pulled folder as a `ModelVersion`, after re-hashing its manifest and every file (several at once, largest first)."
     folder = Path(folder)
     manifest_path = folder / "manifest.json"
     if not manifest_path.is_file():
@@ -1327,12 +1343,15 @@ def load_pulled(folder: str | Path) -> ModelVersion:
     data = manifest_path.read_bytes()
     manifest = json.loads(data)
     version_id = sha256_hex(data)
-    for relative, entry in manifest["files"].items():
-        path = folder / relative
+    paths = {relative: folder / relative for relative in manifest["files"]}
+    for path in paths.values():
         if not path.is_file():
             raise TamperedArchiveError(f"{path} is missing from the pulled model version; pull it again")
-        if _file_sha256(path) != entry["sha256"]:
-            raise TamperedArchiveError(f"{path} was changed after it was pulled (its hash differs); pull it again")
+    found = hash_files(paths)
+    for relative, entry in sorted(manifest["files"].items()):
+        if found[relative] != entry["sha256"]:
+            raise TamperedArchiveError(f"{paths[relative]} was changed after it was pulled (its hash differs); "
+                                       "pull it again")
     info = json.loads((folder / "version.json").read_text()) if (folder / "version.json").is_file() else {}
     number = info.get("number") if info.get("id") == version_id else None
     created = datetime.fromisoformat(info["created_at"]) if number is not None and info.get("created_at") else None

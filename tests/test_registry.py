@@ -2,6 +2,7 @@
 concurrent promotions, and every bad input leaving nothing half-registered."""
 from __future__ import annotations
 
+import hashlib
 import json
 import multiprocessing
 import os
@@ -513,3 +514,45 @@ def test_the_file_server_can_be_any_fsspec_url(tmp_path: Path, exports):
             registry.pull(version, tmp_path / "again")
         assert not (tmp_path / "again").exists()
         memory.rm(url.removeprefix("memory://"), recursive=True)
+
+
+def test_a_file_changed_while_registered_is_refused_or_stored_with_the_hash_of_its_stored_bytes(
+        store: Store, exports, tmp_path: Path, monkeypatch):
+    small_mnist1d(store)
+    registry = ModelRegistry(store)
+    export = tmp_path / "export"
+    shutil.copytree(exports["v1"], export)
+    checkpoint = tmp_path / "v1.safetensors"
+    shutil.copy(exports["v1"].with_name("v1.safetensors"), checkpoint)
+    original = checkpoint.read_bytes()
+    real_copy_file_range = os.copy_file_range
+
+    def rewrite_checkpoint() -> None:  # another process rewrites the checkpoint in place: one bit, same size
+        with open(checkpoint, "r+b") as handle:
+            handle.seek(len(original) // 2)
+            handle.write(bytes([original[len(original) // 2] ^ 1]))
+
+    def copying(source: int, target: int, count: int, *args, before: bool) -> int:
+        is_checkpoint = os.readlink(f"/proc/self/fd/{source}") == str(checkpoint)
+        if is_checkpoint and before and checkpoint.read_bytes() == original:
+            rewrite_checkpoint()  # while it is being copied, before its bytes reach the blob store
+        copied = real_copy_file_range(source, target, count, *args)
+        if is_checkpoint and not before and checkpoint.read_bytes() == original:
+            rewrite_checkpoint()  # after its bytes were copied: the blob keeps what was copied
+        return copied
+
+    before = blob_files(store)
+    monkeypatch.setattr(os, "copy_file_range", lambda *args: copying(*args, before=True))
+    with pytest.raises(DamagedExportError, match="is not the checkpoint the export was made from"):
+        registry.register(export, "mlp", checkpoint=checkpoint)
+    assert blob_files(store) == before  # nothing half-registered: no blob, no row
+    assert (rows(store, model_versions), rows(store, model_version_files), rows(store, registry_events)) == (0, 0, 0)
+
+    checkpoint.write_bytes(original)
+    monkeypatch.setattr(os, "copy_file_range", lambda *args: copying(*args, before=False))
+    version = registry.register(export, "mlp", checkpoint=checkpoint)
+    assert checkpoint.read_bytes() != original  # it did change, after its copy was made
+    stored = Path(store.blobs.path(version.files["checkpoint.safetensors"])).read_bytes()
+    assert stored == original and version.files["checkpoint.safetensors"] == hashlib.sha256(stored).hexdigest()
+    monkeypatch.undo()
+    assert registry.check(version) > len(original)  # every blob hashes to its address
