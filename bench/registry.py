@@ -35,6 +35,8 @@ Each timing is the median of `--repeats` runs, each on a fresh store and folder;
 plain copy and the registry's operation back to back and deletes what it wrote before the next one (so
 dirty pages never pile up into a disk writeback that lands on a later timing). The first register of a
 process also makes the code archive and the environment snapshot (cached after): it is timed on its own.
+Each run's CPU seconds (user + system of every thread of this process, time.process_time) are printed too, as a ratio to
+the CPU of the plain copy plus every hash: a shared machine moves wall times far more than CPU times.
 The register and pull rows are followed by where their time goes (median seconds per phase, from the
 phases the registry logs at DEBUG), and the load average is printed before and after.
 """
@@ -91,10 +93,11 @@ def load_average() -> str:
     return f"{' '.join(f'{load:.1f}' for load in os.getloadavg())} on {os.cpu_count()} CPUs ({usable_cpus()} usable)"
 
 
-def hash_seconds(files: dict[str, Path]) -> tuple[float, float]:
+def hash_seconds(files: dict[str, Path], cpu_label: str) -> tuple[float, float]:
     "Seconds to SHA-256 every file, one after another on this thread, and of those the largest file's."
     largest = max(files.values(), key=lambda path: path.stat().st_size)
     total = largest_seconds = 0.0
+    cpu_started = cpu_seconds()
     for path in files.values():
         started = time.perf_counter()
         with open(path, "rb") as handle:
@@ -103,6 +106,7 @@ def hash_seconds(files: dict[str, Path]) -> tuple[float, float]:
         total += seconds
         if path == largest:
             largest_seconds = seconds
+    CPU.setdefault(cpu_label, []).append(cpu_seconds() - cpu_started)
     return total, largest_seconds
 
 
@@ -172,14 +176,41 @@ def fresh_store(tmp: Path, label: str) -> Store:
     return store
 
 
-def timed(run: Callable[[], object]) -> float:
-    started = time.perf_counter()
+CPU: dict[str, list[float]] = {}  # CPU seconds (user + system, every thread of this process) of the timed runs, by label
+
+
+def cpu_seconds() -> float:
+    return time.process_time()  # every thread of this process, user + system
+
+
+def timed(run: Callable[[], object], cpu_label: str | None = None) -> float:
+    "Wall seconds of `run()`; its CPU seconds are kept under `cpu_label` in CPU."
+    started, cpu_started = time.perf_counter(), cpu_seconds()
     run()
-    return time.perf_counter() - started
+    seconds = time.perf_counter() - started
+    if cpu_label:
+        CPU.setdefault(cpu_label, []).append(cpu_seconds() - cpu_started)
+    return seconds
 
 
 def remove(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
+
+
+def cpu_line(trees: dict[str, type]) -> str:
+    "Median CPU seconds of each timed run: steadier than wall time on a shared machine."
+    def cpu(label: str) -> float:
+        return statistics.median(CPU[label])
+
+    parts = [f"plain copy {cpu('copy'):.3f} s, SHA-256 of every file {cpu('hash files'):.3f} s"]
+    for tree in trees:
+        parts.append(f"register ({tree}) {cpu(f'register {tree}'):.3f} s = "
+                     f"{cpu(f'register {tree}') / (cpu('copy') + cpu('hash files')):.2f}x (copy + hashes)")
+    parts.append(f"blob copy {cpu('blob copy'):.3f} s, SHA-256 of every blob {cpu('hash blobs'):.3f} s")
+    for tree in trees:
+        parts.append(f"pull ({tree}) {cpu(f'pull {tree}'):.3f} s = "
+                     f"{cpu(f'pull {tree}') / (cpu('blob copy') + cpu('hash blobs')):.2f}x (copy + hashes)")
+    return "CPU seconds (user + system of this process, medians): " + "; ".join(parts)
 
 
 def compared_registry(path: Path) -> type:
@@ -221,9 +252,9 @@ def bench_register_and_pull(tmp: Path, export: Path, checkpoint: Path, repeats: 
         remove(tmp / "first-blobs")
         phase_log.calls.clear()
         for repeat in range(repeats):
-            copies.append(timed(lambda: fsspec_copy(files, tmp / "copy")))
+            copies.append(timed(lambda: fsspec_copy(files, tmp / "copy"), "copy"))
             remove(tmp / "copy")
-            all_hashes, largest_hash = hash_seconds(files)
+            all_hashes, largest_hash = hash_seconds(files, "hash files")
             floors["all"].append(all_hashes)
             floors["largest"].append(largest_hash)
             floors["bound"].append(overlap_bound(all_hashes, largest_hash, copies[-1]))
@@ -232,18 +263,19 @@ def bench_register_and_pull(tmp: Path, export: Path, checkpoint: Path, repeats: 
                 label = f"register{repeat}-{turn}"
                 store = fresh_store(tmp, label)
                 registry = trees[tree](store)
-                registers[tree].append(timed(partial(registry.register, export, "bench", reason="benchmark")))
+                registers[tree].append(timed(partial(registry.register, export, "bench", reason="benchmark"),
+                                             f"register {tree}"))
                 version = registry.version("bench:1")
                 archive_size = sum(entry["size"] for entry in version.manifest["files"].values())
                 if turn == 0:
                     blob_files = {relative: Path(store.blobs.path(sha)) for relative, sha in version.files.items()}
-                    blob_copies.append(timed(partial(fsspec_copy, blob_files, tmp / "blobcopy")))
+                    blob_copies.append(timed(partial(fsspec_copy, blob_files, tmp / "blobcopy"), "blob copy"))
                     remove(tmp / "blobcopy")
-                    all_hashes, largest_hash = hash_seconds(blob_files)
+                    all_hashes, largest_hash = hash_seconds(blob_files, "hash blobs")
                     floors["blob all"].append(all_hashes)
                     floors["blob largest"].append(largest_hash)
                     floors["blob bound"].append(overlap_bound(all_hashes, largest_hash, blob_copies[-1]))
-                pulls[tree].append(timed(partial(registry.pull, "bench:1", tmp / "pull")))
+                pulls[tree].append(timed(partial(registry.pull, "bench:1", tmp / "pull"), f"pull {tree}"))
                 remove(tmp / "pull")
                 store.close()
                 remove(tmp / f"{label}-blobs")
@@ -254,7 +286,8 @@ def bench_register_and_pull(tmp: Path, export: Path, checkpoint: Path, repeats: 
                   f"register {register_min:.3f} s vs copy {min(copies):.3f} s = {register_min / min(copies):.2f}x "
                   f"(floor bound {min(floors['bound']):.3f} s); pull {pull_min:.3f} s vs blob copy "
                   f"{min(blob_copies):.3f} s = {pull_min / min(blob_copies):.2f}x "
-                  f"(floor bound {min(floors['blob bound']):.3f} s)"]
+                  f"(floor bound {min(floors['blob bound']):.3f} s)",
+                  cpu_line(trees)]
     register_seconds, pull_seconds = statistics.median(registers["this tree"]), statistics.median(pulls["this tree"])
     SIDE_BY_SIDE.update({"register": register_seconds, "download": pull_seconds})
     copy, blob_copy, cpus = statistics.median(copies), statistics.median(blob_copies), usable_cpus()
