@@ -6,6 +6,12 @@ Runs in a separate virtual environment that has MLflow (and not fsml_nb): SQLite
 local artifact store. Times, per repeat on a fresh tracking database: register (log the folder's
 files as run artifacts, then create a registered model version from them), set an alias, resolve
 it (median of 50), and download the version's files. Prints one JSON object of median seconds.
+
+The environment (MLflow 3.17.2 when last run; it brings no torch):
+
+    python3.11 -m venv /tmp/mlflow-venv
+    /tmp/mlflow-venv/bin/pip install mlflow --constraint constraints.txt
+    python bench/registry.py --mlflow-python /tmp/mlflow-venv/bin/python
 """
 from __future__ import annotations
 
