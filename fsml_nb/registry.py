@@ -28,7 +28,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -48,12 +48,12 @@ from .store import (TEMPORARY_MARK, BlobCorruptError, BlobMissingError, BlobStor
 # %% auto #0
 __all__ = ['MODEL_FORMAT', 'RegistryError', 'NotAnExportError', 'DamagedExportError', 'UnknownModelVersionError',
            'UnknownAliasError', 'WrongModelError', 'NoPromotionYetError', 'GateFailedError', 'TamperedArchiveError',
-           'ModelVersion', 'Promotion', 'RegistryEvent', 'ModelRegistry', 'check_model_name', 'ExportFolder',
-           'read_export_folder', 'export_checkpoint_path', 'read_checkpoint_header', 'golden_inputs', 'onnx_outputs',
-           'run_onnx', 'golden_atol', 'Golden', 'golden_outputs', 'source_archive', 'environment_snapshot',
-           'manifest_bytes', 'Archive', 'build_archive', 'copy_hashing', 'kernel_copy_hashing', 'copy_and_hash',
-           'stream_blob', 'put_file', 'local_workers', 'copy_workers', 'largest_first', 'hash_files', 'ArchiveWriter',
-           'load_pulled', 'ModelLineage']
+           'ModelVersion', 'checked_manifest_files', 'Promotion', 'RegistryEvent', 'ModelRegistry', 'check_model_name',
+           'ExportFolder', 'read_export_folder', 'export_checkpoint_path', 'read_checkpoint_header', 'golden_inputs',
+           'onnx_outputs', 'run_onnx', 'golden_atol', 'Golden', 'golden_outputs', 'source_archive',
+           'environment_snapshot', 'manifest_bytes', 'Archive', 'build_archive', 'copy_hashing', 'kernel_copy_hashing',
+           'copy_and_hash', 'stream_blob', 'put_file', 'local_workers', 'copy_workers', 'largest_first', 'hash_files',
+           'ArchiveWriter', 'load_pulled', 'ModelLineage']
 
 # %% ../nbs/09_registry.ipynb #5e5c79cc
 class RegistryError(FsmlError):
@@ -118,6 +118,8 @@ class ModelVersion:
         "A file of a pulled copy."
         if self.folder is None:
             raise RegistryError(f"model version {self.short_id} is not pulled; `ModelRegistry.pull` it into a folder")
+        if relative not in self.files:  # a name from the manifest's other sections must be one of its files
+            raise TamperedArchiveError(f"{relative!r} is not a file of model version {self.short_id}")
         return self.folder / relative
 
     def __repr__(self) -> str:
@@ -133,6 +135,29 @@ def _repr_markdown_(self: ModelVersion) -> str:
                       f"input {serving['input']['shape']}, {len(serving['classes'])} classes.", "",
                       "| sha256 | file |", "| --- | --- |",
                       *(f"| `{sha[:12]}` | {relative} |" for relative, sha in sorted(self.files.items()))])
+
+# %% ../nbs/09_registry.ipynb #b4f46e4b
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
+def checked_manifest_files(manifest: Any,  # a parsed manifest (from the database or a pulled folder's manifest.json)
+                           where: str,  # what it came from, for the error
+                           ) -> dict[str, dict[str, Any]]:
+    "A manifest's file entries, each path a plain relative path inside the archive; TamperedArchiveError if not."
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    if not isinstance(files, dict) or not files:
+        raise TamperedArchiveError(f"{where}: the manifest has no file list")
+    for relative, entry in files.items():
+        parts = PurePosixPath(relative).parts
+        if (not relative or "\\" in relative or relative.startswith("/") or any(part in ("..", ".") for part in parts)
+                or len(parts) != len(relative.split("/"))):
+            raise TamperedArchiveError(f"{where}: the manifest lists {relative!r}, which is not a plain relative path "
+                                       "inside the archive")
+        if (not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str) or not _HEX64.fullmatch(entry["sha256"])
+                or not isinstance(entry.get("size"), int) or isinstance(entry.get("size"), bool) or entry["size"] < 0):
+            raise TamperedArchiveError(f"{where}: the manifest's entry for {relative!r} is not {{'sha256', 'size'}}")
+    return files
+
 
 # %% ../nbs/09_registry.ipynb #9575dc5b
 @dataclass(frozen=True)
@@ -1011,7 +1036,8 @@ def _row_to_model_version(row, file_rows) -> ModelVersion:
                                    "in the database: it no longer hashes to its id")
     manifest = json.loads(manifest_text)
     files = {path: sha for path, sha in file_rows}
-    if files != {path: entry["sha256"] for path, entry in manifest["files"].items()}:
+    listed = checked_manifest_files(manifest, f"model version {row.name}:{row.number} ({row.id[:12]})")
+    if files != {path: entry["sha256"] for path, entry in listed.items()}:
         raise TamperedArchiveError(f"the file list of model version {row.name}:{row.number} ({row.id[:12]}) was "
                                    "changed in the database: it no longer matches the manifest")
     return ModelVersion(row.id, row.name, row.number, manifest, files, as_utc(row.created_at))
@@ -1341,9 +1367,13 @@ def load_pulled(folder: str | Path) -> ModelVersion:
     if not manifest_path.is_file():
         raise RegistryError(f"{folder} is not a pulled model version (no manifest.json)")
     data = manifest_path.read_bytes()
-    manifest = json.loads(data)
+    try:
+        manifest = json.loads(data)
+    except ValueError:  # cut short, or not JSON at all
+        raise TamperedArchiveError(f"{manifest_path} is not a readable manifest; pull the version again") from None
     version_id = sha256_hex(data)
-    paths = {relative: folder / relative for relative in manifest["files"]}
+    listed = checked_manifest_files(manifest, str(manifest_path))
+    paths = {relative: folder / relative for relative in listed}
     for path in paths.values():
         if not path.is_file():
             raise TamperedArchiveError(f"{path} is missing from the pulled model version; pull it again")

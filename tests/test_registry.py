@@ -139,6 +139,29 @@ def test_pull_rehashes_and_a_pulled_folder_serves_alone(store: Store, exports, t
         registry.pull(version, folder)
 
 
+def test_a_crafted_manifest_in_a_pulled_folder_is_refused(store: Store, exports, tmp_path: Path):
+    small_mnist1d(store)
+    registry = ModelRegistry(store)
+    version = registry.register(exports["v1"], "mlp")
+    folder = registry.pull(version, tmp_path / "pulled")
+    manifest_path, original = folder / "manifest.json", (folder / "manifest.json").read_bytes()
+    outside = tmp_path / "outside.onnx"
+    outside.write_bytes((folder / version.serving["file"]).read_bytes())
+    crafted = json.loads(original)
+    crafted["files"]["../outside.onnx"] = crafted["files"][version.serving["file"]]  # its hash matches the file outside
+    crafted["serving"]["file"] = "../outside.onnx"
+    manifest_path.write_text(json.dumps(crafted))
+    with pytest.raises(TamperedArchiveError, match="not a plain relative path"):
+        load_pulled(folder)
+    manifest_path.write_bytes(original[: len(original) // 2])  # cut short
+    with pytest.raises(TamperedArchiveError, match="not a readable manifest"):
+        load_pulled(folder)
+    manifest_path.write_bytes(original)
+    pulled = load_pulled(folder)
+    with pytest.raises(TamperedArchiveError, match="is not a file of model version"):
+        pulled.path("../outside.onnx")
+
+
 def test_a_tampered_archive_is_refused_and_nothing_is_left_half_written(store: Store, exports, tmp_path: Path):
     small_mnist1d(store)
     registry = ModelRegistry(store)
