@@ -112,13 +112,16 @@ def write_linear_model_folder(folder: str | Path,  # created; must not exist
     return folder
 
 # %% ../nbs/10_serve.ipynb #c606ff78
-def _onnx_session(path: Path, threads: int):
+def _onnx_session(path: Path, threads: int,
+                  spinning: bool = False,  # let idle intra-op threads spin (with threads > 1): faster alone, but a
+                  ):                       # spinning thread burns a core that the API and the broker need
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 3
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
@@ -155,6 +158,7 @@ class ServedModel:
              version_id: str | None = None,  # default: from the folder (see folder_version_id)
              name: str | None = None,  # default: the manifest's name
              threads: int = 1,  # ONNX Runtime intra-op threads (1 per worker process scales best)
+             spinning: bool = False,  # idle intra-op threads spin (threads > 1; see `_onnx_session`)
              ) -> ServedModel:
         "Load a pulled model version folder; a missing or unreadable part is a `ModelLoadError`."
         folder = Path(folder)
@@ -169,7 +173,7 @@ class ServedModel:
         if not model_file.is_file():
             raise ModelLoadError(f"the serving file {serving['file']} is missing from {folder}")
         try:
-            session = _onnx_session(model_file, threads)
+            session = _onnx_session(model_file, threads, spinning)
         except Exception as error:  # onnxruntime raises its own exception types
             raise ModelLoadError(f"ONNX Runtime cannot load {model_file}: {str(error).splitlines()[0]}") from None
         return cls(name or manifest.get("name") or folder.name, version_id or folder_version_id(folder), folder,
@@ -704,8 +708,8 @@ class RabbitBroker:
     def heartbeat(self, owner: str, deliveries: Sequence[Delivery]) -> None:
         "Nothing to do: RabbitMQ keeps an unacknowledged message with its consumer."
 
-    def finish_many(self, owner: str, finished: Sequence[tuple[Delivery, dict[str, Any]]]) -> None:
-        "Send each reply to its API process, then acknowledge the message."
+    def reply_many(self, finished: Sequence[tuple[Delivery, dict[str, Any]]]) -> None:
+        "Send each reply to its API process; the messages stay unacknowledged (see `acknowledge`)."
         import pika
 
         try:
@@ -713,10 +717,21 @@ class RabbitBroker:
                 if delivery.reply_to:
                     self.channel.basic_publish("", delivery.reply_to, json.dumps(reply).encode(),
                                                pika.BasicProperties(correlation_id=delivery.request_id))
-            if finished:  # one ack for the batch: it holds the oldest unacknowledged deliveries (the buffer is newer)
-                self.channel.basic_ack(max(delivery.tag for delivery, _ in finished), multiple=True)
         except Exception as error:  # the connection was cut: the messages come back, their answers are stored
             raise BrokerUnavailableError(f"lost the broker while replying: {type(error).__name__}") from None
+
+    def acknowledge(self, deliveries: Sequence[Delivery]) -> None:
+        "Acknowledge answered messages: RabbitMQ forgets them."
+        try:
+            if deliveries:  # one ack for the batch: it holds the oldest unacknowledged deliveries (the buffer is newer)
+                self.channel.basic_ack(max(delivery.tag for delivery in deliveries), multiple=True)
+        except Exception as error:  # the connection was cut: the messages come back, their answers are stored
+            raise BrokerUnavailableError(f"lost the broker while acknowledging: {type(error).__name__}") from None
+
+    def finish_many(self, owner: str, finished: Sequence[tuple[Delivery, dict[str, Any]]]) -> None:
+        "Send each reply to its API process, then acknowledge the message."
+        self.reply_many(finished)
+        self.acknowledge([delivery for delivery, _ in finished])
 
     def finish(self, owner: str, delivery: Delivery, reply: dict[str, Any]) -> None:
         self.finish_many(owner, [(delivery, reply)])
@@ -1219,14 +1234,21 @@ def process(self: ServeWorker, deliveries: Sequence[Delivery]) -> None:
     known = stored_replies(self.engine, delivered_before) if delivered_before else {}
     fresh = [delivery for delivery in deliveries if delivery.request_id not in known]
     replies = dict(known)
+    computed = predict_jobs(model, [delivery.job for delivery in fresh], self.name) if fresh else []
+    replies.update({delivery.request_id: reply for delivery, reply in zip(fresh, computed, strict=True)})
+    answers = [(delivery, replies[delivery.request_id]) for delivery in deliveries]
+    replied_first = self.broker.kind == "rabbitmq"  # the reply and the acknowledgement are two steps there
+    if replied_first:  # the client does not wait for the store; the message is acknowledged only once stored
+        self.broker.reply_many(answers)
     if fresh:
-        computed = predict_jobs(model, [delivery.job for delivery in fresh], self.name)
         if self.kept_inputs is not None:  # before the rows that name them, as an import writes blobs first
             for delivery in fresh:
                 self.kept_inputs.put(input_bytes(delivery.job))
         store_predictions(self.engine, [prediction_row(delivery.job, reply) for delivery, reply in zip(fresh, computed, strict=True)])
-        replies.update({delivery.request_id: reply for delivery, reply in zip(fresh, computed, strict=True)})
-    self.broker.finish_many(self.name, [(delivery, replies[delivery.request_id]) for delivery in deliveries])
+    if replied_first:
+        self.broker.acknowledge(deliveries)
+    else:
+        self.broker.finish_many(self.name, answers)
     self.served += len(deliveries)
     shadow_jobs = [delivery.job for delivery in fresh if delivery.job.get("shadow")]
     if self.shadow is not None and shadow_jobs:

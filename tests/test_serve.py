@@ -354,6 +354,46 @@ def test_a_batching_worker_answers_like_one_that_does_not(running_worker, db_url
     assert running_worker.batches < running_worker.served  # some batches held several jobs
 
 
+def test_a_rabbitmq_worker_replies_before_storing_and_acknowledges_after(rabbit_url: str, db_url: str, folder: Path,
+                                                                          prefix: str, monkeypatch):
+    "The client does not wait for the store; a worker that dies before storing leaves the message to the next one."
+    from fsml_nb import serve
+    from fsml_nb.serve import RabbitClient
+
+    queue, replies = f"{prefix}.{MODEL}", []
+    client = RabbitClient(rabbit_url, on_reply=replies.append)
+    config = WorkerConfig(MODEL, queue_prefix=prefix, name="reply-first")
+    first = ServeWorker(db_url, rabbit_url, ServedModel.load(folder), config, engine=engine_of(db_url))
+    store = serve.store_predictions
+
+    def store_dies_once_replied(engine, rows):
+        deadline = time.monotonic() + 30
+        while not replies:  # the reply reached the API before anything was stored
+            assert time.monotonic() < deadline, "no reply came before the store"
+            time.sleep(0.01)
+        raise RuntimeError("the worker died before storing")
+    try:
+        job = new_job(MODEL, "array", np.ones((1, 8, 8)).tolist())
+        client.publish(queue, job)
+        monkeypatch.setattr(serve, "store_predictions", store_dies_once_replied)
+        with pytest.raises(RuntimeError, match="died before storing"):
+            first.step()
+        assert [reply["label"] for reply in replies] == ["9"] and stored_rows(db_url) == []
+        first.broker.close()  # the dead worker's connection goes: its unacknowledged message comes back
+        monkeypatch.setattr(serve, "store_predictions", store)
+        second = ServeWorker(db_url, rabbit_url, ServedModel.load(folder), config, engine=engine_of(db_url))
+        try:
+            deadline = time.monotonic() + 30
+            while not second.step():
+                assert time.monotonic() < deadline, "the message did not come back"
+        finally:
+            second.broker.close()
+        assert [(row["request_id"], row["label"]) for row in stored_rows(db_url)] == [(job["id"], "9")]
+        assert client.depth(queue) == 0  # acknowledged once stored
+    finally:
+        client.close()
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # 4. kill -9 under load, and poison inputs
 @pytest.mark.parametrize("broker_kind", ["sqlite", "rabbitmq"])
