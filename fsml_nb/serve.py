@@ -655,12 +655,41 @@ class RabbitBroker:
     "A worker's side of RabbitMQ: take batches, reply, acknowledge."
     kind = "rabbitmq"
 
-    def __init__(self, url: str, max_attempts: int = 3, **_ignored: Any):
+    def __init__(self, url: str, max_attempts: int = 3,
+                 silence_seconds: float = 3.0,  # a probe unanswered this long (while idle): the broker is lost
+                 probe_seconds: float = 1.0,  # idle and nothing heard this long: send a probe
+                 **_ignored: Any):
         self.url, self.max_attempts = url, max_attempts
+        self.silence_seconds, self.probe_seconds = silence_seconds, probe_seconds
         self.connection = _rabbit_connect(url)
         self.channel = self.connection.channel()
         self.consuming: set[str] = set()
         self.buffer: list[Delivery] = []
+        self.heard_at = time.monotonic()  # the last message or probe answer from RabbitMQ
+        self.probe_sent_at: float | None = None  # the probe waiting for its answer
+
+    def _heard(self, *_frame: Any) -> None:
+        self.heard_at, self.probe_sent_at = time.monotonic(), None
+
+    def send_probe(self) -> None:
+        "Ask RabbitMQ about a consumed queue (a passive declare), without waiting: `_watch` checks the answer came."
+        self.probe_sent_at = time.monotonic()
+        try:  # the underlying pika channel calls back when Declare-Ok arrives, during a later pump
+            self.channel._impl.queue_declare(next(iter(self.consuming)), passive=True, callback=self._heard)
+        except Exception as error:  # the connection was cut
+            raise self._lost(error) from None
+
+    def _watch(self) -> None:
+        "While idle, right after a pump: a probe unanswered for `silence_seconds` means the broker is lost."
+        if not self.consuming:
+            return
+        now = time.monotonic()
+        if self.probe_sent_at is not None:
+            if now - self.probe_sent_at > self.silence_seconds:
+                raise BrokerUnavailableError(f"the broker at {display_db_url(self.url)} went silent: no answer to a "
+                                             f"probe for {self.silence_seconds:g} s")
+        elif now - self.heard_at > self.probe_seconds:
+            self.send_probe()
 
     def _on_message(self, _channel, method, properties, body: bytes) -> None:
         try:
@@ -668,6 +697,7 @@ class RabbitBroker:
         except ValueError:
             self.channel.basic_reject(method.delivery_tag, requeue=False)  # not a job: straight to the dead letters
             return
+        self.heard_at = time.monotonic()
         attempt = int((properties.headers or {}).get("x-delivery-count", 0)) + 1
         self.buffer.append(Delivery(job["id"], job, attempt, method.delivery_tag, properties.reply_to,
                                     bool(method.redelivered)))
@@ -697,6 +727,8 @@ class RabbitBroker:
         deadline = time.monotonic() + idle_seconds
         while not self.buffer and time.monotonic() < deadline:
             self._pump(deadline - time.monotonic())
+            if not self.buffer:  # idle: judge the probe only now, after a pump read whatever came meanwhile
+                self._watch()
         deadline = time.monotonic() + wait_seconds
         while self.buffer and len(self.buffer) < limit and time.monotonic() < deadline:
             self._pump(deadline - time.monotonic())
