@@ -254,7 +254,7 @@ def free_port() -> int:
 
 def serve(work: Path, model: str, folder: Path, broker: str, workers: int, batch: int, wait_ms: float, seconds: float,
           body: bytes, token: str, db_url: str, base_p50: float, engine, code: Path = ROOT,
-          client: str = "raw", in_flight: int = 32) -> dict[str, float]:
+          client: str = "raw", in_flight: int = 32, low_load_only: bool = False) -> dict[str, float]:
     "One row: start the API and `workers` workers (running the fsml_nb in `code`), measure, stop them."
     prefix = f"fsml.bench.{uuid.uuid4().hex[:8]}"
     broker_url = RABBIT_URL if broker == "rabbitmq" else f"sqlite:///{work}/queue-{prefix}.db"
@@ -277,6 +277,11 @@ def serve(work: Path, model: str, folder: Path, broker: str, workers: int, batch
         run_load(closed_loop(base, token, body, 1.0, 4, client))  # warm up
         run_load(closed_loop(base, token, body, seconds, 1, client))
         _, low_latencies, _, _ = run_load(closed_loop(base, token, body, seconds, 1, client))
+        if low_load_only:
+            nothing = float("nan")
+            return {"throughput": nothing, "added_p50": percentiles(low_latencies)[0] - base_p50, "failed": 0,
+                    "client_cpu": nothing, "api_cpu": nothing, "worker_cpu": nothing, "p@50": (nothing,) * 3,
+                    "p@90": (nothing,) * 3}
         cpu_before = [process_cpu(process.pid) for process in processes]
         throughput, latencies, failed, client_cpu = run_load(closed_loop(base, token, body, seconds, in_flight, client))
         cpu = [(process_cpu(process.pid) - before) * 1000 / len(latencies)
@@ -355,6 +360,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1, help="measure each row this many times (codes interleaved)")
     parser.add_argument("--in-flight", type=int, default=32,
                         help="requests in flight while measuring the maximum throughput (closed loop)")
+    parser.add_argument("--low-load-only", action="store_true",
+                        help="measure only the added p50 at low load (no maximum throughput, no paced loads)")
     parser.add_argument("--work", help="a folder to keep the trained models in and reuse (default: a new temporary one)")
     arguments = parser.parse_args()
     work = Path(arguments.work) if arguments.work else Path(tempfile.mkdtemp(prefix="fsml-bench-serve-"))
@@ -407,7 +414,8 @@ def main() -> None:
                 for batch, wait_ms, batching in batchings:
                     for code in [code for _ in range(arguments.repeat) for code in codes]:  # back to back, interleaved
                         row = serve(work, model, folder, broker, workers, batch, wait_ms, arguments.seconds, body,
-                                    token, db_url, base["p50"], engine, code, arguments.client, arguments.in_flight)
+                                    token, db_url, base["p50"], engine, code, arguments.client, arguments.in_flight,
+                                    arguments.low_load_only)
                         if label == "ceiling":
                             ceilings[broker] = max(ceilings.get(broker, 0.0), row["throughput"])
                         cells = [" / ".join(f"{value:.1f}" for value in row[key]) for key in ("p@50", "p@90")]
