@@ -262,11 +262,11 @@ def serve(work: Path, model: str, folder: Path, broker: str, workers: int, batch
            "PYTHONPATH": str(code)}
     port = free_port()
     processes = [subprocess.Popen([*FSML_COMMAND, "serve", "api", "--port", str(port), "--queue-prefix", prefix,
-                                   "--max-queue", "100000"], env=env)]
+                                   "--max-queue", "100000"], env=env, cwd=code)]  # cwd: `python -c` imports from it first
     names = [f"bench-{prefix}-{index}" for index in range(workers)]
     processes += [subprocess.Popen([*FSML_COMMAND, "serve", "worker", "--model", model, "--folder", str(folder),
                                     "--queue-prefix", prefix, "--max-batch", str(batch), "--max-wait-ms", str(wait_ms),
-                                    "--name", name], env=env) for name in names]
+                                    "--name", name], env=env, cwd=code) for name in names]
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 180
