@@ -5,11 +5,14 @@
 Trains the digits timm ResNet briefly, and timm's ResNet-18 (random init, a few steps) on digits drawn
 64x64 RGB, registers and pulls each (exported by fsml_nb.export: the folder a worker serves), then
 measures, for each model in the same run:
-- the baseline: in-process ONNX Runtime at batch 1 (throughput, p50);
+- the baseline: in-process ONNX Runtime at batch 1 on the input the requests carry (decoded), in each setting of
+  `BASELINE_SETTINGS` (1 thread; 2 threads, idle threads spinning or not): the best throughput and the best p50;
 - the full path (`fsml serve api` + N `fsml serve worker` processes on 127.0.0.1) for each broker,
   1 and 2 workers, batching off (max batch 1) and on (max batch 16, wait 2 ms): the maximum
   throughput (closed loop, `--in-flight` requests in flight, 32 by default), then p50/p95/p99 at 50% and 90% of it (paced
   arrivals), and the added p50 at low load (one request at a time, minus the baseline's p50).
+The `ceiling` model is a linear layer on the ResNet-18's 64x64 RGB input: its inference costs about nothing, so
+its best row is the most this machine serves on that input, printed at the end against each baseline.
 Targets (issue 12): with batching, served throughput >= 1.0x the in-process batch-1 loop; added p50
 at low load <= 3 ms (RabbitMQ), <= 5 ms (SQLite). Load loops are bounded and stay on 127.0.0.1.
 
@@ -40,7 +43,8 @@ import numpy as np
 from PIL import Image
 
 from fsml_nb.db import open_database
-from fsml_nb.serve import FSML_COMMAND, ServedModel, add_serve_client, delete_rabbit_queue, live_workers
+from fsml_nb.serve import (FSML_COMMAND, ServedModel, add_serve_client, delete_rabbit_queue, image_input, live_workers,
+                           write_linear_model_folder)
 
 RABBIT_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 ROOT = Path(__file__).resolve().parents[1]
@@ -93,23 +97,48 @@ def rgb64_folder(work: Path, steps: int) -> Path:
                                TrainConfig(max_steps=steps, batch_size=32, val_fraction=0), work / "pulled-rgb64")
 
 
+def ceiling_folder(work: Path) -> Path:
+    "A model whose inference costs about nothing (a linear layer on 3x64x64 inputs): the serving path's own ceiling."
+    folder = work / "ceiling-rgb64"
+    if not (folder / "manifest.json").is_file():
+        weights = np.random.default_rng(0).normal(0, 0.01, (3 * 64 * 64, 10))
+        write_linear_model_folder(folder, weights, input_shape=(3, 64, 64))
+    return folder
+
+
 def percentiles(latencies: list[float]) -> tuple[float, float, float]:
     ordered = sorted(latencies)
     pick = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))]  # noqa: E731
     return pick(0.50), pick(0.95), pick(0.99)
 
 
-def baseline(folder: Path, seconds: float) -> dict[str, float]:
-    "In-process ONNX Runtime, batch 1, one thread (as each worker runs it)."
-    model = ServedModel.load(folder, threads=1)
-    sample = np.random.default_rng(0).random((1, *model.input_shape), dtype=np.float32)
+BASELINE_SETTINGS = ((1, False), (2, True), (2, False))  # ONNX Runtime (intra-op threads, idle threads spin)
+
+
+def baseline_setting(folder: Path, seconds: float, body: bytes, threads: int = 1, spinning: bool = False
+                     ) -> dict[str, float]:
+    "In-process ONNX Runtime at batch 1 on the input the served requests carry (`body`, decoded as a worker does)."
+    model = ServedModel.load(folder, threads=threads, spinning=spinning)
+    sample = image_input(body, model.input_shape)[None]
+    for _ in range(10):  # warm up
+        model.run(sample)
     latencies, deadline = [], time.perf_counter() + seconds
     while time.perf_counter() < deadline:
         started = time.perf_counter()
         model.run(sample)
         latencies.append((time.perf_counter() - started) * 1000)
     p50, p95, p99 = percentiles(latencies)
-    return {"throughput": len(latencies) / seconds, "p50": p50, "p95": p95, "p99": p99}
+    return {"throughput": len(latencies) / seconds, "p50": p50, "p95": p95, "p99": p99,
+            "setting": f"{threads} thread{'s' * (threads > 1)}{', spinning' if spinning else ''}"}
+
+
+def baseline(folder: Path, seconds: float, body: bytes) -> tuple[dict[str, float], list[dict[str, float]]]:
+    "The best in-process setting (`BASELINE_SETTINGS`): the highest throughput, and the lowest p50; and each setting's."
+    settings = [baseline_setting(folder, seconds, body, threads, spinning) for threads, spinning in BASELINE_SETTINGS]
+    fastest = max(settings, key=lambda setting: setting["throughput"])
+    quickest = min(settings, key=lambda setting: setting["p50"])
+    return {"throughput": fastest["throughput"], "p50": quickest["p50"], "setting": fastest["setting"],
+            "p50_setting": quickest["setting"]}, settings
 
 
 def png(shape: tuple[int, ...] = (8, 8)) -> bytes:
@@ -225,7 +254,7 @@ def free_port() -> int:
 
 def serve(work: Path, model: str, folder: Path, broker: str, workers: int, batch: int, wait_ms: float, seconds: float,
           body: bytes, token: str, db_url: str, base_p50: float, engine, code: Path = ROOT,
-          client: str = "raw", in_flight: int = 32) -> dict[str, float]:
+          client: str = "raw", in_flight: int = 32, low_load_only: bool = False) -> dict[str, float]:
     "One row: start the API and `workers` workers (running the fsml_nb in `code`), measure, stop them."
     prefix = f"fsml.bench.{uuid.uuid4().hex[:8]}"
     broker_url = RABBIT_URL if broker == "rabbitmq" else f"sqlite:///{work}/queue-{prefix}.db"
@@ -233,11 +262,11 @@ def serve(work: Path, model: str, folder: Path, broker: str, workers: int, batch
            "PYTHONPATH": str(code)}
     port = free_port()
     processes = [subprocess.Popen([*FSML_COMMAND, "serve", "api", "--port", str(port), "--queue-prefix", prefix,
-                                   "--max-queue", "100000"], env=env)]
+                                   "--max-queue", "100000"], env=env, cwd=code)]  # cwd: `python -c` imports from it first
     names = [f"bench-{prefix}-{index}" for index in range(workers)]
     processes += [subprocess.Popen([*FSML_COMMAND, "serve", "worker", "--model", model, "--folder", str(folder),
                                     "--queue-prefix", prefix, "--max-batch", str(batch), "--max-wait-ms", str(wait_ms),
-                                    "--name", name], env=env) for name in names]
+                                    "--name", name], env=env, cwd=code) for name in names]
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 180
@@ -248,6 +277,11 @@ def serve(work: Path, model: str, folder: Path, broker: str, workers: int, batch
         run_load(closed_loop(base, token, body, 1.0, 4, client))  # warm up
         run_load(closed_loop(base, token, body, seconds, 1, client))
         _, low_latencies, _, _ = run_load(closed_loop(base, token, body, seconds, 1, client))
+        if low_load_only:
+            nothing = float("nan")
+            return {"throughput": nothing, "added_p50": percentiles(low_latencies)[0] - base_p50, "failed": 0,
+                    "client_cpu": nothing, "api_cpu": nothing, "worker_cpu": nothing, "p@50": (nothing,) * 3,
+                    "p@90": (nothing,) * 3}
         cpu_before = [process_cpu(process.pid) for process in processes]
         throughput, latencies, failed, client_cpu = run_load(closed_loop(base, token, body, seconds, in_flight, client))
         cpu = [(process_cpu(process.pid) - before) * 1000 / len(latencies)
@@ -310,7 +344,9 @@ def main() -> None:
     parser.add_argument("--brokers", default="sqlite,rabbitmq")
     parser.add_argument("--workers", default="1,2")
     parser.add_argument("--batching", default="off,on", help="off (max batch 1), on (16, 2 ms), or both")
-    parser.add_argument("--models", default="digits,resnet18-rgb64")
+    parser.add_argument("--models", default="digits,resnet18-rgb64,ceiling",
+                        help="digits, resnet18-rgb64, ceiling (a linear model on the same 64x64 RGB input: the most "
+                             "the serving path can answer, against which the ResNet-18's baselines are compared)")
     parser.add_argument("--model", default="resnet10t", help="timm model trained on digits")
     parser.add_argument("--steps", type=int, default=100, help="training steps (digits model)")
     parser.add_argument("--rgb64-steps", type=int, default=5, help="training steps (ResNet-18 at 64x64 RGB)")
@@ -324,6 +360,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1, help="measure each row this many times (codes interleaved)")
     parser.add_argument("--in-flight", type=int, default=32,
                         help="requests in flight while measuring the maximum throughput (closed loop)")
+    parser.add_argument("--low-load-only", action="store_true",
+                        help="measure only the added p50 at low load (no maximum throughput, no paced loads)")
     parser.add_argument("--work", help="a folder to keep the trained models in and reuse (default: a new temporary one)")
     arguments = parser.parse_args()
     work = Path(arguments.work) if arguments.work else Path(tempfile.mkdtemp(prefix="fsml-bench-serve-"))
@@ -346,19 +384,25 @@ def main() -> None:
                 models[model if chosen else f"{model} {variant}"] = (
                     folder if chosen else variant_folder(folder, variant), png((64, 64, 3)),
                     about + ("" if chosen else f"; served variant {variant} (not necessarily the export's choice)"))
+        elif model == "ceiling":
+            models[model] = (ceiling_folder(work), png((64, 64, 3)), "a linear layer on 3x64x64 inputs (inference "
+                             "costs ~nothing): the serving path's ceiling for the ResNet-18's 64x64 RGB input")
         else:
-            raise SystemExit(f"unknown model {model!r}: digits or resnet18-rgb64")
+            raise SystemExit(f"unknown model {model!r}: digits, resnet18-rgb64 or ceiling")
     engine = open_database(db_url)  # the only engine of this process on that file (see fsml_nb.serve)
     token = add_serve_client(engine, f"bench-{uuid.uuid4().hex[:6]}")
     codes = [Path(code).resolve() for code in arguments.code.split(",")]
+    baselines, ceilings = {}, {}  # model label -> baseline; broker -> the ceiling model's best served req/s
     for label, (folder, body, about) in models.items():
         manifest = json.loads((folder / "manifest.json").read_text())
         model, serving = manifest["name"], manifest["serving"]
-        base = baseline(folder, arguments.seconds)
+        base, settings = baseline(folder, arguments.seconds, body)
+        baselines[label] = base
         print(f"\n## {label}: {about}; serving {serving['file']} ({serving.get('variant')})")
-        print(f"In-process ONNX Runtime, batch 1 (baseline): {base['throughput']:.0f} inferences/s, "
-              f"p50 {base['p50']:.3f} ms, p95 {base['p95']:.3f} ms, p99 {base['p99']:.3f} ms "
-              f"(load average {os.getloadavg()[0]:.1f})\n")
+        print("In-process ONNX Runtime, batch 1, on the served input (decoded): " + "; ".join(
+            f"{setting['setting']}: {setting['throughput']:.0f} inferences/s, p50 {setting['p50']:.3f} ms"
+            for setting in settings) + f" (load average {os.getloadavg()[0]:.1f}). Baseline: the best of these, "
+            f"{base['throughput']:.0f}/s ({base['setting']}), p50 {base['p50']:.3f} ms ({base['p50_setting']})\n")
         print("| code | broker | workers | batching | max req/s (x baseline) | added p50 at low load (ms) | "
               "p50/p95/p99 at 50% (ms) | p50/p95/p99 at 90% (ms) | failed | CPU ms/req at max: API / workers / client | "
               "load avg |")
@@ -370,13 +414,27 @@ def main() -> None:
                 for batch, wait_ms, batching in batchings:
                     for code in [code for _ in range(arguments.repeat) for code in codes]:  # back to back, interleaved
                         row = serve(work, model, folder, broker, workers, batch, wait_ms, arguments.seconds, body,
-                                    token, db_url, base["p50"], engine, code, arguments.client, arguments.in_flight)
+                                    token, db_url, base["p50"], engine, code, arguments.client, arguments.in_flight,
+                                    arguments.low_load_only)
+                        if label == "ceiling":
+                            ceilings[broker] = max(ceilings.get(broker, 0.0), row["throughput"])
                         cells = [" / ".join(f"{value:.1f}" for value in row[key]) for key in ("p@50", "p@90")]
                         print(f"| {code} | {broker} | {workers} | {batching} | {row['throughput']:.0f} "
                               f"({row['throughput'] / base['throughput']:.2f}x) | {row['added_p50']:.2f} | {cells[0]} | "
                               f"{cells[1]} | {row['failed']} | {row['api_cpu']:.2f} / {row['worker_cpu']:.2f} / "
                               f"{row['client_cpu']:.2f} | {os.getloadavg()[0]:.1f} |",
                               flush=True)
+    if ceilings:
+        print("\n## The serving path's ceiling (the near-free model's best row) against each baseline\n")
+        print("| broker | ceiling req/s | " + " | ".join(f"{label} baseline /s (ceiling x)" for label in baselines
+                                                         if label != "ceiling") + " |")
+        print("| --- | ---: |" + " ---: |" * (len(baselines) - 1))
+        for broker, ceiling in ceilings.items():
+            print(f"| {broker} | {ceiling:.0f} | " + " | ".join(
+                f"{base['throughput']:.0f} ({ceiling / base['throughput']:.2f}x)" for label, base in baselines.items()
+                if label != "ceiling") + " |")
+        print("A ceiling below a baseline means no batching or worker count can serve that model at its in-process "
+              "batch-1 rate on this machine: the HTTP, broker and storage work per request alone costs more.")
     print(f"\nmachine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end; python {sys.version.split()[0]}")
 
 

@@ -112,13 +112,16 @@ def write_linear_model_folder(folder: str | Path,  # created; must not exist
     return folder
 
 # %% ../nbs/10_serve.ipynb #c606ff78
-def _onnx_session(path: Path, threads: int):
+def _onnx_session(path: Path, threads: int,
+                  spinning: bool = False,  # let idle intra-op threads spin (with threads > 1): faster alone, but a
+                  ):                       # spinning thread burns a core that the API and the broker need
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 3
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
@@ -155,6 +158,7 @@ class ServedModel:
              version_id: str | None = None,  # default: from the folder (see folder_version_id)
              name: str | None = None,  # default: the manifest's name
              threads: int = 1,  # ONNX Runtime intra-op threads (1 per worker process scales best)
+             spinning: bool = False,  # idle intra-op threads spin (threads > 1; see `_onnx_session`)
              ) -> ServedModel:
         "Load a pulled model version folder; a missing or unreadable part is a `ModelLoadError`."
         folder = Path(folder)
@@ -169,7 +173,7 @@ class ServedModel:
         if not model_file.is_file():
             raise ModelLoadError(f"the serving file {serving['file']} is missing from {folder}")
         try:
-            session = _onnx_session(model_file, threads)
+            session = _onnx_session(model_file, threads, spinning)
         except Exception as error:  # onnxruntime raises its own exception types
             raise ModelLoadError(f"ONNX Runtime cannot load {model_file}: {str(error).splitlines()[0]}") from None
         return cls(name or manifest.get("name") or folder.name, version_id or folder_version_id(folder), folder,
@@ -651,12 +655,41 @@ class RabbitBroker:
     "A worker's side of RabbitMQ: take batches, reply, acknowledge."
     kind = "rabbitmq"
 
-    def __init__(self, url: str, max_attempts: int = 3, **_ignored: Any):
+    def __init__(self, url: str, max_attempts: int = 3,
+                 silence_seconds: float = 3.0,  # a probe unanswered this long (while idle): the broker is lost
+                 probe_seconds: float = 1.0,  # idle and nothing heard this long: send a probe
+                 **_ignored: Any):
         self.url, self.max_attempts = url, max_attempts
+        self.silence_seconds, self.probe_seconds = silence_seconds, probe_seconds
         self.connection = _rabbit_connect(url)
         self.channel = self.connection.channel()
         self.consuming: set[str] = set()
         self.buffer: list[Delivery] = []
+        self.heard_at = time.monotonic()  # the last message or probe answer from RabbitMQ
+        self.probe_sent_at: float | None = None  # the probe waiting for its answer
+
+    def _heard(self, *_frame: Any) -> None:
+        self.heard_at, self.probe_sent_at = time.monotonic(), None
+
+    def send_probe(self) -> None:
+        "Ask RabbitMQ about a consumed queue (a passive declare), without waiting: `_watch` checks the answer came."
+        self.probe_sent_at = time.monotonic()
+        try:  # the underlying pika channel calls back when Declare-Ok arrives, during a later pump
+            self.channel._impl.queue_declare(next(iter(self.consuming)), passive=True, callback=self._heard)
+        except Exception as error:  # the connection was cut
+            raise self._lost(error) from None
+
+    def _watch(self) -> None:
+        "While idle, right after a pump: a probe unanswered for `silence_seconds` means the broker is lost."
+        if not self.consuming:
+            return
+        now = time.monotonic()
+        if self.probe_sent_at is not None:
+            if now - self.probe_sent_at > self.silence_seconds:
+                raise BrokerUnavailableError(f"the broker at {display_db_url(self.url)} went silent: no answer to a "
+                                             f"probe for {self.silence_seconds:g} s")
+        elif now - self.heard_at > self.probe_seconds:
+            self.send_probe()
 
     def _on_message(self, _channel, method, properties, body: bytes) -> None:
         try:
@@ -664,6 +697,7 @@ class RabbitBroker:
         except ValueError:
             self.channel.basic_reject(method.delivery_tag, requeue=False)  # not a job: straight to the dead letters
             return
+        self.heard_at = time.monotonic()
         attempt = int((properties.headers or {}).get("x-delivery-count", 0)) + 1
         self.buffer.append(Delivery(job["id"], job, attempt, method.delivery_tag, properties.reply_to,
                                     bool(method.redelivered)))
@@ -693,6 +727,8 @@ class RabbitBroker:
         deadline = time.monotonic() + idle_seconds
         while not self.buffer and time.monotonic() < deadline:
             self._pump(deadline - time.monotonic())
+            if not self.buffer:  # idle: judge the probe only now, after a pump read whatever came meanwhile
+                self._watch()
         deadline = time.monotonic() + wait_seconds
         while self.buffer and len(self.buffer) < limit and time.monotonic() < deadline:
             self._pump(deadline - time.monotonic())
@@ -704,8 +740,8 @@ class RabbitBroker:
     def heartbeat(self, owner: str, deliveries: Sequence[Delivery]) -> None:
         "Nothing to do: RabbitMQ keeps an unacknowledged message with its consumer."
 
-    def finish_many(self, owner: str, finished: Sequence[tuple[Delivery, dict[str, Any]]]) -> None:
-        "Send each reply to its API process, then acknowledge the message."
+    def reply_many(self, finished: Sequence[tuple[Delivery, dict[str, Any]]]) -> None:
+        "Send each reply to its API process; the messages stay unacknowledged (see `acknowledge`)."
         import pika
 
         try:
@@ -713,10 +749,21 @@ class RabbitBroker:
                 if delivery.reply_to:
                     self.channel.basic_publish("", delivery.reply_to, json.dumps(reply).encode(),
                                                pika.BasicProperties(correlation_id=delivery.request_id))
-            if finished:  # one ack for the batch: it holds the oldest unacknowledged deliveries (the buffer is newer)
-                self.channel.basic_ack(max(delivery.tag for delivery, _ in finished), multiple=True)
         except Exception as error:  # the connection was cut: the messages come back, their answers are stored
             raise BrokerUnavailableError(f"lost the broker while replying: {type(error).__name__}") from None
+
+    def acknowledge(self, deliveries: Sequence[Delivery]) -> None:
+        "Acknowledge answered messages: RabbitMQ forgets them."
+        try:
+            if deliveries:  # one ack for the batch: it holds the oldest unacknowledged deliveries (the buffer is newer)
+                self.channel.basic_ack(max(delivery.tag for delivery in deliveries), multiple=True)
+        except Exception as error:  # the connection was cut: the messages come back, their answers are stored
+            raise BrokerUnavailableError(f"lost the broker while acknowledging: {type(error).__name__}") from None
+
+    def finish_many(self, owner: str, finished: Sequence[tuple[Delivery, dict[str, Any]]]) -> None:
+        "Send each reply to its API process, then acknowledge the message."
+        self.reply_many(finished)
+        self.acknowledge([delivery for delivery, _ in finished])
 
     def finish(self, owner: str, delivery: Delivery, reply: dict[str, Any]) -> None:
         self.finish_many(owner, [(delivery, reply)])
@@ -1219,14 +1266,21 @@ def process(self: ServeWorker, deliveries: Sequence[Delivery]) -> None:
     known = stored_replies(self.engine, delivered_before) if delivered_before else {}
     fresh = [delivery for delivery in deliveries if delivery.request_id not in known]
     replies = dict(known)
+    computed = predict_jobs(model, [delivery.job for delivery in fresh], self.name) if fresh else []
+    replies.update({delivery.request_id: reply for delivery, reply in zip(fresh, computed, strict=True)})
+    answers = [(delivery, replies[delivery.request_id]) for delivery in deliveries]
+    replied_first = self.broker.kind == "rabbitmq"  # the reply and the acknowledgement are two steps there
+    if replied_first:  # the client does not wait for the store; the message is acknowledged only once stored
+        self.broker.reply_many(answers)
     if fresh:
-        computed = predict_jobs(model, [delivery.job for delivery in fresh], self.name)
         if self.kept_inputs is not None:  # before the rows that name them, as an import writes blobs first
             for delivery in fresh:
                 self.kept_inputs.put(input_bytes(delivery.job))
         store_predictions(self.engine, [prediction_row(delivery.job, reply) for delivery, reply in zip(fresh, computed, strict=True)])
-        replies.update({delivery.request_id: reply for delivery, reply in zip(fresh, computed, strict=True)})
-    self.broker.finish_many(self.name, [(delivery, replies[delivery.request_id]) for delivery in deliveries])
+    if replied_first:
+        self.broker.acknowledge(deliveries)
+    else:
+        self.broker.finish_many(self.name, answers)
     self.served += len(deliveries)
     shadow_jobs = [delivery.job for delivery in fresh if delivery.job.get("shadow")]
     if self.shadow is not None and shadow_jobs:

@@ -354,6 +354,46 @@ def test_a_batching_worker_answers_like_one_that_does_not(running_worker, db_url
     assert running_worker.batches < running_worker.served  # some batches held several jobs
 
 
+def test_a_rabbitmq_worker_replies_before_storing_and_acknowledges_after(rabbit_url: str, db_url: str, folder: Path,
+                                                                          prefix: str, monkeypatch):
+    "The client does not wait for the store; a worker that dies before storing leaves the message to the next one."
+    from fsml_nb import serve
+    from fsml_nb.serve import RabbitClient
+
+    queue, replies = f"{prefix}.{MODEL}", []
+    client = RabbitClient(rabbit_url, on_reply=replies.append)
+    config = WorkerConfig(MODEL, queue_prefix=prefix, name="reply-first")
+    first = ServeWorker(db_url, rabbit_url, ServedModel.load(folder), config, engine=engine_of(db_url))
+    store = serve.store_predictions
+
+    def store_dies_once_replied(engine, rows):
+        deadline = time.monotonic() + 30
+        while not replies:  # the reply reached the API before anything was stored
+            assert time.monotonic() < deadline, "no reply came before the store"
+            time.sleep(0.01)
+        raise RuntimeError("the worker died before storing")
+    try:
+        job = new_job(MODEL, "array", np.ones((1, 8, 8)).tolist())
+        client.publish(queue, job)
+        monkeypatch.setattr(serve, "store_predictions", store_dies_once_replied)
+        with pytest.raises(RuntimeError, match="died before storing"):
+            first.step()
+        assert [reply["label"] for reply in replies] == ["9"] and stored_rows(db_url) == []
+        first.broker.close()  # the dead worker's connection goes: its unacknowledged message comes back
+        monkeypatch.setattr(serve, "store_predictions", store)
+        second = ServeWorker(db_url, rabbit_url, ServedModel.load(folder), config, engine=engine_of(db_url))
+        try:
+            deadline = time.monotonic() + 30
+            while not second.step():
+                assert time.monotonic() < deadline, "the message did not come back"
+        finally:
+            second.broker.close()
+        assert [(row["request_id"], row["label"]) for row in stored_rows(db_url)] == [(job["id"], "9")]
+        assert client.depth(queue) == 0  # acknowledged once stored
+    finally:
+        client.close()
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # 4. kill -9 under load, and poison inputs
 @pytest.mark.parametrize("broker_kind", ["sqlite", "rabbitmq"])
@@ -830,3 +870,69 @@ def test_postgresql_wakes_workers_and_the_api_by_notify(postgres_url: str, db_ur
         publisher.close()
     assert sorted(seconds)[5] < 0.2, seconds  # the median: no 0.25 s poll on the way
     assert 0.25 < woken < 1.5, woken  # woken by the NOTIFY (0.3 s), not by the 2 s poll
+
+
+def test_an_idle_rabbitmq_worker_notices_a_silent_broker_in_seconds(rabbit_url: str, db_url: str, folder: Path,
+                                                                     prefix: str):
+    "A worker idle on an empty queue probes RabbitMQ: a blackhole makes it reconnect (and say so) within seconds, "
+    "not after the 30 s heartbeat; once the network is back it serves again."
+    from fsml_nb.serve import RabbitClient
+
+    proxy = TcpProxy(_proxied(rabbit_url, 1)[1])
+    broker, _ = _proxied(rabbit_url, proxy.port)
+    replies: list = []
+    client = RabbitClient(rabbit_url, on_reply=replies.append)  # direct: unaffected
+    worker = ServeWorker(db_url, broker, ServedModel.load(folder), WorkerConfig(MODEL, queue_prefix=prefix, name="idle"),
+                         engine=engine_of(db_url))
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+
+    def answered(count: int, seconds: float = 60) -> None:
+        deadline = time.monotonic() + seconds
+        while len(replies) < count:
+            assert time.monotonic() < deadline, "no answer"
+            time.sleep(0.05)
+    try:
+        client.publish(f"{prefix}.{MODEL}", new_job(MODEL, "array", np.ones((1, 8, 8)).tolist()))
+        answered(1)
+        proxy.stall()
+        started = time.monotonic()
+        while worker.status != "waiting":
+            assert time.monotonic() - started < 15, "the worker did not notice the silent broker within 15 s"
+            time.sleep(0.05)
+        noticed = time.monotonic() - started
+        message = worker.message
+        proxy.unstall()
+        client.publish(f"{prefix}.{MODEL}", new_job(MODEL, "array", np.ones((1, 8, 8)).tolist()))
+        answered(2, 90)
+    finally:
+        worker.stop()
+        thread.join(60)
+        client.close()
+        proxy.close()
+    assert noticed < 6.0, noticed  # idle for probe_seconds (1 s), then silence_seconds (3 s) without an answer
+    assert "went silent" in message, message
+    assert [reply["label"] for reply in replies] == ["9", "9"]
+
+
+def test_a_probe_sent_before_a_long_inference_is_not_taken_for_silence(rabbit_url: str, prefix: str):
+    "The probe's answer is judged after a pump: a worker back from a batch longer than the silence limit reads it then."
+    from fsml_nb.serve import RabbitClient
+
+    queue = f"{prefix}.{MODEL}"
+    client = RabbitClient(rabbit_url, on_reply=lambda reply: None)
+    worker = RabbitBroker(rabbit_url, silence_seconds=1.0, probe_seconds=0.2)
+    try:
+        client.publish(queue, new_job(MODEL, "array", [0]))
+        taken = worker.take(queue, "w", limit=1, wait_seconds=0.5)
+        assert len(taken) == 1
+        worker.send_probe()
+        assert worker.probe_sent_at is not None
+        time.sleep(2.0)  # a batch twice as long as the silence limit, with no pump (as a worker runs its model)
+        assert worker.take(queue, "w", limit=1) == []  # idle again: the answer is read, no BrokerUnavailableError
+        assert worker.probe_sent_at is None
+        worker.finish_many("w", [(taken[0], {"request_id": taken[0].request_id})])
+        assert client.depth(queue) == 0
+    finally:
+        worker.close()
+        client.close()
