@@ -135,6 +135,16 @@ def _per_item_shape(spec: dict[str, Any]) -> tuple[int, ...]:
     return tuple(shape)
 
 
+def _file_inside(folder: Path, relative: Any, what: str) -> Path:
+    "`folder / relative`, refused (ModelLoadError) unless it names a file inside the folder (a crafted manifest)."
+    if not isinstance(relative, str) or not relative:
+        raise ModelLoadError(f"the manifest in {folder} names its {what} as {relative!r}, not a file name")
+    path = folder / relative
+    if not path.resolve().is_relative_to(folder.resolve()):
+        raise ModelLoadError(f"the manifest in {folder} names its {what} {relative!r}, outside the folder")
+    return path
+
+
 def folder_version_id(folder: Path) -> str:
     "A folder's model version id: the manifest's `id`, or the SHA-256 of manifest.json."
     manifest_bytes = (folder / "manifest.json").read_bytes()
@@ -169,7 +179,7 @@ class ServedModel:
         serving = manifest.get("serving")
         if not isinstance(serving, dict) or not serving.get("file"):
             raise ModelLoadError(f"the manifest in {folder} has no serving section naming an ONNX file")
-        model_file = folder / serving["file"]
+        model_file = _file_inside(folder, serving["file"], "serving file")
         if not model_file.is_file():
             raise ModelLoadError(f"the serving file {serving['file']} is missing from {folder}")
         try:
@@ -191,8 +201,9 @@ def check_golden(self: ServedModel) -> float:
     if not self.golden.get("inputs") or not self.golden.get("outputs"):
         raise ModelLoadError(f"version {self.version_id[:12]} has no golden inputs and outputs to check")
     try:
-        inputs = np.load(self.folder / self.golden["inputs"], allow_pickle=False).astype(np.float32)
-        expected = np.load(self.folder / self.golden["outputs"], allow_pickle=False)
+        inputs = np.load(_file_inside(self.folder, self.golden["inputs"], "golden inputs"),
+                         allow_pickle=False).astype(np.float32)
+        expected = np.load(_file_inside(self.folder, self.golden["outputs"], "golden outputs"), allow_pickle=False)
     except (OSError, ValueError) as error:
         raise ModelLoadError(f"cannot read the golden files of version {self.version_id[:12]}: {error}") from None
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import os
 import signal
 import socket
@@ -25,7 +26,7 @@ from sqlalchemy.engine import Engine
 
 from conftest import RABBIT_URL
 from fsml_nb.db import open_database, reading, served_predictions, serve_workers
-from fsml_nb.serve import (FSML_COMMAND, ApiConfig, RabbitBroker, ServedModel, ServeWorker, SqlBroker, WorkerConfig,
+from fsml_nb.serve import (FSML_COMMAND, ApiConfig, ModelLoadError, RabbitBroker, ServedModel, ServeWorker, SqlBroker, WorkerConfig,
                            add_serve_client, create_app, delete_rabbit_queue, live_workers, new_job,
                            write_linear_model_folder)
 
@@ -305,6 +306,22 @@ def test_an_unreachable_broker_makes_the_api_not_ready(unreachable: str, db_url:
 
 # ---------------------------------------------------------------------------------------------------------------
 # 3. dynamic batching
+def test_a_crafted_manifest_cannot_point_outside_its_folder(tmp_path: Path):
+    folder = write_linear_model_folder(tmp_path / "model", WEIGHTS)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    (tmp_path / "outside.onnx").write_bytes((folder / "model.onnx").read_bytes())
+    crafted = {**manifest, "serving": {**manifest["serving"], "file": "../outside.onnx"}}
+    (folder / "manifest.json").write_text(json.dumps(crafted))
+    with pytest.raises(ModelLoadError, match="outside the folder"):
+        ServedModel.load(folder)
+    golden = {**manifest["serving"]["golden"], "inputs": "/etc/hostname"}
+    (folder / "manifest.json").write_text(json.dumps({**manifest, "serving": {**manifest["serving"], "golden": golden}}))
+    with pytest.raises(ModelLoadError, match="outside the folder"):
+        ServedModel.load(folder).check_golden()
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    assert ServedModel.load(folder).check_golden() < 1e-4
+
+
 def test_sql_broker_batches_up_to_the_limit_and_waits_only_when_asked(tmp_path: Path):
     broker = SqlBroker(f"sqlite:///{tmp_path}/queue.db")
     for _ in range(5):
