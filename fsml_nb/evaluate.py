@@ -29,7 +29,7 @@ from .db import eval_predictions, eval_runs, reading, transaction
 from .store import DatasetVersion, Entry, Store
 
 # %% auto #0
-__all__ = ['DASHBOARD_NOTEBOOK_CODE', 'DEMO_NOTEBOOK_CODE', 'EvaluationError', 'OnnxClassifier', 'load_classifier',
+__all__ = ['DASHBOARD_NOTEBOOK_CODE', 'DEMO_NOTEBOOK_CODE', 'EvaluationError', 'OnnxClassifier', 'pulled_copy', 'load_classifier',
            'expected_calibration_error', 'classification_metrics', 'EditOp', 'edit_alignment', 'edit_count',
            'TranscriptionMetrics', 'transcription_metrics', 'AlignedDiff', 'aligned_diff', 'EvalRun', 'decode_split',
            'evaluate_model', 'evaluate_transcriptions', 'eval_run', 'eval_runs_of', 'cases', 'plot_confusion',
@@ -64,28 +64,70 @@ class OnnxClassifier:
 
 # %% ../nbs/11_evaluate.ipynb #e0f9737d
 def _recommended_file(folder: Path) -> Path:
+    "The file an export folder serves, as the registry would register it: inside the folder, as export wrote it."
+    from fsml_nb.export import file_entry
+    from fsml_nb.registry import NotAnExportError, read_export_folder
+
     report = folder / "report.json"
     if not report.exists():
         raise EvaluationError(f"{folder} is not an export folder (no report.json); give an .onnx file or a model version")
-    data = json.loads(report.read_text())
-    wanted = data.get("recommended") or "onnx-fp32"  # no recommendation (noisy timings): the FP32 file, as the registry
-    for variant in data.get("variants", []):
-        if variant.get("name") == wanted and variant.get("path"):
-            return folder / variant["path"]
-    raise EvaluationError(f"the export report in {folder} names no file for variant {wanted}")
+    try:
+        data = json.loads(report.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise EvaluationError(f"{report} is not valid JSON ({error})") from None
+    variants = data.get("variants") if isinstance(data, dict) else None
+    files = data.get("files") if isinstance(data, dict) else None
+    if not isinstance(variants, list) or not all(isinstance(variant, dict) for variant in variants) or \
+            not isinstance(files or {}, dict) or not all(isinstance(entry, dict) for entry in (files or {}).values()):
+        raise EvaluationError(f"{report} is not an export report as fsml_nb.export writes it (a list of variants); "
+                              "re-export the checkpoint")
+    try:
+        export = read_export_folder(folder)  # every listed file inside the folder, at the size export wrote
+    except NotAnExportError as error:
+        raise EvaluationError(str(error)) from None
+    expected = (files or {}).get(export.serving_file, {}).get("sha256")
+    path = export.files[export.serving_file]
+    if expected and file_entry(path)["sha256"] != expected:
+        raise EvaluationError(f"{path} is not the file export wrote (its SHA-256 differs from report.json's): the "
+                              "file was altered; re-export the checkpoint")
+    return path
+
+
+def pulled_copy(store: Store | None, model_version: Any,  # a registry ModelVersion
+                cache: str = "eval-models",  # the folder under FSML_HOME that keeps the copies
+                ) -> Path:
+    "A local copy of a model version, re-hashed on every use; shared by processes, and replaced when damaged."
+    import shutil
+
+    from fsml_nb.core import get_logger, get_settings
+    from fsml_nb.registry import ModelRegistry, RegistryError
+
+    registry = ModelRegistry(store)
+    folder = get_settings().home / cache / model_version.id
+    for _ in range(3):
+        try:
+            return registry.pull(model_version.id, folder)  # a copy already there is checked, never trusted
+        except OSError:  # another process renamed its copy into place first: the next pull checks that one
+            if not folder.exists():
+                raise
+        except RegistryError as error:
+            if not folder.exists():
+                raise
+            get_logger("evaluate").warning("replacing the damaged copy in %s: %s", folder, error)
+            aside = folder.with_name(f".{folder.name}-damaged-{uuid.uuid4().hex}")
+            try:
+                folder.rename(aside)  # atomic: a process reading the folder now fails its own hash check
+            except FileNotFoundError:
+                continue  # another process moved it first
+            shutil.rmtree(aside, ignore_errors=True)
+    raise EvaluationError(f"could not keep a checked copy of model version {model_version.id[:12]} in {folder}")
 
 
 def _model_file(model: Any, store: Store | None) -> tuple[Path, str | None]:
     "The ONNX file to run, and the registry id when the model is a model version."
     manifest = getattr(model, "manifest", None)
-    if manifest is not None:  # a registry ModelVersion: pull it (verified) into a cache folder
-        from fsml_nb.core import get_settings
-        from fsml_nb.registry import ModelRegistry
-
-        folder = get_settings().home / "eval-models" / model.id
-        if not (folder / "manifest.json").exists():
-            ModelRegistry(store).pull(model.id, folder)
-        return folder / manifest["serving"]["file"], model.id
+    if manifest is not None:  # a registry ModelVersion: a verified copy in a cache folder
+        return pulled_copy(store, model) / manifest["serving"]["file"], model.id
     path = Path(model)
     if path.is_dir():
         return _recommended_file(path), None
@@ -1258,14 +1300,16 @@ def compare(self: Dashboard) -> None:
 # %% ../nbs/11_evaluate.ipynb #d001d419
 def image_to_input(data: bytes, input_shape: Sequence[int]) -> np.ndarray:
     "An uploaded image as one model input: channels, size and 0..1 scale of `input_shape` (C, H, W)."
-    import io
-
     from PIL import Image, UnidentifiedImageError
 
+    from fsml_nb.data import IMPORT_MAX_PIXELS, open_image
+
+    if len(input_shape) != 3:
+        raise EvaluationError(f"the model takes inputs of shape {list(input_shape)}, not images (C, H, W)")
     try:
-        image = Image.open(io.BytesIO(data))
+        image = open_image(data, "the upload", IMPORT_MAX_PIXELS)  # too many pixels: one ItemTooLargeError
         image.load()
-    except (UnidentifiedImageError, OSError):
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
         raise EvaluationError("the upload is not an image (PNG, JPEG, GIF, BMP or WebP)") from None
     channels, height, width = input_shape
     image = image.convert("L" if channels == 1 else "RGB").resize((width, height), Image.BILINEAR)
@@ -1312,15 +1356,19 @@ class Demo:
 @patch
 def show_prediction(self: Demo, data: bytes) -> None:
     "Predict `data` and show the answer (or the error, in one line)."
+    from html import escape
+
     try:
         answer = self.predict(data)
     except FsmlError as error:
-        self.result.value = f"<p class='fsml-error' style='color:#b00'>{error}</p>"
+        self.result.value = f"<p class='fsml-error' style='color:#b00'>{escape(str(error))}</p>"
         return
-    bars = "".join(f"<tr><td>{label}</td><td><div style='background:#4a90d9;height:12px;width:{200 * score:.0f}px'>"
-                   f"</div></td><td>{score:.3f}</td></tr>" for label, score in list(answer["scores"].items())[:5])
-    self.result.value = (f"<p class='fsml-prediction' style='font-size:1.4em'>prediction: <b>{answer['label']}</b></p>"
-                         f"<table>{bars}</table><p>model version <code>{answer['model_version'][:12]}</code></p>")
+    bars = "".join(f"<tr><td>{escape(str(label))}</td><td><div style='background:#4a90d9;height:12px;"
+                   f"width:{200 * score:.0f}px'></div></td><td>{score:.3f}</td></tr>"
+                   for label, score in list(answer["scores"].items())[:5])
+    self.result.value = (f"<p class='fsml-prediction' style='font-size:1.4em'>prediction: "
+                         f"<b>{escape(str(answer['label']))}</b></p><table>{bars}</table>"
+                         f"<p>model version <code>{escape(str(answer['model_version'])[:12])}</code></p>")
 
 
 @patch
@@ -1395,11 +1443,21 @@ def _demo_predictor(store: Store):
         import httpx
 
         def over_http(data: bytes) -> dict[str, Any]:
-            response = httpx.post(f"{url.rstrip('/')}/v1/predict", files={"file": ("upload", data)}, timeout=30,
-                                  headers={"Authorization": f"Bearer {os.environ.get('FSML_SERVE_TOKEN', '')}"})
+            try:
+                response = httpx.post(f"{url.rstrip('/')}/v1/predict", files={"file": ("upload", data)}, timeout=30,
+                                      headers={"Authorization": f"Bearer {os.environ.get('FSML_SERVE_TOKEN', '')}"})
+            except httpx.HTTPError as error:  # refused, timed out, a bad URL: said on the page
+                raise EvaluationError(f"cannot reach the serving API at {url}: {error or type(error).__name__}") from None
             if response.status_code != 200:
                 raise EvaluationError(f"the serving API answered {response.status_code}: {response.text[:200]}")
-            return response.json()
+            try:
+                answer = response.json()
+                if {"label", "scores", "model_version"} <= set(answer):
+                    return answer
+            except (ValueError, TypeError):
+                pass
+            raise EvaluationError(f"the serving API at {url} answered something else than a prediction: "
+                                  f"{response.text[:200]!r}")
         return over_http, (1, 8, 8)
     reference = os.environ.get("FSML_DEMO_MODEL", "digits@champion")
     model = reference if Path(reference).exists() else _registry_model(store, reference)
