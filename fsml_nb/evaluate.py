@@ -725,6 +725,8 @@ class EvalExplorer:
     "Confusion matrix -> gallery -> item, for one eval run (ipywidgets)."
 
     def __init__(self, store: Store, run: EvalRun | str, page_size: int = 24):
+        from html import escape
+
         import ipywidgets as widgets
 
         self.store, self.run, self.page_size = store, (eval_run(store, run) if isinstance(run, str) else run), page_size
@@ -740,7 +742,7 @@ class EvalExplorer:
         self.sort.observe(lambda _: self.show_cell(*self.selected), names="value")
         self.wrong_only.observe(lambda _: self.show_cell(*self.selected), names="value")
         self.matrix = clickable_html(confusion_html(self.run), on_click=self._on_cell)
-        self.view = widgets.VBox([widgets.HTML(f"<b>{self.run.model_name}</b> on {self.run.split}: accuracy "
+        self.view = widgets.VBox([widgets.HTML(f"<b>{escape(self.run.model_name)}</b> on {escape(self.run.split)}: accuracy "
                                                f"{100 * self.run.metrics['accuracy']:.2f}% "
                                                f"({self.run.metrics['items']} items)"),
                                   self.matrix, widgets.HBox([self.sort, self.wrong_only]), self.title,
@@ -784,12 +786,14 @@ def _on_tile(self: EvalExplorer, index: str) -> None:
 @patch
 def show_cell(self: EvalExplorer, truth: str | None, predicted: str | None) -> None:
     "Fill the gallery with the items of one confusion cell (all cells for None)."
+    from html import escape
+
     self.selected = (truth, predicted)
     wrong_only = self.wrong_only.value and not (truth is not None and truth == predicted)
     rows = gallery_rows(self.store, self.run, truth, predicted, wrong_only, self.sort.value, self.page_size)
     self.gallery.html = gallery_html(self.store, rows)
     self.shown = rows
-    where = "all classes" if truth is None else f"truth {truth}, predicted {predicted}"
+    where = "all classes" if truth is None else f"truth {escape(truth)}, predicted {escape(str(predicted))}"
     self.title.value = f"<b>{len(rows)}</b> item(s) shown: {where}{' (wrong only)' if wrong_only else ''}"
 
 
@@ -797,14 +801,15 @@ def show_cell(self: EvalExplorer, truth: str | None, predicted: str | None) -> N
 def show_item(self: EvalExplorer, row) -> None:
     "Show one item: its picture, truth, top-3 scores and the annotators' answers."
     import base64
+    from html import escape
 
     answers = annotator_answers(self.store, row.item)
-    said = "".join(f"<li>{answer['annotator']} ({answer['project']}): {answer['label']}"
+    said = "".join(f"<li>{escape(answer['annotator'])} ({escape(answer['project'])}): {escape(str(answer['label']))}"
                    f"{' (unsure)' if answer['unsure'] else ''}</li>" for answer in answers) or "<li>none recorded</li>"
     picture = base64.b64encode(item_thumbnail(self.store, row.item, size=192)).decode()
     self.detail.value = (f"<img src='data:image/png;base64,{picture}' style='image-rendering:pixelated'/><br>"
-                         f"<b>item</b> {row.item[:16]}… <b>truth</b> {row.truth} <b>predicted</b> {row.predicted} "
-                         f"(loss {row.loss:.2f})<br><b>top-3</b> {row.top3}<br><b>annotators</b><ul>{said}</ul>")
+                         f"<b>item</b> {row.item[:16]}… <b>truth</b> {escape(row.truth)} <b>predicted</b> "
+                         f"{escape(row.predicted)} (loss {row.loss:.2f})<br><b>top-3</b> {escape(row.top3)}<br><b>annotators</b><ul>{said}</ul>")
 
 # %% ../nbs/11_evaluate.ipynb #7d880880
 @dataclass(frozen=True)
@@ -1256,11 +1261,12 @@ class Dashboard:
 
 # %% ../nbs/11_evaluate.ipynb #bebe6ec3
 def _markdown_html(text: str) -> str:
-    "Just enough Markdown for our reports (bold, code, tables) as HTML."
+    "Just enough Markdown for our reports (bold, code, tables) as HTML; any HTML in the text is shown as text."
     import re
+    from html import escape
 
     html, table = [], []
-    for line in text.splitlines() + [""]:
+    for line in escape(text, quote=False).splitlines() + [""]:
         if line.startswith("|"):
             if not set(line) <= set("|-: "):
                 table.append("<tr>" + "".join(f"<td>{cell.strip()}</td>" for cell in line.strip("|").split("|")) + "</tr>")

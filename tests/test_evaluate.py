@@ -280,3 +280,25 @@ def test_the_demo_says_why_an_upload_or_the_serving_api_fails(digits_model: Path
     demo = Demo(lambda data: {"label": "<b>x</b>", "scores": {"<b>x</b>": 1.0}, "model_version": "<i>v</i>"})
     demo.show_prediction(b"")
     assert "<b>x</b>" not in demo.result.value and "&lt;b&gt;x&lt;/b&gt;" in demo.result.value
+
+
+def test_names_on_the_dashboard_are_shown_as_text(digits_model: Path):
+    "Class, model and annotator names come from users (folder names, files): the stakeholders' page shows them, not runs them."
+    from collections import namedtuple
+
+    from fsml_nb.core import utc_now
+    from fsml_nb.evaluate import EvalExplorer, EvalRun, _markdown_html, classification_metrics
+
+    bad = "<img src=x onerror=alert(1)>"
+    classes = (bad, "b")
+    metrics = classification_metrics(np.array([[0.9, 0.1], [0.2, 0.8]]), np.array([0, 0]), classes)
+    run = EvalRun("f" * 32, "m" * 64, f"model {bad}", "v" * 64, "test", classes, metrics, utc_now())
+    assert bad not in _markdown_html(run._repr_markdown_()) and "&lt;img" in _markdown_html(run._repr_markdown_())
+    with Store(f"sqlite:///{digits_model}/fsml.db", str(digits_model / "blobs")) as store:
+        explorer = EvalExplorer(store, run)
+        explorer.show_cell(bad, "b")
+        sha = store.version("digits").entries[0].item_sha256
+        Row = namedtuple("Row", "item truth predicted confidence loss top3")
+        explorer.show_item(Row(sha, bad, "b", 0.8, 1.6, f"b 0.80, {bad} 0.20"))
+        shown = [explorer.view.children[0].value, explorer.title.value, explorer.detail.value]
+    assert all(bad not in html for html in shown), shown
