@@ -969,15 +969,23 @@ def eval_run_command(model: Annotated[str, typer.Argument(help="an .onnx file, a
     from fsml_nb.evaluate import evaluate_model
 
     with Store() as store:
-        target = model if Path(model).exists() else _registry_version(store, model)
+        target = model if Path(model).exists() else _registry_version(store, model, path_like=True)
         run = evaluate_model(target, version, split, store=store)
     typer.echo(json.dumps({"id": run.id, **run.metrics}) if as_json else str(run))
 
 
-def _registry_version(store: Store, ref: str):
-    from fsml_nb.registry import ModelRegistry
+def _registry_version(store: Store, ref: str, path_like: bool = False):  # say "no file" for a ref that looks like one
+    from fsml_nb.registry import ModelRegistry, RegistryError
 
-    return ModelRegistry(store).version(ref)
+    try:
+        return ModelRegistry(store).version(ref)
+    except RegistryError:
+        if path_like and (Path(ref).suffix == ".onnx" or "/" in ref):
+            from fsml_nb.evaluate import EvaluationError
+
+            raise EvaluationError(f"no model at {ref}: no such file (nor a registered model version of that name)") \
+                from None
+        raise
 
 
 @eval_app.command("compare")
