@@ -573,7 +573,15 @@ def export_checkpoint(checkpoint: str | Path,  # a safetensors checkpoint writte
         report = _export_all(model, checkpoint_data, Path(checkpoint), version, calibration_subset, test, work,
                              method, budget, serving_batch, opset, calibration_split, tolerances)
         _write_reports(report, work)
-        os.replace(work, out_dir)
+        made_meanwhile = ExportError(f"{out_dir} was made by someone else while this export ran (another export into "
+                                     "the same folder?); it was left as it is and nothing was written there: choose a "
+                                     "new folder")
+        if out_dir.exists():  # os.replace would put this export over an empty folder, or fail on a full one
+            raise made_meanwhile
+        try:
+            os.replace(work, out_dir)
+        except OSError as error:
+            raise made_meanwhile if out_dir.exists() else ExportError(f"cannot write {out_dir}: {error}") from None
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise

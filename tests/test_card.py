@@ -195,3 +195,24 @@ def test_an_interrupted_init_leaves_the_old_card_or_none(tmp_path: Path, monkeyp
     with pytest.raises(KeyboardInterrupt):
         init_project(tmp_path / "kept", force=True)
     assert load_card(card).metric["minimum"] == 0.95 and not list((tmp_path / "kept").glob(".*"))
+
+
+def test_two_exports_into_the_same_folder_keep_the_first(registered: Path, monkeypatch):
+    "The second export to finish finds the folder made meanwhile: one clear error, the first export's files untouched."
+    import fsml_nb.export as export_module
+    from fsml_nb.export import ExportError
+
+    out = registered / "raced-export"
+    real_write = export_module._write_reports
+
+    def the_other_export_finishes_first(report, folder):
+        real_write(report, folder)
+        out.mkdir()
+        (out / "report.json").write_text('{"written by": "the other export"}')
+
+    monkeypatch.setattr(export_module, "_write_reports", the_other_export_finishes_first)
+    with Store(f"sqlite:///{registered}/fsml.db", str(registered / "blobs")) as store:
+        with pytest.raises(ExportError, match="raced-export was made by someone else while this export ran"):
+            export_checkpoint(registered / "mlp.safetensors", out, "mnist1d-card", store=store, calibration_items=16)
+    assert (out / "report.json").read_text() == '{"written by": "the other export"}' and len(list(out.iterdir())) == 1
+    assert not [path for path in registered.iterdir() if path.name.startswith(".raced-export")]  # no work folder left
