@@ -523,7 +523,13 @@ def _row_to_run(row) -> EvalRun:
 
 
 def eval_run(store: Store, run_id: str) -> EvalRun:
-    "A stored run by its id or a unique prefix of it."
+    "A stored run by its id or a unique prefix of it (4 hex digits or more)."
+    import re
+
+    if not isinstance(run_id, str) or not re.fullmatch(r"[0-9a-f]{4,32}", run_id.strip()):
+        raise EvaluationError(f"{run_id!r} is not an eval run id: give its 32 hex digits or a prefix of 4 or more "
+                              "(`fsml eval run` prints it)")
+    run_id = run_id.strip()
     with reading(store.engine) as connection:
         rows = connection.execute(select(eval_runs).where(eval_runs.c.id.startswith(run_id)).limit(2)).all()
     if len(rows) != 1:
