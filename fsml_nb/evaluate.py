@@ -144,11 +144,19 @@ def load_classifier(model: Any,  # an .onnx file, an export folder, or a registr
     path, registry_id = _model_file(model, store)
     metadata = onnx_metadata(path)
     preprocessing = metadata.get("fsml.preprocessing") or {}
-    classes = tuple(metadata.get("fsml.classes") or preprocessing.get("classes") or ())
+    if not isinstance(preprocessing, dict):
+        raise EvaluationError(f"{path}: its fsml.preprocessing metadata is {preprocessing!r}, not a table; "
+                              "export it with fsml_nb.export")
+    classes = metadata.get("fsml.classes") or preprocessing.get("classes") or ()
+    shape = preprocessing.get("input_shape") or ()
+    if not isinstance(classes, list | tuple) or not all(isinstance(name, str) for name in classes):
+        raise EvaluationError(f"{path}: its classes metadata is {classes!r}, not a list of class names")
+    if not isinstance(shape, list | tuple) or not all(isinstance(size, int) and size > 0 for size in shape):
+        raise EvaluationError(f"{path}: its input_shape metadata is {shape!r}, not a list of sizes")
     if not classes:
         raise EvaluationError(f"{path} records no classes in its metadata; export it with fsml_nb.export")
     model_id = registry_id or hashlib.sha256(path.read_bytes()).hexdigest()
-    return OnnxClassifier(path, model_id, classes, tuple(preprocessing.get("input_shape") or ()), onnx_session(path))
+    return OnnxClassifier(path, model_id, tuple(classes), tuple(shape), onnx_session(path))
 
 # %% ../nbs/11_evaluate.ipynb #360bf75c
 def expected_calibration_error(probabilities: np.ndarray, targets: np.ndarray, bins: int = 15

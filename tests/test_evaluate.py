@@ -302,3 +302,22 @@ def test_names_on_the_dashboard_are_shown_as_text(digits_model: Path):
         explorer.show_item(Row(sha, bad, "b", 0.8, 1.6, f"b 0.80, {bad} 0.20"))
         shown = [explorer.view.children[0].value, explorer.title.value, explorer.detail.value]
     assert all(bad not in html for html in shown), shown
+
+
+def test_crafted_onnx_metadata_is_refused(digits_model: Path):
+    "Classes written as one string were read letter by letter; a preprocessing that is not a table was an AttributeError."
+    import onnx
+
+    from fsml_nb.evaluate import load_classifier
+
+    for name, key, value in (("string-classes", "fsml.classes", json.dumps("0123456789")),
+                             ("number-classes", "fsml.classes", json.dumps(list(range(10)))),
+                             ("list-preprocessing", "fsml.preprocessing", json.dumps([1, 8, 8])),
+                             ("text-shape", "fsml.preprocessing", json.dumps({"input_shape": "1x8x8"}))):
+        proto = onnx.load(str(digits_model / "model.onnx"))
+        for entry in proto.metadata_props:
+            if entry.key == key:
+                entry.value = value
+        onnx.save(proto, str(digits_model / f"{name}.onnx"))
+        with pytest.raises(EvaluationError, match=f"{name}.onnx: its"):
+            load_classifier(digits_model / f"{name}.onnx")
