@@ -302,6 +302,9 @@ def _latest_evaluation(store, model_version, card: RequirementsCard) -> tuple[di
     from fsml_nb.store import UnknownVersionError
 
     reference = card.metric.get("dataset_version") or model_version.manifest.get("dataset_version")
+    if not reference:
+        raise CardError(f"metric.dataset_version is empty and model version {model_version.id[:12]} records no "
+                        "training dataset version: name the version the promise is measured on")
     try:
         version = store.version(reference)
     except UnknownVersionError as error:
@@ -449,8 +452,12 @@ def init_project(folder: str | Path, name: str | None = None, force: bool = Fals
     if existing and not force:
         raise CardError(f"{', '.join(str(path) for path in existing)} exist already; nothing was written "
                         "(--force overwrites them)")
-    for path, text in files.items():
-        _write_whole(path, text.encode())
-    for path, source in copies.items():
-        _write_whole(path, source.read_bytes())
+    try:
+        for path, text in files.items():
+            _write_whole(path, text.encode())
+        for path, source in copies.items():
+            _write_whole(path, source.read_bytes())
+    except OSError as error:  # the folder is a file, is read-only, the disk is full
+        raise CardError(f"cannot write the project into {folder}: {error.strerror or error} "
+                        f"({error.filename or folder})") from None
     return sorted([*files, *copies])
