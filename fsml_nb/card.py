@@ -231,9 +231,14 @@ shape = [1 if not isinstance(d, int) else d for d in session.get_inputs()[0].sha
 session.run(None, {session.get_inputs()[0].name: np.zeros(shape, dtype=np.float32)})
 print(json.dumps(rss() - before))
 """
-    result = subprocess.run([sys.executable, "-c", script, str(onnx_path)], capture_output=True, text=True, timeout=300)
+    try:
+        result = subprocess.run([sys.executable, "-c", script, str(onnx_path)], capture_output=True, text=True,
+                                timeout=300)
+    except subprocess.TimeoutExpired:
+        raise CardError(f"could not measure the memory of {onnx_path}: one inference took over 300 s") from None
     if result.returncode != 0:
-        raise CardError(f"could not load {onnx_path} to measure its memory: {result.stderr.strip().splitlines()[-1:]}")
+        last_line = (result.stderr.strip().splitlines() or [f"exit status {result.returncode}"])[-1]
+        raise CardError(f"could not load {onnx_path} to measure its memory: {last_line}")
     return float(json.loads(result.stdout.strip().splitlines()[-1]))
 
 # %% ../nbs/14_card.ipynb #46a0636c
