@@ -1383,6 +1383,14 @@ def show_prediction(self: Demo, data: bytes) -> None:
     except FsmlError as error:
         self.result.value = f"<p class='fsml-error' style='color:#b00'>{escape(str(error))}</p>"
         return
+    except Exception as error:  # a bug, or a model that fails on this input: said on the page, logged in full
+        from fsml_nb.core import get_logger
+
+        get_logger("evaluate").exception("the demo's prediction failed")
+        self.result.value = (f"<p class='fsml-error' style='color:#b00'>the prediction failed "
+                             f"({escape(type(error).__name__)}: {escape(str(error)[:200])}); the page's log has the "
+                             "details</p>")
+        return
     bars = "".join(f"<tr><td>{escape(str(label))}</td><td><div style='background:#4a90d9;height:12px;"
                    f"width:{200 * score:.0f}px'></div></td><td>{score:.3f}</td></tr>"
                    for label, score in list(answer["scores"].items())[:5])

@@ -277,6 +277,10 @@ def test_the_demo_says_why_an_upload_or_the_serving_api_fails(digits_model: Path
     demo.show_prediction(b"\x89PNG")
     assert "fsml-error" in demo.result.value and "cannot reach the serving API" in demo.result.value
 
+    demo = Demo(lambda data: 1 / 0)  # any other failure is said too, not lost in the widget's callback
+    demo.show_prediction(b"")
+    assert "fsml-error" in demo.result.value and "ZeroDivisionError" in demo.result.value
+
     demo = Demo(lambda data: {"label": "<b>x</b>", "scores": {"<b>x</b>": 1.0}, "model_version": "<i>v</i>"})
     demo.show_prediction(b"")
     assert "<b>x</b>" not in demo.result.value and "&lt;b&gt;x&lt;/b&gt;" in demo.result.value
