@@ -389,8 +389,13 @@ def annotate_guide_command(project: Annotated[str, typer.Argument()],
                            guide: Annotated[Path, typer.Argument(help="Markdown file", exists=True, dir_okay=False,
                                                                  readable=True)]) -> None:
     "Record a new version of a project's guide."
+    try:
+        text = guide.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise FsmlError(f"{guide} is not UTF-8 text (byte {error.start} is {error.object[error.start]:#04x}); "
+                        "save the guide as UTF-8") from None
     with Store() as store:
-        typer.echo(f"{project}: guide version {store.project(project).set_guide(guide.read_text())}")
+        typer.echo(f"{project}: guide version {store.project(project).set_guide(text)}")
 
 
 @annotate_app.command("status")

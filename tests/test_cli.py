@@ -295,3 +295,10 @@ def test_eval_run_says_what_is_wrong_with_the_model_it_was_given(cli_env: dict[s
     assert result.returncode == 1 and result.stdout == "", result.stdout
     assert result.stderr.startswith("fsml: error:") and "not a readable ONNX model" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_guide_that_is_not_utf8_is_one_line(cli_env: dict[str, str], tmp_path: Path):
+    (tmp_path / "guide.md").write_bytes("# Guide\n\nUn chat noir: caf\xe9.\n".encode("latin-1"))
+    result = fsml("annotate", "guide", "cats", str(tmp_path / "guide.md"), env=cli_env)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.startswith(f"fsml: error: {tmp_path / 'guide.md'} is not UTF-8 text (byte 26 is 0xe9)")
