@@ -110,7 +110,7 @@ def pulled_copy(store: Store | None, model_version: Any,  # a registry ModelVers
         except OSError:  # another process renamed its copy into place first: the next pull checks that one
             if not folder.exists():
                 raise
-        except RegistryError as error:
+        except (RegistryError, ValueError, KeyError, TypeError) as error:  # ValueError: a manifest.json cut short
             if not folder.exists():
                 raise
             get_logger("evaluate").warning("replacing the damaged copy in %s: %s", folder, error)

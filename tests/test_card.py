@@ -143,6 +143,10 @@ def test_the_cached_copy_of_a_model_version_is_checked_shared_and_repaired(regis
         run = evaluate_model(version, "mnist1d-card", store=store)
         assert run.model_id == version.id and file_entry(folder / serving)["sha256"] == expected  # replaced, not run
 
+        manifest = (folder / "manifest.json").read_bytes()
+        (folder / "manifest.json").write_bytes(manifest[: len(manifest) // 2])  # a copy killed while written by hand
+        assert (pulled_copy(store, version) / "manifest.json").read_bytes() == manifest
+
 
 def test_a_crafted_card_is_one_clear_error_before_any_measurement(tmp_path: Path):
     "Bytes that are not UTF-8, a folder, a date-time deadline, bounds no metric can meet, zero or endless budgets."
