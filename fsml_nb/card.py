@@ -11,19 +11,22 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import math
+import os
 import re
+import uuid
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
 from .core import FsmlError
 
 # %% auto #0
-__all__ = ['TIME_UNITS', 'SIZE_UNITS', 'RATE_UNITS', 'METRICS', 'CARD_FIELDS', 'TASKS', 'CARD_TEMPLATE', 'GUIDE_TEMPLATE',
-           'PROJECT_README', 'STEP_NAMES', 'CardError', 'parse_quantity', 'RequirementsCard', 'parse_card', 'load_card',
-           'CheckRow', 'CardCheck', 'resident_memory_mib', 'check_card', 'check_model', 'shipped_step_notebooks',
-           'init_project']
+__all__ = ['TIME_UNITS', 'SIZE_UNITS', 'RATE_UNITS', 'METRICS', 'CARD_FIELDS', 'TASKS', 'STRING_LISTS', 'CARD_TEMPLATE',
+           'GUIDE_TEMPLATE', 'PROJECT_README', 'STEP_NAMES', 'CardError', 'parse_quantity', 'RequirementsCard',
+           'parse_card', 'load_card', 'CheckRow', 'CardCheck', 'resident_memory_mib', 'check_card', 'check_model',
+           'shipped_step_notebooks', 'init_project']
 
 # %% ../nbs/14_card.ipynb #af7626ab
 class CardError(FsmlError):
@@ -44,6 +47,8 @@ def parse_quantity(text: Any, units: dict[str, float], field_name: str) -> float
     number, unit = float(match.group(1)), match.group(2)
     if unit not in units:
         raise CardError(f"{field_name}: unknown unit {unit!r} in {text!r}; use one of {', '.join(units)}")
+    if not (math.isfinite(number) and number > 0):  # '0 ms' or '1e400 ms' cannot be a budget
+        raise CardError(f"{field_name}: {text!r} must be a positive, finite amount")
     return number * units[unit]
 
 # %% ../nbs/14_card.ipynb #b7b8c802
@@ -59,6 +64,7 @@ CARD_FIELDS = {
     "schedule": {"deadline": date, "milestones": list},
 }
 TASKS = ("image-classification", "sequence-classification")
+STRING_LISTS = {("formulation", "classes"), ("data", "allowed_licences")}
 
 
 def _unknown(name: str, known, where: str) -> CardError:
@@ -80,8 +86,13 @@ def _check_types(raw: dict[str, Any]) -> None:
             expected = CARD_FIELDS[section][name]
             if expected is float and isinstance(value, int) and not isinstance(value, bool):
                 continue
-            if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+            if not isinstance(value, expected) or (expected is int and isinstance(value, bool)) or \
+                    (expected is date and isinstance(value, datetime)):  # a TOML date-time is a datetime, a date too
                 raise CardError(f"{section}.{name} must be a {expected.__name__}, not {value!r}")
+            if expected is int and value < 1:
+                raise CardError(f"{section}.{name} must be at least 1, not {value!r}")
+            if (section, name) in STRING_LISTS and not all(isinstance(entry, str) for entry in value):
+                raise CardError(f"{section}.{name} must be a list of strings, not {value!r}")
 
 # %% ../nbs/14_card.ipynb #8a618ed9
 @dataclass(frozen=True)
@@ -122,7 +133,7 @@ def _check_metric(raw: dict[str, Any]) -> dict[str, Any]:
     if bound not in metric:
         raise CardError(f"metric.{bound} is required for {name} (a {'lower' if bound == 'maximum' else 'higher'} "
                         "value is better)")
-    if name != "ece" and not 0 <= metric[bound] <= 1:
+    if not 0 <= metric[bound] <= 1:  # every metric evaluate computes is a fraction, ECE too (NaN fails here)
         raise CardError(f"metric.{bound} is a fraction between 0 and 1 (0.97 for 97%), not {metric[bound]!r}")
     return metric
 
@@ -155,9 +166,18 @@ def load_card(path: str | Path) -> RequirementsCard:
     "Read and check `requirements.toml` (or any card file)."
     path = Path(path)
     try:
-        return parse_card(path.read_text(), path)
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise CardError(f"{path} is not UTF-8 text (byte {error.start} is {error.object[error.start]:#04x}); "
+                        "save the card as UTF-8") from None
+    except IsADirectoryError:
+        raise CardError(f"{path} is a folder, not a requirements card; give the card's file "
+                        "(requirements.toml)") from None
     except FileNotFoundError:
         raise CardError(f"no requirements card at {path}: `fsml init` writes one to fill in") from None
+    except OSError as error:
+        raise CardError(f"cannot read the requirements card {path}: {error.strerror or error}") from None
+    return parse_card(text, path)
 
 # %% ../nbs/14_card.ipynb #f0dcc8a6
 @dataclass(frozen=True)
@@ -211,9 +231,14 @@ shape = [1 if not isinstance(d, int) else d for d in session.get_inputs()[0].sha
 session.run(None, {session.get_inputs()[0].name: np.zeros(shape, dtype=np.float32)})
 print(json.dumps(rss() - before))
 """
-    result = subprocess.run([sys.executable, "-c", script, str(onnx_path)], capture_output=True, text=True, timeout=300)
+    try:
+        result = subprocess.run([sys.executable, "-c", script, str(onnx_path)], capture_output=True, text=True,
+                                timeout=300)
+    except subprocess.TimeoutExpired:
+        raise CardError(f"could not measure the memory of {onnx_path}: one inference took over 300 s") from None
     if result.returncode != 0:
-        raise CardError(f"could not load {onnx_path} to measure its memory: {result.stderr.strip().splitlines()[-1:]}")
+        last_line = (result.stderr.strip().splitlines() or [f"exit status {result.returncode}"])[-1]
+        raise CardError(f"could not load {onnx_path} to measure its memory: {last_line}")
     return float(json.loads(result.stdout.strip().splitlines()[-1]))
 
 # %% ../nbs/14_card.ipynb #46a0636c
@@ -226,7 +251,10 @@ def _metric_row(card: RequirementsCard, evaluation: dict[str, Any] | None) -> Ch
                f"{card.metric.get('dataset_version', '?')}/{card.metric.get('split', 'test')}"
     if evaluation is None:
         return CheckRow("metric", required, "no evaluation run", "fsml eval run", None)
-    value = evaluation["metrics"][name]
+    value = evaluation["metrics"].get(name)
+    if value is None:  # top3 of a model with fewer than 3 classes
+        return CheckRow("metric", required, f"{name} was not computed for this model (top3 needs 3 classes or more)",
+                        f"eval run {evaluation['id'][:12]}", None)
     met = value <= card.metric[bound] if bound == "maximum" else value >= card.metric[bound]
     return CheckRow("metric", required, f"{value:.4f}", f"eval run {evaluation['id'][:12]}", met)
 
@@ -279,6 +307,9 @@ def _latest_evaluation(store, model_version, card: RequirementsCard) -> tuple[di
     from fsml_nb.store import UnknownVersionError
 
     reference = card.metric.get("dataset_version") or model_version.manifest.get("dataset_version")
+    if not reference:
+        raise CardError(f"metric.dataset_version is empty and model version {model_version.id[:12]} records no "
+                        "training dataset version: name the version the promise is measured on")
     try:
         version = store.version(reference)
     except UnknownVersionError as error:
@@ -292,7 +323,7 @@ def _latest_evaluation(store, model_version, card: RequirementsCard) -> tuple[di
 # %% ../nbs/14_card.ipynb #415c93b0
 def check_model(store, ref: str, card: RequirementsCard) -> CardCheck:
     "Check a registered model version (`NAME@ALIAS`, `NAME:N` or id) against a requirements card."
-    from fsml_nb.core import get_settings
+    from fsml_nb.evaluate import pulled_copy
     from fsml_nb.registry import ModelRegistry
 
     registry = ModelRegistry(store)
@@ -301,9 +332,7 @@ def check_model(store, ref: str, card: RequirementsCard) -> CardCheck:
     serving = model_version.manifest["serving"]
     metrics = (model_version.manifest.get("export") or {}).get("metrics", {}).get(serving.get("variant"), {})
     latency = (metrics.get("latency_ms") or {}).get("cpu b1")
-    folder = get_settings().home / "check-models" / model_version.id
-    if not (folder / "manifest.json").exists():
-        registry.pull(model_version.id, folder)
+    folder = pulled_copy(store, model_version, "check-models")  # re-hashed, shared with other processes
     memory = resident_memory_mib(folder / serving["file"])
     trained_on = model_version.manifest.get("dataset_version")
     licensed = bool(store.version(trained_on).meta.get("licensed_only")) if trained_on else None
@@ -397,12 +426,28 @@ def _pipeline_template(name: str) -> str:
     return "\n".join(lines)
 
 # %% ../nbs/14_card.ipynb #120e994b
+def _write_whole(path: Path, data: bytes) -> None:
+    "Write `data` beside `path`, then rename it into place: a crash leaves the old file or none, never half of one."
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        temporary.write_bytes(data)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
 def init_project(folder: str | Path, name: str | None = None, force: bool = False) -> list[Path]:
     "Write a new project's card, guide stub, pipeline file, step notebooks and README; never overwrite without `force`."
-    import shutil
+    from fsml_nb.registry import RegistryError, check_model_name
 
     folder = Path(folder)
     name = name or folder.absolute().name
+    try:  # the name makes a file name and the model's name: no '/', '..', quotes or spaces
+        check_model_name(name, "project name")
+    except RegistryError as error:
+        raise CardError(f"{error} (choose one with --name)") from None
     files = {folder / "requirements.toml": CARD_TEMPLATE, folder / "guides" / "guide.md": GUIDE_TEMPLATE,
              folder / "README.md": PROJECT_README.format(name=name),
              folder / "pipelines" / f"{name}.toml": _pipeline_template(name)}
@@ -412,10 +457,12 @@ def init_project(folder: str | Path, name: str | None = None, force: bool = Fals
     if existing and not force:
         raise CardError(f"{', '.join(str(path) for path in existing)} exist already; nothing was written "
                         "(--force overwrites them)")
-    for path, text in files.items():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    for path, source in copies.items():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source, path)
+    try:
+        for path, text in files.items():
+            _write_whole(path, text.encode())
+        for path, source in copies.items():
+            _write_whole(path, source.read_bytes())
+    except OSError as error:  # the folder is a file, is read-only, the disk is full
+        raise CardError(f"cannot write the project into {folder}: {error.strerror or error} "
+                        f"({error.filename or folder})") from None
     return sorted([*files, *copies])

@@ -389,8 +389,13 @@ def annotate_guide_command(project: Annotated[str, typer.Argument()],
                            guide: Annotated[Path, typer.Argument(help="Markdown file", exists=True, dir_okay=False,
                                                                  readable=True)]) -> None:
     "Record a new version of a project's guide."
+    try:
+        text = guide.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise FsmlError(f"{guide} is not UTF-8 text (byte {error.start} is {error.object[error.start]:#04x}); "
+                        "save the guide as UTF-8") from None
     with Store() as store:
-        typer.echo(f"{project}: guide version {store.project(project).set_guide(guide.read_text())}")
+        typer.echo(f"{project}: guide version {store.project(project).set_guide(text)}")
 
 
 @annotate_app.command("status")
@@ -969,15 +974,23 @@ def eval_run_command(model: Annotated[str, typer.Argument(help="an .onnx file, a
     from fsml_nb.evaluate import evaluate_model
 
     with Store() as store:
-        target = model if Path(model).exists() else _registry_version(store, model)
+        target = model if Path(model).exists() else _registry_version(store, model, path_like=True)
         run = evaluate_model(target, version, split, store=store)
     typer.echo(json.dumps({"id": run.id, **run.metrics}) if as_json else str(run))
 
 
-def _registry_version(store: Store, ref: str):
-    from fsml_nb.registry import ModelRegistry
+def _registry_version(store: Store, ref: str, path_like: bool = False):  # say "no file" for a ref that looks like one
+    from fsml_nb.registry import ModelRegistry, RegistryError
 
-    return ModelRegistry(store).version(ref)
+    try:
+        return ModelRegistry(store).version(ref)
+    except RegistryError:
+        if path_like and (Path(ref).suffix == ".onnx" or "/" in ref):
+            from fsml_nb.evaluate import EvaluationError
+
+            raise EvaluationError(f"no model at {ref}: no such file (nor a registered model version of that name)") \
+                from None
+        raise
 
 
 @eval_app.command("compare")

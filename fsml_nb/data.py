@@ -37,9 +37,9 @@ __all__ = ['NPY_MEDIA_TYPE', 'DEFAULT_MAX_DECODED_BYTES', 'IMPORT_MAX_PIXELS', '
            'MNIST1D_SOURCE', 'MNIST1D_LICENCE', 'SPLIT_FOLDER_NAMES', 'SPLIT_LIKE_NAMES', 'HIDDEN_REASON',
            'ItemTooLargeError', 'image_to_tensor', 'open_image', 'decode_item', 'Compose', 'Normalize', 'Resize',
            'encode_target', 'VersionDataset', 'load', 'dataloader', 'encode_png', 'import_digits', 'npy_bytes',
-           'generate_mnist1d', 'import_mnist1d', 'FolderImportError', 'DuplicateItemError', 'check_display_name',
-           'SkippedPath', 'FolderScan', 'scan_image_folder', 'read_image_file', 'stratified_hash_splits',
-           'FolderImport', 'import_folder']
+           'generate_mnist1d', 'import_mnist1d', 'FolderImportError', 'DuplicateItemError', 'printable_name',
+           'check_display_name', 'SkippedPath', 'FolderScan', 'scan_image_folder', 'read_image_file',
+           'stratified_hash_splits', 'FolderImport', 'import_folder']
 
 # %% ../nbs/04_data.ipynb #1359165d
 NPY_MEDIA_TYPE = "application/x-npy"
@@ -321,8 +321,16 @@ class DuplicateItemError(FolderImportError):
     "Two files of an import have the same content."
 
 # %% ../nbs/04_data.ipynb #6319b6ca
+def printable_name(name: str) -> str:
+    "A file name as text a database keeps: bytes that are not UTF-8 written as `\\xff` escapes."
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def check_display_name(name: str, what: str) -> str:
     "`name`, unless it is blank or holds a control or formatting character (newline, tab, bidi override)."
+    if any(unicodedata.category(char) == "Cs" for char in name):  # bytes the file system could not decode
+        raise FolderImportError(f"{what} {name!r} is not UTF-8 text (its bytes are {printable_name(name)!r}); "
+                                "rename it")
     bad = sorted({repr(char)[1:-1] for char in name if unicodedata.category(char) in ("Cc", "Cf")})
     if bad:
         raise FolderImportError(f"{what} {name!r} contains a control character ({', '.join(bad)}); rename it")
@@ -649,7 +657,7 @@ def import_folder(path: str | Path,  # a folder with one sub-folder per class (o
     labels = {sha: class_name for sha, (_, class_name, _) in zip(shas, scan.files, strict=True)}
     hashed = stratified_hash_splits(labels, test_fraction, val_fraction)
     labelled = [LabelledItem(NewItem(data, media_type, source_url=file.as_uri(), licence=licence,
-                                     meta={"path": scan.relative(file)}),
+                                     meta={"path": printable_name(scan.relative(file))}),
                              class_name, split or hashed[sha])
                 for (file, data, media_type), (_, class_name, split), sha in zip(read, scan.files, shas, strict=True)]
     split_rule = (f"split folders ({', '.join(scan.split_folders)})" if scan.split_folders else
@@ -657,8 +665,9 @@ def import_folder(path: str | Path,  # a folder with one sub-folder per class (o
                   + (f", val {val_fraction:.0%})" if val_fraction else ")"))
     started = utc_now()
     version = store.import_version(labelled, LabelSchema("single_label", tuple(sorted(scan.class_folders))), name,
-                                   source=f"import:folder:{root}", progress=progress,
-                                   meta={"importer": "folder", "path": str(root), "test_fraction": test_fraction,
+                                   source=f"import:folder:{printable_name(str(root))}", progress=progress,
+                                   meta={"importer": "folder", "path": printable_name(str(root)),
+                                         "test_fraction": test_fraction,
                                          "val_fraction": val_fraction, "split_folders": bool(scan.split_folders)})
     notes = _scan_notes(scan, empty_classes, hashed, labels, test_fraction)
     already_existed = version.created_at < started

@@ -29,7 +29,7 @@ from .db import eval_predictions, eval_runs, reading, transaction
 from .store import DatasetVersion, Entry, Store
 
 # %% auto #0
-__all__ = ['DASHBOARD_NOTEBOOK_CODE', 'DEMO_NOTEBOOK_CODE', 'EvaluationError', 'OnnxClassifier', 'load_classifier',
+__all__ = ['DASHBOARD_NOTEBOOK_CODE', 'DEMO_NOTEBOOK_CODE', 'EvaluationError', 'OnnxClassifier', 'pulled_copy', 'load_classifier',
            'expected_calibration_error', 'classification_metrics', 'EditOp', 'edit_alignment', 'edit_count',
            'TranscriptionMetrics', 'transcription_metrics', 'AlignedDiff', 'aligned_diff', 'EvalRun', 'decode_split',
            'evaluate_model', 'evaluate_transcriptions', 'eval_run', 'eval_runs_of', 'cases', 'plot_confusion',
@@ -64,28 +64,70 @@ class OnnxClassifier:
 
 # %% ../nbs/11_evaluate.ipynb #e0f9737d
 def _recommended_file(folder: Path) -> Path:
+    "The file an export folder serves, as the registry would register it: inside the folder, as export wrote it."
+    from fsml_nb.export import file_entry
+    from fsml_nb.registry import NotAnExportError, read_export_folder
+
     report = folder / "report.json"
     if not report.exists():
         raise EvaluationError(f"{folder} is not an export folder (no report.json); give an .onnx file or a model version")
-    data = json.loads(report.read_text())
-    wanted = data.get("recommended") or "onnx-fp32"  # no recommendation (noisy timings): the FP32 file, as the registry
-    for variant in data.get("variants", []):
-        if variant.get("name") == wanted and variant.get("path"):
-            return folder / variant["path"]
-    raise EvaluationError(f"the export report in {folder} names no file for variant {wanted}")
+    try:
+        data = json.loads(report.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise EvaluationError(f"{report} is not valid JSON ({error})") from None
+    variants = data.get("variants") if isinstance(data, dict) else None
+    files = data.get("files") if isinstance(data, dict) else None
+    if not isinstance(variants, list) or not all(isinstance(variant, dict) for variant in variants) or \
+            not isinstance(files or {}, dict) or not all(isinstance(entry, dict) for entry in (files or {}).values()):
+        raise EvaluationError(f"{report} is not an export report as fsml_nb.export writes it (a list of variants); "
+                              "re-export the checkpoint")
+    try:
+        export = read_export_folder(folder)  # every listed file inside the folder, at the size export wrote
+    except NotAnExportError as error:
+        raise EvaluationError(str(error)) from None
+    expected = (files or {}).get(export.serving_file, {}).get("sha256")
+    path = export.files[export.serving_file]
+    if expected and file_entry(path)["sha256"] != expected:
+        raise EvaluationError(f"{path} is not the file export wrote (its SHA-256 differs from report.json's): the "
+                              "file was altered; re-export the checkpoint")
+    return path
+
+
+def pulled_copy(store: Store | None, model_version: Any,  # a registry ModelVersion
+                cache: str = "eval-models",  # the folder under FSML_HOME that keeps the copies
+                ) -> Path:
+    "A local copy of a model version, re-hashed on every use; shared by processes, and replaced when damaged."
+    import shutil
+
+    from fsml_nb.core import get_logger, get_settings
+    from fsml_nb.registry import ModelRegistry, RegistryError
+
+    registry = ModelRegistry(store)
+    folder = get_settings().home / cache / model_version.id
+    for _ in range(3):
+        try:
+            return registry.pull(model_version.id, folder)  # a copy already there is checked, never trusted
+        except OSError:  # another process renamed its copy into place first: the next pull checks that one
+            if not folder.exists():
+                raise
+        except (RegistryError, ValueError, KeyError, TypeError) as error:  # ValueError: a manifest.json cut short
+            if not folder.exists():
+                raise
+            get_logger("evaluate").warning("replacing the damaged copy in %s: %s", folder, error)
+            aside = folder.with_name(f".{folder.name}-damaged-{uuid.uuid4().hex}")
+            try:
+                folder.rename(aside)  # atomic: a process reading the folder now fails its own hash check
+            except FileNotFoundError:
+                continue  # another process moved it first
+            shutil.rmtree(aside, ignore_errors=True)
+    raise EvaluationError(f"could not keep a checked copy of model version {model_version.id[:12]} in {folder}")
 
 
 def _model_file(model: Any, store: Store | None) -> tuple[Path, str | None]:
     "The ONNX file to run, and the registry id when the model is a model version."
     manifest = getattr(model, "manifest", None)
-    if manifest is not None:  # a registry ModelVersion: pull it (verified) into a cache folder
-        from fsml_nb.core import get_settings
-        from fsml_nb.registry import ModelRegistry
-
-        folder = get_settings().home / "eval-models" / model.id
-        if not (folder / "manifest.json").exists():
-            ModelRegistry(store).pull(model.id, folder)
-        return folder / manifest["serving"]["file"], model.id
+    if manifest is not None:  # a registry ModelVersion: a verified copy in a cache folder
+        return pulled_copy(store, model) / manifest["serving"]["file"], model.id
     path = Path(model)
     if path.is_dir():
         return _recommended_file(path), None
@@ -102,11 +144,19 @@ def load_classifier(model: Any,  # an .onnx file, an export folder, or a registr
     path, registry_id = _model_file(model, store)
     metadata = onnx_metadata(path)
     preprocessing = metadata.get("fsml.preprocessing") or {}
-    classes = tuple(metadata.get("fsml.classes") or preprocessing.get("classes") or ())
+    if not isinstance(preprocessing, dict):
+        raise EvaluationError(f"{path}: its fsml.preprocessing metadata is {preprocessing!r}, not a table; "
+                              "export it with fsml_nb.export")
+    classes = metadata.get("fsml.classes") or preprocessing.get("classes") or ()
+    shape = preprocessing.get("input_shape") or ()
+    if not isinstance(classes, list | tuple) or not all(isinstance(name, str) for name in classes):
+        raise EvaluationError(f"{path}: its classes metadata is {classes!r}, not a list of class names")
+    if not isinstance(shape, list | tuple) or not all(isinstance(size, int) and size > 0 for size in shape):
+        raise EvaluationError(f"{path}: its input_shape metadata is {shape!r}, not a list of sizes")
     if not classes:
         raise EvaluationError(f"{path} records no classes in its metadata; export it with fsml_nb.export")
     model_id = registry_id or hashlib.sha256(path.read_bytes()).hexdigest()
-    return OnnxClassifier(path, model_id, classes, tuple(preprocessing.get("input_shape") or ()), onnx_session(path))
+    return OnnxClassifier(path, model_id, tuple(classes), tuple(shape), onnx_session(path))
 
 # %% ../nbs/11_evaluate.ipynb #360bf75c
 def expected_calibration_error(probabilities: np.ndarray, targets: np.ndarray, bins: int = 15
@@ -481,7 +531,13 @@ def _row_to_run(row) -> EvalRun:
 
 
 def eval_run(store: Store, run_id: str) -> EvalRun:
-    "A stored run by its id or a unique prefix of it."
+    "A stored run by its id or a unique prefix of it (4 hex digits or more)."
+    import re
+
+    if not isinstance(run_id, str) or not re.fullmatch(r"[0-9a-f]{4,32}", run_id.strip()):
+        raise EvaluationError(f"{run_id!r} is not an eval run id: give its 32 hex digits or a prefix of 4 or more "
+                              "(`fsml eval run` prints it)")
+    run_id = run_id.strip()
     with reading(store.engine) as connection:
         rows = connection.execute(select(eval_runs).where(eval_runs.c.id.startswith(run_id)).limit(2)).all()
     if len(rows) != 1:
@@ -683,6 +739,8 @@ class EvalExplorer:
     "Confusion matrix -> gallery -> item, for one eval run (ipywidgets)."
 
     def __init__(self, store: Store, run: EvalRun | str, page_size: int = 24):
+        from html import escape
+
         import ipywidgets as widgets
 
         self.store, self.run, self.page_size = store, (eval_run(store, run) if isinstance(run, str) else run), page_size
@@ -698,7 +756,7 @@ class EvalExplorer:
         self.sort.observe(lambda _: self.show_cell(*self.selected), names="value")
         self.wrong_only.observe(lambda _: self.show_cell(*self.selected), names="value")
         self.matrix = clickable_html(confusion_html(self.run), on_click=self._on_cell)
-        self.view = widgets.VBox([widgets.HTML(f"<b>{self.run.model_name}</b> on {self.run.split}: accuracy "
+        self.view = widgets.VBox([widgets.HTML(f"<b>{escape(self.run.model_name)}</b> on {escape(self.run.split)}: accuracy "
                                                f"{100 * self.run.metrics['accuracy']:.2f}% "
                                                f"({self.run.metrics['items']} items)"),
                                   self.matrix, widgets.HBox([self.sort, self.wrong_only]), self.title,
@@ -742,12 +800,14 @@ def _on_tile(self: EvalExplorer, index: str) -> None:
 @patch
 def show_cell(self: EvalExplorer, truth: str | None, predicted: str | None) -> None:
     "Fill the gallery with the items of one confusion cell (all cells for None)."
+    from html import escape
+
     self.selected = (truth, predicted)
     wrong_only = self.wrong_only.value and not (truth is not None and truth == predicted)
     rows = gallery_rows(self.store, self.run, truth, predicted, wrong_only, self.sort.value, self.page_size)
     self.gallery.html = gallery_html(self.store, rows)
     self.shown = rows
-    where = "all classes" if truth is None else f"truth {truth}, predicted {predicted}"
+    where = "all classes" if truth is None else f"truth {escape(truth)}, predicted {escape(str(predicted))}"
     self.title.value = f"<b>{len(rows)}</b> item(s) shown: {where}{' (wrong only)' if wrong_only else ''}"
 
 
@@ -755,14 +815,15 @@ def show_cell(self: EvalExplorer, truth: str | None, predicted: str | None) -> N
 def show_item(self: EvalExplorer, row) -> None:
     "Show one item: its picture, truth, top-3 scores and the annotators' answers."
     import base64
+    from html import escape
 
     answers = annotator_answers(self.store, row.item)
-    said = "".join(f"<li>{answer['annotator']} ({answer['project']}): {answer['label']}"
+    said = "".join(f"<li>{escape(answer['annotator'])} ({escape(answer['project'])}): {escape(str(answer['label']))}"
                    f"{' (unsure)' if answer['unsure'] else ''}</li>" for answer in answers) or "<li>none recorded</li>"
     picture = base64.b64encode(item_thumbnail(self.store, row.item, size=192)).decode()
     self.detail.value = (f"<img src='data:image/png;base64,{picture}' style='image-rendering:pixelated'/><br>"
-                         f"<b>item</b> {row.item[:16]}… <b>truth</b> {row.truth} <b>predicted</b> {row.predicted} "
-                         f"(loss {row.loss:.2f})<br><b>top-3</b> {row.top3}<br><b>annotators</b><ul>{said}</ul>")
+                         f"<b>item</b> {row.item[:16]}… <b>truth</b> {escape(row.truth)} <b>predicted</b> "
+                         f"{escape(row.predicted)} (loss {row.loss:.2f})<br><b>top-3</b> {escape(row.top3)}<br><b>annotators</b><ul>{said}</ul>")
 
 # %% ../nbs/11_evaluate.ipynb #7d880880
 @dataclass(frozen=True)
@@ -1214,11 +1275,12 @@ class Dashboard:
 
 # %% ../nbs/11_evaluate.ipynb #bebe6ec3
 def _markdown_html(text: str) -> str:
-    "Just enough Markdown for our reports (bold, code, tables) as HTML."
+    "Just enough Markdown for our reports (bold, code, tables) as HTML; any HTML in the text is shown as text."
     import re
+    from html import escape
 
     html, table = [], []
-    for line in text.splitlines() + [""]:
+    for line in escape(text, quote=False).splitlines() + [""]:
         if line.startswith("|"):
             if not set(line) <= set("|-: "):
                 table.append("<tr>" + "".join(f"<td>{cell.strip()}</td>" for cell in line.strip("|").split("|")) + "</tr>")
@@ -1258,14 +1320,16 @@ def compare(self: Dashboard) -> None:
 # %% ../nbs/11_evaluate.ipynb #d001d419
 def image_to_input(data: bytes, input_shape: Sequence[int]) -> np.ndarray:
     "An uploaded image as one model input: channels, size and 0..1 scale of `input_shape` (C, H, W)."
-    import io
-
     from PIL import Image, UnidentifiedImageError
 
+    from fsml_nb.data import IMPORT_MAX_PIXELS, open_image
+
+    if len(input_shape) != 3:
+        raise EvaluationError(f"the model takes inputs of shape {list(input_shape)}, not images (C, H, W)")
     try:
-        image = Image.open(io.BytesIO(data))
+        image = open_image(data, "the upload", IMPORT_MAX_PIXELS)  # too many pixels: one ItemTooLargeError
         image.load()
-    except (UnidentifiedImageError, OSError):
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
         raise EvaluationError("the upload is not an image (PNG, JPEG, GIF, BMP or WebP)") from None
     channels, height, width = input_shape
     image = image.convert("L" if channels == 1 else "RGB").resize((width, height), Image.BILINEAR)
@@ -1312,15 +1376,27 @@ class Demo:
 @patch
 def show_prediction(self: Demo, data: bytes) -> None:
     "Predict `data` and show the answer (or the error, in one line)."
+    from html import escape
+
     try:
         answer = self.predict(data)
     except FsmlError as error:
-        self.result.value = f"<p class='fsml-error' style='color:#b00'>{error}</p>"
+        self.result.value = f"<p class='fsml-error' style='color:#b00'>{escape(str(error))}</p>"
         return
-    bars = "".join(f"<tr><td>{label}</td><td><div style='background:#4a90d9;height:12px;width:{200 * score:.0f}px'>"
-                   f"</div></td><td>{score:.3f}</td></tr>" for label, score in list(answer["scores"].items())[:5])
-    self.result.value = (f"<p class='fsml-prediction' style='font-size:1.4em'>prediction: <b>{answer['label']}</b></p>"
-                         f"<table>{bars}</table><p>model version <code>{answer['model_version'][:12]}</code></p>")
+    except Exception as error:  # a bug, or a model that fails on this input: said on the page, logged in full
+        from fsml_nb.core import get_logger
+
+        get_logger("evaluate").exception("the demo's prediction failed")
+        self.result.value = (f"<p class='fsml-error' style='color:#b00'>the prediction failed "
+                             f"({escape(type(error).__name__)}: {escape(str(error)[:200])}); the page's log has the "
+                             "details</p>")
+        return
+    bars = "".join(f"<tr><td>{escape(str(label))}</td><td><div style='background:#4a90d9;height:12px;"
+                   f"width:{200 * score:.0f}px'></div></td><td>{score:.3f}</td></tr>"
+                   for label, score in list(answer["scores"].items())[:5])
+    self.result.value = (f"<p class='fsml-prediction' style='font-size:1.4em'>prediction: "
+                         f"<b>{escape(str(answer['label']))}</b></p><table>{bars}</table>"
+                         f"<p>model version <code>{escape(str(answer['model_version'])[:12])}</code></p>")
 
 
 @patch
@@ -1395,11 +1471,21 @@ def _demo_predictor(store: Store):
         import httpx
 
         def over_http(data: bytes) -> dict[str, Any]:
-            response = httpx.post(f"{url.rstrip('/')}/v1/predict", files={"file": ("upload", data)}, timeout=30,
-                                  headers={"Authorization": f"Bearer {os.environ.get('FSML_SERVE_TOKEN', '')}"})
+            try:
+                response = httpx.post(f"{url.rstrip('/')}/v1/predict", files={"file": ("upload", data)}, timeout=30,
+                                      headers={"Authorization": f"Bearer {os.environ.get('FSML_SERVE_TOKEN', '')}"})
+            except httpx.HTTPError as error:  # refused, timed out, a bad URL: said on the page
+                raise EvaluationError(f"cannot reach the serving API at {url}: {error or type(error).__name__}") from None
             if response.status_code != 200:
                 raise EvaluationError(f"the serving API answered {response.status_code}: {response.text[:200]}")
-            return response.json()
+            try:
+                answer = response.json()
+                if {"label", "scores", "model_version"} <= set(answer):
+                    return answer
+            except (ValueError, TypeError):
+                pass
+            raise EvaluationError(f"the serving API at {url} answered something else than a prediction: "
+                                  f"{response.text[:200]!r}")
         return over_http, (1, 8, 8)
     reference = os.environ.get("FSML_DEMO_MODEL", "digits@champion")
     model = reference if Path(reference).exists() else _registry_model(store, reference)

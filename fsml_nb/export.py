@@ -113,9 +113,18 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: str | Path, opset
 def onnx_metadata(path: str | Path) -> dict[str, Any]:
     "The fsml metadata of an ONNX file, JSON values decoded."
     import onnx
+    from google.protobuf.message import DecodeError
 
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except DecodeError as error:  # truncated or garbage bytes
+        raise ExportError(f"{path} is not a readable ONNX model (truncated or corrupt: {error})") from None
+    except OSError as error:
+        raise ExportError(f"{path} is not a readable ONNX model ({error.strerror or error})") from None
+    if not proto.HasField("graph"):  # an empty file parses as an empty message
+        raise ExportError(f"{path} is not a readable ONNX model (it holds no graph)")
     decoded = {}
-    for entry in onnx.load(str(path), load_external_data=False).metadata_props:
+    for entry in proto.metadata_props:
         try:
             decoded[entry.key] = json.loads(entry.value)
         except json.JSONDecodeError:
@@ -206,9 +215,16 @@ def onnx_session(path: str | Path, provider: str = "CPUExecutionProvider"):
     "An onnxruntime session on one execution provider."
     import onnxruntime
 
+    from onnxruntime.capi.onnxruntime_pybind11_state import (Fail, InvalidArgument, InvalidGraph, InvalidProtobuf,
+                                                            NoSuchFile)
+
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 3
-    return onnxruntime.InferenceSession(str(path), options, providers=[provider])
+    try:
+        return onnxruntime.InferenceSession(str(path), options, providers=[provider])
+    except (Fail, InvalidArgument, InvalidGraph, InvalidProtobuf, NoSuchFile) as error:
+        reason = str(error).split(" failed:")[-1].strip()
+        raise ExportError(f"{path} is not a readable ONNX model ({reason})") from None
 
 # %% ../nbs/08_export.ipynb #3a1ce83d
 class OnnxRunner:
@@ -557,7 +573,15 @@ def export_checkpoint(checkpoint: str | Path,  # a safetensors checkpoint writte
         report = _export_all(model, checkpoint_data, Path(checkpoint), version, calibration_subset, test, work,
                              method, budget, serving_batch, opset, calibration_split, tolerances)
         _write_reports(report, work)
-        os.replace(work, out_dir)
+        made_meanwhile = ExportError(f"{out_dir} was made by someone else while this export ran (another export into "
+                                     "the same folder?); it was left as it is and nothing was written there: choose a "
+                                     "new folder")
+        if out_dir.exists():  # os.replace would put this export over an empty folder, or fail on a full one
+            raise made_meanwhile
+        try:
+            os.replace(work, out_dir)
+        except OSError as error:
+            raise made_meanwhile if out_dir.exists() else ExportError(f"cannot write {out_dir}: {error}") from None
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise

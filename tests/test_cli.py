@@ -282,3 +282,23 @@ def test_command_functions_follow_one_naming_pattern():
 
     walk(typer.main.get_command(app), ())
     assert wrong == [], f"(command, function, expected name): {wrong}"
+
+
+def test_eval_run_says_what_is_wrong_with_the_model_it_was_given(cli_env: dict[str, str], tmp_path: Path):
+    "A mistyped file path is not looked up as a registry name; a corrupt .onnx file is one line, not a traceback."
+    assert fsml("import", "digits", env=cli_env).returncode == 0
+    for typo in ("modle.onnx", str(tmp_path / "exports" / "model.onnx")):
+        result = fsml("eval", "run", typo, "digits", "--json", env=cli_env)
+        assert result.returncode == 1 and result.stderr.startswith(f"fsml: error: no model at {typo}"), result.stderr
+    (tmp_path / "cut.onnx").write_bytes(b"\x08\x07\x12\x04")  # the first bytes of an ONNX file, then nothing
+    result = fsml("eval", "run", str(tmp_path / "cut.onnx"), "digits", "--json", env=cli_env)
+    assert result.returncode == 1 and result.stdout == "", result.stdout
+    assert result.stderr.startswith("fsml: error:") and "not a readable ONNX model" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_guide_that_is_not_utf8_is_one_line(cli_env: dict[str, str], tmp_path: Path):
+    (tmp_path / "guide.md").write_bytes("# Guide\n\nUn chat noir: caf\xe9.\n".encode("latin-1"))
+    result = fsml("annotate", "guide", "cats", str(tmp_path / "guide.md"), env=cli_env)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.startswith(f"fsml: error: {tmp_path / 'guide.md'} is not UTF-8 text (byte 26 is 0xe9)")

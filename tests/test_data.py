@@ -431,3 +431,19 @@ def test_calls_without_a_store_close_the_store_they_open(db_url: str, tmp_path: 
             assert open_connections(db_url, tmp_path) > 0
     finally:
         gc.enable()
+
+
+def test_names_that_are_not_utf8_are_refused_or_kept_readable(store: Store, tmp_path: Path):
+    "A class folder whose name is bytes, not text, is one clear error; an odd file name is imported, its path escaped."
+    before = store_state(store)
+    root = make_folder(tmp_path / "latin1")
+    os.rename(root / "b", os.fsdecode(bytes(root) + b"/caf\xe9"))  # a folder named on a Latin-1 system
+    with pytest.raises(FolderImportError, match=r"class folder name 'caf\\udce9' is not UTF-8 text"):
+        import_folder(root, store=store)
+    assert store_state(store) == before
+
+    root = make_folder(tmp_path / "odd-files")
+    os.rename(root / "a" / "0.png", os.fsdecode(bytes(root) + b"/a/photo-\xff.png"))
+    version = import_folder(root, store=store)
+    paths = {store.get_item(entry.item_sha256).meta["path"] for entry in version.entries}
+    assert "a/photo-\\xff.png" in paths and len(paths) == 12

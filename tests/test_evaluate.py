@@ -1,6 +1,7 @@
 """The evaluation loop end to end: noisy labels found, relabelled by annotators, retrained, accuracy back."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -8,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from fsml_nb.core import FsmlError
 from fsml_nb.data import import_digits
 from fsml_nb.evaluate import (EvaluationError, apply_relabels, compare_runs, evaluate_model, find_label_issues,
                               out_of_sample_probabilities, send_to_relabel)
@@ -176,3 +178,150 @@ def test_transcription_metrics_on_a_hand_computed_case():
     assert aligned_diff("56 78", "56").text.splitlines()[2].strip() == "..DDD"
     with pytest.raises(EvaluationError, match="2 truths but 3 predictions"):
         transcription_metrics(["a", "b"], ["a", "b", "c"])
+
+
+# --- a reviewer's crafted inputs: each one clear error, and no file outside the export folder is ever run ---
+
+@pytest.fixture(scope="module")
+def digits_model(tmp_path_factory):
+    "A store with digits, and an untrained ONNX classifier of them (its file and an export-like folder)."
+    folder = tmp_path_factory.mktemp("crafted")
+    with Store(f"sqlite:///{folder}/fsml.db", str(folder / "blobs")) as store:
+        digits = import_digits(store)
+    torch.manual_seed(0)
+    network = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+    export_onnx(network.eval(), torch.zeros(1, 1, 8, 8), folder / "model.onnx",
+                metadata={"fsml.classes": list(digits.label_schema.classes), "fsml.preprocessing": {"input_shape": [1, 8, 8]}})
+    return folder
+
+
+def crafted_export(folder: Path, name: str, report, files: dict[str, bytes] | None = None) -> Path:
+    "An export folder holding `files` and a report.json of `report` (bytes are written as they are)."
+    export = folder / name
+    export.mkdir()
+    for relative, data in (files or {}).items():
+        (export / relative).write_bytes(data)
+    (export / "report.json").write_bytes(report if isinstance(report, bytes) else json.dumps(report).encode())
+    return export
+
+
+def test_a_corrupt_onnx_file_is_one_clear_error(digits_model: Path):
+    "A truncated, garbage or empty .onnx file: an error naming the file, never a protobuf or onnxruntime traceback."
+    from fsml_nb.export import ExportError, onnx_metadata, onnx_session
+
+    good = (digits_model / "model.onnx").read_bytes()
+    with Store(f"sqlite:///{digits_model}/fsml.db", str(digits_model / "blobs")) as store:
+        for name, data in (("truncated", good[: len(good) // 2]), ("garbage", b"not an onnx model " * 20), ("empty", b"")):
+            path = digits_model / f"{name}.onnx"
+            path.write_bytes(data)
+            for read in (onnx_metadata, onnx_session):
+                with pytest.raises(ExportError, match=f"{name}.onnx is not a readable ONNX model"):
+                    read(path)
+            with pytest.raises(FsmlError, match=f"{name}.onnx is not a readable ONNX model"):
+                evaluate_model(path, "digits", store=store)
+
+
+def test_a_hand_edited_export_report_is_refused(digits_model: Path):
+    "report.json not JSON, not the shape export writes, naming a file outside the folder, or a file that changed."
+    from fsml_nb.export import file_entry
+
+    model = (digits_model / "model.onnx").read_bytes()
+    fp32 = {"name": "onnx-fp32", "path": "model.fp32.onnx", "size_bytes": len(model)}
+    recorded = {"model.fp32.onnx": file_entry(digits_model / "model.onnx")}
+    cases_ = {
+        "not-json": (b"{not json", {}, "not valid JSON"),
+        "not-utf8": (b"\xff\xfe{}", {}, "not valid JSON"),
+        "a-list": ([1, 2], {}, "not an export report"),
+        "variants-not-a-list": ({"variants": {"onnx-fp32": "model.fp32.onnx"}}, {}, "not an export report"),
+        "variant-not-an-object": ({"variants": ["model.fp32.onnx"]}, {}, "not an export report"),
+        "outside": ({"recommended": "onnx-fp32", "variants": [{**fp32, "path": "../model.onnx"}]}, {}, "misses ../model.onnx"),
+        "absolute": ({"recommended": "onnx-fp32", "variants": [{**fp32, "path": str(digits_model / "model.onnx")}]}, {},
+                     "misses /"),
+        "missing": ({"recommended": "onnx-fp32", "variants": [fp32]}, {}, "misses model.fp32.onnx"),
+        "swapped": ({"recommended": "onnx-fp32", "variants": [fp32], "files": recorded},
+                    {"model.fp32.onnx": model[:-4] + b"\0\0\0\0"}, "not the file export wrote"),
+    }
+    with Store(f"sqlite:///{digits_model}/fsml.db", str(digits_model / "blobs")) as store:
+        for name, (report, files, message) in cases_.items():
+            export = crafted_export(digits_model, name, report, files)
+            with pytest.raises(FsmlError, match=message):
+                evaluate_model(export, "digits", store=store)
+        intact = crafted_export(digits_model, "intact", {"recommended": "onnx-fp32", "variants": [fp32], "files": recorded},
+                                {"model.fp32.onnx": model})
+        assert evaluate_model(intact, "digits", store=store).metrics["items"] == 360
+
+
+def test_the_demo_says_why_an_upload_or_the_serving_api_fails(digits_model: Path, monkeypatch):
+    "A huge image, an unreachable serving API: one line on the page, not an exception lost in a widget callback."
+    import io
+
+    from PIL import Image
+
+    from fsml_nb.data import ItemTooLargeError
+    from fsml_nb.evaluate import Demo, _demo_predictor, load_classifier, predict_image
+
+    classifier = load_classifier(digits_model / "model.onnx")
+    buffer = io.BytesIO()
+    Image.new("L", (20_000, 20_000)).save(buffer, format="PNG")  # 400 megapixels in 390 KB
+    with pytest.raises(ItemTooLargeError, match="the upload: more than"):
+        predict_image(classifier, buffer.getvalue())
+    buffer = io.BytesIO()
+    Image.new("L", (9_000, 6_000)).save(buffer, format="PNG")  # 54 megapixels: under Pillow's guard, over ours
+    with pytest.raises(ItemTooLargeError, match="over the limit"):
+        predict_image(classifier, buffer.getvalue())
+
+    monkeypatch.setenv("FSML_SERVE_URL", "http://127.0.0.1:9")  # nothing listens on the discard port
+    with Store(f"sqlite:///{digits_model}/fsml.db", str(digits_model / "blobs")) as store:
+        predict, shape = _demo_predictor(store)
+    demo = Demo(predict, shape)
+    demo.show_prediction(b"\x89PNG")
+    assert "fsml-error" in demo.result.value and "cannot reach the serving API" in demo.result.value
+
+    demo = Demo(lambda data: 1 / 0)  # any other failure is said too, not lost in the widget's callback
+    demo.show_prediction(b"")
+    assert "fsml-error" in demo.result.value and "ZeroDivisionError" in demo.result.value
+
+    demo = Demo(lambda data: {"label": "<b>x</b>", "scores": {"<b>x</b>": 1.0}, "model_version": "<i>v</i>"})
+    demo.show_prediction(b"")
+    assert "<b>x</b>" not in demo.result.value and "&lt;b&gt;x&lt;/b&gt;" in demo.result.value
+
+
+def test_names_on_the_dashboard_are_shown_as_text(digits_model: Path):
+    "Class, model and annotator names come from users (folder names, files): the stakeholders' page shows them, not runs them."
+    from collections import namedtuple
+
+    from fsml_nb.core import utc_now
+    from fsml_nb.evaluate import EvalExplorer, EvalRun, _markdown_html, classification_metrics
+
+    bad = "<img src=x onerror=alert(1)>"
+    classes = (bad, "b")
+    metrics = classification_metrics(np.array([[0.9, 0.1], [0.2, 0.8]]), np.array([0, 0]), classes)
+    run = EvalRun("f" * 32, "m" * 64, f"model {bad}", "v" * 64, "test", classes, metrics, utc_now())
+    assert bad not in _markdown_html(run._repr_markdown_()) and "&lt;img" in _markdown_html(run._repr_markdown_())
+    with Store(f"sqlite:///{digits_model}/fsml.db", str(digits_model / "blobs")) as store:
+        explorer = EvalExplorer(store, run)
+        explorer.show_cell(bad, "b")
+        sha = store.version("digits").entries[0].item_sha256
+        Row = namedtuple("Row", "item truth predicted confidence loss top3")
+        explorer.show_item(Row(sha, bad, "b", 0.8, 1.6, f"b 0.80, {bad} 0.20"))
+        shown = [explorer.view.children[0].value, explorer.title.value, explorer.detail.value]
+    assert all(bad not in html for html in shown), shown
+
+
+def test_crafted_onnx_metadata_is_refused(digits_model: Path):
+    "Classes written as one string were read letter by letter; a preprocessing that is not a table was an AttributeError."
+    import onnx
+
+    from fsml_nb.evaluate import load_classifier
+
+    for name, key, value in (("string-classes", "fsml.classes", json.dumps("0123456789")),
+                             ("number-classes", "fsml.classes", json.dumps(list(range(10)))),
+                             ("list-preprocessing", "fsml.preprocessing", json.dumps([1, 8, 8])),
+                             ("text-shape", "fsml.preprocessing", json.dumps({"input_shape": "1x8x8"}))):
+        proto = onnx.load(str(digits_model / "model.onnx"))
+        for entry in proto.metadata_props:
+            if entry.key == key:
+                entry.value = value
+        onnx.save(proto, str(digits_model / f"{name}.onnx"))
+        with pytest.raises(EvaluationError, match=f"{name}.onnx: its"):
+            load_classifier(digits_model / f"{name}.onnx")
