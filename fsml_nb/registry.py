@@ -245,6 +245,25 @@ def _variant_file(report: dict[str, Any], name: str) -> str | None:
     return None if variant is None else variant.get("path")
 
 # %% ../nbs/09_registry.ipynb #3a26c89f
+def _check_report_shape(report: Any, report_path: Path) -> None:
+    "Refuse (DamagedExportError) a report.json that is not the shape export writes (a hand edit, another tool's file)."
+    def refuse(what: str) -> None:
+        raise DamagedExportError(f"{report_path}: {what}; re-export the checkpoint")
+
+    if not isinstance(report, dict):
+        refuse("it is not a JSON object")
+    variants, files = report.get("variants", []), report.get("files") or {}
+    if not isinstance(variants, list) or not all(isinstance(variant, dict) for variant in variants):
+        refuse("'variants' is not a list of objects")
+    if not isinstance(files, dict) or not all(isinstance(entry, dict) for entry in files.values()):
+        refuse("'files' is not an object of file entries")
+    for variant in variants:
+        if not isinstance(variant.get("name"), str) or not isinstance(variant.get("path", ""), (str, type(None))):
+            refuse(f"the variant {variant!r} has no name or a path that is not text")
+    if not isinstance(report.get("recommended") or "", str):
+        refuse("'recommended' is not a variant name")
+
+
 def read_export_folder(folder: str | Path) -> ExportFolder:
     "Check an export folder written by `export_checkpoint` and say which file serves."
     folder = Path(folder)
@@ -258,6 +277,7 @@ def read_export_folder(folder: str | Path) -> ExportFolder:
         report = json.loads(report_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise DamagedExportError(f"{report_path} is not valid JSON ({error})") from None
+    _check_report_shape(report, report_path)
     files = _folder_files(folder)
     for variant in report.get("variants", []):
         relative = variant.get("path")

@@ -162,6 +162,23 @@ def test_a_crafted_manifest_in_a_pulled_folder_is_refused(store: Store, exports,
         pulled.path("../outside.onnx")
 
 
+@pytest.mark.parametrize("edit", [
+    lambda report: [report],  # a list, not an object
+    lambda report: {**report, "variants": {"onnx-fp32": report["variants"][0]}},
+    lambda report: {**report, "variants": ["model.fp32.onnx"]},
+    lambda report: {**report, "files": ["checkpoint.safetensors"]},
+    lambda report: {**report, "variants": [{**report["variants"][0], "path": 3}]},
+    lambda report: {**report, "recommended": ["onnx-int8"]},
+])
+def test_a_report_json_of_the_wrong_shape_is_one_clear_error(store: Store, exports, tmp_path: Path, edit):
+    folder = Path(shutil.copytree(exports["v1"], tmp_path / "export"))
+    report = json.loads((folder / "report.json").read_text())
+    (folder / "report.json").write_text(json.dumps(edit(report)))
+    with pytest.raises(DamagedExportError, match="report.json: .*re-export the checkpoint"):
+        ModelRegistry(store).register(folder, "mlp")
+    assert rows(store, model_versions) == 0
+
+
 def test_a_tampered_archive_is_refused_and_nothing_is_left_half_written(store: Store, exports, tmp_path: Path):
     small_mnist1d(store)
     registry = ModelRegistry(store)
