@@ -22,7 +22,8 @@ from types import ModuleType
 # %% auto #0
 __all__ = ['EXTRA_OF_IMPORT', 'DEFAULT_HOME', 'TORCHVISION_OP_SCHEMAS', 'CHECKPOINT_FORMAT', 'FsmlError', 'MissingExtraError',
            'missing_extra_error', 'MissingExtraFinder', 'install_missing_extra_hook', 'Settings', 'get_settings',
-           'get_logger', 'ensure_torchvision_ops', 'import_timm', 'median_ms', 'ensure_home', 'utc_now', 'as_utc']
+           'get_logger', 'ensure_torchvision_ops', 'import_timm', 'median_ms', 'ensure_home', 'utc_now', 'as_utc',
+           'onnx_session']
 
 # %% ../nbs/00_core.ipynb #55402411
 class FsmlError(Exception):
@@ -241,3 +242,29 @@ def as_utc(moment: datetime) -> datetime:
 
 # %% ../nbs/00_core.ipynb #fcba4759
 CHECKPOINT_FORMAT = "fsml.checkpoint/2"  # 2: metadata covered by checkpoint_sha256; builders by allow-list
+
+# %% ../nbs/00_core.ipynb #4b1f0d2e
+def onnx_session(path: str | Path,
+                 error: type[Exception] = FsmlError,  # raised, naming the file, when ONNX Runtime cannot load it
+                 provider: str = "CPUExecutionProvider",  # the one execution provider
+                 threads: int | None = None,  # intra-op threads (and one inter-op thread); None: ONNX Runtime's default, one per core
+                 spinning: bool = True,  # idle intra-op threads spin-wait (ONNX Runtime's default): faster alone, but a
+                 ):                      # spinning thread burns a core that other processes (an API, a broker) need
+    "An ONNX Runtime session of an ONNX file: the one place session options are set; default graph optimisation."
+    import onnxruntime
+    from onnxruntime.capi import onnxruntime_pybind11_state as state
+
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3
+    if threads is not None:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    try:
+        return onnxruntime.InferenceSession(str(path), options, providers=[provider])
+    except (state.Fail, state.InvalidArgument, state.InvalidGraph, state.InvalidProtobuf, state.NoSuchFile,
+            state.NoModel) as failure:
+        reason = str(failure).split(" failed:")[-1].strip()
+        raise error(f"{path} is not a readable ONNX model ({reason})") from None
+    except (state.NotImplemented, state.RuntimeException, state.EPFail) as failure:  # e.g. an operator it lacks
+        raise error(f"ONNX Runtime cannot load {path} ({str(failure).strip().splitlines()[0]})") from None

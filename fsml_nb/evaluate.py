@@ -24,7 +24,7 @@ from sqlalchemy import select
 
 from fastcore.basics import patch
 
-from .core import FsmlError, as_utc, utc_now
+from .core import FsmlError, as_utc, onnx_session, utc_now
 from .db import eval_predictions, eval_runs, reading, transaction
 from .store import DatasetVersion, Entry, Store
 
@@ -139,10 +139,13 @@ def _model_file(model: Any, store: Store | None) -> tuple[Path, str | None]:
 def load_classifier(model: Any,  # an .onnx file, an export folder, or a registry ModelVersion
                     store: Store | None = None) -> OnnxClassifier:
     "The ONNX classifier to evaluate, with classes and input shape read from its metadata."
-    from fsml_nb.export import onnx_metadata, onnx_session
+    from fsml_nb.export import ExportError, onnx_metadata
 
     path, registry_id = _model_file(model, store)
-    metadata = onnx_metadata(path)
+    try:
+        metadata = onnx_metadata(path)
+    except ExportError as error:  # a truncated, garbage or empty file: named in the message
+        raise EvaluationError(str(error)) from None
     preprocessing = metadata.get("fsml.preprocessing") or {}
     if not isinstance(preprocessing, dict):
         raise EvaluationError(f"{path}: its fsml.preprocessing metadata is {preprocessing!r}, not a table; "
@@ -156,7 +159,7 @@ def load_classifier(model: Any,  # an .onnx file, an export folder, or a registr
     if not classes:
         raise EvaluationError(f"{path} records no classes in its metadata; export it with fsml_nb.export")
     model_id = registry_id or hashlib.sha256(path.read_bytes()).hexdigest()
-    return OnnxClassifier(path, model_id, tuple(classes), tuple(shape), onnx_session(path))
+    return OnnxClassifier(path, model_id, tuple(classes), tuple(shape), onnx_session(path, EvaluationError))
 
 # %% ../nbs/11_evaluate.ipynb #360bf75c
 def expected_calibration_error(probabilities: np.ndarray, targets: np.ndarray, bins: int = 15

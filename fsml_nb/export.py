@@ -29,16 +29,16 @@ import torch
 from fastcore.basics import patch
 from torch import nn
 
-from .core import FsmlError, get_logger
+from .core import FsmlError, get_logger, onnx_session
 from .store import DatasetVersion, Store, store_for_call
 from .train import Split, load_model, read_checkpoint
 
 # %% auto #0
 __all__ = ['DEFAULT_OPSET', 'CALIBRATION_METHODS', 'PAIRED_Z', 'GOLDEN_COUNT', 'ExportError', 'preprocessing_of', 'export_onnx',
-           'onnx_metadata', 'SplitReader', 'quantize_dynamic_int8', 'quantize_static_int8', 'onnx_session',
-           'OnnxRunner', 'TorchRunner', 'wilson_interval', 'drop_interval', 'Parity', 'batched_logits', 'parity',
-           'diverging_layers', 'Latency', 'measure_latency', 'write_golden', 'file_entry', 'file_entries', 'Variant',
-           'ExportReport', 'export_checkpoint', 'report_json']
+           'onnx_metadata', 'SplitReader', 'quantize_dynamic_int8', 'quantize_static_int8', 'OnnxRunner', 'TorchRunner',
+           'wilson_interval', 'drop_interval', 'Parity', 'batched_logits', 'parity', 'diverging_layers', 'Latency',
+           'measure_latency', 'write_golden', 'file_entry', 'file_entries', 'Variant', 'ExportReport',
+           'export_checkpoint', 'report_json']
 
 # %% ../nbs/08_export.ipynb #0a6d7831
 class ExportError(FsmlError):
@@ -210,27 +210,11 @@ def quantize_static_int8(fp32_path: str | Path, out_path: str | Path, calibratio
                                    "fsml.calibration_items": len(calibration)})
     return Path(out_path)
 
-# %% ../nbs/08_export.ipynb #1d6ef237
-def onnx_session(path: str | Path, provider: str = "CPUExecutionProvider"):
-    "An onnxruntime session on one execution provider."
-    import onnxruntime
-
-    from onnxruntime.capi.onnxruntime_pybind11_state import (Fail, InvalidArgument, InvalidGraph, InvalidProtobuf,
-                                                            NoSuchFile)
-
-    options = onnxruntime.SessionOptions()
-    options.log_severity_level = 3
-    try:
-        return onnxruntime.InferenceSession(str(path), options, providers=[provider])
-    except (Fail, InvalidArgument, InvalidGraph, InvalidProtobuf, NoSuchFile) as error:
-        reason = str(error).split(" failed:")[-1].strip()
-        raise ExportError(f"{path} is not a readable ONNX model ({reason})") from None
-
 # %% ../nbs/08_export.ipynb #3a1ce83d
 class OnnxRunner:
     "Run an ONNX model on torch tensors."
     def __init__(self, path: str | Path, provider: str = "CPUExecutionProvider"):
-        self.session = onnx_session(path, provider)
+        self.session = onnx_session(path, ExportError, provider)
         self.input_name = self.session.get_inputs()[0].name
 
     def __call__(self, inputs: torch.Tensor) -> np.ndarray:

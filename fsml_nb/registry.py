@@ -38,7 +38,7 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
 
 import fsml_nb
-from .core import CHECKPOINT_FORMAT, FsmlError, as_utc, get_logger, utc_now
+from .core import CHECKPOINT_FORMAT, FsmlError, as_utc, get_logger, onnx_session, utc_now
 from .db import (annotation_guides, annotation_projects, check_lengths, insert_ignore, item_sources, items,
                         model_aliases, model_promotions, model_version_files, model_versions, reading,
                         registered_models, registry_events, transaction, version_entries)
@@ -366,14 +366,12 @@ def _decoded(value: str) -> Any:
 # %% ../nbs/09_registry.ipynb #c4ed45e5
 def onnx_outputs(path: str | Path, inputs: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
     "The outputs of an ONNX file on `inputs` (CPU), and its fsml metadata, from one onnxruntime session."
-    from fsml_nb.export import onnx_session
-
+    session = onnx_session(path, DamagedExportError)
     try:
-        session = onnx_session(path)
         outputs = session.run(None, {session.get_inputs()[0].name: inputs})[0]
         metadata = session.get_modelmeta().custom_metadata_map
-    except Exception as error:  # onnxruntime raises its own types for a damaged file
-        raise DamagedExportError(f"{path} cannot be read by onnxruntime: {str(error).strip().splitlines()[0]}") from None
+    except Exception as error:  # onnxruntime raises its own types for a model that loads but cannot run
+        raise DamagedExportError(f"{path} cannot be run by onnxruntime: {str(error).strip().splitlines()[0]}") from None
     return outputs, {key: _decoded(value) for key, value in metadata.items()}
 
 # %% ../nbs/09_registry.ipynb #54aadd74

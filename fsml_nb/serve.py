@@ -39,7 +39,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from fastcore.basics import patch
 
-from .core import FsmlError, get_logger, get_settings, utc_now
+from .core import FsmlError, get_logger, get_settings, onnx_session, utc_now
 from .db import (DEAD, DONE, LEASED, QUEUED, DatabaseError, display_db_url, extend_lease,
                  insert_ignore, lease_columns, make_engine, model_aliases, open_database, reading,
                  reclaim_expired,
@@ -112,19 +112,6 @@ def write_linear_model_folder(folder: str | Path,  # created; must not exist
     return folder
 
 # %% ../nbs/10_serve.ipynb #c606ff78
-def _onnx_session(path: Path, threads: int,
-                  spinning: bool = False,  # let idle intra-op threads spin (with threads > 1): faster alone, but a
-                  ):                       # spinning thread burns a core that the API and the broker need
-    import onnxruntime
-
-    options = onnxruntime.SessionOptions()
-    options.log_severity_level = 3
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
-    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
 def _per_item_shape(spec: dict[str, Any]) -> tuple[int, ...]:
     "The shape of one input, without the batch axis (which a manifest may or may not include)."
     shape = list((spec.get("preprocessing") or {}).get("input_shape") or spec.get("shape") or [])
@@ -167,7 +154,7 @@ class ServedModel:
              version_id: str | None = None,  # default: from the folder (see folder_version_id)
              name: str | None = None,  # default: the manifest's name
              threads: int = 1,  # ONNX Runtime intra-op threads (1 per worker process scales best)
-             spinning: bool = False,  # idle intra-op threads spin (threads > 1; see `_onnx_session`)
+             spinning: bool = False,  # idle intra-op threads spin (threads > 1): a spinning thread burns a core the API and broker need
              ) -> ServedModel:
         "Load a pulled model version folder; a missing or unreadable part is a `ModelLoadError`."
         folder = Path(folder)
@@ -181,10 +168,7 @@ class ServedModel:
         model_file = _file_inside(folder, serving["file"], "serving file")
         if not model_file.is_file():
             raise ModelLoadError(f"the serving file {serving['file']} is missing from {folder}")
-        try:
-            session = _onnx_session(model_file, threads, spinning)
-        except Exception as error:  # onnxruntime raises its own exception types
-            raise ModelLoadError(f"ONNX Runtime cannot load {model_file}: {str(error).splitlines()[0]}") from None
+        session = onnx_session(model_file, ModelLoadError, threads=threads, spinning=spinning)
         return cls(name or manifest.get("name") or folder.name, version_id or folder_version_id(folder), folder,
                    [str(label) for label in serving.get("classes") or []], _per_item_shape(serving.get("input") or {}),
                    session, session.get_inputs()[0].name, serving.get("golden") or {})

@@ -207,17 +207,18 @@ def crafted_export(folder: Path, name: str, report, files: dict[str, bytes] | No
 
 def test_a_corrupt_onnx_file_is_one_clear_error(digits_model: Path):
     "A truncated, garbage or empty .onnx file: an error naming the file, never a protobuf or onnxruntime traceback."
-    from fsml_nb.export import ExportError, onnx_metadata, onnx_session
+    from fsml_nb.core import onnx_session
+    from fsml_nb.export import ExportError, onnx_metadata
 
     good = (digits_model / "model.onnx").read_bytes()
     with Store(f"sqlite:///{digits_model}/fsml.db", str(digits_model / "blobs")) as store:
         for name, data in (("truncated", good[: len(good) // 2]), ("garbage", b"not an onnx model " * 20), ("empty", b"")):
             path = digits_model / f"{name}.onnx"
             path.write_bytes(data)
-            for read in (onnx_metadata, onnx_session):
+            for read in (onnx_metadata, lambda path: onnx_session(path, ExportError)):
                 with pytest.raises(ExportError, match=f"{name}.onnx is not a readable ONNX model"):
                     read(path)
-            with pytest.raises(FsmlError, match=f"{name}.onnx is not a readable ONNX model"):
+            with pytest.raises(EvaluationError, match=f"{name}.onnx is not a readable ONNX model"):
                 evaluate_model(path, "digits", store=store)
 
 

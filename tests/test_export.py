@@ -294,3 +294,48 @@ def test_a_pruned_spec_trained_with_the_default_config_is_normalised_and_exports
     sample = digits_inputs(store, digits)[:4]
     assert torch.equal(load_model(result.checkpoint)(sample), result.model.eval()(sample))
     _fp32_matches_torch(export_checkpoint(result.checkpoint, tmp_path / "out", digits, store=store, calibration_items=32))
+
+
+def test_one_onnx_session_factory_for_every_module(tmp_path: Path):
+    "Export, registry, evaluate and serve open ONNX files with core.onnx_session: each its own error, serve's options."
+    from fsml_nb import core, evaluate, registry, serve
+    from fsml_nb.evaluate import EvaluationError, load_classifier
+    from fsml_nb.export import OnnxRunner
+    from fsml_nb.registry import DamagedExportError, onnx_outputs
+    from fsml_nb.serve import ModelLoadError, ServedModel, write_linear_model_folder
+
+    for module in (evaluate, registry, serve):
+        assert module.onnx_session is core.onnx_session, module.__name__
+    package = Path(core.__file__).parent
+    opening = {path.name for path in package.glob("*.py") if "InferenceSession(" in path.read_text()}
+    assert opening == {"core.py", "card.py"}, opening  # card's is in a script run by a bare subprocess (memory)
+
+    good = write_linear_model_folder(tmp_path / "good", np.eye(64, 3))
+    bad = write_linear_model_folder(tmp_path / "bad", np.eye(64, 3))
+    model = bad / "model.onnx"
+    model.write_bytes(model.read_bytes()[:40])  # cut short
+    unreadable = f"{model} is not a readable ONNX model"
+    with pytest.raises(ExportError, match=unreadable):
+        OnnxRunner(model)
+    with pytest.raises(DamagedExportError, match=unreadable):
+        onnx_outputs(model, np.zeros((1, 1, 8, 8), np.float32))
+    with pytest.raises(EvaluationError, match=unreadable):
+        load_classifier(model)
+    with pytest.raises(ModelLoadError, match=unreadable):
+        ServedModel.load(bad)
+
+    served = ServedModel.load(good).session.get_session_options()  # serve: 1 thread, no spinning
+    assert (served.intra_op_num_threads, served.get_session_config_entry("session.intra_op.allow_spinning")) == (1, "0")
+    spinning = ServedModel.load(good, threads=2, spinning=True).session.get_session_options()
+    assert (spinning.intra_op_num_threads, spinning.get_session_config_entry("session.intra_op.allow_spinning")) == (2, "1")
+    default = core.onnx_session(good / "model.onnx").get_session_options()  # export, registry, evaluate: ORT's defaults
+    assert (default.intra_op_num_threads, default.get_session_config_entry("session.intra_op.allow_spinning")) == (0, "1")
+    outputs, _ = onnx_outputs(good / "model.onnx", np.ones((2, 1, 8, 8), np.float32))
+    np.testing.assert_allclose(outputs, np.ones((2, 3), np.float32))
+
+    # the factory is in core so that a serving worker never imports torch (about 240 MiB it does not use)
+    script = ("import sys; from fsml_nb.serve import ServedModel; ServedModel.load(sys.argv[1]); "
+              "print('torch' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", script, str(good)], capture_output=True, text=True, check=True,
+                            env={**os.environ, "PYTHONPATH": str(package.parent)})
+    assert result.stdout.strip() == "False", result.stdout + result.stderr
