@@ -30,7 +30,7 @@ from fastcore.basics import patch
 from sqlalchemy import Text, cast, select
 from sqlalchemy.engine import Connection
 
-from .core import FsmlError, as_utc, get_settings, utc_now
+from .core import FsmlError, as_utc, get_logger, get_settings, utc_now
 from .db import pipeline_runs, pipeline_steps, reading, transaction
 from .store import Store, canonical_json
 
@@ -950,8 +950,8 @@ def _start_kept_kernel(folder: Path, modules: Sequence[str], kernel_name: str) -
     manager = KernelManager(kernel_name=kernel_name, connection_file=str(folder / f"kernel-{kernel_id}.connection.json"))
     manager.start_kernel(cwd=str(folder), extra_arguments=["--HistoryManager.hist_file=:memory:"])
     client = manager.client()
-    client.start_channels()
     try:
+        client.start_channels()
         request = client.execute(_kept_kernel_code(modules, folder / f"kernel-{kernel_id}.ready.json"), silent=True,
                                  store_history=False)
         deadline = time.monotonic() + 600
@@ -965,6 +965,9 @@ def _start_kept_kernel(folder: Path, modules: Sequence[str], kernel_name: str) -
                     print(f"kernel {kernel_id}: {reply['content'].get('ename')}: {reply['content'].get('evalue')}",
                           flush=True)
                 break
+    except BaseException:  # stopped while it started (SIGTERM): no kernel left without its keeper
+        _forget_kernel(folder, kernel_id, manager)
+        raise
     finally:
         client.stop_channels()
     return kernel_id, manager
@@ -1232,13 +1235,14 @@ class ClaimedKernel(WarmKernel):
 def claim_kernel(folder: Path | None,  # a keeper's folder; None: no keeper
                  notebook: Path, outputs_file: Path) -> ClaimedKernel | None:
     "A kernel of the keeper, ready now, for one step of `notebook`; None if there is none (the run starts its own)."
-    if folder is None or not folder.is_dir():
-        return None
-    while (claim := _claim_ready(folder)) is not None:
-        try:
-            return ClaimedKernel(*claim, notebook, outputs_file)
-        except Exception:  # noqa: BLE001  (its connection file is gone, or it died meanwhile: the next one)
-            _discard_claimed(claim[0], claim[1].get("pid"))
+    try:
+        while folder is not None and (claim := _claim_ready(folder)) is not None:
+            try:
+                return ClaimedKernel(*claim, notebook, outputs_file)
+            except Exception:  # noqa: BLE001  (its connection file is gone, or it died meanwhile: the next one)
+                _discard_claimed(claim[0], claim[1].get("pid"))
+    except OSError:  # no keeper folder, or one we cannot read: the run starts its own kernels
+        pass
     return None
 
 # %% ../nbs/12_pipeline.ipynb #15de15b6
@@ -1383,7 +1387,7 @@ def run_pipeline(spec: PipelineSpec | Path | str,  # a loaded spec or the path o
                 imports = threading.Thread(target=_import_html_exporter, daemon=True, name="fsml-pipeline-imports")
                 imports.start()  # papermill and the HTML exporter, while the kernels start
                 if keeper is not None:  # kept kernels for the next runs, importing what this run's steps import
-                    ensure_keeper(keeper, [module for step in spec.steps for module in _safe_warm_modules(step.notebook)])
+                    _keep_kernels_for_next_runs(keeper, spec)
             run_id = _start_run(store, spec, overrides, executor=executor)
             queue = StepQueue(broker_url or get_settings().broker_url, queue_name) if executor == "queue" else None
             return _run_steps(store, spec, run_id, _RunInputs(declared, overrides, forced, planned), kernels,
@@ -1393,11 +1397,18 @@ def run_pipeline(spec: PipelineSpec | Path | str,  # a loaded spec or the path o
             store.close()
 
 
-def _safe_warm_modules(notebook: Path) -> list[str]:
+def _keep_kernels_for_next_runs(keeper: Path, spec: PipelineSpec) -> None:
+    "Start the keeper unless one runs, noting the modules this run's steps import; a keeper that cannot start is no error."
+    modules: list[str] = []
+    for step in spec.steps:
+        try:
+            modules += warm_modules(step.notebook)
+        except (OSError, ValueError):
+            continue  # papermill says what is wrong with the notebook
     try:
-        return warm_modules(notebook)
-    except (OSError, ValueError):
-        return []
+        ensure_keeper(keeper, modules)
+    except OSError as error:  # a home we cannot write to: this run is as it was without a keeper
+        get_logger(__name__).warning("no kernel keeper for the next runs: %s", error)
 
 
 @dataclass(frozen=True)
