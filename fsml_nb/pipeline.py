@@ -973,6 +973,20 @@ def _start_kept_kernel(folder: Path, modules: Sequence[str], kernel_name: str) -
     return kernel_id, manager
 
 
+def _runs_under_way(folder: Path) -> bool:
+    "Whether a run that uses this keeper is under way (its marker names a live process); stale markers are removed."
+    under_way = False
+    for marker in folder.glob("run-*.busy"):
+        try:
+            alive = _process_alive(int(marker.name.split("-")[1].split(".")[0]))
+        except ValueError:
+            alive = False
+        if not alive:
+            marker.unlink(missing_ok=True)
+        under_way = under_way or alive
+    return under_way
+
+
 def _read_modules(folder: Path) -> list[str]:
     try:
         return list(json.loads((folder / "modules.json").read_text()))
@@ -1019,6 +1033,8 @@ def run_keeper(folder: Path | str,  # the keeper's folder (`keeper_folder`)
     last_claim, failures, reason = time.monotonic(), 0, ""
     try:
         while not reason:
+            if _runs_under_way(folder):
+                last_claim = time.monotonic()  # not idle: a run may claim a kernel for its next steps
             for kernel_id, manager in list(kept.items()):
                 if kernel_id not in claimed and (folder / f"kernel-{kernel_id}.claimed.json").exists():
                     claimed.add(kernel_id)
@@ -1033,7 +1049,7 @@ def run_keeper(folder: Path | str,  # the keeper's folder (`keeper_folder`)
                 reason = "asked to stop"
             elif time.monotonic() - last_claim > idle:
                 reason = f"idle for {idle:g} s"
-            elif not claimed and len(kept) < kernels:  # a run's steps still running in our kernels: wait for them
+            elif not claimed and len(kept) < kernels and not _runs_under_way(folder):  # never beside a run's steps
                 kernel_id, manager = _start_kept_kernel(folder, _read_modules(folder), kernel_name)
                 kept[kernel_id] = manager
                 if (folder / f"kernel-{kernel_id}.ready.json").exists():
@@ -1374,6 +1390,7 @@ def run_pipeline(spec: PipelineSpec | Path | str,  # a loaded spec or the path o
     owns_store = store is None
     store = store or Store()
     started = time.perf_counter()
+    marker: Path | None = None  # says "a run is under way" to the keeper
     try:
         if dry_run:
             return _dry_run(store, spec, declared, overrides, forced, started)
@@ -1387,18 +1404,20 @@ def run_pipeline(spec: PipelineSpec | Path | str,  # a loaded spec or the path o
                 imports = threading.Thread(target=_import_html_exporter, daemon=True, name="fsml-pipeline-imports")
                 imports.start()  # papermill and the HTML exporter, while the kernels start
                 if keeper is not None:  # kept kernels for the next runs, importing what this run's steps import
-                    _keep_kernels_for_next_runs(keeper, spec)
+                    marker = _keep_kernels_for_next_runs(keeper, spec)
             run_id = _start_run(store, spec, overrides, executor=executor)
             queue = StepQueue(broker_url or get_settings().broker_url, queue_name) if executor == "queue" else None
             return _run_steps(store, spec, run_id, _RunInputs(declared, overrides, forced, planned), kernels,
                               Path(workdir), imports, progress, started, queue)
     finally:
+        if marker is not None:
+            marker.unlink(missing_ok=True)
         if owns_store:
             store.close()
 
 
-def _keep_kernels_for_next_runs(keeper: Path, spec: PipelineSpec) -> None:
-    "Start the keeper unless one runs, noting the modules this run's steps import; a keeper that cannot start is no error."
+def _keep_kernels_for_next_runs(keeper: Path, spec: PipelineSpec) -> Path | None:
+    "Start the keeper unless one runs, noting the modules this run's steps import; the run's marker (None: no keeper)."
     modules: list[str] = []
     for step in spec.steps:
         try:
@@ -1406,9 +1425,14 @@ def _keep_kernels_for_next_runs(keeper: Path, spec: PipelineSpec) -> None:
         except (OSError, ValueError):
             continue  # papermill says what is wrong with the notebook
     try:
+        keeper.mkdir(parents=True, exist_ok=True)
+        marker = keeper / f"run-{os.getpid()}.busy"  # the keeper starts no kernel while the run's steps run
+        marker.touch()
         ensure_keeper(keeper, modules)
+        return marker
     except OSError as error:  # a home we cannot write to: this run is as it was without a keeper
         get_logger(__name__).warning("no kernel keeper for the next runs: %s", error)
+        return None
 
 
 @dataclass(frozen=True)
