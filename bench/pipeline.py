@@ -19,6 +19,10 @@ Rows:
 4. a cached re-run of a three-step pipeline: no kernel starts at all;
 5. the same three trivial steps on the queue executor, one `pipeline_worker` (SQLite broker): what the second and
    third steps add to the run (a worker keeps a kernel started for its next job).
+6. with the kernel keeper (FSML_KERNEL_KEEPER=on; rows 1-5 run with it off): the resumed train step, the train
+   step right after the trivial step, and the whole two-step run, each run once the keeper holds its two kernels
+   (started and with torch and fsml_nb.train imported by an earlier run's request), as a run an hour after
+   the last one finds them. The keeper's kernels claimed, the run starts none of its own.
 The overhead per step is the difference; the target is <= 1.5 s.
 
 What the in-process baseline includes: this process imported torch and fsml_nb.train and ran `fit` before the
@@ -42,7 +46,8 @@ from pathlib import Path
 from sqlalchemy import select
 
 from fsml_nb.db import pipeline_steps, reading
-from fsml_nb.pipeline import execute_step, load_pipeline, pipeline_worker, run_pipeline
+from fsml_nb.pipeline import (execute_step, keeper_folder, load_pipeline, pipeline_worker, run_pipeline,
+                               stop_keepers)
 from fsml_nb.store import Store
 
 
@@ -109,6 +114,40 @@ def queue_spans(store: Store, spec, broker_url: str, repeats: int) -> float:
         worker.join()
 
 
+def keeper_full(modules: tuple[str, ...] = ("torch", "fsml_nb.train"), count: int = 2, seconds: float = 600) -> None:
+    "Wait until the keeper holds `count` ready kernels that imported `modules` (and its claimed kernels are gone)."
+    folder, deadline = keeper_folder(), time.monotonic() + seconds
+    while True:
+        infos = []
+        for path in folder.glob("kernel-*.ready.json"):
+            try:
+                infos.append(json.loads(path.read_text()))
+            except (OSError, ValueError):
+                continue
+        if len(infos) >= count and all(set(modules) <= set(info["modules"]) for info in infos):
+            return
+        if time.monotonic() > deadline:
+            raise SystemExit(f"the keeper did not get {count} kernels ready within {seconds:.0f} s: see {folder}")
+        time.sleep(0.2)
+
+
+def keeper_runs(store: Store, two, digits_id: str, repeats: int) -> dict[str, list]:
+    "Runs of the two-step pipeline taking the keeper's kernels: the train step resumed, and both steps."
+    os.environ["FSML_KERNEL_KEEPER"] = "on"
+    runs: dict[str, list] = {"resume": [], "two": []}
+    try:
+        run_pipeline(two, {"dataset_version": digits_id}, store=store, progress=False, force=["train"])  # starts it
+        for _ in range(repeats):
+            for name, force in (("resume", ["train"]), ("two", ["trivial", "train"])):
+                keeper_full()
+                run = run_pipeline(two, {"dataset_version": digits_id}, store=store, progress=False, force=force)
+                runs[name].append((run.seconds, step_spans(store, run.id)))
+        return runs
+    finally:
+        stop_keepers()
+        os.environ["FSML_KERNEL_KEEPER"] = "off"
+
+
 def main() -> None:
     from fsml_nb.data import import_digits
 
@@ -118,6 +157,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         os.environ["FSML_HOME"] = str(folder / "home")
+        os.environ["FSML_KERNEL_KEEPER"] = "off"  # rows 1-5: each run starts its own kernels
+        load_before = os.getloadavg()
         store = Store()
         digits = import_digits(store)
         notebook(folder / "trivial.ipynb", "size: int = 1000", TRIVIAL)
@@ -156,6 +197,10 @@ def main() -> None:
         run_pipeline(three, store=store, progress=False)
         cached = min(timed(lambda: run_pipeline(three, store=store, progress=False)) for _ in range(args.repeats))
         queued = queue_spans(store, three, f"sqlite:///{folder}/queue.db", args.repeats)
+        kept = keeper_runs(store, two, digits.id, args.repeats)
+        kept_resumed = min(spans["train"] for _, spans in kept["resume"])
+        kept_train = min(spans["train"] for _, spans in kept["two"])
+        kept_two = min(seconds for seconds, _ in kept["two"])
         store.close()
     print(f"| step (best of {args.repeats}) | in process (s) | first call in process (s) | papermill, own kernel (s) "
           "| overhead (s) | in a pipeline run (s) | overhead (s) | overhead vs first call (s) |")
@@ -176,6 +221,16 @@ def main() -> None:
     print(f"| cached re-run of a 3-step pipeline | | | | | {cached:.2f} | | |")
     print(f"| trivial step on the queue executor, one worker (2nd/3rd step) | {trivial_in:.2f} | {trivial_first:.2f} "
           f"| | | {queued:.2f} | {queued - trivial_in:.2f} | {queued - trivial_first:.2f} |")
+    for name, seconds in (("train step, resumed, on a keeper's kernel", kept_resumed),
+                          ("train step right after the trivial step, keeper's kernels", kept_train)):
+        print(f"| {name} | {train_in:.2f} | {train_first:.2f} | | | {seconds:.2f} | {seconds - train_in:.2f} "
+              f"| {seconds - train_first:.2f} |")
+    print(f"| whole run with the keeper: trivial step then train step, per step | {(trivial_in + train_in) / 2:.2f} "
+          f"| {(trivial_first + train_first) / 2:.2f} | | | {kept_two / 2:.2f} | {(kept_two - trivial_in - train_in) / 2:.2f} "
+          f"| {(kept_two - trivial_first - train_first) / 2:.2f} |")
+    load_after = os.getloadavg()
+    print(f"\nload average (1, 5, 15 min): {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f} at the start, "
+          f"{load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f} at the end; {os.cpu_count()} cores")
 
 
 if __name__ == "__main__":

@@ -20,23 +20,23 @@ from .store import DatasetVersion, Store
 
 # %% auto #0
 __all__ = ['app', 'import_app', 'version_app', 'collect_app', 'annotate_app', 'repro_app', 'registry_app', 'serve_app',
-           'pipeline_app', 'eval_app', 'grade_app', 'pages_app', 'PageKernels', 'PageCulling', 'PagePreheat',
-           'dashboard_app', 'demo_app', 'main', 'init_command', 'import_digits_command', 'import_mnist1d_command',
-           'import_folder_command', 'versions_command', 'version_show_command', 'version_diff_command',
-           'version_verify_command', 'gc_command', 'collect_crawl_command', 'collect_version_command',
-           'annotate_create_command', 'annotate_add_annotator_command', 'annotate_reissue_token_command',
-           'annotate_disable_command', 'annotate_enable_command', 'annotate_remove_annotator_command',
-           'annotate_add_member_command', 'annotate_remove_member_command', 'annotate_members_command',
-           'annotate_guide_command', 'annotate_status_command', 'annotate_export_command', 'annotate_serve_command',
-           'repro_list_command', 'repro_run_command', 'export_command', 'registry_register_command',
-           'registry_list_command', 'registry_show_command', 'registry_promote_command', 'registry_rollback_command',
-           'registry_history_command', 'registry_lineage_command', 'registry_pull_command', 'quickstart_command',
-           'serve_worker_command', 'serve_api_command', 'serve_up_command', 'serve_add_client_command',
-           'serve_remove_client_command', 'deploy_command', 'pipeline_run_command', 'pipeline_worker_command',
-           'pipeline_list_command', 'pipeline_status_command', 'pipeline_show_command', 'eval_run_command',
-           'eval_compare_command', 'eval_issues_command', 'grade_production_sample_command',
-           'grade_production_report_command', 'dashboard_serve_command', 'demo_serve_command',
-           'pages_add_viewer_command', 'check_command']
+           'pipeline_app', 'keeper_app', 'eval_app', 'grade_app', 'pages_app', 'PageKernels', 'PageCulling',
+           'PagePreheat', 'dashboard_app', 'demo_app', 'main', 'init_command', 'import_digits_command',
+           'import_mnist1d_command', 'import_folder_command', 'versions_command', 'version_show_command',
+           'version_diff_command', 'version_verify_command', 'gc_command', 'collect_crawl_command',
+           'collect_version_command', 'annotate_create_command', 'annotate_add_annotator_command',
+           'annotate_reissue_token_command', 'annotate_disable_command', 'annotate_enable_command',
+           'annotate_remove_annotator_command', 'annotate_add_member_command', 'annotate_remove_member_command',
+           'annotate_members_command', 'annotate_guide_command', 'annotate_status_command', 'annotate_export_command',
+           'annotate_serve_command', 'repro_list_command', 'repro_run_command', 'export_command',
+           'registry_register_command', 'registry_list_command', 'registry_show_command', 'registry_promote_command',
+           'registry_rollback_command', 'registry_history_command', 'registry_lineage_command', 'registry_pull_command',
+           'quickstart_command', 'serve_worker_command', 'serve_api_command', 'serve_up_command',
+           'serve_add_client_command', 'serve_remove_client_command', 'deploy_command', 'pipeline_run_command',
+           'pipeline_worker_command', 'pipeline_list_command', 'pipeline_status_command', 'pipeline_show_command',
+           'keeper_status_command', 'keeper_stop_command', 'eval_run_command', 'eval_compare_command',
+           'eval_issues_command', 'grade_production_sample_command', 'grade_production_report_command',
+           'dashboard_serve_command', 'demo_serve_command', 'pages_add_viewer_command', 'check_command']
 
 # %% ../nbs/13_cli.ipynb #acdfc9ac
 app = typer.Typer(help="fsml_nb: the whole model loop: collect, annotate, version, train, export, register, serve, evaluate.",
@@ -958,6 +958,33 @@ def pipeline_show_command(run: Annotated[str, typer.Argument(help="run id (or pr
     with Store() as store:
         out.write_bytes(step_report(store, run, step, html=out.suffix != ".ipynb"))
     typer.echo(f"wrote {out}")
+
+# %% ../nbs/13_cli.ipynb #7bd60b17
+keeper_app = typer.Typer(help="Kernel keepers: kernels started and imported ahead for the next pipeline runs.",
+                         no_args_is_help=True)
+pipeline_app.add_typer(keeper_app, name="keeper")
+
+
+@keeper_app.command("status")
+def keeper_status_command() -> None:
+    "The kernel keepers under this home: running or not, their ready kernels and the modules those import."
+    from fsml_nb.pipeline import keeper_status
+
+    keepers = keeper_status()
+    if not keepers:
+        typer.echo("no kernel keeper under this home")
+    for keeper in keepers:
+        state = f"running (pid {keeper['pid']})" if keeper["running"] else "stopped"
+        typer.echo(f"{keeper['folder']}: {state}, {keeper['ready']} ready, {keeper['claimed']} claimed; "
+                   f"imports {', '.join(keeper['modules']) or 'nothing yet'}")
+
+
+@keeper_app.command("stop")
+def keeper_stop_command() -> None:
+    "Stop the kernel keepers under this home, and their idle kernels."
+    from fsml_nb.pipeline import stop_keepers
+
+    typer.echo(f"stopped {stop_keepers()} kernel keeper(s)")
 
 # %% ../nbs/13_cli.ipynb #99431cc1
 eval_app = typer.Typer(help="Evaluate models on dataset versions, compare them, find label issues.",

@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import socket
+import sys
 import tempfile
 import threading
 import time
@@ -29,17 +30,20 @@ from fastcore.basics import patch
 from sqlalchemy import Text, cast, select
 from sqlalchemy.engine import Connection
 
-from .core import FsmlError, as_utc, get_settings, utc_now
+from .core import FsmlError, as_utc, get_logger, get_settings, utc_now
 from .db import pipeline_runs, pipeline_steps, reading, transaction
 from .store import Store, canonical_json
 
 # %% auto #0
-__all__ = ['OUTPUTS_VARIABLE', 'CACHE_PACKAGES', 'RUN_LEASE_SECONDS', 'WARM_WITH', 'KERNELS_AHEAD', 'PIPELINE_QUEUE',
-           'PipelineError', 'StepParameter', 'notebook_parameters', 'parse_cli_value', 'check_parameter',
-           'PipelineStep', 'PipelineSpec', 'load_pipeline', 'record_outputs', 'notebook_source_hash',
-           'package_versions', 'step_cache_key', 'StepPlan', 'step_imports', 'warm_modules', 'WarmKernel', 'KernelPool',
-           'StepResult', 'execute_step', 'StepFailedError', 'PipelineRun', 'run_pipeline', 'StepQueue',
-           'pipeline_worker', 'RunSummary', 'pipeline_history', 'step_report', 'StepOrigin', 'step_origins']
+__all__ = ['OUTPUTS_VARIABLE', 'CACHE_PACKAGES', 'RUN_LEASE_SECONDS', 'WARM_WITH', 'KERNELS_AHEAD', 'KEEPER_KERNELS',
+           'KEEPER_IDLE_SECONDS', 'KEEPER_VOLATILE', 'PIPELINE_QUEUE', 'PipelineError', 'StepParameter',
+           'notebook_parameters', 'parse_cli_value', 'check_parameter', 'PipelineStep', 'PipelineSpec', 'load_pipeline',
+           'record_outputs', 'notebook_source_hash', 'package_versions', 'step_cache_key', 'StepPlan', 'step_imports',
+           'warm_modules', 'WarmKernel', 'KernelPool', 'StepResult', 'execute_step', 'StepFailedError',
+           'keeper_enabled', 'keeper_idle_seconds', 'keeper_fingerprint', 'keeper_folder', 'run_keeper',
+           'ensure_keeper', 'ClaimedKernel', 'claim_kernel', 'keeper_status', 'stop_keepers', 'PipelineRun',
+           'run_pipeline', 'StepQueue', 'pipeline_worker', 'RunSummary', 'pipeline_history', 'step_report',
+           'StepOrigin', 'step_origins']
 
 # %% ../nbs/12_pipeline.ipynb #dc590b53
 class PipelineError(FsmlError):
@@ -600,8 +604,10 @@ KERNELS_AHEAD = 2  # the next steps a run keeps a kernel started (or starting) f
 class KernelPool:
     "Kernels started ahead of the steps that will run in them, one per step, owned by a pipeline run."
 
-    def __init__(self, workdir: Path, kernel_name: str = "python3"):
-        self.workdir, self.kernel_name = Path(workdir), kernel_name
+    def __init__(self, workdir: Path, kernel_name: str = "python3",
+                 keeper: Path | None = None,  # a kernel keeper's folder: its ready kernels are taken first
+                 ):
+        self.workdir, self.kernel_name, self.keeper = Path(workdir), kernel_name, keeper
         self._waiting: list[WarmKernel] = []  # oldest first
         self._taken: list[WarmKernel] = []
 
@@ -610,7 +616,8 @@ class KernelPool:
         notebook = Path(notebook).resolve()
         for _ in range(count - sum(kernel.notebook == notebook for kernel in self._waiting)):
             outputs = self.workdir / f"kernel-{uuid.uuid4().hex[:12]}.outputs.json"
-            self._waiting.append(WarmKernel(notebook, outputs, self.kernel_name))
+            kernel = claim_kernel(self.keeper, notebook, outputs) if self.keeper is not None else None
+            self._waiting.append(kernel or WarmKernel(notebook, outputs, self.kernel_name))
 
     def keep_ahead(self, notebooks: Sequence[Path]) -> None:
         "Have a kernel started or waiting for each of the next steps' notebooks (a notebook named twice: two)."
@@ -785,6 +792,504 @@ class StepFailedError(PipelineError):
         super().__init__(message)
         self.result = result
 
+# %% ../nbs/12_pipeline.ipynb #a49cbe16
+KEEPER_KERNELS = 2  # kernels a keeper keeps started and imported for the next runs
+KEEPER_IDLE_SECONDS = 15 * 60.0  # a keeper exits after this long without a claim (FSML_KERNEL_KEEPER_IDLE)
+KEEPER_VOLATILE = ("_", "OLDPWD", "PWD", "SHLVL", "PYTEST_CURRENT_TEST", OUTPUTS_VARIABLE, "FSML_KERNEL_KEEPER",
+                   "FSML_KERNEL_KEEPER_IDLE")  # environment variables that do not make another keeper
+
+
+def keeper_enabled(env: Mapping[str, str] | None = None) -> bool:
+    "Whether runs use a kernel keeper: FSML_KERNEL_KEEPER is auto (on, unless CI is set), on or off."
+    env = os.environ if env is None else env
+    mode = env.get("FSML_KERNEL_KEEPER", "").strip().lower() or "auto"
+    if mode not in ("auto", "on", "off"):
+        raise PipelineError(f"FSML_KERNEL_KEEPER must be auto, on or off, not {mode!r}")
+    if mode == "auto":
+        return env.get("CI", "").strip().lower() in ("", "0", "false", "no")
+    return mode == "on"
+
+
+def keeper_idle_seconds(env: Mapping[str, str] | None = None) -> float:
+    "How long a keeper waits for a claim before it exits (FSML_KERNEL_KEEPER_IDLE, seconds)."
+    text = (os.environ if env is None else env).get("FSML_KERNEL_KEEPER_IDLE", "").strip()
+    if not text:
+        return KEEPER_IDLE_SECONDS
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0:
+        raise PipelineError(f"FSML_KERNEL_KEEPER_IDLE must be a number of seconds above 0, not {text!r}")
+    return seconds
+
+# %% ../nbs/12_pipeline.ipynb #055f859d
+def keeper_fingerprint(kernel_name: str = "python3",
+                       env: Mapping[str, str] | None = None,  # default: this process's environment
+                       path: Sequence[str] | None = None,  # default: this process's sys.path
+                       ) -> str:
+    "The hash that says which keeper a run may take kernels from: interpreter, sys.path, environment, kernel name."
+    env = os.environ if env is None else env
+    return hashlib.sha256(canonical_json({
+        "executable": sys.executable, "path": [entry or os.getcwd() for entry in (sys.path if path is None else path)],
+        "env": {key: value for key, value in env.items() if key not in KEEPER_VOLATILE},
+        "kernel": kernel_name}).encode()).hexdigest()
+
+
+def keeper_folder(kernel_name: str = "python3", home: Path | None = None) -> Path:
+    "The folder of the keeper for this process's environment: under the fsml home, one per fingerprint."
+    return Path(home or get_settings().home) / "kernels" / keeper_fingerprint(kernel_name)[:24]
+
+# %% ../nbs/12_pipeline.ipynb #8ea33e76
+def _process_alive(pid: int) -> bool:
+    "Whether process `pid` runs (a zombie, exited and not yet reaped by its parent, does not)."
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        if Path("/proc/self/stat").exists():
+            return False
+        try:  # no /proc (macOS): ask the operating system
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] not in ("Z", "X")
+
+
+_WATCHED: dict[str, Any] = {}
+
+
+def _watch_process(pid: int, seconds: float = 0.5) -> None:
+    "In a kept kernel: exit as soon as process `pid` is gone (first its keeper, then the run that claimed it)."
+    _WATCHED["pid"] = pid
+    if "thread" in _WATCHED:
+        return
+
+    def watch() -> None:
+        while True:
+            time.sleep(seconds)
+            if not _process_alive(_WATCHED["pid"]):
+                os._exit(0)
+
+    _WATCHED["thread"] = threading.Thread(target=watch, daemon=True, name="fsml-keeper-watch")
+    _WATCHED["thread"].start()
+
+
+def _loaded_module_files() -> list[list[Any]]:
+    "[file, mtime_ns, size] of every module loaded in this process from outside the standard library."
+    import sysconfig
+
+    paths = sysconfig.get_paths()
+    stdlib = str(Path(paths["stdlib"])) + os.sep  # (a virtualenv's platstdlib is its own folder: its packages)
+    packages = tuple({str(Path(paths[key])) + os.sep for key in ("purelib", "platlib")})  # may be inside stdlib's
+    files = []
+    for module in list(sys.modules.values()):
+        file = getattr(module, "__file__", None)
+        if not isinstance(file, str) or (file.startswith(stdlib) and not file.startswith(packages)):
+            continue
+        try:
+            stat = os.stat(file)
+        except OSError:
+            continue
+        files.append([file, stat.st_mtime_ns, stat.st_size])
+    return files
+
+
+def _write_kernel_info(path: str, modules: Sequence[str]) -> None:
+    "In a kept kernel, once its imports are done: say it is ready (its pid, its modules and their files)."
+    info = {"pid": os.getpid(), "keeper": os.getppid(), "started": time.time(), "modules": list(modules),
+            "files": _loaded_module_files()}
+    temporary = f"{path}.{os.getpid()}.tmp"
+    Path(temporary).write_text(json.dumps(info))
+    os.replace(temporary, path)
+
+
+def _changed_files(files: Sequence[Sequence[Any]]) -> list[str]:
+    "The module files (of a kernel's `files`) changed or removed since the kernel imported them."
+    changed = []
+    for file, mtime_ns, size in files:
+        try:
+            stat = os.stat(file)
+        except OSError:
+            changed.append(file)
+            continue
+        if (stat.st_mtime_ns, stat.st_size) != (mtime_ns, size):
+            changed.append(file)
+    return changed
+
+# %% ../nbs/12_pipeline.ipynb #23cfc5d7
+def _kept_kernel_code(modules: Sequence[str], info_file: Path) -> str:
+    "What a keeper's kernel runs first: watch the keeper, import `modules`, then write its ready file."
+    return f"""def _fsml_keep(names, info):
+    import importlib, os
+    import fsml_nb.pipeline as pipeline
+    pipeline._watch_process(os.getppid())
+    imported = []
+    for name in names:
+        try:
+            importlib.import_module(name)
+            imported.append(name)
+        except Exception:
+            pass
+    pipeline._write_kernel_info(info, imported)
+_fsml_keep({list(modules)!r}, {str(info_file)!r})
+del _fsml_keep"""
+
+
+def _start_kept_kernel(folder: Path, modules: Sequence[str], kernel_name: str) -> tuple[str, Any]:
+    "Start one kernel in the keeper's folder and wait until it has imported `modules` and written its ready file."
+    from queue import Empty
+
+    from jupyter_client import KernelManager
+
+    kernel_id = uuid.uuid4().hex[:12]
+    manager = KernelManager(kernel_name=kernel_name, connection_file=str(folder / f"kernel-{kernel_id}.connection.json"))
+    manager.start_kernel(cwd=str(folder), extra_arguments=["--HistoryManager.hist_file=:memory:"])
+    client = manager.client()
+    try:
+        client.start_channels()
+        request = client.execute(_kept_kernel_code(modules, folder / f"kernel-{kernel_id}.ready.json"), silent=True,
+                                 store_history=False)
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline and manager.is_alive():
+            try:
+                reply = client.get_shell_msg(timeout=1.0)
+            except Empty:
+                continue
+            if reply["parent_header"].get("msg_id") == request:
+                if reply["content"].get("status") == "error":  # in the keeper's log: why no kernel gets ready
+                    print(f"kernel {kernel_id}: {reply['content'].get('ename')}: {reply['content'].get('evalue')}",
+                          flush=True)
+                break
+    except BaseException:  # stopped while it started (SIGTERM): no kernel left without its keeper
+        _forget_kernel(folder, kernel_id, manager)
+        raise
+    finally:
+        client.stop_channels()
+    return kernel_id, manager
+
+
+def _runs_under_way(folder: Path) -> bool:
+    "Whether a run that uses this keeper is under way (its marker names a live process); stale markers are removed."
+    under_way = False
+    for marker in folder.glob("run-*.busy"):
+        try:
+            alive = _process_alive(int(marker.name.split("-")[1].split(".")[0]))
+        except ValueError:
+            alive = False
+        if not alive:
+            marker.unlink(missing_ok=True)
+        under_way = under_way or alive
+    return under_way
+
+
+def _read_modules(folder: Path) -> list[str]:
+    try:
+        return list(json.loads((folder / "modules.json").read_text()))
+    except (OSError, ValueError):
+        return []
+
+
+def _forget_kernel(folder: Path, kernel_id: str, manager: Any) -> None:
+    "Shut a keeper's kernel down (if it still runs) and remove its files."
+    try:
+        if manager.is_alive():
+            manager.shutdown_kernel(now=True)
+        manager.cleanup_resources()
+    except Exception:  # noqa: BLE001  (gone already)
+        pass
+    for suffix in ("ready", "claimed", "retired", "connection"):
+        (folder / f"kernel-{kernel_id}.{suffix}.json").unlink(missing_ok=True)
+
+# %% ../nbs/12_pipeline.ipynb #31033ece
+def run_keeper(folder: Path | str,  # the keeper's folder (`keeper_folder`)
+               kernels: int = KEEPER_KERNELS,  # kernels kept ready
+               idle: float | None = None,  # seconds without a claim before it exits (default: FSML_KERNEL_KEEPER_IDLE)
+               kernel_name: str = "python3",
+               poll: float = 0.2,
+               ) -> str:
+    "The keeper's loop (a process of its own, see `ensure_keeper`): keep `kernels` kernels ready; return why it stopped."
+    import fcntl
+    import signal
+
+    folder = Path(folder)
+    lock = open(folder / "keeper.lock", "a+")  # noqa: SIM115  (held for the keeper's life)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        return "another keeper runs for this folder"
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(SystemExit("terminated")))
+    idle = keeper_idle_seconds() if idle is None else idle
+    (folder / "stop").unlink(missing_ok=True)
+    (folder / "keeper.json").write_text(json.dumps({"pid": os.getpid(), "started": time.time(), "kernels": kernels,
+                                                    "idle": idle}))
+    kept: dict[str, Any] = {}
+    claimed: set[str] = set()
+    last_claim, failures, reason = time.monotonic(), 0, ""
+    try:
+        while not reason:
+            if _runs_under_way(folder):
+                last_claim = time.monotonic()  # not idle: a run may claim a kernel for its next steps
+            for kernel_id, manager in list(kept.items()):
+                if kernel_id not in claimed and (folder / f"kernel-{kernel_id}.claimed.json").exists():
+                    claimed.add(kernel_id)
+                    last_claim = time.monotonic()
+                if not manager.is_alive():  # used and shut down by its run, or died
+                    _forget_kernel(folder, kernel_id, manager)
+                    del kept[kernel_id]
+                    claimed.discard(kernel_id)
+            if not (folder / "keeper.lock").exists():
+                reason = "its folder was removed"
+            elif (folder / "stop").exists():
+                reason = "asked to stop"
+            elif time.monotonic() - last_claim > idle:
+                reason = f"idle for {idle:g} s"
+            elif not claimed and len(kept) < kernels and not _runs_under_way(folder):  # never beside a run's steps
+                kernel_id, manager = _start_kept_kernel(folder, _read_modules(folder), kernel_name)
+                kept[kernel_id] = manager
+                if (folder / f"kernel-{kernel_id}.ready.json").exists():
+                    failures = 0
+                else:  # died while importing: try again later, then less and less often
+                    _forget_kernel(folder, kernel_id, manager)
+                    del kept[kernel_id]
+                    failures += 1
+                    time.sleep(min(60.0, 2.0 ** failures))
+            else:
+                time.sleep(poll)
+    except SystemExit as stop:
+        reason = str(stop)
+    finally:
+        for kernel_id, manager in kept.items():
+            try:  # a run may claim it this very moment: whoever renames first owns it
+                os.rename(folder / f"kernel-{kernel_id}.ready.json", folder / f"kernel-{kernel_id}.retired.json")
+            except FileNotFoundError:
+                if (folder / f"kernel-{kernel_id}.claimed.json").exists():
+                    continue  # its run shuts it down
+            _forget_kernel(folder, kernel_id, manager)
+        (folder / "keeper.json").unlink(missing_ok=True)
+        lock.close()
+    print(f"keeper {os.getpid()} stopped: {reason}", flush=True)
+    return reason
+
+# %% ../nbs/12_pipeline.ipynb #48681f25
+_KEEPERS: list[Any] = []  # the keeper processes this process started (reaped when they exit)
+
+
+def _keeper_running(folder: Path) -> bool:
+    "Whether a keeper holds the folder's lock."
+    import fcntl
+
+    if not (folder / "keeper.lock").exists():
+        return False
+    with open(folder / "keeper.lock", "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(lock, fcntl.LOCK_UN)
+    return False
+
+
+def ensure_keeper(folder: Path,  # the keeper's folder (`keeper_folder`)
+                  modules: Sequence[str] = (),  # what the next kernels import (added to what earlier runs asked)
+                  kernel_name: str = "python3",
+                  ) -> bool:
+    "Note the modules the keeper's next kernels import, and start the keeper unless one runs; True if it started one."
+    import subprocess
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    noted = _read_modules(folder)
+    wanted = list(dict.fromkeys(["fsml_nb.pipeline", *noted, *modules]))
+    if wanted != noted:
+        temporary = folder / f"modules.json.{os.getpid()}.tmp"
+        temporary.write_text(json.dumps(wanted))
+        os.replace(temporary, folder / "modules.json")
+    _KEEPERS[:] = [process for process in _KEEPERS if process.poll() is None]
+    if _keeper_running(folder):
+        return False
+    path = [entry or os.getcwd() for entry in sys.path]
+    code = (f"import sys\nsys.path[:] = {path!r}\nfrom fsml_nb.pipeline import run_keeper\n"
+            f"run_keeper({str(folder)!r}, kernel_name={kernel_name!r})")
+    env = {key: value for key, value in os.environ.items() if key != OUTPUTS_VARIABLE}
+    with open(folder / "keeper.log", "ab") as log:
+        _KEEPERS.append(subprocess.Popen([sys.executable, "-c", code], cwd=folder, env=env, stdin=subprocess.DEVNULL,
+                                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True, close_fds=True))
+    return True
+
+# %% ../nbs/12_pipeline.ipynb #ef845185
+def _claim_ready(folder: Path) -> tuple[Path, dict[str, Any]] | None:
+    "Claim one ready kernel of a keeper (renaming its ready file: one claimer wins), if one is alive and not stale."
+    for ready in sorted(folder.glob("kernel-*.ready.json")):
+        claimed = ready.with_name(ready.name.replace(".ready.json", ".claimed.json"))
+        try:
+            os.rename(ready, claimed)
+        except FileNotFoundError:
+            continue  # another run was first
+        try:
+            info = json.loads(claimed.read_text())
+            usable = _process_alive(info["pid"]) and not _changed_files(info["files"])
+        except (OSError, ValueError, KeyError, TypeError):
+            info, usable = {}, False
+        if usable:
+            return claimed, info
+        _discard_claimed(claimed, info.get("pid"))  # dead, or a module file changed since it imported it: never used
+    return None
+
+
+def _discard_claimed(claimed: Path, pid: int | None) -> None:
+    import signal
+
+    if pid is not None and _process_alive(pid):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    claimed.unlink(missing_ok=True)
+    claimed.with_name(claimed.name.replace(".claimed.json", ".connection.json")).unlink(missing_ok=True)
+
+# %% ../nbs/12_pipeline.ipynb #68d8dcde
+class _ClaimedManager:
+    "What papermill and nbclient ask of a kernel manager, for a kernel a keeper started."
+    has_kernel = True
+
+    def __init__(self, pid: int):
+        self.pid = pid
+
+    def is_alive(self) -> bool:
+        return _process_alive(self.pid)
+
+    def interrupt_kernel(self) -> None:
+        import signal
+
+        os.kill(self.pid, signal.SIGINT)
+
+    def shutdown_kernel(self, now: bool = False, restart: bool = False) -> None:
+        pass  # `ClaimedKernel.shutdown` does it
+
+    def cleanup_resources(self, restart: bool = False) -> None:
+        pass
+
+
+class ClaimedKernel(WarmKernel):
+    "A kernel a keeper started and imported ahead, claimed by a run for one step; used as a `WarmKernel`."
+
+    def __init__(self, claimed: Path,  # the kernel's claimed file (`_claim_ready`)
+                 info: dict[str, Any],  # what it holds: pid, modules, module files
+                 notebook: Path,  # the step's notebook: the kernel moves to its folder and imports what it imports
+                 outputs_file: Path,  # where the step's `record_outputs` writes
+                 ):
+        from jupyter_client import BlockingKernelClient
+
+        self.notebook, self.outputs_file = Path(notebook).resolve(), Path(outputs_file)
+        self.claimed, self.info, self.pid = Path(claimed), info, int(info["pid"])
+        self.connection_file = self.claimed.with_name(self.claimed.name.replace(".claimed.json", ".connection.json"))
+        try:
+            step_modules = warm_modules(self.notebook)
+        except (OSError, ValueError):
+            step_modules = []  # papermill says what is wrong with the notebook
+        self.modules = list(dict.fromkeys([*info.get("modules", []), *step_modules]))
+        self.manager = _ClaimedManager(self.pid)
+        self._handed = self._process = self._retiring = None
+        self._closed, self._lock = False, threading.Lock()
+        self._starting = threading.Thread(target=lambda: None)
+        self._starting.start()  # started already (by the keeper): `ready` has nothing to wait for here
+        client = BlockingKernelClient(connection_file=str(self.connection_file))
+        client.load_connection_file()
+        client.start_channels()
+        self._client = client
+        # the run watched instead of the keeper; the outputs file set; the step's folder and imports
+        setup = (f"import os as _fsml_os, fsml_nb.pipeline as _fsml_pipeline\n_fsml_pipeline._watch_process({os.getpid()})\n"
+                 f"_fsml_os.environ[{OUTPUTS_VARIABLE!r}] = {str(self.outputs_file)!r}\ndel _fsml_os, _fsml_pipeline\n")
+        self._warming = client.execute(setup + _warm_code(step_modules, self.notebook.parent), silent=True,
+                                       store_history=False)
+
+    def __repr__(self) -> str:
+        return f"ClaimedKernel({self.notebook.name}, pid {self.pid})"
+
+    def shutdown(self, now: bool = True) -> None:
+        "Stop the kernel (killed, or asked to exit first when `now` is False; killed if it has not within 5 s)."
+        import signal
+
+        from jupyter_client import BlockingKernelClient
+
+        with self._lock:
+            self._closed = True
+            for client in (self._client, self._handed):
+                if client is not None:
+                    client.stop_channels()
+            self._client = self._handed = None
+            if not now and _process_alive(self.pid):
+                try:
+                    control = BlockingKernelClient(connection_file=str(self.connection_file))
+                    control.load_connection_file()
+                    control.start_channels(shell=False, iopub=False, stdin=False, hb=False, control=True)
+                    control.shutdown()
+                    deadline = time.monotonic() + 5
+                    while _process_alive(self.pid) and time.monotonic() < deadline:
+                        time.sleep(0.05)
+                    control.stop_channels()
+                except Exception:  # noqa: BLE001  (killed below)
+                    pass
+            if _process_alive(self.pid):
+                try:
+                    os.kill(self.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                deadline = time.monotonic() + 10
+                while _process_alive(self.pid) and time.monotonic() < deadline:
+                    time.sleep(0.02)
+            self.claimed.unlink(missing_ok=True)
+            self.connection_file.unlink(missing_ok=True)
+
+
+def claim_kernel(folder: Path | None,  # a keeper's folder; None: no keeper
+                 notebook: Path, outputs_file: Path) -> ClaimedKernel | None:
+    "A kernel of the keeper, ready now, for one step of `notebook`; None if there is none (the run starts its own)."
+    try:
+        while folder is not None and (claim := _claim_ready(folder)) is not None:
+            try:
+                return ClaimedKernel(*claim, notebook, outputs_file)
+            except Exception:  # noqa: BLE001  (its connection file is gone, or it died meanwhile: the next one)
+                _discard_claimed(claim[0], claim[1].get("pid"))
+    except OSError:  # no keeper folder, or one we cannot read: the run starts its own kernels
+        pass
+    return None
+
+# %% ../nbs/12_pipeline.ipynb #15de15b6
+def keeper_status(home: Path | None = None) -> list[dict[str, Any]]:
+    "The keepers' folders under the fsml home: running or not, pid, ready and claimed kernels, what they import."
+    root = Path(home or get_settings().home) / "kernels"
+    found = []
+    for folder in sorted(root.iterdir()) if root.is_dir() else []:
+        try:
+            info = json.loads((folder / "keeper.json").read_text())
+        except (OSError, ValueError):
+            info = {}
+        found.append({"folder": str(folder), "running": _keeper_running(folder), "pid": info.get("pid"),
+                      "ready": len(list(folder.glob("kernel-*.ready.json"))),
+                      "claimed": len(list(folder.glob("kernel-*.claimed.json"))), "modules": _read_modules(folder)})
+    return found
+
+
+def stop_keepers(home: Path | None = None, timeout: float = 60.0) -> int:
+    "Stop every running keeper under the fsml home, and their ready kernels; return how many stopped."
+    running = [Path(keeper["folder"]) for keeper in keeper_status(home) if keeper["running"]]
+    for folder in running:
+        (folder / "stop").touch()
+    deadline = time.monotonic() + timeout
+    while any(_keeper_running(folder) for folder in running):
+        if time.monotonic() > deadline:
+            raise PipelineError(f"keeper(s) did not stop within {timeout:g} s: {[str(folder) for folder in running]}")
+        time.sleep(0.1)
+    _KEEPERS[:] = [process for process in _KEEPERS if process.poll() is None]
+    return len(running)
+
 # %% ../nbs/12_pipeline.ipynb #54dc23ff
 @dataclass(frozen=True)
 class PipelineRun:
@@ -885,23 +1390,49 @@ def run_pipeline(spec: PipelineSpec | Path | str,  # a loaded spec or the path o
     owns_store = store is None
     store = store or Store()
     started = time.perf_counter()
+    marker: Path | None = None  # says "a run is under way" to the keeper
     try:
         if dry_run:
             return _dry_run(store, spec, declared, overrides, forced, started)
-        with tempfile.TemporaryDirectory(prefix="fsml-pipeline-") as workdir, KernelPool(Path(workdir)) as kernels:
+        keeper = keeper_folder() if executor == "local" and keeper_enabled() else None
+        with tempfile.TemporaryDirectory(prefix="fsml-pipeline-") as workdir, \
+                KernelPool(Path(workdir), keeper=keeper) as kernels:
             planned = _plan_until_a_run(store, spec, declared, overrides, forced)  # the cached steps, then one to run
             imports: threading.Thread | None = None
             if executor == "local" and planned[-1].action != "cached":  # kernels for the first steps to run, now
                 kernels.keep_ahead([step.notebook for step in spec.steps[len(planned) - 1:][:KERNELS_AHEAD]])
                 imports = threading.Thread(target=_import_html_exporter, daemon=True, name="fsml-pipeline-imports")
                 imports.start()  # papermill and the HTML exporter, while the kernels start
+                if keeper is not None:  # kept kernels for the next runs, importing what this run's steps import
+                    marker = _keep_kernels_for_next_runs(keeper, spec)
             run_id = _start_run(store, spec, overrides, executor=executor)
             queue = StepQueue(broker_url or get_settings().broker_url, queue_name) if executor == "queue" else None
             return _run_steps(store, spec, run_id, _RunInputs(declared, overrides, forced, planned), kernels,
                               Path(workdir), imports, progress, started, queue)
     finally:
+        if marker is not None:
+            marker.unlink(missing_ok=True)
         if owns_store:
             store.close()
+
+
+def _keep_kernels_for_next_runs(keeper: Path, spec: PipelineSpec) -> Path | None:
+    "Start the keeper unless one runs, noting the modules this run's steps import; the run's marker (None: no keeper)."
+    modules: list[str] = []
+    for step in spec.steps:
+        try:
+            modules += warm_modules(step.notebook)
+        except (OSError, ValueError):
+            continue  # papermill says what is wrong with the notebook
+    try:
+        keeper.mkdir(parents=True, exist_ok=True)
+        marker = keeper / f"run-{os.getpid()}.busy"  # the keeper starts no kernel while the run's steps run
+        marker.touch()
+        ensure_keeper(keeper, modules)
+        return marker
+    except OSError as error:  # a home we cannot write to: this run is as it was without a keeper
+        get_logger(__name__).warning("no kernel keeper for the next runs: %s", error)
+        return None
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,12 @@ from fsml_nb.db import normalize_db_url
 from fsml_nb.store import Store
 from fsml_nb.testing import scratch_postgres_database
 
+@pytest.fixture(autouse=True)
+def no_kernel_keeper(monkeypatch) -> None:
+    "No test starts a pipeline kernel keeper (a process that outlives the run) unless it sets FSML_KERNEL_KEEPER=on."
+    monkeypatch.setenv("FSML_KERNEL_KEEPER", "off")
+
+
 PG_URL = os.environ.get("FSML_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
 

@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import select
 
 from fsml_nb.db import pipeline_runs, reading, transaction
-from fsml_nb.pipeline import PipelineError, load_pipeline, pipeline_history, run_pipeline
+from fsml_nb.pipeline import PipelineError, _process_alive, load_pipeline, pipeline_history, run_pipeline
 from fsml_nb.store import Store
 
 
@@ -26,8 +26,9 @@ def step_notebook(path: Path, parameters: str, body: str) -> None:
 
 
 def clean_environment() -> dict[str, str]:
-    "This process's environment without FSML_* settings (an earlier test may have left some behind)."
-    return {key: value for key, value in os.environ.items() if not key.startswith("FSML_")}
+    "This process's environment without FSML_* settings (an earlier test may have left some behind), keeper off."
+    return {**{key: value for key, value in os.environ.items() if not key.startswith("FSML_")},
+            "FSML_KERNEL_KEEPER": "off"}
 
 
 @pytest.fixture
@@ -265,6 +266,7 @@ def test_the_lineage_of_a_version_names_the_pipeline_steps_that_made_it_and_thei
     for key in [key for key in os.environ if key.startswith("FSML_")]:
         monkeypatch.delenv(key)
     monkeypatch.setenv("FSML_HOME", str(home))  # the steps' kernels open this store
+    monkeypatch.setenv("FSML_KERNEL_KEEPER", "off")
     for name, (parameters, body) in LINEAGE_STEPS.items():
         step_notebook(tmp_path / f"{name}.ipynb", parameters, body)
     (tmp_path / "made.toml").write_text("".join(
@@ -290,3 +292,205 @@ def test_the_lineage_of_a_version_names_the_pipeline_steps_that_made_it_and_thei
                            cwd=tmp_path, capture_output=True, text=True, check=True).stdout
     for origin in lineage.pipeline:
         assert f"run `{run.id[:12]}`, step {origin['step']}" in shown and origin["html"] in shown, shown
+
+
+# --- the kernel keeper -------------------------------------------------------------------
+
+def wait_until(condition, seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"no {what} within {seconds:.0f} s"
+        time.sleep(0.2)
+
+
+def no_process_left(home: Path, seconds: float = 30) -> None:
+    "Wait until no process carries this FSML_HOME (keepers and kernels exit in the background); fail naming them."
+    deadline = time.monotonic() + seconds
+    while (left := processes_with_environment("FSML_HOME", str(home))) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    commands = {pid: Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")[:160] for pid in left
+                if Path(f"/proc/{pid}/cmdline").exists()}
+    assert commands == {}, f"left running: {commands}"
+
+
+@pytest.fixture
+def keeper_home(tmp_path: Path, monkeypatch) -> Path:
+    "A home of its own with the kernel keeper on; every keeper stopped, and no process left, afterwards."
+    from fsml_nb.pipeline import stop_keepers
+
+    home = tmp_path / "home"
+    for key in [key for key in os.environ if key.startswith("FSML_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("FSML_HOME", str(home))
+    monkeypatch.setenv("FSML_KERNEL_KEEPER", "on")
+    yield home
+    stop_keepers(home)
+    no_process_left(home)
+
+
+def ready_kernels(folder: Path, count: int = 2, seconds: float = 180) -> dict[int, dict]:
+    "The keeper's ready kernels by pid, once it has `count` of them."
+    found: dict[int, dict] = {}
+
+    def enough() -> bool:
+        found.clear()
+        for path in folder.glob("kernel-*.ready.json"):
+            try:
+                info = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue  # claimed meanwhile
+            found[info["pid"]] = info
+        return len(found) >= count
+
+    wait_until(enough, seconds, f"{count} ready kernels in {folder}")
+    return dict(found)
+
+
+def who_pipeline(folder: Path, imports: str = "", recorded: str = "") -> Path:
+    "A one-step pipeline whose step records its kernel's pid and parent pid (and `recorded`)."
+    step_notebook(folder / "who.ipynb", "size: int = 3",
+                  f"import os\nimport wave\n{imports}from fsml_nb.pipeline import record_outputs\n"
+                  f"record_outputs(pid=os.getpid(), parent=os.getppid(), size=size, {recorded})")
+    (folder / "who.toml").write_text('name = "who"\n[[steps]]\nname = "who"\nnotebook = "who.ipynb"\n')
+    return folder / "who.toml"
+
+
+def test_the_next_run_takes_a_keeper_kernel_unless_a_module_changed_or_the_environment_differs(
+        keeper_home: Path, tmp_path: Path, monkeypatch):
+    from fsml_nb.pipeline import keeper_folder, keeper_status
+
+    project = tmp_path / "project"  # a project module on the path, edited between two runs
+    project.mkdir()
+    (project / "fsml_keeper_helper.py").write_text("VALUE = 1\n")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(project), os.environ.get("PYTHONPATH")])))
+    monkeypatch.syspath_prepend(str(project))
+    pipeline = who_pipeline(tmp_path, "import fsml_keeper_helper\n", "value=fsml_keeper_helper.VALUE")
+    with Store(f"sqlite:///{keeper_home}/fsml.db", str(keeper_home / "blobs")) as store:
+        first = run_pipeline(pipeline, {"size": 1}, store=store, progress=False)
+        assert first.outputs["parent"] == os.getpid()  # no keeper yet: a kernel of the run's own
+        kept = ready_kernels(keeper_folder())
+        keeper = keeper_status()[0]
+        assert keeper["running"] and {"wave", "fsml_keeper_helper"} <= set(keeper["modules"])
+        assert all({"wave", "fsml_keeper_helper"} <= set(info["modules"]) for info in kept.values())
+        second = run_pipeline(pipeline, {"size": 2}, store=store, progress=False)
+        assert second.outputs["pid"] in kept and second.outputs["parent"] == keeper["pid"]
+        assert second.outputs["value"] == 1
+        assert not any(pid == second.outputs["pid"] for pid in processes_with_environment("FSML_HOME", str(keeper_home)))
+
+        kept = ready_kernels(keeper_folder())  # the other one and the replacement of the used one
+        (project / "fsml_keeper_helper.py").write_text("VALUE = 22\n")
+        third = run_pipeline(pipeline, {"size": 3}, store=store, progress=False)
+        assert third.outputs["value"] == 22  # never the stale module
+        assert third.outputs["pid"] not in kept and third.outputs["parent"] == os.getpid()
+        wait_until(lambda: not any(_process_alive(pid) for pid in kept), 30, "exit of the stale kernels")
+
+        ready_kernels(keeper_folder())  # kernels importing the new code
+        monkeypatch.setenv("FSML_KEEPER_TEST_OTHER", "1")  # another environment: another keeper
+        other = run_pipeline(pipeline, {"size": 4}, store=store, progress=False)
+        assert other.outputs["parent"] == os.getpid()
+        wait_until(lambda: sum(keeper["running"] for keeper in keeper_status()) == 2, 60, "a second keeper")
+    fsml = [sys.executable, "-c", "import sys; from fsml_nb.cli import main; main(sys.argv[1:])"]
+    shown = subprocess.run([*fsml, "pipeline", "keeper", "status"], capture_output=True, text=True, check=True).stdout
+    assert shown.count("running (pid") == 2 and "fsml_keeper_helper" in shown, shown
+    stopped = subprocess.run([*fsml, "pipeline", "keeper", "stop"], capture_output=True, text=True, check=True).stdout
+    assert stopped == "stopped 2 kernel keeper(s)\n"
+    assert [keeper["running"] for keeper in keeper_status()] == [False, False]
+    no_process_left(keeper_home)
+
+
+def test_runs_claiming_at_once_never_get_the_same_kernel(tmp_path: Path):
+    folder = tmp_path / "keeper"
+    folder.mkdir()
+    for index in range(40):  # ready kernels (a process that stays alive stands for them)
+        (folder / f"kernel-{index:012d}.ready.json").write_text(json.dumps({"pid": os.getpid(), "files": []}))
+    claim = ("import sys\nfrom pathlib import Path\nfrom fsml_nb.pipeline import _claim_ready\n"
+             "while (claim := _claim_ready(Path(sys.argv[1]))) is not None:\n    print(claim[0].name, flush=True)")
+    claimers = [subprocess.Popen([sys.executable, "-c", claim, str(folder)], stdout=subprocess.PIPE, text=True)
+                for _ in range(4)]
+    claimed = [name for process in claimers for name in process.communicate(timeout=120)[0].split()]
+    assert sorted(claimed) == [f"kernel-{index:012d}.claimed.json" for index in range(40)]  # each exactly once
+    assert list(folder.glob("*.ready.json")) == []
+
+
+def test_a_killed_keeper_leaves_runs_working_and_its_kernels_exit(keeper_home: Path, tmp_path: Path):
+    from fsml_nb.pipeline import keeper_folder, keeper_status
+
+    pipeline = who_pipeline(tmp_path)
+    with Store(f"sqlite:///{keeper_home}/fsml.db", str(keeper_home / "blobs")) as store:
+        run_pipeline(pipeline, {"size": 1}, store=store, progress=False)
+        kept = ready_kernels(keeper_folder())
+        keeper = keeper_status()[0]["pid"]
+        os.kill(keeper, signal.SIGKILL)
+        wait_until(lambda: not any(_process_alive(pid) for pid in kept), 30, "exit of the killed keeper's kernels")
+        after = run_pipeline(pipeline, {"size": 2}, store=store, progress=False)  # their ready files are still there
+        assert after.outputs["parent"] == os.getpid() and after.outputs["pid"] not in kept
+        wait_until(lambda: keeper_status()[0]["running"] and keeper_status()[0]["pid"] != keeper, 60, "a new keeper")
+
+
+def test_ctrl_c_during_a_step_on_a_keeper_kernel_leaves_no_kernel_and_the_rerun_resumes(
+        keeper_home: Path, slow_pipeline: Path, tmp_path: Path):
+    env = {**clean_environment(), "FSML_HOME": str(keeper_home), "FSML_KERNEL_KEEPER": "on"}
+    script = ("import sys\nfrom fsml_nb.pipeline import run_pipeline\n"
+              f"run_pipeline({str(slow_pipeline)!r}, {{'seconds': float(sys.argv[1])}}, progress=False)")
+    subprocess.run([sys.executable, "-c", script, "0"], env=env, cwd=tmp_path, check=True, stderr=subprocess.DEVNULL)
+    folders = list((keeper_home / "kernels").iterdir())
+    assert len(folders) == 1
+    kept = ready_kernels(folders[0])
+    process = subprocess.Popen([sys.executable, "-c", script, "60"], env=env, cwd=tmp_path, stderr=subprocess.DEVNULL)
+    claimed: list[int] = []
+
+    def slow_step_on_a_keeper_kernel() -> bool:
+        for path in folders[0].glob("kernel-*.claimed.json"):
+            claimed.append(json.loads(path.read_text())["pid"])
+            time.sleep(3)  # claimed: give the step time to start in it
+            return True
+        return False
+
+    interrupt(process, slow_step_on_a_keeper_kernel, "the slow step on a keeper's kernel", seconds=120)
+    assert process.returncode != 0 and claimed[0] in kept
+    assert not _process_alive(claimed[0])
+    with Store(f"sqlite:///{keeper_home}/fsml.db", str(keeper_home / "blobs")) as store:
+        assert pipeline_history(store, "slow")[0].status == "interrupted"
+        assert pipeline_history(store, "slow")[0].steps == {"first": "cached"}
+    subprocess.run([sys.executable, "-c", script, "0.5"], env=env, cwd=tmp_path, check=True, stderr=subprocess.DEVNULL)
+    with Store(f"sqlite:///{keeper_home}/fsml.db", str(keeper_home / "blobs")) as store:
+        assert pipeline_history(store, "slow")[0].steps == {"first": "cached", "slow": "done"}
+
+
+def test_a_keeper_exits_when_idle_and_when_its_folder_is_removed(keeper_home: Path, monkeypatch):
+    import shutil
+
+    from fsml_nb.pipeline import _keeper_running, ensure_keeper, keeper_folder
+
+    monkeypatch.setenv("FSML_KERNEL_KEEPER_IDLE", "2")
+    idle = keeper_folder()
+    assert ensure_keeper(idle, ["wave"])
+    wait_until(lambda: (idle / "keeper.json").exists(), 60, "the keeper's start")
+    assert not ensure_keeper(idle)  # one runs already: no second one
+    wait_until(lambda: not _keeper_running(idle), 60, "the idle keeper's exit")
+    assert "stopped: idle for 2 s" in (idle / "keeper.log").read_text()
+    assert list(idle.glob("kernel-*")) == []
+    no_process_left(keeper_home)
+
+    monkeypatch.setenv("FSML_KERNEL_KEEPER_IDLE", "600")
+    removed = keeper_folder()
+    assert ensure_keeper(removed, ["wave"])
+    kept = ready_kernels(removed)
+    keeper = json.loads((removed / "keeper.json").read_text())["pid"]
+    shutil.rmtree(removed)
+    wait_until(lambda: not _process_alive(keeper), 60, "the exit of the keeper whose folder was removed")
+    assert kept
+    no_process_left(keeper_home)
+
+
+def test_keeper_off_starts_none_and_a_bad_setting_is_one_clear_error(tmp_path: Path, monkeypatch):
+    home = tmp_path / "home"
+    monkeypatch.setenv("FSML_HOME", str(home))
+    pipeline = who_pipeline(tmp_path)
+    with Store(f"sqlite:///{home}/fsml.db", str(home / "blobs")) as store:
+        run = run_pipeline(pipeline, store=store, progress=False)  # conftest sets FSML_KERNEL_KEEPER=off
+        assert run.outputs["parent"] == os.getpid() and not (home / "kernels").exists()
+        monkeypatch.setenv("FSML_KERNEL_KEEPER", "sometimes")
+        with pytest.raises(PipelineError, match="FSML_KERNEL_KEEPER must be auto, on or off, not 'sometimes'"):
+            run_pipeline(pipeline, {"size": 2}, store=store, progress=False)
+    no_process_left(home)
