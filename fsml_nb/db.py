@@ -564,9 +564,12 @@ def complete_statement(table: Table,
 
 def complete_lease(connection: Connection, table: Table, key_value: Any, owner: str,
                    status: str = DONE,  # the row's final status
-                   **values: Any,  # other columns to set
+                   **values: Any,  # other columns to set, to values (not SQL expressions: the statement is built once)
                    ) -> bool:
     "End the lease with `status`; False (and nothing written) if the lease is no longer this owner's."
+    for name, value in values.items():
+        if hasattr(value, "__clause_element__") or hasattr(value, "_compiler_dispatch"):
+            raise TypeError(f"complete_lease sets {name} to a value, not to the SQL expression {value}")
     result = connection.execute(complete_statement(table, status, tuple(sorted(values))),
                                 {"leased_key": key_value, "leased_to": owner, **values})
     return result.rowcount == 1
