@@ -9,6 +9,7 @@ Docs: https://fsml-nb.github.io/fsml_nb/db.html.md"""
 # %% ../nbs/01_db.ipynb #3bce9f04
 from __future__ import annotations
 
+import functools
 import os
 import sqlite3
 import struct
@@ -20,7 +21,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import (JSON, BigInteger, Boolean, Column, DateTime, Double, ForeignKey, Index, Integer, MetaData,
-                        String, Table, Text, bindparam, create_engine, event, func, inspect, select, text)
+                        String, Table, Text, bindparam, create_engine, event, func, inspect, null, select,
+                        text)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -46,9 +48,10 @@ __all__ = ['SQLITE_SYNCHRONOUS_LEVELS', 'WRITER_LOCK_SUFFIX', 'READ_ONLY', 'SQLI
            'serve_workers', 'served_predictions', 'Migration', 'MIGRATIONS', 'V4_STEPS', 'DatabaseError',
            'DatabaseUnavailableError', 'DatabaseDamagedError', 'SchemaTooNewError', 'ValueTooLongError',
            'normalize_db_url', 'display_db_url', 'sqlite_synchronous', 'reading', 'make_engine', 'is_retryable',
-           'transaction', 'insert_ignore', 'check_lengths', 'lease_columns', 'lease_rows', 'lease_one_statement',
-           'extend_lease', 'complete_lease', 'release_lease', 'reclaim_expired', 'missing_triggers', 'install_triggers',
-           'referenced_blobs', 'stored_schema_version', 'upgrade_schema', 'open_database']
+           'transaction', 'insert_ignore', 'check_lengths', 'lease_columns', 'lease_rows', 'lease_statement',
+           'lease_one_statement', 'DriverStatement', 'driver_statement', 'extend_statement', 'extend_lease',
+           'complete_statement', 'complete_lease', 'release_lease', 'reclaim_expired', 'missing_triggers',
+           'install_triggers', 'referenced_blobs', 'stored_schema_version', 'upgrade_schema', 'open_database']
 
 # %% ../nbs/01_db.ipynb #2eda7dbb
 class DatabaseError(FsmlError):
@@ -428,6 +431,18 @@ def _key_column(table: Table) -> Column:
     return keys[0]
 
 # %% ../nbs/01_db.ipynb #959bb2fe
+def _lease_candidates(table: Table, where: Sequence, order_by: Sequence, limit: Any):
+    "The keys of the first `limit` queued rows, locked (PostgreSQL: rows other leases hold are skipped)."
+    key = _key_column(table)
+    return (select(key).where(table.c.status == QUEUED, *where).order_by(*order_by, key).limit(limit)
+            .with_for_update(skip_locked=True))
+
+
+def _leased_values(table: Table, owner: Any, expires: Any) -> dict[str, Any]:
+    "What a lease writes: the state, the holder, when it runs out, one more attempt."
+    return {"status": LEASED, "lease_owner": owner, "lease_expires": expires, "attempts": table.c.attempts + 1}
+
+
 def lease_rows(connection: Connection, table: Table,
                owner: str,  # who takes the rows (worker name)
                seconds: float,  # lease length: the rows come back after this without a heartbeat
@@ -438,18 +453,33 @@ def lease_rows(connection: Connection, table: Table,
                ) -> list[dict[str, Any]]:
     "Lease up to `limit` queued rows of `table` to `owner`; return them as dicts (empty if none)."
     key = _key_column(table)
-    candidates = connection.execute(
-        select(key).where(table.c.status == QUEUED, *where).order_by(*order_by, key).limit(limit)
-        .with_for_update(skip_locked=True)).scalars().all()
+    candidates = connection.execute(_lease_candidates(table, where, order_by, limit)).scalars().all()
     if not candidates:
         return []
     now = time.time() if now is None else now
     leased = connection.execute(
         table.update().where(key.in_(candidates), table.c.status == QUEUED)
-        .values(status=LEASED, lease_owner=owner, lease_expires=now + seconds, attempts=table.c.attempts + 1)
+        .values(_leased_values(table, owner, now + seconds))
         .returning(*table.c)).mappings().all()
     order = {value: position for position, value in enumerate(candidates)}
     return sorted((dict(row) for row in leased), key=lambda row: order[row[key.name]])
+
+# %% ../nbs/01_db.ipynb #b7a1c2d0
+def lease_statement(table: Table,
+                    where: Sequence = (),  # conditions on the candidate rows: `bindparam`s for what varies
+                    order_by: Sequence = (),  # which rows first (the key breaks ties)
+                    returning: Sequence | None = None,  # what to read with the leased rows (default: every column)
+                    limit: int | None = None,  # rows per lease; None: the run gives `:limit`
+                    ):
+    "One statement that leases up to `:limit` queued rows of `table` to `:owner` until `:expires`; build once, run often."
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ValueError(f"a lease takes a positive whole number of rows, not {limit!r}")
+    key = _key_column(table)
+    leasing = (_lease_candidates(table, where, order_by, bindparam("limit") if limit is None else limit)
+               .cte("leasing").prefix_with("MATERIALIZED", dialect="postgresql"))
+    return (table.update().where(key.in_(select(leasing.c[0])), table.c.status == QUEUED)
+            .values(_leased_values(table, bindparam("owner"), bindparam("expires")))
+            .returning(*(table.c if returning is None else returning)))
 
 # %% ../nbs/01_db.ipynb #8c60931e
 def lease_one_statement(table: Table,
@@ -457,36 +487,91 @@ def lease_one_statement(table: Table,
                         order_by: Sequence = (),  # which row first (the key breaks ties)
                         returning: Sequence = (),  # more to read with the leased row (scalar subqueries)
                         ):
-    "One statement that leases the first queued row of `table` to `:owner` until `:expires`; build once, run often."
-    key = _key_column(table)
-    first = (select(key).where(table.c.status == QUEUED, *where).order_by(*order_by, key).limit(1)
-             .with_for_update(skip_locked=True).scalar_subquery())
-    return (table.update().where(key == first, table.c.status == QUEUED)
-            .values(status=LEASED, lease_owner=bindparam("owner"), lease_expires=bindparam("expires"),
-                    attempts=table.c.attempts + 1)
-            .returning(*table.c, *returning))
+    "`lease_statement` of one row, returning every column of `table` and `returning`; build once, run often."
+    return lease_statement(table, where, order_by, returning=[*table.c, *returning], limit=1)
+
+# %% ../nbs/01_db.ipynb #b7a1c2d3
+_DRIVER_DIALECTS = {"sqlite": lambda: sqlite.dialect(paramstyle="named"),  # sqlite3 takes :name with a dict
+                    "postgresql": lambda: postgresql.psycopg.dialect()}  # psycopg: %(name)s
+
+
+class DriverStatement:
+    "A statement compiled once for one dialect's driver, to run with `connection.exec_driver_sql`."
+    def __init__(self, sql: str, constants: dict[str, Any], names: tuple[str, ...]):
+        self.sql, self.constants, self.names = sql, constants, names
+
+    def parameters(self, **given: Any) -> dict[str, Any]:
+        "The parameters of one run: `given` (every one of `names`) with the `constants`."
+        if given.keys() != set(self.names):
+            missing, unknown = set(self.names) - given.keys(), given.keys() - set(self.names)
+            raise TypeError(f"the statement takes {sorted(self.names)}: missing {sorted(missing)}, "
+                            f"unknown {sorted(unknown)}")
+        return {**self.constants, **given}
+
+    def __repr__(self) -> str:
+        return f"DriverStatement({self.sql!r}, names={self.names})"
+
+
+@functools.lru_cache(maxsize=256)
+def driver_statement(statement,  # a SQLAlchemy statement, built once (keep it: the cache knows it by identity)
+                     dialect: str,  # sqlite or postgresql
+                     ) -> DriverStatement:
+    "`statement` compiled for `dialect`'s driver, once: its SQL, the parameters it fixes, the names each run gives."
+    if dialect not in _DRIVER_DIALECTS:
+        raise DatabaseError(f"no driver SQL for the {dialect!r} dialect: only for {sorted(_DRIVER_DIALECTS)}")
+    if not hasattr(statement, "compile"):
+        raise TypeError(f"driver_statement compiles a SQLAlchemy statement, not a {type(statement).__name__}")
+    compiled = statement.compile(dialect=_DRIVER_DIALECTS[dialect]())
+    names = tuple(name for name in compiled.params if compiled.binds[name].required)
+    constants = {name: value for name, value in compiled.params.items() if name not in names}
+    return DriverStatement(str(compiled), constants, names)
 
 # %% ../nbs/01_db.ipynb #a481cf5d
-def _owned(table: Table, key_value: Any, owner: str):
-    return (_key_column(table) == key_value, table.c.status == LEASED, table.c.lease_owner == owner)
+def _owned(table: Table):
+    "The row `:leased_key` while `:leased_to` holds its lease."
+    return (_key_column(table) == bindparam("leased_key"), table.c.status == LEASED,
+            table.c.lease_owner == bindparam("leased_to"))
+
+
+@functools.lru_cache(maxsize=256)
+def extend_statement(table: Table) -> Any:
+    "One statement, built once, that pushes the lease of `:leased_key` to `:expires` if `:leased_to` holds it."
+    return table.update().where(*_owned(table)).values(lease_expires=bindparam("expires"))
 
 
 def extend_lease(connection: Connection, table: Table, key_value: Any, owner: str, seconds: float,
                  now: float | None = None) -> bool:
     "Push the lease of one row further (a heartbeat); False if the row is no longer this owner's."
     now = time.time() if now is None else now
-    result = connection.execute(table.update().where(*_owned(table, key_value, owner))
-                                .values(lease_expires=now + seconds))
+    result = connection.execute(extend_statement(table),
+                                {"leased_key": key_value, "leased_to": owner, "expires": now + seconds})
     return result.rowcount == 1
 
 # %% ../nbs/01_db.ipynb #4c06202d
+@functools.lru_cache(maxsize=256)
+def complete_statement(table: Table,
+                       status: str = DONE,  # the row's final status
+                       columns: tuple[str, ...] = (),  # other columns to set, each from the parameter of its name
+                       ) -> Any:
+    "One statement, built once, that ends the lease of `:leased_key` with `status` if `:leased_to` holds it."
+    for name in columns:
+        if name not in table.c or name in ("leased_key", "leased_to", "status", "lease_owner", "lease_expires"):
+            raise DatabaseError(f"a lease of {table.name} cannot be completed setting {name!r}: "
+                                "not a column of its own, or one the lease sets")
+    return (table.update().where(*_owned(table))
+            .values(status=status, lease_owner=null(), lease_expires=null(), **{name: bindparam(name) for name in columns}))
+
+
 def complete_lease(connection: Connection, table: Table, key_value: Any, owner: str,
                    status: str = DONE,  # the row's final status
-                   **values: Any,  # other columns to set
+                   **values: Any,  # other columns to set, to values (not SQL expressions: the statement is built once)
                    ) -> bool:
     "End the lease with `status`; False (and nothing written) if the lease is no longer this owner's."
-    result = connection.execute(table.update().where(*_owned(table, key_value, owner))
-                                .values(status=status, lease_owner=None, lease_expires=None, **values))
+    for name, value in values.items():
+        if hasattr(value, "__clause_element__") or hasattr(value, "_compiler_dispatch"):
+            raise TypeError(f"complete_lease sets {name} to a value, not to the SQL expression {value}")
+    result = connection.execute(complete_statement(table, status, tuple(sorted(values))),
+                                {"leased_key": key_value, "leased_to": owner, **values})
     return result.rowcount == 1
 
 # %% ../nbs/01_db.ipynb #5c6fcf59

@@ -33,22 +33,23 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Column, Double, Index, MetaData, String, Table, Text, func, select
+from sqlalchemy import Column, Double, Index, MetaData, String, Table, Text, bindparam, func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from fastcore.basics import patch
 
 from .core import FsmlError, get_logger, get_settings, onnx_session, utc_now
-from .db import (DEAD, DONE, LEASED, QUEUED, DatabaseError, display_db_url, extend_lease,
+from .db import (DEAD, DONE, LEASED, QUEUED, DatabaseError, complete_statement, display_db_url,
+                 driver_statement, extend_statement, lease_statement,
                  insert_ignore, lease_columns, make_engine, model_aliases, open_database, reading,
                  reclaim_expired,
                  release_lease, serve_clients, serve_workers, served_predictions, transaction)
 
 # %% auto #0
-__all__ = ['DEFAULT_MAX_PIXELS', 'broker_metadata', 'JOBS_CHANNEL', 'REPLIES_CHANNEL', 'serve_jobs', 'SERVE_SQL', 'PROBE_TYPE',
-           'TAG_HEADER', 'ERROR_STATUS', 'DEPTH_RECHECK_SECONDS', 'TOKEN_CACHE_SECONDS', 'PREDICT_BODY', 'FSML_COMMAND',
-           'ServeError', 'BrokerUnavailableError', 'ModelLoadError', 'PredictionInputError',
+__all__ = ['DEFAULT_MAX_PIXELS', 'broker_metadata', 'JOBS_CHANNEL', 'REPLIES_CHANNEL', 'serve_jobs', 'SERVE_LEASES', 'SERVE_SQL',
+           'PROBE_TYPE', 'TAG_HEADER', 'ERROR_STATUS', 'DEPTH_RECHECK_SECONDS', 'TOKEN_CACHE_SECONDS', 'PREDICT_BODY',
+           'FSML_COMMAND', 'ServeError', 'BrokerUnavailableError', 'ModelLoadError', 'PredictionInputError',
            'write_linear_model_folder', 'folder_version_id', 'ServedModel', 'image_size', 'image_input', 'array_input',
            'answer_of', 'Delivery', 'new_job', 'dead_letter_reply', 'input_bytes', 'input_sha256', 'driver_sql',
            'serve_sql', 'SqlBroker', 'declare_rabbit_queue', 'delete_rabbit_queue', 'RabbitBroker', 'RabbitClient',
@@ -320,19 +321,22 @@ serve_jobs = Table(
     Index("fsml_serve_jobs_take", "queue", "status", "created_at"),
 )
 
-# The statements a job meets on its way (publish, lease, finish, reply), written once as SQL that SQLite and
-# PostgreSQL both take, so that no request pays for building and compiling a SQLAlchemy expression.
-# A lease is the shared lease helper's (`fsml_nb.db.lease_rows`) in one statement: same columns, same states.
+# The statements a job meets on its way (publish, lease, heartbeat, finish, reply) are built once, and run as
+# the driver's SQL, so that no request pays for building and compiling a SQLAlchemy expression.
+# The lease, its heartbeat and its end are the shared lease helpers' of `fsml_nb.db` (same columns, same states,
+# one place), compiled once per dialect by `driver_statement`; the others are written as SQL both databases take.
+SERVE_LEASES = {
+    "lease": lease_statement(serve_jobs, where=[serve_jobs.c.queue == bindparam("queue")],
+                             order_by=[serve_jobs.c.created_at],  # first in, first out
+                             returning=[serve_jobs.c.id, serve_jobs.c.body, serve_jobs.c.attempts,
+                                        serve_jobs.c.created_at]),
+    "extend": extend_statement(serve_jobs),
+    "finish": complete_statement(serve_jobs, DONE, ("reply",)),
+}
 SERVE_SQL = {
     "publish": "INSERT INTO fsml_serve_jobs (id, queue, body, created_at, status, attempts) "
                "VALUES (:id, :queue, :body, :created_at, :status, 0) ON CONFLICT (id) DO NOTHING",
     "any_queued": "SELECT 1 FROM fsml_serve_jobs WHERE queue = :queue AND status = :queued LIMIT 1",
-    "lease": "UPDATE fsml_serve_jobs SET status = :leased, lease_owner = :owner, lease_expires = :expires, "
-             "attempts = attempts + 1 WHERE status = :queued AND id IN (SELECT id FROM fsml_serve_jobs "
-             "WHERE queue = :queue AND status = :queued ORDER BY created_at, id LIMIT :limit{lock}) "
-             "RETURNING id, body, attempts, created_at",
-    "finish": "UPDATE fsml_serve_jobs SET status = :done, lease_owner = NULL, lease_expires = NULL, reply = :reply "
-              "WHERE id = :id AND status = :leased AND lease_owner = :owner",
 }
 
 
@@ -343,8 +347,7 @@ def driver_sql(sql: str, dialect: str) -> str:
 
 def serve_sql(name: str, dialect: str) -> str:
     "The SQL of statement `name` of `SERVE_SQL` for `dialect` (sqlite or postgresql)."
-    return driver_sql(SERVE_SQL[name].replace("{lock}", " FOR UPDATE SKIP LOCKED" if dialect == "postgresql" else ""),
-                      dialect)
+    return driver_sql(SERVE_SQL[name], dialect)
 
 # %% ../nbs/10_serve.ipynb #dcccb0f2
 def _relax_sqlite_sync(engine: Engine) -> None:
@@ -377,6 +380,8 @@ class SqlBroker:
         except (DatabaseError, SQLAlchemyError) as error:
             raise BrokerUnavailableError(f"the broker at {display_db_url(url)} is unavailable: {error}") from None
         self.sql = {name: serve_sql(name, self.engine.dialect.name) for name in SERVE_SQL}
+        self.leases = {name: driver_statement(statement, self.engine.dialect.name)
+                       for name, statement in SERVE_LEASES.items()}
         if self.engine.dialect.name == "sqlite" and self.engine.url.database not in (None, "", ":memory:"):
             import sqlite3  # a connection of its own, for PRAGMA data_version: it changes when another one commits
             self._probe = sqlite3.connect(self.engine.url.database, isolation_level=None, check_same_thread=False)
@@ -483,9 +488,9 @@ class SqlBroker:
 # %% ../nbs/10_serve.ipynb #33230161
 @patch
 def _lease(self: SqlBroker, queue: str, owner: str, limit: int) -> list[Delivery]:
-    parameters = {"queue": queue, "owner": owner, "expires": time.time() + self.lease_seconds, "limit": limit,
-                  "queued": QUEUED, "leased": LEASED}
-    rows = self._run(lambda connection: connection.exec_driver_sql(self.sql["lease"], parameters).all())
+    lease = self.leases["lease"]
+    parameters = lease.parameters(queue=queue, owner=owner, expires=time.time() + self.lease_seconds, limit=limit)
+    rows = self._run(lambda connection: connection.exec_driver_sql(lease.sql, parameters).all())
     return [Delivery(row[0], json.loads(row[1]), row[2]) for row in sorted(rows, key=lambda row: (row[3], row[0]))]
 
 
@@ -518,11 +523,11 @@ def take(self: SqlBroker, queue: str, owner: str,
 @patch
 def heartbeat(self: SqlBroker, owner: str, deliveries: Sequence[Delivery]) -> None:
     "Extend the leases of jobs a worker is still working on."
-    def work(connection):
-        for delivery in deliveries:
-            extend_lease(connection, serve_jobs, delivery.request_id, owner, self.lease_seconds)
-    if deliveries:
-        self._run(work)
+    extend, expires = self.leases["extend"], time.time() + self.lease_seconds
+    rows = [extend.parameters(leased_key=delivery.request_id, leased_to=owner, expires=expires)
+            for delivery in deliveries]
+    if rows:
+        self._run(lambda connection: connection.exec_driver_sql(extend.sql, rows))
 
 
 @patch
@@ -534,11 +539,12 @@ def finish(self: SqlBroker, owner: str, delivery: Delivery, reply: dict[str, Any
 @patch
 def finish_many(self: SqlBroker, owner: str, finished: Sequence[tuple[Delivery, dict[str, Any]]]) -> None:
     "Store the replies of several jobs in one transaction: one statement, run for each (as `complete_lease` does)."
-    rows = [{"id": delivery.request_id, "reply": json.dumps(reply), "owner": owner, "done": DONE, "leased": LEASED}
+    end = self.leases["finish"]
+    rows = [end.parameters(leased_key=delivery.request_id, leased_to=owner, reply=json.dumps(reply))
             for delivery, reply in finished]
 
     def work(connection):
-        connection.exec_driver_sql(self.sql["finish"], rows)
+        connection.exec_driver_sql(end.sql, rows)
         self._notify(connection, REPLIES_CHANNEL)
     if finished:
         self._run(work)
