@@ -145,7 +145,7 @@ def checked_manifest_files(manifest: Any,  # a parsed manifest (from the databas
                            ) -> dict[str, dict[str, Any]]:
     "A manifest's file entries, each path a plain relative path inside the archive; TamperedArchiveError if not."
     files = manifest.get("files") if isinstance(manifest, dict) else None
-    if not isinstance(files, dict) or not files:
+    if not isinstance(files, dict):
         raise TamperedArchiveError(f"{where}: the manifest has no file list")
     for relative, entry in files.items():
         parts = PurePosixPath(relative).parts
