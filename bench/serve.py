@@ -141,6 +141,87 @@ def baseline(folder: Path, seconds: float, body: bytes) -> tuple[dict[str, float
             "p50_setting": quickest["setting"]}, settings
 
 
+def paced_p50(folder: Path, body: bytes, gap_ms: float, calls: int = 300) -> float:
+    "p50 (ms) of decode + inference in a worker's setting (1 thread, no spinning), one call every `gap_ms`: a process "
+    "that idles between jobs, as a worker at low load does (on some machines a core that idled runs slower at first)."
+    model = ServedModel.load(folder, threads=1, spinning=False)
+    for _ in range(10):
+        model.run(image_input(body, model.input_shape)[None])
+    latencies = []
+    for _ in range(calls):
+        time.sleep(gap_ms / 1000)
+        started = time.perf_counter()
+        model.run(image_input(body, model.input_shape)[None])
+        latencies.append((time.perf_counter() - started) * 1000)
+    return percentiles(latencies)[0]
+
+
+RABBIT_ECHO = r"""
+import sys, pika
+url, queue, replies = sys.argv[1:4]
+connection = pika.BlockingConnection(pika.URLParameters(url))
+channel = connection.channel()
+channel.basic_qos(prefetch_count=1)
+def echo(channel, method, properties, body):
+    channel.basic_publish("", replies, body, pika.BasicProperties(delivery_mode=2))
+    channel.basic_ack(method.delivery_tag)
+channel.basic_consume(queue, echo)
+print("ready", flush=True)
+channel.start_consuming()
+"""
+
+
+def rabbit_floor(url: str = RABBIT_URL, messages: int = 300) -> float:
+    "p50 (ms) of RabbitMQ alone on a job's round trip, with pika and no fsml_nb code: a persistent message to a "
+    "durable quorum queue, taken by a consumer in another process that publishes a persistent reply to a durable "
+    "classic queue and acknowledges, the reply consumed here."
+    import pika
+
+    name = f"fsml.bench.floor.{uuid.uuid4().hex[:8]}"
+    connection = pika.BlockingConnection(pika.URLParameters(url))
+    channel = connection.channel()
+    channel.queue_declare(name, durable=True, arguments={"x-queue-type": "quorum"})
+    channel.queue_declare(f"{name}.replies", durable=True)
+    echo = subprocess.Popen([sys.executable, "-c", RABBIT_ECHO, url, name, f"{name}.replies"], stdout=subprocess.PIPE,
+                            text=True)
+    try:
+        echo.stdout.readline()
+        replied: list[bytes] = []
+        channel.basic_consume(f"{name}.replies", lambda _c, _m, _p, body: replied.append(body), auto_ack=True)
+        latencies = []
+        for _ in range(messages + 20):
+            started = time.perf_counter()
+            channel.basic_publish("", name, b"x" * 300, pika.BasicProperties(delivery_mode=2))
+            while not replied:
+                connection.process_data_events(time_limit=0.01)
+            replied.clear()
+            latencies.append((time.perf_counter() - started) * 1000)
+        return percentiles(latencies[20:])[0]
+    finally:
+        echo.kill()
+        echo.wait()
+        channel.queue_delete(name)
+        channel.queue_delete(f"{name}.replies")
+        connection.close()
+
+
+def http_floor(base: str, requests: int = 300) -> float:
+    "p50 (ms) of GET /healthz on the running API: HTTP over loopback through uvicorn and FastAPI, nothing else."
+    async def measure() -> list[float]:
+        reader, writer = await asyncio.open_connection(*base.removeprefix("http://").split(":"))
+        latencies = []
+        for _ in range(requests + 20):
+            started = time.perf_counter()
+            writer.write(b"GET /healthz HTTP/1.1\r\nHost: bench\r\n\r\n")
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = next(int(line[15:]) for line in head.lower().split(b"\r\n") if line.startswith(b"content-length:"))
+            await reader.readexactly(length)
+            latencies.append((time.perf_counter() - started) * 1000)
+        writer.close()
+        return latencies[20:]
+    return percentiles(run_load(measure()))[0]
+
+
 def png(shape: tuple[int, ...] = (8, 8)) -> bytes:
     "A PNG of random pixels: (height, width) grey or (height, width, 3) RGB."
     buffer = io.BytesIO()
@@ -246,6 +327,16 @@ async def paced(base: str, token: str, body: bytes, seconds: float, rate: float)
     return latencies, failures
 
 
+IDLE_GAP_MS = 5.0  # how long a worker idles before a job at low load, roughly (the served round trip)
+
+
+def breakdown(row: dict[str, float], broker_floor: float | None, paced: float) -> str:
+    "The low-load p50 as its parts: the HTTP floor, the broker's own round trip (RabbitMQ), inference, and the rest."
+    rest = row["low_p50"] - row["http_p50"] - (broker_floor or 0.0) - paced
+    broker = "-" if broker_floor is None else f"{broker_floor:.2f}"
+    return f"{row['low_p50']:.2f} = {row['http_p50']:.2f} + {broker} + {paced:.2f} + {rest:.2f}"
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -277,16 +368,17 @@ def serve(work: Path, model: str, folder: Path, broker: str, workers: int, batch
         run_load(closed_loop(base, token, body, 1.0, 4, client))  # warm up
         run_load(closed_loop(base, token, body, seconds, 1, client))
         _, low_latencies, _, _ = run_load(closed_loop(base, token, body, seconds, 1, client))
+        low = {"low_p50": percentiles(low_latencies)[0], "http_p50": http_floor(base)}
         if low_load_only:
             nothing = float("nan")
-            return {"throughput": nothing, "added_p50": percentiles(low_latencies)[0] - base_p50, "failed": 0,
+            return {**low, "throughput": nothing, "added_p50": low["low_p50"] - base_p50, "failed": 0,
                     "client_cpu": nothing, "api_cpu": nothing, "worker_cpu": nothing, "p@50": (nothing,) * 3,
                     "p@90": (nothing,) * 3}
         cpu_before = [process_cpu(process.pid) for process in processes]
         throughput, latencies, failed, client_cpu = run_load(closed_loop(base, token, body, seconds, in_flight, client))
         cpu = [(process_cpu(process.pid) - before) * 1000 / len(latencies)
                for process, before in zip(processes, cpu_before, strict=True)]
-        row = {"throughput": throughput, "added_p50": percentiles(low_latencies)[0] - base_p50, "failed": failed,
+        row = {**low, "throughput": throughput, "added_p50": low["low_p50"] - base_p50, "failed": failed,
                "client_cpu": client_cpu, "api_cpu": cpu[0], "worker_cpu": sum(cpu[1:])}
         for share in (0.5, 0.9):
             latencies, failures = run_load(paced(base, token, body, seconds, share * throughput))
@@ -393,20 +485,29 @@ def main() -> None:
     token = add_serve_client(engine, f"bench-{uuid.uuid4().hex[:6]}")
     codes = [Path(code).resolve() for code in arguments.code.split(",")]
     baselines, ceilings = {}, {}  # model label -> baseline; broker -> the ceiling model's best served req/s
+    broker_floors = {"sqlite": None}  # the SQLite queue is fsml_nb's own code: no floor below it to take away
+    if "rabbitmq" in arguments.brokers.split(","):
+        broker_floors["rabbitmq"] = rabbit_floor()
+        print(f"RabbitMQ alone (pika, no fsml_nb code): a persistent message to a quorum queue, consumed in another "
+              f"process that replies (persistent) and acknowledges, reply consumed: p50 {broker_floors['rabbitmq']:.2f} "
+              f"ms (load average {os.getloadavg()[0]:.1f})")
     for label, (folder, body, about) in models.items():
         manifest = json.loads((folder / "manifest.json").read_text())
         model, serving = manifest["name"], manifest["serving"]
         base, settings = baseline(folder, arguments.seconds, body)
         baselines[label] = base
+        paced = paced_p50(folder, body, IDLE_GAP_MS)
         print(f"\n## {label}: {about}; serving {serving['file']} ({serving.get('variant')})")
         print("In-process ONNX Runtime, batch 1, on the served input (decoded): " + "; ".join(
             f"{setting['setting']}: {setting['throughput']:.0f} inferences/s, p50 {setting['p50']:.3f} ms"
             for setting in settings) + f" (load average {os.getloadavg()[0]:.1f}). Baseline: the best of these, "
-            f"{base['throughput']:.0f}/s ({base['setting']}), p50 {base['p50']:.3f} ms ({base['p50_setting']})\n")
+            f"{base['throughput']:.0f}/s ({base['setting']}), p50 {base['p50']:.3f} ms ({base['p50_setting']}). In a "
+            f"worker's setting (1 thread) with the process idle {IDLE_GAP_MS:g} ms before each call, as at low load: "
+            f"p50 {paced:.3f} ms\n")
         print("| code | broker | workers | batching | max req/s (x baseline) | added p50 at low load (ms) | "
               "p50/p95/p99 at 50% (ms) | p50/p95/p99 at 90% (ms) | failed | CPU ms/req at max: API / workers / client | "
-              "load avg |")
-        print("| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+              "load avg | low-load p50 (ms) = HTTP + broker alone + inference at low load + the rest |")
+        print("| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
         batchings = [(1, 0.0, "off"), (16, 2.0, "on (16, 2 ms)")]
         batchings = [each for each in batchings if each[2].split()[0] in arguments.batching.split(",")]
         for broker in arguments.brokers.split(","):
@@ -422,7 +523,8 @@ def main() -> None:
                         print(f"| {code} | {broker} | {workers} | {batching} | {row['throughput']:.0f} "
                               f"({row['throughput'] / base['throughput']:.2f}x) | {row['added_p50']:.2f} | {cells[0]} | "
                               f"{cells[1]} | {row['failed']} | {row['api_cpu']:.2f} / {row['worker_cpu']:.2f} / "
-                              f"{row['client_cpu']:.2f} | {os.getloadavg()[0]:.1f} |",
+                              f"{row['client_cpu']:.2f} | {os.getloadavg()[0]:.1f} | "
+                              f"{breakdown(row, broker_floors.get(broker), paced)} |",
                               flush=True)
     if ceilings:
         print("\n## The serving path's ceiling (the near-free model's best row) against each baseline\n")
