@@ -201,6 +201,27 @@ def test_a_pull_killed_midway_leaves_a_folder_the_next_pull_removes(store: Store
                                                               "pulled", "pulled.txt"]
 
 
+def test_evaluate_cache_removes_damaged_copies_a_killed_process_set_aside(store: Store, exports, tmp_path: Path,
+                                                                          monkeypatch):
+    from fsml_nb.core import work_prefix
+    from fsml_nb.evaluate import pulled_copy
+
+    monkeypatch.setenv("FSML_HOME", str(tmp_path / "home"))
+    small_mnist1d(store)
+    version = ModelRegistry(store).register(exports["v1"], "mlp")
+    folder = pulled_copy(store, version)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    ours = work_prefix(folder, "damaged")  # ends with this process's pid
+    left = folder.with_name(f"{ours[:-len(f'{os.getpid()}-')]}{int(dead.stdout)}-abcd1234")  # the state a kill leaves
+    live = folder.with_name(f"{ours}efgh5678")  # a live process's, between its rename and its rmtree
+    for aside in (left, live):
+        shutil.copytree(folder, aside)
+    (folder / version.serving["file"]).write_bytes(b"damaged")  # this copy is set aside and replaced now
+    assert pulled_copy(store, version) == folder and load_pulled(folder).id == version.id
+    assert not left.exists() and live.is_dir()
+    assert sorted(path.name for path in folder.parent.iterdir()) == sorted([folder.name, live.name])
+
+
 def test_a_crafted_manifest_in_a_pulled_folder_is_refused(store: Store, exports, tmp_path: Path):
     small_mnist1d(store)
     registry = ModelRegistry(store)
