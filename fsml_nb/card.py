@@ -14,13 +14,13 @@ import hashlib
 import math
 import os
 import re
-import uuid
+import secrets
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-from .core import FsmlError
+from .core import FsmlError, remove_dead_work, work_prefix
 
 # %% auto #0
 __all__ = ['TIME_UNITS', 'SIZE_UNITS', 'RATE_UNITS', 'METRICS', 'CARD_FIELDS', 'TASKS', 'STRING_LISTS', 'CARD_TEMPLATE',
@@ -429,7 +429,8 @@ def _pipeline_template(name: str) -> str:
 def _write_whole(path: Path, data: bytes) -> None:
     "Write `data` beside `path`, then rename it into place: a crash leaves the old file or none, never half of one."
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    remove_dead_work(path)  # what a write of this file killed midway left
+    temporary = path.with_name(work_prefix(path) + secrets.token_hex(4))
     try:
         temporary.write_bytes(data)
         os.replace(temporary, path)

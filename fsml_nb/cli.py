@@ -49,16 +49,33 @@ app.add_typer(version_app, name="version")
 app.add_typer(collect_app, name="collect")
 
 
+def _asks_for_json(argv: list[str]) -> bool:
+    "Whether a command line asks for `--json` (an argument after `--` does not count)."
+    return "--json" in (argv[:argv.index("--")] if "--" in argv else argv)
+
+
+def _fail(line: str,  # what stderr gets, after `fsml: `
+          error: BaseException,  # what went wrong: its message and class name go in the JSON object
+          status: int,  # the exit status
+          as_json: bool,  # also print `{"error": ..., "kind": ...}` on stdout, for a script that asked for JSON
+          ) -> None:
+    "Report a failed command: one line on stderr and, with `--json`, one JSON object on stdout; exit with `status`."
+    if as_json:
+        print(json.dumps({"error": str(error) or line, "kind": type(error).__name__}), flush=True)
+    print(f"fsml: {line}", file=sys.stderr)
+    raise SystemExit(status)
+
+
 def main(argv: list[str] | None = None) -> None:
     "Entry point of the `fsml` command."
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
         app(args=argv, prog_name="fsml")
     except FsmlError as error:
-        print(f"fsml: error: {error}", file=sys.stderr)
-        raise SystemExit(1) from None
-    except KeyboardInterrupt:
-        print("fsml: interrupted", file=sys.stderr)
-        raise SystemExit(130) from None
+        _fail(f"error: {error}", error, 1, _asks_for_json(argv))
+    except KeyboardInterrupt as interrupt:
+        _fail("interrupted", interrupt, 130, _asks_for_json(argv))
+
 
 # %% ../nbs/13_cli.ipynb #1e80bf41
 @app.command("init")

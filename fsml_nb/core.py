@@ -22,8 +22,8 @@ from types import ModuleType
 # %% auto #0
 __all__ = ['EXTRA_OF_IMPORT', 'DEFAULT_HOME', 'TORCHVISION_OP_SCHEMAS', 'CHECKPOINT_FORMAT', 'FsmlError', 'MissingExtraError',
            'missing_extra_error', 'MissingExtraFinder', 'install_missing_extra_hook', 'Settings', 'get_settings',
-           'get_logger', 'ensure_torchvision_ops', 'import_timm', 'median_ms', 'ensure_home', 'utc_now', 'as_utc',
-           'onnx_session']
+           'get_logger', 'ensure_torchvision_ops', 'import_timm', 'median_ms', 'ensure_home', 'work_prefix',
+           'remove_dead_work', 'WorkFolder', 'utc_now', 'as_utc', 'onnx_session']
 
 # %% ../nbs/00_core.ipynb #55402411
 class FsmlError(Exception):
@@ -229,6 +229,113 @@ def ensure_home(settings: Settings | None = None) -> Path:
     except OSError as error:
         raise FsmlError(f"cannot create FSML_HOME at {settings.home}: {error.strerror}") from error
     return settings.home
+
+# %% ../nbs/00_core.ipynb #acf04647
+_SUFFIX_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789_"  # what tempfile.mkdtemp puts after the prefix (8 of them)
+
+def _host_slug() -> str:
+    "This host's name, with anything but letters, digits and dots made `_` (the name is split on `-`)."
+    import socket
+    return "".join(char if char.isalnum() or char == "." else "_" for char in socket.gethostname()) or "host"
+
+def work_prefix(target: Path,  # the folder (or file) the work will be renamed to
+                role: str = "",  # a word that keeps different kinds of work apart ("damaged" for a copy set aside)
+                ) -> str:
+    "The start of a hidden sibling's name for `target`: it names the role, this host and this process."
+    return f".{target.name}-{role + '-' if role else ''}{_host_slug()}-{os.getpid()}-"
+
+# %% ../nbs/00_core.ipynb #42ca1885
+def _pid_alive(pid: int) -> bool:
+    "Whether a process with this pid exists on this host (one owned by another user counts)."
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+def _lock(path: Path) -> int | None:
+    "An open descriptor holding an exclusive `flock` on `path`, or None when another process holds one."
+    import fcntl
+    try:
+        descriptor = os.open(path, os.O_RDONLY)
+    except OSError:  # gone already (another cleaner), or unreadable
+        return None
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:  # held (BlockingIOError), or a filesystem without flock
+        os.close(descriptor)
+        return None
+    return descriptor
+
+# %% ../nbs/00_core.ipynb #90ecf8b5
+def remove_dead_work(target: Path,  # the folder (or file) whose hidden work siblings are looked at
+                     role: str = "",  # only work of this role (see `work_prefix`)
+                     ) -> list[Path]:
+    "Remove the hidden siblings of `target` left by writers that died on this host; return what was removed."
+    import re
+    import shutil
+    target = Path(target)
+    head = re.escape(f".{target.name}-{role + '-' if role else ''}{_host_slug()}-")
+    pattern = re.compile(head + r"(\d+)-[" + re.escape(_SUFFIX_CHARS) + r"]{8}")
+    removed = []
+    try:
+        names = os.listdir(target.parent)
+    except FileNotFoundError:
+        return removed
+    for name in names:
+        found = pattern.fullmatch(name)
+        if not found or _pid_alive(int(found.group(1))):
+            continue
+        path = target.parent / name
+        if path.is_symlink():
+            continue
+        descriptor = _lock(path)
+        if descriptor is None:  # a live writer in another pid namespace, or another cleaner at it now
+            continue
+        try:
+            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+        finally:
+            os.close(descriptor)
+        removed.append(path)
+    if removed:
+        get_logger("fsml_nb.core").info("removed %d leftover(s) of killed writers beside %s", len(removed), target)
+    return removed
+
+# %% ../nbs/00_core.ipynb #47f1a2cc
+class WorkFolder:
+    "A hidden sibling of `target` to write into and then rename into place; leftovers of dead writers go first."
+
+    def __init__(self, target: Path,  # where the finished folder goes
+                 role: str = "",  # see `work_prefix`
+                 ):
+        import fcntl
+        import tempfile
+        self.target = Path(target)
+        self.target.parent.mkdir(parents=True, exist_ok=True)
+        remove_dead_work(self.target, role)
+        self.path = Path(tempfile.mkdtemp(prefix=work_prefix(self.target, role), dir=self.target.parent))
+        self._descriptor = os.open(self.path, os.O_RDONLY)
+        try:  # held until close: a cleaner in another pid namespace sees the folder is in use
+            fcntl.flock(self._descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # a filesystem without flock: the pid in the name still guards it
+            pass
+
+    def close(self, keep: bool = False) -> None:
+        "Release the lock; unless `keep`, remove the folder if it was not renamed away."
+        import shutil
+        if self._descriptor is not None:
+            os.close(self._descriptor)
+            self._descriptor = None
+        if not keep:
+            shutil.rmtree(self.path, ignore_errors=True)
+
+    def __enter__(self) -> Path:
+        return self.path
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 # %% ../nbs/00_core.ipynb #6e35183d
 def utc_now() -> datetime:

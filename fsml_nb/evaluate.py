@@ -97,13 +97,15 @@ def pulled_copy(store: Store | None, model_version: Any,  # a registry ModelVers
                 cache: str = "eval-models",  # the folder under FSML_HOME that keeps the copies
                 ) -> Path:
     "A local copy of a model version, re-hashed on every use; shared by processes, and replaced when damaged."
+    import secrets
     import shutil
 
-    from fsml_nb.core import get_logger, get_settings
+    from fsml_nb.core import get_logger, get_settings, remove_dead_work, work_prefix
     from fsml_nb.registry import ModelRegistry, RegistryError
 
     registry = ModelRegistry(store)
     folder = get_settings().home / cache / model_version.id
+    remove_dead_work(folder, "damaged")  # damaged copies set aside by a process killed before it removed them
     for _ in range(3):
         try:
             return registry.pull(model_version.id, folder)  # a copy already there is checked, never trusted
@@ -114,7 +116,8 @@ def pulled_copy(store: Store | None, model_version: Any,  # a registry ModelVers
             if not folder.exists():
                 raise
             get_logger("evaluate").warning("replacing the damaged copy in %s: %s", folder, error)
-            aside = folder.with_name(f".{folder.name}-damaged-{uuid.uuid4().hex}")
+            aside = folder.with_name(work_prefix(folder, "damaged") + secrets.token_hex(4))
+
             try:
                 folder.rename(aside)  # atomic: a process reading the folder now fails its own hash check
             except FileNotFoundError:

@@ -14,9 +14,7 @@ import json
 import math
 import os
 import re
-import shutil
 import statistics
-import tempfile
 import time
 import warnings
 from contextlib import contextmanager
@@ -29,7 +27,8 @@ import torch
 from fastcore.basics import patch
 from torch import nn
 
-from .core import FsmlError, get_logger, onnx_session
+from .core import FsmlError, WorkFolder, get_logger, onnx_session
+
 from .store import DatasetVersion, Store, store_for_call
 from .train import Split, load_model, read_checkpoint
 
@@ -551,8 +550,8 @@ def export_checkpoint(checkpoint: str | Path,  # a safetensors checkpoint writte
     calibration_subset = Split(calibration_split_data.inputs[:calibration_items],
                                calibration_split_data.targets[:calibration_items],
                                calibration_split_data.shas[:calibration_items])
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
+    writer = WorkFolder(out_dir)  # hidden, named for this host and pid; leftovers of killed exports to out_dir go first
+    work = writer.path
     try:
         report = _export_all(model, checkpoint_data, Path(checkpoint), version, calibration_subset, test, work,
                              method, budget, serving_batch, opset, calibration_split, tolerances)
@@ -567,8 +566,9 @@ def export_checkpoint(checkpoint: str | Path,  # a safetensors checkpoint writte
         except OSError as error:
             raise made_meanwhile if out_dir.exists() else ExportError(f"cannot write {out_dir}: {error}") from None
     except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
+        writer.close()
         raise
+    writer.close(keep=True)
     for variant in report.variants:
         if variant.path:
             variant.path = str(out_dir / Path(variant.path).name)

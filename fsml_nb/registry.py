@@ -16,7 +16,6 @@ import io
 import json
 import os
 import re
-import shutil
 import subprocess
 import tarfile
 import tempfile
@@ -38,7 +37,10 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
 
 import fsml_nb
-from .core import CHECKPOINT_FORMAT, FsmlError, as_utc, get_logger, onnx_session, utc_now
+from .core import (CHECKPOINT_FORMAT, FsmlError, WorkFolder, as_utc, get_logger, onnx_session, remove_dead_work,
+                          utc_now)
+
+
 from .db import (annotation_guides, annotation_projects, check_lengths, insert_ignore, item_sources, items,
                         model_aliases, model_promotions, model_version_files, model_versions, reading,
                         registered_models, registry_events, transaction, version_entries)
@@ -1349,6 +1351,7 @@ def pull(self: ModelRegistry, ref: str | ModelVersion,  # the version to pull
     phases = _Phases()
     version = self.version(ref)
     folder = Path(folder)
+    remove_dead_work(folder)  # hidden work folders of pulls into `folder` killed before their rename
     if folder.exists():
         if (folder / "manifest.json").is_file():
             try:
@@ -1357,8 +1360,8 @@ def pull(self: ModelRegistry, ref: str | ModelVersion,  # the version to pull
             except TamperedArchiveError as error:
                 raise RegistryError(f"{folder} exists already, with a damaged copy ({error})") from None
         raise RegistryError(f"{folder} exists already; pull into a new folder")
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+    writer = WorkFolder(folder)  # hidden, named for this host and pid; leftovers of killed pulls into folder go first
+    work = writer.path
     phases("version read")
     try:
         sizes = {relative: entry["size"] for relative, entry in version.manifest["files"].items()}
@@ -1371,8 +1374,9 @@ def pull(self: ModelRegistry, ref: str | ModelVersion,  # the version to pull
             "created_at": version.created_at.isoformat() if version.created_at else None}, indent=1))
         os.replace(work, folder)
     except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
+        writer.close()
         raise
+    writer.close(keep=True)
     phases("manifest, rename")
     phases.log(f"pulled {version.ref}")
     return folder

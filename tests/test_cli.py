@@ -59,6 +59,31 @@ def test_user_errors_are_one_line(cli_env: dict[str, str], args, message):
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("args, kind, message", [
+    (("version", "show", "nope", "--json"), "UnknownVersionError", "no dataset version 'nope'"),
+    (("registry", "show", "nope:3", "--json"), "UnknownModelVersionError", "no registered model 'nope'"),
+    (("check", "mlp:1", "--card", "/no/card.toml", "--json"), "CardError", "no requirements card at /no/card.toml"),
+])
+def test_a_failure_with_json_is_one_json_object_on_stdout(cli_env: dict[str, str], args, kind, message):
+    result = fsml(*args, env=cli_env)
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    assert len(result.stdout.strip().splitlines()) == 1, result.stdout
+    failure = json.loads(result.stdout)
+    assert failure["kind"] == kind and failure["error"].startswith(message), failure
+    assert result.stderr == f"fsml: error: {failure['error']}\n"  # the same one line as without --json
+    without = fsml(*[arg for arg in args if arg != "--json"], env=cli_env)
+    assert (without.returncode, without.stdout, without.stderr) == (1, "", result.stderr)
+
+
+def test_an_unreachable_database_with_json_is_a_json_object(tmp_path: Path):
+    env = {**os.environ, "FSML_HOME": str(tmp_path), "FSML_DB_URL": "postgresql://fsml@127.0.0.1:1/fsml"}
+    result = fsml("versions", "--json", env=env)
+    failure = json.loads(result.stdout)
+    assert result.returncode == 1 and failure["kind"] == "DatabaseUnavailableError"
+    assert failure["error"].startswith("cannot reach the database at postgresql+psycopg://fsml@127.0.0.1:1/fsml")
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
 def test_an_unreachable_database_is_one_line(tmp_path: Path):
     env = {**os.environ, "FSML_HOME": str(tmp_path), "FSML_DB_URL": "postgresql://fsml@127.0.0.1:1/fsml"}
     result = fsml("versions", env=env)

@@ -139,6 +139,89 @@ def test_pull_rehashes_and_a_pulled_folder_serves_alone(store: Store, exports, t
         registry.pull(version, folder)
 
 
+_STALLED_PULL = """
+import sys, threading, time
+from pathlib import Path
+import fsml_nb.registry as registry_module
+from fsml_nb.store import Store
+
+copy = registry_module._pull_file
+def stalled(registry, version, relative, work):  # one file copied, then the pull hangs until it is killed
+    copy(registry, version, relative, work)
+    if printed.acquire(blocking=False):  # the pull copies in several threads: one line, once
+        print(work, flush=True)
+    time.sleep(300)
+printed = threading.Lock()
+registry_module._pull_file = stalled
+with Store(sys.argv[1], sys.argv[2]) as store:
+    registry_module.ModelRegistry(store).pull(sys.argv[3], Path(sys.argv[4]))
+"""
+
+
+def stalled_pull(store: Store, ref: str, folder: Path) -> tuple[subprocess.Popen, Path]:
+    "A real pull in another process, stopped after its first file; the process and its hidden work folder."
+    child = subprocess.Popen([sys.executable, "-c", _STALLED_PULL, store.db_url, store.blobs.url, ref, str(folder)],
+                             stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(Path.cwd())})
+    work = Path(child.stdout.readline().strip())
+    assert work.parent == folder.parent and work.is_dir() and any(work.iterdir()), (work, child.poll())
+    return child, work
+
+
+def test_a_pull_killed_midway_leaves_a_folder_the_next_pull_removes(store: Store, exports, tmp_path: Path):
+    small_mnist1d(store)
+    registry = ModelRegistry(store)
+    version = registry.register(exports["v1"], "mlp")
+    parent = tmp_path / "models"
+    folder = parent / "pulled"
+    killed, killed_work = stalled_pull(store, version.id, folder)
+    live, live_work = stalled_pull(store, version.id, folder)  # a second pull of the same target, still running
+    try:
+        killed.kill()  # SIGKILL: no except, no finally
+        killed.wait()
+        assert killed_work.is_dir() and killed_work.name.startswith(".pulled-")
+        others = [parent / ".pulled-abcdefgh", parent / ".pulled-keep", parent / "pulled.txt", parent / ".other-x"]
+        for other in others[:2]:
+            other.mkdir()
+        for other in others[2:]:
+            other.write_text("not the pull's")
+        assert registry.pull(version, folder) == folder
+        assert not killed_work.exists()  # the dead writer's folder is gone
+        assert live_work.is_dir() and any(live_work.iterdir())  # the live writer's is untouched
+        assert all(other.exists() for other in others)
+        assert load_pulled(folder).id == version.id
+    finally:
+        live.kill()
+        live.wait()
+        for child in (killed, live):
+            child.stdout.close()
+    assert live_work.is_dir()
+    assert registry.pull(version, folder) == folder  # there already, and the killed second writer's leftover goes
+    assert not live_work.exists()
+    assert sorted(path.name for path in parent.iterdir()) == [".other-x", ".pulled-abcdefgh", ".pulled-keep",
+                                                              "pulled", "pulled.txt"]
+
+
+def test_evaluate_cache_removes_damaged_copies_a_killed_process_set_aside(store: Store, exports, tmp_path: Path,
+                                                                          monkeypatch):
+    from fsml_nb.core import work_prefix
+    from fsml_nb.evaluate import pulled_copy
+
+    monkeypatch.setenv("FSML_HOME", str(tmp_path / "home"))
+    small_mnist1d(store)
+    version = ModelRegistry(store).register(exports["v1"], "mlp")
+    folder = pulled_copy(store, version)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    ours = work_prefix(folder, "damaged")  # ends with this process's pid
+    left = folder.with_name(f"{ours[:-len(f'{os.getpid()}-')]}{int(dead.stdout)}-abcd1234")  # the state a kill leaves
+    live = folder.with_name(f"{ours}efgh5678")  # a live process's, between its rename and its rmtree
+    for aside in (left, live):
+        shutil.copytree(folder, aside)
+    (folder / version.serving["file"]).write_bytes(b"damaged")  # this copy is set aside and replaced now
+    assert pulled_copy(store, version) == folder and load_pulled(folder).id == version.id
+    assert not left.exists() and live.is_dir()
+    assert sorted(path.name for path in folder.parent.iterdir()) == sorted([folder.name, live.name])
+
+
 def test_a_crafted_manifest_in_a_pulled_folder_is_refused(store: Store, exports, tmp_path: Path):
     small_mnist1d(store)
     registry = ModelRegistry(store)
