@@ -377,6 +377,7 @@ class SqlBroker:
                  ):
         self.url, self.lease_seconds, self.max_attempts, self.poll_seconds = url, lease_seconds, max_attempts, poll_seconds
         self.probe_seconds, self._probe, self._listener = probe_seconds, None, None
+        self._probe_lock = threading.Lock()  # the probe's connection serves the API's reply thread and its requests
         self._busy: dict[str, bool] = {}  # queue -> whether the last lease found jobs (then lease without looking)
         try:
             self.engine = make_engine(url)
@@ -439,8 +440,16 @@ class SqlBroker:
             if self.engine.dialect.name == "postgresql":
                 self._wait_notified(channel, 0.0)
             return None
+        return self._read_rows("PRAGMA data_version", {})[0][0]
+
+    def _read_rows(self, sql: str,  # driver SQL that only reads
+                   parameters: dict[str, Any]) -> list:
+        "The rows of a read: on SQLite on the probe's own connection (a fresh snapshot each, no pool), else pooled."
+        if self._probe is None:
+            return self._run(lambda connection: connection.exec_driver_sql(sql, parameters).all(), write=False)
         try:
-            return self._probe.execute("PRAGMA data_version").fetchone()[0]
+            with self._probe_lock:
+                return self._probe.execute(sql, parameters).fetchall()
         except Exception as error:  # sqlite3's own errors
             raise BrokerUnavailableError(f"the broker at {display_db_url(self.url)} failed: {error}") from None
 
@@ -606,17 +615,15 @@ def reclaim(self: SqlBroker, queue: str) -> int:
 @patch
 def replies(self: SqlBroker, request_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
     "The replies of those of `request_ids` that are answered (posted, even while leased still) or dead."
-    chunks = [request_ids[start:start + len(_REPLY_IDS)] for start in range(0, len(request_ids), len(_REPLY_IDS))]
+    found = {}
+    for start in range(0, len(request_ids), len(_REPLY_IDS)):  # the API polls often: a read as cheap as it gets
+        chunk = request_ids[start:start + len(_REPLY_IDS)]
+        parameters = {"dead": DEAD, **dict(zip(_REPLY_IDS, chunk, strict=False))}
+        rows = self._read_rows(replies_sql(len(chunk), self.engine.dialect.name), parameters)
+        found.update({row[0]: json.loads(row[2]) if row[2] is not None else dead_letter_reply(json.loads(row[3]), row[4])
+                      for row in rows})  # a dead job's posted reply is the one its client may have had already
+    return found
 
-    def work(connection):  # a dead job's posted reply is the one its client may have had already
-        found = {}
-        for chunk in chunks:
-            parameters = {"dead": DEAD, **dict(zip(_REPLY_IDS, chunk, strict=False))}
-            found.update({row[0]: json.loads(row[2]) if row[2] is not None else dead_letter_reply(json.loads(row[3]), row[4])
-                          for row in connection.exec_driver_sql(replies_sql(len(chunk), self.engine.dialect.name),
-                                                                parameters).all()})
-        return found
-    return self._run(work, write=False) if chunks else {}
 
 
 _REPLY_IDS = tuple(f"id{index}" for index in range(4096))
