@@ -7,7 +7,8 @@ neighbours; the CPU time a worker spends between taking a job and sending its re
 checkout (`--code`, before/after) and each model (the digits model and the ResNet-18 INT8 static variant that
 bench/serve.py trained into `--work`), a worker in a subprocess of that checkout serves jobs published one at a
 time on RabbitMQ (no HTTP), and this prints the medians of: the worker's CPU time and wall time from the job taken
-to its reply sent, the model's run, the prediction's store, and publish -> reply as the publisher sees it.
+to its reply sent, the model's run, the prediction's store, the whole answer (model, reply, store, acknowledge:
+the worker's CPU per job), and publish -> reply as the publisher sees it.
 `--broker-url sqlite` measures the same on a SQLite broker (a file of the run's own; the publisher reads the
 replies as the API does, `SqlBroker.replies` once a commit is seen), `--broker-url postgresql://...` on PostgreSQL;
 they also print the median time of the publisher's `replies` read that found the reply.
@@ -68,6 +69,14 @@ def timed_store(*args):
     store(*args)
     stores.append((time.thread_time() - started) * 1000)
 serve.store_predictions = timed_store
+process, processes = worker.process, []
+def timed_process(deliveries):  # the whole answer: model, reply, store, acknowledge (a worker's CPU per job)
+    started = time.thread_time()
+    try:
+        return process(deliveries)
+    finally:
+        processes.append((time.thread_time() - started) * 1000)
+worker.process = timed_process
 replied, reads = threading.Event(), []
 client = SqlBroker(url) if sql else RabbitClient(url, on_reply=lambda reply: replied.set())
 def wait_reply(request_id):  # as the API's SqlReplies._run: read, then wait for a commit
@@ -101,7 +110,7 @@ finally:
         delete_rabbit_queue(url, queue)
 median = lambda values: statistics.median(values[20:])
 print(json.dumps({"reply_step": reply_step, "on_path_cpu": median(on_path), "on_path_wall": median(wall),
-                  "run_cpu": median(runs), "store_cpu": median(stores), "round_trip": median(round_trips),
+                  "run_cpu": median(runs), "store_cpu": median(stores), "round_trip": median(round_trips), "process_cpu": median(processes),
                   "replies_read": median(reads) if reads else None}))
 '''
 
@@ -139,8 +148,9 @@ def main() -> None:
     if not models:
         raise SystemExit(f"{work} holds no trained models: run bench/serve.py --work {work} first")
     print("| code | model | gap (ms) | reply sent after | worker CPU taken -> reply (ms) | worker wall taken -> reply (ms) | "
-          "model run CPU (ms) | store CPU (ms) | publish -> reply (ms) | replies read (ms) | load avg |")
-    print("| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+          "model run CPU (ms) | store CPU (ms) | worker CPU whole answer (ms) | publish -> reply (ms) | replies read (ms) | "
+          "load avg |")
+    print("| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     codes = [Path(code).resolve() for code in arguments.code.split(",")]
     for label, (folder, body) in [(label, models[label]) for label in arguments.models.split(",") if label in models]:
         body_file = work / f"reply-path-{label.split()[0]}.png"
@@ -151,7 +161,7 @@ def main() -> None:
             row = measure(code, folder, body_file, arguments.jobs, arguments.broker_url, gap)
             after = "store, reply" if row["reply_step"] == "finish_many" else "reply (store after)"
             print(f"| {code} | {label} | {gap:g} | {after} | {row['on_path_cpu']:.3f} | {row['on_path_wall']:.3f} | "
-                  f"{row['run_cpu']:.3f} | {row['store_cpu']:.3f} | {row['round_trip']:.3f} | "
+                  f"{row['run_cpu']:.3f} | {row['store_cpu']:.3f} | {row['process_cpu']:.3f} | {row['round_trip']:.3f} | "
                   f"{'-' if row.get('replies_read') is None else format(row['replies_read'], '.3f')} | "
                   f"{os.getloadavg()[0]:.1f} |", flush=True)
     print(f"\nmachine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end")
