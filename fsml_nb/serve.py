@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import hashlib
 import io
 import json
@@ -34,15 +35,16 @@ from typing import Any
 
 import numpy as np
 from sqlalchemy import Column, Double, Index, MetaData, String, Table, Text, bindparam, func, select
-from sqlalchemy.engine import Engine
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from fastcore.basics import patch
 
 from .core import FsmlError, get_logger, get_settings, onnx_session, utc_now
-from .db import (DEAD, DONE, LEASED, QUEUED, DatabaseError, complete_statement, display_db_url,
+from .db import (DEAD, DONE, LEASED, QUEUED, DatabaseError, DriverStatement, complete_statement, display_db_url,
                  driver_statement, extend_statement, lease_statement,
-                 insert_ignore, lease_columns, make_engine, model_aliases, open_database, reading,
+                 lease_columns, make_engine, model_aliases, open_database, reading,
                  reclaim_expired,
                  release_lease, serve_clients, serve_workers, served_predictions, transaction)
 
@@ -52,13 +54,13 @@ __all__ = ['DEFAULT_MAX_PIXELS', 'broker_metadata', 'JOBS_CHANNEL', 'REPLIES_CHA
            'FSML_COMMAND', 'ServeError', 'BrokerUnavailableError', 'ModelLoadError', 'PredictionInputError',
            'write_linear_model_folder', 'folder_version_id', 'ServedModel', 'image_size', 'image_input', 'array_input',
            'answer_of', 'Delivery', 'new_job', 'dead_letter_reply', 'input_bytes', 'input_sha256', 'driver_sql',
-           'serve_sql', 'SqlBroker', 'declare_rabbit_queue', 'delete_rabbit_queue', 'RabbitBroker', 'RabbitClient',
-           'broker_kind', 'open_broker', 'add_serve_client', 'remove_serve_client', 'client_of_token', 'WorkerConfig',
-           'queue_name', 'store_predictions', 'stored_replies', 'reply_of_row', 'ServeWorker', 'predict_jobs',
-           'prediction_row', 'ApiConfig', 'registry_champions', 'ReplyBoard', 'SqlReplies', 'HttpError', 'ServeApi',
-           'read_request_input', 'BodyLimit', 'create_app', 'stop_on_signals', 'run_worker', 'run_api', 'Supervisor',
-           'RegistryFollower', 'run_worker_from_registry', 'DeployReport', 'deploy_gates', 'live_workers', 'card_gates',
-           'deploy']
+           'serve_sql', 'SqlBroker', 'replies_sql', 'declare_rabbit_queue', 'delete_rabbit_queue', 'RabbitBroker',
+           'RabbitClient', 'broker_kind', 'open_broker', 'add_serve_client', 'remove_serve_client', 'client_of_token',
+           'WorkerConfig', 'queue_name', 'store_predictions', 'prediction_insert', 'stored_replies', 'reply_of_row',
+           'ServeWorker', 'predict_jobs', 'prediction_row', 'ApiConfig', 'registry_champions', 'ReplyBoard',
+           'SqlReplies', 'HttpError', 'ServeApi', 'read_request_input', 'BodyLimit', 'create_app', 'stop_on_signals',
+           'run_worker', 'run_api', 'Supervisor', 'RegistryFollower', 'run_worker_from_registry', 'DeployReport',
+           'deploy_gates', 'live_workers', 'card_gates', 'deploy']
 
 # %% ../nbs/10_serve.ipynb #2bb43f11
 class ServeError(FsmlError):
@@ -331,7 +333,11 @@ SERVE_LEASES = {
                              returning=[serve_jobs.c.id, serve_jobs.c.body, serve_jobs.c.attempts,
                                         serve_jobs.c.created_at]),
     "extend": extend_statement(serve_jobs),
-    "finish": complete_statement(serve_jobs, DONE, ("reply",)),
+    "finish": complete_statement(serve_jobs, DONE, ("reply",)),  # reply and end in one (nothing to store)
+    # the reply goes out before the store, the lease ends after it: a worker killed between them leaves the job leased
+    "post": serve_jobs.update().where(serve_jobs.c.id == bindparam("leased_key"), serve_jobs.c.status == LEASED,
+                                      serve_jobs.c.lease_owner == bindparam("leased_to")).values(reply=bindparam("reply")),
+    "complete": complete_statement(serve_jobs, DONE),
 }
 SERVE_SQL = {
     "publish": "INSERT INTO fsml_serve_jobs (id, queue, body, created_at, status, attempts) "
@@ -371,6 +377,7 @@ class SqlBroker:
                  ):
         self.url, self.lease_seconds, self.max_attempts, self.poll_seconds = url, lease_seconds, max_attempts, poll_seconds
         self.probe_seconds, self._probe, self._listener = probe_seconds, None, None
+        self._probe_lock = threading.Lock()  # the probe's connection serves the API's reply thread and its requests
         self._busy: dict[str, bool] = {}  # queue -> whether the last lease found jobs (then lease without looking)
         try:
             self.engine = make_engine(url)
@@ -433,8 +440,16 @@ class SqlBroker:
             if self.engine.dialect.name == "postgresql":
                 self._wait_notified(channel, 0.0)
             return None
+        return self._read_rows("PRAGMA data_version", {})[0][0]
+
+    def _read_rows(self, sql: str,  # driver SQL that only reads
+                   parameters: dict[str, Any]) -> list:
+        "The rows of a read: on SQLite on the probe's own connection (a fresh snapshot each, no pool), else pooled."
+        if self._probe is None:
+            return self._run(lambda connection: connection.exec_driver_sql(sql, parameters).all(), write=False)
         try:
-            return self._probe.execute("PRAGMA data_version").fetchone()[0]
+            with self._probe_lock:
+                return self._probe.execute(sql, parameters).fetchall()
         except Exception as error:  # sqlite3's own errors
             raise BrokerUnavailableError(f"the broker at {display_db_url(self.url)} failed: {error}") from None
 
@@ -538,7 +553,7 @@ def finish(self: SqlBroker, owner: str, delivery: Delivery, reply: dict[str, Any
 
 @patch
 def finish_many(self: SqlBroker, owner: str, finished: Sequence[tuple[Delivery, dict[str, Any]]]) -> None:
-    "Store the replies of several jobs in one transaction: one statement, run for each (as `complete_lease` does)."
+    "Store the replies of several jobs and end their leases, in one transaction: one statement, run for each."
     end = self.leases["finish"]
     rows = [end.parameters(leased_key=delivery.request_id, leased_to=owner, reply=json.dumps(reply))
             for delivery, reply in finished]
@@ -548,6 +563,29 @@ def finish_many(self: SqlBroker, owner: str, finished: Sequence[tuple[Delivery, 
         self._notify(connection, REPLIES_CHANNEL)
     if finished:
         self._run(work)
+
+
+@patch
+def reply_many(self: SqlBroker, finished: Sequence[tuple[Delivery, dict[str, Any]]], owner: str) -> None:
+    "Post the replies of jobs `owner` still leases, in one transaction; the leases go on (see `acknowledge`)."
+    post = self.leases["post"]
+    rows = [post.parameters(leased_key=delivery.request_id, leased_to=owner, reply=json.dumps(reply))
+            for delivery, reply in finished]
+
+    def work(connection):
+        connection.exec_driver_sql(post.sql, rows)
+        self._notify(connection, REPLIES_CHANNEL)
+    if finished:
+        self._run(work)
+
+
+@patch
+def acknowledge(self: SqlBroker, deliveries: Sequence[Delivery], owner: str) -> None:
+    "End the leases of answered jobs (their replies posted, their predictions stored), in one transaction."
+    complete = self.leases["complete"]
+    rows = [complete.parameters(leased_key=delivery.request_id, leased_to=owner) for delivery in deliveries]
+    if rows:
+        self._run(lambda connection: connection.exec_driver_sql(complete.sql, rows))
 
 
 @patch
@@ -576,16 +614,30 @@ def reclaim(self: SqlBroker, queue: str) -> int:
 # %% ../nbs/10_serve.ipynb #de55a754
 @patch
 def replies(self: SqlBroker, request_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
-    "The replies of those of `request_ids` that are finished or dead."
-    marks = ", ".join(f":id{index}" for index in range(len(request_ids)))
-    sql = driver_sql(f"SELECT id, status, reply, body, attempts FROM fsml_serve_jobs WHERE id IN ({marks}) "
-                     "AND status IN (:done, :dead)", self.engine.dialect.name)
-    parameters = {"done": DONE, "dead": DEAD, **{f"id{index}": value for index, value in enumerate(request_ids)}}
+    "The replies of those of `request_ids` that are answered (posted, even while leased still) or dead."
+    found = {}
+    for start in range(0, len(request_ids), len(_REPLY_IDS)):  # the API polls often: a read as cheap as it gets
+        chunk = request_ids[start:start + len(_REPLY_IDS)]
+        parameters = {"dead": DEAD, **dict(zip(_REPLY_IDS, chunk, strict=False))}
+        rows = self._read_rows(replies_sql(len(chunk), self.engine.dialect.name), parameters)
+        found.update({row[0]: json.loads(row[2]) if row[2] is not None else dead_letter_reply(json.loads(row[3]), row[4])
+                      for row in rows})  # a dead job's posted reply is the one its client may have had already
+    return found
 
-    def work(connection):
-        return {row[0]: json.loads(row[2]) if row[1] == DONE else dead_letter_reply(json.loads(row[3]), row[4])
-                for row in connection.exec_driver_sql(sql, parameters).all()}
-    return self._run(work, write=False) if request_ids else {}
+
+
+_REPLY_IDS = tuple(f"id{index}" for index in range(4096))
+
+
+@functools.lru_cache(maxsize=128)
+def replies_sql(count: int,  # how many ids the statement looks up
+                dialect: str) -> str:
+    "The driver SQL of `SqlBroker.replies` for `count` ids, built once per count."
+    if not 0 < count <= len(_REPLY_IDS):
+        raise ValueError(f"replies looks up 1 to {len(_REPLY_IDS)} ids at once, not {count}")
+    marks = ", ".join(f":{name}" for name in _REPLY_IDS[:count])
+    return driver_sql(f"SELECT id, status, reply, body, attempts FROM fsml_serve_jobs WHERE id IN ({marks}) "
+                      "AND (reply IS NOT NULL OR status = :dead)", dialect)
 
 
 @patch
@@ -740,7 +792,9 @@ class RabbitBroker:
     def heartbeat(self, owner: str, deliveries: Sequence[Delivery]) -> None:
         "Nothing to do: RabbitMQ keeps an unacknowledged message with its consumer."
 
-    def reply_many(self, finished: Sequence[tuple[Delivery, dict[str, Any]]]) -> None:
+    def reply_many(self, finished: Sequence[tuple[Delivery, dict[str, Any]]],
+                   owner: str | None = None,  # unused: the channel is the worker's (the SQL broker's lease owner)
+                   ) -> None:
         "Send each reply to its API process; the messages stay unacknowledged (see `acknowledge`)."
         import pika
 
@@ -752,7 +806,7 @@ class RabbitBroker:
         except Exception as error:  # the connection was cut: the messages come back, their answers are stored
             raise BrokerUnavailableError(f"lost the broker while replying: {type(error).__name__}") from None
 
-    def acknowledge(self, deliveries: Sequence[Delivery]) -> None:
+    def acknowledge(self, deliveries: Sequence[Delivery], owner: str | None = None) -> None:
         "Acknowledge answered messages: RabbitMQ forgets them."
         try:
             if deliveries:  # one ack for the batch: it holds the oldest unacknowledged deliveries (the buffer is newer)
@@ -1120,10 +1174,27 @@ def queue_name(prefix: str, model: str) -> str:
 # %% ../nbs/10_serve.ipynb #912ccd9e
 def store_predictions(engine: Engine, rows: Sequence[dict[str, Any]]) -> None:
     "Store served predictions; a (request id, role) stored already is kept as it was."
-    def work(connection):
-        connection.execute(insert_ignore(connection, served_predictions), list(rows))
+    statement, converters = prediction_insert(engine.dialect)
+    values = [{name: value if convert is None else convert(value) for name, convert, value in
+               ((name, converters[name], row[name]) for name in statement.names)} for row in rows]
     if rows:
-        transaction(engine, work)
+        transaction(engine, lambda connection: connection.exec_driver_sql(statement.sql, values))
+
+
+# `insert_ignore` of a prediction, built once per dialect and run as the driver's SQL (a worker stores every answer)
+_PREDICTION_INSERTS = {"sqlite": sqlite.insert(served_predictions).on_conflict_do_nothing(),
+                       "postgresql": postgresql.insert(served_predictions).on_conflict_do_nothing()}
+
+
+@functools.lru_cache(maxsize=8)
+def prediction_insert(dialect: Dialect) -> tuple[DriverStatement, dict[str, Callable | None]]:
+    "The driver SQL that stores predictions (skipping those stored already), and how each column's value is bound."
+    if dialect.name not in _PREDICTION_INSERTS:
+        raise DatabaseError(f"no driver SQL to store predictions in a {dialect.name!r} database")
+    statement = driver_statement(_PREDICTION_INSERTS[dialect.name], dialect.name)
+    return statement, {name: served_predictions.c[name].type.dialect_impl(dialect).bind_processor(dialect)
+                       for name in statement.names}  # SQLAlchemy's own conversions (JSON, SQLite's dates)
+
 
 
 def stored_replies(engine: Engine, request_ids: Sequence[str], role: str = "served") -> dict[str, dict[str, Any]]:
@@ -1260,7 +1331,7 @@ def prediction_row(job: dict[str, Any], reply: dict[str, Any], role: str = "serv
 # %% ../nbs/10_serve.ipynb #d3b7c037
 @patch
 def process(self: ServeWorker, deliveries: Sequence[Delivery]) -> None:
-    "Answer a batch of deliveries: stored answers first, then the model; store, reply, acknowledge."
+    "Answer a batch of deliveries: stored answers first, then the model; reply, store, acknowledge."
     model = self.model
     delivered_before = [delivery.request_id for delivery in deliveries if delivery.maybe_answered]
     known = stored_replies(self.engine, delivered_before) if delivered_before else {}
@@ -1269,17 +1340,14 @@ def process(self: ServeWorker, deliveries: Sequence[Delivery]) -> None:
     computed = predict_jobs(model, [delivery.job for delivery in fresh], self.name) if fresh else []
     replies.update({delivery.request_id: reply for delivery, reply in zip(fresh, computed, strict=True)})
     answers = [(delivery, replies[delivery.request_id]) for delivery in deliveries]
-    replied_first = self.broker.kind == "rabbitmq"  # the reply and the acknowledgement are two steps there
-    if replied_first:  # the client does not wait for the store; the message is acknowledged only once stored
-        self.broker.reply_many(answers)
-    if fresh:
+    if fresh:  # the client does not wait for the store; the job is acknowledged (its lease ended) only once stored
+        self.broker.reply_many(answers, self.name)
         if self.kept_inputs is not None:  # before the rows that name them, as an import writes blobs first
             for delivery in fresh:
                 self.kept_inputs.put(input_bytes(delivery.job))
         store_predictions(self.engine, [prediction_row(delivery.job, reply) for delivery, reply in zip(fresh, computed, strict=True)])
-    if replied_first:
-        self.broker.acknowledge(deliveries)
-    else:
+        self.broker.acknowledge(deliveries, self.name)
+    else:  # every answer was stored already: reply and acknowledge at once
         self.broker.finish_many(self.name, answers)
     self.served += len(deliveries)
     shadow_jobs = [delivery.job for delivery in fresh if delivery.job.get("shadow")]
@@ -1860,8 +1928,11 @@ def job_state(self: ServeApi, request_id: str) -> dict[str, Any]:
         return {"status": "failed" if reply.get("error") else "done", **reply}
     try:
         state = self.broker.state(request_id)
-        if state == "dead":
-            return {"status": "failed", **self.broker.broker.replies([request_id])[request_id]}
+        if state is not None and self.broker.kind == "sql":  # answered (its prediction stored next), or dead
+            answered = self.broker.broker.replies([request_id]).get(request_id)
+            if answered is not None:
+                return {"status": "failed" if state == "dead" or answered.get("error") else "done", **answered}
+
     except BrokerUnavailableError as error:
         raise HttpError(503, str(error), retry_after=self.config.retry_after_seconds) from None
     if state is None and self.broker.kind == "rabbitmq":

@@ -411,6 +411,61 @@ def test_a_rabbitmq_worker_replies_before_storing_and_acknowledges_after(rabbit_
         client.close()
 
 
+@pytest.mark.parametrize("broker_kind", ["sqlite", "postgresql"])
+def test_a_sql_worker_replies_before_storing_and_a_crash_between_leaves_the_job_to_the_next(
+        broker_kind: str, db_url: str, token: str, folder: Path, prefix: str, tmp_path: Path, request, monkeypatch):
+    "The client has its answer before the store; a worker that dies between the two: the next one stores it, once."
+    from fsml_nb import serve
+
+    broker_url = f"sqlite:///{tmp_path}/queue.db" if broker_kind == "sqlite" else request.getfixturevalue("postgres_url")
+    headers = {"Authorization": f"Bearer {token}"}
+    config = WorkerConfig(MODEL, queue_prefix=prefix, name="reply-first", lease_seconds=1.0)
+    first = ServeWorker(db_url, broker_url, ServedModel.load(folder), config, engine=engine_of(db_url))
+    store, answers, seen_while_leased = serve.store_predictions, [], []
+    first.status = "ready"
+    first.write_heartbeat()  # the API sends jobs only to a model a live worker serves
+    with api_server(ApiConfig(db_url, broker_url, queue_prefix=prefix, lease_seconds=1.0, request_timeout=60)) as base:
+        def store_dies_once_replied(engine, rows):
+            deadline = time.monotonic() + 30
+            while not answers:  # the client had its answer before anything was stored
+                assert time.monotonic() < deadline, "no answer came before the store"
+                time.sleep(0.01)
+            job = httpx.get(f"{base}/v1/jobs/{rows[0]['request_id']}", headers=headers).json()
+            seen_while_leased.append((job["status"], job.get("label"), first.broker.state(rows[0]["request_id"])))
+            raise RuntimeError("the worker died before storing")
+
+        client = threading.Thread(target=lambda: answers.append(
+            httpx.post(f"{base}/v1/predict", content=png(), headers=headers, timeout=60)))
+        client.start()
+        monkeypatch.setattr(serve, "store_predictions", store_dies_once_replied)
+        try:
+            deadline = time.monotonic() + 30
+            with pytest.raises(RuntimeError, match="died before storing"):
+                while not first.step():
+                    assert time.monotonic() < deadline and not answers, f"the job did not come: {answers}"
+        finally:
+            client.join(60)
+            first.broker.close()
+        [answer] = answers
+        assert answer.status_code == 200 and answer.json()["label"] == "9" and stored_rows(db_url) == []
+        assert seen_while_leased == [("done", "9", "running")]  # answered: GET /v1/jobs says so before the store
+        monkeypatch.setattr(serve, "store_predictions", store)
+        second = ServeWorker(db_url, broker_url, ServedModel.load(folder), config, engine=engine_of(db_url))
+        try:
+            deadline = time.monotonic() + 30
+            while not second.step():  # the lease runs out, the job comes back (attempt 2): computed, stored, ended
+                assert time.monotonic() < deadline, "the job did not come back"
+            request_id = answer.json()["request_id"]
+            assert second.broker.state(request_id) == "done"
+            assert [(row["request_id"], row["label"]) for row in stored_rows(db_url)] == [(request_id, "9")]
+            job = httpx.get(f"{base}/v1/jobs/{request_id}", headers=headers).json()
+            assert (job["status"], job["label"]) == ("done", "9")
+            assert second.step() == 0  # nothing comes back again
+        finally:
+            second.broker.close()
+    assert len(stored_rows(db_url)) == 1
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # 4. kill -9 under load, and poison inputs
 @pytest.mark.parametrize("broker_kind", ["sqlite", "rabbitmq"])
