@@ -61,9 +61,9 @@ __all__ = ['DEFAULT_MAX_PIXELS', 'PNG_START', 'new_request_id', 'broker_metadata
            'store_predictions', 'stored_replies', 'reply_of_row', 'ServeWorker', 'predict_jobs', 'prediction_row',
            'ApiConfig', 'registry_champions', 'ReplyBoard', 'SqlReplies', 'HttpError', 'ServeApi', 'media_type',
            'image_body', 'body_input', 'read_request_input', 'BodyLimit', 'read_body', 'query_value', 'json_answer',
-           'error_answer', 'replayed_request', 'PredictRoutes', 'create_app', 'stop_on_signals', 'run_worker',
-           'run_api', 'Supervisor', 'RegistryFollower', 'run_worker_from_registry', 'DeployReport', 'deploy_gates',
-           'live_workers', 'card_gates', 'deploy']
+           'error_answer', 'fresh_models', 'replayed_request', 'PredictRoutes', 'create_app', 'stop_on_signals',
+           'run_worker', 'run_api', 'Supervisor', 'RegistryFollower', 'run_worker_from_registry', 'DeployReport',
+           'deploy_gates', 'live_workers', 'card_gates', 'deploy']
 
 # %% ../nbs/10_serve.ipynb #2bb43f11
 class ServeError(FsmlError):
@@ -2017,7 +2017,18 @@ def error_answer(error: HttpError) -> tuple[int, bytes, list]:
     return json_answer(error.status, body, [(b"retry-after", str(error.retry_after).encode())] if error.retry_after else [])
 
 
+async def fresh_models(api: ServeApi) -> None:
+    "Read the served models again in a thread when `served_models` would query (one read for all who wait)."
+    if time.monotonic() - api._models[0] < 1.0:
+        return
+    reading_now = api.__dict__.get("_models_read")
+    if reading_now is None or reading_now.done():
+        reading_now = api.__dict__["_models_read"] = asyncio.ensure_future(asyncio.to_thread(api.served_models))
+    await asyncio.shield(reading_now)
+
+
 def replayed_request(scope, body: bytes):
+
     "A Starlette request whose body, already read, is `body` (to parse a multipart form)."
     from starlette.requests import Request
 
@@ -2069,6 +2080,7 @@ class PredictRoutes:
             kind, data = await read_request_input(replayed_request(scope, body), config.max_pixels, config.max_body_bytes)
         else:
             kind, data = body_input(media, body, config.max_pixels)
+        await fresh_models(api)  # read off the event loop: a query on it would stall every request meanwhile
         model = _chosen_model(api, query_value(scope["query_string"], "model"))
         if not queue_only:
             return json_answer(200, await api.predict(model, kind, data))
