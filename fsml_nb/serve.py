@@ -25,6 +25,7 @@ import threading
 import time
 import uuid
 import zlib
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -871,6 +872,8 @@ class RabbitClient:
         self.unconfirmed: dict[int, tuple[float, Callable[[BaseException | None], None]]] = {}  # tag -> (sent, settle)
         self.next_tag = 1
         self.replies_in: list[dict[str, Any]] = []
+        self.outbox: deque = deque()  # (publish, settle) from `publish_async`, for the connection's thread
+        self.wake_pending = False  # the connection's thread is asked to empty the outbox
         self.stopping = threading.Event()
         self.ready = threading.Event()
         self.thread = threading.Thread(target=self._run, name="fsml-rabbit", daemon=True)
@@ -890,7 +893,10 @@ class RabbitClient:
                 last_probe = time.monotonic()
                 while not self.stopping.is_set():
                     self.connection.process_data_events(time_limit=0.1)
+                    if self.outbox:  # a wake-up asked of a connection lost meanwhile never comes: not stuck for it
+                        self._publish_queued()
                     self._hand_replies()
+
                     if self.unconfirmed:
                         oldest = min(sent for sent, _ in self.unconfirmed.values())
                         if time.monotonic() - oldest > self.silence_seconds:
@@ -926,6 +932,14 @@ class RabbitClient:
         unconfirmed, self.unconfirmed = self.unconfirmed, {}
         for _, settle in unconfirmed.values():
             settle(BrokerUnavailableError(self.error))
+        self.wake_pending = False
+        for _ in range(len(self.outbox)):  # queued for the lost connection: never published
+            try:
+                _, settle = self.outbox.popleft()
+            except IndexError:  # taken back meanwhile
+                break
+            settle(BrokerUnavailableError(self.error))
+
         self.ready.set()
         log.warning("%s; reconnecting", self.error)
 
@@ -1076,17 +1090,38 @@ class RabbitClient:
                 settle(error)
             except Exception as error:  # the connection was cut (pika raises OSError, ValueError, ...)
                 settle(BrokerUnavailableError(f"lost the broker at {display_db_url(self.url)}: {type(error).__name__}"))
-        try:
-            connection.add_callback_threadsafe(run)
-        except Exception as error:  # the connection closed meanwhile
-            raise BrokerUnavailableError(f"lost the broker at {display_db_url(self.url)}: "
-                                         f"{type(error).__name__}") from None
+        entry = (run, settle)
+        self.outbox.append(entry)
+        if not self.wake_pending:  # one wake-up of the connection's thread (a system call) for all queued meanwhile
+            self.wake_pending = True
+            try:
+                connection.add_callback_threadsafe(self._publish_queued)
+            except Exception as error:  # the connection closed meanwhile
+                self.wake_pending = False
+                try:
+                    self.outbox.remove(entry)
+                except ValueError:  # taken meanwhile
+                    pass
+                raise BrokerUnavailableError(f"lost the broker at {display_db_url(self.url)}: "
+                                             f"{type(error).__name__}") from None
         try:
             await asyncio.wait_for(confirmed, timeout)
         except asyncio.TimeoutError:
             raise BrokerUnavailableError(f"the broker did not confirm the job within {timeout:g} s") from None
 
+    def _publish_queued(self) -> None:
+        "On the connection's thread: publish the jobs `publish_async` queued (woken once for all of them)."
+        self.wake_pending = False  # first: a job queued from now on wakes this thread again
+        while True:
+            try:
+                publish, _ = self.outbox.popleft()
+            except IndexError:  # empty
+                return
+            publish()
+
+
     def depth(self, queue: str) -> int:
+
         return self._call(lambda: self._declare(queue))
 
     def ping(self) -> None:
