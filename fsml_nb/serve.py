@@ -2063,7 +2063,6 @@ async def fresh_models(api: ServeApi) -> None:
 
 
 def replayed_request(scope, body: bytes):
-
     "A Starlette request whose body, already read, is `body` (to parse a multipart form)."
     from starlette.requests import Request
 
