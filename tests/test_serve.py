@@ -414,6 +414,34 @@ def test_rabbit_broker_batches_up_to_the_prefetch(rabbit_url: str, prefix: str):
         client.close()
 
 
+def test_rabbit_publishes_from_the_event_loop_share_wake_ups(rabbit_url: str, prefix: str):
+    "Jobs published at once from the event loop wake the connection's thread once for many, and all are confirmed."
+    from fsml_nb.serve import RabbitClient
+
+    queue = f"{prefix}.{MODEL}"
+    client = RabbitClient(rabbit_url, on_reply=lambda reply: None)
+    wake_ups = []
+    connection = client.connection
+    real_wake = connection.add_callback_threadsafe
+    connection.add_callback_threadsafe = lambda callback: (wake_ups.append(callback), real_wake(callback))
+
+    async def publish_all(count: int) -> list:
+        return await asyncio.gather(*(client.publish_async(queue, new_job(MODEL, "array", [index]))
+                                      for index in range(count)), return_exceptions=True)
+    try:
+        client.depth(queue)  # declared first: a publish to a queue not yet declared would wait for the declaration
+        outcomes = asyncio.run(publish_all(300))
+        assert outcomes == [None] * 300
+        assert 1 <= len(wake_ups) < 300 and not client.outbox, len(wake_ups)
+        deadline = time.monotonic() + 10
+        while client.depth(queue) < 300:
+            assert time.monotonic() < deadline, client.depth(queue)
+            time.sleep(0.1)
+        assert client.depth(queue) == 300
+    finally:
+        client.close()
+
+
 def test_a_batching_worker_answers_like_one_that_does_not(running_worker, db_url: str, token: str, tmp_path: Path,
                                                           prefix: str):
     values = list(range(0, 256, 8)) * 3
