@@ -25,6 +25,8 @@ import sys
 import threading
 import time
 import uuid
+import zlib
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -32,6 +34,7 @@ from dataclasses import dataclass, field
 from queue import Empty, SimpleQueue
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl
 
 import numpy as np
 from sqlalchemy import Column, Double, Index, MetaData, String, Table, Text, bindparam, func, select
@@ -49,18 +52,21 @@ from .db import (DEAD, DONE, LEASED, QUEUED, DatabaseError, DriverStatement, com
                  release_lease, serve_clients, serve_workers, served_predictions, transaction)
 
 # %% auto #0
-__all__ = ['DEFAULT_MAX_PIXELS', 'broker_metadata', 'JOBS_CHANNEL', 'REPLIES_CHANNEL', 'serve_jobs', 'SERVE_LEASES', 'SERVE_SQL',
-           'PROBE_TYPE', 'TAG_HEADER', 'ERROR_STATUS', 'DEPTH_RECHECK_SECONDS', 'TOKEN_CACHE_SECONDS', 'PREDICT_BODY',
+__all__ = ['DEFAULT_MAX_PIXELS', 'PNG_START', 'new_request_id', 'broker_metadata', 'JOBS_CHANNEL', 'REPLIES_CHANNEL',
+           'serve_jobs', 'SERVE_LEASES', 'SERVE_SQL', 'PROBE_TYPE', 'TAG_HEADER', 'ERROR_STATUS',
+           'DEPTH_RECHECK_SECONDS', 'TOKEN_CACHE_SECONDS', 'PREDICT_BODY', 'JSON_ENCODER', 'PREDICT_PATHS',
            'FSML_COMMAND', 'ServeError', 'BrokerUnavailableError', 'ModelLoadError', 'PredictionInputError',
-           'write_linear_model_folder', 'folder_version_id', 'ServedModel', 'image_size', 'image_input', 'array_input',
-           'answer_of', 'Delivery', 'new_job', 'dead_letter_reply', 'input_bytes', 'input_sha256', 'driver_sql',
-           'serve_sql', 'SqlBroker', 'replies_sql', 'declare_rabbit_queue', 'delete_rabbit_queue', 'RabbitBroker',
-           'RabbitClient', 'broker_kind', 'open_broker', 'add_serve_client', 'remove_serve_client', 'client_of_token',
-           'WorkerConfig', 'queue_name', 'store_predictions', 'prediction_insert', 'stored_replies', 'reply_of_row',
-           'ServeWorker', 'predict_jobs', 'prediction_row', 'ApiConfig', 'registry_champions', 'ReplyBoard',
-           'SqlReplies', 'HttpError', 'ServeApi', 'read_request_input', 'BodyLimit', 'create_app', 'stop_on_signals',
-           'run_worker', 'run_api', 'Supervisor', 'RegistryFollower', 'run_worker_from_registry', 'DeployReport',
-           'deploy_gates', 'live_workers', 'card_gates', 'deploy']
+           'write_linear_model_folder', 'folder_version_id', 'ServedModel', 'png_header_size', 'image_size',
+           'pillow_image_size', 'image_input', 'array_input', 'answer_of', 'Delivery', 'RandomIds', 'uuid4_hex',
+           'new_job', 'dead_letter_reply', 'input_bytes', 'input_sha256', 'driver_sql', 'serve_sql', 'SqlBroker',
+           'replies_sql', 'declare_rabbit_queue', 'delete_rabbit_queue', 'RabbitBroker', 'RabbitClient', 'broker_kind',
+           'open_broker', 'add_serve_client', 'remove_serve_client', 'client_of_token', 'WorkerConfig', 'queue_name',
+           'store_predictions', 'prediction_insert', 'stored_replies', 'reply_of_row', 'ServeWorker', 'predict_jobs',
+           'prediction_row', 'ApiConfig', 'registry_champions', 'ReplyBoard', 'SqlReplies', 'HttpError', 'ServeApi',
+           'media_type', 'image_body', 'body_input', 'read_request_input', 'BodyLimit', 'read_body', 'query_value',
+           'json_answer', 'error_answer', 'fresh_models', 'replayed_request', 'PredictRoutes', 'create_app',
+           'stop_on_signals', 'run_worker', 'run_api', 'Supervisor', 'RegistryFollower', 'run_worker_from_registry',
+           'DeployReport', 'deploy_gates', 'live_workers', 'card_gates', 'deploy']
 
 # %% ../nbs/10_serve.ipynb #2bb43f11
 class ServeError(FsmlError):
@@ -211,10 +217,37 @@ def check_golden(self: ServedModel) -> float:
 DEFAULT_MAX_PIXELS = 4_000_000
 
 
+PNG_START = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR"  # the signature, then the IHDR chunk's length and type
+
+
+def png_header_size(data: bytes) -> tuple[int, int] | None:
+    "The (width, height) of a PNG that Pillow surely opens (a valid IHDR chunk, then the image data); else None."
+    from PIL import PngImagePlugin
+
+    if data[:16] != PNG_START or data[37:41] != b"IDAT":
+        return None
+    header = data[16:29]  # width, height, bit depth, colour type, compression, filter, interlace
+    if zlib.crc32(data[12:29]) != int.from_bytes(data[29:33], "big") or header[11] or \
+            (header[8], header[9]) not in PngImagePlugin._MODES:
+        return None
+    width, height = int.from_bytes(header[:4], "big"), int.from_bytes(header[4:8], "big")
+    return (width, height) if width > 0 and height > 0 else None
+
+
 def image_size(data: bytes,
                max_pixels: int = DEFAULT_MAX_PIXELS,  # larger images are refused before decoding
                ) -> tuple[int, int]:
     "The (width, height) of an image, checked to be one Pillow reads and not larger than `max_pixels`."
+    from PIL import Image
+
+    size = png_header_size(data)  # the common case, read from the header alone (Pillow's parsing costs more)
+    if size is not None and size[0] * size[1] <= min(max_pixels, Image.MAX_IMAGE_PIXELS or max_pixels):
+        return size
+    return pillow_image_size(data, max_pixels)
+
+
+def pillow_image_size(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
+    "`image_size` as Pillow opens the image."
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -285,10 +318,34 @@ class Delivery:
         return self.attempt > 1 or self.redelivered
 
 
+class RandomIds:
+    "Ids like `uuid.uuid4().hex` (random version-4 UUIDs from `os.urandom`), read `per_read` at a time: fewer system calls."
+
+    def __init__(self, per_read: int = 256):
+        self.per_read, self.ids, self.lock = per_read, [], threading.Lock()
+        os.register_at_fork(after_in_child=self.ids.clear)  # a forked process reads its own
+
+    def __call__(self) -> str:
+        with self.lock:
+            if not self.ids:
+                random = os.urandom(16 * self.per_read)
+                self.ids.extend(uuid4_hex(random[start:start + 16]) for start in range(0, len(random), 16))
+            return self.ids.pop()
+
+
+def uuid4_hex(random: bytes) -> str:
+    "`uuid.UUID(bytes=random, version=4).hex`: 16 random bytes with the version and variant bits set."
+    number = int.from_bytes(random, "big") & ~(0xC000 << 48) & ~(0xF000 << 64) | 0x8000 << 48 | 4 << 76
+    return f"{number:032x}"
+
+
+new_request_id = RandomIds()
+
+
 def new_job(model: str, input_kind: str, data: Any, shadow: bool = False, request_id: str | None = None
             ) -> dict[str, Any]:
     "A job document for `model` (input_kind: image, with base64 data, or array)."
-    return {"id": request_id or uuid.uuid4().hex, "model": model, "input": {"kind": input_kind, "data": data},
+    return {"id": request_id or new_request_id(), "model": model, "input": {"kind": input_kind, "data": data},
             "shadow": shadow, "queued_at": time.time()}
 
 
@@ -869,6 +926,8 @@ class RabbitClient:
         self.unconfirmed: dict[int, tuple[float, Callable[[BaseException | None], None]]] = {}  # tag -> (sent, settle)
         self.next_tag = 1
         self.replies_in: list[dict[str, Any]] = []
+        self.outbox: deque = deque()  # (publish, settle) from `publish_async`, for the connection's thread
+        self.wake_pending = False  # the connection's thread is asked to empty the outbox
         self.stopping = threading.Event()
         self.ready = threading.Event()
         self.thread = threading.Thread(target=self._run, name="fsml-rabbit", daemon=True)
@@ -888,7 +947,10 @@ class RabbitClient:
                 last_probe = time.monotonic()
                 while not self.stopping.is_set():
                     self.connection.process_data_events(time_limit=0.1)
+                    if self.outbox:  # a wake-up asked of a connection lost meanwhile never comes: not stuck for it
+                        self._publish_queued()
                     self._hand_replies()
+
                     if self.unconfirmed:
                         oldest = min(sent for sent, _ in self.unconfirmed.values())
                         if time.monotonic() - oldest > self.silence_seconds:
@@ -924,6 +986,14 @@ class RabbitClient:
         unconfirmed, self.unconfirmed = self.unconfirmed, {}
         for _, settle in unconfirmed.values():
             settle(BrokerUnavailableError(self.error))
+        self.wake_pending = False
+        for _ in range(len(self.outbox)):  # queued for the lost connection: never published
+            try:
+                _, settle = self.outbox.popleft()
+            except IndexError:  # taken back meanwhile
+                break
+            settle(BrokerUnavailableError(self.error))
+
         self.ready.set()
         log.warning("%s; reconnecting", self.error)
 
@@ -1074,17 +1144,38 @@ class RabbitClient:
                 settle(error)
             except Exception as error:  # the connection was cut (pika raises OSError, ValueError, ...)
                 settle(BrokerUnavailableError(f"lost the broker at {display_db_url(self.url)}: {type(error).__name__}"))
-        try:
-            connection.add_callback_threadsafe(run)
-        except Exception as error:  # the connection closed meanwhile
-            raise BrokerUnavailableError(f"lost the broker at {display_db_url(self.url)}: "
-                                         f"{type(error).__name__}") from None
+        entry = (run, settle)
+        self.outbox.append(entry)
+        if not self.wake_pending:  # one wake-up of the connection's thread (a system call) for all queued meanwhile
+            self.wake_pending = True
+            try:
+                connection.add_callback_threadsafe(self._publish_queued)
+            except Exception as error:  # the connection closed meanwhile
+                self.wake_pending = False
+                try:
+                    self.outbox.remove(entry)
+                except ValueError:  # taken meanwhile
+                    pass
+                raise BrokerUnavailableError(f"lost the broker at {display_db_url(self.url)}: "
+                                             f"{type(error).__name__}") from None
         try:
             await asyncio.wait_for(confirmed, timeout)
         except asyncio.TimeoutError:
             raise BrokerUnavailableError(f"the broker did not confirm the job within {timeout:g} s") from None
 
+    def _publish_queued(self) -> None:
+        "On the connection's thread: publish the jobs `publish_async` queued (woken once for all of them)."
+        self.wake_pending = False  # first: a job queued from now on wakes this thread again
+        while True:
+            try:
+                publish, _ = self.outbox.popleft()
+            except IndexError:  # empty
+                return
+            publish()
+
+
     def depth(self, queue: str) -> int:
+
         return self._call(lambda: self._declare(queue))
 
     def ping(self) -> None:
@@ -1673,6 +1764,14 @@ class ServeApi:
                                  registry=self.metrics, buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 10))
         self.waiting = Gauge("fsml_serve_waiting_requests", "Requests waiting for their answer", registry=self.metrics)
         self.live_workers = Gauge("fsml_serve_live_workers", "Workers with a recent heartbeat", registry=self.metrics)
+        self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
+
+    def child(self, metric, *labels: str):
+        "`metric.labels(*labels)`, looked up once per label values (a lookup costs more than the count)."
+        child = self._children.get((metric, labels))
+        if child is None:
+            child = self._children[(metric, labels)] = metric.labels(*labels)
+        return child
 
     def close(self) -> None:
         self.broker.close()
@@ -1756,7 +1855,7 @@ def admit(self: ServeApi, model: str, queue: str) -> None:
     with self._depth_lock:
         self._depths[queue] = (time.monotonic(), depth, 0 if depth >= limit else 1)
     if depth >= limit:
-        self.requests.labels(model, "queue_full").inc()
+        self.child(self.requests, model, "queue_full").inc()
         raise HttpError(503, f"the queue of {model!r} holds {depth} jobs, its limit is {limit}; try again shortly",
                         retry_after=self.config.retry_after_seconds)
 
@@ -1781,7 +1880,7 @@ async def submit(self: ServeApi, model: str, input_kind: str, data: Any,
             await asyncio.to_thread(self.admit, model, queue)
         await self.broker.publish_async(queue, job)  # no thread per request: the broker's own thread publishes
     except BrokerUnavailableError as error:
-        self.requests.labels(model, "broker_unavailable").inc()
+        self.child(self.requests, model, "broker_unavailable").inc()
         raise HttpError(503, str(error), retry_after=self.config.retry_after_seconds) from None
     return job
 
@@ -1790,47 +1889,34 @@ async def submit(self: ServeApi, model: str, input_kind: str, data: Any,
 async def predict(self: ServeApi, model: str, input_kind: str, data: Any) -> dict[str, Any]:
     "Submit a job and wait for its reply; HttpError for an error reply or a timeout."
     started = time.perf_counter()
-    job_id = uuid.uuid4().hex
+    job_id = new_request_id()
     waiting = self.board.expect(job_id)  # before publishing: a fast reply must find its request waiting
     self.waiting.inc()
     try:
         await self.submit(model, input_kind, data, job_id)
         reply = await asyncio.wait_for(waiting, self.config.request_timeout)
     except asyncio.TimeoutError:
-        self.requests.labels(model, "timeout").inc()
+        self.child(self.requests, model, "timeout").inc()
         raise HttpError(504, f"no answer within {self.config.request_timeout:g} s; the job stays queued: "
                              f"GET /v1/jobs/{job_id}", request_id=job_id) from None
     finally:
         self.board.forget(job_id)
         self.waiting.dec()
-    self.latency.labels(model).observe(time.perf_counter() - started)
+    self.child(self.latency, model).observe(time.perf_counter() - started)
     if reply.get("error"):
-        self.requests.labels(model, reply.get("error_kind", "error")).inc()
+        self.child(self.requests, model, reply.get("error_kind", "error")).inc()
         raise HttpError(ERROR_STATUS.get(reply.get("error_kind"), 500), reply["error"], request_id=job_id)
-    self.requests.labels(model, "ok").inc()
+    self.child(self.requests, model, "ok").inc()
     return reply
 
 # %% ../nbs/10_serve.ipynb #13b254ea
-async def read_request_input(request, max_pixels: int, max_body_bytes: int) -> tuple[str, Any]:
-    "The (kind, data) of a prediction request; HttpError for an input that cannot be one."
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type == "application/json":
-        try:
-            parsed = json.loads(await request.body())
-        except ValueError:
-            raise HttpError(400, "the body is not valid JSON") from None
-        values = parsed.get("inputs") if isinstance(parsed, dict) else parsed
-        if not isinstance(values, list):
-            raise HttpError(422, "send a JSON array of the model's input shape, or {\"inputs\": array}")
-        return "array", values
-    if content_type == "multipart/form-data":
-        form = await request.form(max_part_size=max_body_bytes)
-        upload = form.get("file")
-        if upload is None or isinstance(upload, str):
-            raise HttpError(422, "the multipart form has no file field named 'file'")
-        data = await upload.read()
-    else:
-        data = await request.body()
+def media_type(content_type: str | None) -> str:
+    "The media type of a Content-Type header, lower case, without its parameters."
+    return (content_type or "").split(";")[0].strip().lower()
+
+
+def image_body(data: bytes, max_pixels: int) -> tuple[str, Any]:
+    "An uploaded image as a job's input (kind, base64 data); HttpError when it is empty, not an image or too large."
     if not data:
         raise HttpError(422, "the body is empty: send an image, or a JSON array")
     try:
@@ -1838,6 +1924,33 @@ async def read_request_input(request, max_pixels: int, max_body_bytes: int) -> t
     except PredictionInputError as error:
         raise HttpError(413 if "limit" in str(error) else 415, str(error)) from None
     return "image", base64.b64encode(data).decode()
+
+
+def body_input(content_type: str,  # the media type (`media_type`); anything but JSON is taken as an image
+               body: bytes, max_pixels: int) -> tuple[str, Any]:
+    "The (kind, data) of a request with a JSON array or a raw image as its body; HttpError if it cannot be an input."
+    if content_type != "application/json":
+        return image_body(body, max_pixels)
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        raise HttpError(400, "the body is not valid JSON") from None
+    values = parsed.get("inputs") if isinstance(parsed, dict) else parsed
+    if not isinstance(values, list):
+        raise HttpError(422, "send a JSON array of the model's input shape, or {\"inputs\": array}")
+    return "array", values
+
+
+async def read_request_input(request, max_pixels: int, max_body_bytes: int) -> tuple[str, Any]:
+    "The (kind, data) of a prediction request; HttpError for an input that cannot be one."
+    content_type = media_type(request.headers.get("content-type"))
+    if content_type == "multipart/form-data":
+        form = await request.form(max_part_size=max_body_bytes)
+        upload = form.get("file")
+        if upload is None or isinstance(upload, str):
+            raise HttpError(422, "the multipart form has no file field named 'file'")
+        return image_body(await upload.read(), max_pixels)
+    return body_input(content_type, await request.body(), max_pixels)
 
 # %% ../nbs/10_serve.ipynb #5677b94d
 class BodyLimit:
@@ -1964,6 +2077,121 @@ PREDICT_BODY = {"requestBody": {"content": {
     "multipart/form-data": {"schema": {"type": "object", "properties": {"file": {"type": "string", "format": "binary"}}}},
     "application/json": {"schema": {"type": "array", "items": {}}}}}}
 
+# %% ../nbs/10_serve.ipynb #c064c48d
+JSON_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))  # as Starlette's JSONResponse
+PREDICT_PATHS = {"/v1/predict": False, "/v1/jobs": True}  # path -> whether it only queues the job
+
+
+async def read_body(receive,  # the ASGI receive callable
+                    max_bytes: int,  # a longer body: HttpError 413, as soon as the limit is passed
+                    declared: bytes | None = None,  # the Content-Length header, if any
+                    ) -> bytes | None:
+    "An ASGI request's body, at most `max_bytes` long; None when the client went away."
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise HttpError(413, f"the request body is over the limit of {max_bytes:,} bytes")
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunks.append(message.get("body", b""))
+        size += len(chunks[-1])
+        if size > max_bytes:
+            raise HttpError(413, f"the request body is over the limit of {max_bytes:,} bytes")
+        if not message.get("more_body"):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def query_value(query_string: bytes, name: str) -> str | None:
+    "The last value of `name` in an ASGI query string (as Starlette reads it); None without one."
+    value = None
+    if query_string:
+        for key, found in parse_qsl(query_string.decode("latin-1"), keep_blank_values=True):
+            if key == name:
+                value = found
+    return value
+
+
+def json_answer(status: int, content: Any, headers: Sequence[tuple[bytes, bytes]] = ()) -> tuple[int, bytes, list]:
+    "An answer (status, body, headers) with `content` as JSON, encoded as FastAPI's JSONResponse does."
+    return status, JSON_ENCODER.encode(content).encode(), [*headers, (b"content-type", b"application/json")]
+
+
+def error_answer(error: HttpError) -> tuple[int, bytes, list]:
+    "The answer to an HttpError: as `_http_error_response`."
+    body = {"error": str(error)} | ({"request_id": error.request_id} if error.request_id else {})
+    return json_answer(error.status, body, [(b"retry-after", str(error.retry_after).encode())] if error.retry_after else [])
+
+
+async def fresh_models(api: ServeApi) -> None:
+    "Read the served models again in a thread when `served_models` would query (one read for all who wait)."
+    if time.monotonic() - api._models[0] < 1.0:
+        return
+    reading_now = api.__dict__.get("_models_read")
+    if reading_now is None or reading_now.done():
+        reading_now = api.__dict__["_models_read"] = asyncio.ensure_future(asyncio.to_thread(api.served_models))
+    await asyncio.shield(reading_now)
+
+
+def replayed_request(scope, body: bytes):
+    "A Starlette request whose body, already read, is `body` (to parse a multipart form)."
+    from starlette.requests import Request
+
+    async def receive():
+        return {"type": "http.request", "body": body, "more_body": False}
+    return Request(scope, receive)
+
+# %% ../nbs/10_serve.ipynb #041867e1
+class PredictRoutes:
+    "ASGI: POST /v1/predict and /v1/jobs answered without FastAPI's middlewares, routing and dependency solving."
+
+    def __init__(self, config: ApiConfig,
+                 api_of: Callable[[], ServeApi],  # the running API (made by the app's lifespan)
+                 ):
+        self.config, self.api_of = config, api_of
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            answer = await self.answer(scope, receive, PREDICT_PATHS[scope["path"]])
+        except HttpError as error:
+            answer = error_answer(error)
+        except Exception:
+            log.exception("the API failed on POST %s", scope["path"])
+            answer = 500, b"Internal Server Error", [(b"content-type", b"text/plain; charset=utf-8")]
+        if answer is None:
+            return
+        status, body, headers = answer
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-length", str(len(body)).encode()), *headers]})
+        await send({"type": "http.response.body", "body": body})
+
+    async def answer(self, scope, receive, queue_only: bool) -> tuple[int, bytes, list] | None:
+        "The answer to a request (None if the client went away); HttpError for one refused."
+        config, api = self.config, self.api_of()
+        content_type = authorization = declared = None
+        for name, value in scope["headers"]:
+            if name == b"content-type" and content_type is None:
+                content_type = value.decode("latin-1")
+            elif name == b"authorization" and authorization is None:
+                authorization = value.decode("latin-1")
+            elif name == b"content-length":
+                declared = value
+        body = await read_body(receive, config.max_body_bytes, declared)  # the limit first, as `BodyLimit` does
+        if body is None:
+            return None
+        api.authenticate_cached(authorization)
+        media = media_type(content_type)
+        if media == "multipart/form-data":
+            kind, data = await read_request_input(replayed_request(scope, body), config.max_pixels, config.max_body_bytes)
+        else:
+            kind, data = body_input(media, body, config.max_pixels)
+        await fresh_models(api)  # read off the event loop: a query on it would stall every request meanwhile
+        model = _chosen_model(api, query_value(scope["query_string"], "model"))
+        if not queue_only:
+            return json_answer(200, await api.predict(model, kind, data))
+        job = await api.submit(model, kind, data)
+        return json_answer(202, {"request_id": job["id"], "status": "queued", "url": f"/v1/jobs/{job['id']}"})
+
 # %% ../nbs/10_serve.ipynb #e9dd4c3a
 def _with_request_type(handler: Callable, request_type: type) -> Callable:
     "Give `request` its real type (this module's postponed annotations hide it from FastAPI, which imports lazily)."
@@ -1987,8 +2215,17 @@ def create_app(config: ApiConfig,
         yield
         await asyncio.to_thread(app.state.api.close)
 
-    app = FastAPI(title="fsml_nb serving", lifespan=lifespan,
-                  description="Predictions through a queue and workers; every answer names its model version.")
+    class ServeApp(FastAPI):
+        "FastAPI, with POST /v1/predict and /v1/jobs answered before its middlewares and routing (`PredictRoutes`)."
+
+        async def __call__(self, scope, receive, send):
+            if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in PREDICT_PATHS:
+                return await fast(scope, receive, send)
+            await super().__call__(scope, receive, send)
+
+    app = ServeApp(title="fsml_nb serving", lifespan=lifespan,
+                   description="Predictions through a queue and workers; every answer names its model version.")
+    fast = PredictRoutes(config, lambda: app.state.api)
     app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)
     app.add_exception_handler(HttpError, lambda request, error: _http_error_response(error))
 

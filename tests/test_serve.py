@@ -261,6 +261,62 @@ def test_bad_requests_get_one_clear_error_each(running_worker, db_url: str, toke
         assert post(png()).status_code == 200  # and good requests still work
 
 
+def test_the_predict_routes_answer_every_case_as_before(running_worker, db_url: str, token: str, tmp_path: Path,
+                                                        prefix: str):
+    "POST /v1/predict and /v1/jobs skip FastAPI's routing (PredictRoutes): each answer, limit and count is unchanged."
+    config = ApiConfig(db_url, f"sqlite:///{tmp_path}/queue.db", queue_prefix=prefix, max_body_bytes=200_000,
+                       max_pixels=1_000_000)
+    headers = {"Authorization": f"Bearer {token}"}
+
+    def chunks(data: bytes, size: int = 50_000) -> Iterator[bytes]:  # no Content-Length: a chunked body
+        yield from (data[start:start + size] for start in range(0, len(data), size))
+    with api_server(config) as base:
+        def post(path="/v1/predict", content=None, **kwargs):
+            return httpx.post(f"{base}{path}", content=content, **{"headers": headers, "timeout": 60, **kwargs})
+        huge_chunked = post(content=chunks(b"\0" * 300_000))
+        chunked = post(content=chunks(png(200, 200), 100))
+        cases = {
+            "huge chunked body": (huge_chunked, 413, "over the limit of 200,000 bytes"),
+            "huge body, no token": (post(content=b"\0" * 300_000, headers={}), 413, "over the limit of 200,000"),
+            "wrong scheme": (post(content=png(), headers={"Authorization": f"Basic {token}"}), 401, "not valid"),
+            "empty body": (post(content=b""), 422, "the body is empty"),
+            "not an image": (post(content=b"GIF89a but not really"), 415, "not an image"),
+            "JSON, not an array": (post(json={"inputs": 3}), 422, "send a JSON array"),
+            "JSON, no body": (post(headers={**headers, "content-type": "application/json"}), 400, "not valid JSON"),
+            "JSON, NaN": (post(content=b"[[[NaN]]]", headers={**headers, "content-type": "application/json"}), 422,
+                          "has shape [1, 1, 1]"),
+            "form without file": (post(files={"other": ("x.png", png(), "image/png")}), 422, "no file field"),
+            "jobs, wrong token": (post("/v1/jobs", png(), headers={"Authorization": "Bearer guessed"}), 401, "not valid"),
+            "jobs, huge image": (post("/v1/jobs", png(2000, 2000, 0)), 413, "over the limit of 1,000,000"),
+            "jobs, unknown model": (post("/v1/jobs?model=nope", png()), 404, "unknown model 'nope'"),
+        }
+        for case, (response, status, text) in cases.items():
+            assert response.status_code == status and text in response.json()["error"], (case, response.text)
+            assert response.headers["content-type"] == "application/json", case
+        good = {"chunked": chunked, "JSON object": post(json={"inputs": np.zeros((1, 8, 8)).tolist()}),
+                "upload": post(files={"file": ("x.png", png(16, 16), "image/png")}),
+                "blank model": post(f"/v1/predict?model=&model={MODEL}", png()),
+                "last model wins": post("/v1/predict?model=nope&model=", png())}
+        for case, response in good.items():
+            assert response.status_code == 200, (case, response.text)
+            assert int(response.headers["content-length"]) == len(response.content), case
+        assert [response.json()["label"] for response in good.values()] == ["9", "0", "9", "9", "9"]
+        queued = post("/v1/jobs", png())
+        assert queued.status_code == 202 and queued.json()["status"] == "queued", queued.text
+        assert queued.json()["url"] == f"/v1/jobs/{queued.json()['request_id']}"
+        assert httpx.get(f"{base}/v1/predict").status_code == 405  # other methods: FastAPI's answers
+        assert httpx.post(f"{base}/v1/models", headers=headers).status_code == 405
+        schema = httpx.get(f"{base}/openapi.json").json()["paths"]
+        for path in ("/v1/predict", "/v1/jobs"):
+            body = schema[path]["post"]["requestBody"]["content"]
+            assert {"image/png", "multipart/form-data", "application/json"} <= set(body), (path, body)
+            assert "model" in {parameter["name"] for parameter in schema[path]["post"]["parameters"]}
+        metrics = httpx.get(f"{base}/metrics").text
+    assert f'fsml_serve_requests_total{{model="{MODEL}",outcome="ok"}} 5.0' in metrics, metrics
+    assert f'fsml_serve_requests_total{{model="{MODEL}",outcome="input"}} 1.0' in metrics  # the NaN: the worker's
+    assert f'fsml_serve_request_seconds_count{{model="{MODEL}"}} 6.0' in metrics
+
+
 def test_a_full_queue_answers_503_with_retry_after(db_url: str, token: str, tmp_path: Path, folder: Path,
                                                    prefix: str):
     broker = f"sqlite:///{tmp_path}/queue.db"
@@ -355,6 +411,34 @@ def test_rabbit_broker_batches_up_to_the_prefetch(rabbit_url: str, prefix: str):
         assert client.depth(queue) == 0
     finally:
         worker.close()
+        client.close()
+
+
+def test_rabbit_publishes_from_the_event_loop_share_wake_ups(rabbit_url: str, prefix: str):
+    "Jobs published at once from the event loop wake the connection's thread once for many, and all are confirmed."
+    from fsml_nb.serve import RabbitClient
+
+    queue = f"{prefix}.{MODEL}"
+    client = RabbitClient(rabbit_url, on_reply=lambda reply: None)
+    wake_ups = []
+    connection = client.connection
+    real_wake = connection.add_callback_threadsafe
+    connection.add_callback_threadsafe = lambda callback: (wake_ups.append(callback), real_wake(callback))
+
+    async def publish_all(count: int) -> list:
+        return await asyncio.gather(*(client.publish_async(queue, new_job(MODEL, "array", [index]))
+                                      for index in range(count)), return_exceptions=True)
+    try:
+        client.depth(queue)  # declared first: a publish to a queue not yet declared would wait for the declaration
+        outcomes = asyncio.run(publish_all(300))
+        assert outcomes == [None] * 300
+        assert 1 <= len(wake_ups) < 300 and not client.outbox, len(wake_ups)
+        deadline = time.monotonic() + 10
+        while client.depth(queue) < 300:
+            assert time.monotonic() < deadline, client.depth(queue)
+            time.sleep(0.1)
+        assert client.depth(queue) == 300
+    finally:
         client.close()
 
 
