@@ -517,7 +517,7 @@ def main() -> None:
                         row = serve(work, model, folder, broker, workers, batch, wait_ms, arguments.seconds, body,
                                     token, db_url, base["p50"], engine, code, arguments.client, arguments.in_flight,
                                     arguments.low_load_only)
-                        if label == "ceiling":
+                        if label == "ceiling" and not arguments.low_load_only:
                             ceilings[broker] = max(ceilings.get(broker, 0.0), row["throughput"])
                         cells = [" / ".join(f"{value:.1f}" for value in row[key]) for key in ("p@50", "p@90")]
                         print(f"| {code} | {broker} | {workers} | {batching} | {row['throughput']:.0f} "
