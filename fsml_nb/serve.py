@@ -224,12 +224,13 @@ def png_header_size(data: bytes) -> tuple[int, int] | None:
     "The (width, height) of a PNG that Pillow surely opens (a valid IHDR chunk, then the image data); else None."
     from PIL import PngImagePlugin
 
-    if data[:16] != PNG_START or data[37:41] != b"IDAT":
-        return None
+    modes = getattr(PngImagePlugin, "_MODES", None)  # Pillow's own table of (bit depth, colour type); private
+    if data[:16] != PNG_START or data[37:41] != b"IDAT" or not isinstance(modes, dict):
+        return None  # Pillow answers
     header = data[16:29]  # width, height, bit depth, colour type, compression, filter, interlace
-    if zlib.crc32(data[12:29]) != int.from_bytes(data[29:33], "big") or header[11] or \
-            (header[8], header[9]) not in PngImagePlugin._MODES:
+    if zlib.crc32(data[12:29]) != int.from_bytes(data[29:33], "big") or header[11] or (header[8], header[9]) not in modes:
         return None
+
     width, height = int.from_bytes(header[:4], "big"), int.from_bytes(header[4:8], "big")
     return (width, height) if width > 0 and height > 0 else None
 
@@ -390,16 +391,20 @@ SERVE_LEASES = {
                              returning=[serve_jobs.c.id, serve_jobs.c.body, serve_jobs.c.attempts,
                                         serve_jobs.c.created_at]),
     "extend": extend_statement(serve_jobs),
-    "finish": complete_statement(serve_jobs, DONE, ("reply",)),  # reply and end in one (nothing to store)
+    # a finished job's body (its input: the bulk of the row) is emptied as its lease ends: nothing reads it again
+    "finish": complete_statement(serve_jobs, DONE, ("reply", "body")),  # reply and end in one (nothing to store)
     # the reply goes out before the store, the lease ends after it: a worker killed between them leaves the job leased
     "post": serve_jobs.update().where(serve_jobs.c.id == bindparam("leased_key"), serve_jobs.c.status == LEASED,
                                       serve_jobs.c.lease_owner == bindparam("leased_to")).values(reply=bindparam("reply")),
-    "complete": complete_statement(serve_jobs, DONE),
+    "complete": complete_statement(serve_jobs, DONE, ("body",)),
 }
 SERVE_SQL = {
     "publish": "INSERT INTO fsml_serve_jobs (id, queue, body, created_at, status, attempts) "
                "VALUES (:id, :queue, :body, :created_at, :status, 0) ON CONFLICT (id) DO NOTHING",
     "any_queued": "SELECT 1 FROM fsml_serve_jobs WHERE queue = :queue AND status = :queued LIMIT 1",
+    # finished and dead jobs older than the retention go, a bounded number at a time (the table never grows forever)
+    "purge": "DELETE FROM fsml_serve_jobs WHERE id IN (SELECT id FROM fsml_serve_jobs WHERE queue = :queue "
+             "AND status IN (:done, :dead) AND created_at < :before LIMIT 1000)",
 }
 
 
@@ -431,8 +436,12 @@ class SqlBroker:
                  max_attempts: int = 3,  # leases of one job before it goes to the dead letters
                  poll_seconds: float = 0.25,  # PostgreSQL: the slow poll behind LISTEN/NOTIFY (a lost notification)
                  probe_seconds: float = 0.0005,  # SQLite: how often it checks (cheaply) whether anything was committed
+                 retention_seconds: float = 3600.0,  # finished and dead jobs are deleted this long after they were queued
                  ):
+        if not retention_seconds >= 0:
+            raise ServeError(f"retention_seconds must be a number of seconds >= 0, not {retention_seconds!r}")
         self.url, self.lease_seconds, self.max_attempts, self.poll_seconds = url, lease_seconds, max_attempts, poll_seconds
+        self.retention_seconds = retention_seconds
         self.probe_seconds, self._probe, self._listener = probe_seconds, None, None
         self._probe_lock = threading.Lock()  # the probe's connection serves the API's reply thread and its requests
         self._busy: dict[str, bool] = {}  # queue -> whether the last lease found jobs (then lease without looking)
@@ -612,11 +621,12 @@ def finish(self: SqlBroker, owner: str, delivery: Delivery, reply: dict[str, Any
 def finish_many(self: SqlBroker, owner: str, finished: Sequence[tuple[Delivery, dict[str, Any]]]) -> None:
     "Store the replies of several jobs and end their leases, in one transaction: one statement, run for each."
     end = self.leases["finish"]
-    rows = [end.parameters(leased_key=delivery.request_id, leased_to=owner, reply=json.dumps(reply))
+    rows = [end.parameters(leased_key=delivery.request_id, leased_to=owner, reply=json.dumps(reply), body="")
             for delivery, reply in finished]
 
     def work(connection):
         connection.exec_driver_sql(end.sql, rows)
+
         self._notify(connection, REPLIES_CHANNEL)
     if finished:
         self._run(work)
@@ -640,7 +650,7 @@ def reply_many(self: SqlBroker, finished: Sequence[tuple[Delivery, dict[str, Any
 def acknowledge(self: SqlBroker, deliveries: Sequence[Delivery], owner: str) -> None:
     "End the leases of answered jobs (their replies posted, their predictions stored), in one transaction."
     complete = self.leases["complete"]
-    rows = [complete.parameters(leased_key=delivery.request_id, leased_to=owner) for delivery in deliveries]
+    rows = [complete.parameters(leased_key=delivery.request_id, leased_to=owner, body="") for delivery in deliveries]
     if rows:
         self._run(lambda connection: connection.exec_driver_sql(complete.sql, rows))
 
@@ -658,13 +668,17 @@ def release(self: SqlBroker, owner: str, deliveries: Sequence[Delivery]) -> None
 
 @patch
 def reclaim(self: SqlBroker, queue: str) -> int:
-    "Return jobs whose lease expired to the queue, or to the dead letters after `max_attempts`."
+    "Return jobs whose lease expired to the queue, or to the dead letters after `max_attempts`; delete the "
+    "finished and dead jobs older than `retention_seconds` (their predictions are stored: the API answers from those)."
+    purge = {"queue": queue, "done": DONE, "dead": DEAD, "before": time.time() - self.retention_seconds}
+
     def work(connection):
         reclaimed = reclaim_expired(connection, serve_jobs, where=(serve_jobs.c.queue == queue,),
                                     max_attempts=self.max_attempts)
         if reclaimed:  # a job back in the queue wakes the workers; a dead one, the API
             self._notify(connection, JOBS_CHANNEL)
             self._notify(connection, REPLIES_CHANNEL)
+        connection.exec_driver_sql(self.sql["purge"], purge)
         return reclaimed
     return self._run(work)
 

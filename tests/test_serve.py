@@ -1092,3 +1092,39 @@ def test_a_probe_sent_before_a_long_inference_is_not_taken_for_silence(rabbit_ur
     finally:
         worker.close()
         client.close()
+
+
+@pytest.mark.parametrize("broker_kind", ["sqlite", "postgresql"])
+def test_a_sql_broker_empties_finished_inputs_and_deletes_old_jobs(broker_kind: str, db_url: str, folder: Path,
+                                                                   prefix: str, tmp_path: Path, request):
+    "A finished job's input is emptied; finished and dead jobs past the retention go; the answer stays stored."
+    from fsml_nb.serve import new_job, stored_replies
+
+    broker_url = f"sqlite:///{tmp_path}/queue.db" if broker_kind == "sqlite" else request.getfixturevalue("postgres_url")
+    config = WorkerConfig(MODEL, queue_prefix=prefix, name="purging", lease_seconds=0.2, max_attempts=1)
+    worker = ServeWorker(db_url, broker_url, ServedModel.load(folder), config, engine=engine_of(db_url))
+    broker = SqlBroker(broker_url, lease_seconds=0.2, max_attempts=1)
+    try:
+        jobs = [new_job(MODEL, "array", np.ones((1, 8, 8)).tolist()) for _ in range(3)]
+        broker.publish_many([(config.queue, job) for job in jobs])
+        assert worker.step() == 1 and worker.step() == 1  # the first two answered and stored
+        [dying] = broker.take(config.queue, "gone")  # the third: leased by a worker that vanishes
+        time.sleep(0.3)
+        broker.reclaim(config.queue)
+        queued = new_job(MODEL, "array", np.ones((1, 8, 8)).tolist())
+        broker.publish(config.queue, queued)
+        with broker.engine.connect() as connection:
+            bodies = dict(connection.exec_driver_sql("SELECT id, body FROM fsml_serve_jobs").all())
+        assert [bodies[job["id"]] for job in jobs[:2]] == ["", ""] and bodies[jobs[2]["id"]] == json.dumps(jobs[2])
+        assert [broker.state(job["id"]) for job in jobs] == ["done", "done", "dead"]
+        broker.reclaim(config.queue)  # within the retention: nothing deleted
+        assert len(broker.replies([job["id"] for job in jobs])) == 3
+        broker.retention_seconds = 0
+        broker.reclaim(config.queue)
+        assert [broker.state(job["id"]) for job in [*jobs, queued]] == [None, None, None, "queued"]
+        stored = stored_replies(engine_of(db_url), [job["id"] for job in jobs])
+        assert sorted(stored) == sorted(job["id"] for job in jobs[:2])  # the answers outlive the queue's rows
+        assert all(reply["label"] == "9" for reply in stored.values())
+    finally:
+        broker.close()
+        worker.broker.close()
