@@ -402,9 +402,10 @@ SERVE_SQL = {
     "publish": "INSERT INTO fsml_serve_jobs (id, queue, body, created_at, status, attempts) "
                "VALUES (:id, :queue, :body, :created_at, :status, 0) ON CONFLICT (id) DO NOTHING",
     "any_queued": "SELECT 1 FROM fsml_serve_jobs WHERE queue = :queue AND status = :queued LIMIT 1",
-    # finished and dead jobs older than the retention go, a bounded number at a time (the table never grows forever)
+    # finished jobs older than the retention go, a bounded number at a time (the table never grows forever); dead
+    # ones stay: they are rare (a job that killed its workers), and the only record of their input
     "purge": "DELETE FROM fsml_serve_jobs WHERE id IN (SELECT id FROM fsml_serve_jobs WHERE queue = :queue "
-             "AND status IN (:done, :dead) AND created_at < :before LIMIT 1000)",
+             "AND status = :done AND created_at < :before LIMIT 1000)",
 }
 
 
@@ -436,7 +437,7 @@ class SqlBroker:
                  max_attempts: int = 3,  # leases of one job before it goes to the dead letters
                  poll_seconds: float = 0.25,  # PostgreSQL: the slow poll behind LISTEN/NOTIFY (a lost notification)
                  probe_seconds: float = 0.0005,  # SQLite: how often it checks (cheaply) whether anything was committed
-                 retention_seconds: float = 3600.0,  # finished and dead jobs are deleted this long after they were queued
+                 retention_seconds: float = 3600.0,  # finished jobs are deleted this long after they were queued
                  ):
         if not retention_seconds >= 0:
             raise ServeError(f"retention_seconds must be a number of seconds >= 0, not {retention_seconds!r}")
@@ -669,8 +670,8 @@ def release(self: SqlBroker, owner: str, deliveries: Sequence[Delivery]) -> None
 @patch
 def reclaim(self: SqlBroker, queue: str) -> int:
     "Return jobs whose lease expired to the queue, or to the dead letters after `max_attempts`; delete the "
-    "finished and dead jobs older than `retention_seconds` (their predictions are stored: the API answers from those)."
-    purge = {"queue": queue, "done": DONE, "dead": DEAD, "before": time.time() - self.retention_seconds}
+    "finished jobs older than `retention_seconds` (their predictions are stored: the API answers from those)."
+    purge = {"queue": queue, "done": DONE, "before": time.time() - self.retention_seconds}
 
     def work(connection):
         reclaimed = reclaim_expired(connection, serve_jobs, where=(serve_jobs.c.queue == queue,),
