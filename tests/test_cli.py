@@ -317,7 +317,7 @@ def test_eval_run_says_what_is_wrong_with_the_model_it_was_given(cli_env: dict[s
         assert result.returncode == 1 and result.stderr.startswith(f"fsml: error: no model at {typo}"), result.stderr
     (tmp_path / "cut.onnx").write_bytes(b"\x08\x07\x12\x04")  # the first bytes of an ONNX file, then nothing
     result = fsml("eval", "run", str(tmp_path / "cut.onnx"), "digits", "--json", env=cli_env)
-    assert result.returncode == 1 and result.stdout == "", result.stdout
+    assert result.returncode == 1 and json.loads(result.stdout)["kind"] == "EvaluationError", result.stdout  # --json
     assert result.stderr.startswith("fsml: error:") and "not a readable ONNX model" in result.stderr
     assert "Traceback" not in result.stderr
 
