@@ -23,7 +23,7 @@ from types import ModuleType
 __all__ = ['EXTRA_OF_IMPORT', 'DEFAULT_HOME', 'TORCHVISION_OP_SCHEMAS', 'CHECKPOINT_FORMAT', 'FsmlError', 'MissingExtraError',
            'missing_extra_error', 'MissingExtraFinder', 'install_missing_extra_hook', 'Settings', 'get_settings',
            'get_logger', 'ensure_torchvision_ops', 'import_timm', 'median_ms', 'ensure_home', 'work_prefix',
-           'remove_dead_work', 'WorkFolder', 'utc_now', 'as_utc', 'onnx_session']
+           'process_alive', 'remove_dead_work', 'WorkFolder', 'utc_now', 'as_utc', 'onnx_session']
 
 # %% ../nbs/00_core.ipynb #55402411
 class FsmlError(Exception):
@@ -245,15 +245,23 @@ def work_prefix(target: Path,  # the folder (or file) the work will be renamed t
     return f".{target.name}-{role + '-' if role else ''}{_host_slug()}-{os.getpid()}-"
 
 # %% ../nbs/00_core.ipynb #42ca1885
-def _pid_alive(pid: int) -> bool:
-    "Whether a process with this pid exists on this host (one owned by another user counts)."
+def process_alive(pid: int) -> bool:
+    "Whether process `pid` runs on this host (one owned by another user counts; a zombie, exited and not yet reaped by its parent, does not)."
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        if Path("/proc/self/stat").exists():
+            return False
+        try:  # no /proc (macOS): ask the operating system
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
         return True
-    return True
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] not in ("Z", "X")
 
 def _lock(path: Path) -> int | None:
     "An open descriptor holding an exclusive `flock` on `path`, or None when another process holds one."
@@ -286,7 +294,7 @@ def remove_dead_work(target: Path,  # the folder (or file) whose hidden work sib
         return removed
     for name in names:
         found = pattern.fullmatch(name)
-        if not found or _pid_alive(int(found.group(1))):
+        if not found or process_alive(int(found.group(1))):
             continue
         path = target.parent / name
         if path.is_symlink():

@@ -117,7 +117,6 @@ def pulled_copy(store: Store | None, model_version: Any,  # a registry ModelVers
                 raise
             get_logger("evaluate").warning("replacing the damaged copy in %s: %s", folder, error)
             aside = folder.with_name(work_prefix(folder, "damaged") + secrets.token_hex(4))
-
             try:
                 folder.rename(aside)  # atomic: a process reading the folder now fails its own hash check
             except FileNotFoundError:

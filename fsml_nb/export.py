@@ -28,7 +28,6 @@ from fastcore.basics import patch
 from torch import nn
 
 from .core import FsmlError, WorkFolder, get_logger, onnx_session
-
 from .store import DatasetVersion, Store, store_for_call
 from .train import Split, load_model, read_checkpoint
 

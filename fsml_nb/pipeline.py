@@ -30,7 +30,7 @@ from fastcore.basics import patch
 from sqlalchemy import Text, cast, select
 from sqlalchemy.engine import Connection
 
-from .core import FsmlError, as_utc, get_logger, get_settings, utc_now
+from .core import FsmlError, as_utc, get_logger, get_settings, process_alive, utc_now
 from .db import pipeline_runs, pipeline_steps, reading, transaction
 from .store import Store, canonical_json
 
@@ -841,25 +841,6 @@ def keeper_folder(kernel_name: str = "python3", home: Path | None = None) -> Pat
     return Path(home or get_settings().home) / "kernels" / keeper_fingerprint(kernel_name)[:24]
 
 # %% ../nbs/12_pipeline.ipynb #8ea33e76
-def _process_alive(pid: int) -> bool:
-    "Whether process `pid` runs (a zombie, exited and not yet reaped by its parent, does not)."
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        if Path("/proc/self/stat").exists():
-            return False
-        try:  # no /proc (macOS): ask the operating system
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[-1].split()[0] not in ("Z", "X")
-
-
 _WATCHED: dict[str, Any] = {}
 
 
@@ -872,7 +853,7 @@ def _watch_process(pid: int, seconds: float = 0.5) -> None:
     def watch() -> None:
         while True:
             time.sleep(seconds)
-            if not _process_alive(_WATCHED["pid"]):
+            if not process_alive(_WATCHED["pid"]):
                 os._exit(0)
 
     _WATCHED["thread"] = threading.Thread(target=watch, daemon=True, name="fsml-keeper-watch")
@@ -978,7 +959,7 @@ def _runs_under_way(folder: Path) -> bool:
     under_way = False
     for marker in folder.glob("run-*.busy"):
         try:
-            alive = _process_alive(int(marker.name.split("-")[1].split(".")[0]))
+            alive = process_alive(int(marker.name.split("-")[1].split(".")[0]))
         except ValueError:
             alive = False
         if not alive:
@@ -1133,7 +1114,7 @@ def _claim_ready(folder: Path) -> tuple[Path, dict[str, Any]] | None:
             continue  # another run was first
         try:
             info = json.loads(claimed.read_text())
-            usable = _process_alive(info["pid"]) and not _changed_files(info["files"])
+            usable = process_alive(info["pid"]) and not _changed_files(info["files"])
         except (OSError, ValueError, KeyError, TypeError):
             info, usable = {}, False
         if usable:
@@ -1145,7 +1126,7 @@ def _claim_ready(folder: Path) -> tuple[Path, dict[str, Any]] | None:
 def _discard_claimed(claimed: Path, pid: int | None) -> None:
     import signal
 
-    if pid is not None and _process_alive(pid):
+    if pid is not None and process_alive(pid):
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
@@ -1162,7 +1143,7 @@ class _ClaimedManager:
         self.pid = pid
 
     def is_alive(self) -> bool:
-        return _process_alive(self.pid)
+        return process_alive(self.pid)
 
     def interrupt_kernel(self) -> None:
         import signal
@@ -1224,25 +1205,25 @@ class ClaimedKernel(WarmKernel):
                 if client is not None:
                     client.stop_channels()
             self._client = self._handed = None
-            if not now and _process_alive(self.pid):
+            if not now and process_alive(self.pid):
                 try:
                     control = BlockingKernelClient(connection_file=str(self.connection_file))
                     control.load_connection_file()
                     control.start_channels(shell=False, iopub=False, stdin=False, hb=False, control=True)
                     control.shutdown()
                     deadline = time.monotonic() + 5
-                    while _process_alive(self.pid) and time.monotonic() < deadline:
+                    while process_alive(self.pid) and time.monotonic() < deadline:
                         time.sleep(0.05)
                     control.stop_channels()
                 except Exception:  # noqa: BLE001  (killed below)
                     pass
-            if _process_alive(self.pid):
+            if process_alive(self.pid):
                 try:
                     os.kill(self.pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
                 deadline = time.monotonic() + 10
-                while _process_alive(self.pid) and time.monotonic() < deadline:
+                while process_alive(self.pid) and time.monotonic() < deadline:
                     time.sleep(0.02)
             self.claimed.unlink(missing_ok=True)
             self.connection_file.unlink(missing_ok=True)

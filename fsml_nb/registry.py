@@ -39,8 +39,6 @@ from sqlalchemy.engine import Connection
 import fsml_nb
 from .core import (CHECKPOINT_FORMAT, FsmlError, WorkFolder, as_utc, get_logger, onnx_session, remove_dead_work,
                           utc_now)
-
-
 from .db import (annotation_guides, annotation_projects, check_lengths, insert_ignore, item_sources, items,
                         model_aliases, model_promotions, model_version_files, model_versions, reading,
                         registered_models, registry_events, transaction, version_entries)

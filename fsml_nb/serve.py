@@ -627,7 +627,6 @@ def finish_many(self: SqlBroker, owner: str, finished: Sequence[tuple[Delivery, 
 
     def work(connection):
         connection.exec_driver_sql(end.sql, rows)
-
         self._notify(connection, REPLIES_CHANNEL)
     if finished:
         self._run(work)
@@ -1190,7 +1189,6 @@ class RabbitClient:
 
 
     def depth(self, queue: str) -> int:
-
         return self._call(lambda: self._declare(queue))
 
     def ping(self) -> None:

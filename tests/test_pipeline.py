@@ -13,7 +13,8 @@ import pytest
 from sqlalchemy import select
 
 from fsml_nb.db import pipeline_runs, reading, transaction
-from fsml_nb.pipeline import PipelineError, _process_alive, load_pipeline, pipeline_history, run_pipeline
+from fsml_nb.core import process_alive
+from fsml_nb.pipeline import PipelineError, load_pipeline, pipeline_history, run_pipeline
 from fsml_nb.store import Store
 
 
@@ -382,7 +383,7 @@ def test_the_next_run_takes_a_keeper_kernel_unless_a_module_changed_or_the_envir
         third = run_pipeline(pipeline, {"size": 3}, store=store, progress=False)
         assert third.outputs["value"] == 22  # never the stale module
         assert third.outputs["pid"] not in kept and third.outputs["parent"] == os.getpid()
-        wait_until(lambda: not any(_process_alive(pid) for pid in kept), 30, "exit of the stale kernels")
+        wait_until(lambda: not any(process_alive(pid) for pid in kept), 30, "exit of the stale kernels")
 
         ready_kernels(keeper_folder())  # kernels importing the new code
         monkeypatch.setenv("FSML_KEEPER_TEST_OTHER", "1")  # another environment: another keeper
@@ -421,7 +422,7 @@ def test_a_killed_keeper_leaves_runs_working_and_its_kernels_exit(keeper_home: P
         kept = ready_kernels(keeper_folder())
         keeper = keeper_status()[0]["pid"]
         os.kill(keeper, signal.SIGKILL)
-        wait_until(lambda: not any(_process_alive(pid) for pid in kept), 30, "exit of the killed keeper's kernels")
+        wait_until(lambda: not any(process_alive(pid) for pid in kept), 30, "exit of the killed keeper's kernels")
         after = run_pipeline(pipeline, {"size": 2}, store=store, progress=False)  # their ready files are still there
         assert after.outputs["parent"] == os.getpid() and after.outputs["pid"] not in kept
         wait_until(lambda: keeper_status()[0]["running"] and keeper_status()[0]["pid"] != keeper, 60, "a new keeper")
@@ -448,7 +449,7 @@ def test_ctrl_c_during_a_step_on_a_keeper_kernel_leaves_no_kernel_and_the_rerun_
 
     interrupt(process, slow_step_on_a_keeper_kernel, "the slow step on a keeper's kernel", seconds=120)
     assert process.returncode != 0 and claimed[0] in kept
-    assert not _process_alive(claimed[0])
+    assert not process_alive(claimed[0])
     with Store(f"sqlite:///{keeper_home}/fsml.db", str(keeper_home / "blobs")) as store:
         assert pipeline_history(store, "slow")[0].status == "interrupted"
         assert pipeline_history(store, "slow")[0].steps == {"first": "cached"}
@@ -478,7 +479,7 @@ def test_a_keeper_exits_when_idle_and_when_its_folder_is_removed(keeper_home: Pa
     kept = ready_kernels(removed)
     keeper = json.loads((removed / "keeper.json").read_text())["pid"]
     shutil.rmtree(removed)
-    wait_until(lambda: not _process_alive(keeper), 60, "the exit of the keeper whose folder was removed")
+    wait_until(lambda: not process_alive(keeper), 60, "the exit of the keeper whose folder was removed")
     assert kept
     no_process_left(keeper_home)
 
