@@ -13,11 +13,13 @@ import functools
 import os
 import sqlite3
 import struct
+
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from select import POLLIN, poll
 from typing import Any, TypeVar
 
 from sqlalchemy import (JSON, BigInteger, Boolean, Column, DateTime, Double, ForeignKey, Index, Integer, MetaData,
@@ -48,10 +50,11 @@ __all__ = ['SQLITE_SYNCHRONOUS_LEVELS', 'WRITER_LOCK_SUFFIX', 'READ_ONLY', 'SQLI
            'serve_workers', 'served_predictions', 'Migration', 'MIGRATIONS', 'V4_STEPS', 'DatabaseError',
            'DatabaseUnavailableError', 'DatabaseDamagedError', 'SchemaTooNewError', 'ValueTooLongError',
            'normalize_db_url', 'display_db_url', 'sqlite_synchronous', 'reading', 'make_engine', 'is_retryable',
-           'transaction', 'insert_ignore', 'check_lengths', 'lease_columns', 'lease_rows', 'lease_statement',
-           'lease_one_statement', 'DriverStatement', 'driver_statement', 'extend_statement', 'extend_lease',
-           'complete_statement', 'complete_lease', 'release_lease', 'reclaim_expired', 'missing_triggers',
-           'install_triggers', 'referenced_blobs', 'stored_schema_version', 'upgrade_schema', 'open_database']
+           'transaction', 'DriverRows', 'SqliteDriverConnection', 'driver_transaction', 'SqliteCommitWatch',
+           'insert_ignore', 'check_lengths', 'lease_columns', 'lease_rows', 'lease_statement', 'lease_one_statement',
+           'DriverStatement', 'driver_statement', 'extend_statement', 'extend_lease', 'complete_statement',
+           'complete_lease', 'release_lease', 'reclaim_expired', 'missing_triggers', 'install_triggers',
+           'referenced_blobs', 'stored_schema_version', 'upgrade_schema', 'open_database']
 
 # %% ../nbs/01_db.ipynb #2eda7dbb
 class DatabaseError(FsmlError):
@@ -392,6 +395,148 @@ def transaction(engine: Engine, work: Callable[[Connection], T],  # runs inside 
             get_logger("db").info("transaction aborted (%s), trying again", error.orig.sqlstate)
             time.sleep(0.01 * 2 ** attempt)
     raise AssertionError("unreachable")
+
+# %% ../nbs/01_db.ipynb #0c52736b
+class DriverRows:
+    "The rows of a statement run on a DB-API cursor, read as SQLAlchemy's results are."
+
+    def __init__(self, cursor):
+        self.cursor = cursor
+
+    @property
+    def rowcount(self) -> int:
+        return self.cursor.rowcount
+
+    def all(self) -> list:
+        return self.cursor.fetchall() if self.cursor.description else []
+
+    def first(self):
+        return self.cursor.fetchone() if self.cursor.description else None
+
+    def scalar(self):
+        row = self.first()
+        return None if row is None else row[0]
+
+
+class SqliteDriverConnection:
+    "A SQLite engine's own sqlite3 connection, for work that runs driver SQL only (`exec_driver_sql`, `dialect`)."
+
+    def __init__(self, connection: sqlite3.Connection, dialect):
+        self.connection, self.dialect = connection, dialect
+
+    def exec_driver_sql(self, sql: str,  # in the driver's style (:name or ?)
+                        parameters: dict | tuple | list | None = None,  # a list: the statement runs once for each
+                        ) -> DriverRows:
+        if isinstance(parameters, list):
+            return DriverRows(self.connection.executemany(sql, parameters))
+        return DriverRows(self.connection.execute(sql, () if parameters is None else parameters))
+
+
+# %% ../nbs/01_db.ipynb #01eb49e1
+def driver_transaction(engine: Engine, work: Callable[[Any], T],  # runs driver SQL only (`exec_driver_sql`)
+                       ) -> T:
+    "`transaction` for work that runs driver SQL only: on SQLite without SQLAlchemy's per-transaction work."
+    if engine.dialect.name != "sqlite":
+        return transaction(engine, work)
+    pooled = engine.raw_connection()  # configured as every connection of the engine (and its writer queue)
+    connection = pooled.driver_connection
+    try:
+        queue = getattr(connection, "writer_queue", None)
+        if queue is not None:
+            queue.acquire()  # the turn ends with the transaction (commit or rollback), as with `transaction`
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+            outcome = work(SqliteDriverConnection(connection, engine.dialect))
+            connection.commit()
+            return outcome
+        except BaseException:
+            connection.rollback()  # also hands the writer turn on, whether or not BEGIN went through
+            raise
+    except sqlite3.Error as error:
+        wrapped = DBAPIError.instance(None, None, error, sqlite3.Error)
+        if _is_disk_full(wrapped):
+            raise DatabaseError(f"the database at {display_db_url(str(engine.url))} has no disk space left: "
+                                f"{_reason(wrapped)}") from None
+        raise wrapped from None
+    finally:
+        pooled.close()
+
+
+# %% ../nbs/01_db.ipynb #05e4dcab
+_IN_MODIFY, _IN_CREATE, _IN_MOVED_TO = 0x002, 0x100, 0x080
+_INOTIFY_EVENT = struct.Struct("iIII")  # wd, mask, cookie, len; then len bytes of name
+
+
+def _inotify_folder(folder: str) -> int | None:
+    "A non-blocking inotify descriptor watching writes and new files in `folder`; None where inotify is missing."
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        descriptor = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+    except (OSError, AttributeError):  # not Linux
+        return None
+    if descriptor < 0:
+        return None
+    if libc.inotify_add_watch(descriptor, os.fsencode(folder), _IN_MODIFY | _IN_CREATE | _IN_MOVED_TO) < 0:
+        os.close(descriptor)  # the per-user limit of watches, or the folder went away
+        return None
+    return descriptor
+
+
+class SqliteCommitWatch:
+    "Wakes a waiter when a SQLite database file (or its write-ahead log) is written: a commit, by any process."
+
+    def __init__(self, path: str | Path,  # the database file
+                 fallback_seconds: float = 0.0005,  # where inotify is missing: how long `wait` sleeps instead
+                 ):
+        path = Path(path).absolute()
+        self.names = {os.fsencode(path.name), os.fsencode(path.name + "-wal")}
+        self.fallback_seconds = fallback_seconds
+        self.descriptor = _inotify_folder(str(path.parent))
+        self.readable = poll()
+        if self.descriptor is not None:
+            self.readable.register(self.descriptor, POLLIN)
+
+    @property
+    def watching(self) -> bool:
+        return self.descriptor is not None
+
+    def _written(self) -> bool:
+        "Read every event waiting; whether one was a write to the database or its log."
+        written = False
+        while True:
+            try:
+                events = os.read(self.descriptor, 65536)
+            except BlockingIOError:
+                return written
+            offset = 0
+            while offset < len(events):
+                _, _, _, size = _INOTIFY_EVENT.unpack_from(events, offset)
+                start = offset + _INOTIFY_EVENT.size
+                written = written or events[start:start + size].rstrip(b"\0") in self.names
+                offset = start + size
+
+    def wait(self, seconds: float) -> bool:
+        "Wait up to `seconds` for a write since the last call; whether one came (without inotify: sleep, True)."
+        if self.descriptor is None:
+            time.sleep(max(0.0, min(seconds, self.fallback_seconds)))
+            return True
+        deadline = time.monotonic() + seconds
+        while True:
+            if self._written():
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not self.readable.poll(remaining * 1000):
+                return self._written()
+
+    def close(self) -> None:
+        if self.descriptor is not None:
+            self.readable.unregister(self.descriptor)
+            os.close(self.descriptor)
+            self.descriptor = None
+
+
 
 # %% ../nbs/01_db.ipynb #98325e40
 def insert_ignore(connection: Connection, table: Table):

@@ -49,24 +49,27 @@ from .db import (DEAD, DONE, LEASED, QUEUED, DatabaseError, DriverStatement, com
                  driver_statement, extend_statement, lease_statement,
                  lease_columns, make_engine, model_aliases, open_database, reading,
                  reclaim_expired,
-                 release_lease, serve_clients, serve_workers, served_predictions, transaction)
+                 release_lease, serve_clients, serve_workers, served_predictions, transaction, driver_transaction,
+                 SqliteCommitWatch)
+
+
 
 # %% auto #0
 __all__ = ['DEFAULT_MAX_PIXELS', 'PNG_START', 'new_request_id', 'broker_metadata', 'JOBS_CHANNEL', 'REPLIES_CHANNEL',
-           'serve_jobs', 'SERVE_LEASES', 'SERVE_SQL', 'PROBE_TYPE', 'TAG_HEADER', 'ERROR_STATUS',
-           'DEPTH_RECHECK_SECONDS', 'TOKEN_CACHE_SECONDS', 'PREDICT_BODY', 'JSON_ENCODER', 'PREDICT_PATHS',
-           'FSML_COMMAND', 'ServeError', 'BrokerUnavailableError', 'ModelLoadError', 'PredictionInputError',
-           'write_linear_model_folder', 'folder_version_id', 'ServedModel', 'png_header_size', 'image_size',
-           'pillow_image_size', 'image_input', 'array_input', 'answer_of', 'Delivery', 'RandomIds', 'uuid4_hex',
-           'new_job', 'dead_letter_reply', 'input_bytes', 'input_sha256', 'driver_sql', 'serve_sql', 'SqlBroker',
-           'replies_sql', 'declare_rabbit_queue', 'delete_rabbit_queue', 'RabbitBroker', 'RabbitClient', 'broker_kind',
-           'open_broker', 'add_serve_client', 'remove_serve_client', 'client_of_token', 'WorkerConfig', 'queue_name',
-           'store_predictions', 'prediction_insert', 'stored_replies', 'reply_of_row', 'ServeWorker', 'predict_jobs',
-           'prediction_row', 'ApiConfig', 'registry_champions', 'ReplyBoard', 'SqlReplies', 'HttpError', 'ServeApi',
-           'media_type', 'image_body', 'body_input', 'read_request_input', 'BodyLimit', 'read_body', 'query_value',
-           'json_answer', 'error_answer', 'fresh_models', 'replayed_request', 'PredictRoutes', 'create_app',
-           'stop_on_signals', 'run_worker', 'run_api', 'Supervisor', 'RegistryFollower', 'run_worker_from_registry',
-           'DeployReport', 'deploy_gates', 'live_workers', 'card_gates', 'deploy']
+           'serve_jobs', 'SERVE_LEASES', 'SERVE_SQL', 'COMMIT_SETTLE_SECONDS', 'PROBE_TYPE', 'TAG_HEADER',
+           'ERROR_STATUS', 'DEPTH_RECHECK_SECONDS', 'TOKEN_CACHE_SECONDS', 'PREDICT_BODY', 'JSON_ENCODER',
+           'PREDICT_PATHS', 'FSML_COMMAND', 'ServeError', 'BrokerUnavailableError', 'ModelLoadError',
+           'PredictionInputError', 'write_linear_model_folder', 'folder_version_id', 'ServedModel', 'png_header_size',
+           'image_size', 'pillow_image_size', 'image_input', 'array_input', 'answer_of', 'Delivery', 'RandomIds',
+           'uuid4_hex', 'new_job', 'dead_letter_reply', 'input_bytes', 'input_sha256', 'driver_sql', 'serve_sql',
+           'SqlBroker', 'replies_sql', 'declare_rabbit_queue', 'delete_rabbit_queue', 'RabbitBroker', 'RabbitClient',
+           'broker_kind', 'open_broker', 'add_serve_client', 'remove_serve_client', 'client_of_token', 'WorkerConfig',
+           'queue_name', 'store_predictions', 'prediction_insert', 'stored_replies', 'reply_of_row', 'ServeWorker',
+           'predict_jobs', 'prediction_row', 'ApiConfig', 'registry_champions', 'ReplyBoard', 'SqlReplies', 'HttpError',
+           'ServeApi', 'media_type', 'image_body', 'body_input', 'read_request_input', 'BodyLimit', 'read_body',
+           'query_value', 'json_answer', 'error_answer', 'fresh_models', 'replayed_request', 'PredictRoutes',
+           'create_app', 'stop_on_signals', 'run_worker', 'run_api', 'Supervisor', 'RegistryFollower',
+           'run_worker_from_registry', 'DeployReport', 'deploy_gates', 'live_workers', 'card_gates', 'deploy']
 
 # %% ../nbs/10_serve.ipynb #2bb43f11
 class ServeError(FsmlError):
@@ -428,22 +431,27 @@ def _relax_sqlite_sync(engine: Engine) -> None:
     engine.dispose()  # connections made before the listener reconnect with it
 
 # %% ../nbs/10_serve.ipynb #4a212cdc
+COMMIT_SETTLE_SECONDS = 0.001  # after a write to a SQLite broker's file, how long to look for its commit closely
+
+
 class SqlBroker:
     "Jobs in a SQL table with leases: SQLite (WAL, its own file) or PostgreSQL (SKIP LOCKED)."
+
     kind = "sql"
 
     def __init__(self, url: str,
                  lease_seconds: float = 30.0,  # a job comes back this long after its worker's last heartbeat
                  max_attempts: int = 3,  # leases of one job before it goes to the dead letters
                  poll_seconds: float = 0.25,  # PostgreSQL: the slow poll behind LISTEN/NOTIFY (a lost notification)
-                 probe_seconds: float = 0.0005,  # SQLite: how often it checks (cheaply) whether anything was committed
+                 probe_seconds: float = 0.0005,  # SQLite without inotify: how often it checks whether anything was committed
+
                  retention_seconds: float = 3600.0,  # finished jobs are deleted this long after they were queued
                  ):
         if not retention_seconds >= 0:
             raise ServeError(f"retention_seconds must be a number of seconds >= 0, not {retention_seconds!r}")
         self.url, self.lease_seconds, self.max_attempts, self.poll_seconds = url, lease_seconds, max_attempts, poll_seconds
         self.retention_seconds = retention_seconds
-        self.probe_seconds, self._probe, self._listener = probe_seconds, None, None
+        self.probe_seconds, self._probe, self._listener, self._commits = probe_seconds, None, None, None
         self._probe_lock = threading.Lock()  # the probe's connection serves the API's reply thread and its requests
         self._busy: dict[str, bool] = {}  # queue -> whether the last lease found jobs (then lease without looking)
         try:
@@ -459,6 +467,7 @@ class SqlBroker:
         if self.engine.dialect.name == "sqlite" and self.engine.url.database not in (None, "", ":memory:"):
             import sqlite3  # a connection of its own, for PRAGMA data_version: it changes when another one commits
             self._probe = sqlite3.connect(self.engine.url.database, isolation_level=None, check_same_thread=False)
+            self._commits = SqliteCommitWatch(self.engine.url.database, probe_seconds)  # wakes a waiter at a commit
 
     def _run(self, work: Callable, write: bool = True):
         try:
@@ -467,8 +476,18 @@ class SqlBroker:
             with reading(self.engine) as connection:
                 return work(connection)
         except SQLAlchemyError as error:
-            reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
-            raise BrokerUnavailableError(f"the broker at {display_db_url(self.url)} failed: {reason}") from None
+            raise self._failed(error) from None
+
+    def _write(self, work: Callable):
+        "A write transaction of work that runs driver SQL only: the hot paths (`driver_transaction`)."
+        try:
+            return driver_transaction(self.engine, work)
+        except SQLAlchemyError as error:
+            raise self._failed(error) from None
+
+    def _failed(self, error: SQLAlchemyError) -> BrokerUnavailableError:
+        reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
+        return BrokerUnavailableError(f"the broker at {display_db_url(self.url)} failed: {reason}")
 
     def ping(self) -> None:
         "Raise `BrokerUnavailableError` unless the broker answers."
@@ -488,7 +507,7 @@ class SqlBroker:
             connection.exec_driver_sql(self.sql["publish"], rows)
             self._notify(connection, JOBS_CHANNEL)
         if rows:
-            self._run(work)
+            self._write(work)
 
     def _notify(self, connection, channel: str) -> None:
         "PostgreSQL: wake the listeners of `channel` when this transaction commits."
@@ -531,9 +550,12 @@ class SqlBroker:
             else:
                 time.sleep(max(0.0, min(self.poll_seconds, seconds)))
             return
-        deadline = time.monotonic() + seconds
-        while self.data_version() == since and time.monotonic() < deadline:
-            time.sleep(self.probe_seconds)
+        deadline, settle_until = time.monotonic() + seconds, 0.0
+        while self.data_version() == since and (now := time.monotonic()) < deadline:
+            if now < settle_until:  # SQLite writes the log, then the index that makes the commit visible: look again
+                time.sleep(COMMIT_SETTLE_SECONDS / 10)
+            elif self._commits.wait(deadline - now) and self._commits.watching:  # inotify: until a write
+                settle_until = time.monotonic() + COMMIT_SETTLE_SECONDS
 
     def _wait_notified(self, channel: str, seconds: float) -> bool:
         "PostgreSQL: wait up to `seconds` for a notification on `channel`; whether one came."
@@ -563,6 +585,7 @@ class SqlBroker:
     def close(self) -> None:
         if self._probe is not None:
             self._probe.close()
+            self._commits.close()
         if self._listener is not None:
             self._listener[0].close()
         self.engine.dispose()
@@ -572,7 +595,7 @@ class SqlBroker:
 def _lease(self: SqlBroker, queue: str, owner: str, limit: int) -> list[Delivery]:
     lease = self.leases["lease"]
     parameters = lease.parameters(queue=queue, owner=owner, expires=time.time() + self.lease_seconds, limit=limit)
-    rows = self._run(lambda connection: connection.exec_driver_sql(lease.sql, parameters).all())
+    rows = self._write(lambda connection: connection.exec_driver_sql(lease.sql, parameters).all())
     return [Delivery(row[0], json.loads(row[1]), row[2]) for row in sorted(rows, key=lambda row: (row[3], row[0]))]
 
 
@@ -587,8 +610,8 @@ def take(self: SqlBroker, queue: str, owner: str,
     first_deadline = time.monotonic() + idle_seconds
     while True:
         seen = self.data_version()  # before looking: a job queued after the look changes it
-        queued = self._busy.get(queue) or self._run(  # a read takes no lock: an idle worker blocks no writer
-            lambda connection: connection.exec_driver_sql(self.sql["any_queued"], waiting).first(), write=False)
+        queued = self._busy.get(queue) or self._read_rows(self.sql["any_queued"], waiting)  # no lock: an idle
+        # worker blocks no writer
         taken = self._lease(queue, owner, limit) if queued else []
         self._busy[queue] = bool(taken)
         if taken or time.monotonic() >= first_deadline:
@@ -609,7 +632,7 @@ def heartbeat(self: SqlBroker, owner: str, deliveries: Sequence[Delivery]) -> No
     rows = [extend.parameters(leased_key=delivery.request_id, leased_to=owner, expires=expires)
             for delivery in deliveries]
     if rows:
-        self._run(lambda connection: connection.exec_driver_sql(extend.sql, rows))
+        self._write(lambda connection: connection.exec_driver_sql(extend.sql, rows))
 
 
 @patch
@@ -629,7 +652,7 @@ def finish_many(self: SqlBroker, owner: str, finished: Sequence[tuple[Delivery, 
         connection.exec_driver_sql(end.sql, rows)
         self._notify(connection, REPLIES_CHANNEL)
     if finished:
-        self._run(work)
+        self._write(work)
 
 
 @patch
@@ -643,7 +666,7 @@ def reply_many(self: SqlBroker, finished: Sequence[tuple[Delivery, dict[str, Any
         connection.exec_driver_sql(post.sql, rows)
         self._notify(connection, REPLIES_CHANNEL)
     if finished:
-        self._run(work)
+        self._write(work)
 
 
 @patch
@@ -652,7 +675,8 @@ def acknowledge(self: SqlBroker, deliveries: Sequence[Delivery], owner: str) -> 
     complete = self.leases["complete"]
     rows = [complete.parameters(leased_key=delivery.request_id, leased_to=owner, body="") for delivery in deliveries]
     if rows:
-        self._run(lambda connection: connection.exec_driver_sql(complete.sql, rows))
+        self._write(lambda connection: connection.exec_driver_sql(complete.sql, rows))
+
 
 
 @patch
@@ -1282,7 +1306,8 @@ def store_predictions(engine: Engine, rows: Sequence[dict[str, Any]]) -> None:
     values = [{name: value if convert is None else convert(value) for name, convert, value in
                ((name, converters[name], row[name]) for name in statement.names)} for row in rows]
     if rows:
-        transaction(engine, lambda connection: connection.exec_driver_sql(statement.sql, values))
+        driver_transaction(engine, lambda connection: connection.exec_driver_sql(statement.sql, values))
+
 
 
 # `insert_ignore` of a prediction, built once per dialect and run as the driver's SQL (a worker stores every answer)
