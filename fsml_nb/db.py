@@ -13,7 +13,6 @@ import functools
 import os
 import sqlite3
 import struct
-
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence

@@ -45,14 +45,10 @@ from sqlalchemy.exc import SQLAlchemyError
 from fastcore.basics import patch
 
 from .core import FsmlError, get_logger, get_settings, onnx_session, utc_now
-from .db import (DEAD, DONE, LEASED, QUEUED, DatabaseError, DriverStatement, complete_statement, display_db_url,
-                 driver_statement, extend_statement, lease_statement,
-                 lease_columns, make_engine, model_aliases, open_database, reading,
-                 reclaim_expired,
-                 release_lease, serve_clients, serve_workers, served_predictions, transaction, driver_transaction,
-                 SqliteCommitWatch)
-
-
+from .db import (DEAD, DONE, LEASED, QUEUED, DatabaseError, DriverStatement, SqliteCommitWatch,
+                 complete_statement, display_db_url, driver_statement, driver_transaction, extend_statement,
+                 lease_columns, lease_statement, make_engine, model_aliases, open_database, reading,
+                 reclaim_expired, release_lease, serve_clients, serve_workers, served_predictions, transaction)
 
 # %% auto #0
 __all__ = ['DEFAULT_MAX_PIXELS', 'PNG_START', 'new_request_id', 'broker_metadata', 'JOBS_CHANNEL', 'REPLIES_CHANNEL',
@@ -436,7 +432,6 @@ COMMIT_SETTLE_SECONDS = 0.001  # after a write to a SQLite broker's file, how lo
 
 class SqlBroker:
     "Jobs in a SQL table with leases: SQLite (WAL, its own file) or PostgreSQL (SKIP LOCKED)."
-
     kind = "sql"
 
     def __init__(self, url: str,
@@ -444,7 +439,6 @@ class SqlBroker:
                  max_attempts: int = 3,  # leases of one job before it goes to the dead letters
                  poll_seconds: float = 0.25,  # PostgreSQL: the slow poll behind LISTEN/NOTIFY (a lost notification)
                  probe_seconds: float = 0.0005,  # SQLite without inotify: how often it checks whether anything was committed
-
                  retention_seconds: float = 3600.0,  # finished jobs are deleted this long after they were queued
                  ):
         if not retention_seconds >= 0:
@@ -676,7 +670,6 @@ def acknowledge(self: SqlBroker, deliveries: Sequence[Delivery], owner: str) -> 
     rows = [complete.parameters(leased_key=delivery.request_id, leased_to=owner, body="") for delivery in deliveries]
     if rows:
         self._write(lambda connection: connection.exec_driver_sql(complete.sql, rows))
-
 
 
 @patch
@@ -1307,7 +1300,6 @@ def store_predictions(engine: Engine, rows: Sequence[dict[str, Any]]) -> None:
                ((name, converters[name], row[name]) for name in statement.names)} for row in rows]
     if rows:
         driver_transaction(engine, lambda connection: connection.exec_driver_sql(statement.sql, values))
-
 
 
 # `insert_ignore` of a prediction, built once per dialect and run as the driver's SQL (a worker stores every answer)
