@@ -37,7 +37,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import numpy as np
-from sqlalchemy import Column, Double, Index, MetaData, String, Table, Text, bindparam, func, select
+from sqlalchemy import Column, Double, Index, MetaData, String, Table, Text, bindparam, func, literal_column, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.exc import SQLAlchemyError
@@ -52,19 +52,19 @@ from .db import (DEAD, DONE, LEASED, QUEUED, DatabaseError, DriverStatement, Sql
 
 # %% auto #0
 __all__ = ['DEFAULT_MAX_PIXELS', 'PNG_START', 'new_request_id', 'broker_metadata', 'JOBS_CHANNEL', 'REPLIES_CHANNEL',
-           'serve_jobs', 'SERVE_LEASES', 'SERVE_SQL', 'COMMIT_SETTLE_SECONDS', 'PROBE_TYPE', 'TAG_HEADER',
-           'ERROR_STATUS', 'DEPTH_RECHECK_SECONDS', 'TOKEN_CACHE_SECONDS', 'PREDICT_BODY', 'JSON_ENCODER',
-           'PREDICT_PATHS', 'FSML_COMMAND', 'ServeError', 'BrokerUnavailableError', 'ModelLoadError',
+           'serve_jobs', 'serve_job_bodies', 'job_body', 'SERVE_LEASES', 'SERVE_SQL', 'COMMIT_SETTLE_SECONDS',
+           'PROBE_TYPE', 'TAG_HEADER', 'ERROR_STATUS', 'DEPTH_RECHECK_SECONDS', 'TOKEN_CACHE_SECONDS', 'PREDICT_BODY',
+           'JSON_ENCODER', 'PREDICT_PATHS', 'FSML_COMMAND', 'ServeError', 'BrokerUnavailableError', 'ModelLoadError',
            'PredictionInputError', 'write_linear_model_folder', 'folder_version_id', 'ServedModel', 'png_header_size',
            'image_size', 'pillow_image_size', 'image_input', 'array_input', 'answer_of', 'Delivery', 'RandomIds',
-           'uuid4_hex', 'new_job', 'dead_letter_reply', 'input_bytes', 'input_sha256', 'driver_sql', 'serve_sql',
-           'SqlBroker', 'replies_sql', 'declare_rabbit_queue', 'delete_rabbit_queue', 'RabbitBroker', 'RabbitClient',
-           'broker_kind', 'open_broker', 'add_serve_client', 'remove_serve_client', 'client_of_token', 'WorkerConfig',
-           'queue_name', 'store_predictions', 'prediction_insert', 'stored_replies', 'reply_of_row', 'ServeWorker',
-           'predict_jobs', 'prediction_row', 'ApiConfig', 'registry_champions', 'ReplyBoard', 'SqlReplies', 'HttpError',
-           'ServeApi', 'media_type', 'image_body', 'body_input', 'read_request_input', 'BodyLimit', 'read_body',
-           'query_value', 'json_answer', 'error_answer', 'fresh_models', 'replayed_request', 'PredictRoutes',
-           'create_app', 'stop_on_signals', 'run_worker', 'run_api', 'Supervisor', 'RegistryFollower',
+           'uuid4_hex', 'new_job', 'dead_letter_reply', 'input_bytes', 'input_sha256', 'JobInput', 'driver_sql',
+           'serve_sql', 'SqlBroker', 'replies_sql', 'declare_rabbit_queue', 'delete_rabbit_queue', 'RabbitBroker',
+           'RabbitClient', 'broker_kind', 'open_broker', 'add_serve_client', 'remove_serve_client', 'client_of_token',
+           'WorkerConfig', 'queue_name', 'store_predictions', 'prediction_insert', 'stored_replies', 'reply_of_row',
+           'ServeWorker', 'predict_jobs', 'prediction_row', 'ApiConfig', 'registry_champions', 'ReplyBoard',
+           'SqlReplies', 'HttpError', 'ServeApi', 'media_type', 'image_body', 'body_input', 'read_request_input',
+           'BodyLimit', 'read_body', 'query_value', 'json_answer', 'error_answer', 'fresh_models', 'replayed_request',
+           'PredictRoutes', 'create_app', 'stop_on_signals', 'run_worker', 'run_api', 'Supervisor', 'RegistryFollower',
            'run_worker_from_registry', 'DeployReport', 'deploy_gates', 'live_workers', 'card_gates', 'deploy']
 
 # %% ../nbs/10_serve.ipynb #2bb43f11
@@ -365,6 +365,23 @@ def input_sha256(job: dict[str, Any]) -> str:
     "The SHA-256 of a job's input (image bytes, or the array's JSON)."
     return hashlib.sha256(input_bytes(job)).hexdigest()
 
+# %% ../nbs/10_serve.ipynb #9a4669da
+class JobInput:
+    "A job's input, decoded once for all who need it (the model, the prediction's hash, the kept input)."
+
+    def __init__(self, job: dict[str, Any]):
+        self.job = job
+
+    @functools.cached_property
+    def raw(self) -> bytes:
+        "The input's bytes, as `input_bytes` gives them (an image's base64 decoded on first use only)."
+        return input_bytes(self.job)
+
+    @functools.cached_property
+    def sha256(self) -> str:
+        "The SHA-256 of the input's bytes, as `input_sha256` gives it."
+        return hashlib.sha256(self.raw).hexdigest()
+
 # %% ../nbs/10_serve.ipynb #651520c3
 broker_metadata = MetaData()
 JOBS_CHANNEL, REPLIES_CHANNEL = "fsml_serve_jobs", "fsml_serve_replies"  # PostgreSQL NOTIFY channels
@@ -379,6 +396,17 @@ serve_jobs = Table(
     *lease_columns(),
     Index("fsml_serve_jobs_take", "queue", "status", "created_at"),
 )
+# a job's body (its input: a base64 image is nearly all of it) lives beside its row, not in it: the lease, the reply
+# and the end of the lease rewrite the row, and SQLite rewrites a whole record (overflow pages too) on every update.
+# `fsml_serve_jobs.body` stays: '' for new jobs, the body of a job queued by an earlier version (read when no row here)
+serve_job_bodies = Table(
+    "fsml_serve_job_bodies", broker_metadata,
+    Column("id", String(64), primary_key=True),  # the job's
+    Column("body", Text, nullable=False),
+)
+# a job's body, wherever it is; written out, since SQLAlchemy's SQLite RETURNING drops the table names (`id = id`)
+job_body = literal_column("coalesce((SELECT fsml_serve_job_bodies.body FROM fsml_serve_job_bodies WHERE "
+                          "fsml_serve_job_bodies.id = fsml_serve_jobs.id), fsml_serve_jobs.body)")
 
 # The statements a job meets on its way (publish, lease, heartbeat, finish, reply) are built once, and run as
 # the driver's SQL, so that no request pays for building and compiling a SQLAlchemy expression.
@@ -387,10 +415,9 @@ serve_jobs = Table(
 SERVE_LEASES = {
     "lease": lease_statement(serve_jobs, where=[serve_jobs.c.queue == bindparam("queue")],
                              order_by=[serve_jobs.c.created_at],  # first in, first out
-                             returning=[serve_jobs.c.id, serve_jobs.c.body, serve_jobs.c.attempts,
-                                        serve_jobs.c.created_at]),
+                             returning=[serve_jobs.c.id, job_body, serve_jobs.c.attempts, serve_jobs.c.created_at]),
     "extend": extend_statement(serve_jobs),
-    # a finished job's body (its input: the bulk of the row) is emptied as its lease ends: nothing reads it again
+    # a finished job's body is deleted as its lease ends (`drop_bodies`; a body of an earlier version's row, emptied)
     "finish": complete_statement(serve_jobs, DONE, ("reply", "body")),  # reply and end in one (nothing to store)
     # the reply goes out before the store, the lease ends after it: a worker killed between them leaves the job leased
     "post": serve_jobs.update().where(serve_jobs.c.id == bindparam("leased_key"), serve_jobs.c.status == LEASED,
@@ -399,12 +426,21 @@ SERVE_LEASES = {
 }
 SERVE_SQL = {
     "publish": "INSERT INTO fsml_serve_jobs (id, queue, body, created_at, status, attempts) "
-               "VALUES (:id, :queue, :body, :created_at, :status, 0) ON CONFLICT (id) DO NOTHING",
+               "VALUES (:id, :queue, '', :created_at, :status, 0) ON CONFLICT (id) DO NOTHING",
+    # its body beside it, in the same transaction; a job id queued twice keeps its first body (a queued job with a
+    # body of its own, or one answered already, gets none)
+    "publish_body": "INSERT INTO fsml_serve_job_bodies (id, body) SELECT id, :body FROM fsml_serve_jobs "
+                    "WHERE id = :id AND status = :status AND body = '' ON CONFLICT (id) DO NOTHING",
+    # a body goes when its job's lease ends with its answer, in that transaction (not if the lease was lost meanwhile)
+    "drop_bodies": "DELETE FROM fsml_serve_job_bodies WHERE id = :id AND EXISTS "
+                   "(SELECT 1 FROM fsml_serve_jobs WHERE fsml_serve_jobs.id = :id AND fsml_serve_jobs.status = :done)",
     "any_queued": "SELECT 1 FROM fsml_serve_jobs WHERE queue = :queue AND status = :queued LIMIT 1",
     # finished jobs older than the retention go, a bounded number at a time (the table never grows forever); dead
     # ones stay: they are rare (a job that killed its workers), and the only record of their input
+    "purge_bodies": "DELETE FROM fsml_serve_job_bodies WHERE id IN (SELECT id FROM fsml_serve_jobs WHERE queue = :queue "
+                    "AND status = :done AND created_at < :before ORDER BY created_at LIMIT 1000)",  # if any are left
     "purge": "DELETE FROM fsml_serve_jobs WHERE id IN (SELECT id FROM fsml_serve_jobs WHERE queue = :queue "
-             "AND status = :done AND created_at < :before LIMIT 1000)",
+             "AND status = :done AND created_at < :before ORDER BY created_at LIMIT 1000)",
 }
 
 
@@ -431,7 +467,7 @@ COMMIT_SETTLE_SECONDS = 0.001  # after a write to a SQLite broker's file, how lo
 
 
 class SqlBroker:
-    "Jobs in a SQL table with leases: SQLite (WAL, its own file) or PostgreSQL (SKIP LOCKED)."
+    "Jobs in a SQL table with leases, their bodies beside it: SQLite (WAL, its own file) or PostgreSQL (SKIP LOCKED)."
     kind = "sql"
 
     def __init__(self, url: str,
@@ -499,6 +535,7 @@ class SqlBroker:
 
         def work(connection):
             connection.exec_driver_sql(self.sql["publish"], rows)
+            connection.exec_driver_sql(self.sql["publish_body"], rows)
             self._notify(connection, JOBS_CHANNEL)
         if rows:
             self._write(work)
@@ -644,6 +681,7 @@ def finish_many(self: SqlBroker, owner: str, finished: Sequence[tuple[Delivery, 
 
     def work(connection):
         connection.exec_driver_sql(end.sql, rows)
+        self._drop_bodies(connection, [delivery for delivery, _ in finished])
         self._notify(connection, REPLIES_CHANNEL)
     if finished:
         self._write(work)
@@ -668,8 +706,19 @@ def acknowledge(self: SqlBroker, deliveries: Sequence[Delivery], owner: str) -> 
     "End the leases of answered jobs (their replies posted, their predictions stored), in one transaction."
     complete = self.leases["complete"]
     rows = [complete.parameters(leased_key=delivery.request_id, leased_to=owner, body="") for delivery in deliveries]
+
+    def work(connection):
+        connection.exec_driver_sql(complete.sql, rows)
+        self._drop_bodies(connection, deliveries)
     if rows:
-        self._write(lambda connection: connection.exec_driver_sql(complete.sql, rows))
+        self._write(work)
+
+
+@patch
+def _drop_bodies(self: SqlBroker, connection, deliveries: Sequence[Delivery]) -> None:
+    "Delete the bodies of those of `deliveries` whose jobs are done (in the transaction that ended their leases)."
+    connection.exec_driver_sql(self.sql["drop_bodies"], [{"id": delivery.request_id, "done": DONE}
+                                                         for delivery in deliveries])
 
 
 @patch
@@ -695,6 +744,7 @@ def reclaim(self: SqlBroker, queue: str) -> int:
         if reclaimed:  # a job back in the queue wakes the workers; a dead one, the API
             self._notify(connection, JOBS_CHANNEL)
             self._notify(connection, REPLIES_CHANNEL)
+        connection.exec_driver_sql(self.sql["purge_bodies"], purge)
         connection.exec_driver_sql(self.sql["purge"], purge)
         return reclaimed
     return self._run(work)
@@ -724,7 +774,9 @@ def replies_sql(count: int,  # how many ids the statement looks up
     if not 0 < count <= len(_REPLY_IDS):
         raise ValueError(f"replies looks up 1 to {len(_REPLY_IDS)} ids at once, not {count}")
     marks = ", ".join(f":{name}" for name in _REPLY_IDS[:count])
-    return driver_sql(f"SELECT id, status, reply, body, attempts FROM fsml_serve_jobs WHERE id IN ({marks}) "
+    body = ("CASE WHEN reply IS NULL THEN COALESCE((SELECT body FROM fsml_serve_job_bodies WHERE "  # a dead job's only
+            "fsml_serve_job_bodies.id = fsml_serve_jobs.id), fsml_serve_jobs.body) END")
+    return driver_sql(f"SELECT id, status, reply, {body}, attempts FROM fsml_serve_jobs WHERE id IN ({marks}) "
                       "AND (reply IS NOT NULL OR status = :dead)", dialect)
 
 
@@ -1404,20 +1456,22 @@ def _error_reply(job: dict[str, Any], kind: str, message: str, model: ServedMode
             "error": message, "error_kind": kind}
 
 
-def _job_input(job: dict[str, Any], model: ServedModel) -> np.ndarray:
-    kind, data = job["input"]["kind"], job["input"]["data"]
-    if kind == "image":
-        return image_input(base64.b64decode(data), model.input_shape)
-    return array_input(data, model.input_shape)
+def _job_input(decoded: JobInput, model: ServedModel) -> np.ndarray:
+    if decoded.job["input"]["kind"] == "image":
+        return image_input(decoded.raw, model.input_shape)
+    return array_input(decoded.job["input"]["data"], model.input_shape)
 
 
-def predict_jobs(model: ServedModel, jobs: Sequence[dict[str, Any]], worker: str) -> list[dict[str, Any]]:
+def predict_jobs(model: ServedModel, jobs: Sequence[dict[str, Any]], worker: str,
+                 decoded: Sequence[JobInput] | None = None,  # the jobs' inputs, decoded once (default: decoded here)
+                 ) -> list[dict[str, Any]]:
     "The replies to `jobs` from `model`: one batch, or one by one if the batch fails."
     replies: list[dict[str, Any] | None] = [None] * len(jobs)
     inputs, positions = [], []
+    decoded = [JobInput(job) for job in jobs] if decoded is None else decoded
     for position, job in enumerate(jobs):
         try:
-            inputs.append(_job_input(job, model))
+            inputs.append(_job_input(decoded[position], model))
             positions.append(position)
         except PredictionInputError as error:
             replies[position] = _error_reply(job, "input", str(error), model, worker)
@@ -1442,10 +1496,13 @@ def predict_jobs(model: ServedModel, jobs: Sequence[dict[str, Any]], worker: str
     return replies
 
 
-def prediction_row(job: dict[str, Any], reply: dict[str, Any], role: str = "served") -> dict[str, Any]:
+def prediction_row(job: dict[str, Any], reply: dict[str, Any], role: str = "served",
+                   decoded: JobInput | None = None,  # the job's input, decoded already (default: decoded here)
+                   ) -> dict[str, Any]:
     "The served_predictions row of a reply."
+    sha256 = (JobInput(job) if decoded is None else decoded).sha256
     return {"request_id": job["id"], "role": role, "model_name": job["model"], "model_version": reply.get("model_version"),
-            "input_sha256": input_sha256(job), "label": reply.get("label"), "scores": reply.get("scores"),
+            "input_sha256": sha256, "label": reply.get("label"), "scores": reply.get("scores"),
             "error": reply.get("error"), "worker": reply.get("worker"),
             "latency_ms": (time.time() - job.get("queued_at", time.time())) * 1000, "created_at": utc_now()}
 
@@ -1457,25 +1514,27 @@ def process(self: ServeWorker, deliveries: Sequence[Delivery]) -> None:
     delivered_before = [delivery.request_id for delivery in deliveries if delivery.maybe_answered]
     known = stored_replies(self.engine, delivered_before) if delivered_before else {}
     fresh = [delivery for delivery in deliveries if delivery.request_id not in known]
+    decoded = [JobInput(delivery.job) for delivery in fresh]  # each input decoded once: model, hash, kept input
     replies = dict(known)
-    computed = predict_jobs(model, [delivery.job for delivery in fresh], self.name) if fresh else []
+    computed = predict_jobs(model, [delivery.job for delivery in fresh], self.name, decoded) if fresh else []
     replies.update({delivery.request_id: reply for delivery, reply in zip(fresh, computed, strict=True)})
     answers = [(delivery, replies[delivery.request_id]) for delivery in deliveries]
     if fresh:  # the client does not wait for the store; the job is acknowledged (its lease ended) only once stored
         self.broker.reply_many(answers, self.name)
         if self.kept_inputs is not None:  # before the rows that name them, as an import writes blobs first
-            for delivery in fresh:
-                self.kept_inputs.put(input_bytes(delivery.job))
-        store_predictions(self.engine, [prediction_row(delivery.job, reply) for delivery, reply in zip(fresh, computed, strict=True)])
+            for job_input in decoded:
+                self.kept_inputs.put(job_input.raw)
+        store_predictions(self.engine, [prediction_row(delivery.job, reply, decoded=job_input) for delivery, reply, job_input
+                                        in zip(fresh, computed, decoded, strict=True)])
         self.broker.acknowledge(deliveries, self.name)
     else:  # every answer was stored already: reply and acknowledge at once
         self.broker.finish_many(self.name, answers)
     self.served += len(deliveries)
-    shadow_jobs = [delivery.job for delivery in fresh if delivery.job.get("shadow")]
-    if self.shadow is not None and shadow_jobs:
-        shadow_replies = predict_jobs(self.shadow, shadow_jobs, self.name)
-        store_predictions(self.engine, [prediction_row(job, reply, "shadow")
-                                        for job, reply in zip(shadow_jobs, shadow_replies, strict=True)])
+    shadowed = [job_input for job_input in decoded if job_input.job.get("shadow")]
+    if self.shadow is not None and shadowed:
+        shadow_replies = predict_jobs(self.shadow, [job_input.job for job_input in shadowed], self.name, shadowed)
+        store_predictions(self.engine, [prediction_row(job_input.job, reply, "shadow", job_input)
+                                        for job_input, reply in zip(shadowed, shadow_replies, strict=True)])
 
 # %% ../nbs/10_serve.ipynb #34990240
 @patch

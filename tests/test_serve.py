@@ -1113,18 +1113,100 @@ def test_a_sql_broker_empties_finished_inputs_and_deletes_old_jobs(broker_kind: 
         broker.reclaim(config.queue)
         queued = new_job(MODEL, "array", np.ones((1, 8, 8)).tolist())
         broker.publish(config.queue, queued)
-        with broker.engine.connect() as connection:
-            bodies = dict(connection.exec_driver_sql("SELECT id, body FROM fsml_serve_jobs").all())
-        assert [bodies[job["id"]] for job in jobs[:2]] == ["", ""] and bodies[jobs[2]["id"]] == json.dumps(jobs[2])
+        assert set(job_bodies(broker, "fsml_serve_jobs").values()) == {""}  # the bodies are beside the rows
+        assert job_bodies(broker) == {jobs[2]["id"]: json.dumps(jobs[2]), queued["id"]: json.dumps(queued)}
         assert [broker.state(job["id"]) for job in jobs] == ["done", "done", "dead"]
         broker.reclaim(config.queue)  # within the retention: nothing deleted
         assert len(broker.replies([job["id"] for job in jobs])) == 3
         broker.retention_seconds = 0
         broker.reclaim(config.queue)
         assert [broker.state(job["id"]) for job in [*jobs, queued]] == [None, None, "dead", "queued"]
+        assert job_bodies(broker).keys() == {jobs[2]["id"], queued["id"]}  # the dead job's body is its record
+        assert broker.replies([jobs[2]["id"]])[jobs[2]["id"]]["error_kind"] == "dead_letter"
         stored = stored_replies(engine_of(db_url), [job["id"] for job in jobs])
         assert sorted(stored) == sorted(job["id"] for job in jobs[:2])  # the answers outlive the queue's rows
         assert all(reply["label"] == "9" for reply in stored.values())
     finally:
         broker.close()
+        worker.broker.close()
+
+
+def job_bodies(broker: SqlBroker, table: str = "fsml_serve_job_bodies") -> dict[str, str]:
+    "The bodies of a SQL broker's jobs by id: those of the bodies table, or (`fsml_serve_jobs`) the rows' own column."
+    with broker.engine.connect() as connection:
+        return dict(connection.exec_driver_sql(f"SELECT id, body FROM {table}").all())
+
+
+@pytest.mark.parametrize("broker_kind", ["sqlite", "postgresql"])
+def test_a_sql_broker_keeps_a_jobs_body_beside_its_row_until_it_is_answered(broker_kind: str, tmp_path: Path,
+                                                                          prefix: str, request):
+    "Published beside the row (first one kept), read with the lease, deleted with the answer, kept for a lost lease."
+    import base64
+
+    broker_url = f"sqlite:///{tmp_path}/queue.db" if broker_kind == "sqlite" else request.getfixturevalue("postgres_url")
+    broker, queue = SqlBroker(broker_url, lease_seconds=0.2, max_attempts=1), f"{prefix}.{MODEL}"
+    try:
+        jobs = [new_job(MODEL, "image", base64.b64encode(png(64, 64, value)).decode()) for value in (10, 20, 30, 40)]
+        broker.publish_many([(queue, job) for job in jobs])
+        broker.publish(queue, {**jobs[0], "input": {"kind": "array", "data": [0]}})  # an id queued twice: kept once
+        assert job_bodies(broker) == {job["id"]: json.dumps(job) for job in jobs}
+        assert set(job_bodies(broker, "fsml_serve_jobs").values()) == {""}
+        first, second = broker.take(queue, "w", limit=2)
+        assert [first.job, second.job] == jobs[:2]  # the bodies come with the lease
+        broker.reply_many([(first, {"request_id": first.request_id, "label": "0"})], "w")
+        assert first.request_id in job_bodies(broker)  # posted, lease going on: the body stays (the job may come back)
+        broker.acknowledge([first], "w")
+        broker.finish_many("w", [(second, {"request_id": second.request_id, "label": "1"})])
+        assert job_bodies(broker).keys() == {jobs[2]["id"], jobs[3]["id"]}
+        broker.publish(queue, jobs[0])  # a finished job queued again gets no body back
+        assert broker.state(jobs[0]["id"]) == "done" and jobs[0]["id"] not in job_bodies(broker)
+        [third] = broker.take(queue, "w")
+        broker.acknowledge([third], "not-its-holder")  # a lease that is not (or no longer) this worker's
+        assert broker.state(third.request_id) == "running" and third.request_id in job_bodies(broker)
+        time.sleep(0.3)
+        broker.reclaim(queue)  # its lease ran out: dead (max_attempts=1), with its body
+        [fourth] = broker.take(queue, "w")
+        broker.acknowledge([fourth], "w")
+        assert job_bodies(broker) == {third.request_id: json.dumps(jobs[2])}
+        assert broker.replies([third.request_id])[third.request_id]["error_kind"] == "dead_letter"
+        with broker.engine.begin() as connection:  # a body left beside a finished job (none should be) goes with it
+            connection.exec_driver_sql(f"INSERT INTO fsml_serve_job_bodies (id, body) VALUES ('{jobs[0]['id']}', 'x')")
+        broker.retention_seconds = 0
+        broker.reclaim(queue)
+        assert [broker.state(job["id"]) for job in jobs] == [None, None, "dead", None]
+        assert job_bodies(broker) == {third.request_id: json.dumps(jobs[2])}
+    finally:
+        broker.close()
+
+
+@pytest.mark.parametrize("broker_kind", ["sqlite", "postgresql"])
+def test_jobs_queued_by_the_previous_version_survive_the_upgrade(broker_kind: str, db_url: str, folder: Path,
+                                                                 prefix: str, tmp_path: Path, request):
+    "A queue made by the version that kept bodies in the rows: its queued job is answered, its dead job reported."
+    import base64
+
+    from fsml_nb.serve import stored_replies
+
+    broker_url = f"sqlite:///{tmp_path}/queue.db" if broker_kind == "sqlite" else request.getfixturevalue("postgres_url")
+    config = WorkerConfig(MODEL, queue_prefix=prefix, name="upgraded")
+    old = SqlBroker(broker_url)
+    queued, dead = (new_job(MODEL, "image", base64.b64encode(png()).decode()) for _ in range(2))
+    with old.engine.begin() as connection:  # the previous version's queue: no bodies table, bodies in the rows
+        connection.exec_driver_sql("DROP TABLE fsml_serve_job_bodies")
+        for job, status in ((queued, "queued"), (dead, "dead")):
+            connection.exec_driver_sql(
+                "INSERT INTO fsml_serve_jobs (id, queue, body, created_at, status, attempts) VALUES "
+                f"('{job['id']}', '{config.queue}', '{json.dumps(job)}', {time.time()}, '{status}', 3)")
+    old.close()
+    worker = ServeWorker(db_url, broker_url, ServedModel.load(folder), config, engine=engine_of(db_url))
+    try:
+        deadline = time.monotonic() + 30
+        while not worker.step():
+            assert time.monotonic() < deadline, "the old job was not taken"
+        assert worker.broker.state(queued["id"]) == "done"
+        assert stored_replies(engine_of(db_url), [queued["id"]])[queued["id"]]["label"] == "9"
+        assert job_bodies(worker.broker, "fsml_serve_jobs")[queued["id"]] == ""  # emptied as before
+        assert worker.broker.replies([dead["id"]])[dead["id"]]["error_kind"] == "dead_letter"  # read from the row
+        assert job_bodies(worker.broker) == {}
+    finally:
         worker.broker.close()
