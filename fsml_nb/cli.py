@@ -66,11 +66,23 @@ def _fail(line: str,  # what stderr gets, after `fsml: `
     raise SystemExit(status)
 
 
+def _usage_error(exit_: SystemExit) -> typer.TyperException | None:
+    "The usage error (unknown option, missing argument, bad value) that click reported before this exit, if any."
+    cause = exit_.__context__  # click exits with status 2 while it handles the usage error, after printing it
+    usage = exit_.code == 2 and isinstance(cause, typer.TyperException) and getattr(cause, "exit_code", None) == 2
+    return cause if usage and hasattr(cause, "format_message") else None
+
+
 def main(argv: list[str] | None = None) -> None:
     "Entry point of the `fsml` command."
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
         app(args=argv, prog_name="fsml")
+    except SystemExit as exit_:
+        usage = _usage_error(exit_)
+        if usage is not None and _asks_for_json(argv):  # click printed the usage and its message on stderr already
+            print(json.dumps({"error": usage.format_message(), "kind": type(usage).__name__}), flush=True)
+        raise
     except FsmlError as error:
         _fail(f"error: {error}", error, 1, _asks_for_json(argv))
     except KeyboardInterrupt as interrupt:
@@ -742,6 +754,16 @@ def _api_config(**options):
     from fsml_nb.serve import ApiConfig
     return ApiConfig.from_env(**{key: value for key, value in options.items() if value is not None})
 
+
+def _seconds(value: float) -> float:
+    "A typer callback: `value` must be a number of seconds >= 0 (NaN is not)."
+    if not value >= 0:
+        raise typer.BadParameter(f"must be a number of seconds >= 0, not {value!r}")
+    return value
+
+
+_RETENTION_HELP = "SQL brokers: finished jobs are deleted this long after they were queued"
+
 # %% ../nbs/13_cli.ipynb #55182790
 @serve_app.command("worker")
 def serve_worker_command(model: Annotated[str, typer.Option(help="the model's name (its queue is PREFIX.NAME)")],
@@ -753,6 +775,7 @@ def serve_worker_command(model: Annotated[str, typer.Option(help="the model's na
                          queue_prefix: Annotated[str, typer.Option(help="queue name prefix")] = "fsml.predict",
                          lease_seconds: Annotated[float, typer.Option(help="SQL brokers: lease length (heartbeats extend it)")] = 30.0,
                          max_attempts: Annotated[int, typer.Option(help="deliveries of a job before it is dead-lettered")] = 3,
+                         retention_seconds: Annotated[float, typer.Option(help=_RETENTION_HELP, callback=_seconds)] = 3600.0,
                          shadow_ref: Annotated[str | None, typer.Option(help="a challenger to run on shadow jobs (NAME@challenger)")] = None,
                          name: Annotated[str | None, typer.Option(help="worker name (default host-pid-random)")] = None,
                          cache: Annotated[Path | None, typer.Option(help="where pulled versions go (default FSML_HOME/serve-cache)")] = None,
@@ -763,7 +786,7 @@ def serve_worker_command(model: Annotated[str, typer.Option(help="the model's na
     from fsml_nb.serve import run_worker, run_worker_from_registry
     config = _worker_config(model, max_batch=max_batch, max_wait_ms=max_wait_ms, threads=threads,
                             queue_prefix=queue_prefix, lease_seconds=lease_seconds, max_attempts=max_attempts, name=name,
-                            keep_inputs=keep_inputs)
+                            keep_inputs=keep_inputs, retention_seconds=retention_seconds)
     if (folder is None) == (ref is None):
         raise FsmlError("give exactly one of --folder (a pulled model folder) or --ref (a registry reference)")
     if folder is not None:
@@ -783,12 +806,13 @@ def serve_api_command(host: Annotated[str, typer.Option(help="address to listen 
                       max_pixels: Annotated[int, typer.Option(help="largest image, in pixels")] = 4_000_000,
                       shadow_fraction: Annotated[float, typer.Option(help="share of requests the challenger also runs")] = 0.0,
                       no_token: Annotated[bool, typer.Option("--no-token", help="do not require client tokens (demo only)")] = False,
+                      retention_seconds: Annotated[float, typer.Option(help=_RETENTION_HELP, callback=_seconds)] = 3600.0,
                       ) -> None:
     "Serve the HTTP API (POST /v1/predict, /v1/jobs, /healthz, /readyz, /metrics)."
     from fsml_nb.serve import run_api
     config = _api_config(queue_prefix=queue_prefix, max_queue=max_queue, request_timeout=timeout,
                          max_body_bytes=max_body_bytes, max_pixels=max_pixels, shadow_fraction=shadow_fraction,
-                         require_token=not no_token)
+                         require_token=not no_token, retention_seconds=retention_seconds)
     run_api(config, host, port)
 
 # %% ../nbs/13_cli.ipynb #74de1eb7
@@ -806,21 +830,33 @@ def serve_up_command(model: Annotated[str, typer.Option(help="the model's name")
                      no_token: Annotated[bool, typer.Option("--no-token", help="do not require client tokens (demo only)")] = False,
                      keep_inputs: Annotated[bool, typer.Option("--keep-inputs",
                                                                help="workers keep each input in the blob store (to grade production)")] = False,
+                     retention_seconds: Annotated[float, typer.Option(help=_RETENTION_HELP, callback=_seconds)] = 3600.0,
                      ) -> None:
     "Run the API and N workers on this machine, under one supervisor, until SIGTERM."
-    from fsml_nb.serve import FSML_COMMAND, Supervisor, stop_on_signals
+    from fsml_nb.serve import Supervisor, stop_on_signals
     if (folder is None) == (ref is None):
         raise FsmlError("give exactly one of --folder (a pulled model folder) or --ref (a registry reference)")
     source = ["--folder", str(folder.absolute())] if folder else ["--ref", ref]
-    api = [*FSML_COMMAND, "serve", "api", "--host", host, "--port", str(port), "--queue-prefix", queue_prefix,
-           "--shadow-fraction", str(shadow_fraction)] + (["--no-token"] if no_token else [])
-    worker = [*FSML_COMMAND, "serve", "worker", "--model", model, *source, "--max-batch", str(max_batch),
-              "--max-wait-ms", str(max_wait_ms), "--queue-prefix", queue_prefix] + \
-        (["--shadow-ref", shadow_ref] if shadow_ref else []) + (["--keep-inputs"] if keep_inputs else [])
+    api, worker = _serve_up_commands(model, source, host, port, max_batch, max_wait_ms, queue_prefix, shadow_fraction,
+                                     shadow_ref, no_token, keep_inputs, retention_seconds)
     supervisor = Supervisor({"api": api, **{f"worker-{index + 1}": worker for index in range(workers)}})
     stop_on_signals(supervisor.stop)
     typer.echo(f"serving {model} on http://{host}:{port} with {workers} workers; SIGTERM or Ctrl-C stops")
     supervisor.watch()
+
+# %% ../nbs/13_cli.ipynb #b45a676d
+def _serve_up_commands(model: str, source: list[str], host: str, port: int, max_batch: int, max_wait_ms: float,
+                       queue_prefix: str, shadow_fraction: float, shadow_ref: str | None, no_token: bool,
+                       keep_inputs: bool, retention_seconds: float) -> tuple[list[str], list[str]]:
+    "The command lines of `fsml serve up`'s API and of each of its workers."
+    from fsml_nb.serve import FSML_COMMAND
+    shared = ["--queue-prefix", queue_prefix, "--retention-seconds", repr(retention_seconds)]  # the API purges too
+    api = [*FSML_COMMAND, "serve", "api", "--host", host, "--port", str(port), *shared,
+           "--shadow-fraction", str(shadow_fraction)] + (["--no-token"] if no_token else [])
+    worker = [*FSML_COMMAND, "serve", "worker", "--model", model, *source, "--max-batch", str(max_batch),
+              "--max-wait-ms", str(max_wait_ms), *shared] + \
+        (["--shadow-ref", shadow_ref] if shadow_ref else []) + (["--keep-inputs"] if keep_inputs else [])
+    return api, worker
 
 # %% ../nbs/13_cli.ipynb #1a958c1f
 @serve_app.command("add-client")

@@ -53,19 +53,20 @@ from .db import (DEAD, DONE, LEASED, QUEUED, DatabaseError, DriverStatement, Sql
 # %% auto #0
 __all__ = ['DEFAULT_MAX_PIXELS', 'PNG_START', 'new_request_id', 'broker_metadata', 'JOBS_CHANNEL', 'REPLIES_CHANNEL',
            'serve_jobs', 'serve_job_bodies', 'job_body', 'SERVE_LEASES', 'SERVE_SQL', 'COMMIT_SETTLE_SECONDS',
-           'PROBE_TYPE', 'TAG_HEADER', 'ERROR_STATUS', 'DEPTH_RECHECK_SECONDS', 'TOKEN_CACHE_SECONDS', 'PREDICT_BODY',
-           'JSON_ENCODER', 'PREDICT_PATHS', 'FSML_COMMAND', 'ServeError', 'BrokerUnavailableError', 'ModelLoadError',
-           'PredictionInputError', 'write_linear_model_folder', 'folder_version_id', 'ServedModel', 'png_header_size',
-           'image_size', 'pillow_image_size', 'image_input', 'array_input', 'answer_of', 'Delivery', 'RandomIds',
-           'uuid4_hex', 'new_job', 'dead_letter_reply', 'input_bytes', 'input_sha256', 'JobInput', 'driver_sql',
-           'serve_sql', 'SqlBroker', 'replies_sql', 'declare_rabbit_queue', 'delete_rabbit_queue', 'RabbitBroker',
-           'RabbitClient', 'broker_kind', 'open_broker', 'add_serve_client', 'remove_serve_client', 'client_of_token',
-           'WorkerConfig', 'queue_name', 'store_predictions', 'prediction_insert', 'stored_replies', 'reply_of_row',
-           'ServeWorker', 'predict_jobs', 'prediction_row', 'ApiConfig', 'registry_champions', 'ReplyBoard',
-           'SqlReplies', 'HttpError', 'ServeApi', 'media_type', 'image_body', 'body_input', 'read_request_input',
-           'BodyLimit', 'read_body', 'query_value', 'json_answer', 'error_answer', 'fresh_models', 'replayed_request',
-           'PredictRoutes', 'create_app', 'stop_on_signals', 'run_worker', 'run_api', 'Supervisor', 'RegistryFollower',
-           'run_worker_from_registry', 'DeployReport', 'deploy_gates', 'live_workers', 'card_gates', 'deploy']
+           'DEAD_STORED', 'DEAD_SQL', 'PROBE_TYPE', 'TAG_HEADER', 'ERROR_STATUS', 'DEPTH_RECHECK_SECONDS',
+           'TOKEN_CACHE_SECONDS', 'PREDICT_BODY', 'JSON_ENCODER', 'PREDICT_PATHS', 'FSML_COMMAND', 'ServeError',
+           'BrokerUnavailableError', 'ModelLoadError', 'PredictionInputError', 'write_linear_model_folder',
+           'folder_version_id', 'ServedModel', 'png_header_size', 'image_size', 'pillow_image_size', 'image_input',
+           'array_input', 'answer_of', 'Delivery', 'RandomIds', 'uuid4_hex', 'new_job', 'dead_letter_reply',
+           'input_bytes', 'input_sha256', 'JobInput', 'driver_sql', 'serve_sql', 'SqlBroker', 'replies_sql',
+           'declare_rabbit_queue', 'delete_rabbit_queue', 'RabbitBroker', 'RabbitClient', 'broker_kind', 'open_broker',
+           'add_serve_client', 'remove_serve_client', 'client_of_token', 'WorkerConfig', 'queue_name',
+           'store_predictions', 'prediction_insert', 'stored_replies', 'reply_of_row', 'ServeWorker', 'predict_jobs',
+           'prediction_row', 'ApiConfig', 'registry_champions', 'ReplyBoard', 'SqlReplies', 'HttpError', 'ServeApi',
+           'media_type', 'image_body', 'body_input', 'read_request_input', 'BodyLimit', 'read_body', 'query_value',
+           'json_answer', 'error_answer', 'replayed_request', 'PredictRoutes', 'create_app', 'stop_on_signals',
+           'run_worker', 'run_api', 'Supervisor', 'RegistryFollower', 'run_worker_from_registry', 'DeployReport',
+           'deploy_gates', 'live_workers', 'card_gates', 'deploy']
 
 # %% ../nbs/10_serve.ipynb #2bb43f11
 class ServeError(FsmlError):
@@ -787,6 +788,34 @@ def state(self: SqlBroker, request_id: str) -> str | None:
         select(serve_jobs.c.status).where(serve_jobs.c.id == request_id)).scalar(), write=False)
     return {LEASED: "running"}.get(status, status)
 
+# %% ../nbs/10_serve.ipynb #c28be807
+DEAD_STORED = "stored"  # the lease_owner of a dead job (which has no lease) once its row is stored
+DEAD_SQL = {
+    "dead": "SELECT id, reply, coalesce((SELECT fsml_serve_job_bodies.body FROM fsml_serve_job_bodies WHERE "
+            "fsml_serve_job_bodies.id = fsml_serve_jobs.id), fsml_serve_jobs.body), attempts FROM fsml_serve_jobs "
+            "WHERE queue = :queue AND status = :dead AND lease_owner IS NULL ORDER BY created_at LIMIT :limit",
+    "stored": "UPDATE fsml_serve_jobs SET lease_owner = :stored WHERE id = :id AND status = :dead",
+}
+
+
+@patch
+def dead_jobs(self: SqlBroker, queue: str, limit: int = 100) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    "The dead jobs of `queue` whose row is not stored yet (`mark_dead_stored`), each with the reply its client gets."
+    rows = self._read_rows(driver_sql(DEAD_SQL["dead"], self.engine.dialect.name),
+                           {"queue": queue, "dead": DEAD, "limit": limit})
+    jobs = [(json.loads(body), reply, attempts) for _, reply, body, attempts in rows]
+    return [(job, json.loads(reply) if reply is not None else dead_letter_reply(job, attempts))
+            for job, reply, attempts in jobs]  # as `replies` answers them
+
+
+@patch
+def mark_dead_stored(self: SqlBroker, request_ids: Sequence[str]) -> None:
+    "Note that these dead jobs' rows are stored: `dead_jobs` leaves them out from now on."
+    sql = driver_sql(DEAD_SQL["stored"], self.engine.dialect.name)
+    rows = [{"id": request_id, "dead": DEAD, "stored": DEAD_STORED} for request_id in request_ids]
+    if rows:
+        self._run(lambda connection: connection.exec_driver_sql(sql, rows))
+
 # %% ../nbs/10_serve.ipynb #771de267
 def _rabbit_parameters(url: str):
     import pika
@@ -1334,10 +1363,17 @@ class WorkerConfig:
     threads: int = 1  # ONNX Runtime threads
     name: str | None = None  # default: host-pid-random
     keep_inputs: bool = False  # also put each input in the blob store under its hash (to grade production later)
+    retention_seconds: float = 3600.0  # SQL brokers: finished jobs are deleted this long after they were queued
 
     @property
     def queue(self) -> str:
         return queue_name(self.queue_prefix, self.model)
+
+    @property
+    def broker_options(self) -> dict[str, Any]:
+        "What the worker's broker is opened with: at the start, and again after an outage."
+        return {"lease_seconds": self.lease_seconds, "max_attempts": self.max_attempts,
+                "retention_seconds": self.retention_seconds}
 
 
 def queue_name(prefix: str, model: str) -> str:
@@ -1406,7 +1442,7 @@ class ServeWorker:
         if self.engine.dialect.name == "sqlite":
             _relax_sqlite_sync(self.engine)  # this process's connections only: safe when a process is killed
         self.broker_url = broker_url
-        self.broker = open_broker(broker_url, lease_seconds=config.lease_seconds, max_attempts=config.max_attempts)
+        self.broker = open_broker(broker_url, **config.broker_options)
         self.in_flight: list[Delivery] = []
         self.status, self.message = "starting", None
         self.stopping = threading.Event()
@@ -1592,8 +1628,7 @@ def _reconnect(self: ServeWorker, error: BrokerUnavailableError) -> None:
     while not self.stopping.wait(1.0):
         try:
             self.broker.close()
-            self.broker = open_broker(self.broker_url, lease_seconds=self.config.lease_seconds,
-                                      max_attempts=self.config.max_attempts)
+            self.broker = open_broker(self.broker_url, **self.config.broker_options)  # the same settings again
             self.broker.ping()
             self.status, self.message = "ready", None
             return
@@ -1633,6 +1668,7 @@ class ApiConfig:
     shadow_fraction: float = 0.0  # share of requests the challenger also runs (stored, never returned)
     max_attempts: int = 3
     lease_seconds: float = 30.0
+    retention_seconds: float = 3600.0  # SQL brokers: finished jobs are deleted this long after they were queued
     champion_of: Callable[[str], str | None] | None = None  # model name -> champion version id
     follow_registry: bool = True  # default champion_of: the registry in the same database
 
@@ -1709,8 +1745,10 @@ class SqlReplies:
     "The API's side of a SQL broker: publish, depth, and a thread that reads replies."
     kind = "sql"
 
-    def __init__(self, config: ApiConfig, board: ReplyBoard):
-        self.config, self.board = config, board
+    def __init__(self, config: ApiConfig, board: ReplyBoard,
+                 on_dead: Callable[[list[tuple[dict[str, Any], dict[str, Any]]]], None] | None = None,  # stores their rows
+                 ):
+        self.config, self.board, self.on_dead = config, board, on_dead
         self.broker: SqlBroker | None = None
         self.error: str | None = None
         self.queues: set[str] = set()
@@ -1729,7 +1767,8 @@ class SqlReplies:
         if self.broker is None:
             try:
                 self.broker = SqlBroker(self.config.broker_url, lease_seconds=self.config.lease_seconds,
-                                        max_attempts=self.config.max_attempts)
+                                        max_attempts=self.config.max_attempts,
+                                        retention_seconds=self.config.retention_seconds)
                 self.error = None
             except BrokerUnavailableError as error:
                 self.error = str(error)
@@ -1749,6 +1788,7 @@ class SqlReplies:
                     last_reclaim = time.monotonic()
                     for queue in list(self.queues):
                         broker.reclaim(queue)
+                        self._store_dead(broker, queue)
                 self.error = None
                 if len(replies) < len(pending):  # some still wait: look again once something is committed
                     broker.wait_for_commit(seen, 0.05, REPLIES_CHANNEL)
@@ -1758,6 +1798,18 @@ class SqlReplies:
             except BrokerUnavailableError as error:
                 self.error = str(error)
                 self.stopping.wait(1.0)
+
+    def _store_dead(self, broker: SqlBroker, queue: str) -> None:
+        "Store the rows of the queue's dead jobs not stored yet (a row stored already is kept: each is stored once)."
+        dead = broker.dead_jobs(queue) if self.on_dead is not None else []
+        if not dead:
+            return
+        try:
+            self.on_dead(dead)
+        except (FsmlError, SQLAlchemyError) as error:  # the main database: tried again on the next pass
+            log.warning("cannot store the dead jobs of %s: %s", queue, str(error).strip().splitlines()[0])
+            return
+        broker.mark_dead_stored([job["id"] for job, _ in dead])
 
     def publish(self, queue: str, job: dict[str, Any]) -> None:
         self.queues.add(queue)
@@ -1835,10 +1887,11 @@ class ServeApi:
         self.engine = engine or open_database(config.db_url)
         self.board = ReplyBoard()
         self._models: tuple[float, dict[str, list[dict[str, Any]]]] = (0.0, {})
+        self._models_read: asyncio.Future | None = None  # the read of the served models under way (`fresh_models`)
         self._depths: dict[str, tuple[float, int, int]] = {}  # queue -> (read at, depth read, published since)
         self._depth_lock = threading.Lock()
         if broker_kind(config.broker_url) == "sql":
-            self.broker = SqlReplies(config, self.board)
+            self.broker = SqlReplies(config, self.board, on_dead=self._store_dead_jobs)
         else:
             self.broker = RabbitClient(config.broker_url, on_reply=self.board.resolve, on_dead=self._store_dead,
                                        on_replies=self.board.resolve_many,
@@ -1866,7 +1919,11 @@ class ServeApi:
         self.broker.close()
 
     def _store_dead(self, job: dict[str, Any], reply: dict[str, Any]) -> None:
-        store_predictions(self.engine, [prediction_row(job, reply)])
+        self._store_dead_jobs([(job, reply)])
+
+    def _store_dead_jobs(self, dead: Sequence[tuple[dict[str, Any], dict[str, Any]]]) -> None:
+        "Store dead jobs as predictions with their error, so that evaluation sees every accepted request."
+        store_predictions(self.engine, [prediction_row(job, reply) for job, reply in dead])
 
     def _recover_replies(self) -> None:
         "After a broker outage: answer the waiting requests whose predictions were stored meanwhile."
@@ -1919,6 +1976,16 @@ def check_model(self: ServeApi, model: str) -> str:
         served = ", ".join(sorted(models)) or "none"
         raise HttpError(404, f"unknown model {model!r}: no live worker serves it (served now: {served})")
     return queue_name(self.config.queue_prefix, model)
+
+# %% ../nbs/10_serve.ipynb #d023a47d
+@patch
+async def fresh_models(self: ServeApi) -> None:
+    "Read the served models again in a thread when `served_models` would query (one read for all who wait)."
+    if time.monotonic() - self._models[0] < 1.0:
+        return
+    if self._models_read is None or self._models_read.done():
+        self._models_read = asyncio.ensure_future(asyncio.to_thread(self.served_models))
+    await asyncio.shield(self._models_read)
 
 # %% ../nbs/10_serve.ipynb #07ce784a
 DEPTH_RECHECK_SECONDS = 0.25
@@ -2212,15 +2279,6 @@ def error_answer(error: HttpError) -> tuple[int, bytes, list]:
     return json_answer(error.status, body, [(b"retry-after", str(error.retry_after).encode())] if error.retry_after else [])
 
 
-async def fresh_models(api: ServeApi) -> None:
-    "Read the served models again in a thread when `served_models` would query (one read for all who wait)."
-    if time.monotonic() - api._models[0] < 1.0:
-        return
-    reading_now = api.__dict__.get("_models_read")
-    if reading_now is None or reading_now.done():
-        reading_now = api.__dict__["_models_read"] = asyncio.ensure_future(asyncio.to_thread(api.served_models))
-    await asyncio.shield(reading_now)
-
 
 def replayed_request(scope, body: bytes):
     "A Starlette request whose body, already read, is `body` (to parse a multipart form)."
@@ -2274,7 +2332,7 @@ class PredictRoutes:
             kind, data = await read_request_input(replayed_request(scope, body), config.max_pixels, config.max_body_bytes)
         else:
             kind, data = body_input(media, body, config.max_pixels)
-        await fresh_models(api)  # read off the event loop: a query on it would stall every request meanwhile
+        await api.fresh_models()  # read off the event loop: a query on it would stall every request meanwhile
         model = _chosen_model(api, query_value(scope["query_string"], "model"))
         if not queue_only:
             return json_answer(200, await api.predict(model, kind, data))

@@ -75,6 +75,23 @@ def test_a_failure_with_json_is_one_json_object_on_stdout(cli_env: dict[str, str
     assert (without.returncode, without.stdout, without.stderr) == (1, "", result.stderr)
 
 
+@pytest.mark.parametrize("args, kind, message", [
+    (("versions", "--json", "--no-such-option"), "NoSuchOption", "No such option: --no-such-option"),
+    (("version", "show", "--json"), "MissingParameter", "Missing argument 'ref'"),
+    (("gc", "--min-age", "soon", "--json"), "BadParameter", "Invalid value for '--min-age'"),
+])
+def test_a_usage_error_with_json_is_a_json_object_too(tmp_path: Path, args, kind, message):
+    "Exit status 2 and click's usage on stderr, as without --json; and the JSON object on stdout."
+    env = {**os.environ, "FSML_HOME": str(tmp_path)}
+    result = fsml(*args, env=env)
+    assert result.returncode == 2 and "Usage: fsml" in result.stderr, (result.returncode, result.stderr)
+    assert len(result.stdout.strip().splitlines()) == 1, result.stdout
+    failure = json.loads(result.stdout)
+    assert failure["kind"] == kind and failure["error"].startswith(message), failure
+    without = fsml(*[arg for arg in args if arg != "--json"], env=env)
+    assert (without.returncode, without.stdout) == (2, "") and "Usage: fsml" in without.stderr
+
+
 def test_an_unreachable_database_with_json_is_a_json_object(tmp_path: Path):
     env = {**os.environ, "FSML_HOME": str(tmp_path), "FSML_DB_URL": "postgresql://fsml@127.0.0.1:1/fsml"}
     result = fsml("versions", "--json", env=env)

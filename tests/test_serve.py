@@ -1210,3 +1210,62 @@ def test_jobs_queued_by_the_previous_version_survive_the_upgrade(broker_kind: st
         assert job_bodies(worker.broker) == {}
     finally:
         worker.broker.close()
+
+
+@pytest.mark.parametrize("broker_kind", ["sqlite", "postgresql"])
+def test_a_dead_sql_job_is_stored_once_as_a_dead_rabbitmq_job_is(broker_kind: str, db_url: str, prefix: str,
+                                                                 tmp_path: Path, request):
+    "Two API processes' worth of SqlReplies: each dead job gets one served_predictions row, with its error and input."
+    from fsml_nb.serve import ServeApi, dead_letter_reply, input_sha256, queue_name
+
+    broker_url = f"sqlite:///{tmp_path}/queue.db" if broker_kind == "sqlite" else request.getfixturevalue("postgres_url")
+    config = ApiConfig(db_url, broker_url, queue_prefix=prefix, max_attempts=1, lease_seconds=0.2,
+                       retention_seconds=7200.0, follow_registry=False)
+    apis = [ServeApi(config, engine_of(db_url)) for _ in range(2)]
+    vanishing = SqlBroker(broker_url, lease_seconds=0.2, max_attempts=1)
+    queue = queue_name(prefix, MODEL)
+    jobs = [new_job(MODEL, "array", np.full((1, 8, 8), index).tolist()) for index in range(3)]
+    try:
+        assert [api.broker.broker.retention_seconds for api in apis] == [7200.0, 7200.0]  # the API purges too
+        for index, job in enumerate(jobs):
+            apis[index % 2].broker.publish(queue, job)  # no client waits: POST /v1/jobs
+        assert len(vanishing.take(queue, "gone", limit=3)) == 3  # a worker that vanishes with all three
+        time.sleep(0.3)
+        vanishing.reclaim(queue)  # the worker's side marks them dead, as an idle worker would
+        deadline = time.monotonic() + 30
+        while len(stored_rows(db_url)) < 3:
+            assert time.monotonic() < deadline, stored_rows(db_url)
+            time.sleep(0.1)
+        time.sleep(2.5)  # both APIs look again: nothing more is stored
+        assert vanishing.dead_jobs(queue) == []
+    finally:
+        for api in apis:
+            api.close()
+        vanishing.close()
+    with reading(engine_of(db_url)) as connection:
+        rows = connection.execute(select(served_predictions)).mappings().all()
+    assert sorted(row["request_id"] for row in rows) == sorted(job["id"] for job in jobs)
+    for job in jobs:  # the row RabbitMQ's path stores: the dead-letter error, the input's hash, no label
+        row = next(row for row in rows if row["request_id"] == job["id"])
+        assert (row["role"], row["model_name"], row["input_sha256"], row["error"], row["label"]) == (
+            "served", MODEL, input_sha256(job), dead_letter_reply(job, 1)["error"], None)
+
+
+def test_fsml_serve_worker_takes_the_retention_of_finished_jobs(db_url: str, folder: Path, prefix: str, tmp_path: Path):
+    "`--retention-seconds 0`: the worker process deletes a finished job at its next idle reclaim (the answer stays)."
+    broker_url = f"sqlite:///{tmp_path}/queue.db"
+    broker = SqlBroker(broker_url)
+    worker = start_worker(worker_env(tmp_path, db_url, broker_url), prefix, "purger", "--retention-seconds", "0",
+                          folder=folder)
+    try:
+        wait_live(db_url, {"purger"})
+        job = new_job(MODEL, "array", np.ones((1, 8, 8)).tolist())
+        broker.publish(f"{prefix}.{MODEL}", job)
+        deadline = time.monotonic() + 60
+        while broker.state(job["id"]) is not None or not stored_rows(db_url):  # answered, stored, then deleted
+            assert time.monotonic() < deadline and worker.poll() is None, (broker.state(job["id"]), worker.poll())
+            time.sleep(0.1)
+    finally:
+        stop(worker)
+        broker.close()
+    assert [row["request_id"] for row in stored_rows(db_url)] == [job["id"]]
