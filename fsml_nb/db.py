@@ -535,6 +535,10 @@ class SqliteCommitWatch:
             os.close(self.descriptor)
             self.descriptor = None
 
+    def __del__(self):  # a watch dropped unclosed gives its descriptor back (the inotify instances a user has are few)
+        if getattr(self, "descriptor", None) is not None:
+            os.close(self.descriptor)
+
 
 
 # %% ../nbs/01_db.ipynb #98325e40

@@ -498,7 +498,6 @@ class SqlBroker:
         if self.engine.dialect.name == "sqlite" and self.engine.url.database not in (None, "", ":memory:"):
             import sqlite3  # a connection of its own, for PRAGMA data_version: it changes when another one commits
             self._probe = sqlite3.connect(self.engine.url.database, isolation_level=None, check_same_thread=False)
-            self._commits = SqliteCommitWatch(self.engine.url.database, probe_seconds)  # wakes a waiter at a commit
 
     def _run(self, work: Callable, write: bool = True):
         try:
@@ -582,6 +581,9 @@ class SqlBroker:
             else:
                 time.sleep(max(0.0, min(self.poll_seconds, seconds)))
             return
+        if self._commits is None:  # the first wait (a broker that only publishes never watches): from here on, a
+            # commit either changed `data_version` (looked at below) or wakes the watch
+            self._commits = SqliteCommitWatch(self.engine.url.database, self.probe_seconds)
         deadline, settle_until = time.monotonic() + seconds, 0.0
         while self.data_version() == since and (now := time.monotonic()) < deadline:
             if now < settle_until:  # SQLite writes the log, then the index that makes the commit visible: look again
@@ -617,6 +619,7 @@ class SqlBroker:
     def close(self) -> None:
         if self._probe is not None:
             self._probe.close()
+        if self._commits is not None:
             self._commits.close()
         if self._listener is not None:
             self._listener[0].close()
