@@ -164,7 +164,7 @@ connection = pika.BlockingConnection(pika.URLParameters(url))
 channel = connection.channel()
 channel.basic_qos(prefetch_count=1)
 def echo(channel, method, properties, body):
-    channel.basic_publish("", replies, body, pika.BasicProperties(delivery_mode=2))
+    channel.basic_publish("", replies, body)  # a transient reply, as a worker's (the prediction is stored)
     channel.basic_ack(method.delivery_tag)
 channel.basic_consume(queue, echo)
 print("ready", flush=True)
@@ -174,7 +174,7 @@ channel.start_consuming()
 
 def rabbit_floor(url: str = RABBIT_URL, messages: int = 300) -> float:
     "p50 (ms) of RabbitMQ alone on a job's round trip, with pika and no fsml_nb code: a persistent message to a "
-    "durable quorum queue, taken by a consumer in another process that publishes a persistent reply to a durable "
+    "durable quorum queue, taken by a consumer in another process that publishes a transient reply to a durable "
     "classic queue and acknowledges, the reply consumed here."
     import pika
 
@@ -497,7 +497,7 @@ def main() -> None:
     if "rabbitmq" in arguments.brokers.split(","):
         broker_floors["rabbitmq"] = rabbit_floor()
         print(f"RabbitMQ alone (pika, no fsml_nb code): a persistent message to a quorum queue, consumed in another "
-              f"process that replies (persistent) and acknowledges, reply consumed: p50 {broker_floors['rabbitmq']:.2f} "
+              f"process that replies (transient, as a worker does) and acknowledges, reply consumed: p50 {broker_floors['rabbitmq']:.2f} "
               f"ms (load average {os.getloadavg()[0]:.1f})")
     for label, (folder, body, about) in models.items():
         manifest = json.loads((folder / "manifest.json").read_text())
