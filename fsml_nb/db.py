@@ -462,7 +462,7 @@ def driver_transaction(engine: Engine, work: Callable[[Any], T],  # runs driver 
 
 
 # %% ../nbs/01_db.ipynb #05e4dcab
-_IN_MODIFY, _IN_CREATE, _IN_MOVED_TO = 0x002, 0x100, 0x080
+_IN_MODIFY, _IN_CREATE, _IN_MOVED_TO, _IN_Q_OVERFLOW = 0x002, 0x100, 0x080, 0x4000
 _INOTIFY_EVENT = struct.Struct("iIII")  # wd, mask, cookie, len; then len bytes of name
 
 
@@ -511,9 +511,10 @@ class SqliteCommitWatch:
                 return written
             offset = 0
             while offset < len(events):
-                _, _, _, size = _INOTIFY_EVENT.unpack_from(events, offset)
+                _, mask, _, size = _INOTIFY_EVENT.unpack_from(events, offset)
                 start = offset + _INOTIFY_EVENT.size
-                written = written or events[start:start + size].rstrip(b"\0") in self.names
+                lost = bool(mask & _IN_Q_OVERFLOW)  # the kernel dropped events: one of them may have been a commit
+                written = written or lost or events[start:start + size].rstrip(b"\0") in self.names
                 offset = start + size
 
     def wait(self, seconds: float) -> bool:
