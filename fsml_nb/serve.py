@@ -357,14 +357,22 @@ def dead_letter_reply(job: dict[str, Any], attempts: int) -> dict[str, Any]:
 
 
 def input_bytes(job: dict[str, Any]) -> bytes:
-    "A job's input as bytes: the image's, or the array's JSON."
+    "A job's input as bytes: the image's, or the array's JSON; `PredictionInputError` for an image that is not base64."
     data = job["input"]["data"]
-    return base64.b64decode(data) if job["input"]["kind"] == "image" else json.dumps(data).encode()
+    if job["input"]["kind"] != "image":
+        return json.dumps(data).encode()
+    try:
+        return base64.b64decode(data)
+    except (ValueError, TypeError) as error:  # binascii.Error is a ValueError
+        raise PredictionInputError(f"the job's image is not base64 data ({error})") from None
 
 
 def input_sha256(job: dict[str, Any]) -> str:
-    "The SHA-256 of a job's input (image bytes, or the array's JSON)."
-    return hashlib.sha256(input_bytes(job)).hexdigest()
+    "The SHA-256 of a job's input (image bytes, or the array's JSON; the text as it came if it cannot be decoded)."
+    try:
+        return hashlib.sha256(input_bytes(job)).hexdigest()
+    except PredictionInputError:
+        return hashlib.sha256(str(job["input"]["data"]).encode()).hexdigest()
 
 # %% ../nbs/10_serve.ipynb #9a4669da
 class JobInput:
@@ -381,7 +389,10 @@ class JobInput:
     @functools.cached_property
     def sha256(self) -> str:
         "The SHA-256 of the input's bytes, as `input_sha256` gives it."
-        return hashlib.sha256(self.raw).hexdigest()
+        try:
+            return hashlib.sha256(self.raw).hexdigest()
+        except PredictionInputError:  # not decodable (its reply says so): the hash of the text as it came
+            return input_sha256(self.job)
 
 # %% ../nbs/10_serve.ipynb #651520c3
 broker_metadata = MetaData()
@@ -1562,7 +1573,10 @@ def process(self: ServeWorker, deliveries: Sequence[Delivery]) -> None:
         self.broker.reply_many(answers, self.name)
         if self.kept_inputs is not None:  # before the rows that name them, as an import writes blobs first
             for job_input in decoded:
-                self.kept_inputs.put(job_input.raw)
+                try:
+                    self.kept_inputs.put(job_input.raw)
+                except PredictionInputError:  # not decodable: nothing to keep (its reply says why)
+                    pass
         store_predictions(self.engine, [prediction_row(delivery.job, reply, decoded=job_input) for delivery, reply, job_input
                                         in zip(fresh, computed, decoded, strict=True)])
         self.broker.acknowledge(deliveries, self.name)
