@@ -763,6 +763,15 @@ def _seconds(value: float) -> float:
 
 
 _RETENTION_HELP = "SQL brokers: finished jobs are deleted this long after they were queued"
+_LEASE_HELP = "SQL brokers: lease length (heartbeats extend it)"
+_ATTEMPTS_HELP = "deliveries of a job before it is dead-lettered (give the API and the workers the same)"
+
+
+def _attempts(value: int) -> int:
+    "A typer callback: `value` must be at least 1."
+    if value < 1:
+        raise typer.BadParameter(f"must be at least 1, not {value}")
+    return value
 
 # %% ../nbs/13_cli.ipynb #55182790
 @serve_app.command("worker")
@@ -773,8 +782,8 @@ def serve_worker_command(model: Annotated[str, typer.Option(help="the model's na
                          max_wait_ms: Annotated[float, typer.Option(help="wait this long for more jobs once one is there")] = 0.0,
                          threads: Annotated[int, typer.Option(help="ONNX Runtime threads")] = 1,
                          queue_prefix: Annotated[str, typer.Option(help="queue name prefix")] = "fsml.predict",
-                         lease_seconds: Annotated[float, typer.Option(help="SQL brokers: lease length (heartbeats extend it)")] = 30.0,
-                         max_attempts: Annotated[int, typer.Option(help="deliveries of a job before it is dead-lettered")] = 3,
+                         lease_seconds: Annotated[float, typer.Option(help=_LEASE_HELP, callback=_seconds)] = 30.0,
+                         max_attempts: Annotated[int, typer.Option(help=_ATTEMPTS_HELP, callback=_attempts)] = 3,
                          retention_seconds: Annotated[float, typer.Option(help=_RETENTION_HELP, callback=_seconds)] = 3600.0,
                          shadow_ref: Annotated[str | None, typer.Option(help="a challenger to run on shadow jobs (NAME@challenger)")] = None,
                          name: Annotated[str | None, typer.Option(help="worker name (default host-pid-random)")] = None,
@@ -807,12 +816,15 @@ def serve_api_command(host: Annotated[str, typer.Option(help="address to listen 
                       shadow_fraction: Annotated[float, typer.Option(help="share of requests the challenger also runs")] = 0.0,
                       no_token: Annotated[bool, typer.Option("--no-token", help="do not require client tokens (demo only)")] = False,
                       retention_seconds: Annotated[float, typer.Option(help=_RETENTION_HELP, callback=_seconds)] = 3600.0,
+                      lease_seconds: Annotated[float, typer.Option(help=_LEASE_HELP, callback=_seconds)] = 30.0,
+                      max_attempts: Annotated[int, typer.Option(help=_ATTEMPTS_HELP, callback=_attempts)] = 3,
                       ) -> None:
     "Serve the HTTP API (POST /v1/predict, /v1/jobs, /healthz, /readyz, /metrics)."
     from fsml_nb.serve import run_api
     config = _api_config(queue_prefix=queue_prefix, max_queue=max_queue, request_timeout=timeout,
                          max_body_bytes=max_body_bytes, max_pixels=max_pixels, shadow_fraction=shadow_fraction,
-                         require_token=not no_token, retention_seconds=retention_seconds)
+                         require_token=not no_token, retention_seconds=retention_seconds, lease_seconds=lease_seconds,
+                         max_attempts=max_attempts)
     run_api(config, host, port)
 
 # %% ../nbs/13_cli.ipynb #74de1eb7
@@ -831,6 +843,8 @@ def serve_up_command(model: Annotated[str, typer.Option(help="the model's name")
                      keep_inputs: Annotated[bool, typer.Option("--keep-inputs",
                                                                help="workers keep each input in the blob store (to grade production)")] = False,
                      retention_seconds: Annotated[float, typer.Option(help=_RETENTION_HELP, callback=_seconds)] = 3600.0,
+                     lease_seconds: Annotated[float, typer.Option(help=_LEASE_HELP, callback=_seconds)] = 30.0,
+                     max_attempts: Annotated[int, typer.Option(help=_ATTEMPTS_HELP, callback=_attempts)] = 3,
                      ) -> None:
     "Run the API and N workers on this machine, under one supervisor, until SIGTERM."
     from fsml_nb.serve import Supervisor, stop_on_signals
@@ -838,7 +852,7 @@ def serve_up_command(model: Annotated[str, typer.Option(help="the model's name")
         raise FsmlError("give exactly one of --folder (a pulled model folder) or --ref (a registry reference)")
     source = ["--folder", str(folder.absolute())] if folder else ["--ref", ref]
     api, worker = _serve_up_commands(model, source, host, port, max_batch, max_wait_ms, queue_prefix, shadow_fraction,
-                                     shadow_ref, no_token, keep_inputs, retention_seconds)
+                                     shadow_ref, no_token, keep_inputs, retention_seconds, lease_seconds, max_attempts)
     supervisor = Supervisor({"api": api, **{f"worker-{index + 1}": worker for index in range(workers)}})
     stop_on_signals(supervisor.stop)
     typer.echo(f"serving {model} on http://{host}:{port} with {workers} workers; SIGTERM or Ctrl-C stops")
@@ -847,10 +861,12 @@ def serve_up_command(model: Annotated[str, typer.Option(help="the model's name")
 # %% ../nbs/13_cli.ipynb #b45a676d
 def _serve_up_commands(model: str, source: list[str], host: str, port: int, max_batch: int, max_wait_ms: float,
                        queue_prefix: str, shadow_fraction: float, shadow_ref: str | None, no_token: bool,
-                       keep_inputs: bool, retention_seconds: float) -> tuple[list[str], list[str]]:
+                       keep_inputs: bool, retention_seconds: float, lease_seconds: float = 30.0, max_attempts: int = 3,
+                       ) -> tuple[list[str], list[str]]:
     "The command lines of `fsml serve up`'s API and of each of its workers."
     from fsml_nb.serve import FSML_COMMAND
-    shared = ["--queue-prefix", queue_prefix, "--retention-seconds", repr(retention_seconds)]  # the API purges too
+    shared = ["--queue-prefix", queue_prefix, "--retention-seconds", repr(retention_seconds),  # the API purges too,
+              "--lease-seconds", repr(lease_seconds), "--max-attempts", str(max_attempts)]  # reclaims, declares queues
     api = [*FSML_COMMAND, "serve", "api", "--host", host, "--port", str(port), *shared,
            "--shadow-fraction", str(shadow_fraction)] + (["--no-token"] if no_token else [])
     worker = [*FSML_COMMAND, "serve", "worker", "--model", model, *source, "--max-batch", str(max_batch),
