@@ -15,7 +15,7 @@ from typing import Annotated
 
 import typer
 
-from .core import FsmlError, get_settings
+from .core import PARITY_MIN_AGREEMENT, FsmlError, get_settings
 from .store import DatasetVersion, Store
 
 # %% auto #0
@@ -902,7 +902,7 @@ def deploy_command(name: Annotated[str, typer.Argument(help="the registered mode
                    alias: Annotated[str, typer.Option(help="the alias to move")] = "champion",
                    reason: Annotated[str, typer.Option(help="why, for the promotion log")] = "",
                    tolerance: Annotated[float, typer.Option(help="accuracy points the version may lose vs the champion")] = 0.5,
-                   min_agreement: Annotated[float, typer.Option(help="% agreement with the research model required")] = 99.0,
+                   min_agreement: Annotated[float, typer.Option(help="% agreement with the research model required")] = PARITY_MIN_AGREEMENT,
                    latency_budget_ms: Annotated[float | None, typer.Option(help="batch-1 CPU latency allowed (ms)")] = None,
                    wait: Annotated[float, typer.Option(help="seconds the live workers have to serve the version")] = 60.0,
                    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,

@@ -20,10 +20,10 @@ from collections.abc import Callable
 from types import ModuleType
 
 # %% auto #0
-__all__ = ['EXTRA_OF_IMPORT', 'DEFAULT_HOME', 'TORCHVISION_OP_SCHEMAS', 'CHECKPOINT_FORMAT', 'FsmlError', 'MissingExtraError',
-           'missing_extra_error', 'MissingExtraFinder', 'install_missing_extra_hook', 'Settings', 'get_settings',
-           'get_logger', 'ensure_torchvision_ops', 'import_timm', 'median_ms', 'ensure_home', 'work_prefix',
-           'process_alive', 'remove_dead_work', 'WorkFolder', 'utc_now', 'as_utc', 'onnx_session']
+__all__ = ['EXTRA_OF_IMPORT', 'DEFAULT_HOME', 'TORCHVISION_OP_SCHEMAS', 'CHECKPOINT_FORMAT', 'PARITY_MIN_AGREEMENT', 'FsmlError',
+           'MissingExtraError', 'missing_extra_error', 'MissingExtraFinder', 'install_missing_extra_hook', 'Settings',
+           'get_settings', 'get_logger', 'ensure_torchvision_ops', 'import_timm', 'median_ms', 'ensure_home',
+           'work_prefix', 'process_alive', 'remove_dead_work', 'WorkFolder', 'utc_now', 'as_utc', 'onnx_session']
 
 # %% ../nbs/00_core.ipynb #55402411
 class FsmlError(Exception):
@@ -357,6 +357,9 @@ def as_utc(moment: datetime) -> datetime:
 
 # %% ../nbs/00_core.ipynb #fcba4759
 CHECKPOINT_FORMAT = "fsml.checkpoint/2"  # 2: metadata covered by checkpoint_sha256; builders by allow-list
+# parity: the % of items on which a served variant must give the research model's top-1 (the export's choice
+# among its variants and deploy's parity gate read the same number, so the export never picks what deploy refuses)
+PARITY_MIN_AGREEMENT = 99.0
 
 # %% ../nbs/00_core.ipynb #4b1f0d2e
 def onnx_session(path: str | Path,

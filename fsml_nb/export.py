@@ -27,7 +27,7 @@ import torch
 from fastcore.basics import patch
 from torch import nn
 
-from .core import FsmlError, WorkFolder, get_logger, onnx_session
+from .core import PARITY_MIN_AGREEMENT, FsmlError, WorkFolder, get_logger, onnx_session
 from .store import DatasetVersion, Store, store_for_call
 from .train import Split, load_model, read_checkpoint
 
@@ -458,11 +458,12 @@ def _fastest(eligible: list[Variant], key: str) -> Variant:
 def _recommend(variants: list[Variant], budget: float, serving_batch: int, max_spread: float = 0.5,
                latency_budget_ms: float | None = None,  # a requirements card's latency budget at the serving batch
                size_budget_mib: float | None = None,  # a card's memory budget per model: a file larger cannot fit
+               min_agreement: float = PARITY_MIN_AGREEMENT,  # % of items with torch's top-1 (deploy's parity gate)
                ) -> tuple[str | None, list[str]]:
     "The fastest eligible variant at the serving batch, or None when the latency spread forbids a choice; notes."
     key, other_batch = f"cpu b{serving_batch}", 32 if serving_batch == 1 else 1
     baseline = variants[0]
-    eligible = [v for v in variants if v.parity.drop <= budget]
+    eligible = [v for v in variants if v.parity.drop <= budget and v.parity.agreement >= min_agreement]
     baseline_note = []
     if latency_budget_ms is not None or size_budget_mib is not None:
         slow = [v for v in eligible if v.name != "torch-fp32" and latency_budget_ms is not None
@@ -485,8 +486,11 @@ def _recommend(variants: list[Variant], budget: float, serving_batch: int, max_s
         if variant in eligible and high > budget:
             notes.append(f"{variant.name}: drop {variant.parity.drop:+.2f} points, 95% interval [{low:+.2f}, {high:+.2f}]"
                          f": this evaluation set is too small to confirm it is within the {budget}-point budget")
-        if variant not in eligible:
+        if variant.parity.drop > budget:
             notes.append(f"{variant.name} loses {variant.parity.drop:.2f} points (> budget {budget}), so it is not eligible")
+        elif variant.parity.agreement < min_agreement:
+            notes.append(f"{variant.name} gives torch's answer on {variant.parity.agreement:.2f}% of items (< "
+                         f"{min_agreement:g}%, deploy's parity gate), so it is not eligible")
         if variant.parity.beyond_tolerance:
             notes.append(f"{variant.name}: max |logit difference| {variant.parity.max_abs_logit_diff:.3g} is beyond its "
                          f"tolerance {variant.parity.logit_tolerance:.3g}")

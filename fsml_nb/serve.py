@@ -44,7 +44,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from fastcore.basics import patch
 
-from .core import FsmlError, get_logger, get_settings, onnx_session, utc_now
+from .core import PARITY_MIN_AGREEMENT, FsmlError, get_logger, get_settings, onnx_session, utc_now
 from .db import (DEAD, DONE, LEASED, QUEUED, DatabaseError, DriverStatement, SqliteCommitWatch,
                  complete_statement, display_db_url, driver_statement, driver_transaction, extend_statement,
                  lease_columns, lease_statement, make_engine, model_aliases, open_database, reading,
@@ -2646,7 +2646,7 @@ def _served_variant_metrics(manifest: dict[str, Any]) -> dict[str, Any]:
 # %% ../nbs/10_serve.ipynb #f14fb43f
 def deploy_gates(candidate: dict[str, Any], champion: dict[str, Any] | None,  # the manifests
                  tolerance: float = 0.5,  # accuracy points the candidate may lose against the champion
-                 min_agreement: float = 99.0,  # % of items where the served file agrees with torch
+                 min_agreement: float = PARITY_MIN_AGREEMENT,  # % of items where the served file agrees with torch
                  latency_budget_ms: float | None = None,  # batch-1 CPU latency allowed (None: no gate)
                  ) -> dict[str, dict[str, Any]]:
     "The deploy gates of a candidate manifest against the champion's."
