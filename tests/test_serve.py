@@ -82,6 +82,12 @@ def broker_url(request, tmp_path: Path) -> str:
     return request.getfixturevalue("rabbit_url")
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def sql_broker_url(request, tmp_path: Path) -> str:
+    "A SQL broker: a SQLite file of the test's own, or the scratch PostgreSQL database."
+    return f"sqlite:///{tmp_path}/queue.db" if request.param == "sqlite" else request.getfixturevalue("postgres_url")
+
+
 @pytest.fixture
 def folder(tmp_path: Path) -> Path:
     return write_linear_model_folder(tmp_path / "bright-v1", WEIGHTS)
@@ -495,20 +501,18 @@ def test_a_rabbitmq_worker_replies_before_storing_and_acknowledges_after(rabbit_
         client.close()
 
 
-@pytest.mark.parametrize("broker_kind", ["sqlite", "postgresql"])
 def test_a_sql_worker_replies_before_storing_and_a_crash_between_leaves_the_job_to_the_next(
-        broker_kind: str, db_url: str, token: str, folder: Path, prefix: str, tmp_path: Path, request, monkeypatch):
+        sql_broker_url: str, db_url: str, token: str, folder: Path, prefix: str, monkeypatch):
     "The client has its answer before the store; a worker that dies between the two: the next one stores it, once."
     from fsml_nb import serve
 
-    broker_url = f"sqlite:///{tmp_path}/queue.db" if broker_kind == "sqlite" else request.getfixturevalue("postgres_url")
     headers = {"Authorization": f"Bearer {token}"}
     config = WorkerConfig(MODEL, queue_prefix=prefix, name="reply-first", lease_seconds=1.0)
-    first = ServeWorker(db_url, broker_url, ServedModel.load(folder), config, engine=engine_of(db_url))
+    first = ServeWorker(db_url, sql_broker_url, ServedModel.load(folder), config, engine=engine_of(db_url))
     store, answers, seen_while_leased = serve.store_predictions, [], []
     first.status = "ready"
     first.write_heartbeat()  # the API sends jobs only to a model a live worker serves
-    with api_server(ApiConfig(db_url, broker_url, queue_prefix=prefix, lease_seconds=1.0, request_timeout=60)) as base:
+    with api_server(ApiConfig(db_url, sql_broker_url, queue_prefix=prefix, lease_seconds=1.0, request_timeout=60)) as base:
         def store_dies_once_replied(engine, rows):
             deadline = time.monotonic() + 30
             while not answers:  # the client had its answer before anything was stored
@@ -534,7 +538,7 @@ def test_a_sql_worker_replies_before_storing_and_a_crash_between_leaves_the_job_
         assert answer.status_code == 200 and answer.json()["label"] == "9" and stored_rows(db_url) == []
         assert seen_while_leased == [("done", "9", "running")]  # answered: GET /v1/jobs says so before the store
         monkeypatch.setattr(serve, "store_predictions", store)
-        second = ServeWorker(db_url, broker_url, ServedModel.load(folder), config, engine=engine_of(db_url))
+        second = ServeWorker(db_url, sql_broker_url, ServedModel.load(folder), config, engine=engine_of(db_url))
         try:
             deadline = time.monotonic() + 30
             while not second.step():  # the lease runs out, the job comes back (attempt 2): computed, stored, ended
@@ -1094,16 +1098,14 @@ def test_a_probe_sent_before_a_long_inference_is_not_taken_for_silence(rabbit_ur
         client.close()
 
 
-@pytest.mark.parametrize("broker_kind", ["sqlite", "postgresql"])
-def test_a_sql_broker_empties_finished_inputs_and_deletes_old_jobs(broker_kind: str, db_url: str, folder: Path,
-                                                                   prefix: str, tmp_path: Path, request):
+def test_a_sql_broker_empties_finished_inputs_and_deletes_old_jobs(sql_broker_url: str, db_url: str, folder: Path,
+                                                                   prefix: str):
     "A finished job's input is emptied; finished jobs past the retention go (dead ones stay); the answer stays stored."
     from fsml_nb.serve import new_job, stored_replies
 
-    broker_url = f"sqlite:///{tmp_path}/queue.db" if broker_kind == "sqlite" else request.getfixturevalue("postgres_url")
     config = WorkerConfig(MODEL, queue_prefix=prefix, name="purging", lease_seconds=0.2, max_attempts=1)
-    worker = ServeWorker(db_url, broker_url, ServedModel.load(folder), config, engine=engine_of(db_url))
-    broker = SqlBroker(broker_url, lease_seconds=0.2, max_attempts=1)
+    worker = ServeWorker(db_url, sql_broker_url, ServedModel.load(folder), config, engine=engine_of(db_url))
+    broker = SqlBroker(sql_broker_url, lease_seconds=0.2, max_attempts=1)
     try:
         jobs = [new_job(MODEL, "array", np.ones((1, 8, 8)).tolist()) for _ in range(3)]
         broker.publish_many([(config.queue, job) for job in jobs])
@@ -1137,14 +1139,11 @@ def job_bodies(broker: SqlBroker, table: str = "fsml_serve_job_bodies") -> dict[
         return dict(connection.exec_driver_sql(f"SELECT id, body FROM {table}").all())
 
 
-@pytest.mark.parametrize("broker_kind", ["sqlite", "postgresql"])
-def test_a_sql_broker_keeps_a_jobs_body_beside_its_row_until_it_is_answered(broker_kind: str, tmp_path: Path,
-                                                                          prefix: str, request):
+def test_a_sql_broker_keeps_a_jobs_body_beside_its_row_until_it_is_answered(sql_broker_url: str, prefix: str):
     "Published beside the row (first one kept), read with the lease, deleted with the answer, kept for a lost lease."
     import base64
 
-    broker_url = f"sqlite:///{tmp_path}/queue.db" if broker_kind == "sqlite" else request.getfixturevalue("postgres_url")
-    broker, queue = SqlBroker(broker_url, lease_seconds=0.2, max_attempts=1), f"{prefix}.{MODEL}"
+    broker, queue = SqlBroker(sql_broker_url, lease_seconds=0.2, max_attempts=1), f"{prefix}.{MODEL}"
     try:
         jobs = [new_job(MODEL, "image", base64.b64encode(png(64, 64, value)).decode()) for value in (10, 20, 30, 40)]
         broker.publish_many([(queue, job) for job in jobs])
@@ -1179,17 +1178,15 @@ def test_a_sql_broker_keeps_a_jobs_body_beside_its_row_until_it_is_answered(brok
         broker.close()
 
 
-@pytest.mark.parametrize("broker_kind", ["sqlite", "postgresql"])
-def test_jobs_queued_by_the_previous_version_survive_the_upgrade(broker_kind: str, db_url: str, folder: Path,
-                                                                 prefix: str, tmp_path: Path, request):
+def test_jobs_queued_by_the_previous_version_survive_the_upgrade(sql_broker_url: str, db_url: str, folder: Path,
+                                                                 prefix: str):
     "A queue made by the version that kept bodies in the rows: its queued job is answered, its dead job reported."
     import base64
 
     from fsml_nb.serve import stored_replies
 
-    broker_url = f"sqlite:///{tmp_path}/queue.db" if broker_kind == "sqlite" else request.getfixturevalue("postgres_url")
     config = WorkerConfig(MODEL, queue_prefix=prefix, name="upgraded")
-    old = SqlBroker(broker_url)
+    old = SqlBroker(sql_broker_url)
     queued, dead = (new_job(MODEL, "image", base64.b64encode(png()).decode()) for _ in range(2))
     with old.engine.begin() as connection:  # the previous version's queue: no bodies table, bodies in the rows
         connection.exec_driver_sql("DROP TABLE fsml_serve_job_bodies")
@@ -1198,7 +1195,7 @@ def test_jobs_queued_by_the_previous_version_survive_the_upgrade(broker_kind: st
                 "INSERT INTO fsml_serve_jobs (id, queue, body, created_at, status, attempts) VALUES "
                 f"('{job['id']}', '{config.queue}', '{json.dumps(job)}', {time.time()}, '{status}', 3)")
     old.close()
-    worker = ServeWorker(db_url, broker_url, ServedModel.load(folder), config, engine=engine_of(db_url))
+    worker = ServeWorker(db_url, sql_broker_url, ServedModel.load(folder), config, engine=engine_of(db_url))
     try:
         deadline = time.monotonic() + 30
         while not worker.step():
@@ -1212,17 +1209,14 @@ def test_jobs_queued_by_the_previous_version_survive_the_upgrade(broker_kind: st
         worker.broker.close()
 
 
-@pytest.mark.parametrize("broker_kind", ["sqlite", "postgresql"])
-def test_a_dead_sql_job_is_stored_once_as_a_dead_rabbitmq_job_is(broker_kind: str, db_url: str, prefix: str,
-                                                                 tmp_path: Path, request):
+def test_a_dead_sql_job_is_stored_once_as_a_dead_rabbitmq_job_is(sql_broker_url: str, db_url: str, prefix: str):
     "Two API processes' worth of SqlReplies: each dead job gets one served_predictions row, with its error and input."
     from fsml_nb.serve import ServeApi, dead_letter_reply, input_sha256, queue_name
 
-    broker_url = f"sqlite:///{tmp_path}/queue.db" if broker_kind == "sqlite" else request.getfixturevalue("postgres_url")
-    config = ApiConfig(db_url, broker_url, queue_prefix=prefix, max_attempts=1, lease_seconds=0.2,
+    config = ApiConfig(db_url, sql_broker_url, queue_prefix=prefix, max_attempts=1, lease_seconds=0.2,
                        retention_seconds=7200.0, follow_registry=False)
     apis = [ServeApi(config, engine_of(db_url)) for _ in range(2)]
-    vanishing = SqlBroker(broker_url, lease_seconds=0.2, max_attempts=1)
+    vanishing = SqlBroker(sql_broker_url, lease_seconds=0.2, max_attempts=1)
     queue = queue_name(prefix, MODEL)
     jobs = [new_job(MODEL, "array", np.full((1, 8, 8), index).tolist()) for index in range(3)]
     try:
